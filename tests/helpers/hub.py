@@ -1,0 +1,140 @@
+"""Start a real JupyterHub process (with configurable-http-proxy) for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import socket
+import sys
+import textwrap
+from pathlib import Path
+
+import aiohttp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HubProcess:
+    """``async with HubProcess(tmp_path, config_text, env) as hub:`` then ``await hub.api(...)``."""
+
+    def __init__(self, workdir: Path, config: str, env: dict | None = None):
+        self.workdir = Path(workdir)
+        self.port, self.hub_port = free_port(), free_port()
+        self.token = secrets.token_hex(16)
+        self.config = config
+        self.env = env or {}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.log_path = self.workdir / "jupyterhub.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _config_file(self) -> Path:
+        base = f"""
+        c = get_config()  # noqa
+        c.JupyterHub.ip = "127.0.0.1"
+        c.JupyterHub.port = {self.port}
+        c.JupyterHub.hub_ip = "127.0.0.1"
+        c.JupyterHub.hub_port = {self.hub_port}
+        c.JupyterHub.hub_connect_ip = "127.0.0.1"
+        c.JupyterHub.db_url = "sqlite:///{self.workdir}/jupyterhub.sqlite"
+        c.JupyterHub.cookie_secret_file = "{self.workdir}/cookie_secret"
+        c.ConfigurableHTTPProxy.pid_file = "{self.workdir}/proxy.pid"
+        c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
+        c.JupyterHub.cleanup_servers = True
+        c.JupyterHub.services = [{{"name": "tester", "api_token": "{self.token}"}}]
+        c.JupyterHub.load_roles = [{{"name": "tester", "services": ["tester"],
+            "scopes": ["admin:users", "admin:servers", "access:servers", "list:users", "read:users"]}}]
+        """
+        path = self.workdir / "jupyterhub_config.py"
+        path.write_text(textwrap.dedent(base) + textwrap.dedent(self.config))
+        return path
+
+    async def start(self, timeout: float = 60) -> "HubProcess":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self._config_file()
+        env = {**os.environ, **self.env}
+        node_bin = Path(__file__).resolve().parents[2] / "node_modules" / ".bin"
+        env["PATH"] = f"{node_bin}:{Path(sys.executable).parent}:{env.get('PATH', '')}"
+        if not shutil.which("configurable-http-proxy", path=env["PATH"]):
+            raise RuntimeError("configurable-http-proxy not found: run scripts/setup.sh")
+        self._log = open(self.log_path, "wb")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "jupyterhub", "-f", str(config), cwd=self.workdir, env=env,
+            stdout=self._log, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self.proc.returncode is not None:
+                raise RuntimeError(f"jupyterhub exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                status, _ = await self.api("GET", "/info")
+                if status == 200:
+                    return self
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"jupyterhub did not start in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def api(self, method: str, path: str, **kw):
+        headers = {"Authorization": f"token {self.token}"}
+        async with aiohttp.ClientSession() as s:
+            async with s.request(method, f"{self.url}/hub/api{path}", headers=headers, **kw) as r:
+                body = await r.json(content_type=None) if r.content_type == "application/json" else await r.text()
+                return r.status, body
+
+    async def request(self, method: str, path: str, **kw):
+        """A request through the proxy (e.g. ``/user/alice/api/status``) with the tester's token."""
+        headers = {"Authorization": f"token {self.token}"}
+        async with aiohttp.ClientSession() as s:
+            async with s.request(method, f"{self.url}{path}", headers=headers, allow_redirects=False, **kw) as r:
+                return r.status, await r.text()
+
+    async def get(self, path: str, **kw):
+        return await self.request("GET", path, **kw)
+
+    async def wait_ready(self, user: str, server: str = "", timeout: float = 60) -> dict:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            status, model = await self.api("GET", f"/users/{user}")
+            srv = (model.get("servers") or {}).get(server) if status == 200 else None
+            if srv and srv.get("ready"):
+                return srv
+            if srv is None and status == 200 and not model.get("pending"):
+                pass
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"server of {user} not ready in {timeout}s:\n{self.log()[-4000:]}")
+
+    async def stop(self) -> None:
+        if self.proc and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        pidfile = self.workdir / "proxy.pid"
+        if pidfile.exists():  # the hub stops its proxy, but not if it was killed
+            try:
+                os.kill(int(pidfile.read_text().strip()), 15)
+            except (ValueError, ProcessLookupError):
+                pass
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc):
+        await self.stop()
