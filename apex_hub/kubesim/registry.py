@@ -170,3 +170,36 @@ class Registry:
                                   "kind": "Pod", "verbs": ["get"]})
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": rt.api_version,
                 "resources": resources}
+
+    # -- OpenAPI v3 (only what kubectl needs to hand validation to the server) --------------
+
+    def openapi_v3_index(self) -> dict:
+        gvs = sorted({(rt.group, rt.version) for rt in self._by_path.values()})
+        paths = {}
+        for group, version in gvs:
+            prefix = f"apis/{group}/{version}" if group else f"api/{version}"
+            paths[prefix] = {"serverRelativeURL": f"/openapi/v3/{prefix}?hash=kubesim{len(self._by_path)}"}
+        return {"paths": paths}
+
+    def openapi_v3_doc(self, group: str, version: str) -> dict | None:
+        """Per group-version document whose PATCH operations advertise ``fieldValidation``.
+
+        kubectl then sends ``fieldValidation=Strict`` and lets the server validate (kubesim
+        checks writes against the real schemas), instead of downloading schemas itself.
+        """
+        rts = [rt for rt in self._by_path.values() if rt.group == group and rt.version == version]
+        if not rts:
+            return None
+        base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        param = {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+        paths = {}
+        for rt in rts:
+            item = f"{base}/namespaces/{{namespace}}/{rt.plural}/{{name}}" if rt.namespaced else \
+                f"{base}/{rt.plural}/{{name}}"
+            gvk = {"group": rt.group, "version": rt.version, "kind": rt.kind}
+            paths[item] = {"parameters": [param], "patch": {
+                "operationId": f"patch{rt.kind}", "parameters": [param],
+                "x-kubernetes-action": "patch", "x-kubernetes-group-version-kind": gvk,
+                "responses": {"200": {"description": "OK"}}}}
+        return {"openapi": "3.0.0", "info": {"title": "Kubernetes (kubesim)", "version": version},
+                "paths": paths, "components": {"schemas": {}}}

@@ -95,6 +95,10 @@ class ApiServer:
             return reg.api_group(parts[1])
         if len(parts) == 3 and parts[0] == "apis":
             return reg.resource_list(parts[1], parts[2])
+        if parts == ["openapi", "v3"]:
+            return reg.openapi_v3_index()
+        if parts[:2] == ["openapi", "v3"] and len(parts) in (4, 5):
+            return reg.openapi_v3_doc(parts[3] if parts[2] == "apis" else "", parts[-1])
         if parts in (["healthz"], ["livez"], ["readyz"]):
             return "ok"
         return None

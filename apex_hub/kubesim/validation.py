@@ -8,6 +8,7 @@ always checked. Full OpenAPI schema validation with ``kubernetes-validate`` is o
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 
@@ -185,22 +186,39 @@ _KIND_CHECKS = {
 def schema_validator(kubernetes_version: str | None = None):
     """A validator backed by the real Kubernetes OpenAPI schemas (``kubernetes-validate``).
 
-    Returns None when kubernetes-validate is not installed (it is a test extra).
+    Uses kubernetes-validate's strict JSON schemas, with one compiled validator per kind
+    cached (its own ``validate()`` re-reads the schema files on every call). Returns None
+    when kubernetes-validate is not installed (it is a test extra).
     """
     try:
+        import jsonschema
         import kubernetes_validate
+        from kubernetes_validate import utils
+        from referencing import Registry, Resource
     except ImportError:
         return None
-    kubernetes_version = kubernetes_version or kubernetes_validate.latest_version()
+    version = kubernetes_version or kubernetes_validate.latest_version()
+    schema_dir = f"v{[v for v in utils.all_versions() if utils.major_minor(v) <= utils.major_minor(version)][-1]}"
+    schema_dir += "-local-strict"
+
+    @functools.lru_cache(maxsize=None)
+    def compiled(api_version: str, kind: str):
+        gv = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+        try:
+            schema = utils.schema_contents(f"kubernetes-json-schema/{schema_dir}/{kind.lower()}-{gv}.json", version)
+        except FileNotFoundError:
+            return None  # custom resources: nothing to check against
+        defs = utils.schema_contents(f"kubernetes-json-schema/{schema_dir}/_definitions.json", version)
+        registry = Resource.from_contents(defs) @ (Resource.from_contents(schema) @ Registry())
+        return jsonschema.validators.Draft202012Validator(schema, registry=registry)
 
     def check(obj: dict) -> list[tuple[str, str]]:
-        try:
-            kubernetes_validate.validate(obj, kubernetes_version, strict=True)
-        except kubernetes_validate.ValidationError as e:
-            path = ".".join(str(p) for p in e.path) or "<root>"
-            return [(path, e.message)]
-        except kubernetes_validate.SchemaNotFoundError:
-            return []  # custom resources: nothing to check against
-        return []
+        validator = compiled(obj.get("apiVersion", ""), obj.get("kind", ""))
+        if validator is None:
+            return []
+        error = jsonschema.exceptions.best_match(validator.iter_errors(obj))
+        if error is None:
+            return []
+        return [(".".join(str(p) for p in error.absolute_path) or "<root>", error.message)]
 
     return check
