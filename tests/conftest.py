@@ -8,7 +8,7 @@ from apex_hub.kubesim import KubeSim
 
 @pytest.fixture
 async def sim():
-    async with KubeSim(kubelet=None) as s:
+    async with KubeSim(kubelet="instant") as s:
         yield s
 
 

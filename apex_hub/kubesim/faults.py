@@ -40,7 +40,7 @@ class Fault:
     times: int | None = 1  # how many requests it hits; None: every matching request
     rate: float = 1.0  # probability that a matching request is hit
     retry_after: int | None = None
-    delay: float = 0.0  # seconds to wait before answering
+    delay: float = 0.0  # seconds to wait before answering (after the work is done)
     message: str | None = None
     script: list | None = None  # statuses for successive matching requests, overrides status/times
     hits: int = field(default=0)

@@ -54,7 +54,6 @@ class ApiServer:
         self.faults = faults
         self.bookmark_interval = bookmark_interval
         self.pod_logs = pod_logs  # callable(namespace, name) -> str, set by the process kubelet
-        self._streams: set[web.StreamResponse] = set()
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_route("*", "/kubesim/{what}", self.admin)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -122,27 +121,31 @@ class ApiServer:
             if delay:
                 await asyncio.sleep(delay)
             fault = self.faults.pick(rec)
-            if fault is not None:
-                if fault.delay:
-                    await asyncio.sleep(fault.delay)
-                status = fault.next_status()
-                if status == 0:
-                    rec.fault, rec.status = True, 0
-                    self.faults.record(rec)
-                    request.transport.abort()  # the client sees the connection closed with no response
-                    return web.Response(status=499)
-                if status is not None:
-                    rec.fault = True
-                    raise self._fault_error(status, fault)
+            status = fault.next_status() if fault is not None else None
+            if status == 0:
+                rec.fault = True
+                request.transport.abort()  # the client sees the connection closed with no response
+                return await self._finish(rec, web.Response(status=499), status=0)
+            if status is not None:
+                rec.fault = True
+                raise self._fault_error(status, fault)
             if rec.verb == "watch":
                 return await self._watch(request, route, rec)
-            return await self._finish(rec, await self._dispatch(request, route, rec.verb))
+            resp = await self._dispatch(request, route, rec.verb)
+            if fault is not None and fault.delay:
+                # A slow response: the work is done (as a real server finishes it even when
+                # the client has given up), the answer comes late.
+                rec.fault = True
+                await self._finish(rec, resp)
+                await asyncio.sleep(fault.delay)
+                return resp
+            return await self._finish(rec, resp)
         except ApiError as e:
             headers = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else None
             return await self._finish(rec, _json(e.status(), e.code, headers))
 
-    async def _finish(self, rec: RequestRecord, resp: web.StreamResponse) -> web.StreamResponse:
-        rec.status = resp.status
+    async def _finish(self, rec: RequestRecord, resp: web.StreamResponse, status: int | None = None):
+        rec.status = resp.status if status is None else status
         rec.duration = now() - rec.started
         self.faults.record(rec)
         return resp
@@ -260,8 +263,8 @@ class ApiServer:
         bookmarks = q.get("allowWatchBookmarks") in TRUE
         deadline = time.monotonic() + timeout if timeout else None
         await resp.prepare(request)
-        self._streams.add(resp)
         rec.status = 200
+        self.faults.record(rec)  # logged when it opens; the duration is filled in when it ends
         try:
             while True:
                 wait = self.bookmark_interval if bookmarks else None
@@ -290,9 +293,7 @@ class ApiServer:
             pass
         finally:
             self.store.unwatch(watcher)
-            self._streams.discard(resp)
             rec.duration = now() - rec.started
-            self.faults.record(rec)
         return resp
 
     def drop_watches(self, resource: str | None = None, abrupt: bool = False) -> int:

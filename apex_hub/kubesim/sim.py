@@ -113,6 +113,17 @@ class KubeSim:
         Path(path).write_text(yaml.safe_dump(self.kubeconfig(), sort_keys=False))
         return str(path)
 
+    def make_default(self) -> None:
+        """Point in-process clients that load "the" kubeconfig (KubeSpawner does) at this kubesim.
+
+        Sets ``KUBECONFIG`` and kubernetes_asyncio's default location, which that library reads
+        from the environment only once, at import.
+        """
+        from kubernetes_asyncio.config import kube_config
+
+        os.environ["KUBECONFIG"] = self.kubeconfig_path
+        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = self.kubeconfig_path
+
     def client_configuration(self):
         """A kubernetes_asyncio ``Configuration`` pointing at this kubesim."""
         from kubernetes_asyncio.client import Configuration

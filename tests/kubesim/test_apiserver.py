@@ -487,8 +487,8 @@ async def test_dropped_watch_ends_stream(sim):
 async def test_pod_events_are_recorded(sim, v1):
     await v1.create_namespaced_pod("default", pod("ev"))
     for _ in range(100):
-        reasons = [e.reason for e in (await v1.list_namespaced_event(
-            "default", field_selector="involvedObject.name=ev")).items]
+        events = (await v1.list_namespaced_event("default", field_selector="involvedObject.name=ev")).items
+        reasons = [e.reason for e in sorted(events, key=lambda e: int(e.metadata.resource_version))]
         if "Started" in reasons:
             break
         await asyncio.sleep(0.02)

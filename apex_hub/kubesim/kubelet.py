@@ -1,0 +1,770 @@
+"""The scheduler and kubelet of kubesim's one node, ``kubesim-node``.
+
+A bare API server leaves pods Pending for ever, yet KubeSpawner (and our own spawner) only
+call a server started once a kubelet has scheduled the pod, reported its events and moved
+it to Running with a podIP and ready containers. The :class:`Kubelet` watches pods in the
+store and does that, in one of two modes:
+
+* ``"instant"``: pods go through the phases at once and nothing runs (API-level tests);
+* ``"process"``: each container's command runs as a local process on the pod's own
+  loopback address 127.0.0.N, with the pod's volumes materialised under
+  ``workdir/pods/<ns>/<name>/root`` (end-to-end tests with a real single-user server).
+
+Emulation limits: no image exists (image name patterns decide pull failures, and a
+container needs a command or args), mounts are symlinks (read-only is enforced for
+ConfigMap and Secret volumes only, and not against root), a readiness probe is awaited
+until its first success only, and ``exec`` probes count as ready at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import fnmatch
+import hashlib
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+from .errors import ApiError
+from .store import NODE_NAME, now_rfc3339
+
+log = logging.getLogger("apex_hub.kubesim.kubelet")
+
+ANY_ADDRESS = re.compile(r"(?<![\d.])0\.0\.0\.0(?![\d.])")
+VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+LABEL_REF = re.compile(r"metadata\.(labels|annotations)\['(.*)'\]")
+LOG_TAIL = 1024 * 1024
+DEFAULT_HOME = "/home/jovyan"
+HOST_IP = "127.0.0.1"
+
+
+class PodGone(Exception):
+    """The pod was deleted, replaced or is terminating: stop working on it quietly."""
+
+
+class PodStalled(Exception):
+    """The pod stays where it is (e.g. ImagePullBackOff) until it is deleted."""
+
+
+class PodFailed(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+class Missing(Exception):
+    """Something the pod needs (a ConfigMap, Secret, claim, key) is not there yet: retry."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+class PodRuntime:
+    """What the kubelet knows about one pod (by uid) beyond the stored object."""
+
+    def __init__(self, obj: dict):
+        meta = obj["metadata"]
+        self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        self.obj = obj  # the latest stored version; never mutated
+        self.phase, self.reason, self.message = "Pending", None, None
+        self.ip: str | None = None
+        self.start_time: str | None = None
+        self.initialized = False
+        self.init: dict[str, dict] = {}  # container name -> containerStatus
+        self.main: dict[str, dict] = {}
+        self.done: set[str] = set()  # containers that exited and will not restart
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.stopping = False
+        self.kill_now = asyncio.Event()
+        self.teardown: asyncio.Task | None = None
+
+    @property
+    def spec(self) -> dict:
+        return self.obj.get("spec") or {}
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.namespace, self.name
+
+
+class Kubelet:
+    retry_interval = 1.0  # FailedMount / CreateContainerConfigError retries
+    probe_interval = 0.1
+    stop_timeout = 2.0  # SIGTERM -> SIGKILL on stop()
+
+    def __init__(self, store, mode: str = "instant", workdir: Path | str | None = None, *,
+                 phase_delay: float = 0.0, fail_images: tuple[str, ...] = ("*:broken", "*/broken:*"),
+                 stuck_images: tuple[str, ...] = ("*:stuck",), python: str = sys.executable,
+                 ip_prefix: str = "127.0.0.", first_ip: int = 10, env: dict | None = None,
+                 restart_backoff: float = 1.0):
+        if mode not in ("instant", "process"):
+            raise ValueError(f"mode must be 'instant' or 'process', not {mode!r}")
+        self.store, self.mode = store, mode
+        self.workdir = Path(workdir) if workdir is not None else Path.cwd() / "kubesim-node"
+        self.phase_delay, self.restart_backoff = phase_delay, restart_backoff
+        self.fail_images, self.stuck_images = tuple(fail_images), tuple(stuck_images)
+        self.python, self.ip_prefix, self.first_ip = python, ip_prefix, first_ip
+        self.env = dict(env or {})
+        self._pods: dict[str, PodRuntime] = {}  # by uid
+        self._teardowns: dict[tuple[str, str], asyncio.Task] = {}
+        self._ips: dict[int, str] = {}  # last octet -> pod uid
+        self._running = self._subscribed = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._running = True
+        self.store.kubelet_attached = True
+        if not self._subscribed:
+            self.store.subscribe(self._on_event)
+            self._subscribed = True
+        for obj in self.store.list(self._rt("pods"))[0]:  # adopt pods created before us
+            self._on_event("ADDED", self._rt("pods"), obj, None)
+
+    async def stop(self) -> None:
+        """Stop watching and end every process we started (SIGTERM, then SIGKILL)."""
+        self._running = False
+        self.store.kubelet_attached = False
+        pods = list(self._pods.values())
+        for p in pods:
+            p.stopping = True
+            p.kill_now.set()
+            for task in list(p.tasks):
+                task.cancel()
+        await asyncio.gather(*(t for p in pods for t in list(p.tasks) + [p.teardown] if t),
+                             return_exceptions=True)
+        await asyncio.gather(*(_stop_processes(p.procs.values(), self.stop_timeout) for p in pods))
+        self._pods.clear()
+        self._ips.clear()
+        _make_writable(self.workdir / "pods")  # the pods' files stay for post-mortems
+
+    def pod_root(self, namespace: str, name: str) -> Path:
+        return self._pod_dir(namespace, name) / "root"
+
+    def logs(self, namespace: str, name: str, container: str | None = None) -> str:
+        """The last 1 MB of a container's output (the first container unless named)."""
+        if container is None:
+            p = next((p for p in self._pods.values() if p.key == (namespace, name)), None)
+            spec = p.spec if p else (self._lookup("pods", namespace, name) or {}).get("spec", {})
+            container = (spec.get("containers") or [{}])[0].get("name")
+        path = self._pod_dir(namespace, name) / f"{container}.log"
+        try:
+            with open(path, "rb") as f:
+                f.seek(max(0, path.stat().st_size - LOG_TAIL))
+                return f.read().decode("utf-8", "replace")
+        except (FileNotFoundError, ValueError):
+            return ""
+
+    # -- store events ---------------------------------------------------------------------
+
+    def _on_event(self, etype: str, rtype, obj: dict, old: dict | None) -> None:
+        if not self._running or rtype.kind != "Pod":
+            return
+        try:
+            self._handle(etype, obj)
+        except Exception:  # never break the store's write
+            log.exception("kubelet: handling %s of pod %s failed", etype, obj["metadata"].get("name"))
+
+    def _handle(self, etype: str, obj: dict) -> None:
+        meta, spec = obj["metadata"], obj.get("spec") or {}
+        p = self._pods.get(meta["uid"])
+        if etype == "DELETED":
+            if p is not None:
+                p.kill_now.set()
+                self._begin_teardown(p, 0)
+            return
+        if p is None:
+            if spec.get("nodeName") not in (None, "", NODE_NAME):
+                return  # bound to a node that does not exist: stays Pending, as in a cluster
+            p = self._pods[meta["uid"]] = PodRuntime(obj)
+            if not meta.get("deletionTimestamp"):
+                self._spawn(p, self._run(p))
+        p.obj = obj
+        if meta.get("deletionTimestamp"):
+            self._begin_teardown(p, meta.get("deletionGracePeriodSeconds") or 0)
+
+    def _spawn(self, p: PodRuntime, coro) -> asyncio.Task:
+        task = self.store.spawn(self._guarded(p, coro))
+        p.tasks.add(task)
+        task.add_done_callback(p.tasks.discard)
+        return task
+
+    async def _guarded(self, p: PodRuntime, coro) -> None:
+        try:
+            await coro
+        except (PodGone, PodStalled):
+            pass
+        except PodFailed as e:
+            self._fail(p, e.reason, e.message)
+        except Exception as e:
+            log.exception("kubelet: pod %s/%s", p.namespace, p.name)
+            self._fail(p, "KubeletError", f"kubesim kubelet error: {e!r}")
+
+    # -- pod lifecycle --------------------------------------------------------------------
+
+    async def _run(self, p: PodRuntime) -> None:
+        previous = self._teardowns.get(p.key)
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])  # a pod of the same name is still being cleaned up
+        if p.spec.get("nodeName") != NODE_NAME:
+            def bind(obj):
+                obj["spec"]["nodeName"] = NODE_NAME
+                self._render(p, obj.setdefault("status", {}))
+            self._write(p, bind)
+            self._event(p, "Scheduled", f"Successfully assigned {p.namespace}/{p.name} to {NODE_NAME}",
+                        component="default-scheduler")
+        await asyncio.sleep(self.phase_delay)
+        self._allocate_ip(p)
+        p.start_time = now_rfc3339()
+        first = "PodInitializing" if p.spec.get("initContainers") else "ContainerCreating"
+        p.init = {c["name"]: _waiting(c, "PodInitializing") for c in p.spec.get("initContainers", [])}
+        p.main = {c["name"]: _waiting(c, first) for c in p.spec.get("containers", [])}
+        self._sync(p)
+        await asyncio.sleep(self.phase_delay)
+        await (self._run_instant(p) if self.mode == "instant" else self._run_processes(p))
+
+    async def _run_instant(self, p: PodRuntime) -> None:
+        for c in p.spec.get("initContainers", []):
+            await self._pull(p, c, p.init[c["name"]])
+            self._created_and_started(p, c)
+            _set_terminated(p.init[c["name"]], 0, now_rfc3339())
+            self._sync(p)
+        p.initialized = True
+        for c in p.spec.get("containers", []):
+            await self._pull(p, c, p.main[c["name"]])
+            self._created_and_started(p, c)
+            _set_running(p.main[c["name"]])
+            p.main[c["name"]]["ready"] = True
+        p.phase = "Running"
+        self._sync(p)
+
+    async def _run_processes(self, p: PodRuntime) -> None:
+        await self._retry(p, lambda: self._mount_volumes(p))
+        for c in p.spec.get("initContainers", []):
+            await self._run_init_container(p, c)
+        p.initialized = True
+        self._sync(p)
+        containers = p.spec.get("containers", [])
+        for c in containers:
+            await self._pull(p, c, p.main[c["name"]])
+        procs = {c["name"]: await self._start(p, c, p.main[c["name"]]) for c in containers}
+        p.phase = "Running"
+        self._sync(p)
+        for c in containers:
+            self._spawn(p, self._supervise(p, c, procs[c["name"]]))
+
+    async def _pull(self, p: PodRuntime, c: dict, cs: dict) -> None:
+        image = c.get("image", "")
+        self._event(p, "Pulling", f'Pulling image "{image}"')
+        await asyncio.sleep(self.phase_delay)
+        if any(fnmatch.fnmatchcase(image, pat) for pat in self.fail_images):
+            error = f'Failed to pull image "{image}": rpc error: code = NotFound desc = {image}: not found'
+            self._event(p, "Failed", error, type="Warning")
+            cs["state"] = {"waiting": {"reason": "ErrImagePull", "message": error}}
+            self._sync(p)
+            await asyncio.sleep(self.phase_delay)
+            self._event(p, "BackOff", f'Back-off pulling image "{image}"', type="Warning")
+            cs["state"] = {"waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}}
+            self._sync(p)
+            raise PodStalled
+        if any(fnmatch.fnmatchcase(image, pat) for pat in self.stuck_images):
+            cs["state"] = {"waiting": {"reason": "ContainerCreating"}}
+            self._sync(p)
+            raise PodStalled
+        self._event(p, "Pulled", f'Successfully pulled image "{image}" in 0.1s')
+        cs["imageID"] = f"{image.split(':')[0]}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
+
+    def _created_and_started(self, p: PodRuntime, c: dict) -> None:
+        self._event(p, "Created", f"Created container {c['name']}")
+        self._event(p, "Started", f"Started container {c['name']}")
+
+    async def _run_init_container(self, p: PodRuntime, c: dict) -> None:
+        cs = p.init[c["name"]]
+        await self._pull(p, c, cs)
+        while True:
+            proc = await self._start(p, c, cs)
+            self._sync(p)
+            started = cs["state"].get("running", {}).get("startedAt", now_rfc3339())
+            code = await proc.wait() if proc else 128
+            _set_terminated(cs, code, started, None if proc else "StartError")
+            if code == 0:
+                self._sync(p)
+                return
+            if p.spec.get("restartPolicy") == "Never":
+                raise PodFailed("InitContainerFailed", f"init container {c['name']} exited with code {code}")
+            self._event(p, "BackOff", f"Back-off restarting failed container {c['name']} in pod "
+                                      f"{p.name}_{p.namespace}({p.uid})", type="Warning")
+            self._sync(p)
+            await asyncio.sleep(self.restart_backoff)
+            cs["restartCount"] += 1
+
+    async def _supervise(self, p: PodRuntime, c: dict, proc) -> None:
+        """Wait for a container's process; restart it as restartPolicy says."""
+        cs, policy, failures = p.main[c["name"]], p.spec.get("restartPolicy", "Always"), 0
+        while True:
+            started = cs["state"].get("running", {}).get("startedAt", now_rfc3339())
+            probe = self._spawn(p, self._await_ready(p, c, cs)) if proc else None
+            code = await proc.wait() if proc else 128
+            if probe is not None:
+                probe.cancel()
+            if p.stopping:
+                return
+            _set_terminated(cs, code, started, None if proc else "StartError")
+            if not (policy == "Always" or (policy == "OnFailure" and code != 0)):
+                p.done.add(c["name"])
+                if len(p.done) == len(p.main):
+                    ok = all(s["state"]["terminated"]["exitCode"] == 0 for s in p.main.values())
+                    p.phase = "Succeeded" if ok else "Failed"
+                self._sync(p)
+                return
+            failures = failures + 1 if code else 0
+            if failures >= 2:
+                self._event(p, "BackOff", f"Back-off restarting failed container {c['name']} in pod "
+                                          f"{p.name}_{p.namespace}({p.uid})", type="Warning")
+                cs["lastState"] = cs["state"]
+                cs["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting "
+                                           f"failed container={c['name']} pod={p.name}_{p.namespace}"}}
+            self._sync(p)
+            await asyncio.sleep(self.restart_backoff)
+            cs["restartCount"] += 1
+            proc = await self._start(p, c, cs)
+            self._sync(p)
+
+    async def _await_ready(self, p: PodRuntime, c: dict, cs: dict) -> None:
+        probe = c.get("readinessProbe") or {}
+        await asyncio.sleep(probe.get("initialDelaySeconds", 0))
+        check = _probe_check(c, probe, p.ip)
+        while check is not None and not await check():
+            await asyncio.sleep(self.probe_interval)
+        cs["ready"] = True
+        self._sync(p)
+
+    # -- processes ------------------------------------------------------------------------
+
+    async def _start(self, p: PodRuntime, c: dict, cs: dict):
+        """Start a container's process; None when it could not be executed."""
+        argv, env, cwd = await self._retry(p, lambda: self._prepare(p, c), cs)
+        if p.stopping:
+            raise PodGone
+        self._event(p, "Created", f"Created container {c['name']}")
+        with open(self._pod_dir(*p.key) / f"{c['name']}.log", "ab") as out:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=out,
+                    stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+            except OSError as e:
+                out.write(f"kubesim: cannot start {argv[0]!r}: {e}\n".encode())
+                self._event(p, "Failed", f"Error: failed to start container {c['name']!r}: {e}", type="Warning")
+                return None
+        p.procs[c["name"]] = proc
+        if "terminated" in cs["state"]:
+            cs["lastState"] = cs["state"]
+        _set_running(cs)
+        self._event(p, "Started", f"Started container {c['name']}")
+        return proc
+
+    def _prepare(self, p: PodRuntime, c: dict) -> tuple[list[str], dict, Path]:
+        pod_env = self._container_env(p, c)
+        argv = [VAR_REF.sub(lambda m: pod_env.get(m[1], m[0]), a)
+                for a in list(c.get("command") or []) + list(c.get("args") or [])]
+        if not argv:
+            raise Missing("CreateContainerError", f"container {c['name']} has no command or args "
+                                                  "(kubesim cannot run an image's entrypoint)")
+        argv = [ANY_ADDRESS.sub(p.ip, a) for a in argv]
+        if argv[0] in ("python", "python3"):
+            argv[0] = self.python
+        root = self.pod_root(*p.key)
+        home = pod_env.get("HOME", DEFAULT_HOME)
+        path = os.pathsep.join([str(Path(self.python).parent), os.environ.get("PATH", os.defpath)])
+        env = {**pod_env, "PATH": path, **self.env, "HOME": str(root / home.lstrip("/")), "KUBESIM_ROOT": str(root)}
+        env = {k: ANY_ADDRESS.sub(p.ip, str(v)) for k, v in env.items()}
+        cwd = root / (c.get("workingDir") or home).lstrip("/")
+        cwd.mkdir(parents=True, exist_ok=True)
+        return argv, env, cwd
+
+    def _container_env(self, p: PodRuntime, c: dict) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for source in c.get("envFrom") or []:
+            plural = "configmaps" if "configMapRef" in source else "secrets"
+            ref = source.get("configMapRef") or source.get("secretRef") or {}
+            data = self._config_data(p, plural, ref)
+            env.update({source.get("prefix", "") + k: v for k, v in data.items()})
+        for var in c.get("env") or []:
+            if "valueFrom" in var:
+                value = self._value_from(p, var["valueFrom"])
+                if value is None:
+                    continue
+            else:
+                value = VAR_REF.sub(lambda m: env.get(m[1], m[0]), var.get("value", ""))
+            env[var["name"]] = value
+        return env
+
+    def _value_from(self, p: PodRuntime, source: dict) -> str | None:
+        for kind, plural in (("configMapKeyRef", "configmaps"), ("secretKeyRef", "secrets")):
+            if kind in source:
+                ref = source[kind]
+                data = self._config_data(p, plural, ref)
+                if ref["key"] not in data:
+                    if ref.get("optional"):
+                        return None
+                    raise Missing("CreateContainerConfigError", f"couldn't find key {ref['key']} in "
+                                                                f"{plural[:-1]} {p.namespace}/{ref['name']}")
+                return data[ref["key"]]
+        if "fieldRef" in source:
+            return self._field(p, source["fieldRef"]["fieldPath"])
+        log.warning("kubelet: pod %s/%s: env source %s not emulated", p.namespace, p.name, list(source))
+        return ""
+
+    def _field(self, p: PodRuntime, path: str) -> str:
+        meta = p.obj["metadata"]
+        m = LABEL_REF.fullmatch(path)
+        if m:
+            return (meta.get(m[1]) or {}).get(m[2], "")
+        return {"metadata.name": p.name, "metadata.namespace": p.namespace, "metadata.uid": p.uid,
+                "status.podIP": p.ip, "status.podIPs": p.ip, "status.hostIP": HOST_IP,
+                "spec.nodeName": NODE_NAME,
+                "spec.serviceAccountName": p.spec.get("serviceAccountName", "default")}.get(path, "")
+
+    def _config_data(self, p: PodRuntime, plural: str, ref: dict) -> dict[str, str]:
+        obj = self._lookup(plural, p.namespace, ref.get("name", ""))
+        if obj is None:
+            if ref.get("optional"):
+                return {}
+            raise Missing("CreateContainerConfigError", f'{plural[:-1]} "{ref.get("name")}" not found')
+        return {k: v.decode("utf-8", "replace") for k, v in _decoded(plural, obj).items()}
+
+    # -- volumes --------------------------------------------------------------------------
+
+    def _mount_volumes(self, p: PodRuntime) -> None:
+        """Build the pod's volumes and link each mount into its rootfs (retried while Missing)."""
+        pod_dir = self._pod_dir(*p.key)
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        sources = {v["name"]: self._volume_source(p, v, pod_dir) for v in p.spec.get("volumes") or []}
+        mounts = [m for c in p.spec.get("initContainers", []) + p.spec.get("containers", [])
+                  for m in c.get("volumeMounts") or []]
+        for m in sorted(mounts, key=lambda m: m["mountPath"].rstrip("/").count("/")):  # parents first
+            if m["name"] not in sources:
+                raise PodFailed("FailedMount", f"volume mount {m['name']!r} names no volume of the pod")
+            source = sources[m["name"]]
+            if m.get("subPath"):
+                source = source / m["subPath"]
+                if not source.exists():
+                    source.mkdir(parents=True)
+            _link(self.pod_root(*p.key) / m["mountPath"].lstrip("/"), source)
+
+    def _volume_source(self, p: PodRuntime, volume: dict, pod_dir: Path) -> Path:
+        target = pod_dir / "volumes" / volume["name"]
+        if "persistentVolumeClaim" in volume:
+            claim = volume["persistentVolumeClaim"]["claimName"]
+            if self._lookup("persistentvolumeclaims", p.namespace, claim) is None:
+                raise Missing("FailedMount", f'MountVolume.SetUp failed for volume "{volume["name"]}" : '
+                                             f'persistentvolumeclaim "{claim}" not found')
+            target = self.workdir / "pvcs" / p.namespace / claim
+            target.mkdir(parents=True, exist_ok=True)
+        elif "configMap" in volume or "secret" in volume:
+            _write_files(target, self._volume_files(p, volume))
+        else:
+            if "emptyDir" not in volume:
+                log.warning("kubelet: volume %s: type not emulated, using an empty directory", volume["name"])
+            _fresh_dir(target)
+        return target
+
+    def _volume_files(self, p: PodRuntime, volume: dict) -> list[tuple[str, bytes, int]]:
+        kind, plural, name_key = (("configMap", "configmaps", "name") if "configMap" in volume
+                                  else ("secret", "secrets", "secretName"))
+        source = volume[kind]
+        obj = self._lookup(plural, p.namespace, source.get(name_key, ""))
+        if obj is None:
+            if source.get("optional"):
+                return []
+            raise Missing("FailedMount", f'MountVolume.SetUp failed for volume "{volume["name"]}" : '
+                                         f'{kind.lower()} "{source.get(name_key)}" not found')
+        data, mode = _decoded(plural, obj), source.get("defaultMode", 0o444)
+        items = source.get("items")
+        if not items:
+            return [(key, value, mode) for key, value in data.items()]
+        missing = [i["key"] for i in items if i["key"] not in data]
+        if missing and not source.get("optional"):
+            raise Missing("FailedMount", f'MountVolume.SetUp failed for volume "{volume["name"]}" : '
+                                         f"{kind.lower()} references non-existent config key: {missing[0]}")
+        return [(i["path"], data[i["key"]], i.get("mode", mode)) for i in items if i["key"] in data]
+
+    # -- deletion -------------------------------------------------------------------------
+
+    def _begin_teardown(self, p: PodRuntime, grace: float) -> None:
+        if p.teardown is None:
+            p.stopping = True
+            p.teardown = self._teardowns[p.key] = self.store.spawn(self._teardown(p, grace))
+
+    async def _teardown(self, p: PodRuntime, grace: float) -> None:
+        try:
+            for task in list(p.tasks):
+                task.cancel()
+            await asyncio.gather(*p.tasks, return_exceptions=True)
+            for name, cs in p.main.items():
+                if "running" in cs["state"]:
+                    self._event(p, "Killing", f"Stopping container {name}")
+            if self.mode == "instant":
+                await _wait_event(p.kill_now, min(grace, self.phase_delay))
+            await _stop_processes(p.procs.values(), grace, p.kill_now)
+            self._release_ip(p)
+            if self.mode == "process":
+                _rmtree(self._pod_dir(*p.key))
+            self.store.finish_pod_deletion(p.namespace, p.name, p.uid)
+        finally:
+            self._pods.pop(p.uid, None)
+            if self._teardowns.get(p.key) is p.teardown:
+                del self._teardowns[p.key]
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _rt(self, plural: str):
+        return self.store.registry.get("", "v1", plural)
+
+    def _pod_dir(self, namespace: str, name: str) -> Path:
+        return self.workdir / "pods" / namespace / name
+
+    def _lookup(self, plural: str, namespace: str, name: str) -> dict | None:
+        try:
+            return self.store.get(self._rt(plural), namespace, name)
+        except ApiError as e:
+            if e.code == 404:
+                return None
+            raise
+
+    def _allocate_ip(self, p: PodRuntime) -> None:
+        old = (p.obj.get("status") or {}).get("podIP", "")  # an adopted pod keeps its address
+        suffix = old[len(self.ip_prefix):] if old.startswith(self.ip_prefix) else ""
+        wanted = [int(suffix)] if suffix.isdigit() else []
+        for n in wanted + list(range(self.first_ip, 255)):
+            if n not in self._ips and self.first_ip <= n <= 254:
+                self._ips[n], p.ip = p.uid, f"{self.ip_prefix}{n}"
+                return
+        raise PodFailed("FailedCreatePodSandBox", "Failed to create pod sandbox: no IP addresses available "
+                                                  f"in range {self.ip_prefix}{self.first_ip}-{self.ip_prefix}254")
+
+    def _release_ip(self, p: PodRuntime) -> None:
+        if p.ip is not None and self._ips.get(int(p.ip.rsplit(".", 1)[1])) == p.uid:
+            del self._ips[int(p.ip.rsplit(".", 1)[1])]
+
+    async def _retry(self, p: PodRuntime, fn, cs: dict | None = None):
+        """Call ``fn`` until nothing it needs is Missing, reporting each new reason once."""
+        reported = None
+        while True:
+            try:
+                return fn()
+            except Missing as e:
+                if e.message != reported:
+                    reported = e.message
+                    if e.reason == "FailedMount":
+                        self._event(p, "FailedMount", e.message, type="Warning")
+                    else:
+                        self._event(p, "Failed", f"Error: {e.message}", type="Warning")
+                        if cs is not None:
+                            cs["state"] = {"waiting": {"reason": e.reason, "message": e.message}}
+                            self._sync(p)
+            await asyncio.sleep(self.retry_interval)
+
+    def _event(self, p: PodRuntime, reason: str, message: str, *, type: str = "Normal",
+               component: str = "kubelet") -> None:
+        try:
+            self.store.record_event(p.obj, reason, message, type=type, component=component)
+        except ApiError as e:
+            log.debug("kubelet: event %s for %s/%s not recorded: %s", reason, p.namespace, p.name, e)
+
+    def _fail(self, p: PodRuntime, reason: str, message: str) -> None:
+        p.phase, p.reason, p.message = "Failed", reason, message
+        self._event(p, reason, message, type="Warning")
+        try:
+            self._sync(p)
+        except PodGone:
+            pass
+
+    def _write(self, p: PodRuntime, mutate) -> None:
+        """Update the stored pod, unless it is gone, replaced or terminating (then PodGone)."""
+        if p.stopping:
+            raise PodGone
+
+        def guarded(obj):
+            if obj["metadata"]["uid"] != p.uid:
+                raise PodGone
+            mutate(obj)
+        try:
+            p.obj = self.store.update(self._rt("pods"), p.namespace, p.name, guarded)
+        except ApiError as e:
+            if e.code == 404:
+                raise PodGone from None
+            raise
+
+    def _sync(self, p: PodRuntime) -> None:
+        """Write the pod's status from what the kubelet knows."""
+        self._write(p, lambda obj: self._render(p, obj.setdefault("status", {})))
+
+    def _render(self, p: PodRuntime, status: dict) -> None:
+        ready = p.phase == "Running" and all(cs["ready"] for cs in p.main.values())
+        old = {c["type"]: c for c in status.get("conditions") or []}
+        status["conditions"] = []
+        for ctype, ok in (("PodScheduled", True), ("Initialized", p.initialized),
+                          ("ContainersReady", ready), ("Ready", ready)):
+            value = "True" if ok else "False"
+            since = old.get(ctype, {}).get("lastTransitionTime") if old.get(ctype, {}).get("status") == value else None
+            status["conditions"].append({"type": ctype, "status": value, "lastTransitionTime": since or now_rfc3339()})
+        status["phase"] = p.phase
+        for key, value in (("reason", p.reason), ("message", p.message)):
+            if value:
+                status[key] = value
+        if p.ip:
+            status.update(podIP=p.ip, podIPs=[{"ip": p.ip}], hostIP=HOST_IP, hostIPs=[{"ip": HOST_IP}],
+                          startTime=p.start_time)
+        if p.init:
+            status["initContainerStatuses"] = copy.deepcopy(list(p.init.values()))
+        if p.main:
+            status["containerStatuses"] = copy.deepcopy(list(p.main.values()))
+
+
+# -- container statuses -------------------------------------------------------------------
+
+def _waiting(c: dict, reason: str) -> dict:
+    return {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False, "started": False,
+            "restartCount": 0, "state": {"waiting": {"reason": reason}}}
+
+
+def _set_running(cs: dict) -> None:
+    cs.update(state={"running": {"startedAt": now_rfc3339()}}, started=True, ready=False)
+
+
+def _set_terminated(cs: dict, code: int, started_at: str, reason: str | None = None) -> None:
+    reason = reason or ("Completed" if code == 0 else "Error")
+    cs.update(ready=False, started=False, state={"terminated": {
+        "exitCode": code, "reason": reason, "startedAt": started_at, "finishedAt": now_rfc3339()}})
+
+
+# -- readiness ----------------------------------------------------------------------------
+
+def _probe_check(c: dict, probe: dict, ip: str):
+    """An async check for the container's readiness, or None when it is ready at once."""
+    def port_of(port):
+        if isinstance(port, str) and not port.isdigit():
+            return next((p["containerPort"] for p in c.get("ports") or [] if p.get("name") == port), 0)
+        return int(port)
+    if "httpGet" in probe:
+        get = probe["httpGet"]
+        return lambda: _http_ok(ip, port_of(get.get("port", 80)), get.get("path", "/"))
+    if "tcpSocket" in probe:
+        return lambda: _tcp_ok(ip, port_of(probe["tcpSocket"].get("port")))
+    ports = c.get("ports") or []
+    if probe or not ports:
+        return None
+    return lambda: _tcp_ok(ip, ports[0]["containerPort"])
+
+
+async def _tcp_ok(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+async def _http_ok(host: str, port: int, path: str) -> bool:
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1)
+        try:
+            writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/kubesim\r\n\r\n"
+                         .encode())
+            line = await asyncio.wait_for(reader.readline(), 1)
+        finally:
+            writer.close()
+        return 200 <= int(line.split()[1]) < 400
+    except (OSError, asyncio.TimeoutError, ValueError, IndexError):
+        return False
+
+
+# -- processes and files ------------------------------------------------------------------
+
+def _signal(proc, sig: int) -> None:
+    """Signal the container's whole process group (it is its own session)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def _wait_event(event: asyncio.Event, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except asyncio.TimeoutError:
+        pass
+
+
+async def _stop_processes(procs, grace: float, kill_now: asyncio.Event | None = None) -> None:
+    """SIGTERM, up to ``grace`` seconds (or until ``kill_now``), then SIGKILL; reap them all."""
+    procs = [proc for proc in procs if proc is not None and proc.returncode is None]
+    for proc in procs:
+        _signal(proc, signal.SIGTERM)
+    waiting = asyncio.ensure_future(asyncio.gather(*(proc.wait() for proc in procs)))
+    stop = asyncio.ensure_future(kill_now.wait()) if kill_now is not None else None
+    await asyncio.wait([t for t in (waiting, stop) if t], timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+    if stop is not None:
+        stop.cancel()
+    for proc in procs:  # also whatever the container left behind in its process group
+        _signal(proc, signal.SIGKILL)
+    await waiting
+
+
+def _decoded(plural: str, obj: dict) -> dict[str, bytes]:
+    if plural == "secrets":
+        return {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+    data = {k: v.encode() for k, v in (obj.get("data") or {}).items()}
+    data.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
+    return data
+
+
+def _write_files(target: Path, files: list[tuple[str, bytes, int]]) -> None:
+    """Write a ConfigMap/Secret volume, then make it read-only."""
+    _fresh_dir(target)
+    for rel, content, mode in files:
+        path = target / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        path.chmod(mode)
+    for dirpath, _, _ in os.walk(target):
+        os.chmod(dirpath, 0o555)
+
+
+def _link(link: Path, source: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink():
+        link.unlink()
+    elif link.exists():
+        log.warning("kubelet: %s exists, mount not replaced", link)
+        return
+    link.symlink_to(source)
+
+
+def _fresh_dir(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        _rmtree(path)
+    path.mkdir(parents=True)
+
+
+def _make_writable(path: Path) -> None:
+    for dirpath, _, _ in os.walk(path):  # does not follow symlinks (PVCs are left alone)
+        os.chmod(dirpath, 0o755)
+
+
+def _rmtree(path: Path) -> None:
+    _make_writable(path)
+    shutil.rmtree(path, ignore_errors=True)
