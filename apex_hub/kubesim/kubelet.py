@@ -11,7 +11,8 @@ store and does that, in one of two modes:
   ``workdir/pods/<ns>/<name>/root`` (end-to-end tests with a real single-user server).
 
 Emulation limits: no image exists (image name patterns decide pull failures, and a
-container needs a command or args), mounts are symlinks (read-only is enforced for
+container needs a command or args), processes run as the kubelet's own user (so as root,
+jupyter-server needs ``--allow-root``), mounts are symlinks (read-only is enforced for
 ConfigMap and Secret volumes only, and not against root), a readiness probe is awaited
 until its first success only, and ``exec`` probes count as ready at once.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import fnmatch
 import hashlib
@@ -28,6 +30,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -53,17 +56,15 @@ class PodStalled(Exception):
 
 
 class PodFailed(Exception):
+    """The pod cannot run: its phase becomes Failed with this reason and message."""
+
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason, self.message = reason, message
 
 
-class Missing(Exception):
+class Missing(PodFailed):
     """Something the pod needs (a ConfigMap, Secret, claim, key) is not there yet: retry."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason, self.message = reason, message
 
 
 class PodRuntime:
@@ -161,7 +162,7 @@ class Kubelet:
             with open(path, "rb") as f:
                 f.seek(max(0, path.stat().st_size - LOG_TAIL))
                 return f.read().decode("utf-8", "replace")
-        except (FileNotFoundError, ValueError):
+        except FileNotFoundError:
             return ""
 
     # -- store events ---------------------------------------------------------------------
@@ -290,44 +291,35 @@ class Kubelet:
     async def _run_init_container(self, p: PodRuntime, c: dict) -> None:
         cs = p.init[c["name"]]
         await self._pull(p, c, cs)
-        while True:
-            proc = await self._start(p, c, cs)
-            self._sync(p)
-            started = cs["state"].get("running", {}).get("startedAt", now_rfc3339())
-            code = await proc.wait() if proc else 128
-            _set_terminated(cs, code, started, None if proc else "StartError")
-            if code == 0:
-                self._sync(p)
-                return
-            if p.spec.get("restartPolicy") == "Never":
-                raise PodFailed("InitContainerFailed", f"init container {c['name']} exited with code {code}")
-            self._event(p, "BackOff", f"Back-off restarting failed container {c['name']} in pod "
-                                      f"{p.name}_{p.namespace}({p.uid})", type="Warning")
-            self._sync(p)
-            await asyncio.sleep(self.restart_backoff)
-            cs["restartCount"] += 1
+        policy = "Never" if p.spec.get("restartPolicy") == "Never" else "OnFailure"
+        code = await self._keep_running(p, c, cs, await self._start(p, c, cs), policy, init=True)
+        if code != 0:
+            raise PodFailed("InitContainerFailed", f"init container {c['name']} exited with code {code}")
+        self._sync(p)
 
     async def _supervise(self, p: PodRuntime, c: dict, proc) -> None:
-        """Wait for a container's process; restart it as restartPolicy says."""
-        cs, policy, failures = p.main[c["name"]], p.spec.get("restartPolicy", "Always"), 0
+        await self._keep_running(p, c, p.main[c["name"]], proc, p.spec.get("restartPolicy", "Always"))
+        p.done.add(c["name"])
+        if len(p.done) == len(p.main):
+            ok = all(s["state"]["terminated"]["exitCode"] == 0 for s in p.main.values())
+            p.phase = "Succeeded" if ok else "Failed"
+        self._sync(p)
+
+    async def _keep_running(self, p: PodRuntime, c: dict, cs: dict, proc, policy: str, init=False) -> int:
+        """Wait for a container's process, restarting it as ``policy`` says; the last exit code."""
+        failures = 0
         while True:
+            self._sync(p)
             started = cs["state"].get("running", {}).get("startedAt", now_rfc3339())
-            probe = self._spawn(p, self._await_ready(p, c, cs)) if proc else None
+            probe = self._spawn(p, self._await_ready(p, c, cs)) if proc and not init else None
             code = await proc.wait() if proc else 128
             if probe is not None:
                 probe.cancel()
-            if p.stopping:
-                return
             _set_terminated(cs, code, started, None if proc else "StartError")
             if not (policy == "Always" or (policy == "OnFailure" and code != 0)):
-                p.done.add(c["name"])
-                if len(p.done) == len(p.main):
-                    ok = all(s["state"]["terminated"]["exitCode"] == 0 for s in p.main.values())
-                    p.phase = "Succeeded" if ok else "Failed"
-                self._sync(p)
-                return
+                return code
             failures = failures + 1 if code else 0
-            if failures >= 2:
+            if failures >= (1 if init else 2):  # a crash loop, or any failed init container
                 self._event(p, "BackOff", f"Back-off restarting failed container {c['name']} in pod "
                                           f"{p.name}_{p.namespace}({p.uid})", type="Warning")
                 cs["lastState"] = cs["state"]
@@ -337,7 +329,6 @@ class Kubelet:
             await asyncio.sleep(self.restart_backoff)
             cs["restartCount"] += 1
             proc = await self._start(p, c, cs)
-            self._sync(p)
 
     async def _await_ready(self, p: PodRuntime, c: dict, cs: dict) -> None:
         probe = c.get("readinessProbe") or {}
@@ -385,9 +376,9 @@ class Kubelet:
         root = self.pod_root(*p.key)
         home = pod_env.get("HOME", DEFAULT_HOME)
         path = os.pathsep.join([str(Path(self.python).parent), os.environ.get("PATH", os.defpath)])
-        env = {**pod_env, "PATH": path, **self.env, "HOME": str(root / home.lstrip("/")), "KUBESIM_ROOT": str(root)}
+        env = {**pod_env, "PATH": path, **self.env, "HOME": str(_inside(root, home)), "KUBESIM_ROOT": str(root)}
         env = {k: ANY_ADDRESS.sub(p.ip, str(v)) for k, v in env.items()}
-        cwd = root / (c.get("workingDir") or home).lstrip("/")
+        cwd = _inside(root, c.get("workingDir") or home)
         cwd.mkdir(parents=True, exist_ok=True)
         return argv, env, cwd
 
@@ -456,10 +447,10 @@ class Kubelet:
                 raise PodFailed("FailedMount", f"volume mount {m['name']!r} names no volume of the pod")
             source = sources[m["name"]]
             if m.get("subPath"):
-                source = source / m["subPath"]
+                source = _inside(source, m["subPath"])
                 if not source.exists():
                     source.mkdir(parents=True)
-            _link(self.pod_root(*p.key) / m["mountPath"].lstrip("/"), source)
+            _link(_inside(self.pod_root(*p.key), m["mountPath"]), source)
 
     def _volume_source(self, p: PodRuntime, volume: dict, pod_dir: Path) -> Path:
         target = pod_dir / "volumes" / volume["name"]
@@ -514,7 +505,8 @@ class Kubelet:
                 if "running" in cs["state"]:
                     self._event(p, "Killing", f"Stopping container {name}")
             if self.mode == "instant":
-                await _wait_event(p.kill_now, min(grace, self.phase_delay))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(p.kill_now.wait(), min(grace, self.phase_delay))
             await _stop_processes(p.procs.values(), grace, p.kill_now)
             self._release_ip(p)
             if self.mode == "process":
@@ -545,8 +537,11 @@ class Kubelet:
         old = (p.obj.get("status") or {}).get("podIP", "")  # an adopted pod keeps its address
         suffix = old[len(self.ip_prefix):] if old.startswith(self.ip_prefix) else ""
         wanted = [int(suffix)] if suffix.isdigit() else []
+        ports = [port["containerPort"] for c in p.spec.get("containers", []) for port in c.get("ports") or []
+                 if port.get("protocol", "TCP") == "TCP"] if self.mode == "process" else []
         for n in wanted + list(range(self.first_ip, 255)):
-            if n not in self._ips and self.first_ip <= n <= 254:
+            # skip addresses whose ports another program (e.g. a second kubesim) already uses
+            if n not in self._ips and self.first_ip <= n <= 254 and _ports_free(f"{self.ip_prefix}{n}", ports):
                 self._ips[n], p.ip = p.uid, f"{self.ip_prefix}{n}"
                 return
         raise PodFailed("FailedCreatePodSandBox", "Failed to create pod sandbox: no IP addresses available "
@@ -615,8 +610,8 @@ class Kubelet:
         status["conditions"] = []
         for ctype, ok in (("PodScheduled", True), ("Initialized", p.initialized),
                           ("ContainersReady", ready), ("Ready", ready)):
-            value = "True" if ok else "False"
-            since = old.get(ctype, {}).get("lastTransitionTime") if old.get(ctype, {}).get("status") == value else None
+            value, prev = ("True" if ok else "False"), old.get(ctype, {})
+            since = prev.get("lastTransitionTime") if prev.get("status") == value else None
             status["conditions"].append({"type": ctype, "status": value, "lastTransitionTime": since or now_rfc3339()})
         status["phase"] = p.phase
         for key, value in (("reason", p.reason), ("message", p.message)):
@@ -667,6 +662,17 @@ def _probe_check(c: dict, probe: dict, ip: str):
     return lambda: _tcp_ok(ip, ports[0]["containerPort"])
 
 
+def _ports_free(ip: str, ports: list[int]) -> bool:
+    for port in ports:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((ip, port))
+            except OSError:
+                return False
+    return True
+
+
 async def _tcp_ok(host: str, port: int) -> bool:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1)
@@ -700,13 +706,6 @@ def _signal(proc, sig: int) -> None:
         pass
 
 
-async def _wait_event(event: asyncio.Event, timeout: float) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except asyncio.TimeoutError:
-        pass
-
-
 async def _stop_processes(procs, grace: float, kill_now: asyncio.Event | None = None) -> None:
     """SIGTERM, up to ``grace`` seconds (or until ``kill_now``), then SIGKILL; reap them all."""
     procs = [proc for proc in procs if proc is not None and proc.returncode is None]
@@ -734,12 +733,19 @@ def _write_files(target: Path, files: list[tuple[str, bytes, int]]) -> None:
     """Write a ConfigMap/Secret volume, then make it read-only."""
     _fresh_dir(target)
     for rel, content, mode in files:
-        path = target / rel
+        path = _inside(target, rel)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
         path.chmod(mode)
     for dirpath, _, _ in os.walk(target):
         os.chmod(dirpath, 0o555)
+
+
+def _inside(base: Path, path: str) -> Path:
+    """``base/path`` for a path from the pod spec (absolute ones are taken as relative)."""
+    if ".." in Path(path).parts:
+        raise PodFailed("InvalidPath", f"path {path!r} must not contain '..'")
+    return base / path.lstrip("/")
 
 
 def _link(link: Path, source: Path) -> None:

@@ -75,7 +75,7 @@ class HubProcess:
             if self.proc.returncode is not None:
                 raise RuntimeError(f"jupyterhub exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                status, _ = await self.api("GET", "/info")
+                status, _ = await self.api("GET", "/")
                 if status == 200:
                     return self
             except aiohttp.ClientError:
@@ -134,7 +134,11 @@ class HubProcess:
             self._log.close()
 
     async def __aenter__(self):
-        return await self.start()
+        try:
+            return await self.start()
+        except BaseException:
+            await self.stop()  # never leave a half-started hub (and its proxy) behind
+            raise
 
     async def __aexit__(self, *exc):
         await self.stop()

@@ -5,6 +5,7 @@ kubelet starts on the pod's own 127.0.0.N address.
 """
 
 import asyncio
+import os
 
 import pytest
 from kubernetes_asyncio import client
@@ -13,6 +14,7 @@ from apex_hub.kubesim import KubeSim
 from tests.helpers.hub import HubProcess
 
 pytestmark = pytest.mark.process
+ROOT_ARGS = ["--allow-root"] if os.geteuid() == 0 else []
 
 CONFIG = """
 c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
@@ -22,6 +24,8 @@ c.KubeSpawner.enable_user_namespaces = True
 c.KubeSpawner.user_namespace_template = "hub-{{username}}"
 c.KubeSpawner.image = "quay.io/jupyterhub/k8s-singleuser-sample:4.0.0"
 c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
+# The kubelet runs pods as its own user; when that is root (CI), Jupyter must be told it is fine.
+c.KubeSpawner.args = {root_args}
 c.KubeSpawner.storage_pvc_ensure = True
 c.KubeSpawner.storage_capacity = "1Gi"
 c.KubeSpawner.pvc_name_template = "claim-{{username}}"
@@ -35,7 +39,8 @@ c.KubeSpawner.http_timeout = 60
 
 async def test_hub_spawns_real_singleuser_on_kubesim(tmp_path):
     async with KubeSim(kubelet="process", workdir=tmp_path / "sim") as sim:
-        async with HubProcess(tmp_path / "hub", CONFIG.format(url=sim.url)) as hub:
+        async with HubProcess(tmp_path / "hub", CONFIG.format(url=sim.url, root_args=ROOT_ARGS),
+                              env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
             assert (await hub.api("POST", "/users/alice"))[0] == 201
             status, _ = await hub.api("POST", "/users/alice/server")
             assert status in (201, 202), hub.log()[-3000:]
