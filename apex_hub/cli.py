@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -22,6 +23,10 @@ def _kubesim_parser(sub) -> None:
                         "local process on its own 127.0.0.N; none: no kubelet (default %(default)s)")
     p.add_argument("--workdir", default=None, help="where process-mode pods and PVCs live (default: a temp dir)")
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every API request")
+    p.add_argument("--fault", action="append", default=[], metavar="JSON",
+                   help='a fault active from the start, e.g. \'{"verb": "create", "resource": "pods", '
+                        '"status": 429, "retry_after": 1, "times": 3}\' (repeatable; more at run time with '
+                        'POST /kubesim/faults)')
     p.add_argument("--no-validate", action="store_true", help="skip OpenAPI schema validation of writes")
 
 
@@ -32,7 +37,8 @@ async def _run_kubesim(args) -> None:
         raise SystemExit("kubesim listens on loopback only (--host 127.x.x.x)")
     sim = KubeSim(host=args.host, port=args.port, kubelet=None if args.kubelet == "none" else args.kubelet,
                   workdir=args.workdir, kubeconfig_path=args.kubeconfig, latency=args.latency,
-                  validate_schemas=False if args.no_validate else None)
+                  validate_schemas=False if args.no_validate else None,
+                  faults=[_fault(text) for text in args.fault])
     await sim.start()
     print(f"kubesim: API server at {sim.url}, kubelet: {args.kubelet}", flush=True)
     print(f"kubesim: kubeconfig written to {sim.kubeconfig_path}  (export KUBECONFIG={sim.kubeconfig_path})",
@@ -46,6 +52,16 @@ async def _run_kubesim(args) -> None:
     finally:
         await sim.stop()
         print("kubesim: stopped", flush=True)
+
+
+def _fault(text: str) -> dict:
+    try:
+        fault = json.loads(text)
+    except ValueError as e:
+        raise SystemExit(f"--fault must be a JSON object: {e}") from None
+    if not isinstance(fault, dict):
+        raise SystemExit("--fault must be a JSON object such as '{\"verb\": \"create\", \"status\": 500}'")
+    return fault
 
 
 def main(argv: list[str] | None = None) -> int:

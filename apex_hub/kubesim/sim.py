@@ -29,14 +29,15 @@ class KubeSim:
     (each pod's command runs as a local process on its own ``127.0.0.N``) or ``None`` (an
     API server only: pods stay Pending, as with no node). ``validate_schemas`` checks
     every write against the real Kubernetes OpenAPI schemas (default: on when
-    kubernetes-validate is installed).
+    kubernetes-validate is installed). ``faults`` are active from the start
+    (:class:`Fault` objects or their dicts).
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, kubelet: str | None = "instant",
                  workdir: str | os.PathLike | None = None, kubeconfig_path: str | os.PathLike | None = None,
                  validate_schemas: bool | None = None, history_limit: int = 10000,
                  bookmark_interval: float = 60.0, latency: float = 0.0, seed: int | None = 0,
-                 kubelet_options: dict | None = None):
+                 kubelet_options: dict | None = None, faults: list | None = None):
         if kubelet not in (None, "instant", "process"):
             raise ValueError(f"kubelet must be None, 'instant' or 'process', not {kubelet!r}")
         self.host, self.port = host, port
@@ -51,6 +52,8 @@ class KubeSim:
         self.store = Store(Registry(), history_limit=history_limit, schema_validator=validator)
         self.faults = Faults(seed)
         self.faults.latency = latency
+        for fault in faults or ():
+            self.faults.add(fault if isinstance(fault, Fault) else Fault.from_dict(fault))
         self.api = ApiServer(self.store, self.faults, bookmark_interval=bookmark_interval)
         self.kubelet_mode = kubelet
         self.kubelet = None
