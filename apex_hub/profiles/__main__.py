@@ -1,0 +1,96 @@
+"""Command line: check a catalogue, or convert an EOEPCA ApplicationHub config.
+
+Why: operators validate a catalogue in CI or before ``kubectl apply`` of the
+ConfigMap, and migrate in one step::
+
+    python -m apex_hub.profiles check profiles.yml
+    python -m apex_hub.profiles convert-eoepca config.yml profiles.yml
+
+Exit status: 0 on success, 1 when the catalogue (or the converted one) is
+invalid, 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .catalogue import Catalogue, parse_yaml
+from .eoepca import convert, dump_yaml
+from .errors import CatalogueError
+
+
+def _print_errors(exc: CatalogueError) -> None:
+    print(str(exc), file=sys.stderr)
+
+
+def check(path: str) -> int:
+    """Validate ``path``; print OK and the profiles, or every problem."""
+    try:
+        catalogue = Catalogue.from_file(path)
+    except CatalogueError as exc:
+        _print_errors(exc)
+        return 1
+    print(f"OK: {path}: {len(catalogue)} profile{'s' * (len(catalogue) != 1)}")
+    for profile in catalogue:
+        groups = ", ".join(profile.groups) if profile.groups else "everyone"
+        marker = " (default)" if profile.default else ""
+        print(f"  {profile.slug}{marker}: {profile.display_name} [groups: {groups}]")
+    return 0
+
+
+def convert_eoepca(source: str, target: str) -> int:
+    """Convert ``source`` (EOEPCA format) to ``target``, validate it, print the report."""
+    try:
+        with open(source, encoding="utf-8") as f:
+            data = parse_yaml(f.read(), source)
+        converted, report = convert(data)
+    except OSError as exc:
+        print(f"cannot read {source}: {exc}", file=sys.stderr)
+        return 1
+    except CatalogueError as exc:
+        _print_errors(exc)
+        return 1
+    text = dump_yaml(converted)
+    with open(target, "w", encoding="utf-8") as f:
+        f.write(f"# Converted from {source} by `python -m apex_hub.profiles convert-eoepca`.\n")
+        f.write(text)
+    count = len(converted["profiles"])
+    print(f"converted {count} profile{'s' * (count != 1)} from {source} to {target}")
+    if report:
+        print(f"{len(report)} item{'s' * (len(report) != 1)} not carried over as is:")
+        for line in report:
+            print(f"  - {line}")
+    else:
+        print("every field was mapped")
+    try:
+        Catalogue.from_yaml(text, target)
+    except CatalogueError as exc:
+        print(f"{target} was written but does not validate; fix it by hand:", file=sys.stderr)
+        _print_errors(exc)
+        return 1
+    print(f"OK: {target} validates")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m apex_hub.profiles", description="APEx profiles catalogue tools"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    check_cmd = commands.add_parser("check", help="validate a profiles catalogue")
+    check_cmd.add_argument("file")
+    conv = commands.add_parser(
+        "convert-eoepca", help="convert an EOEPCA ApplicationHub config.yml to a catalogue"
+    )
+    conv.add_argument("source", help="the EOEPCA config.yml")
+    conv.add_argument("target", help="where to write the apex-hub catalogue")
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        return check(args.file)
+    return convert_eoepca(args.source, args.target)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""Migration from the EOEPCA ApplicationHub ``config.yml`` profile format.
+
+Why: APEx and EOEPCA operators have catalogues in that format; ``convert`` maps
+it to ours and reports, one line each, everything it could not carry over —
+most importantly inline image-pull credentials, which we never keep in
+configuration.  Jinja placeholders such as ``{{ spawner.user.name }}`` become
+our ``{username}``/``{namespace}``/``{profile}`` where recognisable.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from .errors import CatalogueError
+from .overrides import ALLOWED_OVERRIDES
+from .templating import has_placeholders
+
+_NOT_NAME = re.compile(r"[^a-z0-9]+")
+_JINJA_EXPRESSION = re.compile(r"\{\{\s*(.*?)\s*\}\}", re.S)
+_JINJA_STATEMENT = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.S)
+_EXPRESSIONS = {
+    "spawner.user.name": "{username}",
+    "user.name": "{username}",
+    "username": "{username}",
+    "user_name": "{username}",
+    "spawner.namespace": "{namespace}",
+    "namespace": "{namespace}",
+    "user_namespace": "{namespace}",
+    "profile": "{profile}",
+    "profile_slug": "{profile}",
+    "spawner.user_options.profile": "{profile}",
+    "spawner.user_options['profile']": "{profile}",
+    'spawner.user_options["profile"]': "{profile}",
+}
+_PROFILE_KEYS = {
+    "id", "groups", "definition", "config_maps", "volumes", "pod_env_vars", "default_url",
+    "node_selector", "role_bindings", "image_pull_secrets", "init_containers", "manifests",
+    "env_from_config_maps", "env_from_secrets", "secret_mounts",
+}
+_DEFINITION_KEYS = {"display_name", "description", "slug", "default", "kubespawner_override"}
+_RESOURCE_KEYS = ("image", "cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee",
+                  "extra_resource_limits", "extra_resource_guarantees")
+_AS_FIELD = {"node_selector": "node_selector", "tolerations": "tolerations",
+             "default_url": "default_url", "environment": "env"}
+
+
+class _Octal(int):
+    """A file mode, written back as ``'0644'``."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block literals for multi-line text, octal file modes, keys in our order."""
+
+
+_Dumper.add_representer(
+    str,
+    lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None),
+)
+# Quoted ('0644'): YAML 1.1 reads a bare 0644 as octal but YAML 1.2 tools as decimal.
+_Dumper.add_representer(
+    _Octal, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", "0%o" % int(v), style="'")
+)
+
+
+def dump_yaml(data: Any) -> str:
+    """Our catalogue as readable YAML."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _name(value: Any, fallback: str) -> str:
+    text = _NOT_NAME.sub("-", str(value or "").lower()).strip("-")[:63].rstrip("-")
+    return text or fallback
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def _camel_keys(obj: Any) -> Any:
+    """Kubernetes python-client spelling (``volume_mounts``) to the API's (``volumeMounts``)."""
+    if isinstance(obj, Mapping):
+        return {_camel(k) if isinstance(k, str) else k: _camel_keys(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_camel_keys(v) for v in obj]
+    return obj
+
+
+def _file_mode(value: Any) -> int | None:
+    if isinstance(value, str) and re.fullmatch(r"0?o?[0-7]{1,4}", value.strip()):
+        return _Octal(int(value.strip().replace("o", ""), 8))
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
+        return _Octal(value)
+    return None
+
+
+def _is_templated(path: tuple) -> bool:
+    """Fields where apex-hub substitutes placeholders (see ``Profile.render``)."""
+    head = path[0]
+    if head in ("env", "init_containers"):
+        return True
+    if head in ("config_maps", "manifests"):
+        return len(path) > 2 and path[2] == "content"
+    if head == "volumes":
+        return len(path) > 2 and path[2] in ("claim_name", "annotations")
+    if head == "role_bindings":
+        return len(path) > 4 and path[2] == "subjects" and path[4] in ("name", "namespace")
+    return False
+
+
+def _path_text(path: tuple) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+class _Converter:
+    """Converts one profile; ``notes`` collects what could not be mapped."""
+
+    def __init__(self, index: int, raw: Mapping[str, Any], taken: set[str]):
+        self.raw, self.index, self.taken = raw, index, taken
+        self.label = str(raw.get("id") or f"profiles[{index}]")
+        self.notes: list[str] = []
+        self.renamed: dict[str, str] = {}
+
+    def note(self, message: str) -> None:
+        self.notes.append(f"profile {self.label!r}: {message}")
+
+    def unknown(self, where: str, data: Mapping, known: set[str]) -> None:
+        for key in data:
+            if key not in known:
+                self.note(f"{where}{key}: no equivalent in apex-hub; not converted")
+
+    def convert(self) -> dict[str, Any]:
+        raw = self.raw
+        self.unknown("", raw, _PROFILE_KEYS)
+        definition = raw.get("definition") or {}
+        self.unknown("definition.", definition, _DEFINITION_KEYS)
+        out: dict[str, Any] = {"slug": self._slug(definition)}
+        out["display_name"] = definition.get("display_name") or out["slug"]
+        if definition.get("description"):
+            out["description"] = definition["description"]
+        if definition.get("default"):
+            out["default"] = True
+        if raw.get("groups"):
+            out["groups"] = list(raw["groups"])
+        self._overrides(definition.get("kubespawner_override") or {}, out)
+        if raw.get("node_selector"):
+            out["node_selector"] = {**out.get("node_selector", {}), **raw["node_selector"]}
+        if raw.get("default_url"):
+            url = str(raw["default_url"])
+            out["default_url"] = url if url.startswith("/") else "/" + url
+        self._env(raw.get("pod_env_vars") or {}, out)
+        for key in ("env_from_config_maps", "env_from_secrets"):
+            if raw.get(key):
+                out[key] = list(raw[key])
+        for key in ("config_maps", "volumes", "secret_mounts", "init_containers",
+                    "role_bindings", "image_pull_secrets", "manifests"):
+            items = getattr(self, "_" + key)(raw.get(key) or [])
+            if items:
+                out[key] = items
+        out = self._placeholders(out, ())
+        for item in out.get("config_maps", []):
+            item["template"] = has_placeholders(item.get("content") or "")
+        return out
+
+    def _slug(self, definition: Mapping) -> str:
+        original = definition.get("slug") or self.raw.get("id") or ""
+        slug = base = _name(original, f"profile-{self.index}")
+        number = 2
+        while slug in self.taken:
+            slug = f"{base[:60]}-{number}"
+            number += 1
+        self.taken.add(slug)
+        if slug != original:
+            self.note(f"slug {original!r} is now {slug!r} (slugs are DNS labels)")
+        return slug
+
+    def _overrides(self, overrides: Mapping, out: dict) -> None:
+        for key, value in overrides.items():
+            if value is None or value == {}:
+                continue
+            if key in _RESOURCE_KEYS:
+                out[key] = value
+            elif key in _AS_FIELD:
+                out[_AS_FIELD[key]] = value
+            elif key in ALLOWED_OVERRIDES:
+                out.setdefault("kubespawner_override", {})[key] = value
+            else:
+                self.note(
+                    f"definition.kubespawner_override.{key}: not an allowed override in"
+                    " apex-hub; not converted"
+                )
+
+    def _env(self, variables: Mapping, out: dict) -> None:
+        env = dict(out.pop("env", {}) or {})
+        for name, value in variables.items():
+            if isinstance(value, bool):
+                env[name] = "true" if value else "false"
+            elif isinstance(value, str | int | float):
+                env[name] = str(value)
+                if str(value) != str(value).strip():
+                    self.note(f"pod_env_vars.{name}: value {value!r} has surrounding spaces; kept")
+            elif isinstance(value, Mapping) and set(value) <= {"from_config_map", "from_secret"}:
+                env[name] = {k: {"name": v.get("name"), "key": v.get("key")}
+                             for k, v in value.items() if isinstance(v, Mapping)}
+            else:
+                self.note(f"pod_env_vars.{name}: unsupported value {value!r}; not converted")
+        if env:
+            out["env"] = env
+
+    def _rename(self, where: str, original: Any, fallback: str) -> str:
+        name = _name(original, fallback)
+        if name != original:
+            self.note(f"{where}: name {original!r} is now {name!r}")
+            self.renamed[str(original)] = name
+        return name
+
+    def _config_maps(self, items: list) -> list[dict]:
+        result = []
+        for n, cm in enumerate(items):
+            where = f"config_maps[{n}]"
+            self.unknown(where + ".", cm, {"name", "key", "content", "mount_path",
+                                           "default_mode", "readonly", "persist"})
+            item = {"name": self._rename(where, cm.get("name"), f"config-{n}"),
+                    "key": cm.get("key") or cm.get("name")}
+            for key in ("content", "mount_path"):
+                if cm.get(key) is not None:
+                    item[key] = cm[key]
+            if cm.get("default_mode") is not None:
+                mode = _file_mode(cm["default_mode"])
+                if mode is None:
+                    self.note(f"{where}.default_mode {cm['default_mode']!r} is not a file mode;"
+                              " the default 0644 is used")
+                else:
+                    item["default_mode"] = mode
+            item["readonly"] = bool(cm.get("readonly", True))
+            item["persist"] = bool(cm.get("persist", True))
+            result.append(item)
+        return result
+
+    def _volumes(self, items: list) -> list[dict]:
+        result = []
+        for n, vol in enumerate(items):
+            where = f"volumes[{n}]"
+            self.unknown(where + ".", vol, {"name", "claim_name", "size", "storage_class",
+                                            "access_modes", "volume_mount", "persist",
+                                            "annotations"})
+            mount = vol.get("volume_mount") or {}
+            mount_path = mount.get("mount_path") or mount.get("mountPath")
+            if not mount_path:
+                self.note(f"{where}: no volume_mount.mount_path; volume not converted")
+                continue
+            item = {"name": self._rename(where, vol.get("name"), f"volume-{n}")}
+            for key in ("claim_name", "size", "storage_class", "access_modes", "annotations"):
+                if vol.get(key):
+                    item[key] = vol[key]
+            item["mount_path"] = mount_path
+            sub_path = mount.get("sub_path") or mount.get("subPath")
+            if sub_path:
+                item["sub_path"] = sub_path
+            if mount.get("name") not in (None, vol.get("name")):
+                self.note(f"{where}.volume_mount.name {mount['name']!r}: ignored (a mount"
+                          " always uses its volume)")
+            item["persist"] = bool(vol.get("persist", True))
+            result.append(item)
+        return result
+
+    def _secret_mounts(self, items: list) -> list[dict]:
+        result = []
+        for n, mount in enumerate(items):
+            self.unknown(f"secret_mounts[{n}].", mount, {"name", "mount_path", "sub_path"})
+            result.append({k: mount[k] for k in ("name", "mount_path", "sub_path")
+                           if mount.get(k) is not None})
+        return result
+
+    def _init_containers(self, items: list) -> list[dict]:
+        result = []
+        for container in items:
+            container = _camel_keys(container)
+            for mount in container.get("volumeMounts") or []:
+                if isinstance(mount, dict) and mount.get("name") in self.renamed:
+                    mount["name"] = self.renamed[mount["name"]]
+            result.append(container)
+        return result
+
+    def _role_bindings(self, items: list) -> list[dict]:
+        result = []
+        for n, binding in enumerate(items):
+            where = f"role_bindings[{n}]"
+            self.unknown(where + ".", binding, {"name", "subjects", "role", "persist"})
+            role = binding.get("role") or {}
+            self.unknown(where + ".role.", role,
+                         {"name", "resources", "verbs", "api_groups", "api_group"})
+            if "api_group" in role:
+                self.note(f"{where}.role.api_group {role['api_group']!r}: ignored; the rule"
+                          " uses api_groups")
+            rule = {"api_groups": list(role.get("api_groups") or [""]),
+                    "resources": list(role.get("resources") or []),
+                    "verbs": list(role.get("verbs") or [])}
+            subjects = [{k: s[k] for k in ("kind", "name", "namespace") if s.get(k)}
+                        for s in binding.get("subjects") or []]
+            role_name = _name(role.get("name"), f"role-{n}")
+            if role_name != role.get("name"):
+                self.note(f"{where}.role: name {role.get('name')!r} is now {role_name!r}")
+            result.append({
+                "name": self._rename(where, binding.get("name"), f"binding-{n}"),
+                "role": {"name": role_name, "rules": [rule]},
+                "subjects": subjects,
+                "persist": bool(binding.get("persist", True)),
+            })
+        return result
+
+    def _image_pull_secrets(self, items: list) -> list[str]:
+        names = []
+        for n, secret in enumerate(items):
+            where = f"image_pull_secrets[{n}]"
+            name = self._rename(where, secret.get("name"), f"pull-secret-{n}")
+            names.append(name)
+            if secret.get("data"):
+                self.note(
+                    f"{where} ({name!r}): the inline credentials in 'data' were NOT carried"
+                    " over (apex-hub never keeps credentials in its configuration); create a"
+                    f" Secret named {name!r} of type kubernetes.io/dockerconfigjson in the hub"
+                    " namespace and list its name here; it is copied to each user's namespace"
+                )
+            if "persist" in secret:
+                self.note(f"{where}.persist: not needed; copies follow the hub's Secret")
+            self.unknown(where + ".", secret, {"name", "data", "persist"})
+        return names
+
+    def _manifests(self, items: list) -> list[dict]:
+        result = []
+        for n, manifest in enumerate(items):
+            where = f"manifests[{n}]"
+            self.unknown(where + ".", manifest, {"name", "key", "content", "persist"})
+            if manifest.get("content") in (None, "", []):
+                self.note(f"{where}: no content; not converted")
+                continue
+            if manifest.get("key"):
+                self.note(f"{where}.key: not needed; ignored")
+            result.append({"name": _name(manifest.get("name"), f"manifest-{n}"),
+                           "content": manifest["content"],
+                           "persist": bool(manifest.get("persist", True))})
+        return result
+
+    def _placeholders(self, obj: Any, path: tuple) -> Any:
+        if isinstance(obj, Mapping):
+            return {k: self._placeholders(v, path + (k,)) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [self._placeholders(v, path + (n,)) for n, v in enumerate(obj)]
+        if not isinstance(obj, str) or ("{{" not in obj and "{%" not in obj):
+            return obj
+        where = _path_text(path)
+        for statement in _JINJA_STATEMENT.findall(obj):
+            self.note(f"{where}: Jinja statement {statement!r} is not supported; edit by hand")
+
+        def replace(match: re.Match) -> str:
+            expression = re.sub(r"\s+", "", match.group(1))
+            mapped = _EXPRESSIONS.get(expression) or _EXPRESSIONS.get(match.group(1).strip())
+            if mapped is None:
+                self.note(f"{where}: placeholder {match.group(0)!r} has no equivalent; kept"
+                          " as is, edit by hand")
+                return match.group(0)
+            return mapped
+
+        text = _JINJA_EXPRESSION.sub(replace, obj)
+        if has_placeholders(text) and not _is_templated(path):
+            self.note(f"{where}: placeholders are not substituted in this field")
+        return text
+
+
+def convert(data: Any) -> tuple[dict[str, Any], list[str]]:
+    """Convert a parsed EOEPCA ``config.yml``; return ``(our catalogue dict, report)``."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("profiles"), list):
+        raise CatalogueError(["not an EOEPCA ApplicationHub config: no 'profiles' list"])
+    report = [f"{key}: top-level field with no equivalent; not converted"
+              for key in data if key != "profiles"]
+    taken: set[str] = set()
+    profiles = []
+    for index, raw in enumerate(data["profiles"]):
+        if not isinstance(raw, Mapping):
+            report.append(f"profiles[{index}]: not a mapping; skipped")
+            continue
+        converter = _Converter(index, raw, taken)
+        profiles.append(converter.convert())
+        report.extend(converter.notes)
+    return {"profiles": profiles}, report
