@@ -44,18 +44,18 @@ def _details(rtype, name, **extra) -> dict:
 
 
 def not_found(rtype, name: str) -> ApiError:
-    return ApiError(404, "NotFound", f'{rtype.resource_name} "{name}" not found',
+    return ApiError(404, "NotFound", f'{rtype.key} "{name}" not found',
                     details=_details(rtype, name))
 
 
 def already_exists(rtype, name: str) -> ApiError:
-    return ApiError(409, "AlreadyExists", f'{rtype.resource_name} "{name}" already exists',
+    return ApiError(409, "AlreadyExists", f'{rtype.key} "{name}" already exists',
                     details=_details(rtype, name))
 
 
 def conflict(rtype, name: str, why: str = "the object has been modified; please apply your "
              "changes to the latest version and try again") -> ApiError:
-    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {rtype.resource_name} "{name}": {why}',
+    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {rtype.key} "{name}": {why}',
                     details=_details(rtype, name))
 
 
@@ -69,7 +69,7 @@ def invalid(rtype, name: str, causes: list[tuple[str, str]]) -> ApiError:
 
 
 def forbidden(rtype, name: str, why: str) -> ApiError:
-    return ApiError(403, "Forbidden", f'{rtype.resource_name} "{name}" is forbidden: {why}',
+    return ApiError(403, "Forbidden", f'{rtype.key} "{name}" is forbidden: {why}',
                     details=_details(rtype, name))
 
 

@@ -33,13 +33,9 @@ class ResourceType:
 
     @property
     def key(self) -> str:
-        """Storage key: one per resource, whatever the version it is served at."""
+        """One per resource, whatever the version it is served at; also how error messages name
+        the resource (``pods``, ``roles.rbac.authorization.k8s.io``)."""
         return f"{self.plural}.{self.group}" if self.group else self.plural
-
-    @property
-    def resource_name(self) -> str:
-        """How error messages name the resource (``pods``, ``roles.rbac.authorization.k8s.io``)."""
-        return self.key
 
     @property
     def singular(self) -> str:

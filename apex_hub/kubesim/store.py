@@ -307,7 +307,8 @@ class Store:
 
     def _default(self, rtype: ResourceType, obj: dict) -> None:
         """Fill the fields that the API server and its controllers set on a new object."""
-        kind, spec, meta = rtype.kind, obj.setdefault("spec", {}) if rtype.kind in _WITH_SPEC else None, obj["metadata"]
+        kind, meta = rtype.kind, obj["metadata"]
+        spec = obj.setdefault("spec", {}) if kind in _WITH_SPEC else None
         if kind == "Namespace":
             spec.setdefault("finalizers", ["kubernetes"])
             obj["status"] = {"phase": "Active"}
