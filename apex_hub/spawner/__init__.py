@@ -1,15 +1,14 @@
-"""APExSpawner: per-user workspaces on Kubernetes.
+"""APExSpawner: per-user workspaces on Kubernetes, from a group-gated profiles catalogue.
 
-PLACEHOLDER until the spawner issue lands: ``APExSpawner`` is currently plain
-KubeSpawner with no additions, registered under the ``apex`` entry point so that
-``c.JupyterHub.spawner_class = "apex"`` already resolves.
+``c.JupyterHub.spawner_class = "apex"`` selects it (entry point). The pieces:
+``workspace`` (profile → manifests, pure), ``kube`` (server-side apply, retries),
+``labels`` (ownership), ``conda_build`` (the init step that builds environments)
+and ``spawner`` (the KubeSpawner subclass that ties them together).
 """
 
-from kubespawner import KubeSpawner
+from .kube import Kube, KubeError
+from .spawner import APExSpawner
+from .workspace import Owner, Plan, Settings, WorkspaceError, plan_workspace
 
-
-class APExSpawner(KubeSpawner):
-    """Placeholder: behaves exactly like KubeSpawner for now (see module docstring)."""
-
-
-__all__ = ["APExSpawner"]
+__all__ = ["APExSpawner", "Kube", "KubeError", "Owner", "Plan", "Settings", "WorkspaceError",
+           "plan_workspace"]

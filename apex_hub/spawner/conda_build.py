@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Build the Conda environments of an APEx workspace, once, and register them as kernels.
+
+Runs as the ``conda-environments`` init container of a user's pod (standard library
+only, so any image with Python runs it). Its ``environment.yml`` files are mounted
+next to it from a ConfigMap. For each ``<name>.yml``:
+
+* the environment lives in ``$APEX_CONDA_ENVS/<name>`` on the workspace volume, with
+  the SHA-256 of the file it was built from in ``.apex-hash``;
+* unchanged hash: reused as is (no solver runs); changed or missing: built into a
+  temporary prefix that replaces the old one only when the build succeeded, so a
+  failed rebuild never destroys a working environment;
+* a Jupyter kernel spec ``conda-<name>`` is written under ``$APEX_KERNELS_DIR``
+  (on the server's ``JUPYTER_PATH``).
+
+``APEX_CONDA_BUILDER``: ``auto`` (first of micromamba, mamba, conda on PATH), one of
+those names, or ``venv`` (images without Conda: a Python venv that sees the image's
+packages, plus the file's ``pip:`` list; Conda packages are not installed).
+Kernel specs of environments no longer listed are removed; their prefixes stay
+(the user's data is never deleted here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+KERNEL_PREFIX = "conda-"
+MARKER = ".apex-hash"
+OWNED = ".apex-kernel"
+
+
+def log(message: str) -> None:
+    print(f"[apex-conda {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def pip_requirements(spec_text: str) -> list[str]:
+    """The ``pip:`` list of an environment.yml, read without a YAML library."""
+    deps, in_pip, pip_indent = [], False, None
+    for raw in spec_text.splitlines():
+        line = raw.split("#", 1)[0].rstrip()
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        item = line.strip()
+        if item.startswith("- pip:") or item == "- pip:":
+            in_pip, pip_indent = True, indent
+            continue
+        if in_pip:
+            if indent > pip_indent and item.startswith("- "):
+                deps.append(item[2:].strip().strip("'\""))
+                continue
+            in_pip = False
+    return deps
+
+
+def choose_builder(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    for tool in ("micromamba", "mamba", "conda"):
+        if shutil.which(tool):
+            return tool
+    raise SystemExit("no Conda tool (micromamba, mamba, conda) in this image; set the"
+                     " profile's builder to 'venv' or use an image with Conda")
+
+
+def build(builder: str, spec: Path, prefix: Path) -> None:
+    if builder == "venv":
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(prefix)], check=True)
+        reqs = pip_requirements(spec.read_text())
+        if reqs:
+            subprocess.run([str(prefix / "bin" / "python"), "-m", "pip", "install", "--no-input", *reqs],
+                           check=True)
+    elif builder == "conda":
+        subprocess.run(["conda", "env", "create", "--prefix", str(prefix), "--file", str(spec)], check=True)
+    else:
+        subprocess.run([builder, "create", "--yes", "--prefix", str(prefix), "--file", str(spec)], check=True)
+
+
+def write_kernel(kernels: Path, name: str, title: str, prefix: Path, digest: str) -> None:
+    kdir = kernels / f"{KERNEL_PREFIX}{name}"
+    kdir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "argv": [str(prefix / "bin" / "python"), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": title,
+        "language": "python",
+        "metadata": {"apex": {"environment": name, "sha256": digest}},
+    }
+    (kdir / "kernel.json").write_text(json.dumps(spec, indent=1))
+    (kdir / OWNED).write_text(name)
+
+
+def main() -> int:
+    specs = Path(__file__).resolve().parent
+    envs = Path(os.environ["APEX_CONDA_ENVS"])
+    kernels = Path(os.environ["APEX_KERNELS_DIR"])
+    titles = json.loads(os.environ.get("APEX_CONDA_TITLES", "{}"))
+    requested = os.environ.get("APEX_CONDA_BUILDER", "auto")
+    envs.mkdir(parents=True, exist_ok=True)
+    kernels.mkdir(parents=True, exist_ok=True)
+    wanted = set()
+    for spec in sorted(specs.glob("*.yml")):
+        name = spec.stem
+        wanted.add(name)
+        digest = hashlib.sha256(spec.read_bytes()).hexdigest()
+        prefix = envs / name
+        marker = prefix / MARKER
+        if marker.is_file() and marker.read_text().strip() == digest and (prefix / "bin" / "python").exists():
+            log(f"environment {name}: unchanged (sha256 {digest[:12]}), reusing {prefix}")
+        else:
+            builder = choose_builder(requested)
+            log(f"environment {name}: building with {builder} (sha256 {digest[:12]})")
+            staging = envs / f".{name}.building"
+            shutil.rmtree(staging, ignore_errors=True)
+            started = time.monotonic()
+            try:
+                build(builder, spec, staging)
+            except (subprocess.CalledProcessError, OSError) as exc:
+                shutil.rmtree(staging, ignore_errors=True)
+                log(f"environment {name}: build FAILED ({exc}); the previous version, if any, is kept")
+                return 1
+            (staging / MARKER).write_text(digest + "\n")
+            if prefix.exists():
+                shutil.rmtree(prefix)
+            staging.rename(prefix)
+            if builder == "venv":  # a venv's scripts name their prefix: keep the final one valid
+                subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--upgrade",
+                                str(prefix)], check=True)
+            log(f"environment {name}: built in {time.monotonic() - started:.1f} s")
+        write_kernel(kernels, name, titles.get(name, name), prefix, digest)
+    for kdir in kernels.glob(f"{KERNEL_PREFIX}*"):
+        owned = kdir / OWNED
+        if owned.is_file() and owned.read_text() not in wanted:
+            shutil.rmtree(kdir)
+            log(f"kernel {kdir.name}: its environment is no longer in the profile, removed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

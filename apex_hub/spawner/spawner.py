@@ -1,0 +1,514 @@
+"""``APExSpawner``: KubeSpawner plus a workspace per user, from a group-gated catalogue.
+
+What it adds to KubeSpawner 7 (and why):
+
+* **the profile is authorised at spawn time** (``load_user_options``), not only when
+  the form is drawn, so a REST API call cannot pick another group's profile or
+  smuggle KubeSpawner settings through ``user_options``;
+* **a workspace** in a namespace of the user's own (``provision_workspace``):
+  guard rails, ConfigMaps, claims, copied pull secrets, operator manifests and
+  Conda environments, written with server-side apply (config changes reach
+  existing objects), concurrently (namespace, then everything else, then the pod),
+  retried on 409/429/5xx/timeouts, each step shown on the spawn page;
+* **cleanup by label**: a stop deletes this server's non-persistent objects by
+  selector (never a PersistentVolumeClaim); deleting a user removes the namespace
+  only when the operator enabled it;
+* **secure pods by default** (the Kubernetes "restricted" profile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from jupyterhub.utils import maybe_future  # noqa: F401 - re-exported for hooks
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubespawner import KubeSpawner
+from tornado import web
+from traitlets import Bool, Dict, Int, List, Unicode, default
+
+from ..naming import slugify, user_namespace
+from ..profiles import Catalogue, CatalogueError, CatalogueFile, Profile, ProfileError
+from . import labels as L
+from .kube import Kube, KubeError, describe, is_transient
+from .workspace import (
+    DEFAULT_MANIFEST_KINDS,
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD,
+    Owner,
+    Plan,
+    Settings,
+    WorkspaceError,
+    plan_workspace,
+)
+
+#: Kinds a stop always sweeps for this server's non-persistent objects.
+SWEPT_KINDS = ("v1/ConfigMap", "v1/Secret", "rbac.authorization.k8s.io/v1/Role",
+               "rbac.authorization.k8s.io/v1/RoleBinding")
+_FALLBACK_CATALOGUE = {"profiles": [{"slug": "default", "display_name": "Default environment",
+                                     "default": True}]}
+_FILES: dict[str, CatalogueFile] = {}
+
+
+def _split_kind(kind: str) -> tuple[str, str]:
+    api_version, _, name = kind.rpartition("/")
+    return api_version, name
+
+
+def _hub_namespace() -> str:
+    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    if os.path.exists(path):
+        with open(path) as f:
+            return f.read().strip()
+    return "default"
+
+
+class APExSpawner(KubeSpawner):
+    """KubeSpawner with per-user workspaces and a group-gated profiles catalogue."""
+
+    # -- the catalogue --------------------------------------------------------------------
+
+    profiles_file = Unicode(
+        "", config=True,
+        help="""Path of the profiles catalogue (YAML; see examples/profiles.yml), usually a
+        ConfigMap mounted into the hub. Re-read when it changes; an invalid edit is logged
+        and the last good version stays in use. Takes precedence over `profiles_catalogue`.""")
+    profiles_catalogue = Dict(
+        config=True,
+        help="""The profiles catalogue as a dict (the same structure as the YAML file), for
+        configuration in Python. Used when `profiles_file` is empty. With neither, one
+        'default' profile with the spawner's own settings is offered.""")
+
+    # -- the namespace --------------------------------------------------------------------
+
+    namespace_prefix = Unicode(
+        "apex-", config=True,
+        help="""Prefix of user namespaces: `<prefix><user slug>`. The slug is stable and
+        collision-free (`Alice`, `alice`, `a.lice`, `alice@x.org` get different namespaces)
+        and the whole name is cut to 63 characters with a hash.""")
+    namespace_labels = Dict(
+        config=True, help="Extra labels on every user namespace (applied on every spawn).")
+    namespace_annotations = Dict(
+        config=True, help="Extra annotations on every user namespace (applied on every spawn).")
+    delete_namespace_on_user_delete = Bool(
+        False, config=True,
+        help="""Delete the user's namespace, with every PersistentVolumeClaim in it, when the
+        user is deleted from JupyterHub. Off by default: the data outlives the account.""")
+
+    # -- guard rails ----------------------------------------------------------------------
+
+    workspace_service_account = Unicode(
+        "workspace", allow_none=True, config=True,
+        help="""ServiceAccount created in each user namespace for the server pod, with no API
+        token mounted. None: use the namespace's `default` account.""")
+    network_policy = Bool(
+        True, config=True,
+        help="""Create a default-deny ingress NetworkPolicy in each user namespace that admits
+        only the hub and proxy pods (`hub_pod_labels` in `hub_namespace`).""")
+    hub_namespace = Unicode(
+        config=True,
+        help="""Namespace of the hub: where image pull secrets are copied from and which the
+        NetworkPolicy admits. Default: $POD_NAMESPACE, else the service account's namespace.""")
+    hub_pod_labels = Dict(
+        {"hub.jupyter.org/network-access-singleuser": "true"}, config=True,
+        help="""Labels of the pods in `hub_namespace` that may reach user servers (Z2JH gives
+        this label to the hub and the proxy).""")
+    resource_quota = Dict(
+        None, allow_none=True, config=True,
+        help="""ResourceQuota spec for every user namespace (e.g. `{"hard": {"requests.cpu":
+        "8"}}`); a profile's `resource_quota` replaces it. None: no quota.""")
+    limit_range = Dict(
+        None, allow_none=True, config=True,
+        help="""LimitRange spec for every user namespace; a profile's `limit_range` replaces it.""")
+    manifest_kinds = List(
+        Unicode(), list(DEFAULT_MANIFEST_KINDS), config=True,
+        help="""Kinds that a profile's `manifests` may create in the user namespace, as `Kind`
+        or `apiVersion/Kind`. Anything else is refused before any object is written.""")
+    secure_pod_defaults = Bool(
+        True, config=True,
+        help="""Run server pods under Kubernetes' "restricted" Pod Security Standard
+        (runAsNonRoot, no privilege escalation, all capabilities dropped, seccomp
+        RuntimeDefault). A profile's `security_context` (allowed by the catalogue's
+        `allow_security_overrides`) is merged on top.""")
+
+    # -- storage and Conda ----------------------------------------------------------------
+
+    workspace_volume = Dict(
+        {"name": "workspace", "size": "10Gi", "mount_path": "/home/jovyan"}, allow_none=True,
+        config=True,
+        help="""The persistent workspace volume every profile gets (profile volume fields);
+        a profile volume with the same name replaces it. None: only the profiles' volumes.""")
+    workspace_volume_name = Unicode(
+        "workspace", config=True,
+        help="Name of the volume that Conda environments are built into.")
+    conda_builder = Unicode(
+        "auto", config=True,
+        help="""How environments are built in the init container: `auto` (micromamba, mamba or
+        conda from the image), one of those, or `venv` (no Conda: a Python venv with the
+        image's packages plus the file's `pip:` list).""")
+    conda_specs_path = Unicode(
+        "/etc/apex/conda", config=True,
+        help="Where the environment files and their build script are mounted in the init container.")
+    condarc_path = Unicode(
+        "/etc/conda/.condarc", config=True,
+        help="Where a profile's `condarc` is mounted (a path Conda reads system-wide).")
+
+    # -- API behaviour --------------------------------------------------------------------
+
+    provision_concurrency = Int(
+        16, config=True, help="How many workspace objects are written at the same time.")
+
+    @default("hub_namespace")
+    def _default_hub_namespace(self):
+        return _hub_namespace()
+
+    @default("enable_user_namespaces")
+    def _default_user_namespaces(self):
+        return True
+
+    @default("profile_list")
+    def _default_profile_list(self):
+        return self._profile_entries
+
+    @default("events_enabled")
+    def _default_events(self):
+        return True
+
+    # -------------------------------------------------------------------------------------
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.enable_user_namespaces = True
+        self.storage_pvc_ensure = False  # claims are part of the workspace
+        self.namespace = user_namespace(self.user.name, self.namespace_prefix)
+        self.profile: Profile | None = None
+        self.plan: Plan | None = None
+        self._server_kinds: list[str] = []
+        self._progress_events: list[dict] = []
+        self._progress_changed = asyncio.Event()
+        self._provisioned = False
+        self._replacing_pod = False
+
+    @property
+    def user_slug(self) -> str:
+        """The user's name as a label value (stable, collision-free, ≤ 63 characters)."""
+        return slugify(self.user.name)
+
+    @property
+    def server_name(self) -> str:
+        return self.name or ""
+
+    def group_names(self) -> list[str]:
+        """The user's JupyterHub groups (synced from the identity provider by the authenticator)."""
+        return [getattr(g, "name", g) for g in (getattr(self.user, "groups", None) or [])]
+
+    def catalogue(self) -> Catalogue:
+        """The current catalogue (the file is re-read when it changed)."""
+        if self.profiles_file:
+            if self.profiles_file not in _FILES:
+                _FILES[self.profiles_file] = CatalogueFile(self.profiles_file, self.log)
+            return _FILES[self.profiles_file].current()
+        return Catalogue.from_dict(self.profiles_catalogue or _FALLBACK_CATALOGUE, "profiles_catalogue")
+
+    # -- the form -------------------------------------------------------------------------
+
+    def _profile_entries(self, spawner=None) -> list[dict]:
+        """KubeSpawner's ``profile_list``: only the profiles of the user's groups."""
+        try:
+            visible = self.catalogue().for_groups(self.group_names())
+        except CatalogueError as exc:
+            self.log.error("%s", exc)
+            return []
+        entries = [p.profile_list_entry() for p in visible]
+        if entries and not any(e["default"] for e in entries):
+            entries[0] = {**entries[0], "default": True}
+        return entries
+
+    async def _render_options_form_dynamically(self, current_spawner):
+        entries = self._profile_entries()
+        if not entries:
+            return ("<div class='alert alert-warning'>No server profile is available to you yet."
+                    " Ask an administrator to add you to a group that has access.</div>")
+        return self._render_options_form(entries)
+
+    # -- spawn: the gate ------------------------------------------------------------------
+
+    async def load_user_options(self):
+        """Authorise the chosen profile for the user's groups, then plan the workspace.
+
+        Runs first in ``start()``: nothing is written to Kubernetes before the gate.
+        """
+        options = self.user_options or {}
+        if not isinstance(options, dict):
+            raise web.HTTPError(400, "user_options must be an object such as {\"profile\": \"jupyterlab\"}")
+        unknown = sorted(set(options) - {"profile"})
+        if unknown:
+            raise web.HTTPError(
+                403, f"Only a profile can be chosen when starting a server; these options are not"
+                     f" accepted: {', '.join(map(str, unknown))}.")
+        slug = options.get("profile")
+        if slug is not None and not isinstance(slug, str):
+            raise web.HTTPError(400, "user_options.profile must be a profile slug (a string)")
+        try:
+            catalogue = self.catalogue()
+        except CatalogueError as exc:
+            self.log.error("%s", exc)
+            raise web.HTTPError(503, "The server profiles are misconfigured; the administrators"
+                                     " have been told. Please try again later.") from None
+        groups = self.group_names()
+        try:
+            profile = catalogue.authorize(slug, groups)
+        except ProfileError as exc:
+            self.log.warning("refused profile %r for %s (groups %s): %s", slug, self.user.name,
+                             groups, exc)
+            raise web.HTTPError(exc.status_code, str(exc)) from None
+        if profile.session_mode == "off":
+            raise web.HTTPError(403, f"Profile {profile.slug!r} is switched off: servers cannot be"
+                                     " started from it at the moment.")
+        self.apply_profile(profile)
+
+    def apply_profile(self, profile: Profile) -> None:
+        """Set KubeSpawner's traits from ``profile`` and plan the workspace."""
+        self.profile = profile
+        self._apply_overrides(profile.kubespawner_traits())
+        if profile.default_url:
+            self.default_url = profile.default_url
+        if self.secure_pod_defaults:
+            self.container_security_context = {**RESTRICTED_CONTAINER, **(profile.security_context or {})}
+            self.pod_security_context = {**RESTRICTED_POD, **self.pod_security_context}
+        self.extra_labels = {**self.extra_labels,
+                             **L.ownership(self.user_slug, self.server_name, profile.slug, False),
+                             "hub.jupyter.org/network-access-hub": "true"}
+        self.image_pull_secrets = list(profile.image_pull_secrets)
+        if self.workspace_service_account:
+            self.service_account = self.workspace_service_account
+            self.automount_service_account_token = False
+        rendered = self._with_workspace_volume(profile).render(
+            username=self.user_slug, namespace=self.namespace)
+        owner = Owner(self.user.name, self.user_slug, self.namespace, self.server_name)
+        try:
+            self.plan = plan_workspace(owner, rendered, self.settings(), self.image)
+        except WorkspaceError as exc:
+            self.log.error("%s", exc)
+            raise web.HTTPError(500, f"Profile {profile.slug!r} cannot be started: {exc}") from None
+        self._server_kinds = sorted(set(self._server_kinds) | set(self.plan.server_kinds))
+
+    def _with_workspace_volume(self, profile: Profile) -> Profile:
+        if not self.workspace_volume or any(v.name == self.workspace_volume["name"] for v in profile.volumes):
+            return profile
+        from ..profiles import VolumeItem
+
+        return profile.model_copy(update={"volumes": [VolumeItem(**self.workspace_volume), *profile.volumes]})
+
+    def settings(self) -> Settings:
+        return Settings(
+            namespace_labels=dict(self.namespace_labels),
+            namespace_annotations=dict(self.namespace_annotations),
+            service_account=self.workspace_service_account,
+            network_policy=self.network_policy, hub_namespace=self.hub_namespace,
+            hub_pod_labels=dict(self.hub_pod_labels),
+            resource_quota=self.resource_quota, limit_range=self.limit_range,
+            manifest_kinds=tuple(self.manifest_kinds),
+            workspace_volume=self.workspace_volume_name,
+            conda_builder=self.conda_builder, conda_specs_path=self.conda_specs_path,
+            condarc_path=self.condarc_path,
+            container_security_context=dict(self.container_security_context or {})
+            if self.secure_pod_defaults else {},
+        )
+
+    # -- spawn: the workspace -------------------------------------------------------------
+
+    def kube(self) -> Kube:
+        return Kube(self.api.api_client, self.log, request_timeout=self.k8s_api_request_timeout,
+                    retry_timeout=self.k8s_api_request_retry_timeout)
+
+    def report(self, message: str, progress: int | None = None) -> None:
+        """Show ``message`` on the spawn page (and in the hub log)."""
+        self.log.info("%s: %s", self._log_name, message)
+        event: dict[str, Any] = {"message": message}
+        if progress is not None:
+            event["progress"] = progress
+        self._progress_events.append(event)
+        self._progress_changed.set()
+
+    def start(self):
+        self._progress_events = []
+        self._provisioned = False
+        return super().start()
+
+    async def _ensure_namespace(self):
+        """KubeSpawner's namespace step, extended to the whole workspace."""
+        try:
+            await self.provision_workspace()
+        except (KubeError, ApiException) as exc:
+            message = f"Could not prepare your workspace in namespace {self.namespace}: {describe(exc) if isinstance(exc, ApiException) else exc}"
+            self.report(message)
+            raise web.HTTPError(500, message) from None
+        finally:
+            self._provisioned = True
+
+    async def provision_workspace(self) -> None:
+        """Namespace, then every other object concurrently (the pod follows in ``_start``)."""
+        plan = self.plan
+        kube = self.kube()
+        self.report(f"Preparing your workspace (namespace {self.namespace})", 5)
+        sources = asyncio.gather(*(kube.read("v1", "Secret", name, self.hub_namespace)
+                                   for name in plan.copy_secrets))
+        try:
+            await kube.apply(plan.namespace)
+        except BaseException:
+            sources.cancel()
+            raise
+        found = await sources
+        missing = [n for n, s in zip(plan.copy_secrets, found) if s is None]
+        if missing:
+            raise KubeError(f"image pull secret(s) {', '.join(missing)} not found in the hub namespace"
+                            f" {self.hub_namespace}; create them there first")
+        secrets = [self._copied_secret(s) for s in found]
+        limit = asyncio.Semaphore(self.provision_concurrency)
+
+        async def write(obj, create_only=False):
+            async with limit:
+                if create_only:
+                    created = await kube.create_if_absent(obj)
+                    what = "created" if created else "kept"
+                    self.report(f"Storage {obj['metadata']['name']} {what}")
+                else:
+                    await kube.apply(obj)
+
+        self.report(f"Writing {len(plan.objects) + len(secrets)} configuration objects and"
+                    f" {len(plan.claims)} volume claims", 15)
+        tasks = [write(o) for o in plan.objects + secrets] + [write(c, True) for c in plan.claims]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        kinds = sorted({o["kind"] for o in plan.objects + secrets + plan.claims})
+        self.report(f"Workspace ready ({', '.join(kinds)}); starting your server", 35)
+
+    def _copied_secret(self, source: dict) -> dict:
+        meta = {"name": source["metadata"]["name"], "namespace": self.namespace,
+                "labels": L.ownership(self.user_slug, None, None, True),
+                "annotations": {L.USERNAME_ANNOTATION: self.user.name,
+                                "apex.esa.int/copied-from": f"{self.hub_namespace}/{source['metadata']['name']}"}}
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": source.get("type", "Opaque")}
+        if source.get("data"):
+            secret["data"] = source["data"]
+        return secret
+
+    async def get_pod_manifest(self):
+        pod = await super().get_pod_manifest()
+        plan = self.plan
+        if plan is None:
+            return pod
+        pod.spec.volumes = list(pod.spec.volumes or []) + plan.volumes
+        container = pod.spec.containers[0]
+        ours = {e["name"] for e in plan.env}
+        env = [e for e in (container.env or []) if getattr(e, "name", None) not in ours]
+        container.env = env + plan.env
+        container.env_from = list(container.env_from or []) + plan.env_from or None
+        container.volume_mounts = list(container.volume_mounts or []) + plan.volume_mounts
+        pod.spec.init_containers = plan.init_containers + list(pod.spec.init_containers or []) or None
+        pod.metadata.annotations = {**(pod.metadata.annotations or {}),
+                                    L.USERNAME_ANNOTATION: self.user.name}
+        return pod
+
+    async def _make_create_pod_request(self, pod, request_timeout):
+        # On 409 KubeSpawner stops the old pod from in here: that stop must keep the workspace.
+        self._replacing_pod = True
+        try:
+            return await super()._make_create_pod_request(pod, request_timeout)
+        except ApiException as exc:
+            if is_transient(exc):  # KubeSpawner gives up on these; another try usually works
+                self.log.warning("creating pod %s failed (%s); retrying", pod.metadata.name, describe(exc))
+                return False
+            raise
+        finally:
+            self._replacing_pod = False
+
+    async def _make_delete_pod_request(self, pod_name, delete_options, grace_seconds, request_timeout):
+        try:
+            return await super()._make_delete_pod_request(pod_name, delete_options, grace_seconds,
+                                                          request_timeout)
+        except ApiException as exc:
+            if is_transient(exc):
+                self.log.warning("deleting pod %s failed (%s); retrying", pod_name, describe(exc))
+                return False
+            raise
+
+    async def progress(self):
+        """Workspace steps first, then KubeSpawner's pod events (scaled to follow them)."""
+        sent = 0
+        while True:
+            while sent < len(self._progress_events):
+                yield self._progress_events[sent]
+                sent += 1
+            future = getattr(self, "_start_future", None)
+            if self._provisioned or (future is not None and future.done()):
+                break
+            self._progress_changed.clear()
+            try:
+                await asyncio.wait_for(self._progress_changed.wait(), 1)
+            except asyncio.TimeoutError:
+                pass
+        for event in self._progress_events[sent:]:
+            yield event
+        async for event in super().progress():
+            if "progress" in event:
+                event = {**event, "progress": 40 + int(event["progress"] * 0.55)}
+            yield event
+
+    # -- stop and delete ------------------------------------------------------------------
+
+    async def stop(self, now=False):
+        """Stop the pod, then delete this server's non-persistent objects by label.
+
+        Claims are never deleted here: the user's data outlives every stop.
+        """
+        await super().stop(now)
+        if not self._replacing_pod:
+            await self.sweep(persist=False)
+
+    async def sweep(self, persist: bool | None) -> None:
+        """Delete this server's objects (``persist=None``: all of them) of every known kind."""
+        kinds = sorted(set(SWEPT_KINDS) | set(self._server_kinds))
+        if persist is None:
+            kinds.append("v1/PersistentVolumeClaim")
+        selector = L.server_selector(self.user_slug, self.server_name, persist)
+        kube = self.kube()
+        results = await asyncio.gather(
+            *(kube.delete_collection(*_split_kind(k), self.namespace, selector) for k in kinds),
+            return_exceptions=True)
+        for kind, result in zip(kinds, results):
+            if isinstance(result, BaseException):
+                self.log.error("could not delete %s of %s in %s (%s); the next stop retries",
+                               kind, self._log_name, self.namespace, result)
+
+    async def delete_forever(self):
+        """The user (or a named server) is deleted: remove what belonged to the server.
+
+        The namespace, and with it every claim, goes only with
+        ``delete_namespace_on_user_delete`` and only with the user's default server.
+        """
+        if not self.server_name and self.delete_namespace_on_user_delete:
+            self.log.info("deleting namespace %s of deleted user %s", self.namespace, self.user.name)
+            await self.kube().delete("v1", "Namespace", self.namespace)
+            return
+        await self.sweep(persist=None)
+
+    # -- state ----------------------------------------------------------------------------
+
+    def get_state(self):
+        state = super().get_state()
+        if self._server_kinds:
+            state["apex_server_kinds"] = self._server_kinds
+        if self.profile is not None:
+            state["apex_profile"] = self.profile.slug
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self._server_kinds = list(state.get("apex_server_kinds", []))

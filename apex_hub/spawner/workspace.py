@@ -1,0 +1,347 @@
+"""What a user's workspace is made of: manifests, plus what the pod needs to use them.
+
+Why a pure module: turning a (rendered) profile into Kubernetes objects has no I/O,
+so it is tested exhaustively without a cluster and every object can be checked
+against the real Kubernetes schemas; ``provision`` (in ``spawner.py``) only sends
+what ``plan_workspace`` decided.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..naming import is_dns_subdomain
+from ..profiles import Profile
+from . import labels as L
+
+CONDA_CONFIGMAP = "apex-conda-environments"
+CONDA_VOLUME = "apex-conda"
+CONDARC_CONFIGMAP = "apex-condarc"
+CONDARC_VOLUME = "apex-condarc"
+CONDA_INIT = "conda-environments"
+NETWORK_POLICY = "apex-default-deny"
+QUOTA = "apex-quota"
+LIMIT_RANGE = "apex-limits"
+
+#: Kubernetes' "restricted" Pod Security Standard for a container.
+RESTRICTED_CONTAINER = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+#: ... and for the pod.
+RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+#: Kinds that ``manifests`` may create unless the operator says otherwise.
+DEFAULT_MANIFEST_KINDS = ("ConfigMap", "Secret", "Service", "ServiceAccount", "Role", "RoleBinding",
+                          "PersistentVolumeClaim", "NetworkPolicy")
+
+
+class WorkspaceError(ValueError):
+    """The profile cannot be turned into a workspace; the message says why and what to fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Operator settings (APExSpawner traits) that shape every workspace."""
+
+    namespace_labels: dict[str, str] = field(default_factory=dict)
+    namespace_annotations: dict[str, str] = field(default_factory=dict)
+    service_account: str | None = "workspace"
+    network_policy: bool = True
+    hub_namespace: str = "default"
+    hub_pod_labels: dict[str, str] = field(
+        default_factory=lambda: {"hub.jupyter.org/network-access-singleuser": "true"})
+    resource_quota: dict | None = None
+    limit_range: dict | None = None
+    manifest_kinds: tuple[str, ...] = DEFAULT_MANIFEST_KINDS
+    workspace_volume: str = "workspace"
+    conda_builder: str = "auto"
+    conda_specs_path: str = "/etc/apex/conda"
+    condarc_path: str = "/etc/conda/.condarc"
+    container_security_context: dict = field(default_factory=lambda: dict(RESTRICTED_CONTAINER))
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose workspace: the raw name (annotation), its slug (labels), the namespace, the server."""
+
+    username: str
+    user_slug: str
+    namespace: str
+    server_name: str = ""
+
+
+@dataclass
+class Plan:
+    """The result: objects to write, Secrets to copy, and the pod's additions."""
+
+    namespace: dict
+    objects: list[dict] = field(default_factory=list)
+    claims: list[dict] = field(default_factory=list)
+    copy_secrets: list[str] = field(default_factory=list)
+    volumes: list[dict] = field(default_factory=list)
+    volume_mounts: list[dict] = field(default_factory=list)
+    env: list[dict] = field(default_factory=list)
+    env_from: list[dict] = field(default_factory=list)
+    init_containers: list[dict] = field(default_factory=list)
+    image_pull_secrets: list[str] = field(default_factory=list)
+
+    @property
+    def server_kinds(self) -> list[str]:
+        """``apiVersion/Kind`` of the per-server objects (to delete them on stop)."""
+        kinds = {f"{o['apiVersion']}/{o['kind']}" for o in self.objects
+                 if o["metadata"]["labels"].get(L.PERSIST) == "false"}
+        return sorted(kinds)
+
+
+def content_hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class _Builder:
+    def __init__(self, owner: Owner, profile: Profile, settings: Settings, image: str | None):
+        self.owner, self.profile, self.settings, self.image = owner, profile, settings, image
+        self.plan = Plan(namespace=self._namespace())
+
+    # -- metadata -----------------------------------------------------------------------
+
+    def meta(self, name: str, *, per_user: bool = False, persist: bool = False,
+             annotations: dict | None = None) -> dict:
+        server = None if per_user else self.owner.server_name
+        meta = {"name": name, "namespace": self.owner.namespace,
+                "labels": L.ownership(self.owner.user_slug, server, self.profile.slug,
+                                      persist or per_user),
+                "annotations": {L.USERNAME_ANNOTATION: self.owner.username, **(annotations or {})}}
+        return meta
+
+    def add(self, api_version: str, kind: str, metadata: dict, **body) -> dict:
+        obj = {"apiVersion": api_version, "kind": kind, "metadata": metadata, **body}
+        self.plan.objects.append(obj)
+        return obj
+
+    def _namespace(self) -> dict:
+        s = self.settings
+        labels = {**s.namespace_labels, **L.ownership(self.owner.user_slug, None, None, True)}
+        labels.pop(L.PERSIST)
+        return {"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": self.owner.namespace, "labels": labels,
+                             "annotations": {**s.namespace_annotations,
+                                             L.USERNAME_ANNOTATION: self.owner.username}}}
+
+    # -- guard rails ----------------------------------------------------------------------
+
+    def guard_rails(self) -> None:
+        s, p = self.settings, self.profile
+        if s.service_account:
+            self.add("v1", "ServiceAccount", self.meta(s.service_account, per_user=True),
+                     automountServiceAccountToken=False)
+        if s.network_policy:
+            peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": s.hub_namespace}},
+                    "podSelector": {"matchLabels": dict(s.hub_pod_labels)}}
+            self.add("networking.k8s.io/v1", "NetworkPolicy", self.meta(NETWORK_POLICY, per_user=True),
+                     spec={"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [peer]}]})
+        quota = p.resource_quota if p.resource_quota is not None else s.resource_quota
+        if quota:
+            self.add("v1", "ResourceQuota", self.meta(QUOTA, per_user=True), spec=_stringify(quota))
+        limits = p.limit_range if p.limit_range is not None else s.limit_range
+        if limits:
+            self.add("v1", "LimitRange", self.meta(LIMIT_RANGE, per_user=True), spec=_stringify(limits))
+        for binding in p.role_bindings:
+            meta = self.meta(binding.role_name, persist=binding.persist)
+            self.add("rbac.authorization.k8s.io/v1", "Role", meta,
+                     rules=[r.to_k8s() for r in binding.role.rules])
+            subjects = []
+            for subject in binding.subjects:
+                item = {"kind": subject.kind, "name": subject.name}
+                if subject.kind == "ServiceAccount":
+                    item["namespace"] = subject.namespace or self.owner.namespace
+                else:
+                    item["apiGroup"] = "rbac.authorization.k8s.io"
+                subjects.append(item)
+            self.add("rbac.authorization.k8s.io/v1", "RoleBinding",
+                     self.meta(binding.name, persist=binding.persist),
+                     roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                              "name": binding.role_name},
+                     subjects=subjects)
+        for name in p.image_pull_secrets:
+            self.plan.copy_secrets.append(name)
+            self.plan.image_pull_secrets.append(name)
+
+    # -- files, storage, env --------------------------------------------------------------
+
+    def config_maps(self) -> None:
+        for item in self.profile.config_maps:
+            if item.content is not None:
+                data = {item.key: item.content}
+                self.add("v1", "ConfigMap",
+                         self.meta(item.name, persist=item.persist,
+                                   annotations={L.CONTENT_HASH_ANNOTATION: content_hash(data)}),
+                         data=data)
+            if item.mount_path:
+                self.plan.volumes.append({"name": item.name, "configMap": {
+                    "name": item.name, "defaultMode": item.default_mode}})
+                self.plan.volume_mounts.append({"name": item.name, "mountPath": item.mount_path,
+                                                "subPath": item.key, "readOnly": item.readonly})
+
+    def volumes(self) -> None:
+        for item in self.profile.volumes:
+            claim = item.claim_name or item.name
+            if item.size is not None:
+                spec = {"accessModes": list(item.access_modes),
+                        "resources": {"requests": {"storage": item.size}}}
+                if item.storage_class:
+                    spec["storageClassName"] = item.storage_class
+                meta = self.meta(claim, per_user=item.persist, persist=item.persist,
+                                 annotations=dict(item.annotations))
+                self.plan.claims.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                                         "metadata": meta, "spec": spec})
+            self.plan.volumes.append({"name": item.name, "persistentVolumeClaim": {
+                "claimName": claim, "readOnly": item.readonly}})
+            mount = {"name": item.name, "mountPath": item.mount_path, "readOnly": item.readonly}
+            if item.sub_path:
+                mount["subPath"] = item.sub_path
+            self.plan.volume_mounts.append(mount)
+        for secret in self.profile.secret_mounts:
+            volume = f"secret-{secret.name}"[:63].rstrip("-.")
+            self.plan.volumes.append({"name": volume, "secret": {"secretName": secret.name}})
+            mount = {"name": volume, "mountPath": secret.mount_path, "readOnly": True}
+            if secret.sub_path:
+                mount["subPath"] = secret.sub_path
+            self.plan.volume_mounts.append(mount)
+
+    def env(self) -> None:
+        for name, value in self.profile.env.items():
+            if isinstance(value, str):
+                self.plan.env.append({"name": name, "value": value})
+            elif value.from_config_map is not None:
+                ref = value.from_config_map
+                self.plan.env.append({"name": name, "valueFrom": {
+                    "configMapKeyRef": {"name": ref.name, "key": ref.key}}})
+            else:
+                ref = value.from_secret
+                self.plan.env.append({"name": name, "valueFrom": {
+                    "secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        self.plan.env_from += [{"configMapRef": {"name": n}} for n in self.profile.env_from_config_maps]
+        self.plan.env_from += [{"secretRef": {"name": n}} for n in self.profile.env_from_secrets]
+
+    def init_containers(self) -> None:
+        for container in self.profile.init_containers:
+            container = dict(container)
+            context = {**self.settings.container_security_context, **(self.profile.security_context or {})}
+            container.setdefault("securityContext", context)
+            self.plan.init_containers.append(container)
+
+    def manifests(self) -> None:
+        allowed = set(self.settings.manifest_kinds)
+        for item in self.profile.manifests:
+            for doc in item.documents():
+                kind, version = doc["kind"], doc["apiVersion"]
+                if kind not in allowed and f"{version}/{kind}" not in allowed:
+                    raise WorkspaceError(
+                        f"profile {self.profile.slug!r}: manifests[{item.name}]: kind {kind!r} is not"
+                        f" allowed; the operator allows: {', '.join(sorted(allowed)) or 'none'}"
+                        " (APExSpawner.manifest_kinds)")
+                meta = dict(doc["metadata"])
+                ns = meta.get("namespace")
+                if ns not in (None, self.owner.namespace):
+                    raise WorkspaceError(
+                        f"profile {self.profile.slug!r}: manifests[{item.name}]: {kind}"
+                        f" {meta['name']!r} names namespace {ns!r}; manifests are applied in the"
+                        " user's own namespace only: remove metadata.namespace")
+                mine = self.meta(meta["name"], persist=item.persist)
+                mine["labels"] = {**(meta.get("labels") or {}), **mine["labels"]}
+                mine["annotations"] = {**(meta.get("annotations") or {}), **mine["annotations"]}
+                self.add(version, kind, {**meta, **mine},
+                         **{k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")})
+
+    # -- Conda ----------------------------------------------------------------------------
+
+    def conda(self) -> None:
+        p, s = self.profile, self.settings
+        if p.condarc is not None:
+            self.add("v1", "ConfigMap", self.meta(CONDARC_CONFIGMAP), data={"condarc": p.condarc})
+            self.plan.volumes.append({"name": CONDARC_VOLUME, "configMap": {"name": CONDARC_CONFIGMAP}})
+            self.plan.volume_mounts.append({"name": CONDARC_VOLUME, "mountPath": s.condarc_path,
+                                            "subPath": "condarc", "readOnly": True})
+        if not p.conda_environments:
+            return
+        workspace = next((m for m in self.plan.volume_mounts if m["name"] == s.workspace_volume), None)
+        if workspace is None:
+            raise WorkspaceError(
+                f"profile {p.slug!r}: conda_environments are built into the workspace volume"
+                f" {s.workspace_volume!r}, which this profile does not mount; add a volume named"
+                f" {s.workspace_volume!r} (or set APExSpawner.workspace_volume_name)")
+        root = workspace["mountPath"].rstrip("/")
+        data = {f"{env.name}.yml": env.environment_yml for env in p.conda_environments}
+        script = (Path(__file__).parent / "conda_build.py").read_text()
+        data["build.py"] = script
+        self.add("v1", "ConfigMap", self.meta(CONDA_CONFIGMAP,
+                 annotations={L.CONTENT_HASH_ANNOTATION: content_hash(data)}), data=data)
+        self.plan.volumes.append({"name": CONDA_VOLUME, "configMap": {"name": CONDA_CONFIGMAP}})
+        envs, kernels = f"{root}/.apex/conda/envs", f"{root}/.apex/jupyter/kernels"
+        env = [{"name": "APEX_CONDA_ENVS", "value": envs},
+               {"name": "APEX_KERNELS_DIR", "value": kernels},
+               {"name": "APEX_CONDA_BUILDER", "value": s.conda_builder},
+               {"name": "APEX_CONDA_TITLES", "value": json.dumps(
+                   {e.name: e.title for e in p.conda_environments})}]
+        mounts = [dict(workspace), {"name": CONDA_VOLUME, "mountPath": s.conda_specs_path, "readOnly": True}]
+        if p.condarc is not None:
+            env.append({"name": "CONDARC", "value": s.condarc_path})
+            mounts.append({"name": CONDARC_VOLUME, "mountPath": s.condarc_path, "subPath": "condarc",
+                           "readOnly": True})
+        context = {**s.container_security_context, **(p.security_context or {})}
+        self.plan.init_containers.insert(0, {
+            "name": CONDA_INIT, "image": self.image, "command": ["python3", f"{s.conda_specs_path}/build.py"],
+            "workingDir": root, "env": env, "volumeMounts": mounts, "securityContext": context})
+        jupyter_path = f"{root}/.apex/jupyter"
+        existing = next((e for e in self.plan.env if e["name"] == "JUPYTER_PATH"), None)
+        if existing is not None and "value" in existing:
+            existing["value"] = f"{jupyter_path}:{existing['value']}"
+        else:
+            self.plan.env.append({"name": "JUPYTER_PATH", "value": jupyter_path})
+
+    def check_names(self) -> None:
+        names = [v["name"] for v in self.plan.volumes]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise WorkspaceError(f"profile {self.profile.slug!r}: more than one pod volume is named"
+                                 f" {', '.join(clash)}; rename the profile's item")
+        for obj in self.plan.objects + self.plan.claims:
+            if not is_dns_subdomain(obj["metadata"]["name"]):
+                raise WorkspaceError(f"profile {self.profile.slug!r}: {obj['kind']} name"
+                                     f" {obj['metadata']['name']!r} is not a valid Kubernetes name")
+
+
+def _stringify(spec: Any) -> Any:
+    """Quantities as strings (YAML gives ``10`` for ``"10"``; Kubernetes wants strings)."""
+    if isinstance(spec, dict):
+        return {k: _stringify(v) if k not in ("hard", "max", "min", "default", "defaultRequest",
+                                              "maxLimitRequestRatio")
+                else {r: str(q) for r, q in v.items()} for k, v in spec.items()}
+    if isinstance(spec, list):
+        return [_stringify(v) for v in spec]
+    return spec
+
+
+def plan_workspace(owner: Owner, profile: Profile, settings: Settings, image: str | None) -> Plan:
+    """Every object of the workspace of ``owner`` for the (rendered) ``profile``.
+
+    Raises ``WorkspaceError`` for what only shows once a profile meets an operator's
+    settings (a manifest kind that is not allowed, Conda without a workspace volume).
+    """
+    builder = _Builder(owner, profile, settings, image)
+    builder.guard_rails()
+    builder.config_maps()
+    builder.volumes()
+    builder.env()
+    builder.init_containers()
+    builder.manifests()
+    builder.conda()
+    builder.check_names()
+    return builder.plan
