@@ -375,8 +375,11 @@ class Kubelet:
             argv[0] = self.python
         root = self.pod_root(*p.key)
         home = pod_env.get("HOME", DEFAULT_HOME)
+        to_host = _mount_translator(root, [m["mountPath"] for m in c.get("volumeMounts") or []])
+        argv = [argv[0]] + [to_host(a) for a in argv[1:]]
         path = os.pathsep.join([str(Path(self.python).parent), os.environ.get("PATH", os.defpath)])
-        env = {**pod_env, "PATH": path, **self.env, "HOME": str(_inside(root, home)), "KUBESIM_ROOT": str(root)}
+        env = {k: to_host(v) for k, v in {**pod_env, **self.env}.items()}
+        env = {**env, "PATH": path, "HOME": str(_inside(root, home)), "KUBESIM_ROOT": str(root)}
         env = {k: ANY_ADDRESS.sub(p.ip, str(v)) for k, v in env.items()}
         cwd = _inside(root, c.get("workingDir") or home)
         cwd.mkdir(parents=True, exist_ok=True)
@@ -739,6 +742,20 @@ def _write_files(target: Path, files: list[tuple[str, bytes, int]]) -> None:
         path.chmod(mode)
     for dirpath, _, _ in os.walk(target):
         os.chmod(dirpath, 0o555)
+
+
+def _mount_translator(root: Path, mount_paths: list[str]):
+    """A function that rewrites pod paths under a mount to their host paths under ``root``.
+
+    A process pod has no mount namespace, so ``/home/jovyan/x`` in an argument or an
+    environment value (alone, in a ``:``-separated list, or after ``=``) must become
+    ``<root>/home/jovyan/x`` to reach the mounted volume, as it would inside a container.
+    """
+    prefixes = sorted({m.rstrip("/") for m in mount_paths if m.rstrip("/")}, key=len, reverse=True)
+    if not prefixes:
+        return lambda value: value
+    pattern = re.compile(r"(?:(?<=^)|(?<=[:=]))(" + "|".join(map(re.escape, prefixes)) + r")(?=$|[/:])")
+    return lambda value: pattern.sub(lambda m: str(root) + m[1], value)
 
 
 def _inside(base: Path, path: str) -> Path:
