@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..naming import is_dns_subdomain
+from ..naming import is_dns_subdomain, object_name
 from ..profiles import Profile
 from . import labels as L
 
@@ -108,6 +108,20 @@ class _Builder:
     def __init__(self, owner: Owner, profile: Profile, settings: Settings, image: str | None):
         self.owner, self.profile, self.settings, self.image = owner, profile, settings, image
         self.plan = Plan(namespace=self._namespace())
+        self.renamed: dict[str, str] = {}
+
+    def name(self, name: str, persist: bool) -> str:
+        """The object name: a named server's own objects get its name appended.
+
+        Servers of one user share the namespace; without this, a second server would
+        take over (and its stop would delete) the first one's ConfigMaps and Roles.
+        References inside the plan (volumes, env, roleRef) follow the new name.
+        """
+        if persist or not self.owner.server_name:
+            return name
+        new = object_name(name, L.server_label(self.owner.server_name))
+        self.renamed[name] = new
+        return new
 
     # -- metadata -----------------------------------------------------------------------
 
@@ -153,7 +167,8 @@ class _Builder:
         if limits:
             self.add("v1", "LimitRange", self.meta(LIMIT_RANGE, per_user=True), spec=_stringify(limits))
         for binding in p.role_bindings:
-            meta = self.meta(binding.role_name, persist=binding.persist)
+            role_name = self.name(binding.role_name, binding.persist)
+            meta = self.meta(role_name, persist=binding.persist)
             self.add("rbac.authorization.k8s.io/v1", "Role", meta,
                      rules=[r.to_k8s() for r in binding.role.rules])
             subjects = []
@@ -165,9 +180,9 @@ class _Builder:
                     item["apiGroup"] = "rbac.authorization.k8s.io"
                 subjects.append(item)
             self.add("rbac.authorization.k8s.io/v1", "RoleBinding",
-                     self.meta(binding.name, persist=binding.persist),
+                     self.meta(self.name(binding.name, binding.persist), persist=binding.persist),
                      roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                              "name": binding.role_name},
+                              "name": role_name},
                      subjects=subjects)
         for name in p.image_pull_secrets:
             self.plan.copy_secrets.append(name)
@@ -177,15 +192,17 @@ class _Builder:
 
     def config_maps(self) -> None:
         for item in self.profile.config_maps:
+            name = item.name
             if item.content is not None:
+                name = self.name(item.name, item.persist)
                 data = {item.key: item.content}
                 self.add("v1", "ConfigMap",
-                         self.meta(item.name, persist=item.persist,
+                         self.meta(name, persist=item.persist,
                                    annotations={L.CONTENT_HASH_ANNOTATION: content_hash(data)}),
                          data=data)
             if item.mount_path:
                 self.plan.volumes.append({"name": item.name, "configMap": {
-                    "name": item.name, "defaultMode": item.default_mode}})
+                    "name": name, "defaultMode": item.default_mode}})
                 self.plan.volume_mounts.append({"name": item.name, "mountPath": item.mount_path,
                                                 "subPath": item.key, "readOnly": item.readonly})
 
@@ -222,12 +239,13 @@ class _Builder:
             elif value.from_config_map is not None:
                 ref = value.from_config_map
                 self.plan.env.append({"name": name, "valueFrom": {
-                    "configMapKeyRef": {"name": ref.name, "key": ref.key}}})
+                    "configMapKeyRef": {"name": self.renamed.get(ref.name, ref.name), "key": ref.key}}})
             else:
                 ref = value.from_secret
                 self.plan.env.append({"name": name, "valueFrom": {
                     "secretKeyRef": {"name": ref.name, "key": ref.key}}})
-        self.plan.env_from += [{"configMapRef": {"name": n}} for n in self.profile.env_from_config_maps]
+        self.plan.env_from += [{"configMapRef": {"name": self.renamed.get(n, n)}}
+                               for n in self.profile.env_from_config_maps]
         self.plan.env_from += [{"secretRef": {"name": n}} for n in self.profile.env_from_secrets]
 
     def init_containers(self) -> None:
@@ -265,8 +283,9 @@ class _Builder:
     def conda(self) -> None:
         p, s = self.profile, self.settings
         if p.condarc is not None:
-            self.add("v1", "ConfigMap", self.meta(CONDARC_CONFIGMAP), data={"condarc": p.condarc})
-            self.plan.volumes.append({"name": CONDARC_VOLUME, "configMap": {"name": CONDARC_CONFIGMAP}})
+            condarc = self.name(CONDARC_CONFIGMAP, False)
+            self.add("v1", "ConfigMap", self.meta(condarc), data={"condarc": p.condarc})
+            self.plan.volumes.append({"name": CONDARC_VOLUME, "configMap": {"name": condarc}})
             self.plan.volume_mounts.append({"name": CONDARC_VOLUME, "mountPath": s.condarc_path,
                                             "subPath": "condarc", "readOnly": True})
         if not p.conda_environments:
@@ -281,9 +300,10 @@ class _Builder:
         data = {f"{env.name}.yml": env.environment_yml for env in p.conda_environments}
         script = (Path(__file__).parent / "conda_build.py").read_text()
         data["build.py"] = script
-        self.add("v1", "ConfigMap", self.meta(CONDA_CONFIGMAP,
+        conda = self.name(CONDA_CONFIGMAP, False)
+        self.add("v1", "ConfigMap", self.meta(conda,
                  annotations={L.CONTENT_HASH_ANNOTATION: content_hash(data)}), data=data)
-        self.plan.volumes.append({"name": CONDA_VOLUME, "configMap": {"name": CONDA_CONFIGMAP}})
+        self.plan.volumes.append({"name": CONDA_VOLUME, "configMap": {"name": conda}})
         envs, kernels = f"{root}/.apex/conda/envs", f"{root}/.apex/jupyter/kernels"
         env = [{"name": "APEX_CONDA_ENVS", "value": envs},
                {"name": "APEX_KERNELS_DIR", "value": kernels},
