@@ -72,8 +72,9 @@ def choose_builder(requested: str) -> str:
 
 def build(builder: str, spec: Path, prefix: Path) -> None:
     if builder == "venv":
-        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(prefix)], check=True)
         reqs = pip_requirements(spec.read_text())
+        pip = [] if reqs else ["--without-pip"]
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", *pip, str(prefix)], check=True)
         if reqs:
             subprocess.run([str(prefix / "bin" / "python"), "-m", "pip", "install", "--no-input", *reqs],
                            check=True)
@@ -130,8 +131,8 @@ def main() -> int:
                 shutil.rmtree(prefix)
             staging.rename(prefix)
             if builder == "venv":  # a venv's scripts name their prefix: keep the final one valid
-                subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--upgrade",
-                                str(prefix)], check=True)
+                subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                                "--upgrade", str(prefix)], check=True)
             log(f"environment {name}: built in {time.monotonic() - started:.1f} s")
         write_kernel(kernels, name, titles.get(name, name), prefix, digest)
     for kdir in kernels.glob(f"{KERNEL_PREFIX}*"):

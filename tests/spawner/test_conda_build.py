@@ -1,0 +1,91 @@
+"""The Conda init step, run for real as a process (venv builder: no Conda channel is reachable here)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from apex_hub.spawner import conda_build
+
+SCRIPT = Path(conda_build.__file__)
+
+
+def run(specs: Path, root: Path, builder="venv", titles=None):
+    env = {"APEX_CONDA_ENVS": str(root / "envs"), "APEX_KERNELS_DIR": str(root / "kernels"),
+           "APEX_CONDA_BUILDER": builder, "APEX_CONDA_TITLES": json.dumps(titles or {}),
+           "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, str(specs / "build.py")], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture
+def specs(tmp_path):
+    d = tmp_path / "specs"
+    d.mkdir()
+    shutil.copy(SCRIPT, d / "build.py")
+    (d / "eo.yml").write_text("name: eo\ndependencies:\n  - python=3.11\n")
+    return d
+
+
+def test_built_once_reused_then_rebuilt_when_the_file_changes(specs, tmp_path):
+    root = tmp_path / "ws"
+    first = run(specs, root, titles={"eo": "Python (EO)"})
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "environment eo: building with venv" in first.stdout
+    python = root / "envs" / "eo" / "bin" / "python"
+    assert python.exists()
+    kernel = json.loads((root / "kernels" / "conda-eo" / "kernel.json").read_text())
+    assert kernel["argv"][0] == str(python) and kernel["display_name"] == "Python (EO)"
+    (root / "envs" / "eo" / "user-file").write_text("kept?")
+
+    second = run(specs, root)
+    assert second.returncode == 0 and "unchanged" in second.stdout and "building" not in second.stdout
+    assert (root / "envs" / "eo" / "user-file").exists()  # nothing rebuilt
+
+    (specs / "eo.yml").write_text("name: eo\ndependencies:\n  - python=3.11\n  - numpy\n")
+    third = run(specs, root)
+    assert "environment eo: building" in third.stdout
+    assert not (root / "envs" / "eo" / "user-file").exists()
+    marker = (root / "envs" / "eo" / ".apex-hash").read_text().strip()
+    import hashlib
+
+    assert marker == hashlib.sha256((specs / "eo.yml").read_bytes()).hexdigest()
+    # the rebuilt interpreter really runs (a venv whose scripts name the final prefix)
+    out = subprocess.run([str(python), "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True)
+    assert out.stdout.strip() == str(root / "envs" / "eo")
+
+
+def test_a_failed_rebuild_keeps_the_working_environment(specs, tmp_path):
+    root = tmp_path / "ws"
+    assert run(specs, root).returncode == 0
+    (specs / "eo.yml").write_text("name: eo\ndependencies:\n  - pip:\n    - ./no-such-package-dir\n")
+    failed = run(specs, root)
+    assert failed.returncode == 1 and "build FAILED" in failed.stdout
+    assert (root / "envs" / "eo" / "bin" / "python").exists()
+    assert not list((root / "envs").glob(".eo.building"))
+
+
+def test_no_conda_tool_is_a_clear_error(specs, tmp_path):
+    result = run(specs, tmp_path / "ws", builder="auto")
+    assert result.returncode != 0 and "no Conda tool (micromamba, mamba, conda)" in result.stderr
+
+
+def test_a_kernel_of_an_environment_dropped_from_the_profile_is_removed(specs, tmp_path):
+    root = tmp_path / "ws"
+    assert run(specs, root).returncode == 0
+    (root / "kernels" / "python3-user").mkdir(parents=True)  # not ours: untouched
+    (specs / "eo.yml").unlink()
+    result = run(specs, root)
+    assert "kernel conda-eo: its environment is no longer in the profile, removed" in result.stdout
+    assert not (root / "kernels" / "conda-eo").exists()
+    assert (root / "kernels" / "python3-user").exists() and (root / "envs" / "eo").exists()
+
+
+def test_pip_requirements_are_read_from_the_file():
+    text = "dependencies:\n  - python\n  - pip:\n      - requests==2.*  # http\n      - 'xarray'\n  - numpy\n"
+    assert conda_build.pip_requirements(text) == ["requests==2.*", "xarray"]
