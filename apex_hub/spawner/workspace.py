@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..naming import is_dns_subdomain, object_name
-from ..profiles import Profile
+from ..profiles import CONFIGMAP_MAX_BYTES, Profile
 from . import labels as L
 
 CONDA_CONFIGMAP = "apex-conda-environments"
@@ -282,6 +282,10 @@ class _Builder:
 
     def conda(self) -> None:
         p, s = self.profile, self.settings
+        root = self._workspace_root() if p.conda_environments else None
+        if p.condarc is None and root is not None:  # generated: `conda activate <name>` finds them
+            p = self.profile = p.model_copy(update={"condarc": (
+                f"envs_dirs:\n  - {root}/.apex/conda/envs\npkgs_dirs:\n  - {root}/.apex/conda/pkgs\n")})
         if p.condarc is not None:
             condarc = self.name(CONDARC_CONFIGMAP, False)
             self.add("v1", "ConfigMap", self.meta(condarc), data={"condarc": p.condarc})
@@ -290,13 +294,7 @@ class _Builder:
                                             "subPath": "condarc", "readOnly": True})
         if not p.conda_environments:
             return
-        workspace = next((m for m in self.plan.volume_mounts if m["name"] == s.workspace_volume), None)
-        if workspace is None:
-            raise WorkspaceError(
-                f"profile {p.slug!r}: conda_environments are built into the workspace volume"
-                f" {s.workspace_volume!r}, which this profile does not mount; add a volume named"
-                f" {s.workspace_volume!r} (or set APExSpawner.workspace_volume_name)")
-        root = workspace["mountPath"].rstrip("/")
+        workspace = next(m for m in self.plan.volume_mounts if m["name"] == s.workspace_volume)
         data = {f"{env.name}.yml": env.environment_yml for env in p.conda_environments}
         script = (Path(__file__).parent / "conda_build.py").read_text()
         data["build.py"] = script
@@ -326,6 +324,16 @@ class _Builder:
         else:
             self.plan.env.append({"name": "JUPYTER_PATH", "value": jupyter_path})
 
+    def _workspace_root(self) -> str:
+        s, p = self.settings, self.profile
+        workspace = next((m for m in self.plan.volume_mounts if m["name"] == s.workspace_volume), None)
+        if workspace is None:
+            raise WorkspaceError(
+                f"profile {p.slug!r}: conda_environments are built into the workspace volume"
+                f" {s.workspace_volume!r}, which this profile does not mount; add a volume named"
+                f" {s.workspace_volume!r} (or set APExSpawner.workspace_volume_name)")
+        return workspace["mountPath"].rstrip("/")
+
     def check_names(self) -> None:
         names = [v["name"] for v in self.plan.volumes]
         clash = sorted({n for n in names if names.count(n) > 1})
@@ -333,6 +341,13 @@ class _Builder:
             raise WorkspaceError(f"profile {self.profile.slug!r}: more than one pod volume is named"
                                  f" {', '.join(clash)}; rename the profile's item")
         for obj in self.plan.objects + self.plan.claims:
+            size = sum(len(k.encode()) + len(v.encode()) for k, v in (obj.get("data") or {}).items()
+                       if isinstance(v, str))
+            if obj["kind"] == "ConfigMap" and size > CONFIGMAP_MAX_BYTES:
+                raise WorkspaceError(
+                    f"profile {self.profile.slug!r}: ConfigMap {obj['metadata']['name']!r} would hold"
+                    f" {size} bytes, over Kubernetes' limit of {CONFIGMAP_MAX_BYTES} (1 MiB); split"
+                    " the environments over profiles or ship large files in the image")
             if not is_dns_subdomain(obj["metadata"]["name"]):
                 raise WorkspaceError(f"profile {self.profile.slug!r}: {obj['kind']} name"
                                      f" {obj['metadata']['name']!r} is not a valid Kubernetes name")
