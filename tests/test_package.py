@@ -36,3 +36,16 @@ async def test_faults_active_from_start():
                 assert r.status == 503
             async with s.get(f"{sim.url}/api/v1/pods") as r:
                 assert r.status == 200
+
+
+def test_every_apex_spawner_option_is_documented():
+    from apex_hub.spawner import APExSpawner
+
+    own = {name: trait for name, trait in APExSpawner.class_traits(config=True).items()
+           if name not in KubeSpawner.class_traits(config=True)}
+    assert {"profiles_file", "namespace_prefix", "delete_namespace_on_user_delete", "manifest_kinds",
+            "conda_builder", "secure_pod_defaults"} <= set(own)
+    undocumented = [name for name, trait in own.items() if len((trait.help or "").split()) < 5]
+    assert not undocumented
+    readme = open("README.md").read()
+    assert not [name for name in own if f"`{name}`" not in readme]  # each in the configuration reference
