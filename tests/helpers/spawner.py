@@ -4,7 +4,6 @@ The `ksim` fixture is re-exported by tests/spawner/conftest.py."""
 
 from __future__ import annotations
 
-import asyncio
 from types import SimpleNamespace
 
 import pytest
@@ -87,11 +86,3 @@ def objects(sim, plural, namespace=None, group="", version="v1"):
 def write_catalogue(path, data) -> str:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return str(path)
-
-
-async def wait_for(pred, timeout=10):
-    for _ in range(int(timeout / 0.05)):
-        if pred():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")

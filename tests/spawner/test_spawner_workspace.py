@@ -57,21 +57,27 @@ FULL = {
 }
 
 
-async def seed_hub_secret(sim, api, name="apex-registry"):
+async def seed_hub_secret(sim, name="apex-registry"):
     from kubernetes_asyncio import client
 
-    v1 = client.CoreV1Api(api)
-    await v1.create_namespace({"metadata": {"name": "jhub"}})
-    await v1.create_namespaced_secret("jhub", {
-        "metadata": {"name": name}, "type": "kubernetes.io/dockerconfigjson",
-        "data": {".dockerconfigjson": "eyJhdXRocyI6e319"}})
+    async with sim.api_client() as api:
+        v1 = client.CoreV1Api(api)
+        await v1.create_namespace({"metadata": {"name": "jhub"}})
+        await v1.create_namespaced_secret("jhub", {
+            "metadata": {"name": name}, "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": "eyJhdXRocyI6e319"}})
+
+
+async def started_full(sim, name):
+    """A spawner of the FULL profile, started (its pull secret waiting in the hub namespace)."""
+    await seed_hub_secret(sim)
+    spawner = make_spawner(sim, name, catalogue=FULL)
+    await spawner.start()
+    return spawner
 
 
 async def test_first_spawn_creates_every_object_with_the_right_fields(ksim):
-    async with ksim.api_client() as api:
-        await seed_hub_secret(ksim, api)
-    spawner = make_spawner(ksim, "alice", catalogue=FULL)
-    await spawner.start()
+    spawner = await started_full(ksim, "alice")
     ns = spawner.namespace
     assert ns == "apex-alice"
 
@@ -155,10 +161,7 @@ async def test_first_spawn_creates_every_object_with_the_right_fields(ksim):
 
 
 async def test_every_planned_manifest_passes_the_kubernetes_schemas(ksim):
-    async with ksim.api_client() as api:
-        await seed_hub_secret(ksim, api)
-    spawner = make_spawner(ksim, "schema-check", catalogue=FULL)
-    await spawner.start()
+    spawner = await started_full(ksim, "schema-check")
     plan = spawner.plan
     manifests = [plan.namespace, *plan.objects, *plan.claims]
     assert {m["kind"] for m in manifests} >= {
@@ -197,10 +200,7 @@ async def test_second_spawn_reuses_and_patches_what_changed(ksim, tmp_path):
 
 
 async def test_stop_keeps_claims_and_persistent_objects_and_sweeps_the_rest(ksim):
-    async with ksim.api_client() as api:
-        await seed_hub_secret(ksim, api)
-    spawner = make_spawner(ksim, "carol", catalogue=FULL)
-    await spawner.start()
+    spawner = await started_full(ksim, "carol")
     ns = spawner.namespace
     # an object from an earlier spawn with another profile, found only by its labels
     stale = copy.deepcopy(obj(ksim, "configmaps", ns, "bashrc"))
@@ -299,8 +299,7 @@ async def test_a_converted_applicationhub_config_spawns(ksim):
     with open("examples/eoepca-config.yml") as f:
         converted, report = convert_eoepca(yaml.safe_load(f))
     assert report  # the converter says what it could not carry over
-    async with ksim.api_client() as api:
-        await seed_hub_secret(ksim, api, "cr-config")
+    await seed_hub_secret(ksim, "cr-config")
     spawner = make_spawner(ksim, "hana", groups=["apex-dev"], catalogue=converted,
                            user_options={"profile": converted["profiles"][0]["slug"]})
     await spawner.start()
