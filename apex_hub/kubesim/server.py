@@ -197,7 +197,7 @@ class ApiServer:
             if verb != "get" or rt.kind != "Pod":
                 raise errors.method_not_allowed()
             st.get(rt, ns, route.name)
-            text = self.pod_logs(ns, route.name) if self.pod_logs else ""
+            text = self.pod_logs(ns, route.name, q.get("container") or None) if self.pod_logs else ""
             return web.Response(text=text, content_type="text/plain")
         if verb == "get":
             obj = st.get(rt, ns, route.name)

@@ -173,6 +173,13 @@ class APExSpawner(KubeSpawner):
     def _default_profile_list(self):
         return self._profile_entries
 
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        def profile_applied_at_start(spawner, user_options):
+            """``user_options`` are checked and applied by ``load_user_options``, after the gate."""
+
+        return profile_applied_at_start
+
     @default("events_enabled")
     def _default_events(self):
         return True
