@@ -45,6 +45,9 @@ class Route:
         return self.rtype.plural + (f"/{self.subresource}" if self.subresource else "")
 
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class ApiServer:
     """aiohttp application serving a :class:`Store`."""
 
@@ -181,7 +184,10 @@ class ApiServer:
             return None
         try:
             if "yaml" in (request.content_type or ""):
-                return yaml.safe_load(raw)
+                try:  # clients send JSON (a subset of YAML) as apply bodies: 100x faster to parse
+                    return json.loads(raw)
+                except ValueError:
+                    return yaml.load(raw, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
             return json.loads(raw)
         except (ValueError, yaml.YAMLError) as e:
             raise errors.bad_request(f"the body of the request could not be decoded: {e}") from None

@@ -198,6 +198,7 @@ class APExSpawner(KubeSpawner):
         self._progress_changed = asyncio.Event()
         self._provisioned = False
         self._replacing_pod = False
+        self._namespace_ready = False
 
     @property
     def user_slug(self) -> str:
@@ -358,10 +359,23 @@ class APExSpawner(KubeSpawner):
             self._provisioned = True
 
     async def provision_workspace(self) -> None:
-        """Namespace, then every other object concurrently (the pod follows in ``_start``)."""
+        """Namespace, then every other object concurrently (the pod follows in ``_start``).
+
+        Once the namespace is known to exist (spawner state), it is re-applied together
+        with everything else: one round trip less; a 404 falls back to namespace first.
+        """
         plan = self.plan
         kube = self.kube()
         self.report(f"Preparing your workspace (namespace {self.namespace})", 5)
+        if self._namespace_ready:
+            try:
+                await self._write_workspace(kube, {}, with_namespace=True)
+                return
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                self.log.warning("namespace %s is gone; creating it again", self.namespace)
+                self._namespace_ready = False
         sources = asyncio.gather(*(kube.read("v1", "Secret", name, self.hub_namespace)
                                    for name in plan.copy_secrets))
         try:
@@ -369,31 +383,38 @@ class APExSpawner(KubeSpawner):
         except BaseException:
             sources.cancel()
             raise
-        found = await sources
-        missing = [n for n, s in zip(plan.copy_secrets, found) if s is None]
-        if missing:
-            raise KubeError(f"image pull secret(s) {', '.join(missing)} not found in the hub namespace"
-                            f" {self.hub_namespace}; create them there first")
-        secrets = [self._copied_secret(s) for s in found]
+        await self._write_workspace(kube, dict(zip(plan.copy_secrets, await sources)))
+
+    async def _write_workspace(self, kube: Kube, sources: dict, with_namespace: bool = False) -> None:
+        plan = self.plan
         limit = asyncio.Semaphore(self.provision_concurrency)
 
-        async def write(obj, create_only=False):
+        async def apply(obj):
             async with limit:
-                if create_only:
-                    created = await kube.create_if_absent(obj)
-                    what = "created" if created else "kept"
-                    self.report(f"Storage {obj['metadata']['name']} {what}")
-                else:
-                    await kube.apply(obj)
+                await kube.apply(obj)
 
-        self.report(f"Writing {len(plan.objects) + len(secrets)} configuration objects and"
-                    f" {len(plan.claims)} volume claims", 15)
-        tasks = [write(o) for o in plan.objects + secrets] + [write(c, True) for c in plan.claims]
+        async def claim(obj):
+            async with limit:
+                created = await kube.create_if_absent(obj)
+            self.report(f"Storage {obj['metadata']['name']} {'created' if created else 'kept'}")
+
+        async def copy(name):
+            source = sources.get(name) or await kube.read("v1", "Secret", name, self.hub_namespace)
+            if source is None:
+                raise KubeError(f"image pull secret {name} not found in the hub namespace"
+                                f" {self.hub_namespace}; create it there first")
+            await apply(self._copied_secret(source))
+
+        self.report(f"Writing {len(plan.objects) + len(plan.copy_secrets)} configuration objects"
+                    f" and {len(plan.claims)} volume claims", 15)
+        tasks = ([apply(plan.namespace)] if with_namespace else []) + [apply(o) for o in plan.objects]
+        tasks += [copy(n) for n in plan.copy_secrets] + [claim(c) for c in plan.claims]
         results = await asyncio.gather(*tasks, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
-            raise errors[0]
-        kinds = sorted({o["kind"] for o in plan.objects + secrets + plan.claims})
+            raise next((e for e in errors if isinstance(e, ApiException) and e.status == 404), errors[0])
+        self._namespace_ready = True
+        kinds = sorted({o["kind"] for o in plan.objects + plan.claims} | ({"Secret"} if plan.copy_secrets else set()))
         self.report(f"Workspace ready ({', '.join(kinds)}); starting your server", 35)
 
     def _copied_secret(self, source: dict) -> dict:
@@ -514,8 +535,11 @@ class APExSpawner(KubeSpawner):
             state["apex_server_kinds"] = self._server_kinds
         if self.profile is not None:
             state["apex_profile"] = self.profile.slug
+        if self._namespace_ready:
+            state["apex_namespace_ready"] = True
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self._server_kinds = list(state.get("apex_server_kinds", []))
+        self._namespace_ready = bool(state.get("apex_namespace_ready", False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 
 import kubernetes_validate
@@ -321,8 +322,6 @@ async def test_progress_shows_each_workspace_step_then_pod_events(ksim):
         async for event in spawner.progress():
             messages.append((event.get("progress"), event["message"]))
 
-    import asyncio
-
     reader = asyncio.ensure_future(read())
     await spawner.start()
     await asyncio.wait_for(reader, 10)
@@ -378,4 +377,38 @@ async def test_missing_image_pull_secret_is_a_clear_error(ksim):
     spawner = make_spawner(ksim, "lena", catalogue=catalogue)
     with pytest.raises(HTTPError) as e:
         await spawner.start()
-    assert "image pull secret(s) nowhere not found in the hub namespace jhub" in e.value.log_message
+    assert "image pull secret nowhere not found in the hub namespace jhub" in e.value.log_message
+
+
+async def test_a_warm_spawn_writes_the_namespace_with_everything_else(ksim):
+    spawner = make_spawner(ksim, "otto")
+    await spawner.start()
+    await spawner.stop()
+    assert spawner.get_state()["apex_namespace_ready"] is True
+    ksim.set_latency(0.05)
+    ksim.reset_log()
+    await spawner.start()
+    writes = [r for r in ksim.requests if r.verb in ("patch", "create") and r.resource != "pods"]
+    namespace = next(r for r in writes if r.resource == "namespaces")
+    others = [r for r in writes if r is not namespace]
+    # all sent together: each started before the namespace apply was answered
+    assert all(r.started < namespace.started + namespace.duration for r in others)
+    await spawner.stop()
+
+
+async def test_a_namespace_deleted_behind_the_hubs_back_is_recreated(ksim):
+    spawner = make_spawner(ksim, "pete")
+    await spawner.start()
+    await spawner.stop()
+    ksim.store.delete(ksim.store._rt("namespaces"), "", "apex-pete")
+    for _ in range(100):  # namespace termination finishes in the background
+        if obj(ksim, "namespaces", "", "apex-pete") is None:
+            break
+        await asyncio.sleep(0.05)
+    ksim.reset_log()
+    ksim.inject(verb="patch", resource="namespaces", status=503)  # so the others arrive first
+    await spawner.start()
+    assert 404 in [r.status for r in ksim.requests if r.verb == "patch"]  # the one-wave try failed
+    assert obj(ksim, "configmaps", "apex-pete", "bashrc") is not None
+    assert obj(ksim, "persistentvolumeclaims", "apex-pete", "workspace") is not None
+    await spawner.stop()
