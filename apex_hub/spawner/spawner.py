@@ -22,7 +22,6 @@ import asyncio
 import os
 from typing import Any
 
-from jupyterhub.utils import maybe_future  # noqa: F401 - re-exported for hooks
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from tornado import web
@@ -352,7 +351,8 @@ class APExSpawner(KubeSpawner):
         try:
             await self.provision_workspace()
         except (KubeError, ApiException) as exc:
-            message = f"Could not prepare your workspace in namespace {self.namespace}: {describe(exc) if isinstance(exc, ApiException) else exc}"
+            reason = describe(exc) if isinstance(exc, ApiException) else str(exc)
+            message = f"Could not prepare your workspace in namespace {self.namespace}: {reason}"
             self.report(message)
             raise web.HTTPError(500, message) from None
         finally:
