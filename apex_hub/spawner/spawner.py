@@ -19,6 +19,7 @@ What it adds to KubeSpawner 7 (and why):
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 from typing import Any
 
@@ -198,6 +199,7 @@ class APExSpawner(KubeSpawner):
         self._provisioned = False
         self._replacing_pod = False
         self._namespace_ready = False
+        self._configured: dict[str, Any] = {}
 
     @property
     def user_slug(self) -> str:
@@ -277,10 +279,29 @@ class APExSpawner(KubeSpawner):
                                      " started from it at the moment.")
         self.apply_profile(profile)
 
+    #: Traits a profile sets besides its ``kubespawner_traits()``.
+    _PROFILE_TRAITS = ("default_url", "container_security_context", "pod_security_context",
+                       "extra_labels", "image_pull_secrets", "service_account",
+                       "automount_service_account_token")
+
+    def _reset_profile_traits(self, names) -> None:
+        """Undo the previous profile: the hub reuses this object for the next spawn.
+
+        KubeSpawner merges overrides into the live traits, so a GPU profile's node
+        selector or labels would otherwise leak into the next, unrelated profile.
+        """
+        for name in names:
+            if name not in self._configured:
+                self._configured[name] = copy.deepcopy(getattr(self, name))
+        for name, value in self._configured.items():
+            setattr(self, name, copy.deepcopy(value))
+
     def apply_profile(self, profile: Profile) -> None:
         """Set KubeSpawner's traits from ``profile`` and plan the workspace."""
+        traits = profile.kubespawner_traits()
+        self._reset_profile_traits([*traits, *self._PROFILE_TRAITS])
         self.profile = profile
-        self._apply_overrides(profile.kubespawner_traits())
+        self._apply_overrides(traits)
         if profile.default_url:
             self.default_url = profile.default_url
         if self.secure_pod_defaults:

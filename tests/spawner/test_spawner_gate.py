@@ -114,3 +114,24 @@ async def test_an_oversized_configmap_is_refused_before_any_api_call(ksim, caplo
     assert error.status_code == 503
     assert "over the Kubernetes limit of 1048576 bytes" in caplog.text
     assert not ksim.requests
+
+
+async def test_the_next_profile_does_not_inherit_the_previous_ones_settings(ksim):
+    catalogue = copy.deepcopy(CATALOGUE)
+    catalogue["profiles"][1].update({"node_selector": {"pool": "gpu"},
+                                     "kubespawner_override": {"extra_labels": {"tier": "large"}}})
+    spawner = make_spawner(ksim, "wanda", groups=["apex-large"], catalogue=catalogue,
+                           user_options={"profile": "large"}, node_selector={"zone": "a"})
+    await spawner.start()
+    pod = obj(ksim, "pods", "apex-wanda", spawner.pod_name)
+    assert pod["spec"]["nodeSelector"] == {"zone": "a", "pool": "gpu"}
+    assert pod["metadata"]["labels"]["tier"] == "large"
+    await spawner.stop()
+    spawner.user_options = {"profile": "lab"}  # the hub reuses the spawner object
+    await spawner.start()
+    pod = obj(ksim, "pods", "apex-wanda", spawner.pod_name)
+    assert pod["spec"]["nodeSelector"] == {"zone": "a"}
+    assert "tier" not in pod["metadata"]["labels"]
+    assert pod["metadata"]["labels"]["apex.esa.int/profile"] == "lab"
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["cpu"] == 1.0
+    await spawner.stop()
