@@ -523,9 +523,12 @@ class APExSpawner(KubeSpawner):
 
     async def sweep(self, persist: bool | None) -> None:
         """Delete this server's objects (``persist=None``: all of them) of every known kind."""
-        kinds = sorted(set(SWEPT_KINDS) | set(self._server_kinds))
+        kinds = set(SWEPT_KINDS) | set(self._server_kinds)
         if persist is None:
-            kinds.append("v1/PersistentVolumeClaim")
+            kinds.add("v1/PersistentVolumeClaim")
+        else:  # a stop never deletes a claim, whatever made it (volumes or manifests)
+            kinds.discard("v1/PersistentVolumeClaim")
+        kinds = sorted(kinds)
         selector = L.server_selector(self.user_slug, self.server_name, persist)
         kube = self.kube()
         results = await asyncio.gather(

@@ -208,7 +208,7 @@ class _Builder:
 
     def volumes(self) -> None:
         for item in self.profile.volumes:
-            claim = item.claim_name or item.name
+            claim = item.claim_name or self.name(item.name, item.persist)
             if item.size is not None:
                 spec = {"accessModes": list(item.access_modes),
                         "resources": {"requests": {"storage": item.size}}}

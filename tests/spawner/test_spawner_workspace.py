@@ -412,3 +412,19 @@ async def test_a_namespace_deleted_behind_the_hubs_back_is_recreated(ksim):
     assert obj(ksim, "configmaps", "apex-pete", "bashrc") is not None
     assert obj(ksim, "persistentvolumeclaims", "apex-pete", "workspace") is not None
     await spawner.stop()
+
+
+async def test_a_stop_keeps_claims_made_by_non_persistent_manifests_too(ksim):
+    catalogue = copy.deepcopy(CATALOGUE)
+    catalogue["profiles"][0]["manifests"] = [{"name": "extra", "content": {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "extra"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}]
+    catalogue["profiles"][0]["volumes"] = [{"name": "scratch", "size": "1Gi", "mount_path": "/scratch",
+                                            "persist": False}]
+    spawner = make_spawner(ksim, "quincy", catalogue=catalogue)
+    await spawner.start()
+    await spawner.stop()
+    assert "v1/PersistentVolumeClaim" in spawner.get_state()["apex_server_kinds"]
+    for claim in ("extra", "scratch", "workspace"):
+        assert obj(ksim, "persistentvolumeclaims", "apex-quincy", claim) is not None, claim
+    assert not [r for r in ksim.requests if r.resource == "persistentvolumeclaims" and r.verb.startswith("delete")]

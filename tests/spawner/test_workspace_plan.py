@@ -60,6 +60,7 @@ def test_the_raw_user_name_only_reaches_annotations():
 def test_named_servers_get_their_own_objects_and_references_follow():
     owner = Owner("bob", "bob", "apex-bob", "gpu run")
     plan = plan_workspace(owner, profile(
+        volumes=[WORKSPACE, {"name": "scratch", "size": "1Gi", "mount_path": "/scratch", "persist": False}],
         config_maps=[{"name": "cfg", "key": "k", "content": "v", "mount_path": "/etc/cfg"}],
         env={"K": {"from_config_map": {"name": "cfg", "key": "k"}}},
         env_from_config_maps=["cfg"]), Settings(), None)
@@ -70,3 +71,6 @@ def test_named_servers_get_their_own_objects_and_references_follow():
     assert plan.env[0]["valueFrom"]["configMapKeyRef"]["name"] == name
     assert plan.env_from == [{"configMapRef": {"name": name}}]
     assert plan.claims[0]["metadata"]["name"] == "workspace"  # shared by the user's servers
+    scratch = plan.claims[1]["metadata"]["name"]
+    assert scratch.startswith("scratch-named-gpu-run")  # a server's own scratch space
+    assert {"name": "scratch", "persistentVolumeClaim": {"claimName": scratch, "readOnly": False}} in plan.volumes

@@ -1,0 +1,245 @@
+"""helm-values/: the Z2JH values configure APExSpawner as intended; the RBAC is valid and minimal.
+
+The chart's jupyterhub_config.py is emulated for the parts that matter here (its
+own settings, then ``hub.config``, then every ``hub.extraConfig`` snippet in key
+order, each ``exec``'d as the chart does); the result is a real traitlets Config
+that a real ``JupyterHub`` application and a real ``APExSpawner`` are built from.
+
+The RBAC helpers at the bottom (``rbac_objects``, ``cluster_role_rules``,
+``allows``) are shared with tests/spawner/test_rbac_coverage.py.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from traitlets.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+VALUES = ROOT / "helm-values" / "values.yaml"
+RBAC = ROOT / "helm-values" / "rbac.yaml"
+K8S_VERSION = "1.30.0"
+PROFILES_PATH = "/etc/apex/profiles.yml"
+CRYPT_KEY = "ab" * 32
+
+
+def load_values() -> dict:
+    return yaml.safe_load(VALUES.read_text())
+
+
+# -- the chart's jupyterhub_config.py, reduced to what touches our settings -------------------
+
+def chart_config(values: dict, profiles_file: str | None = None) -> Config:
+    """The Config the Z2JH 4.x hub builds from ``values`` (order as in the chart)."""
+    c = Config()
+    # What the chart sets before hub.config (files/hub/jupyterhub_config.py).
+    c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+    c.JupyterHub.hub_connect_url = "http://hub:8081"
+    c.KubeSpawner.namespace = "jhub"
+    db = values["hub"].get("db", {})
+    if db.get("type") in ("postgres", "mysql", "other") and db.get("url"):
+        c.JupyterHub.db_url = db["url"]
+    singleuser = values.get("singleuser", {})
+    if "cmd" in singleuser:
+        c.Spawner.cmd = singleuser["cmd"]
+    if singleuser.get("extraLabels"):
+        c.KubeSpawner.extra_labels = dict(singleuser["extraLabels"])
+    image = singleuser.get("image") or {}
+    if image.get("name") and image.get("tag"):
+        c.KubeSpawner.image = f"{image['name']}:{image['tag']}"
+    c.CryptKeeper.keys = ["cd" * 32]  # the chart's seeded key, overridden below by our snippet
+    # hub.config, section by section.
+    for section, settings in copy.deepcopy(values["hub"].get("config", {})).items():
+        assert section[:1].isupper(), f"hub.config.{section} is not a Configurable class name"
+        c[section].update(settings)
+    # hub.extraConfig, in key order, exec'd in the config file's namespace.
+    for key, snippet in sorted(values["hub"].get("extraConfig", {}).items()):
+        exec(compile(snippet, f"hub.extraConfig.{key}", "exec"), {"c": c})
+    if profiles_file is not None:  # the test reads the catalogue from a temporary copy
+        assert c.APExSpawner.profiles_file == PROFILES_PATH
+        c.APExSpawner.profiles_file = profiles_file
+    return c
+
+
+@pytest.fixture
+def hub_env(monkeypatch):
+    """The hub container's environment as the chart and our extraEnv set it."""
+    monkeypatch.setenv("POD_NAMESPACE", "jhub")
+    monkeypatch.setenv("HUB_SERVICE_PORT", "8081")
+    monkeypatch.setenv("JUPYTERHUB_CRYPT_KEY", CRYPT_KEY)
+    monkeypatch.setenv("OAUTH_CLIENT_ID", "apex-hub")
+    monkeypatch.setenv("OAUTH_CLIENT_SECRET", "s3cret")
+    monkeypatch.setenv("KUBECONFIG", "")
+
+
+@pytest.fixture
+def profiles_file(tmp_path) -> str:
+    path = tmp_path / "profiles.yml"
+    path.write_text(load_values()["hub"]["extraFiles"]["apex-profiles"]["stringData"])
+    return str(path)
+
+
+# -- values.yaml --------------------------------------------------------------------------
+
+def test_values_parse_and_have_the_documented_blocks():
+    values = load_values()
+    hub = values["hub"]
+    assert hub["image"]["name"].endswith("/apex-hub") and hub["image"]["tag"]
+    assert hub["networkPolicy"]["interNamespaceAccessLabels"] == "accept"
+    assert hub["db"]["type"] == "postgres" and hub["db"]["url"].startswith("postgresql")
+    assert "password" not in hub["db"]  # from a Secret, via PGPASSWORD
+    assert values["singleuser"]["cmd"] == "jupyterhub-singleuser"
+    assert values["singleuser"]["storage"]["type"] == "none"
+    assert values["singleuser"]["extraLabels"]["hub.jupyter.org/network-access-hub"] == "true"
+    assert values["cull"]["enabled"] is False
+    assert list(hub["extraConfig"]) == sorted(hub["extraConfig"])
+    assert "00-apex-spawner" in hub["extraConfig"]
+
+
+def test_no_secret_value_is_in_the_values():
+    hub = load_values()["hub"]
+    for name in ("JUPYTERHUB_CRYPT_KEY", "OAUTH_CLIENT_SECRET", "OAUTH_CLIENT_ID", "PGPASSWORD"):
+        ref = hub["extraEnv"][name]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] and ref["key"], name
+    config = hub["config"]["GenericOAuthenticator"]
+    assert "client_secret" not in config and "client_id" not in config
+    text = VALUES.read_text().lower()
+    assert "cookie_secret" not in text and "-----begin" not in text
+
+
+def test_the_catalogue_shipped_in_extra_files_is_valid_and_is_the_example():
+    from apex_hub.profiles import Catalogue
+
+    item = load_values()["hub"]["extraFiles"]["apex-profiles"]
+    assert item["mountPath"] == PROFILES_PATH
+    catalogue = Catalogue.from_yaml(item["stringData"], "hub.extraFiles.apex-profiles")
+    assert any(p.default for p in catalogue.profiles)
+    # The values carry a copy of examples/profiles.yml: keep the two in step.
+    example = yaml.safe_load((ROOT / "examples" / "profiles.yml").read_text())
+    assert yaml.safe_load(item["stringData"]) == example
+
+
+def test_extra_config_makes_jupyterhub_use_apexspawner(hub_env, profiles_file):
+    from jupyterhub.app import JupyterHub
+    from oauthenticator.generic import GenericOAuthenticator
+
+    from apex_hub.spawner import APExSpawner
+
+    c = chart_config(load_values(), profiles_file)
+    app = JupyterHub(config=c)
+    assert app.spawner_class is APExSpawner
+    assert app.authenticator_class is GenericOAuthenticator
+    assert app.hub_connect_url == "http://hub.jhub.svc.cluster.local:8081"
+    assert app.db_url.startswith("postgresql+psycopg2://")
+
+    authenticator = GenericOAuthenticator(config=c)
+    assert authenticator.enable_auth_state is True
+    assert authenticator.manage_groups is True
+    assert authenticator.client_id == "apex-hub" and authenticator.client_secret == "s3cret"
+
+
+def test_the_crypt_key_comes_from_the_operators_secret(hub_env):
+    from jupyterhub.crypto import CryptKeeper
+
+    c = chart_config(load_values())
+    assert CryptKeeper(config=c).keys == [bytes.fromhex(CRYPT_KEY)]
+
+
+async def test_apexspawner_settings_are_what_the_values_say(hub_env, profiles_file, sim):
+    from tests.helpers.spawner import HubUser
+    from jupyterhub.objects import Hub
+
+    from apex_hub.spawner import APExSpawner
+
+    c = chart_config(load_values(), profiles_file)
+    sim.make_default()  # KubeSpawner loads a Kubernetes config (in the cluster: in-cluster config)
+    c.APExSpawner.k8s_api_host = sim.url  # no API call is made here
+    spawner = APExSpawner(config=c, hub=Hub(), user=HubUser("ada", groups=["apex-large"]),
+                          api_token="t", oauth_client_id="c")
+    assert spawner.profiles_file == profiles_file  # /etc/apex/profiles.yml in the cluster
+    assert spawner.hub_namespace == "jhub"
+    assert spawner.namespace == "apex-ada" and spawner.enable_user_namespaces
+    assert spawner.cmd == ["jupyterhub-singleuser"]
+    assert spawner.extra_labels["hub.jupyter.org/network-access-hub"] == "true"
+    assert spawner.image == "registry.example.org/apex/apex-singleuser:0.1.0"
+    assert spawner.delete_namespace_on_user_delete is False
+    assert spawner.resource_quota["hard"]["requests.cpu"] == "8"
+    assert spawner.limit_range["limits"][0]["type"] == "Container"
+    assert spawner.storage_pvc_ensure is False
+    slugs = [p.slug for p in spawner.catalogue().for_groups(spawner.group_names())]
+    assert "processing-large" in slugs and "gpu" not in slugs
+    entries = spawner._profile_entries()
+    assert entries and any(e["default"] for e in entries)
+
+
+# -- rbac.yaml ----------------------------------------------------------------------------
+
+def rbac_objects() -> list[dict]:
+    return [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
+
+
+def cluster_role_rules() -> list[dict]:
+    role = next(o for o in rbac_objects() if o["kind"] == "ClusterRole")
+    return role["rules"]
+
+
+def allows(rules: list[dict], group: str, resource: str, verb: str) -> bool:
+    """RBAC's answer for (api group, resource[/subresource], verb), resourceNames aside."""
+    for rule in rules:
+        if rule.get("resourceNames"):
+            continue
+        if group in rule.get("apiGroups", []) and resource in rule.get("resources", []) \
+                and verb in rule.get("verbs", []):
+            return True
+    return False
+
+
+def grants(rules: list[dict]) -> set[tuple[str, str, str]]:
+    """Every (group, resource, verb) that ``rules`` name."""
+    return {(g, r, v) for rule in rules for g in rule.get("apiGroups", [])
+            for r in rule.get("resources", []) for v in rule.get("verbs", [])}
+
+
+def test_rbac_objects_pass_the_kubernetes_schemas():
+    objects = rbac_objects()
+    assert sorted(o["kind"] for o in objects) == ["ClusterRole", "ClusterRoleBinding"]
+    for obj in objects:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_rbac_is_bound_to_the_hub_service_account_and_has_no_wildcards():
+    objects = {o["kind"]: o for o in rbac_objects()}
+    binding = objects["ClusterRoleBinding"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": objects["ClusterRole"]["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": "jhub"}]
+    for rule in cluster_role_rules():
+        assert "nonResourceURLs" not in rule
+        for field in ("apiGroups", "resources", "verbs"):
+            assert rule[field] and "*" not in rule[field], (field, rule)
+            assert not any("*" in item for item in rule[field]), (field, rule)
+    verbs = {v for _, _, v in grants(cluster_role_rules())}
+    assert "escalate" not in verbs and "impersonate" not in verbs
+    assert allows(cluster_role_rules(), "rbac.authorization.k8s.io", "roles", "bind")
+
+
+def test_the_shipped_profiles_only_grant_what_the_hub_holds():
+    """Kubernetes refuses a Role with rules its creator does not hold (no "escalate")."""
+    from apex_hub.profiles import Catalogue
+
+    text = load_values()["hub"]["extraFiles"]["apex-profiles"]["stringData"]
+    rules = cluster_role_rules()
+    for profile in Catalogue.from_yaml(text).profiles:
+        for binding in profile.role_bindings:
+            for rule in binding.role.rules:
+                k8s = rule.to_k8s()
+                for group in k8s["apiGroups"]:
+                    for resource in k8s["resources"]:
+                        for verb in k8s["verbs"]:
+                            assert allows(rules, group, resource, verb), (
+                                f"profile {profile.slug}: role {binding.role_name} grants {verb}"
+                                f" {resource} ({group or 'core'}), which the hub does not hold")
