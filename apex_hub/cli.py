@@ -1,4 +1,5 @@
-"""The ``apex-hub`` command: ``apex-hub kubesim`` runs the local Kubernetes simulator."""
+"""The ``apex-hub`` command: ``apex-hub kubesim`` runs the local Kubernetes simulator,
+``apex-hub local`` the whole hub on it (JupyterHub + APExSpawner, no cluster)."""
 
 from __future__ import annotations
 
@@ -69,10 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
     _kubesim_parser(sub)
+    from . import local
+
+    local.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.command == "kubesim":
         asyncio.run(_run_kubesim(args))
+    elif args.command == "local":
+        from . import local
+
+        return local.run(args)
     return 0
 
 

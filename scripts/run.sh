@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Run apex-hub locally with no cluster. Today: the Kubernetes simulator in process mode
-# (the full local mode with the hub on top is tracked in its own issue).
+# Run apex-hub locally with no cluster: kubesim (process-mode pods) + a real JupyterHub with
+# APExSpawner and its proxy on 127.0.0.1, a local demo login (printed at start-up) and the
+# catalogue examples/local-profiles.yml. Flags go to `apex-hub local` (--port, --workdir,
+# --profiles, --password). Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/apex-hub ] || ./scripts/setup.sh
 . .venv/bin/activate
-exec apex-hub kubesim --kubelet process --kubeconfig "${KUBECONFIG_OUT:-$PWD/kubesim.kubeconfig}" "$@"
+exec apex-hub local "$@"

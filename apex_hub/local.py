@@ -1,0 +1,285 @@
+"""Local mode: the whole APEx hub on a laptop, no cluster (``apex-hub local``).
+
+Starts kubesim (process kubelet) in this process, writes a ``jupyterhub_config.py`` into
+the work directory and runs a real ``python -m jupyterhub`` (with its
+configurable-http-proxy) on 127.0.0.1, using the production classes
+(``spawner_class = "apex"``), a profiles catalogue (``examples/local-profiles.yml`` by
+default), SQLite, and a clearly labelled demo login: a shared password and three demo
+users with groups. Every user server is a real ``jupyterhub-singleuser`` process on its
+pod's own 127.0.0.N address.
+
+SIGINT/SIGTERM stop the hub (which stops the user servers and its proxy), then kubesim
+(which ends any pod process left), then anything still in the hub's process group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PROFILES = REPO / "examples" / "local-profiles.yml"
+DEMO_GROUPS = {"apex-small": {"users": ["alice"]}, "apex-large": {"users": ["bob"]}}
+DEMO_USERS = {"alice": "apex-small", "bob": "apex-large", "carol": "no group"}
+IMAGE = "ghcr.io/esa-apex/apex-jupyterlab:2025.1"  # a label only: kubesim runs local processes
+HUB_NAMESPACE = "jhub"
+LAB_OFFLINE_ARGS = ["--LabApp.news_url=None",
+                    "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate"]
+STOP_GRACE = 15.0  # seconds the hub gets to stop its servers and proxy
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("local", help="run the whole hub locally: kubesim + JupyterHub + APExSpawner",
+                       description="Run a real JupyterHub with APExSpawner on kubesim (process kubelet) "
+                                   "on 127.0.0.1, with a local demo login. Ctrl-C stops everything.")
+    p.add_argument("--port", type=int, default=8000, help="the hub's public port on 127.0.0.1 (default %(default)s)")
+    p.add_argument("--workdir", default=None,
+                   help="where the hub config, SQLite database, logs, pods and volumes live "
+                        "(default: a temporary directory, removed on exit)")
+    p.add_argument("--profiles", default=None,
+                   help=f"profiles catalogue (default: {DEFAULT_PROFILES.relative_to(REPO)})")
+    p.add_argument("--password", default=None,
+                   help="the shared demo password (default: a random one, printed at start-up)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _authenticator_config(password: str) -> str:
+    """JupyterHub's shared-password login (DummyAuthenticator.password before JupyterHub 5.3)."""
+    eps = importlib.metadata.entry_points(group="jupyterhub.authenticators")
+    if any(ep.name == "shared-password" for ep in eps):
+        return (f'c.JupyterHub.authenticator_class = "shared-password"\n'
+                f"c.SharedPasswordAuthenticator.user_password = {password!r}\n")
+    return (f'c.JupyterHub.authenticator_class = "dummy"\n'
+            f"c.DummyAuthenticator.password = {password!r}\n")
+
+
+def hub_config(*, workdir: Path, port: int, hub_port: int, proxy_api_port: int, k8s_url: str,
+               profiles: Path, password: str) -> str:
+    """The ``jupyterhub_config.py`` of local mode."""
+    root_args = ["--allow-root"] if os.geteuid() == 0 else []
+    return textwrap.dedent(f"""\
+        # Written by `apex-hub local`: LOCAL DEMO ONLY, not for production.
+        c = get_config()  # noqa
+
+        # -- the hub and its proxy, on loopback only --
+        c.JupyterHub.ip = "127.0.0.1"
+        c.JupyterHub.port = {port}
+        c.JupyterHub.hub_ip = "127.0.0.1"
+        c.JupyterHub.hub_port = {hub_port}
+        c.JupyterHub.hub_connect_ip = "127.0.0.1"
+        c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+        c.ConfigurableHTTPProxy.pid_file = {str(workdir / "proxy.pid")!r}
+        c.JupyterHub.db_url = {"sqlite:///" + str(workdir / "jupyterhub.sqlite")!r}
+        c.JupyterHub.cookie_secret_file = {str(workdir / "jupyterhub_cookie_secret")!r}
+        c.JupyterHub.cleanup_servers = True
+        c.JupyterHub.cleanup_proxy = True
+        # always show the progress page (the spawner's own messages), even for a fast start
+        c.JupyterHub.slow_spawn_timeout = 0
+
+        # -- LOCAL DEMO LOGIN: a shared password and demo users; not for production --
+        {_authenticator_config(password).replace(chr(10), chr(10) + " " * 8).rstrip()}
+        c.Authenticator.allowed_users = {set(DEMO_USERS)!r}
+        c.JupyterHub.load_groups = {DEMO_GROUPS!r}
+
+        # -- the production spawner, on kubesim --
+        c.JupyterHub.spawner_class = "apex"
+        c.APExSpawner.k8s_api_host = {k8s_url!r}
+        c.APExSpawner.image = {IMAGE!r}
+        c.APExSpawner.cmd = ["jupyterhub-singleuser"]
+        # kubesim runs pods as its own user; when that is root, Jupyter must be told it is fine.
+        # No calls home from JupyterLab (news feed, update check): local mode stays on loopback.
+        c.APExSpawner.args = {root_args + LAB_OFFLINE_ARGS!r}
+        c.APExSpawner.profiles_file = {str(profiles)!r}
+        c.APExSpawner.conda_builder = "venv"  # no Conda channel needed
+        c.APExSpawner.hub_namespace = {HUB_NAMESPACE!r}
+        c.APExSpawner.workspace_volume = {{"name": "workspace", "size": "1Gi", "mount_path": "/home/jovyan"}}
+        c.APExSpawner.start_timeout = 120
+        c.APExSpawner.http_timeout = 120
+        """)
+
+
+def _say(message: str = "") -> None:
+    print(message, flush=True)
+
+
+class LocalHub:
+    """kubesim + a JupyterHub subprocess; ``await run()`` until SIGINT/SIGTERM."""
+
+    def __init__(self, *, port: int = 8000, workdir: str | os.PathLike | None = None,
+                 profiles: str | os.PathLike | None = None, password: str | None = None):
+        self.port = port
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="apex-hub-local-")).resolve()
+        self.profiles = Path(profiles or DEFAULT_PROFILES).resolve()
+        self.password = password or secrets.token_urlsafe(9)
+        self.sim = None
+        self.proc: asyncio.subprocess.Process | None = None
+        self.log_path = self.workdir / "jupyterhub.log"
+        self._log = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def _env(self) -> dict:
+        node_bin = REPO / "node_modules" / ".bin"
+        path = os.pathsep.join([str(node_bin), str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
+        return {**os.environ, "PATH": path, "KUBECONFIG": str(self.sim.kubeconfig_path)}
+
+    def check(self) -> None:
+        """Refuse to start (SystemExit with the fix) when the catalogue or the port is not usable."""
+        if not self.profiles.is_file():
+            raise SystemExit(f"apex-hub local: no profiles catalogue at {self.profiles} (use --profiles FILE)")
+        if not _port_free(self.port):
+            raise SystemExit(f"apex-hub local: port {self.port} on 127.0.0.1 is in use (use --port N)")
+
+    async def start(self, timeout: float = 60) -> None:
+        from .kubesim import KubeSim
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.sim = KubeSim(kubelet="process", workdir=self.workdir / "kubesim",
+                           kubeconfig_path=self.workdir / "kubeconfig")
+        await self.sim.start()
+        env = self._env()
+        if not shutil.which("configurable-http-proxy", path=env["PATH"]):
+            raise SystemExit("apex-hub local: configurable-http-proxy not found: run scripts/setup.sh "
+                             "(npm install configurable-http-proxy)")
+        config = self.workdir / "jupyterhub_config.py"
+        config.write_text(hub_config(workdir=self.workdir, port=self.port, hub_port=_free_port(),
+                                     proxy_api_port=_free_port(), k8s_url=self.sim.url,
+                                     profiles=self.profiles, password=self.password))
+        self._log = open(self.log_path, "ab")
+        # its own session: Ctrl-C reaches us only, and we stop the hub in order
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "jupyterhub", "-f", str(config), cwd=self.workdir, env=env,
+            stdin=asyncio.subprocess.DEVNULL, stdout=self._log, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with aiohttp.ClientSession() as session:
+            while loop.time() < deadline:
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"jupyterhub exited with {self.proc.returncode}:\n{self._tail()}")
+                try:
+                    async with session.get(f"{self.url}hub/api/", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                        if r.status == 200:
+                            return
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    pass
+                await asyncio.sleep(0.25)
+        raise RuntimeError(f"jupyterhub did not start in {timeout:.0f}s:\n{self._tail()}")
+
+    def _tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def banner(self) -> None:
+        _say("")
+        _say("=" * 72)
+        _say("  APEx hub, local mode: JupyterHub + APExSpawner on kubesim (no cluster)")
+        _say(f"  Open: {self.url}")
+        _say("")
+        _say("  LOCAL DEMO LOGIN — not for production")
+        _say(f"  Demo password (all users): {self.password}")
+        for user, group in DEMO_USERS.items():
+            _say(f"    {user:<6} ({group})")
+        _say("")
+        _say(f"  Profiles:   {self.profiles}")
+        _say(f"  Work dir:   {self.workdir}")
+        _say(f"  Hub log:    {self.log_path}")
+        _say(f"  KUBECONFIG: {self.sim.kubeconfig_path}   (kubectl works against kubesim)")
+        _say("  Ctrl-C stops the hub, the proxy, kubesim and every server.")
+        _say("=" * 72)
+
+    async def stop(self) -> None:
+        """The hub first (it stops the servers through kubesim, then its proxy), then kubesim."""
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            _say("apex-hub local: stopping JupyterHub (and the user servers) …")
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE)
+            except asyncio.TimeoutError:
+                _say("apex-hub local: JupyterHub did not stop in time; killing it")
+                proc.kill()
+                await proc.wait()
+        if proc is not None:  # anything left in the hub's process group (its proxy)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        pidfile = self.workdir / "proxy.pid"
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+            except (ValueError, ProcessLookupError, PermissionError):
+                pass
+        if self.sim is not None:
+            _say("apex-hub local: stopping kubesim (and any pod process left) …")
+            await self.sim.stop()
+            self.sim = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        _say("apex-hub local: stopped")
+
+    async def run(self) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await self.start()
+            self.banner()
+            hub_exit = asyncio.ensure_future(self.proc.wait())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([hub_exit, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if hub_exit.done() and not stop.is_set():
+                _say(f"apex-hub local: JupyterHub exited with {self.proc.returncode}:\n{self._tail()}")
+                return 1
+            return 0
+        except RuntimeError as exc:
+            _say(f"apex-hub local: {exc}")
+            return 1
+        finally:
+            await self.stop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+def run(args) -> int:
+    hub = LocalHub(port=args.port, workdir=args.workdir, profiles=args.profiles, password=args.password)
+    try:
+        hub.check()
+    except SystemExit:
+        if hub._own_workdir:
+            shutil.rmtree(hub.workdir, ignore_errors=True)
+        raise
+    return asyncio.run(hub.run())
