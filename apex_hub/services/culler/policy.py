@@ -1,0 +1,276 @@
+"""The culling and session policy file: model, validation at load, resolution, schedules.
+
+The file (YAML) has three sections, all optional::
+
+    defaults:                      # applies to every server
+      idle_timeout: 2h             # "90s", "30m", "2h", "1d", "1h30m", or seconds; 0 / never: no idle culling
+      max_age: 1d                  # same format; 0 / never: no limit
+      schedule:                    # scheduled shutdown (optional)
+        cron: "0 20 * * 1-5"       # weekdays at 20:00 ...
+        timezone: Europe/Rome      # ... in Rome (IANA name; default UTC)
+      session_mode: on-demand      # off | on-demand | always-on
+                                   # (a section can switch a schedule off with `schedule: never`)
+      dry_run: false               # log and record what would be stopped, stop nothing
+    profiles:
+      gpu: {idle_timeout: 30m, max_age: 8h}
+    groups:
+      operations: {session_mode: always-on}
+
+Resolution, field by field (a field left out or ``null`` is "not set" and inherits):
+
+1. the server's **profile** section (``user_options["profile"]``), if it sets the field;
+2. else the sections of the user's **groups** that set the field, combined *strictly*:
+   the shortest ``idle_timeout`` and ``max_age`` (a ``0`` — "no limit" — only wins when no other
+   group sets a limit), every group's ``schedule`` applies, ``session_mode`` off > on-demand >
+   always-on, ``dry_run`` true if any group says so;
+3. else ``defaults``; else the built-in defaults (no idle timeout, no max age, no schedule,
+   on-demand, not dry-run).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SessionMode = Literal["off", "on-demand", "always-on"]
+_MODE_STRICTNESS = {"off": 0, "on-demand": 1, "always-on": 2}
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class PolicyError(ValueError):
+    """An invalid policy file: the message names the file, the section path and the field."""
+
+
+def parse_duration(value: Any) -> float:
+    """ "30m" / "2h" / "1d" / "1h30m" / "90s" / 5400 / "5400" -> seconds; 0, "0", "never" -> 0."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"{value!r}: a duration cannot be negative")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a duration")
+    text = value.strip().lower()
+    if text in ("never", "none", "off"):
+        return 0.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if seconds < 0:
+            raise ValueError(f"{value!r}: a duration cannot be negative")
+        return seconds
+    compact = text.replace(" ", "")
+    if not compact or _DURATION_PART.sub("", compact):
+        raise ValueError(
+            f"{value!r} is not a duration: write e.g. '90s', '30m', '2h', '1d', '1h30m' or a number of seconds"
+        )
+    return float(sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(compact)))
+
+
+class Schedule(BaseModel):
+    """A scheduled shutdown: servers started before the most recent occurrence are stopped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cron: str
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        value = value.strip()
+        if len(value.split()) != 5:
+            raise ValueError(
+                f"invalid cron expression {value!r}: need 5 fields (minute hour day-of-month month day-of-week),"
+                " e.g. '0 20 * * 1-5'"
+            )
+        if not croniter.is_valid(value):
+            raise ValueError(f"invalid cron expression {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as 'Europe/Rome' or 'UTC'") from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def describe(self) -> str:
+        return f"{self.cron!r} {self.timezone}"
+
+
+class Rule(BaseModel):
+    """One section (defaults, a profile, a group). ``None`` means "not set here"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    idle_timeout: float | None = None
+    max_age: float | None = None
+    schedule: Schedule | Literal[False] | None = None  # false / "never": no scheduled shutdown here
+    session_mode: SessionMode | None = None
+    dry_run: bool | None = None
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _no_schedule(cls, value: Any) -> Any:
+        if value is False or (isinstance(value, str) and value.strip().lower() in ("never", "none", "off")):
+            return False
+        return value
+
+    @field_validator("idle_timeout", "max_age", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("session_mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as False (and `on` as True).
+        if value is False:
+            return "off"
+        if value is True:
+            raise ValueError("write 'always-on' or 'on-demand' (a bare 'on' reads as true)")
+        return value
+
+
+@dataclass(frozen=True)
+class ResolvedPolicy:
+    """The policy that applies to one server. Durations in seconds; 0 = no limit."""
+
+    idle_timeout: float = 0.0
+    max_age: float = 0.0
+    schedules: tuple[Schedule, ...] = ()
+    session_mode: SessionMode = "on-demand"
+    dry_run: bool = False
+    sources: tuple[str, ...] = ()  # which sections contributed, e.g. ("profiles.gpu", "groups.ops")
+
+
+def _strictest_limit(values: list[float]) -> float | None:
+    if not values:
+        return None
+    limits = [v for v in values if v > 0]
+    return min(limits) if limits else 0.0
+
+
+class CullingPolicy(BaseModel):
+    """The whole policy file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    defaults: Rule = Field(default_factory=Rule)
+    profiles: dict[str, Rule] = Field(default_factory=dict)
+    groups: dict[str, Rule] = Field(default_factory=dict)
+
+    # ---- loading ----------------------------------------------------------------------
+
+    @classmethod
+    def from_data(cls, data: Any, source: str = "policy") -> "CullingPolicy":
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise PolicyError(f"{source}: the policy must be a mapping with defaults/profiles/groups")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            lines = []
+            for err in exc.errors():
+                parts = [str(p) for p in err["loc"]]
+                if "literal[False]" in parts:  # the `schedule: never` alternative: not what was meant
+                    if len(exc.errors()) > 1:
+                        continue
+                    err = {**err, "msg": "write a mapping {cron, timezone} or 'never'"}
+                loc = ".".join(p for p in parts if p not in ("Schedule", "literal[False]"))
+                msg = err["msg"].removeprefix("Value error, ")
+                if err["type"] == "extra_forbidden":
+                    msg = "unknown field"
+                lines.append(f"{source}: {loc}: {msg}")
+            raise PolicyError("\n".join(lines)) from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CullingPolicy":
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise PolicyError(f"{path}: cannot read the policy file: {exc}") from None
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"{path}: not valid YAML: {exc}") from None
+        return cls.from_data(data, source=str(path))
+
+    # ---- resolution -------------------------------------------------------------------
+
+    @property
+    def may_restart(self) -> bool:
+        """Whether any section makes servers always-on (then stopped servers must be listed too)."""
+        rules = [self.defaults, *self.profiles.values(), *self.groups.values()]
+        return any(r.session_mode == "always-on" for r in rules)
+
+    def resolve(self, profile: str | None, groups: Iterable[str] = ()) -> ResolvedPolicy:
+        prof = self.profiles.get(profile) if profile else None
+        grules = [(g, self.groups[g]) for g in sorted(set(groups)) if g in self.groups]
+        sources: list[str] = []
+        if prof is not None:
+            sources.append(f"profiles.{profile}")
+        sources += [f"groups.{g}" for g, _ in grules]
+
+        def pick(field: str, combine):
+            if prof is not None and getattr(prof, field) is not None:
+                return getattr(prof, field)
+            values = [getattr(r, field) for _, r in grules if getattr(r, field) is not None]
+            if values:
+                return combine(values)
+            return getattr(self.defaults, field)
+
+        idle = pick("idle_timeout", _strictest_limit)
+        max_age = pick("max_age", _strictest_limit)
+        schedules = pick("schedule", lambda v: tuple(dict.fromkeys(x for x in v if x)))
+        if isinstance(schedules, Schedule):
+            schedules = (schedules,)
+        elif not schedules:
+            schedules = ()
+        mode = pick("session_mode", lambda v: min(v, key=_MODE_STRICTNESS.__getitem__))
+        dry = pick("dry_run", any)
+        return ResolvedPolicy(
+            idle_timeout=idle or 0.0,
+            max_age=max_age or 0.0,
+            schedules=tuple(schedules or ()),
+            session_mode=mode or "on-demand",
+            dry_run=bool(dry),
+            sources=tuple(sources) or ("defaults",),
+        )
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def next_shutdown(schedule: Schedule, after: datetime) -> datetime:
+    """The first scheduled time strictly after ``after`` (aware, in the schedule's zone)."""
+    local = _aware(after).astimezone(schedule.zone)
+    return croniter(schedule.cron, local).get_next(datetime)
+
+
+def previous_shutdown(schedule: Schedule, at: datetime) -> datetime:
+    """The most recent scheduled time ``<= at`` (aware, in the schedule's zone)."""
+    local = _aware(at).astimezone(schedule.zone)
+    # croniter's get_prev is strictly before; nudge by a second so that "exactly at" counts.
+    return croniter(schedule.cron, local + timedelta(seconds=1)).get_prev(datetime)

@@ -1,0 +1,368 @@
+"""The culler loop: list servers, decide, stop through jupyterhub-idle-culler, restart, record reasons.
+
+Stops are carried out by ``jupyterhub_idle_culler.cull_idle`` (its user listing, pending check,
+default/named server URLs and DELETE), with our ``cull_arbiter`` deciding per server: the arbiter
+only receives ``(inactive, inactive_limit, server)`` — one global ``inactive_limit`` and no user or
+groups — so per-profile / per-group timeouts, max ages and schedules are decided beforehand by
+:func:`decide` (with our injectable clock) from our own listing, and the arbiter looks each server up
+by its URL and ``started`` time. ``cull_idle``'s own ``max_age`` is left at 0 (it would use the
+wall clock and one global limit).
+
+Every stop is appended to ``<state_dir>/stop-reasons.jsonl`` once it is confirmed (the server is
+gone or pending stop): ``{"time", "user", "server", "profile", "reason", "detail", "dry_run",
+"started", "last_activity", "policy"}``. Dry-run records would-be stops (``"dry_run": true``), once
+per server session. Servers that we saw running and that stopped without us are recorded with
+reason ``external`` (stopped by the user, an admin or a crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import quote
+
+import aiohttp
+from jupyterhub_idle_culler import cull_idle
+from tornado.httpclient import HTTPClientError
+
+from .decide import Decision, decide, server_profile
+from .policy import CullingPolicy
+
+log = logging.getLogger("apex_hub.culler")
+
+STOP_REASONS_FILE = "stop-reasons.jsonl"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class HubAPIError(Exception):
+    def __init__(self, status: int, method: str, path: str, body: Any):
+        super().__init__(f"{method} {path}: HTTP {status}: {body}")
+        self.status, self.body = status, body
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, HubAPIError):
+        return exc.status >= 500 or exc.status == 429
+    if isinstance(exc, HTTPClientError):  # from cull_idle (tornado); 599 = connection error
+        return exc.code >= 500 or exc.code == 429
+    return isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, OSError))
+
+
+async def with_retries(
+    call: Callable[[], Awaitable[Any]], *, what: str, tries: int, base: float, cap: float,
+    sleep: Callable[[float], Awaitable[Any]],
+) -> Any:
+    """Run ``call`` again on 5xx / 429 / connection errors, with exponential backoff and jitter."""
+    for attempt in range(1, tries + 1):
+        try:
+            return await call()
+        except Exception as exc:  # noqa: BLE001 - filtered just below
+            if not _retryable(exc) or attempt == tries:
+                raise
+            delay = min(cap, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+            log.warning("%s failed (%s), attempt %d/%d, retrying in %.1fs", what, exc, attempt, tries, delay)
+            await sleep(delay)
+
+
+class HubClient:
+    """The few hub REST calls the culler makes, with retries."""
+
+    def __init__(self, api_url: str, token: str, *, tries: int = 5, backoff: float = 1.0,
+                 backoff_cap: float = 60.0, sleep=asyncio.sleep, page_size: int = 0):
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+        self.tries, self.backoff, self.backoff_cap, self.sleep = tries, backoff, backoff_cap, sleep
+        self.page_size = page_size
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _once(self, method: str, path: str, params=None, json_body=None, headers=None) -> tuple[int, Any]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        hdrs = {"Authorization": f"token {self.token}", **(headers or {})}
+        async with self._session.request(method, f"{self.api_url}{path}", params=params, json=json_body,
+                                         headers=hdrs) as r:
+            text = await r.text()
+            try:
+                body = json.loads(text) if text else None
+            except ValueError:
+                body = text
+            if r.status >= 400:
+                raise HubAPIError(r.status, method, path, body)
+            return r.status, body
+
+    async def request(self, method: str, path: str, **kw) -> tuple[int, Any]:
+        return await with_retries(lambda: self._once(method, path, **kw), what=f"{method} {path}",
+                                  tries=self.tries, base=self.backoff, cap=self.backoff_cap, sleep=self.sleep)
+
+    async def users(self, **params) -> list[dict]:
+        """All users (paginated), with servers and groups."""
+        params = {k: str(v) for k, v in params.items()}
+        if self.page_size:
+            params["limit"] = str(self.page_size)
+        users: list[dict] = []
+        offset = 0
+        while True:
+            _, body = await self.request("GET", "/users", params={**params, "offset": str(offset)},
+                                         headers={"Accept": "application/jupyterhub-pagination+json"})
+            if isinstance(body, list):  # unpaginated hub
+                return users + body
+            users += body["items"]
+            nxt = (body.get("_pagination") or {}).get("next")
+            if not nxt:
+                return users
+            offset = int(nxt["offset"])
+
+    async def user(self, name: str) -> dict | None:
+        try:
+            return (await self.request("GET", f"/users/{quote(name)}"))[1]
+        except HubAPIError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+
+def server_path(user: str, server: str) -> str:
+    return f"/users/{quote(user)}/servers/{quote(server)}" if server else f"/users/{quote(user)}/server"
+
+
+@dataclass
+class Candidate:
+    user: str
+    name: str
+    server: dict
+    groups: list[str]
+    decision: Decision
+
+    @property
+    def key(self) -> tuple[str, str, str | None]:
+        return (self.user, self.name, self.server.get("started"))
+
+
+@dataclass
+class Report:
+    """What one iteration did (for tests and logs)."""
+
+    decisions: list[Candidate] = field(default_factory=list)
+    stopped: list[Candidate] = field(default_factory=list)
+    would_stop: list[Candidate] = field(default_factory=list)
+    restarted: list[Candidate] = field(default_factory=list)
+    external: list[dict] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class StopLog:
+    """Append-only JSON lines, one object per stop."""
+
+    def __init__(self, state_dir: str | Path):
+        self.path = Path(state_dir) / STOP_REASONS_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.recorded: set[tuple] = set()
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                    self.recorded.add((rec["user"], rec["server"], rec.get("started"), bool(rec.get("dry_run"))))
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+    def seen(self, user: str, server: str, started: str | None, dry_run: bool) -> bool:
+        return (user, server, started, dry_run) in self.recorded
+
+    def append(self, record: dict) -> None:
+        key = (record["user"], record["server"], record.get("started"), bool(record.get("dry_run")))
+        if key in self.recorded:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.recorded.add(key)
+
+
+class CullerService:
+    def __init__(
+        self,
+        policy: CullingPolicy,
+        *,
+        api_url: str | None = None,
+        api_token: str | None = None,
+        state_dir: str | Path = ".",
+        interval: float = 60.0,
+        dry_run: bool = False,
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        tries: int = 5,
+        backoff: float = 1.0,
+        concurrency: int = 10,
+        page_size: int = 0,
+    ):
+        self.policy = policy
+        self.api_url = (api_url or os.environ["JUPYTERHUB_API_URL"]).rstrip("/")
+        self.api_token = api_token or os.environ["JUPYTERHUB_API_TOKEN"]
+        self.interval, self.dry_run, self.clock, self.sleep = interval, dry_run, clock, sleep
+        self.tries, self.backoff, self.concurrency, self.page_size = tries, backoff, concurrency, page_size
+        self.hub = HubClient(self.api_url, self.api_token, tries=tries, backoff=backoff, sleep=sleep,
+                             page_size=page_size)
+        self.stop_log = StopLog(state_dir)
+        self._running: dict[tuple, dict] = {}  # servers seen running last iteration -> info
+        self._stopped_by_us: set[tuple] = set()
+
+    async def close(self) -> None:
+        await self.hub.close()
+
+    # ---- one iteration ----------------------------------------------------------------
+
+    async def run_once(self) -> Report:
+        report = Report()
+        now = self.clock()
+        params = {"include_stopped_servers": "1"} if self.policy.may_restart else {"state": "active"}
+        users = await self.hub.users(**params)
+        running: dict[tuple, dict] = {}
+        for user in users:
+            groups = user.get("groups") or []
+            for name, server in (user.get("servers") or {}).items():
+                dec = decide(server, groups, now, self.policy)
+                if self.dry_run and not dec.dry_run:
+                    dec = Decision(dec.action, dec.reason, dec.detail, dec.profile, True, dec.policy)
+                cand = Candidate(user["name"], name, server, groups, dec)
+                report.decisions.append(cand)
+                if not server.get("stopped") and server.get("started"):
+                    running[cand.key] = {"profile": dec.profile, "last_activity": server.get("last_activity")}
+        self._record_external(now, running, report)
+        self._running = running
+
+        stops = [c for c in report.decisions if c.decision.action == "stop"]
+        for cand in stops:
+            log.info("%s %s/%s (profile %s): %s — %s", "would stop" if cand.decision.dry_run else "stopping",
+                     cand.user, cand.name, cand.decision.profile, cand.decision.reason, cand.decision.detail)
+            if cand.decision.dry_run:
+                report.would_stop.append(cand)
+                self._record(cand, now)
+        real = [c for c in stops if not c.decision.dry_run]
+        if real:
+            await self._stop_via_idle_culler(real, now, report)
+        for cand in report.decisions:
+            if cand.decision.action == "restart":
+                await self._restart(cand, report)
+        return report
+
+    def _record(self, cand: Candidate, now: datetime) -> None:
+        self.stop_log.append({
+            "time": now.isoformat(),
+            "user": cand.user,
+            "server": cand.name,
+            "profile": cand.decision.profile,
+            "reason": cand.decision.reason,
+            "detail": cand.decision.detail,
+            "dry_run": cand.decision.dry_run,
+            "started": cand.server.get("started"),
+            "last_activity": cand.server.get("last_activity"),
+            "groups": cand.groups,
+            "policy": list(cand.decision.policy.sources) if cand.decision.policy else [],
+        })
+
+    def _record_external(self, now: datetime, running: dict, report: Report) -> None:
+        for key, info in self._running.items():
+            if key in running or key in self._stopped_by_us:
+                continue
+            user, name, started = key
+            if self.stop_log.seen(user, name, started, False):
+                continue
+            rec = {"time": now.isoformat(), "user": user, "server": name, "profile": info["profile"],
+                   "reason": "external", "detail": "stopped outside the culler (user, admin or crash)",
+                   "dry_run": False, "started": started, "last_activity": info["last_activity"],
+                   "groups": [], "policy": []}
+            self.stop_log.append(rec)
+            report.external.append(rec)
+
+    async def _stop_via_idle_culler(self, cands: list[Candidate], now: datetime, report: Report) -> None:
+        by_url = {c.server.get("url"): c for c in cands}
+        attempted: dict[tuple, Candidate] = {}
+
+        def arbiter(*, inactive, inactive_limit, server, **_kw) -> bool:
+            cand = by_url.get(server.get("url"))
+            if cand is None or cand.server.get("started") != server.get("started"):
+                return False  # not ours to stop this round (new server, restarted, changed)
+            attempted[cand.key] = cand
+            return True
+
+        async def run():
+            await cull_idle(
+                url=self.api_url, api_token=self.api_token, inactive_limit=1, logger=log,
+                cull_users=False, remove_named_servers=False, max_age=0, concurrency=self.concurrency,
+                api_page_size=self.page_size, cull_arbiter=arbiter,
+            )
+
+        try:
+            await with_retries(run, what="cull_idle", tries=self.tries, base=self.backoff, cap=60.0,
+                               sleep=self.sleep)
+        except Exception as exc:  # noqa: BLE001 - the loop must survive; verified below
+            log.error("jupyterhub-idle-culler failed: %s", exc)
+            report.errors.append(f"cull_idle: {exc}")
+        # cull_idle swallows per-user errors: confirm each stop before recording it.
+        for key, cand in attempted.items():
+            try:
+                model = await self.hub.user(cand.user)
+            except Exception as exc:  # noqa: BLE001
+                report.errors.append(f"verify {cand.user}/{cand.name}: {exc}")
+                continue
+            srv = ((model or {}).get("servers") or {}).get(cand.name)
+            gone = srv is None or srv.get("stopped") or srv.get("pending") == "stop" \
+                or srv.get("started") != cand.server.get("started")
+            if gone:
+                self._stopped_by_us.add(key)
+                self._record(cand, now)
+                report.stopped.append(cand)
+            else:
+                report.errors.append(f"{cand.user}/{cand.name} still running after the stop request")
+
+    async def _restart(self, cand: Candidate, report: Report) -> None:
+        if cand.decision.dry_run:
+            log.info("would restart always-on server %s/%s (profile %s)", cand.user, cand.name, cand.decision.profile)
+            return
+        log.info("restarting always-on server %s/%s (profile %s)", cand.user, cand.name, cand.decision.profile)
+        try:
+            await self.hub.request("POST", server_path(cand.user, cand.name),
+                                   json_body=cand.server.get("user_options") or {})
+        except HubAPIError as exc:
+            if exc.status == 400 and "already" in str(exc.body):
+                return
+            report.errors.append(f"restart {cand.user}/{cand.name}: {exc}")
+            log.error("cannot restart %s/%s: %s", cand.user, cand.name, exc)
+            return
+        except Exception as exc:  # noqa: BLE001
+            report.errors.append(f"restart {cand.user}/{cand.name}: {exc}")
+            log.error("cannot restart %s/%s: %s", cand.user, cand.name, exc)
+            return
+        report.restarted.append(cand)
+
+    # ---- the loop ---------------------------------------------------------------------
+
+    async def run_forever(self, iterations: int | None = None) -> None:
+        n = 0
+        try:
+            while iterations is None or n < iterations:
+                n += 1
+                try:
+                    await self.run_once()
+                except Exception as exc:  # noqa: BLE001 - survive hub outages; retry next round
+                    log.error("culler iteration failed: %s", exc)
+                if iterations is None or n < iterations:
+                    await self.sleep(self.interval)
+        finally:
+            await self.close()
