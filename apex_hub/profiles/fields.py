@@ -7,7 +7,7 @@ places; each type here fails with a message that says what to write instead.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -132,3 +132,16 @@ FileMode = Annotated[int, BeforeValidator(_file_mode)]
 Quantity = Annotated[str, BeforeValidator(check_quantity)]
 Memory = Annotated[str, BeforeValidator(check_memory)]
 Cpu = Annotated[float, BeforeValidator(check_cpu), Field(gt=0)]
+
+
+def _session_mode(value: Any) -> Any:
+    # YAML 1.1 reads a bare `off` as False (and `on` as True).
+    if value is False:
+        return "off"
+    if value is True:
+        raise ValueError("write 'always-on' or 'on-demand' (a bare 'on' reads as true)")
+    return value
+
+
+#: How a profile's servers live: started on demand, kept always on, or not startable.
+SessionMode = Annotated[Literal["on-demand", "always-on", "off"], BeforeValidator(_session_mode)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -24,6 +24,7 @@ from .fields import (
     ObjectName,
     Quantity,
     ResourceName,
+    SessionMode,
     StrictModel,
 )
 from .items import (
@@ -40,7 +41,6 @@ from .overrides import override_problems, security_context_problems
 from .quantities import check_quantity, memory_bytes
 from .templating import render, render_tree
 
-SessionMode = Literal["on-demand", "always-on", "off"]
 
 _QUOTA_KEYS = {"hard", "scopes", "scopeSelector"}
 _LIMIT_RANGE_KEYS = {"limits"}
@@ -87,16 +87,6 @@ class Profile(StrictModel):
     security_context: dict[str, Any] | None = None
 
     # ---- field checks -------------------------------------------------------------
-
-    @field_validator("session_mode", mode="before")
-    @classmethod
-    def _yaml_off(cls, value: Any) -> Any:
-        # YAML 1.1 reads a bare `off` as False (and `on` as True).
-        if value is False:
-            return "off"
-        if value is True:
-            raise ValueError("write 'always-on' or 'on-demand' (a bare 'on' reads as true)")
-        return value
 
     @field_validator("default_url")
     @classmethod

@@ -40,7 +40,7 @@ import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-SessionMode = Literal["off", "on-demand", "always-on"]
+from ...profiles.fields import SessionMode
 _MODE_STRICTNESS = {"off": 0, "on-demand": 1, "always-on": 2}
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -140,16 +140,6 @@ class Rule(BaseModel):
     @classmethod
     def _duration(cls, value: Any) -> float | None:
         return None if value is None else parse_duration(value)
-
-    @field_validator("session_mode", mode="before")
-    @classmethod
-    def _yaml_off(cls, value: Any) -> Any:
-        # YAML 1.1 reads a bare `off` as False (and `on` as True).
-        if value is False:
-            return "off"
-        if value is True:
-            raise ValueError("write 'always-on' or 'on-demand' (a bare 'on' reads as true)")
-        return value
 
 
 @dataclass(frozen=True)

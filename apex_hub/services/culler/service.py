@@ -32,7 +32,7 @@ import aiohttp
 from jupyterhub_idle_culler import cull_idle
 from tornado.httpclient import HTTPClientError
 
-from .decide import Decision, decide, server_profile
+from .decide import Decision, decide
 from .policy import CullingPolicy
 
 log = logging.getLogger("apex_hub.culler")
