@@ -142,3 +142,29 @@ class HubProcess:
 
     async def __aexit__(self, *exc):
         await self.stop()
+
+
+ROOT_ARGS = ["--allow-root"] if os.geteuid() == 0 else []
+
+
+def apex_hub_config(sim_url: str, profiles: str, image: str = "quay.io/jupyterhub/k8s-singleuser-sample:4.0.0") -> str:
+    """Config lines for a hub with APExSpawner on a process-mode kubesim at ``sim_url``.
+
+    Groups are made through the REST API (the tester gets ``admin:groups``); the kubelet runs pods as
+    its own user, so as root (CI) Jupyter is told that is fine; Conda environments use the venv
+    builder (no channel is reachable here).
+    """
+    return f"""
+c.JupyterHub.spawner_class = "apex"
+c.JupyterHub.authenticator_class = "dummy"
+c.JupyterHub.load_roles[0]["scopes"].append("admin:groups")
+c.APExSpawner.k8s_api_host = "{sim_url}"
+c.APExSpawner.image = "{image}"
+c.APExSpawner.cmd = ["jupyterhub-singleuser"]
+c.APExSpawner.args = {ROOT_ARGS!r}
+c.APExSpawner.profiles_file = "{profiles}"
+c.APExSpawner.conda_builder = "venv"
+c.APExSpawner.hub_namespace = "jhub"
+c.APExSpawner.start_timeout = 90
+c.APExSpawner.http_timeout = 90
+"""

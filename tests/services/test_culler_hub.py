@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 from datetime import datetime, timedelta, timezone
 
@@ -16,10 +15,9 @@ import yaml
 from apex_hub.kubesim import KubeSim
 from apex_hub.services import CULLER_SCOPES, RESTART_SCOPE
 from apex_hub.services.culler import CullerService, CullingPolicy
-from tests.helpers.hub import HubProcess
+from tests.helpers.hub import HubProcess, apex_hub_config
 
 pytestmark = [pytest.mark.process]
-ROOT_ARGS = ["--allow-root"] if os.geteuid() == 0 else []
 
 CATALOGUE = {"profiles": [{"slug": "lab", "display_name": "JupyterLab", "default": True},
                           {"slug": "long", "display_name": "Long runs"}]}
@@ -29,18 +27,6 @@ POLICY = {
     "groups": {"ops": {"session_mode": "always-on"}},
 }
 CONFIG = """
-c.JupyterHub.spawner_class = "apex"
-c.JupyterHub.authenticator_class = "dummy"
-c.JupyterHub.load_roles[0]["scopes"].append("admin:groups")
-c.APExSpawner.k8s_api_host = "{url}"
-c.APExSpawner.image = "quay.io/jupyterhub/k8s-singleuser-sample:4.0.0"
-c.APExSpawner.cmd = ["jupyterhub-singleuser"]
-c.APExSpawner.args = {root_args}
-c.APExSpawner.profiles_file = "{profiles}"
-c.APExSpawner.hub_namespace = "jhub"
-c.APExSpawner.start_timeout = 90
-c.APExSpawner.http_timeout = 90
-
 from apex_hub.services import configure
 configure(c, culler={{"policy": "{policy}", "state_dir": "{state}", "interval": 30}})
 # the culler runs in the test process (fake clock): keep the role and give it a known token
@@ -73,8 +59,8 @@ async def test_culler_against_a_real_hub(tmp_path):
     policy_file.write_text(yaml.safe_dump(POLICY))
     token = secrets.token_hex(16)
     async with KubeSim(kubelet="process", workdir=tmp_path / "sim") as sim:
-        config = CONFIG.format(url=sim.url, root_args=ROOT_ARGS, profiles=profiles, policy=policy_file,
-                               state=state, token=token)
+        config = apex_hub_config(sim.url, profiles) + CONFIG.format(policy=policy_file, state=state,
+                                                                    token=token)
         async with HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
             for name, groups, profile in (("alice", (), "lab"), ("bob", ("ops",), "lab"), ("carol", (), "long")):
                 assert (await hub.api("POST", f"/users/{name}"))[0] == 201

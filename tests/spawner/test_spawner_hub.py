@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 
 import aiohttp
@@ -22,10 +21,9 @@ from kubernetes_asyncio import client
 
 from apex_hub.kubesim import KubeSim
 from apex_hub.naming import user_namespace
-from tests.helpers.hub import HubProcess
+from tests.helpers.hub import HubProcess, apex_hub_config
 
 pytestmark = [pytest.mark.process, pytest.mark.asyncio(loop_scope="module")]
-ROOT_ARGS = ["--allow-root"] if os.geteuid() == 0 else []
 IMAGE = "quay.io/jupyterhub/k8s-singleuser-sample:4.0.0"
 ENV_NAME = "science"
 ENV_TITLE = "Python (science, APEx)"
@@ -44,20 +42,7 @@ CATALOGUE = {
 }
 
 CONFIG = """
-c.JupyterHub.spawner_class = "apex"
-c.JupyterHub.authenticator_class = "dummy"
-c.JupyterHub.load_roles[0]["scopes"].append("admin:groups")
-c.APExSpawner.k8s_api_host = "{url}"
-c.APExSpawner.image = "{image}"
-c.APExSpawner.cmd = ["jupyterhub-singleuser"]
-# The kubelet runs pods as its own user; when that is root (CI), Jupyter must be told it is fine.
-c.APExSpawner.args = {root_args}
-c.APExSpawner.profiles_file = "{profiles}"
-c.APExSpawner.conda_builder = "venv"
-c.APExSpawner.hub_namespace = "jhub"
-c.APExSpawner.workspace_volume = {{"name": "workspace", "size": "1Gi", "mount_path": "/home/jovyan"}}
-c.APExSpawner.start_timeout = 90
-c.APExSpawner.http_timeout = 90
+c.APExSpawner.workspace_volume = {"name": "workspace", "size": "1Gi", "mount_path": "/home/jovyan"}
 """
 
 
@@ -101,7 +86,7 @@ async def env(tmp_path_factory):
     profiles = tmp / "profiles.yml"
     profiles.write_text(yaml.safe_dump(CATALOGUE, sort_keys=False))
     async with KubeSim(kubelet="process", workdir=tmp / "sim") as sim:
-        config = CONFIG.format(url=sim.url, image=IMAGE, root_args=ROOT_ARGS, profiles=profiles)
+        config = apex_hub_config(sim.url, profiles, IMAGE) + CONFIG
         async with HubProcess(tmp / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
             yield Env(sim, hub)
 
