@@ -29,7 +29,7 @@ from tornado import web
 from traitlets import Bool, Dict, Int, List, Unicode, default
 
 from ..naming import slugify, user_namespace
-from ..profiles import Catalogue, CatalogueError, CatalogueFile, Profile, ProfileError
+from ..profiles import Catalogue, CatalogueError, CatalogueFile, Profile, ProfileError, VolumeItem
 from . import labels as L
 from .kube import Kube, KubeError, describe, is_transient
 from .workspace import (
@@ -54,16 +54,6 @@ _FILES: dict[str, CatalogueFile] = {}
 def _split_kind(kind: str) -> tuple[str, str]:
     api_version, _, name = kind.rpartition("/")
     return api_version, name
-
-
-def _hub_namespace() -> str:
-    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
-    if os.path.exists(path):
-        with open(path) as f:
-            return f.read().strip()
-    return "default"
 
 
 class APExSpawner(KubeSpawner):
@@ -163,7 +153,8 @@ class APExSpawner(KubeSpawner):
 
     @default("hub_namespace")
     def _default_hub_namespace(self):
-        return _hub_namespace()
+        # KubeSpawner's own default reads the service account's namespace (else "default")
+        return os.environ.get("POD_NAMESPACE") or KubeSpawner._namespace_default(self)
 
     @default("enable_user_namespaces")
     def _default_user_namespaces(self):
@@ -327,8 +318,6 @@ class APExSpawner(KubeSpawner):
     def _with_workspace_volume(self, profile: Profile) -> Profile:
         if not self.workspace_volume or any(v.name == self.workspace_volume["name"] for v in profile.volumes):
             return profile
-        from ..profiles import VolumeItem
-
         return profile.model_copy(update={"volumes": [VolumeItem(**self.workspace_volume), *profile.volumes]})
 
     def settings(self) -> Settings:
@@ -492,19 +481,18 @@ class APExSpawner(KubeSpawner):
         """Workspace steps first, then KubeSpawner's pod events (scaled to follow them)."""
         sent = 0
         while True:
+            future = getattr(self, "_start_future", None)
+            done = self._provisioned or (future is not None and future.done())
+            self._progress_changed.clear()  # before draining: no report is missed
             while sent < len(self._progress_events):
                 yield self._progress_events[sent]
                 sent += 1
-            future = getattr(self, "_start_future", None)
-            if self._provisioned or (future is not None and future.done()):
+            if done:  # read before draining, so the last reports were yielded above
                 break
-            self._progress_changed.clear()
             try:
                 await asyncio.wait_for(self._progress_changed.wait(), 1)
             except asyncio.TimeoutError:
                 pass
-        for event in self._progress_events[sent:]:
-            yield event
         async for event in super().progress():
             if "progress" in event:
                 event = {**event, "progress": 40 + int(event["progress"] * 0.55)}
