@@ -20,6 +20,8 @@ PERSIST = "apex.esa.int/persist"
 #: Annotation with the user's JupyterHub name as is (labels cannot hold every name).
 USERNAME_ANNOTATION = "apex.esa.int/username"
 CONTENT_HASH_ANNOTATION = "apex.esa.int/content-hash"
+#: Annotation on server pods: the user's primary group (billed by accounting), from the login.
+GROUP_ANNOTATION = "apex.esa.int/group"
 DEFAULT_SERVER = "default"
 
 

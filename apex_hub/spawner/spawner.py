@@ -31,6 +31,7 @@ from traitlets import Bool, Dict, Int, List, Unicode, default
 from ..naming import slugify, user_namespace
 from ..profiles import Catalogue, CatalogueError, CatalogueFile, Profile, ProfileError, VolumeItem
 from . import labels as L
+from . import oidc_token
 from .kube import Kube, KubeError, describe, is_transient
 from .workspace import (
     DEFAULT_MANIFEST_KINDS,
@@ -146,6 +147,25 @@ class APExSpawner(KubeSpawner):
         "/etc/conda/.condarc", config=True,
         help="Where a profile's `condarc` is mounted (a path Conda reads system-wide).")
 
+    # -- the user's access token -----------------------------------------------------------
+
+    oidc_token_mount_path = Unicode(
+        "/var/run/secrets/apex/oidc", allow_none=True, config=True,
+        help="""Directory where the user's OpenID Connect access token is mounted (file
+        `access_token`, plus `expires_at`), from a Secret rewritten on every token refresh
+        (needs `enable_auth_state` and the APEx authenticator). The server also gets
+        `APEX_OIDC_TOKEN_FILE` and `APEX_OIDC_TOKEN_URL` (a hub API URL returning a fresh token
+        for the server's own `JUPYTERHUB_API_TOKEN`). None or empty: no token in the workspace.""")
+
+    @default("server_token_scopes")
+    def _default_server_token_scopes(self):
+        from jupyterhub.scopes import scope_definitions
+        from ..auth.handlers import TOKEN_SCOPE
+        wanted = ["access:servers!server", "users:activity!user"]
+        if TOKEN_SCOPE in scope_definitions:  # defined by apex_hub.auth
+            wanted.append(f"{TOKEN_SCOPE}!user")
+        return wanted
+
     # -- API behaviour --------------------------------------------------------------------
 
     provision_concurrency = Int(
@@ -191,6 +211,7 @@ class APExSpawner(KubeSpawner):
         self._replacing_pod = False
         self._namespace_ready = False
         self._configured: dict[str, Any] = {}
+        self._auth_state: dict = {}
 
     @property
     def user_slug(self) -> str:
@@ -307,13 +328,50 @@ class APExSpawner(KubeSpawner):
             self.automount_service_account_token = False
         rendered = self._with_workspace_volume(profile).render(
             username=self.user_slug, namespace=self.namespace)
-        owner = Owner(self.user.name, self.user_slug, self.namespace, self.server_name)
+        owner = self._owner()
         try:
             self.plan = plan_workspace(owner, rendered, self.settings(), self.image)
         except WorkspaceError as exc:
             self.log.error("%s", exc)
             raise web.HTTPError(500, f"Profile {profile.slug!r} cannot be started: {exc}") from None
+        self._add_token(self.plan, owner)
         self._server_kinds = sorted(set(self._server_kinds) | set(self.plan.server_kinds))
+
+    # -- the access token ---------------------------------------------------------------------
+
+    async def run_auth_state_hook(self, auth_state):
+        """Keep the login's tokens for the workspace (the hub calls this before ``start``)."""
+        self._auth_state = dict(auth_state or {})
+        return await super().run_auth_state_hook(auth_state)
+
+    def _owner(self) -> Owner:
+        return Owner(self.user.name, self.user_slug, self.namespace, self.server_name)
+
+    def _add_token(self, plan: Plan, owner: Owner) -> None:
+        if not self.oidc_token_mount_path:
+            return
+        secret = oidc_token.token_secret(owner, self.profile.slug if self.profile else None, self._auth_state)
+        if secret is None:
+            return
+        volume, mount = oidc_token.token_mount(self.server_name, self.oidc_token_mount_path)
+        plan.objects.append(secret)
+        plan.volumes.append(volume)
+        plan.volume_mounts.append(mount)
+        url = f"{self.hub.api_url.rstrip('/')}/apex/users/{self.user.name}/oidc-token"
+        plan.env.extend(oidc_token.token_env(self.oidc_token_mount_path, url))
+
+    async def publish_oidc_token(self, auth_state: dict) -> bool:
+        """Rewrite the running server's token Secret (the authenticator calls this on refresh)."""
+        self._auth_state = dict(auth_state or {})
+        if not self.oidc_token_mount_path:
+            return False
+        secret = oidc_token.token_secret(self._owner(), self.profile.slug if self.profile else None,
+                                         self._auth_state)
+        if secret is None:
+            return False
+        await self.kube().apply(secret)
+        self.log.info("%s: access token updated in the workspace", self._log_name)
+        return True
 
     def _with_workspace_volume(self, profile: Profile) -> Profile:
         if not self.workspace_volume or any(v.name == self.workspace_volume["name"] for v in profile.volumes):
@@ -452,6 +510,9 @@ class APExSpawner(KubeSpawner):
         pod.spec.init_containers = plan.init_containers + list(pod.spec.init_containers or []) or None
         pod.metadata.annotations = {**(pod.metadata.annotations or {}),
                                     L.USERNAME_ANNOTATION: self.user.name}
+        group = self._auth_state.get("primary_group") or next(iter(self.group_names()), None)
+        if group:
+            pod.metadata.annotations[L.GROUP_ANNOTATION] = group
         return pod
 
     async def _make_create_pod_request(self, pod, request_timeout):
