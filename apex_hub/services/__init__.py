@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 CULLER_SCOPES = [
@@ -26,40 +25,24 @@ def _current_list(section: Any, key: str) -> list:
     return list(value)
 
 
-def configure(c: Any, culler: dict | None = None) -> None:
+def configure(c: Any, culler: dict | None = None, monitoring: dict | None = None) -> None:
     """Add the APEx services to a JupyterHub config ``c``.
 
-    ``culler`` keys: ``policy`` (path of the policy YAML, required), ``state_dir`` (where
-    ``stop-reasons.jsonl`` goes; default the hub's working directory), ``interval`` (seconds or "1m";
-    default 60), ``dry_run`` (bool), ``restart`` (grant ``start:servers`` for always-on; default True),
-    ``name`` (service name; default ``apex-culler``), ``extra_args`` (list), ``environment`` (dict).
+    ``culler``: the culling service's options (``policy`` is required), listed with their meaning in
+    ``apex_hub.services.culler.config.KEYS``; see the README ("Culling and session policies").
 
-    The policy is validated here too, so that a bad cron expression / time zone stops the hub from
-    starting with a clear message instead of a service crash loop.
+    The policy (and the profiles catalogue it reads) is validated here too, so that a bad cron
+    expression / time zone stops the hub from starting with a clear message instead of a service
+    crash loop.
+
+    ``monitoring``: the monitoring service's options (``profile`` is required), listed with their
+    meaning in ``apex_hub.services.monitoring.config.KEYS``; see the README ("Monitoring").
     """
-    if culler is None:
-        return
-    from .culler.policy import CullingPolicy
+    if culler is not None:
+        from .culler.config import configure_culler
 
-    if "policy" not in culler:
-        raise ValueError("configure(c, culler={...}): 'policy' (path of the policy file) is required")
-    policy = CullingPolicy.load(culler["policy"])  # raises PolicyError naming section and field
-    name = culler.get("name", "apex-culler")
-    cmd = [sys.executable, "-m", "apex_hub.services.culler", f"--policy={culler['policy']}",
-           f"--interval={culler.get('interval', 60)}", f"--dry-run={'true' if culler.get('dry_run') else 'false'}"]
-    if culler.get("state_dir"):
-        cmd.append(f"--state-dir={culler['state_dir']}")
-    cmd += list(culler.get("extra_args", []))
-    service = {"name": name, "command": cmd}
-    if culler.get("environment"):
-        service["environment"] = dict(culler["environment"])
-    scopes = list(CULLER_SCOPES)
-    if culler.get("restart", True) and policy.may_restart:
-        scopes.append(RESTART_SCOPE)
-    services = _current_list(c.JupyterHub, "services")
-    services = [s for s in services if s.get("name") != name] + [service]
-    c.JupyterHub.services = services
-    roles = [r for r in _current_list(c.JupyterHub, "load_roles") if r.get("name") != name]
-    roles.append({"name": name, "description": "APEx culler: stop idle/old/scheduled servers, restart always-on",
-                  "scopes": scopes, "services": [name]})
-    c.JupyterHub.load_roles = roles
+        configure_culler(c, culler, scopes=CULLER_SCOPES, restart_scope=RESTART_SCOPE, current_list=_current_list)
+    if monitoring is not None:
+        from .monitoring.config import configure_monitoring
+
+        configure_monitoring(c, monitoring, current_list=_current_list)

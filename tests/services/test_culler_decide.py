@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 from apex_hub.services.culler.decide import decide
 from apex_hub.services.culler.policy import CullingPolicy
@@ -106,3 +107,31 @@ def test_no_profile_and_naive_times():
     s["last_activity"] = None
     assert decide(s, [], T0 + timedelta(hours=2), POLICY).reason == "idle"
     assert decide(s, [], (T0 + timedelta(hours=1)).replace(tzinfo=None), POLICY).action == "keep"
+
+
+def test_upcoming_stops_soonest_first():
+    from apex_hub.services.culler.decide import upcoming_stops
+
+    now = datetime(2026, 11, 23, 18, 40, tzinfo=UTC)  # 19:40 in Rome
+    s = server("lab", started=T0, last_activity=now - timedelta(minutes=30))
+    stops = upcoming_stops(s, now, POLICY.resolve("lab", []))
+    assert [u.reason for u in stops] == ["schedule", "idle", "max-age"]
+    assert stops[0].at == datetime(2026, 11, 23, 20, 0, tzinfo=ZoneInfo("Europe/Rome"))
+    assert stops[1].at == now + timedelta(hours=1, minutes=30)  # 2h idle_timeout, 30 min already idle
+    assert stops[2].at == T0 + timedelta(days=1)
+    # always-on, off and servers not running have none
+    assert upcoming_stops(s, now, POLICY.resolve("svc", [])) == []
+    assert upcoming_stops(s, now, POLICY.resolve("lab", ["banned"])) == []
+    assert upcoming_stops(server("lab", pending="stop"), now, POLICY.resolve("lab", [])) == []
+    # no schedule here: the max age is next
+    assert [u.reason for u in upcoming_stops(s, now, POLICY.resolve("nosched", []))] == ["idle", "max-age"]
+
+
+def test_catalogue_mode_reaches_the_decision():
+    s = server("svc2", stopped=True, ready=False)
+    s["started"] = None
+    assert decide(s, [], T0, POLICY).action == "keep"
+    d = decide(s, [], T0, POLICY, catalogue_mode="always-on")
+    assert (d.action, d.reason) == ("restart", "always-on")
+    d = decide(server("svc2"), ["ops"], T0, POLICY, catalogue_mode="off")
+    assert (d.action, d.reason) == ("stop", "session-off")

@@ -139,3 +139,33 @@ def test_cli_as_a_process_exits_2(tmp_path):
                                "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2
     assert "groups.it.schedule.cron: invalid cron expression '61 20 * * *'" in proc.stderr
+
+
+def test_catalogue_session_mode_precedence():
+    policy = CullingPolicy.from_data({
+        "defaults": {"session_mode": "on-demand"},
+        "profiles": {"pinned": {"session_mode": "on-demand"}},
+        "groups": {"ops": {"session_mode": "always-on"}, "banned": {"session_mode": "off"}},
+    })
+    # the catalogue beats the policy's defaults ...
+    r = policy.resolve("svc", [], catalogue_mode="always-on")
+    assert r.session_mode == "always-on" and "catalogue.svc" in r.sources
+    assert policy.resolve("svc", []).session_mode == "on-demand"  # (without it: defaults)
+    # ... policy groups and the policy's profile section beat the catalogue
+    assert policy.resolve("svc", ["ops"], catalogue_mode="on-demand").session_mode == "always-on"
+    assert policy.resolve("pinned", [], catalogue_mode="always-on").session_mode == "on-demand"
+    # ... but a catalogue "off" always wins (the spawner refuses such a profile)
+    r = policy.resolve("pinned", ["ops"], catalogue_mode="off")
+    assert r.session_mode == "off" and r.sources[-1] == "catalogue.pinned"
+    assert policy.resolve(None, [], catalogue_mode="always-on").sources == ("catalogue.default",)
+
+
+def test_cli_checks_the_catalogue_too(tmp_path, capsys):
+    policy, profiles = tmp_path / "culling.yaml", tmp_path / "profiles.yml"
+    policy.write_text("defaults: {idle_timeout: 1h}\n")
+    profiles.write_text("profiles:\n  - {slug: lab, display_name: Lab, session_mode: sometimes}\n")
+    assert main([f"--policy={policy}", f"--profiles={profiles}", "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "profiles catalogue" in err and "session_mode" in err and str(profiles) in err
+    profiles.write_text("profiles:\n  - {slug: lab, display_name: Lab, session_mode: always-on}\n")
+    assert main([f"--policy={policy}", f"--profiles={profiles}", "--check"]) == 0

@@ -38,7 +38,27 @@ class FakeHub:
         app.router.add_get("/hub/api/users", self.list_users)
         app.router.add_get("/hub/api/users/{name}", self.get_user)
         app.router.add_delete("/hub/api/users/{name}/server", self.stop)
+        app.router.add_post("/hub/api/users/{name}/server", self.start)
         return app
+
+    #: POST /users/x/server: answer with this status; "spawn fails" = the server stays stopped
+    start_status = 202
+    spawn_fails = True
+
+    def stopped_server(self, name: str, profile: str = "svc") -> None:
+        self.users[name]["servers"][""] = {"name": "", "ready": False, "pending": None, "stopped": True,
+                                           "url": f"/user/{name}/", "started": None, "last_activity": None,
+                                           "user_options": {"profile": profile}}
+
+    async def start(self, request):
+        name = request.match_info["name"]
+        self.requests.append(("POST", name))
+        if self.start_status >= 400:
+            return web.Response(status=self.start_status, text="spawner says no")
+        if not self.spawn_fails:
+            srv = self.users[name]["servers"][""]
+            srv.update(ready=True, stopped=False, started=T0.isoformat(), last_activity=T0.isoformat())
+        return web.Response(status=self.start_status)
 
     async def root(self, request):
         return web.json_response({"version": "6.1.1"})
@@ -198,3 +218,147 @@ def test_configure(tmp_path):
 def test_scopes_exist_in_jupyterhub():
     from jupyterhub.scopes import scope_definitions
     assert set(CULLER_SCOPES + [RESTART_SCOPE]) <= set(scope_definitions)
+
+
+ALWAYS_ON = CullingPolicy.from_data({"defaults": {"session_mode": "always-on"}})
+
+
+def ledger(state) -> list[dict]:
+    path = state / "stop-reasons.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_always_on_restarts_are_rate_limited_with_backoff(fake, tmp_path):
+    from apex_hub.services.culler.restarts import RestartLimiter
+
+    for name in ("u1", "u2"):
+        del fake.users[name]
+    fake.stopped_server("u0")
+    clock = Clock(T0)
+    svc = CullerService(ALWAYS_ON, api_url=fake.url, api_token="t", state_dir=tmp_path, clock=clock,
+                        sleep=sleeper([]), restarts=RestartLimiter(limit=3, window=3600, backoff=60))
+
+    async def round_at(seconds: float):
+        clock.now = T0 + timedelta(seconds=seconds)
+        return await svc.run_once()
+
+    def posts() -> int:
+        return len([r for r in fake.requests if r[0] == "POST"])
+
+    assert [c.user for c in (await round_at(0)).restarted] == ["u0"] and posts() == 1
+    # the spawn failed (still stopped): back off 60s after the restart, then 120s, ...
+    assert [c.user for c in (await round_at(30)).held_back] == ["u0"] and posts() == 1
+    assert (await round_at(61)).restarted and posts() == 2
+    assert (await round_at(120)).held_back and posts() == 1 + 1
+    assert (await round_at(180)).held_back and posts() == 2  # 61 + 120 = 181
+    assert (await round_at(182)).restarted and posts() == 3
+    assert [r for r in ledger(tmp_path) if r["event"] == "restart-limit"] == []
+    # three restarts within the hour: give up, one ledger line, no more restarts
+    report = await round_at(900)
+    assert report.held_back and posts() == 3
+    [gave_up] = [r for r in ledger(tmp_path) if r["event"] == "restart-limit"]
+    assert (gave_up["user"], gave_up["reason"], gave_up["failures"]) == ("u0", "always-on", 3)
+    assert "3 restarts within 1:00:00, the limit is 3: giving up until 2026-11-23T11:00:00+00:00" \
+        in gave_up["detail"]
+    await round_at(1800)
+    assert posts() == 3 and len([r for r in ledger(tmp_path) if r["event"] == "restart-limit"]) == 1
+    # an hour after the first restart one slot is free again; this time the spawn works
+    fake.spawn_fails = False
+    assert (await round_at(3601)).restarted and posts() == 4
+    report = await round_at(3630)
+    assert report.restarted == [] and report.held_back == [] and svc.restarts.failures(("u0", "")) == 0
+    await svc.close()
+
+
+async def test_a_refused_restart_backs_off_at_once(fake, tmp_path):
+    from apex_hub.services.culler.restarts import RestartLimiter
+
+    fake.stopped_server("u0")
+    fake.start_status = 500
+    clock = Clock(T0)
+    svc = CullerService(ALWAYS_ON, api_url=fake.url, api_token="t", state_dir=tmp_path, clock=clock,
+                        sleep=sleeper([]), tries=1, restarts=RestartLimiter(limit=5, window=3600, backoff=60))
+    report = await svc.run_once()
+    assert report.restarted == [] and "restart u0/" in report.errors[0] and "500" in report.errors[0]
+    assert svc.restarts.failures(("u0", "")) == 1
+    clock.now += timedelta(seconds=59)
+    assert [c.user for c in (await svc.run_once()).held_back] == ["u0"]
+    clock.now += timedelta(seconds=2)
+    fake.start_status = 202
+    assert [c.user for c in (await svc.run_once()).restarted] == ["u0"]
+    await svc.close()
+
+
+async def test_session_mode_from_the_catalogue(fake, tmp_path):
+    profiles = tmp_path / "profiles.yml"
+    profiles.write_text("profiles:\n"
+                        "  - {slug: lab, display_name: Lab, default: true}\n"
+                        "  - {slug: svc, display_name: Service, session_mode: always-on}\n"
+                        "  - {slug: retired, display_name: Retired, session_mode: off}\n")
+    fake.stopped_server("u0", "svc")  # always-on in the catalogue: restarted
+    fake.users["u1"]["servers"][""]["user_options"] = {"profile": "retired"}  # off: stopped
+    fake.stopped_server("u2", "lab")  # on-demand: left stopped
+    policy = CullingPolicy.from_data({"defaults": {"idle_timeout": "1d"}})
+    svc = CullerService(policy, api_url=fake.url, api_token="t", state_dir=tmp_path, clock=Clock(T0),
+                        sleep=sleeper([]), catalogue=profiles)
+    report = await svc.run_once()
+    assert [c.user for c in report.restarted] == ["u0"]
+    assert [(c.user, c.decision.reason) for c in report.stopped] == [("u1", "session-off")]
+    assert "include_stopped_servers=1" in fake.requests[0][1]  # always-on comes from the catalogue only
+    assert report.stopped[0].decision.policy.sources == ("catalogue.retired",)
+    # the policy file's profile section overrides the catalogue; the catalogue is re-read when it changes
+    policy = CullingPolicy.from_data({"profiles": {"svc": {"session_mode": "on-demand"}}})
+    svc2 = CullerService(policy, api_url=fake.url, api_token="t", state_dir=tmp_path / "2", clock=Clock(T0),
+                         sleep=sleeper([]), catalogue=profiles)
+    fake.stopped_server("u0", "svc")
+    assert (await svc2.run_once()).restarted == []
+    profiles.write_text("profiles:\n  - {slug: lab, display_name: Lab, default: true, session_mode: always-on}\n")
+    report = await svc2.run_once()
+    assert [c.user for c in report.restarted] == ["u2"]  # lab is always-on now
+    await svc.close()
+    await svc2.close()
+    # a catalogue that cannot be read at start is refused
+    (tmp_path / "bad.yml").write_text("profiles: [{slug: x}]\n")
+    from apex_hub.profiles.errors import CatalogueError
+    with pytest.raises(CatalogueError, match="display_name"):
+        CullerService(policy, api_url=fake.url, api_token="t", state_dir=tmp_path, catalogue=tmp_path / "bad.yml")
+
+
+async def test_warning_before_a_scheduled_stop(fake, tmp_path):
+    from apex_hub.services.culler.announce import UpcomingAnnouncement
+
+    clock = Clock(datetime(2026, 11, 23, 18, 40, tzinfo=UTC))  # 19:40 in Rome, the stop is at 20:00
+    svc = CullerService(POLICY, api_url=fake.url, api_token="t", state_dir=tmp_path, clock=clock,
+                        sleep=sleeper([]), warn_before=900)
+    await svc.run_once()
+    upcoming = svc.upcoming_for("u0")
+    [srv] = upcoming["servers"]
+    assert srv["server"] == "" and srv["profile"] == "lab"
+    assert srv["stops"][0] == {"reason": "schedule", "at": "2026-11-23T20:00:00+01:00", "warning": False,
+                               "timezone": "Europe/Rome", "detail": "scheduled shutdown '0 20 * * 1-5' Europe/Rome"}
+    assert ledger(tmp_path) == []
+    banner = UpcomingAnnouncement(tmp_path, fallback=None)
+    assert banner(HubUserName("u0")) is None
+    clock.now += timedelta(minutes=6)  # 19:46: within 15 minutes
+    await svc.run_once()
+    warnings = [r for r in ledger(tmp_path) if r["event"] == "warning"]
+    assert sorted(r["user"] for r in warnings) == ["u0", "u1", "u2"]
+    assert all(r["reason"] == "schedule" and r["at"] == "2026-11-23T20:00:00+01:00" for r in warnings)
+    assert svc.upcoming_for("u0")["servers"][0]["stops"][0]["warning"] is True
+    assert svc.upcoming_for("nobody")["servers"] == []
+    text = banner(HubUserName("u0"))
+    assert "will be stopped at 20:00 Europe/Rome" in text and "scheduled shutdown" in text
+    assert banner(HubUserName("nobody")) is None and banner(None) is None
+    clock.now += timedelta(minutes=4)  # once per server session and stop time
+    await svc.run_once()
+    assert len([r for r in ledger(tmp_path) if r["event"] == "warning"]) == 3
+    clock.now += timedelta(minutes=11)  # 20:01: stopped; the stop lines follow the warnings
+    report = await svc.run_once()
+    await svc.close()
+    assert len(report.stopped) == 3
+    assert [r["event"] for r in ledger(tmp_path)] == ["warning"] * 3 + ["stop"] * 3
+
+
+class HubUserName:
+    def __init__(self, name):
+        self.name = name

@@ -18,12 +18,13 @@ Order of the checks (the first that applies gives the reason):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Literal
 
 import dateutil.parser
 
-from .policy import CullingPolicy, ResolvedPolicy, previous_shutdown
+from ...profiles.fields import SessionMode
+from .policy import CullingPolicy, ResolvedPolicy, next_shutdown, previous_shutdown
 
 Action = Literal["keep", "stop", "restart"]
 
@@ -67,9 +68,12 @@ def decide(
     groups: Iterable[str],
     now: datetime,
     policy: CullingPolicy | ResolvedPolicy,
+    catalogue_mode: SessionMode | None = None,
 ) -> Decision:
+    """``catalogue_mode``: the server's profile's ``session_mode`` in the profiles catalogue, when the
+    catalogue sets one (see :meth:`CullingPolicy.resolve` for the precedence)."""
     profile = server_profile(server)
-    resolved = policy if isinstance(policy, ResolvedPolicy) else policy.resolve(profile, groups)
+    resolved = policy if isinstance(policy, ResolvedPolicy) else policy.resolve(profile, groups, catalogue_mode)
     now = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
 
     def result(action: Action, reason: str | None = None, detail: str = "") -> Decision:
@@ -109,3 +113,35 @@ def decide(
                 "stop", "idle", f"inactive {_fmt(inactive)} >= idle_timeout {_fmt(resolved.idle_timeout)}"
             )
     return result("keep")
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    """A stop the policy will make if nothing changes: ``reason`` schedule / max-age / idle, at ``at``."""
+
+    reason: str
+    at: datetime
+    detail: str
+    timezone: str = "UTC"  # the schedule's zone, for telling the user
+
+
+def upcoming_stops(server: dict[str, Any], now: datetime, resolved: ResolvedPolicy) -> list[Upcoming]:
+    """The stops ahead of a running, on-demand server, soonest first (empty for always-on, off, dry-run
+    aside: a dry run still predicts). ``idle`` assumes no further activity."""
+    if server.get("pending") or not server.get("ready") or resolved.session_mode != "on-demand":
+        return []
+    started = parse_time(server.get("started"))
+    last_activity = parse_time(server.get("last_activity")) or started
+    now = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+    found: list[Upcoming] = []
+    if started is not None:
+        for schedule in resolved.schedules:
+            tick = next_shutdown(schedule, now)
+            found.append(Upcoming("schedule", tick, f"scheduled shutdown {schedule.describe()}", schedule.timezone))
+        if resolved.max_age:
+            found.append(Upcoming("max-age", started + timedelta(seconds=resolved.max_age),
+                                  f"max_age {_fmt(resolved.max_age)}"))
+    if last_activity is not None and resolved.idle_timeout:
+        found.append(Upcoming("idle", last_activity + timedelta(seconds=resolved.idle_timeout),
+                              f"idle_timeout {_fmt(resolved.idle_timeout)} if there is no more activity"))
+    return sorted(found, key=lambda u: u.at)

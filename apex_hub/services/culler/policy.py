@@ -25,6 +25,12 @@ Resolution, field by field (a field left out or ``null`` is "not set" and inheri
    always-on, ``dry_run`` true if any group says so;
 3. else ``defaults``; else the built-in defaults (no idle timeout, no max age, no schedule,
    on-demand, not dry-run).
+
+``session_mode`` can also come from the **profiles catalogue** (a profile's ``session_mode``, when the
+catalogue writes one for it, directly or through its ``defaults``). It sits between the groups and
+``defaults``: policy ``profiles.<slug>`` > policy ``groups`` > catalogue > policy ``defaults``. A
+catalogue ``off`` always wins: the spawner refuses to start such a profile, so no policy section
+can make it always-on.
 """
 
 from __future__ import annotations
@@ -214,7 +220,10 @@ class CullingPolicy(BaseModel):
         rules = [self.defaults, *self.profiles.values(), *self.groups.values()]
         return any(r.session_mode == "always-on" for r in rules)
 
-    def resolve(self, profile: str | None, groups: Iterable[str] = ()) -> ResolvedPolicy:
+    def resolve(self, profile: str | None, groups: Iterable[str] = (),
+                catalogue_mode: SessionMode | None = None) -> ResolvedPolicy:
+        """The policy for one server; ``catalogue_mode``: the profile's session_mode in the catalogue
+        (only when the catalogue sets it), see the module docstring for its precedence."""
         prof = self.profiles.get(profile) if profile else None
         grules = [(g, self.groups[g]) for g in sorted(set(groups)) if g in self.groups]
         sources: list[str] = []
@@ -238,6 +247,12 @@ class CullingPolicy(BaseModel):
         elif not schedules:
             schedules = ()
         mode = pick("session_mode", lambda v: min(v, key=_MODE_STRICTNESS.__getitem__))
+        if catalogue_mode is not None:
+            policy_set = (prof is not None and prof.session_mode is not None) or any(
+                r.session_mode is not None for _, r in grules)
+            if catalogue_mode == "off" or not policy_set:
+                mode = catalogue_mode
+                sources.append(f"catalogue.{profile or 'default'}")
         dry = pick("dry_run", any)
         return ResolvedPolicy(
             idle_timeout=idle or 0.0,

@@ -13,6 +13,12 @@ gone or pending stop): ``{"time", "user", "server", "profile", "reason", "detail
 "started", "last_activity", "policy"}``. Dry-run records would-be stops (``"dry_run": true``), once
 per server session. Servers that we saw running and that stopped without us are recorded with
 reason ``external`` (stopped by the user, an admin or a crash).
+
+The same ledger holds two other kinds of lines, told apart by ``"event"`` (``"stop"`` on stop lines):
+``"warning"`` — a schedule or max-age stop is due within ``warn_before`` (once per server session and
+stop time) — and ``"restart-limit"`` — the always-on restart rate limit gave up on a server (see
+:mod:`.restarts`). The upcoming stops are also written to ``<state_dir>/upcoming.json`` (for the
+hub-page banner, :mod:`.announce`) and served at ``/services/<name>/api/upcoming`` (:mod:`.web`).
 """
 
 from __future__ import annotations
@@ -32,8 +38,12 @@ import aiohttp
 from jupyterhub_idle_culler import cull_idle
 from tornado.httpclient import HTTPClientError
 
-from .decide import Decision, decide
+from ...profiles.catalogue import CatalogueFile
+from ...profiles.errors import CatalogueError
+from .announce import UPCOMING_FILE
+from .decide import Decision, decide, upcoming_stops
 from .policy import CullingPolicy
+from .restarts import RestartLimiter
 
 log = logging.getLogger("apex_hub.culler")
 
@@ -161,12 +171,13 @@ class Report:
     stopped: list[Candidate] = field(default_factory=list)
     would_stop: list[Candidate] = field(default_factory=list)
     restarted: list[Candidate] = field(default_factory=list)
+    held_back: list[Candidate] = field(default_factory=list)  # restarts the rate limit put off
     external: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
 class StopLog:
-    """Append-only JSON lines, one object per stop."""
+    """Append-only JSON lines: one object per stop (``"event": "stop"``), warning or restart give-up."""
 
     def __init__(self, state_dir: str | Path):
         self.path = Path(state_dir) / STOP_REASONS_FILE
@@ -176,15 +187,26 @@ class StopLog:
             for line in self.path.read_text().splitlines():
                 try:
                     rec = json.loads(line)
-                    self.recorded.add((rec["user"], rec["server"], rec.get("started"), bool(rec.get("dry_run"))))
+                    self.recorded.add(self._key(rec))
                 except (ValueError, KeyError, TypeError):
                     continue
 
     def seen(self, user: str, server: str, started: str | None, dry_run: bool) -> bool:
         return (user, server, started, dry_run) in self.recorded
 
+    @staticmethod
+    def _key(rec: dict) -> tuple:
+        event = rec.get("event", "stop")
+        key = (rec["user"], rec["server"], rec.get("started"), bool(rec.get("dry_run")))
+        if event == "stop":
+            return key
+        if event == "warning":
+            return (event, *key, rec.get("reason"), rec.get("at"))
+        return (event, *key, rec.get("time"))
+
     def append(self, record: dict) -> None:
-        key = (record["user"], record["server"], record.get("started"), bool(record.get("dry_run")))
+        record = {"event": "stop", **record}
+        key = self._key(record)
         if key in self.recorded:
             return
         with open(self.path, "a", encoding="utf-8") as f:
@@ -210,8 +232,24 @@ class CullerService:
         backoff: float = 1.0,
         concurrency: int = 10,
         page_size: int = 0,
+        catalogue: str | os.PathLike | CatalogueFile | None = None,
+        warn_before: float = 0.0,
+        restarts: RestartLimiter | None = None,
+        service_url: str | None = None,
+        service_prefix: str = "/",
+        bind: str | None = None,
     ):
         self.policy = policy
+        if catalogue is not None and not isinstance(catalogue, CatalogueFile):
+            catalogue = CatalogueFile(catalogue, log)
+            catalogue.current()  # raises CatalogueError when it cannot be read at start
+        self.catalogue: CatalogueFile | None = catalogue
+        self.warn_before = warn_before
+        self.restarts = restarts or RestartLimiter()
+        self.service_url, self.service_prefix, self.bind = service_url, service_prefix, bind
+        self.state_dir = Path(state_dir)
+        self._upcoming: dict[str, list[dict]] = {}
+        self._upcoming_time: datetime | None = None
         self.api_url = (api_url or os.environ["JUPYTERHUB_API_URL"]).rstrip("/")
         self.api_token = api_token or os.environ["JUPYTERHUB_API_TOKEN"]
         self.interval, self.dry_run, self.clock, self.sleep = interval, dry_run, clock, sleep
@@ -225,26 +263,96 @@ class CullerService:
     async def close(self) -> None:
         await self.hub.close()
 
+    # ---- the profiles catalogue --------------------------------------------------------
+
+    def _catalogue_modes(self) -> tuple[dict[str, str], Any]:
+        """{slug: session_mode} for the profiles whose session_mode the catalogue sets, and the
+        catalogue (the last good version; None without one)."""
+        if self.catalogue is None:
+            return {}, None
+        try:
+            cat = self.catalogue.current()
+        except CatalogueError as exc:
+            log.error("profiles catalogue: %s", exc)
+            return {}, None
+        return {p.slug: p.session_mode for p in cat.profiles if "session_mode" in p.model_fields_set}, cat
+
+    @staticmethod
+    def _catalogue_mode(modes: dict, cat: Any, server: dict, groups: list[str]) -> str | None:
+        if not modes:
+            return None
+        slug = ((server.get("user_options") or {}) if isinstance(server.get("user_options"), dict) else {}).get("profile")
+        if not slug and cat is not None:  # no profile asked for: the user's default profile
+            default = cat.default_for(groups)
+            slug = default.slug if default else None
+        return modes.get(slug) if slug else None
+
+    # ---- upcoming stops and warnings ---------------------------------------------------
+
+    def upcoming_for(self, user: str) -> dict:
+        return {"user": user, "now": self._upcoming_time.isoformat() if self._upcoming_time else None,
+                "warn_before": self.warn_before, "servers": self._upcoming.get(user, [])}
+
+    def _note_upcoming(self, cand: "Candidate", now: datetime, upcoming: dict) -> None:
+        if cand.decision.action != "keep" or cand.decision.policy is None:
+            return
+        stops = upcoming_stops(cand.server, now, cand.decision.policy)
+        if not stops:
+            return
+        entries = []
+        for stop in stops:
+            due = (stop.at - now).total_seconds()
+            warning = bool(self.warn_before) and due <= self.warn_before and stop.reason in ("schedule", "max-age")
+            entries.append({"reason": stop.reason, "at": stop.at.isoformat(), "timezone": stop.timezone,
+                            "detail": stop.detail, "warning": warning})
+            if warning:
+                rec = {"event": "warning", "time": now.isoformat(), "user": cand.user, "server": cand.name,
+                       "profile": cand.decision.profile, "reason": stop.reason, "at": stop.at.isoformat(),
+                       "detail": f"{stop.detail}: stop due in {int(due)}s", "dry_run": cand.decision.dry_run,
+                       "started": cand.server.get("started"), "groups": cand.groups,
+                       "policy": list(cand.decision.policy.sources)}
+                if self.stop_log._key(rec) not in self.stop_log.recorded:
+                    log.warning("warning %s/%s: %s stop at %s (%s)", cand.user, cand.name, stop.reason,
+                                stop.at.isoformat(), stop.detail)
+                    self.stop_log.append(rec)
+        upcoming.setdefault(cand.user, []).append(
+            {"server": cand.name, "profile": cand.decision.profile, "stops": entries})
+
+    def _write_upcoming(self, now: datetime, upcoming: dict) -> None:
+        self._upcoming, self._upcoming_time = upcoming, now
+        path = self.state_dir / UPCOMING_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"time": now.isoformat(), "warn_before": self.warn_before, "users": upcoming}))
+        os.replace(tmp, path)  # atomic: the hub reads it for the banner
+
     # ---- one iteration ----------------------------------------------------------------
 
     async def run_once(self) -> Report:
         report = Report()
         now = self.clock()
-        params = {"include_stopped_servers": "1"} if self.policy.may_restart else {"state": "active"}
+        modes, cat = self._catalogue_modes()
+        may_restart = self.policy.may_restart or "always-on" in modes.values()
+        params = {"include_stopped_servers": "1"} if may_restart else {"state": "active"}
         users = await self.hub.users(**params)
         running: dict[tuple, dict] = {}
         for user in users:
             groups = user.get("groups") or []
             for name, server in (user.get("servers") or {}).items():
-                dec = decide(server, groups, now, self.policy)
+                dec = decide(server, groups, now, self.policy, self._catalogue_mode(modes, cat, server, groups))
                 if self.dry_run and not dec.dry_run:
                     dec = Decision(dec.action, dec.reason, dec.detail, dec.profile, True, dec.policy)
                 cand = Candidate(user["name"], name, server, groups, dec)
                 report.decisions.append(cand)
                 if not server.get("stopped") and server.get("started"):
                     running[cand.key] = {"profile": dec.profile, "last_activity": server.get("last_activity")}
+                    if server.get("ready"):
+                        self.restarts.seen_running((cand.user, cand.name))
         self._record_external(now, running, report)
         self._running = running
+        upcoming: dict[str, list[dict]] = {}
+        for cand in report.decisions:
+            self._note_upcoming(cand, now, upcoming)
+        self._write_upcoming(now, upcoming)
 
         stops = [c for c in report.decisions if c.decision.action == "stop"]
         for cand in stops:
@@ -258,7 +366,7 @@ class CullerService:
             await self._stop_via_idle_culler(real, now, report)
         for cand in report.decisions:
             if cand.decision.action == "restart":
-                await self._restart(cand, report)
+                await self._restart(cand, report, now)
         return report
 
     def _record(self, cand: Candidate, now: datetime) -> None:
@@ -331,30 +439,63 @@ class CullerService:
             else:
                 report.errors.append(f"{cand.user}/{cand.name} still running after the stop request")
 
-    async def _restart(self, cand: Candidate, report: Report) -> None:
+    async def _restart(self, cand: Candidate, report: Report, now: datetime) -> None:
         if cand.decision.dry_run:
             log.info("would restart always-on server %s/%s (profile %s)", cand.user, cand.name, cand.decision.profile)
             return
+        key = (cand.user, cand.name)
+        verdict = self.restarts.check(key, now)
+        if not verdict.allowed:
+            report.held_back.append(cand)
+            if verdict.gave_up:
+                log.error("giving up restarting always-on server %s/%s (profile %s): %s", cand.user, cand.name,
+                          cand.decision.profile, verdict.detail)
+                self.stop_log.append({
+                    "event": "restart-limit", "time": now.isoformat(), "user": cand.user, "server": cand.name,
+                    "profile": cand.decision.profile, "reason": "always-on", "detail": verdict.detail,
+                    "dry_run": False, "started": cand.server.get("started"),
+                    "failures": self.restarts.failures(key), "groups": cand.groups,
+                    "policy": list(cand.decision.policy.sources) if cand.decision.policy else []})
+            else:
+                log.info("not restarting %s/%s yet: %s", cand.user, cand.name, verdict.detail)
+            return
         log.info("restarting always-on server %s/%s (profile %s)", cand.user, cand.name, cand.decision.profile)
+        self.restarts.attempted(key, now)
         try:
             await self.hub.request("POST", server_path(cand.user, cand.name),
                                    json_body=cand.server.get("user_options") or {})
         except HubAPIError as exc:
             if exc.status == 400 and "already" in str(exc.body):
                 return
-            report.errors.append(f"restart {cand.user}/{cand.name}: {exc}")
-            log.error("cannot restart %s/%s: %s", cand.user, cand.name, exc)
+            self._restart_failed(cand, report, now, exc)
             return
         except Exception as exc:  # noqa: BLE001
-            report.errors.append(f"restart {cand.user}/{cand.name}: {exc}")
-            log.error("cannot restart %s/%s: %s", cand.user, cand.name, exc)
+            self._restart_failed(cand, report, now, exc)
             return
         report.restarted.append(cand)
 
+    def _restart_failed(self, cand: Candidate, report: Report, now: datetime, exc: Exception) -> None:
+        self.restarts.failed((cand.user, cand.name), now)
+        report.errors.append(f"restart {cand.user}/{cand.name}: {exc}")
+        log.error("cannot restart %s/%s (failure %d): %s", cand.user, cand.name,
+                  self.restarts.failures((cand.user, cand.name)), exc)
+
     # ---- the loop ---------------------------------------------------------------------
+
+    def _serve(self):
+        """Start the HTTP API when the hub gave this service a URL (``JUPYTERHUB_SERVICE_URL``)."""
+        if not self.service_url:
+            return None
+        from .web import listen_address, make_app
+
+        host, port = listen_address(self.service_url, self.bind)
+        server = make_app(self, self.service_prefix).listen(port, address=host, xheaders=True)
+        log.info("serving %sapi/upcoming on %s:%d", self.service_prefix, host, port)
+        return server
 
     async def run_forever(self, iterations: int | None = None) -> None:
         n = 0
+        server = self._serve()
         try:
             while iterations is None or n < iterations:
                 n += 1
@@ -365,4 +506,6 @@ class CullerService:
                 if iterations is None or n < iterations:
                     await self.sleep(self.interval)
         finally:
+            if server is not None:
+                server.stop()
             await self.close()

@@ -1,0 +1,76 @@
+"""The culler's small HTTP API, served when the hub gives the service a ``url``:
+
+``GET /services/<name>/api/upcoming`` -> ``{"user": "alice", "now": ..., "warn_before": 900,
+"servers": [{"server": "", "profile": "gpu", "stops": [{"reason": "schedule", "at": ..., "detail": ...,
+"warning": true}]}]}``
+
+Authenticated by the hub (``HubOAuthenticated``): a user's API token (``Authorization: token ...``)
+or the service's OAuth cookie (a browser, e.g. a JupyterLab extension, goes through the hub's OAuth
+flow once). Any identified user is admitted and sees **only their own** servers; no token: 403.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import secrets
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.utils import url_path_join
+from tornado import web
+
+if TYPE_CHECKING:
+    from .service import CullerService
+
+log = logging.getLogger("apex_hub.culler")
+
+
+class UpcomingHandler(HubOAuthenticated, web.RequestHandler):
+    # Every identified hub user is admitted (the answer only holds their own servers), so a plain
+    # user API token works without the access:services scope that JupyterHub's default role lacks.
+    @property
+    def hub_scopes(self):
+        return None
+
+    def get(self):
+        user = self.current_user
+        if not user or user.get("kind", "user") != "user":
+            self.set_status(403)
+            self.finish({"error": "a JupyterHub user's token or login is required"})
+            return
+        culler: CullerService = self.settings["culler"]
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(culler.upcoming_for(user["name"])))
+
+    def get_login_url(self):  # API: answer 403, never redirect a script to a login page
+        raise web.HTTPError(403)
+
+
+def make_app(culler: "CullerService", prefix: str) -> web.Application:
+    return web.Application(
+        [
+            (url_path_join(prefix, "api/upcoming"), UpcomingHandler),
+            (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler),
+        ],
+        culler=culler,
+        cookie_secret=secrets.token_bytes(32),
+    )
+
+
+def listen_address(service_url: str, bind: str | None = None) -> tuple[str, int]:
+    """Where to listen: ``bind`` ("host:port" or "port"), else the port of the service URL the hub
+    gave us, on that host when it is an IP address (127.0.0.1 locally) and on all interfaces when it
+    is a name (``http://hub:8182`` in Kubernetes)."""
+    parsed = urlparse(service_url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    if bind:
+        h, _, p = bind.rpartition(":")
+        return (h or "0.0.0.0"), int(p)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        host = "0.0.0.0"
+    return host, port
