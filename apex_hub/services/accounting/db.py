@@ -1,0 +1,325 @@
+"""The ledger: SQLAlchemy 2 models and the idempotent writes the service makes.
+
+Two tables hold the history:
+
+* ``sessions`` — one row per server session, keyed by the pod uid. A row is inserted once, when the
+  session is first seen; afterwards only fields that were still unknown are filled in (``stop``,
+  ``stop_reason``, ``group``, ``pvc_bytes``), so a row never loses what it said.
+* ``session_events`` — append-only: every observation that changed something (``opened``,
+  ``stopped``, ``reason``, ``group``, ``quota-warning``, ``quota-stop``), with its time, source and data.
+  Rows are only ever inserted.
+
+``apel_exports`` remembers which session went into which APEL file (idempotent re-export) and
+``service_state`` keeps the service's heartbeat (the last moment it is known to have been watching).
+
+The schema is created and upgraded by the Alembic migrations in ``migrations/`` (``upgrade(url)``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from sqlalchemy import (BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, create_engine,
+                        event, func, insert, select, update)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timestamps stored as naive UTC (SQLite has no time zones) and returned as aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the ledger stores UTC, give a time zone")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Session(Base):
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the pod uid
+    user: Mapped[str] = mapped_column(String(255), index=True)  # JupyterHub user name as is
+    user_slug: Mapped[str] = mapped_column(String(63), default="")
+    server: Mapped[str] = mapped_column(String(255), default="")  # "" = default server
+    namespace: Mapped[str] = mapped_column(String(63), default="")
+    pod: Mapped[str] = mapped_column(String(253), default="")
+    group: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    profile: Mapped[str] = mapped_column(String(255), default="")
+    image: Mapped[str] = mapped_column(String(1024), default="")
+    cpu: Mapped[float] = mapped_column(Float, default=0.0)  # cores
+    memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    gpu: Mapped[float] = mapped_column(Float, default=0.0)
+    pvc_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    start: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    stop: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    stop_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | stopped
+    recorded: Mapped[datetime] = mapped_column(UTCDateTime)  # when the ledger first saw it
+
+
+class SessionEvent(Base):
+    __tablename__ = "session_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(64), ForeignKey("sessions.id"), index=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime)  # when it happened (or our best estimate)
+    recorded: Mapped[datetime] = mapped_column(UTCDateTime)  # when we wrote it
+    kind: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(32))  # pod-watch | backfill | culler | quota | hub
+    data: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+
+
+class ApelExport(Base):
+    __tablename__ = "apel_exports"
+
+    session_id: Mapped[str] = mapped_column(String(64), ForeignKey("sessions.id"), primary_key=True)
+    file: Mapped[str] = mapped_column(String(255))
+    exported: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ServiceState(Base):
+    __tablename__ = "service_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+Index("ix_sessions_user_server_start", Session.user, Session.server, Session.start)
+
+REASON_PRIORITY = {None: 0, "external": 1, "user": 2}  # anything else (culler's, quota) is more specific
+
+
+@dataclass
+class Observation:
+    """What one source says about one session (a pod, a backfill listing)."""
+
+    id: str
+    user: str
+    start: datetime
+    user_slug: str = ""
+    server: str = ""
+    namespace: str = ""
+    pod: str = ""
+    group: str | None = None
+    profile: str = ""
+    image: str = ""
+    cpu: float = 0.0
+    memory_bytes: int = 0
+    gpu: float = 0.0
+    pvc_bytes: int | None = None
+    stop: datetime | None = None
+    stop_reason: str | None = None
+    detail: dict = field(default_factory=dict)
+
+    def fields(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("id", "user", "user_slug", "server", "namespace", "pod", "group",
+                                               "profile", "image", "cpu", "memory_bytes", "gpu", "pvc_bytes",
+                                               "start")}
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``)."""
+    kw: dict[str, Any] = {"future": True}
+    if url.startswith("sqlite"):
+        kw["connect_args"] = {"timeout": 30}
+    engine = create_engine(url, **kw)
+    if url.startswith("sqlite"):
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # noqa: ANN001
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+    return engine
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Run the shipped Alembic migrations up to ``revision``."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(cfg, revision)
+
+
+def _json(data: dict) -> str:
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+class Ledger:
+    """Idempotent writes and the reads the service needs. Safe to call with the same facts again."""
+
+    def __init__(self, url: str, *, migrate: bool = True):
+        self.url = url
+        if migrate:
+            upgrade(url)
+        self.engine = make_engine(url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- writes ------------------------------------------------------------------------
+
+    def observe(self, obs: Observation, *, source: str, now: datetime | None = None) -> list[str]:
+        """Record what ``source`` saw about a session; returns the events written (empty: nothing new)."""
+        now = now or utcnow()
+        written: list[str] = []
+        with self.engine.begin() as conn:
+            row = conn.execute(select(Session).where(Session.id == obs.id)).mappings().first()
+            if row is None:
+                values = {**obs.fields(), "status": "running", "recorded": now}
+                conn.execute(insert(Session).values(**values))
+                self._event(conn, obs.id, obs.start, now, "opened", source,
+                            {k: v for k, v in obs.fields().items() if k != "id"})
+                written.append("opened")
+                row = {**values, "stop": None, "stop_reason": None}
+            changes: dict[str, Any] = {}
+            if row["group"] is None and obs.group is not None:
+                changes["group"] = obs.group
+                self._event(conn, obs.id, now, now, "group", source, {"group": obs.group})
+                written.append("group")
+            if row["pvc_bytes"] is None and obs.pvc_bytes is not None:
+                changes["pvc_bytes"] = obs.pvc_bytes
+            if row["stop"] is None and obs.stop is not None:
+                stop = max(obs.stop, row["start"])
+                changes.update(stop=stop, status="stopped")
+                self._event(conn, obs.id, stop, now, "stopped", source,
+                            {"stop": stop.isoformat(), "reason": obs.stop_reason, **obs.detail})
+                written.append("stopped")
+            if obs.stop_reason and REASON_PRIORITY.get(obs.stop_reason, 9) > REASON_PRIORITY.get(
+                    changes.get("stop_reason", row["stop_reason"]), 9):
+                changes["stop_reason"] = obs.stop_reason
+                if "stopped" not in written:
+                    self._event(conn, obs.id, now, now, "reason", source, {"reason": obs.stop_reason})
+                    written.append("reason")
+            if changes:
+                conn.execute(update(Session).where(Session.id == obs.id).values(**changes))
+        return written
+
+    def set_reason(self, session_id: str, reason: str, *, source: str, detail: dict | None = None,
+                   now: datetime | None = None) -> bool:
+        """Attach a more specific stop reason (the culler's, ``quota``); never overwrites a specific one."""
+        now = now or utcnow()
+        with self.engine.begin() as conn:
+            current = conn.execute(select(Session.stop_reason).where(Session.id == session_id)).scalar_one_or_none()
+            if REASON_PRIORITY.get(current, 9) >= REASON_PRIORITY.get(reason, 9) or current == reason:
+                return False
+            conn.execute(update(Session).where(Session.id == session_id).values(stop_reason=reason))
+            self._event(conn, session_id, now, now, "reason", source, {"reason": reason, **(detail or {})})
+        return True
+
+    def add_event(self, session_id: str, kind: str, *, source: str, data: dict | None = None,
+                  time: datetime | None = None) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            self._event(conn, session_id, time or now, now, kind, source, data or {})
+
+    @staticmethod
+    def _event(conn, session_id: str, time: datetime, now: datetime, kind: str, source: str, data: dict) -> None:
+        conn.execute(insert(SessionEvent).values(session_id=session_id, time=time, recorded=now, kind=kind,
+                                                 source=source, data=_json(data)))
+
+    def set_state(self, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            found = conn.execute(select(ServiceState.key).where(ServiceState.key == key)).first()
+            if found:
+                conn.execute(update(ServiceState).where(ServiceState.key == key).values(value=value))
+            else:
+                conn.execute(insert(ServiceState).values(key=key, value=value))
+
+    def get_state(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(ServiceState.value).where(ServiceState.key == key)).scalar_one_or_none()
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def session(self, session_id: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(Session).where(Session.id == session_id)).mappings().first()
+            return dict(row) if row else None
+
+    def sessions(self, *, user: str | None = None, running: bool | None = None, since: datetime | None = None,
+                 until: datetime | None = None, ids: Iterable[str] | None = None) -> list[dict]:
+        """Sessions (as dicts) overlapping ``[since, until)``, oldest first."""
+        return list(self.iter_sessions(user=user, running=running, since=since, until=until, ids=ids))
+
+    def iter_sessions(self, *, user: str | None = None, running: bool | None = None,
+                      since: datetime | None = None, until: datetime | None = None,
+                      ids: Iterable[str] | None = None, groups: Iterable[str] | None = None) -> Iterator[dict]:
+        q = select(Session).order_by(Session.start, Session.id)
+        if user is not None:
+            q = q.where(Session.user == user)
+        if groups is not None:
+            q = q.where(Session.group.in_(list(groups)))
+        if running is True:
+            q = q.where(Session.stop.is_(None))
+        elif running is False:
+            q = q.where(Session.stop.is_not(None))
+        if since is not None:
+            q = q.where((Session.stop.is_(None)) | (Session.stop > since))
+        if until is not None:
+            q = q.where(Session.start < until)
+        if ids is not None:
+            q = q.where(Session.id.in_(list(ids)))
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(stream_results=True, yield_per=5000).execute(q).mappings():
+                yield dict(row)
+
+    def events(self, session_id: str | None = None) -> list[dict]:
+        q = select(SessionEvent).order_by(SessionEvent.id)
+        if session_id is not None:
+            q = q.where(SessionEvent.session_id == session_id)
+        with self.engine.connect() as conn:
+            return [{**dict(r), "data": json.loads(r["data"])} for r in conn.execute(q).mappings()]
+
+    def count(self) -> tuple[int, int]:
+        """(sessions, events)."""
+        with self.engine.connect() as conn:
+            return (conn.execute(select(func.count()).select_from(Session)).scalar_one(),
+                    conn.execute(select(func.count()).select_from(SessionEvent)).scalar_one())
+
+    def open_sessions(self) -> list[dict]:
+        return self.sessions(running=True)
+
+    # ---- APEL bookkeeping --------------------------------------------------------------
+
+    def unexported(self, limit: int | None = None) -> list[dict]:
+        """Stopped sessions that no APEL file holds yet."""
+        exported = select(ApelExport.session_id)
+        q = select(Session).where(Session.stop.is_not(None), Session.id.not_in(exported)).order_by(Session.start)
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def mark_exported(self, session_ids: Iterable[str], file: str, now: datetime | None = None) -> None:
+        now = now or utcnow()
+        rows = [{"session_id": s, "file": file, "exported": now} for s in session_ids]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(ApelExport), rows)

@@ -1,0 +1,396 @@
+"""The accounting service: pod watch + hub listing → ledger; stop reasons; quotas; APEL files.
+
+Tasks (one event loop, one writer):
+
+* **pod watch** — list pods with :data:`POD_SELECTOR` cluster-wide, record each, close the sessions
+  whose pods are gone, then watch from the list's resourceVersion; a watch that ends resumes from the
+  last resourceVersion, ``410 Gone`` (or any error) re-lists. Every write is an idempotent upsert
+  keyed by the pod uid, so re-lists, restarts and replays never count a session twice.
+* **hub round** (every ``interval``) — users and groups from the hub REST API (the group of a pod
+  without the ``apex.esa.int/group`` annotation is the user's first group; users in
+  ``exclude_groups`` are not recorded); pods waiting for their user's groups; new lines of the
+  culler's ``stop-reasons.jsonl``; quota warnings and stops; the heartbeat.
+
+Restart safety: on start-up the listing records every pod that started while the service was down
+(with its real start time); sessions the ledger has open whose pods are gone are closed at the
+culler's stop time when it recorded one, else at the service's last heartbeat (the last moment it
+is known to have been running: a lower bound), with reason ``external`` and ``estimated: true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from ..culler.service import HubAPIError, HubClient, server_path
+from .db import Ledger, Observation, utcnow
+from .ingest import GROUP_ANNOTATION, POD_SELECTOR, StopRecord, StopReasonsFile, claims, matches, observation, quantity, pod_user
+
+log = logging.getLogger("apex_hub.accounting")
+
+HEARTBEAT = "heartbeat"
+
+
+@dataclass
+class Stats:
+    """Counters for /metrics and tests."""
+
+    pod_events: int = 0
+    relists: int = 0
+    sessions_opened: int = 0
+    sessions_closed: int = 0
+    reasons_attached: int = 0
+    excluded: int = 0
+    deferred: int = 0
+    quota_warnings: int = 0
+    quota_stops: int = 0
+    hub_errors: int = 0
+    kube_errors: int = 0
+    last_hub_round: datetime | None = None
+    last_pod_event: datetime | None = None
+    watching: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class AccountingService:
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        hub: HubClient,
+        kube: Callable[[], Any],
+        stop_reasons: str | Path | None = None,
+        exclude_groups: list[str] | tuple[str, ...] = ("apex-probe",),
+        interval: float = 60.0,
+        watch_timeout: int = 300,
+        reason_slack: float = 120.0,
+        quotas: Any = None,
+        quota_stop: bool = False,
+        quota_warn_fraction: float = 0.9,
+        clock: Callable[[], datetime] = utcnow,
+    ):
+        self.ledger, self.hub, self.kube = ledger, hub, kube
+        self.stop_file = StopReasonsFile(stop_reasons) if stop_reasons else None
+        self.exclude_groups = set(exclude_groups)
+        self.interval, self.watch_timeout = interval, watch_timeout
+        self.slack = timedelta(seconds=reason_slack)
+        self.quotas, self.quota_stop, self.quota_warn_fraction = quotas, quota_stop, quota_warn_fraction
+        self.clock = clock
+        self.stats = Stats()
+        self.groups: dict[str, list[str]] = {}  # user -> JupyterHub groups, from the last hub round
+        self.hub_servers: dict[str, dict] = {}  # user -> servers, from the last hub round
+        self._deferred: dict[str, tuple[dict, bool]] = {}  # pod uid -> (pod, deleted) waiting for groups
+        self._unmatched: list[StopRecord] = []
+        self._culler_records: list[StopRecord] = []
+        self._pvc_cache: dict[tuple[str, str], int | None] = {}
+        self._warned: set[str] = set()
+        self._first_list = True
+        self._tasks: list[asyncio.Task] = []
+
+    # ---- pods --------------------------------------------------------------------------
+
+    def _group_for(self, user: str) -> tuple[bool, str | None]:
+        """(known, group): whether the hub told us about the user, and their first group."""
+        if user not in self.groups:
+            return False, None
+        groups = [g for g in self.groups[user] if g not in self.exclude_groups]
+        return True, (groups[0] if groups else None)
+
+    async def user_groups(self, user: str) -> list[str]:
+        """A user's groups straight from the hub (for a user the last round did not list)."""
+        model = await self.hub.user(user)
+        groups = list((model or {}).get("groups") or [])
+        if model is not None:
+            self.groups[user] = groups
+        return groups
+
+    def excluded(self, user: str) -> bool:
+        return bool(self.exclude_groups & set(self.groups.get(user, ())))
+
+    async def _pvc_bytes(self, pod: dict) -> int | None:
+        ns = (pod.get("metadata") or {}).get("namespace", "")
+        names = claims(pod)
+        if not names:
+            return 0
+        total = 0
+        for name in names:
+            key = (ns, name)
+            if key not in self._pvc_cache:
+                try:
+                    async with self.kube() as api:
+                        resp = await client.CoreV1Api(api).read_namespaced_persistent_volume_claim(
+                            name, ns, _preload_content=False)
+                        pvc = json.loads(await resp.read())
+                    size = (((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
+                    self._pvc_cache[key] = int(quantity(size)) if size else 0
+                except Exception as exc:  # noqa: BLE001 - size unknown, filled in later
+                    log.warning("cannot read claim %s/%s: %s", ns, name, exc)
+                    return None
+            if self._pvc_cache[key] is None:
+                return None
+            total += self._pvc_cache[key]
+        return total
+
+    async def handle_pod(self, pod: dict, *, deleted: bool = False, source: str = "pod-watch") -> None:
+        now = self.clock()
+        user = pod_user(pod)
+        uid = (pod.get("metadata") or {}).get("uid")
+        if not user or not uid:
+            return
+        has_group = bool(((pod.get("metadata") or {}).get("annotations") or {}).get(GROUP_ANNOTATION))
+        known, group = self._group_for(user)
+        existing = self.ledger.session(uid)
+        if existing is None and not known:
+            # the hub has not told us the user's groups yet (exclusion needs them): wait for the next round
+            if uid not in self._deferred:
+                self.stats.deferred += 1
+            self._deferred[uid] = (pod, deleted)
+            return
+        self._deferred.pop(uid, None)
+        if existing is None and self.excluded(user):
+            self.stats.excluded += 1
+            return
+        pvc = await self._pvc_bytes(pod) if existing is None or existing["pvc_bytes"] is None else None
+        obs = observation(pod, deleted=deleted, now=now, group=None if has_group else group, pvc_bytes=pvc)
+        if obs is None:
+            return
+        self._write(obs, source)
+
+    def _write(self, obs: Observation, source: str) -> None:
+        written = self.ledger.observe(obs, source=source, now=self.clock())
+        if "opened" in written:
+            self.stats.sessions_opened += 1
+            log.info("session %s opened: %s/%s profile %s", obs.id, obs.user, obs.server, obs.profile)
+        if "stopped" in written:
+            self.stats.sessions_closed += 1
+            log.info("session %s stopped (%s)", obs.id, obs.stop_reason)
+            self._attach_reasons(self._culler_records)
+
+    async def relist(self) -> str:
+        """Record every current pod, close sessions whose pods are gone; returns the resourceVersion."""
+        self.stats.relists += 1
+        async with self.kube() as api:
+            resp = await client.CoreV1Api(api).list_pod_for_all_namespaces(
+                label_selector=POD_SELECTOR, _preload_content=False)
+            body = json.loads(await resp.read())
+        pods = body.get("items") or []
+        source = "backfill" if self._first_list else "relist"
+        for pod in pods:
+            await self.handle_pod(pod, source=source)
+        present = {p["metadata"]["uid"] for p in pods}
+        now = self.clock()
+        heartbeat = self.ledger.get_state(HEARTBEAT)
+        for s in self.ledger.open_sessions():
+            if s["id"] in present:
+                continue
+            rec = self._best_record(s)
+            if rec is not None:
+                stop, reason, detail = rec.time, rec.reason, {"estimated": True, "from": "culler"}
+            elif self._first_list and heartbeat:
+                stop, reason, detail = max(datetime.fromisoformat(heartbeat), s["start"]), "external", \
+                    {"estimated": True, "from": "last heartbeat"}
+            else:
+                stop, reason, detail = now, "external", {"estimated": True, "from": "relist"}
+            obs = Observation(id=s["id"], user=s["user"], start=s["start"], stop=stop, stop_reason=reason,
+                              detail=detail)
+            self._write(obs, source)
+        self._first_list = False
+        return body.get("metadata", {}).get("resourceVersion", "")
+
+    async def watch_pods(self) -> None:
+        """List + watch forever; re-list on 410 and errors (idempotent)."""
+        backoff = 1.0
+        while True:
+            try:
+                rv = await self.relist()
+                self.stats.watching.set()
+                backoff = 1.0
+                while True:
+                    async with self.kube() as api:
+                        w = watch.Watch()
+                        async with w.stream(client.CoreV1Api(api).list_pod_for_all_namespaces,
+                                            label_selector=POD_SELECTOR, resource_version=rv,
+                                            allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout) as s:
+                            async for ev in s:
+                                raw = ev["raw_object"]
+                                rv = (raw.get("metadata") or {}).get("resourceVersion") or rv
+                                if ev["type"] == "BOOKMARK":
+                                    continue
+                                self.stats.pod_events += 1
+                                self.stats.last_pod_event = self.clock()
+                                await self.handle_pod(raw, deleted=ev["type"] == "DELETED")
+            except asyncio.CancelledError:
+                raise
+            except ApiException as exc:
+                self.stats.watching.clear()
+                if exc.status == 410:
+                    log.info("pod watch expired (410 Gone): re-listing")
+                    continue
+                self.stats.kube_errors += 1
+                log.warning("pod watch failed: %s; re-listing in %.0fs", exc, backoff)
+            except Exception as exc:  # noqa: BLE001 - keep watching
+                self.stats.watching.clear()
+                self.stats.kube_errors += 1
+                log.warning("pod watch failed: %r; re-listing in %.0fs", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    # ---- stop reasons ------------------------------------------------------------------
+
+    def _best_record(self, session: dict) -> StopRecord | None:
+        cands = [r for r in self._culler_records if matches(r, session, self.slack)]
+        if not cands:
+            return None
+        return min(cands, key=lambda r: abs((r.started or r.time) - session["start"]).total_seconds())
+
+    def read_stop_reasons(self) -> None:
+        if self.stop_file is None:
+            return
+        new = self.stop_file.read_new()
+        self._culler_records += new
+        self._attach_reasons(new + self._unmatched)
+
+    def _attach_reasons(self, records: list[StopRecord]) -> None:
+        unmatched = []
+        now = self.clock()
+        for rec in records:
+            sessions = [s for s in self.ledger.sessions(user=rec.user, since=rec.time - self.slack,
+                                                        until=rec.time + self.slack)
+                        if matches(rec, s, self.slack)]
+            if not sessions:
+                if now - rec.time < timedelta(days=1):
+                    unmatched.append(rec)
+                continue
+            best = min(sessions, key=lambda s: abs((rec.started or rec.time) - s["start"]).total_seconds())
+            if self.ledger.set_reason(best["id"], rec.reason, source="culler", detail={"detail": rec.detail}):
+                self.stats.reasons_attached += 1
+        if records is not self._culler_records:
+            self._unmatched = [r for r in unmatched]
+        # bound memory: keep the last day of records for matching
+        self._culler_records = [r for r in self._culler_records if now - r.time < timedelta(days=1)]
+
+    # ---- hub round ---------------------------------------------------------------------
+
+    async def hub_round(self) -> None:
+        try:
+            users = await self.hub.users()
+        except Exception as exc:  # noqa: BLE001 - hub down or restarting: try next round
+            self.stats.hub_errors += 1
+            log.warning("hub listing failed: %s", exc)
+            users = None
+        if users is not None:
+            self.groups = {u["name"]: list(u.get("groups") or []) for u in users}
+            self.hub_servers = {u["name"]: u.get("servers") or {} for u in users}
+            for uid, (pod, deleted) in list(self._deferred.items()):
+                await self.handle_pod(pod, deleted=deleted, source="deferred")
+        self.read_stop_reasons()
+        if self.quotas is not None and users is not None:
+            await self.enforce_quotas()
+        self.ledger.set_state(HEARTBEAT, self.clock().isoformat())
+        self.stats.last_hub_round = self.clock()
+
+    async def hub_loop(self) -> None:
+        while True:
+            try:
+                await self.hub_round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - survive; next round
+                log.exception("accounting round failed: %s", exc)
+            await asyncio.sleep(self.interval)
+
+    # ---- quotas ------------------------------------------------------------------------
+
+    async def enforce_quotas(self) -> None:
+        """Warn (log + event) at ``quota_warn_fraction`` of a budget; stop (reason ``quota``) when over."""
+        now = self.clock()
+        running = self.ledger.open_sessions()
+        for user in sorted({s["user"] for s in running}):
+            status = self.quotas.check(self.ledger, user, self.groups.get(user, []), now=now)
+            if status is None:
+                continue
+            mine = [s for s in running if s["user"] == user]
+            if not status.allowed:
+                if not self.quota_stop:
+                    continue
+                for s in mine:
+                    await self._quota_stop(s, status)
+            elif status.fraction >= self.quota_warn_fraction:
+                for s in mine:
+                    if s["id"] not in self._warned:
+                        self._warned.add(s["id"])
+                        self.stats.quota_warnings += 1
+                        log.warning("quota warning for %s: %s", user, status.message)
+                        self.ledger.add_event(s["id"], "quota-warning", source="quota", data=status.as_dict())
+
+    async def _quota_stop(self, session: dict, status: Any) -> None:
+        if session["stop_reason"] == "quota":
+            return  # already asked
+        log.warning("stopping %s/%s: %s", session["user"], session["server"], status.message)
+        self.ledger.set_reason(session["id"], "quota", source="quota", detail={"detail": status.message})
+        self.ledger.add_event(session["id"], "quota-stop", source="quota", data=status.as_dict())
+        self.stats.quota_stops += 1
+        try:
+            await self.hub.request("DELETE", server_path(session["user"], session["server"]))
+        except HubAPIError as exc:
+            if exc.status != 404:
+                log.error("cannot stop %s/%s: %s", session["user"], session["server"], exc)
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.hub_round()  # groups first, so the first listing needs no deferral
+        self._tasks = [asyncio.create_task(self.watch_pods(), name="pod-watch"),
+                       asyncio.create_task(self._hub_loop_after_first(), name="hub-loop")]
+
+    async def _hub_loop_after_first(self) -> None:
+        await asyncio.sleep(self.interval)
+        await self.hub_loop()
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        self._tasks = []
+        await self.hub.close()
+
+
+def kube_factory(config_file: str | None = None, host: str | None = None) -> Callable[[], Any]:
+    """A callable returning a fresh ``ApiClient`` context (kubeconfig, in-cluster, or a host URL)."""
+    from kubernetes_asyncio import config
+
+    loaded: dict[str, Any] = {}
+
+    async def _configuration() -> client.Configuration:
+        if "cfg" not in loaded:
+            cfg = client.Configuration()
+            if host:
+                cfg.host = host
+            else:
+                try:
+                    config.load_incluster_config(client_configuration=cfg)
+                except config.ConfigException:
+                    await config.load_kube_config(config_file=config_file, client_configuration=cfg)
+            loaded["cfg"] = cfg
+        return loaded["cfg"]
+
+    class _Ctx:
+        async def __aenter__(self):
+            self.api = client.ApiClient(await _configuration())
+            return self.api
+
+        async def __aexit__(self, *exc):
+            await self.api.close()
+
+    return _Ctx
