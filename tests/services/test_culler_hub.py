@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 from datetime import datetime, timedelta, timezone
 
+import aiohttp
 import pytest
 import yaml
 
@@ -139,7 +141,111 @@ async def _no_sleep(_seconds):
 
 
 async def _api(hub: HubProcess, token: str, method: str, path: str):
-    import aiohttp
     async with aiohttp.ClientSession() as s:
         async with s.request(method, f"{hub.url}/hub/api{path}", headers={"Authorization": f"token {token}"}) as r:
             return r.status, await r.json(content_type=None)
+
+
+HUB_CATALOGUE = {"profiles": [{"slug": "lab", "display_name": "JupyterLab", "default": True},
+                              {"slug": "long", "display_name": "Long runs"},
+                              {"slug": "svc", "display_name": "Service", "session_mode": "always-on"}]}
+HUB_POLICY = {
+    "defaults": {"idle_timeout": "2h"},
+    "profiles": {"lab": {"idle_timeout": "30m"}, "long": {"max_age": "1h30m"}},
+}
+HUB_STARTED = """
+c.JupyterHub.load_roles[0]["scopes"].append("tokens")
+from apex_hub.services import configure
+# the hub starts the culler itself; its clock runs 1h ahead (test only) and it runs every second
+configure(c, culler={{"policy": "{policy}", "state_dir": "{state}", "interval": 1, "warn_before": "45m",
+                     "url": "http://127.0.0.1:{port}",
+                     "environment": {{"APEX_CULLER_CLOCK_OFFSET": "1h"}}}})
+"""
+
+
+async def wait_for(predicate, what: str, hub: HubProcess, timeout: float = 90):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}:\n{hub.log()[-5000:]}")
+
+
+async def test_culler_started_by_the_hub(tmp_path):
+    """The hub runs ``python -m apex_hub.services.culler`` from configure(): it stops an idle server and
+    writes the reason, restarts an always-on (by the catalogue) server, warns before a max-age stop,
+    and serves each user their own upcoming stops."""
+    from tests.helpers.hub import free_port
+
+    profiles, policy_file, state = tmp_path / "profiles.yml", tmp_path / "culling.yaml", tmp_path / "state"
+    profiles.write_text(yaml.safe_dump(HUB_CATALOGUE))
+    policy_file.write_text(yaml.safe_dump(HUB_POLICY))
+    async with KubeSim(kubelet="process", workdir=tmp_path / "sim") as sim:
+        config = apex_hub_config(sim.url, profiles) + HUB_STARTED.format(policy=policy_file, state=state,
+                                                                         port=free_port())
+        async with HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
+            for name, profile in (("alice", "lab"), ("bob", "svc"), ("carol", "long")):
+                assert (await hub.api("POST", f"/users/{name}"))[0] == 201
+                status, body = await hub.api("POST", f"/users/{name}/server", json={"profile": profile})
+                assert status in (201, 202), (body, hub.log()[-3000:])
+
+            # alice (lab: idle 30m; the culler's clock is 1h ahead) is stopped once ready, with a reason
+            async def alice_stopped():
+                return [r for r in records(state) if r["user"] == "alice" and r.get("event") == "stop"]
+            [rec] = await wait_for(alice_stopped, "alice's stop record", hub, timeout=120)
+            assert (rec["server"], rec["profile"], rec["reason"], rec["dry_run"]) == ("", "lab", "idle", False)
+            assert "idle_timeout 0:30:00" in rec["detail"]
+            await wait_stopped(hub, "alice")
+            assert "Starting managed service apex-culler" in hub.log()
+
+            # carol (long: max_age 1h30m, 30 minutes to go on the culler's clock) is kept and warned
+            await hub.wait_ready("carol", timeout=90)
+            async def carol_warned():
+                return [r for r in records(state) if r["user"] == "carol" and r.get("event") == "warning"]
+            [warning] = await wait_for(carol_warned, "carol's warning", hub)
+            assert warning["reason"] == "max-age" and warning["profile"] == "long"
+
+            # carol sees the warning as the banner of the hub's pages (template_vars "announcement")
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+                async with s.get(f"{hub.url}/hub/login") as r:
+                    xsrf = r.cookies["_xsrf"].value if "_xsrf" in r.cookies else \
+                        re.search(r'name="_xsrf" value="([^"]+)"', await r.text()).group(1)
+                async with s.post(f"{hub.url}/hub/login?next=", data={"username": "carol", "password": "x",
+                                                                      "_xsrf": xsrf}) as r:
+                    assert r.status == 200, await r.text()
+                async with s.get(f"{hub.url}/hub/home") as r:
+                    page = await r.text()
+                assert "Your server will be stopped at" in page and "max-age" in page, page[:3000]
+
+            # the upcoming stops at /services/apex-culler/api/upcoming: each user sees only their own
+            tokens = {}
+            for name in ("alice", "carol"):
+                status, body = await hub.api("POST", f"/users/{name}/tokens", json={"note": "test"})
+                assert status == 201, body
+                tokens[name] = body["token"]
+            async with aiohttp.ClientSession() as s:
+                url = f"{hub.url}/services/apex-culler/api/upcoming"
+                async with s.get(url, headers={"Authorization": f"token {tokens['carol']}"}) as r:
+                    assert r.status == 200, await r.text()
+                    mine = await r.json()
+                assert mine["user"] == "carol" and mine["warn_before"] == 2700
+                [srv] = mine["servers"]
+                assert srv["profile"] == "long"
+                assert [(x["reason"], x["warning"]) for x in srv["stops"]] == [("max-age", True), ("idle", False)]
+                async with s.get(url, headers={"Authorization": f"token {tokens['alice']}"}) as r:
+                    assert (r.status, (await r.json())["servers"]) == (200, [])
+                async with s.get(url, allow_redirects=False) as r:
+                    assert r.status == 403
+
+            # bob's profile is always-on in the catalogue: stopped by an admin, restarted by the culler
+            await hub.wait_ready("bob", timeout=90)
+            assert (await hub.api("DELETE", "/users/bob/server"))[0] in (202, 204)
+            await wait_stopped(hub, "bob")
+            srv = await hub.wait_ready("bob", timeout=90)
+            assert srv["user_options"] == {"profile": "svc"}
+            assert [(r["user"], r["reason"]) for r in records(state) if r["user"] == "bob"] == [("bob", "external")]
+            _, carol = await hub.api("GET", "/users/carol")
+            assert carol["servers"][""]["ready"]

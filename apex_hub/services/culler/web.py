@@ -43,6 +43,7 @@ class UpcomingHandler(HubOAuthenticated, web.RequestHandler):
             return
         culler: CullerService = self.settings["culler"]
         self.set_header("Cache-Control", "no-store")
+        self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(culler.upcoming_for(user["name"])))
 
     def get_login_url(self):  # API: answer 403, never redirect a script to a login page
