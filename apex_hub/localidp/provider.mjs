@@ -162,11 +162,13 @@ async function main() {
       userinfo: { enabled: true },
       rpInitiatedLogout: {
         enabled: true,
-        // Auto-submitting form (no user interaction). Without JavaScript: one form, POST it as is
-        // (hidden inputs xsrf and logout=yes) to its action.
+        // Auto-submitting form (no user interaction; the button is for browsers without JavaScript).
+        // An HTTP client: the page's one form, POST its hidden inputs (xsrf, logout=yes) to its action.
+        // (Without a provider session oidc-provider answers with its own auto-submitting form of the
+        // same two fields.)
         async logoutSource(ctx, form) {
           const withLogout = form.replace('</form>',
-            '<input type="hidden" name="logout" value="yes"/><noscript><button type="submit">Sign out</button></noscript></form>');
+            '<input type="hidden" name="logout" value="yes"/><button type="submit">Sign out</button></form>');
           ctx.body = page('Signing out', `${withLogout}
 <script>document.getElementById('op.logoutForm').submit()</script>`);
         },
@@ -294,6 +296,15 @@ Go back to the application and sign in again.</p>`);
     ctx.throw(400, `unsupported prompt ${prompt.name}`);
     return undefined;
   });
+
+  // oidc-provider checks static clients on first use; check them now so that a bad one fails the start
+  for (const { client_id: id } of config.clients) {
+    try {
+      await provider.Client.find(id);
+    } catch (err) {
+      throw new Error(`client ${id}: ${err.error_description || err.message}`);
+    }
+  }
 
   server.on('request', provider.callback());
 

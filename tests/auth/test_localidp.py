@@ -56,7 +56,14 @@ def make_idp(**kw):
                 "redirect_uris": [CALLBACK],
                 "post_logout_redirect_uris": [AFTER_LOGOUT],
                 "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
-            }
+            },
+            {  # how oauthenticator sends its secret unless basic_auth is on
+                "client_id": "apex-hub-post",
+                "client_secret": "p0st",
+                "redirect_uris": [CALLBACK],
+                "grant_types": ["authorization_code", "client_credentials"],
+                "token_endpoint_auth_method": "client_secret_post",
+            },
         ],
         **kw,
     )
@@ -272,6 +279,12 @@ async def test_client_credentials(idp, http):
     assert body["access_token"] and body["expires_in"] == 300
     assert "refresh_token" not in body
     assert "grant_type=client_credentials client=apex-hub" in idp.log_path.read_text()
+    meta = await discovery(http, idp)
+    form = {"grant_type": "client_credentials", "client_id": "apex-hub-post", "client_secret": "p0st"}
+    async with http.post(meta["token_endpoint"], data=form) as r:
+        assert r.status == 200, await r.text()
+    async with http.post(meta["token_endpoint"], data={**form, "client_secret": "wrong"}) as r:
+        assert r.status == 401 and (await r.json())["error"] == "invalid_client"
 
 
 async def test_restart_with_new_keys(idp, http):
@@ -310,7 +323,11 @@ async def test_end_session(idp, http):
     auth_url, _, _, _ = await authorize_url(http, idp, "openid")
     _, resp = await follow_until(http, "GET", auth_url, CALLBACK)
     assert resp is not None and LOGIN_TITLE in await resp.text()
-    # the refresh token issued without logout persistence (offline_access) survives logout
+    # without a provider session (another browser, or after restart()) the same steps complete
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
+        final, resp = await submit_form(other, url, AFTER_LOGOUT)
+    assert resp is None and parse_qs(urlparse(final).query)["state"] == ["bye"]
+    # the refresh token of an offline_access grant survives logout
     status, _ = await token(http, idp, grant_type="refresh_token", refresh_token=body["refresh_token"])
     assert status == 200
 
@@ -346,6 +363,13 @@ def test_start_failure_reports_the_log(tmp_path):
         with pytest.raises(LocalIdPError, match="did not start") as info:
             idp.start_sync(timeout=30)
     assert "EADDRINUSE" in str(info.value)
+    assert idp.pid is None
+
+
+def test_invalid_client_metadata_fails_the_start(tmp_path):
+    idp = LocalIdP(users=[], clients=[{"client_id": "c", "client_secret": "s", "redirect_uris": []}], workdir=tmp_path)
+    with pytest.raises(LocalIdPError, match="client c: .*redirect_uris"):
+        idp.start_sync()
     assert idp.pid is None
 
 
