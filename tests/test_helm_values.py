@@ -12,6 +12,7 @@ The RBAC helpers at the bottom (``rbac_objects``, ``cluster_role_rules``,
 from __future__ import annotations
 
 import copy
+import tempfile
 from pathlib import Path
 
 import kubernetes_validate
@@ -33,8 +34,29 @@ def load_values() -> dict:
 
 # -- the chart's jupyterhub_config.py, reduced to what touches our settings -------------------
 
+def mount_extra_files(values: dict) -> dict[str, str]:
+    """Write every ``hub.extraFiles`` item to a temporary directory: {mountPath: local path}."""
+    global _FILES_DIR
+    if _FILES_DIR is None:
+        _FILES_DIR = tempfile.TemporaryDirectory(prefix="apex-extrafiles-")
+    mounts = {}
+    for key, item in values["hub"].get("extraFiles", {}).items():
+        local = Path(_FILES_DIR.name) / key
+        local.write_text(item["stringData"])
+        mounts[item["mountPath"]] = str(local)
+    return mounts
+
+
+_FILES_DIR: tempfile.TemporaryDirectory | None = None
+
+
 def chart_config(values: dict, profiles_file: str | None = None) -> Config:
-    """The Config the Z2JH 4.x hub builds from ``values`` (order as in the chart)."""
+    """The Config the Z2JH 4.x hub builds from ``values`` (order as in the chart).
+
+    The chart mounts ``hub.extraFiles`` at their ``mountPath``; here they are written to a temporary
+    directory and the snippets' references to a mount path are pointed there (see
+    ``mount_extra_files``), so that snippets that read them (the culler validates its policy) run.
+    """
     c = Config()
     # What the chart sets before hub.config (files/hub/jupyterhub_config.py).
     c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
@@ -57,10 +79,13 @@ def chart_config(values: dict, profiles_file: str | None = None) -> Config:
         assert section[:1].isupper(), f"hub.config.{section} is not a Configurable class name"
         c[section].update(settings)
     # hub.extraConfig, in key order, exec'd in the config file's namespace.
+    mounts = mount_extra_files(values)
     for key, snippet in sorted(values["hub"].get("extraConfig", {}).items()):
+        for mount_path, local in mounts.items():
+            snippet = snippet.replace(mount_path, local)
         exec(compile(snippet, f"hub.extraConfig.{key}", "exec"), {"c": c})
     if profiles_file is not None:  # the test reads the catalogue from a temporary copy
-        assert c.APExSpawner.profiles_file == PROFILES_PATH
+        assert c.APExSpawner.profiles_file == mounts[PROFILES_PATH]
         c.APExSpawner.profiles_file = profiles_file
     return c
 
@@ -243,3 +268,43 @@ def test_the_shipped_profiles_only_grant_what_the_hub_holds():
                             assert allows(rules, group, resource, verb), (
                                 f"profile {profile.slug}: role {binding.role_name} grants {verb}"
                                 f" {resource} ({group or 'core'}), which the hub does not hold")
+
+
+# -- the culler (hub.extraConfig 10-apex-culler) ------------------------------------------
+
+def test_the_culler_is_a_hub_managed_service_with_its_role(hub_env):
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.services.service import Service
+
+    from apex_hub.services import CULLER_SCOPES
+    from apex_hub.services.culler import CullingPolicy
+    from apex_hub.services.culler.announce import UpcomingAnnouncement
+
+    values = load_values()
+    mounts = mount_extra_files(values)
+    c = chart_config(values)
+    app = JupyterHub(config=c)
+    [culler] = [s for s in app.services if s["name"] == "apex-culler"]
+    assert set(culler) <= set(Service.class_trait_names()), set(culler) - set(Service.class_trait_names())
+    cmd = culler["command"]
+    assert cmd[1:3] == ["-m", "apex_hub.services.culler"] and "python" in Path(cmd[0]).name
+    assert f"--policy={mounts['/etc/apex/culling.yaml']}" in cmd
+    assert f"--profiles={mounts[PROFILES_PATH]}" in cmd  # session_mode from the spawner's catalogue
+    assert {"--state-dir=/srv/apex/culler", "--interval=1m", "--warn-before=900", "--restart-limit=3",
+            "--restart-window=3600", "--restart-backoff=60", "--dry-run=false"} <= set(cmd)
+    assert culler["url"] == "http://hub:8182"
+    [role] = [r for r in app.load_roles if r["name"] == "apex-culler"]
+    assert role["services"] == ["apex-culler"]
+    # nothing is always-on in the shipped policy or catalogue: no start:servers, nothing admin
+    assert role["scopes"] == CULLER_SCOPES
+    assert isinstance(app.template_vars["announcement"], UpcomingAnnouncement)
+    # the chart's own culler stays off, and the shipped policy is valid
+    assert values["cull"]["enabled"] is False
+    policy = CullingPolicy.load(mounts["/etc/apex/culling.yaml"])
+    assert policy.profiles["gpu"].idle_timeout == 1800
+    # the proxy can reach the service's port in the hub pod
+    hub = values["hub"]
+    assert {"name": "apex-culler", "port": 8182, "targetPort": 8182, "protocol": "TCP"} in hub["service"]["extraPorts"]
+    assert hub["networkPolicy"]["ingress"][0]["ports"] == [{"port": 8182, "protocol": "TCP"}]
+    mount = next(m for m in hub["extraVolumeMounts"] if m["name"] == "apex-hub-state")
+    assert "/srv/apex/culler".startswith(mount["mountPath"])
