@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import re
 import time
 from typing import Any
@@ -312,7 +313,7 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
                 auth_model = await self._token_to_auth_model(token_info)
             except (web.HTTPError, HTTPClientError, OSError, ValueError) as exc:
                 self.log.warning("refreshing the tokens of %s failed (%s): new login needed", user.name,
-                                 getattr(exc, "log_message", None) or exc)
+                                 _reason(exc))
                 return False
             finally:
                 _expected_sub.reset(token)
@@ -376,3 +377,14 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
     def get_handlers(self, app):
         return super().get_handlers(app) + token_api_handlers()
 
+
+def _reason(exc: Exception) -> str:
+    """A log line's worth of why a provider call failed (the OAuth ``error``, never a token)."""
+    response = getattr(exc, "response", None)
+    if response is not None and response.body:
+        try:
+            body = json.loads(response.body)
+            return f"{exc}: {body.get('error')} {body.get('error_description', '')}".strip()
+        except (ValueError, AttributeError):
+            pass
+    return str(getattr(exc, "log_message", None) or exc)

@@ -52,6 +52,10 @@ _FALLBACK_CATALOGUE = {"profiles": [{"slug": "default", "display_name": "Default
 _FILES: dict[str, CatalogueFile] = {}
 
 
+def _same(a: dict, b: dict) -> bool:
+    return a["kind"] == b["kind"] and a["metadata"]["name"] == b["metadata"]["name"]
+
+
 def _split_kind(kind: str) -> tuple[str, str]:
     api_version, _, name = kind.rpartition("/")
     return api_version, name
@@ -369,6 +373,8 @@ class APExSpawner(KubeSpawner):
                                          self._auth_state)
         if secret is None:
             return False
+        if self.plan is not None:  # a spawn still writing its workspace must not undo this
+            self.plan.objects = [secret if _same(o, secret) else o for o in self.plan.objects]
         await self.kube().apply(secret)
         self.log.info("%s: access token updated in the workspace", self._log_name)
         return True

@@ -22,8 +22,10 @@ USERS = [
                 "eduperson_entitlement": ["urn:mace:egi.eu:group:vo.apex.esa.int:role=member#aai.egi.eu"]}},
     {"username": "bob", "password": "bob-pw",
      "claims": {"preferred_username": "bob", "groups": ["apex-admins", "apex-large"]}},
+    {"username": "carol", "password": "carol-pw", "claims": {"preferred_username": "carol", "groups": ["apex-small"]}},
+    {"username": "dave", "password": "dave-pw", "claims": {"preferred_username": "dave", "groups": ["apex-small"]}},
     {"username": "eve", "password": "eve-pw", "claims": {"preferred_username": "eve", "groups": ["outsiders"]}},
-    {"username": "service-account-robot", "password": "robot-pw",
+    {"username": "service-account-robot", "password": "service-account-robot-pw",
      "claims": {"preferred_username": "service-account-robot", "groups": ["apex-small"]}},
 ]
 
@@ -41,6 +43,13 @@ def make_idp(redirect_base: str = "http://127.0.0.1:9/", **options) -> LocalIdP:
               "post_logout_redirect_uris": [redirect_base.rstrip("/") + "/hub/login"],
               "grant_types": ["authorization_code", "refresh_token", "client_credentials"]}
     return LocalIdP(users=USERS, clients=[client], **options)
+
+
+def grant_lines(idp: LocalIdP, grant_type: str, sub: str | None = None) -> list[str]:
+    """The provider's log lines for token-endpoint grants of one type (and subject)."""
+    lines = idp.log_path.read_text(errors="replace").splitlines() if idp.log_path.exists() else []
+    return [line for line in lines if f" token grant_type={grant_type} " in line
+            and (sub is None or f"sub={sub} " in line or "error=" in line)]
 
 
 async def code_flow_tokens(idp: LocalIdP, username: str, password: str, nonce: str = "n-0") -> dict:
