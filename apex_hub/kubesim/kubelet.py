@@ -9,6 +9,10 @@ store and does that, in one of two modes:
 * ``"process"``: each container's command runs as a local process on the pod's own
   loopback address 127.0.0.N, with the pod's volumes materialised under
   ``workdir/pods/<ns>/<name>/root`` (end-to-end tests with a real single-user server).
+  ConfigMap and Secret volumes follow their object while the pod runs, as in a cluster:
+  each change is written atomically (a new hidden ``..<timestamp>`` directory, then one
+  rename swaps the ``..data`` symlink), except where a container mounts them with
+  ``subPath`` — that copy stays as it was when the pod started.
 
 Emulation limits: no image exists (image name patterns decide pull failures, and a
 container needs a command or args), processes run as the kubelet's own user (so as root,
@@ -32,6 +36,8 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from .errors import ApiError
@@ -86,6 +92,9 @@ class PodRuntime:
         self.stopping = False
         self.kill_now = asyncio.Event()
         self.teardown: asyncio.Task | None = None
+        self.volume_keys: set[tuple[str, str, str]] = set()  # (namespace, plural, name) its volumes use
+        self.pinned: set[Path] = set()  # volume snapshots that subPath mounts point into
+        self.resyncs: set[str] = set()  # names of volumes with an update pending
 
     @property
     def spec(self) -> dict:
@@ -105,18 +114,21 @@ class Kubelet:
                  phase_delay: float = 0.0, fail_images: tuple[str, ...] = ("*:broken", "*/broken:*"),
                  stuck_images: tuple[str, ...] = ("*:stuck",), python: str = sys.executable,
                  ip_prefix: str = "127.0.0.", first_ip: int = 10, env: dict | None = None,
-                 restart_backoff: float = 1.0):
+                 restart_backoff: float = 1.0, volume_sync_delay: float = 0.0):
         if mode not in ("instant", "process"):
             raise ValueError(f"mode must be 'instant' or 'process', not {mode!r}")
         self.store, self.mode = store, mode
         self.workdir = Path(workdir) if workdir is not None else Path.cwd() / "kubesim-node"
         self.phase_delay, self.restart_backoff = phase_delay, restart_backoff
+        self.volume_sync_delay = volume_sync_delay  # a ConfigMap/Secret change -> running pods' files
         self.fail_images, self.stuck_images = tuple(fail_images), tuple(stuck_images)
         self.python, self.ip_prefix, self.first_ip = python, ip_prefix, first_ip
         self.env = dict(env or {})
         self._pods: dict[str, PodRuntime] = {}  # by uid
         self._teardowns: dict[tuple[str, str], asyncio.Task] = {}
         self._ips: dict[int, str] = {}  # last octet -> pod uid
+        # (namespace, "configmaps"|"secrets", name) -> {(pod uid, volume name)} of mounted volumes
+        self._volume_users: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
         self._running = self._subscribed = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -146,6 +158,7 @@ class Kubelet:
         await asyncio.gather(*(_stop_processes(p.procs.values(), self.stop_timeout) for p in pods))
         self._pods.clear()
         self._ips.clear()
+        self._volume_users.clear()
         _make_writable(self.workdir / "pods")  # the pods' files stay for post-mortems
 
     def pod_root(self, namespace: str, name: str) -> Path:
@@ -168,7 +181,13 @@ class Kubelet:
     # -- store events ---------------------------------------------------------------------
 
     def _on_event(self, etype: str, rtype, obj: dict, old: dict | None) -> None:
-        if not self._running or rtype.kind != "Pod":
+        if not self._running:
+            return
+        if rtype.key in ("configmaps", "secrets"):
+            if etype != "DELETED":  # a deleted object leaves the files in place, as in a cluster
+                self._config_changed(rtype.key, obj, old)
+            return
+        if rtype.kind != "Pod":
             return
         try:
             self._handle(etype, obj)
@@ -442,18 +461,24 @@ class Kubelet:
         """Build the pod's volumes and link each mount into its rootfs (retried while Missing)."""
         pod_dir = self._pod_dir(*p.key)
         pod_dir.mkdir(parents=True, exist_ok=True)
-        sources = {v["name"]: self._volume_source(p, v, pod_dir) for v in p.spec.get("volumes") or []}
+        volumes = {v["name"]: v for v in p.spec.get("volumes") or []}
+        sources = {name: self._volume_source(p, v, pod_dir) for name, v in volumes.items()}
         mounts = [m for c in p.spec.get("initContainers", []) + p.spec.get("containers", [])
                   for m in c.get("volumeMounts") or []]
+        p.pinned = set()
         for m in sorted(mounts, key=lambda m: m["mountPath"].rstrip("/").count("/")):  # parents first
             if m["name"] not in sources:
                 raise PodFailed("FailedMount", f"volume mount {m['name']!r} names no volume of the pod")
             source = sources[m["name"]]
             if m.get("subPath"):
+                if _config_source(volumes[m["name"]]):  # the start-time snapshot: updates never reach it
+                    source = (source / "..data").resolve()
+                    p.pinned.add(source)
                 source = _inside(source, m["subPath"])
                 if not source.exists():
                     source.mkdir(parents=True)
             _link(_inside(self.pod_root(*p.key), m["mountPath"]), source)
+        self._index_volumes(p, volumes.values())
 
     def _volume_source(self, p: PodRuntime, volume: dict, pod_dir: Path) -> Path:
         target = pod_dir / "volumes" / volume["name"]
@@ -464,8 +489,10 @@ class Kubelet:
                                              f'persistentvolumeclaim "{claim}" not found')
             target = self.workdir / "pvcs" / p.namespace / claim
             target.mkdir(parents=True, exist_ok=True)
-        elif "configMap" in volume or "secret" in volume:
-            _write_files(target, self._volume_files(p, volume))
+        elif _config_source(volume):
+            files = self._volume_files(p, volume)
+            _fresh_dir(target)
+            _write_files(target, files)
         else:
             if "emptyDir" not in volume:
                 log.warning("kubelet: volume %s: type not emulated, using an empty directory", volume["name"])
@@ -473,15 +500,13 @@ class Kubelet:
         return target
 
     def _volume_files(self, p: PodRuntime, volume: dict) -> list[tuple[str, bytes, int]]:
-        kind, plural, name_key = (("configMap", "configmaps", "name") if "configMap" in volume
-                                  else ("secret", "secrets", "secretName"))
-        source = volume[kind]
-        obj = self._lookup(plural, p.namespace, source.get(name_key, ""))
+        kind, plural, source, name = _config_source(volume)
+        obj = self._lookup(plural, p.namespace, name)
         if obj is None:
             if source.get("optional"):
                 return []
             raise Missing("FailedMount", f'MountVolume.SetUp failed for volume "{volume["name"]}" : '
-                                         f'{kind.lower()} "{source.get(name_key)}" not found')
+                                         f'{kind.lower()} "{name}" not found')
         data, mode = _decoded(plural, obj), source.get("defaultMode", 0o444)
         items = source.get("items")
         if not items:
@@ -491,6 +516,51 @@ class Kubelet:
             raise Missing("FailedMount", f'MountVolume.SetUp failed for volume "{volume["name"]}" : '
                                          f"{kind.lower()} references non-existent config key: {missing[0]}")
         return [(i["path"], data[i["key"]], i.get("mode", mode)) for i in items if i["key"] in data]
+
+    # -- ConfigMap and Secret updates -----------------------------------------------------
+
+    def _index_volumes(self, p: PodRuntime, volumes) -> None:
+        """Remember which objects the pod's mounted ConfigMap/Secret volumes follow."""
+        for volume in volumes:
+            source = _config_source(volume)
+            if source:
+                key = (p.namespace, source[1], source[3])
+                self._volume_users.setdefault(key, set()).add((p.uid, volume["name"]))
+                p.volume_keys.add(key)
+
+    def _unindex_volumes(self, p: PodRuntime) -> None:
+        for key in p.volume_keys:
+            users = self._volume_users.get(key, set())
+            users -= {user for user in users if user[0] == p.uid}
+            if not users:
+                self._volume_users.pop(key, None)
+        p.volume_keys.clear()
+
+    def _config_changed(self, plural: str, obj: dict, old: dict | None) -> None:
+        """A ConfigMap/Secret was written: schedule an update of the running pods' volumes."""
+        if old is not None and all(old.get(f) == obj.get(f) for f in ("data", "binaryData")):
+            return  # only its metadata changed
+        meta = obj["metadata"]
+        for uid, volume in list(self._volume_users.get((meta.get("namespace", ""), plural, meta["name"]), ())):
+            p = self._pods.get(uid)
+            if p is not None and not p.stopping and volume not in p.resyncs:  # one pending update is enough
+                p.resyncs.add(volume)
+                self._spawn(p, self._resync_volume(p, volume))
+
+    async def _resync_volume(self, p: PodRuntime, name: str) -> None:
+        """Rewrite a mounted ConfigMap/Secret volume from its object's current content."""
+        await asyncio.sleep(self.volume_sync_delay)  # the real kubelet takes up to about a minute
+        p.resyncs.discard(name)
+        volume = next((v for v in p.spec.get("volumes") or [] if v["name"] == name), None)
+        if p.stopping or volume is None:
+            return
+        _, plural, _, obj_name = _config_source(volume)
+        if self._lookup(plural, p.namespace, obj_name) is None:
+            return  # deleted in the meantime: the last files stay
+        try:
+            _write_files(self._pod_dir(*p.key) / "volumes" / name, self._volume_files(p, volume), p.pinned)
+        except (Missing, OSError) as e:  # e.g. an item's key was removed: keep the last files
+            log.warning("kubelet: pod %s/%s: volume %s not updated: %s", p.namespace, p.name, name, e)
 
     # -- deletion -------------------------------------------------------------------------
 
@@ -516,6 +586,7 @@ class Kubelet:
                 _rmtree(self._pod_dir(*p.key))
             self.store.finish_pod_deletion(p.namespace, p.name, p.uid)
         finally:
+            self._unindex_volumes(p)
             self._pods.pop(p.uid, None)
             if self._teardowns.get(p.key) is p.teardown:
                 del self._teardowns[p.key]
@@ -732,16 +803,54 @@ def _decoded(plural: str, obj: dict) -> dict[str, bytes]:
     return data
 
 
-def _write_files(target: Path, files: list[tuple[str, bytes, int]]) -> None:
-    """Write a ConfigMap/Secret volume, then make it read-only."""
-    _fresh_dir(target)
-    for rel, content, mode in files:
-        path = _inside(target, rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-        path.chmod(mode)
-    for dirpath, _, _ in os.walk(target):
-        os.chmod(dirpath, 0o555)
+def _config_source(volume: dict) -> tuple[str, str, dict, str] | None:
+    """``(kind, plural, source, object name)`` of a ConfigMap or Secret volume, else None."""
+    if "configMap" in volume:
+        return "configMap", "configmaps", volume["configMap"], volume["configMap"].get("name", "")
+    if "secret" in volume:
+        return "secret", "secrets", volume["secret"], volume["secret"].get("secretName", "")
+    return None
+
+
+def _write_files(target: Path, files: list[tuple[str, bytes, int]], keep=frozenset()) -> None:
+    """Write (or rewrite) a ConfigMap/Secret volume atomically and leave it read-only.
+
+    As the real kubelet's atomic writer: the files go to a new hidden ``..<timestamp>``
+    directory, one rename points the ``..data`` symlink at it, and each top-level entry is a
+    symlink through ``..data`` — a reader sees the old files or the new ones, never a mix or a
+    half-written file. The previous directory goes, unless in ``keep`` (a subPath snapshot).
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    target.chmod(0o755)
+    try:
+        data = target / "..data"
+        old = data.resolve() if data.is_symlink() else None
+        snapshot = Path(tempfile.mkdtemp(prefix=time.strftime("..%Y_%m_%d_%H_%M_%S."), dir=target))
+        try:
+            for rel, content, mode in files:
+                path = _inside(snapshot, rel)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content)
+                path.chmod(mode)
+        except BaseException:
+            _rmtree(snapshot)  # nothing half-written is left behind; ..data still names the old files
+            raise
+        for dirpath, _, _ in os.walk(snapshot):
+            os.chmod(dirpath, 0o555)
+        swap = target / "..data_tmp"
+        swap.unlink(missing_ok=True)
+        swap.symlink_to(snapshot.name)
+        os.replace(swap, data)
+        top = {Path(rel.lstrip("/")).parts[0] for rel, _, _ in files}
+        for name in top - {entry.name for entry in target.iterdir() if entry.is_symlink()}:
+            _link(target / name, Path("..data") / name)
+        for entry in target.iterdir():
+            if entry.is_symlink() and not entry.name.startswith("..") and entry.name not in top:
+                entry.unlink()  # its key was removed from the object
+        if old is not None and old not in keep:
+            _rmtree(old)
+    finally:
+        target.chmod(0o555)
 
 
 def _mount_translator(root: Path, mount_paths: list[str]):
