@@ -22,7 +22,6 @@ import time
 import weakref
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
@@ -92,6 +91,19 @@ def find_oidc_provider(node_modules: str | os.PathLike | None = None) -> Path | 
 _available_cache: dict[tuple, str | None] = {}
 
 
+def _package_entry(package: Path) -> tuple[str, Path]:
+    """(version, ESM entry file) of an npm package, resolved like provider.mjs does."""
+    meta = json.loads((package / "package.json").read_text())
+    entry = meta.get("main") or "index.js"
+    exports = meta.get("exports")
+    dot = exports if isinstance(exports, str) else (exports or {}).get(".")
+    if isinstance(dot, str):
+        entry = dot
+    elif isinstance(dot, dict):
+        entry = dot.get("import") or dot.get("default") or entry
+    return str(meta.get("version", "")), package / entry
+
+
 def _check_available(node_modules: str | os.PathLike | None = None) -> str | None:
     node = find_node()
     if not node:
@@ -102,12 +114,18 @@ def _check_available(node_modules: str | os.PathLike | None = None) -> str | Non
             "the npm package oidc-provider is not installed (run ./scripts/setup.sh, or "
             f"npm install oidc-provider@{OIDC_PROVIDER_VERSION}, or set ${NODE_MODULES_ENV})"
         )
-    key = (node, str(package))
-    if key not in _available_cache:
-        probe = (
-            "const {pathToFileURL}=await import('node:url');"
-            f"await import(pathToFileURL({json.dumps(str(package / 'lib' / 'index.js'))}).href);"
+    try:
+        version, entry = _package_entry(package)
+    except (OSError, ValueError) as e:
+        return f"cannot read {package / 'package.json'}: {e}"
+    if version.split(".")[0] != OIDC_PROVIDER_VERSION.split(".")[0]:
+        return (
+            f"oidc-provider {version} is installed at {package}; provider.mjs is written for "
+            f"{OIDC_PROVIDER_VERSION.split('.')[0]}.x (run ./scripts/setup.sh)"
         )
+    key = (node, str(entry))
+    if key not in _available_cache:
+        probe = f"await import({json.dumps(entry.as_uri())});"
         try:
             done = subprocess.run(
                 [node, "--input-type=module", "-e", probe],
@@ -125,14 +143,6 @@ def _check_available(node_modules: str | os.PathLike | None = None) -> str | Non
                 else f"{node} cannot load oidc-provider from {package}: {done.stderr.strip()[-500:]}"
             )
     return _available_cache[key]
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -413,12 +423,13 @@ def parse_forms(html: str) -> list[dict]:
 
 
 async def login(
-    http: aiohttp.ClientSession, url: str, username: str, password: str, stop_prefix: str
+    http: aiohttp.ClientSession, url: str, username: str, password: str, stop_prefix: str | None = None
 ) -> tuple[str, aiohttp.ClientResponse | None]:
     """Sign in like a browser: GET ``url`` (an authorize URL, or e.g. the hub's ``/hub/oauth_login``),
     following redirects; on the provider's login page POST ``login``/``password`` to the form's
     action and follow redirects until a URL starting with ``stop_prefix`` (e.g. the client's
-    redirect_uri), which is returned unrequested as ``(url, None)``. If the page stays put (wrong
+    redirect_uri), which is returned unrequested as ``(url, None)`` (``stop_prefix=None``: follow
+    redirects to the end, e.g. through the hub's callback to its home page). If the page stays put (wrong
     password: the login form again, HTTP 200, with "Invalid user name or password.") the result is
     ``(url, response)``, body already read.
 
@@ -436,7 +447,7 @@ async def login(
 
 
 async def submit_form(
-    http: aiohttp.ClientSession, url: str, stop_prefix: str
+    http: aiohttp.ClientSession, url: str, stop_prefix: str | None = None
 ) -> tuple[str, aiohttp.ClientResponse | None]:
     """GET ``url`` (e.g. the end-session URL with ``id_token_hint`` and ``post_logout_redirect_uri``),
     submit the page's first form with its hidden fields as they are (what the page's script does in a
@@ -456,15 +467,15 @@ async def follow_until(
     http: aiohttp.ClientSession,
     method: str,
     url: str,
-    stop_prefix: str,
+    stop_prefix: str | None = None,
     data: dict | None = None,
     max_hops: int = 20,
 ) -> tuple[str, aiohttp.ClientResponse | None]:
     """Send a request and follow redirects by hand until the next URL starts with ``stop_prefix``
-    (which is not requested). Returns ``(url, None)`` when stopped there, or ``(url, response)`` of
+    (which is not requested; ``None``: never stop). Returns ``(url, None)`` when stopped there, or ``(url, response)`` of
     the first non-redirect response (body already read)."""
     for _ in range(max_hops):
-        if url.startswith(stop_prefix):
+        if stop_prefix and url.startswith(stop_prefix):
             return url, None
         async with http.request(method, url, data=data, allow_redirects=False) as resp:
             await resp.read()

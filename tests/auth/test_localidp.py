@@ -373,6 +373,14 @@ def test_invalid_client_metadata_fails_the_start(tmp_path):
     assert idp.pid is None
 
 
+def test_available_names_a_wrong_major(tmp_path):
+    package = tmp_path / "oidc-provider"
+    package.mkdir()
+    (package / "package.json").write_text('{"version": "9.0.0", "main": "lib/index.js"}')
+    reason = LocalIdP.available(node_modules=tmp_path)
+    assert reason and "9.0.0" in reason and "8.x" in reason
+
+
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match=r"users\[0\]\.password"):
         LocalIdP(users=[{"username": "a"}], clients=[])
