@@ -1,0 +1,221 @@
+"""End to end: the monitoring service started BY THE HUB (``configure(c, monitoring=...)``) probes a
+real JupyterHub + configurable-http-proxy with APExSpawner on kubesim (process kubelet: every probe
+server is a real ``jupyterhub-singleuser``), through the proxy, with a kernel.
+
+One hub for the module. The probe runs every 2 s while the pause file is absent; each test changes
+the probe's profile in the catalogue (APExSpawner re-reads it), lets one probe run and pauses again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+import yaml
+
+from apex_hub.kubesim import KubeSim
+from tests.helpers.hub import HubProcess, apex_hub_config, free_port
+
+pytestmark = [pytest.mark.process, pytest.mark.asyncio(loop_scope="module")]
+
+IMAGE = "quay.io/jupyterhub/k8s-singleuser-sample:4.0.0"
+SERVICE = "apex-monitoring"
+PROBE = "apex-probe"
+READY_TIMEOUT = 30
+STALE_AFTER = 20
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "test-artifacts" / "monitoring"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+# a kernelspec in the probe's home that overrides python3 with a program that does not exist
+DEAD_KERNEL = {"name": "dead-kernel", "key": "kernel.json",
+               "mount_path": "/home/jovyan/.local/share/jupyter/kernels/python3/kernel.json",
+               "content": json.dumps({"argv": ["/nonexistent/python", "-m", "ipykernel_launcher", "-f",
+                                               "{connection_file}"],
+                                      "display_name": "Python 3 (dead)", "language": "python"})}
+
+
+def catalogue(probe: dict | None = None) -> dict:
+    return {"profiles": [{"slug": "lab", "display_name": "JupyterLab", "default": True},
+                         {"slug": "probe", "display_name": "Monitoring probe", **(probe or {})}]}
+
+
+CONFIG = """
+c.APExSpawner.workspace_volume = {{"name": "workspace", "size": "1Gi", "mount_path": "/home/jovyan"}}
+c.ConfigurableHTTPProxy.api_url = "{chp_api}"
+c.JupyterHub.load_roles[0]["scopes"] += ["read:services", "read:tokens", "read:groups"]
+# two more services for the health check: one with a URL, one without (a managed process)
+c.JupyterHub.services += [
+    {{"name": "apex-accounting", "url": "http://127.0.0.1:{acc_port}",
+      "command": ["{python}", "-m", "http.server", "--bind", "127.0.0.1", "{acc_port}"]}},
+    {{"name": "apex-culler", "command": ["{python}", "-c", "import time; time.sleep(3600)"]}},
+]
+from apex_hub.services import configure
+configure(c, monitoring={{
+    "profile": "probe", "url": "http://127.0.0.1:{port}", "interval": 2, "check_interval": 1,
+    "ready_timeout": {ready}, "proxy_timeout": 5, "kernel_timeout": 30, "stop_timeout": 60,
+    "stale_after": {stale}, "pause_file": "{pause}", "state_dir": "{state}",
+    "kubernetes": "{kubeconfig}", "proxy_routes": True, "metrics_token": "{metrics_token}",
+}})
+"""
+
+
+class Env:
+    def __init__(self, sim: KubeSim, hub: HubProcess, tmp: Path, chp_api: str, chp_token: str, metrics_token: str):
+        self.sim, self.hub, self.tmp = sim, hub, tmp
+        self.chp_api, self.chp_token, self.metrics_token = chp_api, chp_token, metrics_token
+        self.profiles, self.pause = tmp / "profiles.yml", tmp / "pause"
+        self.base = f"{hub.url}/services/{SERVICE}/"
+
+    def set_probe_profile(self, **fields) -> None:
+        self.profiles.write_text(yaml.safe_dump(catalogue(fields), sort_keys=False))
+        # the spawner notices a change by modification time; make sure it moves
+        later = time.time() + 1
+        os.utime(self.profiles, (later, later))
+
+    async def status(self) -> dict:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(self.base + "status.json") as r:
+                assert r.status == 200, await r.text()
+                return await r.json()
+
+    async def metrics(self) -> str:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(self.base + "metrics", headers={"Authorization": f"Bearer {self.metrics_token}"}) as r:
+                assert r.status == 200, await r.text()
+                return await r.text()
+
+    async def probe_once(self, timeout: float = 180) -> dict:
+        """Unpause until one probe has started, pause again, return that probe's result."""
+        t0 = time.time()
+        self.pause.unlink(missing_ok=True)
+        try:
+            probe_id = await poll(lambda st: next((r["id"] for r in [st["probe"]["running"] or {}, *st["history"]]
+                                                   if r and r["started"] >= t0), None), self, 60, "a probe start")
+        finally:
+            self.pause.touch()
+        return await poll(lambda st: next((r for r in st["history"] if r["id"] == probe_id), None),
+                          self, timeout, f"the result of probe {probe_id}")
+
+    async def chp(self, method: str, path: str, body=None):
+        async with aiohttp.ClientSession() as s:
+            async with s.request(method, f"{self.chp_api}/api/routes{path}", json=body,
+                                 headers={"Authorization": f"token {self.chp_token}"}) as r:
+                return r.status, await r.text()
+
+    async def probe_server(self) -> dict | None:
+        _, model = await self.hub.api("GET", f"/users/{PROBE}")
+        return (model.get("servers") or {}).get("") if isinstance(model, dict) else None
+
+
+async def poll(pick, env: Env, timeout: float, what: str):
+    """Poll status.json until ``pick(status)`` is truthy (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    st = None
+    while loop.time() < deadline:
+        try:
+            st = await env.status()
+        except (aiohttp.ClientError, AssertionError):
+            st = None  # the service may be restarting
+        found = pick(st) if st else None
+        if found:
+            return found
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"no {what} in {timeout}s; last status: {json.dumps(st, indent=1)[:3000]}\n"
+                         f"hub log:\n{env.hub.log()[-5000:]}")
+
+
+async def wait_no_probe_server(env: Env, timeout: float = 60) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await env.probe_server() is None:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"the probe server is still there: {await env.probe_server()}")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("monitoring")
+    (tmp / "pause").touch()  # no probe until a test asks for one
+    chp_api, chp_token, metrics_token = f"http://127.0.0.1:{free_port()}", secrets.token_hex(16), secrets.token_hex(8)
+    async with KubeSim(kubelet="process", workdir=tmp / "sim", kubelet_options={"first_ip": 200}) as sim:
+        profiles = tmp / "profiles.yml"
+        profiles.write_text(yaml.safe_dump(catalogue(), sort_keys=False))
+        config = apex_hub_config(sim.url, profiles, IMAGE) + CONFIG.format(
+            chp_api=chp_api, acc_port=free_port(), python=sys.executable, port=free_port(), ready=READY_TIMEOUT,
+            stale=STALE_AFTER, pause=tmp / "pause", state=tmp / "state", kubeconfig=sim.kubeconfig_path,
+            metrics_token=metrics_token)
+        async with HubProcess(tmp / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path,
+                                                        "CONFIGPROXY_AUTH_TOKEN": chp_token}) as hub:
+            yield Env(sim, hub, tmp, chp_api, chp_token, metrics_token)
+
+
+def metric(text: str, name: str, **labels) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = rf"^{re.escape(name)}{re.escape('{' + want + '}') if want else ''} (\S+)$"
+    m = re.search(pattern, text, re.M)
+    assert m, f"{name}{labels} not in metrics:\n{text}"
+    return float(m.group(1))
+
+
+async def test_healthy_probe(env):
+    # the hub made the probe user a member of the probe group (what accounting excludes)
+    status, group = await env.hub.api("GET", "/groups/apex-probe")
+    assert status == 200 and group["users"] == [PROBE], group
+
+    result = await env.probe_once()
+    assert result["status"] == "OK", (result["message"], result["events"], env.hub.log()[-8000:])
+    assert result["code"] == 0 and result["failed_phase"] is None
+    assert list(result["phases"]) == ["spawn_request", "server_ready", "proxy", "kernel", "stop"], result
+    assert all(v >= 0 for v in result["phases"].values())
+    assert result["profile"] == "probe"
+    await wait_no_probe_server(env)  # cleaned up
+
+    # the pod ran the probe profile, and the probe's token is gone
+    namespaces = [r.namespace for r in env.sim.requests if r.verb == "create" and r.resource == "pods"]
+    assert namespaces and all("apex-probe" in ns for ns in namespaces), namespaces
+    _, tokens = await env.hub.api("GET", f"/users/{PROBE}/tokens")
+    assert [t for t in tokens["api_tokens"] if "apex-monitoring" in (t.get("note") or "")] == [], tokens
+
+    st = await poll(lambda s: s if set(s["components"]) >= {"hub_api", "proxy", "proxy_routes", "kubernetes",
+                                                              "services"} else None, env, 30, "components")
+    assert st["probe"]["status"] == "OK", st["probe"]
+    for name, check in st["components"].items():
+        assert check["status"] == "OK", (name, check)
+    assert "apex-accounting" in st["components"]["services"]["message"]
+    assert "apex-culler" in st["components"]["services"]["message"]
+    assert st["status"] == "OK" and st["code"] == 0, st
+    assert st["history"][0]["id"] == result["id"]
+
+    text = await env.metrics()
+    assert metric(text, "apex_monitoring_probe_success") == 1
+    assert metric(text, "apex_monitoring_probe_runs_total", result="OK") >= 1
+    for phase in ("spawn_request", "server_ready", "proxy", "kernel", "stop"):
+        assert metric(text, "apex_monitoring_probe_phase_seconds_count", phase=phase) >= 1
+        assert metric(text, "apex_monitoring_probe_last_phase_seconds", phase=phase) >= 0
+    assert metric(text, "apex_monitoring_probe_seconds_since_last_success") < STALE_AFTER * 10
+    assert metric(text, "apex_monitoring_component_up", component="kubernetes") == 1
+
+    # /metrics wants the bearer token; status.json and the page are open
+    async with aiohttp.ClientSession() as s:
+        async with s.get(env.base + "metrics") as r:
+            assert r.status == 401
+        async with s.get(env.base + "metrics", headers={"Authorization": "Bearer wrong"}) as r:
+            assert r.status == 401
+        async with s.get(env.base) as r:
+            assert r.status == 200 and "Recent probes" in await r.text()
