@@ -80,6 +80,7 @@ class FakeHub:
         return web.json_response(items)
 
     async def get_user(self, request):
+        self.requests.append(("GET user", request.match_info["name"]))
         return web.json_response(self.users[request.match_info["name"]])
 
     async def stop(self, request):
@@ -362,3 +363,67 @@ async def test_warning_before_a_scheduled_stop(fake, tmp_path):
 class HubUserName:
     def __init__(self, name):
         self.name = name
+
+
+async def test_many_stops_are_confirmed_with_one_listing(tmp_path):
+    from apex_hub.services.culler.service import BULK_VERIFY
+
+    hub = FakeHub(n_users=BULK_VERIFY + 5)
+    runner = web.AppRunner(hub.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hub/api"
+    try:
+        svc = CullerService(POLICY, api_url=url, api_token="t", state_dir=tmp_path, sleep=sleeper([]),
+                            clock=Clock(datetime(2026, 11, 23, 19, 0, 30, tzinfo=UTC)))
+        report = await svc.run_once()
+        await svc.close()
+    finally:
+        await runner.cleanup()
+    assert len(report.stopped) == BULK_VERIFY + 5 and report.errors == []
+    listings = [r for r in hub.requests if r[0] == "GET"]
+    pages = (BULK_VERIFY + 5 + 1) // 2  # the fake hub's pages hold 2 users
+    # ours, cull_idle's and the confirmation: three listings, no GET per user
+    assert len(listings) == 3 * pages and sum("state=active" in r[1] for r in listings) == 2 * pages
+    assert not [r for r in hub.requests if r[0] == "GET user"]
+    assert len(ledger(tmp_path)) == BULK_VERIFY + 5
+
+
+def test_configure_options(tmp_path):
+    from apex_hub.services.culler.announce import UpcomingAnnouncement
+
+    policy, profiles = tmp_path / "culling.yaml", tmp_path / "profiles.yml"
+    policy.write_text("defaults: {idle_timeout: 1h}\n")
+    profiles.write_text("profiles:\n  - {slug: lab, display_name: Lab}\n"
+                        "  - {slug: svc, display_name: Svc, session_mode: always-on}\n")
+    c = Config()
+    c.APExSpawner.profiles_file = str(profiles)
+    c.JupyterHub.template_vars = {"announcement": "Maintenance on Friday"}
+    configure(c, culler={"policy": str(policy), "state_dir": str(tmp_path), "warn_before": "15m",
+                         "url": "http://127.0.0.1:8182", "restart_limit": 2, "restart_window": "30m",
+                         "restart_backoff": "10s"})
+    [svc] = c.JupyterHub.services
+    # the spawner's catalogue is read by default; always-on in it -> the role may start servers
+    assert f"--profiles={profiles}" in svc["command"]
+    assert {"--warn-before=900", "--restart-limit=2", "--restart-window=1800", "--restart-backoff=10"} \
+        <= set(svc["command"])
+    assert svc["url"] == "http://127.0.0.1:8182" and svc["display"] is False
+    assert c.JupyterHub.load_roles[-1]["scopes"] == CULLER_SCOPES + [RESTART_SCOPE]
+    banner = c.JupyterHub.template_vars["announcement"]
+    assert isinstance(banner, UpcomingAnnouncement) and banner.fallback == "Maintenance on Friday"
+    assert banner(None) == "Maintenance on Friday"  # the operator's announcement stays
+    # no catalogue when asked for none; mistakes are named
+    c = Config()
+    c.APExSpawner.profiles_file = str(profiles)
+    configure(c, culler={"policy": str(policy), "profiles_file": ""})
+    assert not any(a.startswith("--profiles") for a in c.JupyterHub.services[0]["command"])
+    assert c.JupyterHub.load_roles[-1]["scopes"] == CULLER_SCOPES
+    with pytest.raises(ValueError, match="unknown key.*warn_befor"):
+        configure(Config(), culler={"policy": str(policy), "warn_befor": "15m"})
+    with pytest.raises(PolicyError, match="warn_before: '15 minutes' is not a duration"):
+        configure(Config(), culler={"policy": str(policy), "warn_before": "15 minutes"})
+    profiles.write_text("profiles:\n  - {slug: lab, display_name: Lab, session_mode: sometimes}\n")
+    from apex_hub.profiles.errors import CatalogueError
+    with pytest.raises(CatalogueError, match="session_mode"):
+        configure(Config(), culler={"policy": str(policy), "profiles_file": str(profiles)})

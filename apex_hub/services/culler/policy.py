@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Literal
@@ -44,7 +45,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from ...profiles.fields import SessionMode
 _MODE_STRICTNESS = {"off": 0, "on-demand": 1, "always-on": 2}
@@ -220,12 +221,24 @@ class CullingPolicy(BaseModel):
         rules = [self.defaults, *self.profiles.values(), *self.groups.values()]
         return any(r.session_mode == "always-on" for r in rules)
 
+    _resolved: dict = PrivateAttr(default_factory=dict)  # (profile, groups, catalogue_mode) -> ResolvedPolicy
+
     def resolve(self, profile: str | None, groups: Iterable[str] = (),
                 catalogue_mode: SessionMode | None = None) -> ResolvedPolicy:
         """The policy for one server; ``catalogue_mode``: the profile's session_mode in the catalogue
-        (only when the catalogue sets it), see the module docstring for its precedence."""
+        (only when the catalogue sets it), see the module docstring for its precedence. Memoised:
+        thousands of servers share a few (profile, groups) combinations."""
+        key = (profile, tuple(sorted(g for g in set(groups) if g in self.groups)), catalogue_mode)
+        found = self._resolved.get(key)
+        if found is None:
+            if len(self._resolved) > 10_000:
+                self._resolved.clear()
+            found = self._resolved[key] = self._resolve(profile, key[1], catalogue_mode)
+        return found
+
+    def _resolve(self, profile: str | None, groups: tuple[str, ...], catalogue_mode: SessionMode | None) -> ResolvedPolicy:
         prof = self.profiles.get(profile) if profile else None
-        grules = [(g, self.groups[g]) for g in sorted(set(groups)) if g in self.groups]
+        grules = [(g, self.groups[g]) for g in groups]
         sources: list[str] = []
         if prof is not None:
             sources.append(f"profiles.{profile}")
@@ -268,12 +281,14 @@ def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
+@lru_cache(maxsize=1024)  # one round asks the same (schedule, now) for every server
 def next_shutdown(schedule: Schedule, after: datetime) -> datetime:
     """The first scheduled time strictly after ``after`` (aware, in the schedule's zone)."""
     local = _aware(after).astimezone(schedule.zone)
     return croniter(schedule.cron, local).get_next(datetime)
 
 
+@lru_cache(maxsize=1024)
 def previous_shutdown(schedule: Schedule, at: datetime) -> datetime:
     """The most recent scheduled time ``<= at`` (aware, in the schedule's zone)."""
     local = _aware(at).astimezone(schedule.zone)

@@ -48,6 +48,7 @@ from .restarts import RestartLimiter
 log = logging.getLogger("apex_hub.culler")
 
 STOP_REASONS_FILE = "stop-reasons.jsonl"
+BULK_VERIFY = 20  # more stops than this in a round are confirmed with one listing instead of a GET each
 
 
 def utcnow() -> datetime:
@@ -422,14 +423,23 @@ class CullerService:
         except Exception as exc:  # noqa: BLE001 - the loop must survive; verified below
             log.error("jupyterhub-idle-culler failed: %s", exc)
             report.errors.append(f"cull_idle: {exc}")
-        # cull_idle swallows per-user errors: confirm each stop before recording it.
-        for key, cand in attempted.items():
+        # cull_idle swallows per-user errors: confirm each stop before recording it. A few stops: one
+        # GET per user; many: one listing of the active servers (a page per 200 users, not a request each).
+        models: dict[str, dict | None] = {}
+        if len(attempted) > BULK_VERIFY:
             try:
-                model = await self.hub.user(cand.user)
+                models = {u["name"]: u for u in await self.hub.users(state="active")}
             except Exception as exc:  # noqa: BLE001
-                report.errors.append(f"verify {cand.user}/{cand.name}: {exc}")
-                continue
-            srv = ((model or {}).get("servers") or {}).get(cand.name)
+                report.errors.append(f"verify stops: {exc}")
+                return
+        for key, cand in attempted.items():
+            if len(attempted) <= BULK_VERIFY:
+                try:
+                    models[cand.user] = await self.hub.user(cand.user)
+                except Exception as exc:  # noqa: BLE001
+                    report.errors.append(f"verify {cand.user}/{cand.name}: {exc}")
+                    continue
+            srv = ((models.get(cand.user) or {}).get("servers") or {}).get(cand.name)
             gone = srv is None or srv.get("stopped") or srv.get("pending") == "stop" \
                 or srv.get("started") != cand.server.get("started")
             if gone:

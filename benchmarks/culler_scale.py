@@ -1,0 +1,218 @@
+"""How long one culler round takes for 10,000 users with running servers, and how many hub API
+requests it makes. Prints figures; not a test.
+
+    python benchmarks/culler_scale.py [--users 10000] [--idle 1000] [--page-limit 200]
+
+The hub is a hub REST API emulator in a separate process (real HTTP on 127.0.0.1): ``GET /hub/api/``,
+``GET /hub/api/users`` with JupyterHub 6's pagination (``offset``/``limit``, default and maximum page
+size 200, the ``application/jupyterhub-pagination+json`` envelope with ``_pagination.next``, the
+``state`` filter and ``include_stopped_servers``), ``GET /hub/api/users/{name}`` and
+``DELETE``/``POST /hub/api/users/{name}/server``. It counts every request. The culler is the real
+``CullerService`` (its own listing and decisions, then jupyterhub-idle-culler's ``cull_idle`` for the
+stops, then one ``GET /users/{name}`` per stop to confirm it before writing the stop reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import socket
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+NOW = datetime(2026, 11, 23, 15, 0, tzinfo=timezone.utc)  # Monday 16:00 in Rome
+POLICY = {
+    "defaults": {"idle_timeout": "2h", "max_age": "1d",
+                 "schedule": {"cron": "0 20 * * 1-5", "timezone": "Europe/Rome"}},
+    "profiles": {"gpu": {"idle_timeout": "30m", "max_age": "8h"}},
+    "groups": {"students": {"idle_timeout": "1h"}},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- the hub API emulator (runs in its own process) ------------------------------------------
+
+def _users(n: int, idle: int) -> dict[str, dict]:
+    """``idle`` of them run the gpu profile and have been idle for 45 minutes (over its 30m)."""
+    users = {}
+    for i in range(n):
+        name = f"user{i:05d}"
+        profile = "gpu" if i < idle else ("lab", "conda-sentinel", "desktop")[i % 3]
+        last = NOW - (timedelta(minutes=45) if i < idle else timedelta(minutes=i % 25))
+        users[name] = {
+            "kind": "user", "name": name, "admin": False, "roles": ["user"],
+            "groups": ["students"] if i % 10 == 5 else ["apex-users"],
+            "created": (NOW - timedelta(days=30)).isoformat(), "last_activity": last.isoformat(),
+            "pending": None, "auth_state": None,
+            "servers": {"": {
+                "name": "", "ready": True, "stopped": False, "pending": None, "url": f"/user/{name}/",
+                "progress_url": f"/hub/api/users/{name}/server/progress",
+                "started": (NOW - timedelta(hours=3)).isoformat(), "last_activity": last.isoformat(),
+                "state": {"pod_name": f"jupyter-{name}", "namespace": f"apex-{name}"},
+                "user_options": {"profile": profile}}},
+        }
+    return users
+
+
+def serve_hub(port: int, n: int, idle: int, page_default: int, page_max: int, ready) -> None:
+    from aiohttp import web
+
+    users = _users(n, idle)
+    order = sorted(users)
+    counts: Counter = Counter()
+
+    def model(user: dict, include_stopped: bool) -> dict:
+        servers = {k: v for k, v in user["servers"].items() if include_stopped or not v.get("stopped")}
+        return {**user, "servers": servers}
+
+    async def root(request):
+        counts["GET /hub/api/"] += 1
+        return web.json_response({"version": "6.1.1"})
+
+    async def list_users(request):
+        counts["GET /hub/api/users"] += 1
+        paginated = request.headers.get("Accept") == "application/jupyterhub-pagination+json"
+        offset = abs(int(request.query.get("offset", 0)))
+        limit = abs(int(request.query.get("limit", page_default if paginated else page_max)))
+        limit = max(1, min(limit, page_max))
+        state = request.query.get("state")
+        include_stopped = request.query.get("include_stopped_servers") is not None
+        names = order
+        if state in ("active", "ready"):
+            names = [u for u in order if any(not s.get("stopped") and (state == "active" or s["ready"])
+                                             for s in users[u]["servers"].values())]
+        elif state == "inactive":
+            names = [u for u in order if all(s.get("stopped") for s in users[u]["servers"].values())]
+        elif state:
+            return web.json_response({"status": 400, "message": f"Unrecognized state filter: {state!r}"}, status=400)
+        page = [model(users[u], include_stopped) for u in names[offset:offset + limit]]
+        if not paginated:
+            return web.json_response(page)
+        nxt = None
+        if offset + limit < len(names):
+            query = {**request.query, "offset": str(offset + limit), "limit": str(limit)}
+            nxt = {"offset": offset + limit, "limit": limit, "url": f"{request.url.with_query(None)}?{urlencode(query)}"}
+        return web.json_response({"items": page, "_pagination": {"offset": offset, "limit": limit,
+                                                                 "total": len(names), "next": nxt}})
+
+    async def get_user(request):
+        counts["GET /hub/api/users/{name}"] += 1
+        user = users.get(request.match_info["name"])
+        return web.json_response(model(user, False)) if user else web.json_response({}, status=404)
+
+    async def stop(request):
+        counts["DELETE /hub/api/users/{name}/server"] += 1
+        srv = users[request.match_info["name"]]["servers"][""]
+        srv.update(stopped=True, ready=False, url=None, started=None)
+        return web.Response(status=204)
+
+    async def stats(request):
+        return web.json_response(dict(counts))
+
+    async def reset(request):
+        counts.clear()
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/hub/api/", root)
+    app.router.add_get("/hub/api/users", list_users)
+    app.router.add_get("/hub/api/users/{name}", get_user)
+    app.router.add_delete("/hub/api/users/{name}/server", stop)
+    app.router.add_get("/_stats", stats)
+    app.router.add_post("/_reset", reset)
+    ready.set()
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# ---- the culler ------------------------------------------------------------------------------
+
+async def _stats(url: str, reset: bool = False) -> dict:
+    import aiohttp
+    async with aiohttp.ClientSession() as s:
+        if reset:
+            await (await s.post(f"{url}/_reset")).read()
+            return {}
+        async with s.get(f"{url}/_stats") as r:
+            return await r.json()
+
+
+async def main_async(args) -> None:
+    from apex_hub.services.culler import CullerService, CullingPolicy, decide
+
+    port = free_port()
+    ready = multiprocessing.Event()
+    hub = multiprocessing.Process(target=serve_hub, args=(port, args.users, args.idle, args.page_limit,
+                                                          args.page_limit, ready), daemon=True)
+    hub.start()
+    ready.wait(30)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            await _stats(base)
+            break
+        except OSError:
+            await asyncio.sleep(0.1)
+    policy = CullingPolicy.from_data(POLICY)
+    print(f"{args.users} users with a running server, {args.idle} of them idle past their profile's timeout;"
+          f" hub API page size {args.page_limit} (JupyterHub 6's default and maximum: 200)")
+    try:
+        with tempfile.TemporaryDirectory() as state:
+            svc = CullerService(policy, api_url=f"{base}/hub/api", api_token="bench", state_dir=state,
+                                clock=lambda: NOW, concurrency=args.concurrency)
+            # the listing alone
+            await _stats(base, reset=True)
+            t0 = time.perf_counter()
+            users = await svc.hub.users(state="active")
+            t_list = time.perf_counter() - t0
+            listing = await _stats(base)
+            t0 = time.perf_counter()
+            decisions = [decide(srv, u["groups"], NOW, policy) for u in users for srv in u["servers"].values()]
+            t_decide = time.perf_counter() - t0
+            print(f"  listing {len(users)} users: {t_list:.2f} s, {sum(listing.values())} requests;"
+                  f" policy decisions for {len(decisions)} servers: {t_decide * 1000:.0f} ms"
+                  f" ({t_decide / len(decisions) * 1e6:.0f} µs each)")
+
+            for label in ("round 1 (stops the idle servers)", "round 2 (nothing left to stop)"):
+                await _stats(base, reset=True)
+                t0 = time.perf_counter()
+                report = await svc.run_once()
+                elapsed = time.perf_counter() - t0
+                counts = await _stats(base)
+                print(f"  {label}: {elapsed:.2f} s, {sum(counts.values())} hub API requests,"
+                      f" {len(report.stopped)} stopped, {len(report.errors)} errors")
+                for key, value in sorted(counts.items()):
+                    print(f"      {value:6d}  {key}")
+            await svc.close()
+            lines = (Path(state) / "stop-reasons.jsonl").read_text().splitlines()
+            reasons = Counter(json.loads(line)["reason"] for line in lines)
+            print(f"  stop-reasons.jsonl: {len(lines)} lines {dict(reasons)}")
+    finally:
+        hub.terminate()
+        hub.join(5)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--users", type=int, default=10_000)
+    p.add_argument("--idle", type=int, default=1_000)
+    p.add_argument("--page-limit", type=int, default=200)
+    p.add_argument("--concurrency", type=int, default=10, help="cull_idle's concurrent stops (its default)")
+    asyncio.run(main_async(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
