@@ -8,6 +8,11 @@ default), SQLite, and a clearly labelled demo login: a shared password and three
 users with groups. Every user server is a real ``jupyterhub-singleuser`` process on its
 pod's own 127.0.0.N address.
 
+Login goes through the production ``APExOIDCAuthenticator`` against a real local OpenID
+provider (``apex_hub.localidp``: oidc-provider on Node.js) holding the demo users and their
+groups; with ``--login password``, or when Node.js or oidc-provider is missing, JupyterHub's
+shared-password login stands in (clearly labelled).
+
 SIGINT/SIGTERM stop the hub (which stops the user servers and its proxy), then kubesim
 (which ends any pod process left), then anything still in the hub's process group.
 """
@@ -32,6 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PROFILES = REPO / "examples" / "local-profiles.yml"
 DEMO_GROUPS = {"apex-small": {"users": ["alice"]}, "apex-large": {"users": ["bob"]}}
 DEMO_USERS = {"alice": "apex-small", "bob": "apex-large", "carol": "no group"}
+CLIENT_ID = "apex-hub-local"
+LOGIN_SERVICE = "APEx local identity provider"
 IMAGE = "ghcr.io/esa-apex/apex-jupyterlab:2025.1"  # a label only: kubesim runs local processes
 HUB_NAMESPACE = "jhub"
 LAB_OFFLINE_ARGS = ["--LabApp.news_url=None",
@@ -51,6 +58,9 @@ def add_parser(sub) -> None:
                    help=f"profiles catalogue (default: {DEFAULT_PROFILES.relative_to(REPO)})")
     p.add_argument("--password", default=None,
                    help="the shared demo password (default: a random one, printed at start-up)")
+    p.add_argument("--login", choices=("oidc", "password"), default="oidc",
+                   help="oidc (default): the APEx OIDC authenticator against a local OpenID provider "
+                        "(needs Node.js and scripts/setup.sh); password: JupyterHub's shared-password login")
 
 
 def _free_port() -> int:
@@ -78,9 +88,30 @@ def _authenticator_config(password: str) -> str:
             f"c.DummyAuthenticator.password = {password!r}\n")
 
 
+def _oidc_config(issuer: str, client_secret: str, port: int) -> str:
+    """The production authenticator, pointed at the local provider."""
+    return (f"from apex_hub.auth import configure\n"
+            f"configure(c, oidc_issuer={issuer!r}, client_id={CLIENT_ID!r}, client_secret={client_secret!r},\n"
+            f"          oauth_callback_url='http://127.0.0.1:{port}/hub/oauth_callback',\n"
+            f"          login_service={LOGIN_SERVICE!r}, allowed_users={set(DEMO_USERS)!r})\n")
+
+
+def demo_idp_users(password: str) -> list[dict]:
+    """The demo users as the local provider knows them: groups come from the ``groups`` claim."""
+    groups = {user: [g for g, spec in DEMO_GROUPS.items() if user in spec["users"]] for user in DEMO_USERS}
+    return [{"username": user, "password": password,
+             "claims": {"preferred_username": user, "name": user.title(), "email": f"{user}@example.org",
+                        "groups": groups[user]}} for user in DEMO_USERS]
+
+
 def hub_config(*, workdir: Path, port: int, hub_port: int, proxy_api_port: int, k8s_url: str,
-               profiles: Path, password: str) -> str:
-    """The ``jupyterhub_config.py`` of local mode."""
+               profiles: Path, password: str, oidc: tuple[str, str] | None = None) -> str:
+    """The ``jupyterhub_config.py`` of local mode (``oidc``: issuer and client secret)."""
+    if oidc:
+        login = _oidc_config(*oidc, port=port)
+    else:
+        login = (_authenticator_config(password) + f"c.Authenticator.allowed_users = {set(DEMO_USERS)!r}\n"
+                 f"c.JupyterHub.load_groups = {DEMO_GROUPS!r}\n")
     root_args = ["--allow-root"] if os.geteuid() == 0 else []
     return textwrap.dedent(f"""\
         # Written by `apex-hub local`: LOCAL DEMO ONLY, not for production.
@@ -101,10 +132,8 @@ def hub_config(*, workdir: Path, port: int, hub_port: int, proxy_api_port: int, 
         # always show the progress page (the spawner's own messages), even for a fast start
         c.JupyterHub.slow_spawn_timeout = 0
 
-        # -- LOCAL DEMO LOGIN: a shared password and demo users; not for production --
-        {_authenticator_config(password).replace(chr(10), chr(10) + " " * 8).rstrip()}
-        c.Authenticator.allowed_users = {set(DEMO_USERS)!r}
-        c.JupyterHub.load_groups = {DEMO_GROUPS!r}
+        # -- LOCAL DEMO LOGIN: demo users with one password; not for production --
+        {login.replace(chr(10), chr(10) + " " * 8).rstrip()}
 
         # -- the production spawner, on kubesim --
         c.JupyterHub.spawner_class = "apex"
@@ -131,8 +160,11 @@ class LocalHub:
     """kubesim + a JupyterHub subprocess; ``await run()`` until SIGINT/SIGTERM."""
 
     def __init__(self, *, port: int = 8000, workdir: str | os.PathLike | None = None,
-                 profiles: str | os.PathLike | None = None, password: str | None = None):
+                 profiles: str | os.PathLike | None = None, password: str | None = None,
+                 login: str = "oidc"):
         self.port = port
+        self.login = login
+        self.idp = None
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="apex-hub-local-")).resolve()
         self.profiles = Path(profiles or DEFAULT_PROFILES).resolve()
@@ -141,6 +173,7 @@ class LocalHub:
         self.proc: asyncio.subprocess.Process | None = None
         self.log_path = self.workdir / "jupyterhub.log"
         self._log = None
+        self._crypt_key = secrets.token_hex(32)
 
     @property
     def url(self) -> str:
@@ -149,7 +182,8 @@ class LocalHub:
     def _env(self) -> dict:
         node_bin = REPO / "node_modules" / ".bin"
         path = os.pathsep.join([str(node_bin), str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
-        return {**os.environ, "PATH": path, "KUBECONFIG": str(self.sim.kubeconfig_path)}
+        return {**os.environ, "PATH": path, "KUBECONFIG": str(self.sim.kubeconfig_path),
+                "JUPYTERHUB_CRYPT_KEY": self._crypt_key}
 
     def check(self) -> None:
         """Refuse to start (SystemExit with the fix) when the catalogue or the port is not usable."""
@@ -169,10 +203,11 @@ class LocalHub:
         if not shutil.which("configurable-http-proxy", path=env["PATH"]):
             raise SystemExit("apex-hub local: configurable-http-proxy not found: run scripts/setup.sh "
                              "(npm install configurable-http-proxy)")
+        oidc = await self._start_idp() if self.login == "oidc" else None
         config = self.workdir / "jupyterhub_config.py"
         config.write_text(hub_config(workdir=self.workdir, port=self.port, hub_port=_free_port(),
                                      proxy_api_port=_free_port(), k8s_url=self.sim.url,
-                                     profiles=self.profiles, password=self.password))
+                                     profiles=self.profiles, password=self.password, oidc=oidc))
         self._log = open(self.log_path, "ab")
         # its own session: Ctrl-C reaches us only, and we stop the hub in order
         self.proc = await asyncio.create_subprocess_exec(
@@ -194,6 +229,25 @@ class LocalHub:
                 await asyncio.sleep(0.25)
         raise RuntimeError(f"jupyterhub did not start in {timeout:.0f}s:\n{self._tail()}")
 
+    async def _start_idp(self) -> tuple[str, str] | None:
+        """The local OpenID provider with the demo users; ``None`` (password login) if it cannot run."""
+        from .localidp import LocalIdP
+
+        reason = LocalIdP.available()
+        if reason:
+            _say(f"apex-hub local: no local OpenID provider ({reason}); using the shared-password login")
+            self.login = "password"
+            return None
+        secret = secrets.token_urlsafe(24)
+        base = f"http://127.0.0.1:{self.port}"
+        client = {"client_id": CLIENT_ID, "client_secret": secret,
+                  "redirect_uris": [f"{base}/hub/oauth_callback"],
+                  "post_logout_redirect_uris": [f"{base}/hub/login"],
+                  "grant_types": ["authorization_code", "refresh_token"]}
+        self.idp = LocalIdP(users=demo_idp_users(self.password), clients=[client], workdir=self.workdir / "idp")
+        await self.idp.start()
+        return self.idp.issuer, secret
+
     def _tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
@@ -204,6 +258,10 @@ class LocalHub:
         _say(f"  Open: {self.url}")
         _say("")
         _say("  LOCAL DEMO LOGIN — not for production")
+        if self.idp is not None:
+            _say(f"  Login: APEx OIDC authenticator → local OpenID provider {self.idp.issuer}")
+        else:
+            _say("  Login: JupyterHub's shared-password login")
         _say(f"  Demo password (all users): {self.password}")
         for user, group in DEMO_USERS.items():
             _say(f"    {user:<6} ({group})")
@@ -238,6 +296,9 @@ class LocalHub:
                 os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
             except (ValueError, ProcessLookupError, PermissionError):
                 pass
+        if self.idp is not None:
+            await self.idp.stop()
+            self.idp = None
         if self.sim is not None:
             _say("apex-hub local: stopping kubesim (and any pod process left) …")
             await self.sim.stop()
@@ -275,7 +336,8 @@ class LocalHub:
 
 
 def run(args) -> int:
-    hub = LocalHub(port=args.port, workdir=args.workdir, profiles=args.profiles, password=args.password)
+    hub = LocalHub(port=args.port, workdir=args.workdir, profiles=args.profiles, password=args.password,
+                   login=args.login)
     try:
         hub.check()
     except SystemExit:

@@ -2,8 +2,9 @@
 
 Starts ``apex-hub local`` as a subprocess (kubesim in process mode, a real JupyterHub and
 configurable-http-proxy, APExSpawner, real ``jupyterhub-singleuser`` servers), then drives
-chromium through Playwright: log in, the group-gated spawn form, the progress page, JupyterLab
-with the Conda kernel and the ConfigMap file, Stop My Server. Finally Ctrl-C (SIGINT) must
+chromium through Playwright: log in through the APEx OIDC authenticator at the local OpenID
+provider, the group-gated spawn form, the progress page, JupyterLab
+with the Conda kernel and the ConfigMap file, Stop My Server, log out (at the provider too). Finally Ctrl-C (SIGINT) must
 stop everything within 20 s, leaving no process behind.
 
 Needs /usr/bin/chromium (Debian package ``chromium``; ``.ci/run`` installs it) and the
@@ -160,6 +161,7 @@ def test_local_mode_in_a_browser(local_mode):
     url = hub.wait_for(r"Open: (http://127\.0\.0\.1:\d+/)").group(1)
     password = hub.wait_for(r"Demo password \(all users\): (\S+)").group(1)
     assert "LOCAL DEMO LOGIN — not for production" in hub.output()
+    assert "Login: APEx OIDC authenticator → local OpenID provider http://127.0.0.1:" in hub.output()
     for user in ("alice", "bob", "carol"):
         assert re.search(rf"^\s+{user}\b", hub.output(), re.M), hub.output()
     base = url.rstrip("/")
@@ -170,14 +172,27 @@ def test_local_mode_in_a_browser(local_mode):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
+            def sign_in(page, user, shots=False):
+                """The hub's login page → the provider's form → back at the hub."""
+                page.goto(f"{base}/hub/login")
+                button = page.get_by_role("button", name="Sign in with APEx local identity provider")
+                expect(button).to_be_visible()
+                if shots:
+                    shot(page, "01-login")
+                button.click()
+                page.wait_for_selector("input[name=login]")
+                expect(page).to_have_title("APEx local identity provider")
+                page.fill("input[name=login]", user)
+                page.fill("input[name=password]", password)
+                if shots:
+                    shot(page, "01-provider-login")
+                page.click("button[type=submit]")
+                page.wait_for_url(re.compile(r".*/hub/(spawn|home).*"))
+
             def login(user):
                 context = browser.new_context(viewport={"width": 1280, "height": 800})
                 page = context.new_page()
-                page.goto(f"{base}/hub/login")
-                page.fill("#username_input", user)
-                page.fill("#password_input", password)
-                page.click("#login_submit")
-                page.wait_for_url(re.compile(r".*/hub/(spawn|home).*"))
+                sign_in(page, user)
                 return context, page
 
             def offered(page):
@@ -196,13 +211,7 @@ def test_local_mode_in_a_browser(local_mode):
             # alice: the login page, then her form (apex-small: no large profile)
             context = browser.new_context(viewport={"width": 1280, "height": 800})
             page = context.new_page()
-            page.goto(f"{base}/hub/login")
-            expect(page.locator("#username_input")).to_be_visible()
-            shot(page, "01-login")
-            page.fill("#username_input", "alice")
-            page.fill("#password_input", password)
-            page.click("#login_submit")
-            page.wait_for_url(re.compile(r".*/hub/(spawn|home).*"))
+            sign_in(page, "alice", shots=True)
             assert offered(page) == ["jupyterlab", "conda", "small"]
             assert page.locator("#profile-item-large").count() == 0
             expect(page.locator("#kubespawner-profiles-list")).to_contain_text("JupyterLab + Conda environment")
@@ -263,6 +272,13 @@ def test_local_mode_in_a_browser(local_mode):
             expect(stop).to_be_hidden()
             expect(page.locator("#start")).to_contain_text("Start My Server")
             shot(page, "07-home-stopped")
+
+            # logging out ends the provider session too: the next sign-in asks for the password
+            page.goto(f"{base}/hub/logout")
+            page.wait_for_url(re.compile(r".*/hub/login.*"), timeout=WAIT)
+            page.get_by_role("button", name="Sign in with APEx local identity provider").click()
+            page.wait_for_selector("input[name=password]")
+            shot(page, "08-after-logout")
             context.close()
         finally:
             browser.close()
