@@ -130,7 +130,7 @@ def test_no_secret_value_is_in_the_values():
     for name in ("JUPYTERHUB_CRYPT_KEY", "OAUTH_CLIENT_SECRET", "OAUTH_CLIENT_ID", "PGPASSWORD"):
         ref = hub["extraEnv"][name]["valueFrom"]["secretKeyRef"]
         assert ref["name"] and ref["key"], name
-    config = hub["config"]["GenericOAuthenticator"]
+    config = hub["config"]["APExOIDCAuthenticator"]
     assert "client_secret" not in config and "client_id" not in config
     text = VALUES.read_text().lower()
     assert "cookie_secret" not in text and "-----begin" not in text
@@ -150,21 +150,30 @@ def test_the_catalogue_shipped_in_extra_files_is_valid_and_is_the_example():
 
 def test_extra_config_makes_jupyterhub_use_apexspawner(hub_env, profiles_file):
     from jupyterhub.app import JupyterHub
-    from oauthenticator.generic import GenericOAuthenticator
 
+    from apex_hub.auth import TOKEN_SCOPE, APExOIDCAuthenticator
     from apex_hub.spawner import APExSpawner
 
     c = chart_config(load_values(), profiles_file)
     app = JupyterHub(config=c)
     assert app.spawner_class is APExSpawner
-    assert app.authenticator_class is GenericOAuthenticator
+    assert app.authenticator_class is APExOIDCAuthenticator
     assert app.hub_connect_url == "http://hub.jhub.svc.cluster.local:8081"
     assert app.db_url.startswith("postgresql+psycopg2://")
+    assert TOKEN_SCOPE in app.custom_scopes
+    user_role = next(r for r in app.load_roles if r["name"] == "user")
+    assert user_role["scopes"] == ["self", f"{TOKEN_SCOPE}!user"]
 
-    authenticator = GenericOAuthenticator(config=c)
+    authenticator = APExOIDCAuthenticator(config=c)
     assert authenticator.enable_auth_state is True
     assert authenticator.manage_groups is True
     assert authenticator.client_id == "apex-hub" and authenticator.client_secret == "s3cret"
+    assert authenticator.oidc_issuer == "https://auth.apex.example.org/realms/apex"
+    assert authenticator.group_claims == ["groups", "realm_access.roles", "resource_access.{client_id}.roles"]
+    assert authenticator.username_claim == "preferred_username"
+    assert "offline_access" in authenticator.scope
+    assert authenticator.refresh_leeway == 120 and authenticator.auth_refresh_age == 60
+    assert authenticator.admin_groups == {"apex-admins"}
 
 
 def test_the_crypt_key_comes_from_the_operators_secret(hub_env):
