@@ -29,7 +29,7 @@ from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import _deserialize_state
 from tornado import web
 from tornado.httpclient import HTTPClientError
-from traitlets import Bool, Float, List, Unicode, default, validate
+from traitlets import Bool, Enum, Float, List, Unicode, default
 
 from .claims import collect_groups, primary_group
 from .handlers import APExLoginHandler, APExLogoutHandler, token_api_handlers
@@ -51,18 +51,12 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
 
     # -- the provider -----------------------------------------------------------------------
 
-    provider_preset = Unicode(
-        "generic", config=True,
+    provider_preset = Enum(
+        list(PRESETS), "generic", config=True,
         help="""Defaults for a kind of provider: `keycloak` (groups from `groups`, realm and
         client roles), `egi-checkin` (issuer https://aai.egi.eu/auth/realms/egi, user name from
         `voperson_id`, groups from `eduperson_entitlement`) or `generic`. Options you set
         yourself always win over the preset.""")
-
-    @validate("provider_preset")
-    def _check_preset(self, proposal):
-        if proposal.value not in PRESETS:
-            raise ValueError(f"provider_preset must be one of {', '.join(PRESETS)}, not {proposal.value!r}")
-        return proposal.value
 
     def _preset(self, name: str, fallback: Any = None) -> Any:
         return PRESETS[self.provider_preset].get(name, fallback)
