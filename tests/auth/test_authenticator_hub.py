@@ -62,7 +62,9 @@ async def env(tmp_path_factory):
     skip_without_idp()
     work = tmp_path_factory.mktemp("oidc-hub")
     profiles = work / "profiles.yml"
-    profiles.write_text(yaml.safe_dump({"profiles": [{"slug": "lab", "display_name": "JupyterLab", "default": True}]}))
+    profiles.write_text(yaml.safe_dump({"profiles": [
+        {"slug": "lab", "display_name": "JupyterLab", "default": True},
+        {"slug": "large", "display_name": "Large", "groups": ["apex-large"]}]}))
     async with KubeSim(kubelet="process", workdir=work / "sim") as sim:
         hub = HubProcess(work / "hub", "")
         idp = make_idp(hub.url, access_token_ttl=ACCESS_TTL, id_token_ttl=300, workdir=work / "idp")
@@ -178,6 +180,9 @@ async def test_revoked_refresh_token_means_a_new_login(env):
 async def test_the_token_file_in_the_pod_follows_refreshes(env):
     async with env.browser() as http:
         await env.login(http, "alice")
+    # the groups synced from the provider gate the profiles: alice is not in apex-large
+    status, body = await env.hub.api("POST", "/users/alice/server", json={"profile": "large"})
+    assert status == 403 and "You may not use profile 'large'" in str(body), body
     status, body = await env.hub.api("POST", "/users/alice/server", json={"profile": "lab"})
     assert status in (201, 202), body
     await env.hub.wait_ready("alice", timeout=90)
