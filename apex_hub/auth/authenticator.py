@@ -39,8 +39,9 @@ from .provider import DiscoveryError, Provider
 
 #: The nonce expected by the login being completed in this task (unset on refresh).
 _expected_nonce: contextvars.ContextVar[str | None] = contextvars.ContextVar("apex_nonce", default=None)
-#: The subject a refresh must keep (set by refresh_user).
-_expected_sub: contextvars.ContextVar[str | None] = contextvars.ContextVar("apex_sub", default=None)
+#: The claims of the login being refreshed (set by refresh_user): its subject must not change, and
+#: they stand in when a refresh answer carries no new ID token.
+_previous_claims: contextvars.ContextVar[dict | None] = contextvars.ContextVar("apex_claims", default=None)
 
 
 class APExOIDCAuthenticator(GenericOAuthenticator):
@@ -144,6 +145,11 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
         locally, without calling the provider, on every hub request older than
         `auth_refresh_age`). The workspace's token file is rewritten after each refresh.""")
 
+    assumed_token_lifetime = Float(
+        300, config=True,
+        help="""Lifetime assumed for an access token whose provider gives neither `expires_in`
+        nor a JWT `exp` (both are usual): it is refreshed after this many seconds.""")
+
     # -- logout -----------------------------------------------------------------------------
 
     end_session_on_logout = Bool(
@@ -216,17 +222,17 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
 
     async def token_to_user(self, token_info):
         """Verified ID-token claims, completed by the userinfo endpoint."""
-        try:
-            claims = await verify_id_token(token_info.get("id_token"), self.provider, self.client_id,
-                                           nonce=_expected_nonce.get(), leeway=self.id_token_leeway)
-        except TokenRejected as exc:
-            if _expected_sub.get() and not token_info.get("id_token"):
-                claims = {"sub": _expected_sub.get()}  # a refresh answer need not carry an ID token
-            else:
+        previous = _previous_claims.get()
+        if previous and not token_info.get("id_token"):
+            claims = dict(previous)  # a refresh answer need not carry a new ID token
+        else:
+            try:
+                claims = await verify_id_token(token_info.get("id_token"), self.provider, self.client_id,
+                                               nonce=_expected_nonce.get(), leeway=self.id_token_leeway)
+            except TokenRejected as exc:
                 self.log.warning("login refused: %s", exc)
                 raise web.HTTPError(403, f"Login refused: {exc}.") from None
-        expected_sub = _expected_sub.get()
-        if expected_sub and claims.get("sub") != expected_sub:
+        if previous and claims.get("sub") != previous.get("sub"):
             raise web.HTTPError(403, "Login refused: the refreshed tokens belong to another subject.")
         info = dict(claims)
         if self.userdata_url:
@@ -257,7 +263,7 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
         state["primary_group"] = primary_group(groups, self.primary_groups or self.allowed_groups)
         return state
 
-    def access_token_expiry(self, token_info: dict) -> float | None:
+    def access_token_expiry(self, token_info: dict) -> float:
         """When the access token expires (epoch seconds): ``expires_in``, or its own ``exp``."""
         candidates = []
         if token_info.get("expires_in") is not None:
@@ -268,7 +274,8 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
         exp = unverified_claims(token_info.get("access_token", "")).get("exp")
         if isinstance(exp, (int, float)):
             candidates.append(float(exp))
-        return min(candidates) if candidates else None
+        # neither: assume a short life, so that the token is renewed rather than left to expire
+        return min(candidates) if candidates else time.time() + self.assumed_token_lifetime
 
     async def get_user_groups(self, auth_state: dict):
         return set(auth_state.get("groups") or [])
@@ -292,15 +299,14 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
             if not auth_state or not auth_state.get("access_token"):
                 return False
             expires_at = auth_state.get("expires_at")
-            if not force and (expires_at is None or expires_at - time.time() > self.refresh_leeway):
+            if not force and expires_at is not None and expires_at - time.time() > self.refresh_leeway:
                 return True
             refresh_token = auth_state.get("refresh_token")
             if not refresh_token:
                 self.log.info("access token of %s expired and there is no refresh token: new login needed", user.name)
                 return False
             await self.discover()
-            sub = (auth_state.get(self.user_auth_state_key) or {}).get("sub")
-            token = _expected_sub.set(sub)
+            token = _previous_claims.set(auth_state.get(self.user_auth_state_key) or {"sub": None})
             try:
                 token_info = await self.get_token_info(handler, self.build_refresh_token_request_params(refresh_token))
                 token_info.setdefault("refresh_token", refresh_token)
@@ -310,7 +316,7 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
                                  _reason(exc))
                 return False
             finally:
-                _expected_sub.reset(token)
+                _previous_claims.reset(token)
             if auth_model["name"] != user.name:
                 self.log.warning("refresh for %s returned user %s: new login needed", user.name, auth_model["name"])
                 return False

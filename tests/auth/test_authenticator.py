@@ -13,7 +13,7 @@ from tornado import web
 from traitlets import TraitError
 
 from apex_hub.auth import APExOIDCAuthenticator
-from apex_hub.auth.authenticator import _expected_nonce
+from apex_hub.auth.authenticator import _expected_nonce, _previous_claims
 from tests.helpers.oidc import CLIENT_ID, CLIENT_SECRET, code_flow_tokens, make_idp, skip_without_idp
 
 pytestmark = [pytest.mark.process, pytest.mark.asyncio(loop_scope="module")]
@@ -94,6 +94,33 @@ async def test_a_replayed_login_is_refused(idp):
             await authenticator(idp)._token_to_auth_model(tokens)
     finally:
         _expected_nonce.reset(nonce)
+
+
+async def test_a_refresh_answer_without_id_token_keeps_the_claims_and_reads_userinfo(idp):
+    tokens = await code_flow_tokens(idp, "alice", "alice-pw", nonce="n-4")
+    auth = authenticator(idp)
+    await auth.discover()  # userinfo endpoint from discovery
+    previous = _previous_claims.set({"sub": "alice", "preferred_username": "alice", "groups": ["old"]})
+    try:
+        info = await auth.token_to_user({k: v for k, v in tokens.items() if k != "id_token"})
+    finally:
+        _previous_claims.reset(previous)
+    assert info["sub"] == "alice" and info["groups"] == ["/apex-small", "students"]  # fresh from userinfo
+    other = _previous_claims.set({"sub": "bob"})
+    try:
+        with pytest.raises(web.HTTPError, match="another subject"):
+            await auth.token_to_user(tokens)
+    finally:
+        _previous_claims.reset(other)
+
+
+async def test_access_token_expiry():
+    auth = APExOIDCAuthenticator(assumed_token_lifetime=120)
+    now = time.time()
+    assert abs(auth.access_token_expiry({"access_token": "opaque", "expires_in": 60}) - (now + 60)) < 5
+    assert abs(auth.access_token_expiry({"access_token": "opaque"}) - (now + 120)) < 5
+    jwt_token = jwt.encode({"exp": int(now) + 30}, "k" * 32, algorithm="HS256")
+    assert abs(auth.access_token_expiry({"access_token": jwt_token, "expires_in": 600}) - (now + 30)) < 5
 
 
 def _resigned(token: str, idp, **changes) -> str:
