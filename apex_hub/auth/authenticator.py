@@ -185,6 +185,10 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
 
     async def discover(self) -> None:
         """Fill the endpoints from the issuer's metadata (kept when set explicitly)."""
+        if not self.oidc_issuer:
+            self.log.error("APExOIDCAuthenticator.oidc_issuer is not set: nobody can log in")
+            raise web.HTTPError(500, "The hub's login is not configured yet (no OpenID provider); the"
+                                     " administrators have been told.")
         try:
             meta = await self.provider.metadata()
         except DiscoveryError as exc:

@@ -114,6 +114,16 @@ async def test_a_refresh_answer_without_id_token_keeps_the_claims_and_reads_user
         _previous_claims.reset(other)
 
 
+async def test_an_unreachable_or_missing_provider_is_a_clear_error(caplog):
+    with caplog.at_level(logging.ERROR), pytest.raises(web.HTTPError) as down:
+        await APExOIDCAuthenticator(oidc_issuer="http://127.0.0.1:9").discover()
+    assert down.value.status_code == 503 and "unreachable" in down.value.log_message
+    assert "cannot read http://127.0.0.1:9/.well-known/openid-configuration" in caplog.text
+    with pytest.raises(web.HTTPError) as unset:
+        await APExOIDCAuthenticator().discover()
+    assert unset.value.status_code == 500 and "not configured" in unset.value.log_message
+
+
 async def test_access_token_expiry():
     auth = APExOIDCAuthenticator(assumed_token_lifetime=120)
     now = time.time()
