@@ -25,7 +25,8 @@ def _current_list(section: Any, key: str) -> list:
     return list(value)
 
 
-def configure(c: Any, culler: dict | None = None, monitoring: dict | None = None) -> None:
+def configure(c: Any, culler: dict | None = None, monitoring: dict | None = None,
+              accounting: dict | None = None) -> None:
     """Add the APEx services to a JupyterHub config ``c``.
 
     ``culler``: the culling service's options (``policy`` is required), listed with their meaning in
@@ -37,6 +38,9 @@ def configure(c: Any, culler: dict | None = None, monitoring: dict | None = None
 
     ``monitoring``: the monitoring service's options (``profile`` is required), listed with their
     meaning in ``apex_hub.services.monitoring.config.KEYS``; see the README ("Monitoring").
+
+    ``accounting``: the accounting service's options, listed with their meaning in
+    ``apex_hub.services.accounting.config.KEYS``; see the README ("Accounting").
     """
     if culler is not None:
         from .culler.config import configure_culler
@@ -46,3 +50,7 @@ def configure(c: Any, culler: dict | None = None, monitoring: dict | None = None
         from .monitoring.config import configure_monitoring
 
         configure_monitoring(c, monitoring, current_list=_current_list)
+    if accounting is not None:
+        from .accounting.config import configure_accounting
+
+        configure_accounting(c, accounting, current_list=_current_list)

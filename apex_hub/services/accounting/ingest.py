@@ -1,7 +1,10 @@
 """From Kubernetes pods and the culler's stop reasons to ledger observations (pure functions).
 
-A pod is an APEx server session when it carries ``app.kubernetes.io/managed-by=apex-hub`` and
-``component=singleuser-server`` (exact label matches, never name prefixes). The session's id is the
+A pod is an APEx server session when it carries ``component=singleuser-server`` (KubeSpawner's
+server pods) and ``app.kubernetes.io/part-of=apex-workspace`` plus an ``apex.esa.int/user`` label
+(APExSpawner's ownership labels): exact label matches, never name prefixes. (APExSpawner also sets
+``app.kubernetes.io/managed-by=apex-hub``, but on pods KubeSpawner's ``common_labels`` overwrite it
+with ``kubespawner``, so that label cannot select them.) The session's id is the
 pod uid; the user is the ``apex.esa.int/username`` annotation (KubeSpawner's
 ``hub.jupyter.org/username`` as a fallback), the server name KubeSpawner's
 ``hub.jupyter.org/servername`` annotation ("" for the default server), the group the
@@ -29,7 +32,7 @@ from .db import Observation
 
 COMPONENT = "component"
 SINGLEUSER = "singleuser-server"
-POD_SELECTOR = f"{L.MANAGED_BY}={L.MANAGER},{COMPONENT}={SINGLEUSER}"
+POD_SELECTOR = f"{COMPONENT}={SINGLEUSER},{L.PART_OF}=apex-workspace,{L.USER}"
 GROUP_ANNOTATION = L.GROUP_ANNOTATION  # the primary group, set by APExSpawner
 SERVERNAME_ANNOTATION = "hub.jupyter.org/servername"
 HUB_USERNAME_ANNOTATION = "hub.jupyter.org/username"
@@ -66,7 +69,8 @@ def parse_time(value: str | None) -> datetime | None:
 
 def is_session_pod(pod: dict) -> bool:
     labels = (pod.get("metadata") or {}).get("labels") or {}
-    return labels.get(L.MANAGED_BY) == L.MANAGER and labels.get(COMPONENT) == SINGLEUSER
+    return (labels.get(COMPONENT) == SINGLEUSER and labels.get(L.PART_OF) == "apex-workspace"
+            and bool(labels.get(L.USER)))
 
 
 def pod_user(pod: dict) -> str | None:

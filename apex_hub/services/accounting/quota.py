@@ -79,7 +79,8 @@ class Limit:
     def describe(self, period: str) -> str:
         who = f"group {self.name}'s" if self.scope == "group" else f"{self.name}'s"
         unit = METRICS[self.metric]
-        return f"{who} budget of {self.budget:g} {unit} per {period}, used {self.usage:.2f}"
+        used = f"{self.usage:.2f}" if self.usage >= 0.1 or self.usage == 0 else f"{self.usage:.2g}"
+        return f"{who} budget of {self.budget:g} {unit} per {period}, used {used}"
 
 
 @dataclass

@@ -151,6 +151,7 @@ class AccountingService:
             # the hub has not told us the user's groups yet (exclusion needs them): wait for the next round
             if uid not in self._deferred:
                 self.stats.deferred += 1
+                log.info("pod %s of %s waits for the user's groups from the hub", uid, user)
             self._deferred[uid] = (pod, deleted)
             return
         self._deferred.pop(uid, None)
@@ -160,6 +161,7 @@ class AccountingService:
         pvc = await self._pvc_bytes(pod) if existing is None or existing["pvc_bytes"] is None else None
         obs = observation(pod, deleted=deleted, now=now, group=None if has_group else group, pvc_bytes=pvc)
         if obs is None:
+            log.debug("pod %s of %s: not a started server pod yet", uid, user)
             return
         self._write(obs, source)
 
@@ -181,6 +183,7 @@ class AccountingService:
                 label_selector=POD_SELECTOR, _preload_content=False)
             body = json.loads(await resp.read())
         pods = body.get("items") or []
+        log.info("pod listing: %d server pods", len(pods))
         source = "backfill" if self._first_list else "relist"
         for pod in pods:
             await self.handle_pod(pod, source=source)

@@ -1,0 +1,266 @@
+"""End to end: a real JupyterHub + proxy with APExSpawner on kubesim (process kubelet) and the
+accounting service started *by the hub* from ``configure(c, accounting={...})`` — its own process,
+its own token with exactly its role. The test reads the ledger through the service's REST API
+(through the hub's proxy, with a token holding the accounting admin scope).
+
+Covered: sessions recorded with the right fields; the probe group excluded; the quota refusal at
+spawn with its message; a running server stopped over budget (reason ``quota``); the service
+killed mid-session and restarted by the hub → the session that stopped and the one that started
+while it was down are both there, once; the culler's stop reason attached; APEL files parsed back
+field by field; CSV and JSON reports; metrics. Run on SQLite and on a throwaway PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import signal
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from apex_hub.kubesim import KubeSim
+from apex_hub.services.accounting import apel
+from tests.helpers.hub import HubProcess, apex_hub_config, free_port
+from tests.services.test_accounting_ledger import db_url, postgres  # noqa: F401 - fixtures
+
+pytestmark = [pytest.mark.process]
+
+CATALOGUE = {"profiles": [{"slug": "lab", "display_name": "JupyterLab", "default": True}]}
+QUOTAS = {"period": "month", "users": {"carol": {"cpu_hours": 0}, "dave": {"cpu_hours": 0.01}}}
+CONFIG = """
+c.JupyterHub.load_roles[0]["scopes"].append("tokens")  # the tester makes alice a token
+c.APExSpawner.cpu_guarantee = 0.5
+c.APExSpawner.mem_guarantee = "256M"
+c.APExSpawner.workspace_volume = {{"name": "workspace", "size": "1Gi", "mount_path": "/home/jovyan"}}
+from apex_hub.services import configure
+configure(c, accounting={{
+    "url": "http://127.0.0.1:{port}",
+    "db_url": "{db_url}",
+    "stop_reasons": "{state}/stop-reasons.jsonl",
+    "interval": 1,
+    "quotas": "{quotas}",
+    "quota_stop": True,
+    "apel": {{"dir": "{apel}", "site": "APEX-TEST", "service": "hub.example.org", "interval": 3600}},
+    "admin_services": ["tester"],
+    "environment": {{"KUBECONFIG": "{kubeconfig}"}},
+    "extra_args": ["--watch-timeout=20"],
+}})
+"""
+PREFIX = "/services/apex-accounting"
+
+
+async def until(what: str, check, timeout: float = 90, hub: HubProcess | None = None):
+    """Poll ``check()`` (async) until it returns something truthy; bounded."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = None
+    while loop.time() < deadline:
+        try:
+            last = await check()
+        except (AssertionError, KeyError, ValueError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})\n{hub.log()[-5000:] if hub else ''}")
+
+
+async def sessions(hub: HubProcess, **params) -> list[dict]:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    status, body = await hub.get(f"{PREFIX}/api/sessions?since=2000-01-01&{query}")
+    assert status == 200, (status, body)
+    return json.loads(body)["items"]
+
+
+def service_pids(marker: str) -> list[int]:
+    """The accounting service process(es) of this test (found by their unique command line)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"apex_hub.services.accounting" in cmd and any(marker.encode() in a for a in cmd):
+            pids.append(int(entry.name))
+    return pids
+
+
+async def wait_stopped(hub: HubProcess, user: str, timeout: float = 90) -> None:
+    async def gone():
+        _, model = await hub.api("GET", f"/users/{user}")
+        return "" not in (model.get("servers") or {})
+    await until(f"{user}'s server stopped", gone, timeout, hub)
+
+
+async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the fixture
+    profiles, quotas, state, apel_dir = (tmp_path / "profiles.yml", tmp_path / "quotas.yaml", tmp_path / "state",
+                                         tmp_path / "apel")
+    state.mkdir()
+    profiles.write_text(yaml.safe_dump(CATALOGUE))
+    quotas.write_text(yaml.safe_dump(QUOTAS))
+    async with KubeSim(kubelet="process", workdir=tmp_path / "sim") as sim:
+        config = apex_hub_config(sim.url, profiles) + CONFIG.format(
+            port=free_port(), db_url=db_url, state=state, quotas=quotas, apel=apel_dir,
+            kubeconfig=sim.kubeconfig_path)
+        async with HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
+            for name, group in (("alice", "apex-small"), ("bob", "apex-probe"), ("carol", None), ("dave", None)):
+                assert (await hub.api("POST", f"/users/{name}"))[0] == 201
+                if group:
+                    assert (await hub.api("POST", f"/groups/{group}"))[0] in (201, 409)
+                    assert (await hub.api("POST", f"/groups/{group}/users", json={"users": [name]}))[0] == 200
+            for name in ("alice", "bob"):
+                status, body = await hub.api("POST", f"/users/{name}/server", json={"profile": "lab"})
+                assert status in (201, 202), (body, hub.log()[-3000:])
+            for name in ("alice", "bob"):
+                await hub.wait_ready(name, timeout=90)
+
+            # 1. alice's session, with the requested resources; bob (apex-probe) is never recorded
+            async def alice_recorded():
+                return [s for s in await sessions(hub) if s["user"] == "alice"]
+            [first] = await until("alice's session recorded", alice_recorded, hub=hub)
+            ns = sim.store._table(sim.store._rt("pods"))
+            pod = next(o for (n, _), o in ns.items() if o["metadata"]["annotations"].get("apex.esa.int/username")
+                       == "alice")
+            assert first["id"] == pod["metadata"]["uid"]
+            assert (first["user"], first["server"], first["group"], first["profile"], first["status"]) == \
+                ("alice", "", "apex-small", "lab", "running")
+            assert (first["cpu"], first["memory_bytes"], first["gpu"], first["pvc_bytes"]) == \
+                (0.5, 256 * 2 ** 20, 0.0, 2 ** 30)
+            assert first["image"] == pod["spec"]["containers"][0]["image"]
+            assert (first["namespace"], first["pod"]) == (pod["metadata"]["namespace"], pod["metadata"]["name"])
+            assert first["stop"] is None and first["stop_reason"] is None
+
+            async def metrics():
+                status, text = await hub.get(f"{PREFIX}/metrics")
+                assert status == 200, text
+                return text
+            text = await until("bob excluded", lambda: _metric(metrics, "apex_accounting_excluded_sessions_total",
+                                                               at_least=1), hub=hub)
+            assert "apex_accounting_watching 1.0" in text
+            assert [s for s in await sessions(hub) if s["user"] == "bob"] == []
+
+            # 2. quota: carol's budget is 0 → refused before spawn, with the budget and the reset time
+            status, body = await hub.api("POST", "/users/carol/server", json={"profile": "lab"})
+            assert status == 403, (status, body)
+            message = body["message"] if isinstance(body, dict) else body
+            assert "carol's budget of 0 CPU-hours per month, used 0.00" in message, message
+            assert "It resets on" in message and " 00:00 UTC" in message, message
+            status, body = await hub.get(f"{PREFIX}/api/quota/carol")
+            quota = json.loads(body)
+            assert status == 200 and quota["allowed"] is False
+            assert quota["budgets"] == [{"scope": "user", "name": "carol", "metric": "cpu_hours", "budget": 0.0,
+                                         "usage": 0.0}]
+            reset = datetime.fromisoformat(quota["reset"])
+            assert reset.day == 1 and reset > datetime.now(timezone.utc)
+
+            # 3. dave's budget (0.01 CPU-hours = 72 s at 0.5 cores) runs out while his server runs
+            status, body = await hub.api("POST", "/users/dave/server", json={"profile": "lab"})
+            assert status in (201, 202), (body, hub.log()[-3000:])
+            await hub.wait_ready("dave", timeout=90)
+            await wait_stopped(hub, "dave", timeout=150)
+
+            async def dave_closed():
+                got = [s for s in await sessions(hub, user="dave") if s["stop"]]
+                return got
+            [dave] = await until("dave's session closed", dave_closed, hub=hub)
+            assert dave["stop_reason"] == "quota" and dave["status"] == "stopped"
+            status, body = await hub.get(f"{PREFIX}/api/events?session={dave['id']}")
+            kinds = [e["kind"] for e in json.loads(body)["items"]]
+            assert kinds[0] == "opened" and "quota-stop" in kinds and "stopped" in kinds, kinds
+
+            # 4. the service is killed mid-session; while it is down alice's server stops (the culler
+            # records why) and a new one starts; the hub restarts the service
+            marker = str(state / "stop-reasons.jsonl")
+            [pid] = service_pids(marker)
+            os.kill(pid, signal.SIGKILL)
+            assert (await hub.api("DELETE", "/users/alice/server"))[0] in (202, 204)
+            await wait_stopped(hub, "alice")
+            culler_line = {"event": "stop", "time": datetime.now(timezone.utc).isoformat(), "user": "alice",
+                           "server": "", "profile": "lab", "reason": "idle", "detail": "idle for 2h",
+                           "dry_run": False, "started": first["start"]}
+            with open(state / "stop-reasons.jsonl", "a") as f:
+                f.write(json.dumps({**culler_line, "dry_run": True}) + "\n")  # ignored
+                f.write(json.dumps(culler_line) + "\n")
+            status, body = await hub.api("POST", "/users/alice/server", json={"profile": "lab"})
+            assert status in (201, 202), (body, hub.log()[-3000:])
+            await hub.wait_ready("alice", timeout=90)
+
+            async def both_alice():
+                got = [s for s in await sessions(hub, user="alice")]
+                return got if len(got) == 2 and got[0]["stop"] else None
+            old, new = await until("service restarted by the hub with both of alice's sessions", both_alice,
+                                   timeout=120, hub=hub)
+            assert service_pids(marker) and service_pids(marker) != [pid]
+            assert old["id"] == first["id"] and old["stop_reason"] == "idle" and old["status"] == "stopped"
+            assert old["stop"] >= old["start"]
+            assert new["id"] != old["id"] and new["stop"] is None and new["group"] == "apex-small"
+            await asyncio.sleep(3)  # a few more rounds: still one row each, one "opened" each
+            assert [s["id"] for s in await sessions(hub, user="alice")] == [old["id"], new["id"]]
+            status, body = await hub.get(f"{PREFIX}/api/events")
+            events = json.loads(body)["items"]
+            opened = [e["session_id"] for e in events if e["kind"] == "opened"]
+            assert sorted(opened) == sorted([old["id"], new["id"], dave["id"]])
+            old_events = [(e["kind"], e["source"]) for e in events if e["session_id"] == old["id"]]
+            assert old_events[0][0] == "opened" and ("stopped", "backfill") in old_events, old_events
+
+            # 5. reports: JSON and CSV
+            status, body = await hub.get(f"{PREFIX}/api/usage?by=user&period=month&since=2000-01-01")
+            rows = {r["user"]: r for r in json.loads(body)["items"]}
+            assert set(rows) == {"alice", "dave"} and rows["alice"]["sessions"] == 2
+            assert rows["dave"]["cpu_hours"] == pytest.approx(0.5 * rows["dave"]["wall_hours"])
+            status, body = await hub.get(f"{PREFIX}/api/usage?by=group&period=day&format=csv&since=2000-01-01")
+            assert status == 200
+            table = list(csv.DictReader(io.StringIO(body)))
+            assert {r["group"] for r in table} == {"apex-small", ""}
+
+            # 6. APEL: the two stopped sessions, parsed back field by field; a second export writes nothing
+            status, body = await hub.request("POST", f"{PREFIX}/api/apel")
+            assert status == 200, body
+            files = json.loads(body)["files"]
+            records = {r["VMUUID"]: r for f in files for r in apel.parse(Path(f).read_text())}
+            assert set(records) == {old["id"], dave["id"]}
+            for s in (old, dave):
+                r = records[s["id"]]
+                start, stop = (int(datetime.fromisoformat(s[k]).timestamp()) for k in ("start", "stop"))
+                assert r == {
+                    "VMUUID": s["id"], "SiteName": "APEX-TEST", "CloudComputeService": "hub.example.org",
+                    "MachineName": f"{s['namespace']}/{s['pod']}", "LocalUserId": s["user"],
+                    **({"LocalGroupId": s["group"]} if s["group"] else {}),
+                    "GlobalUserName": s["user"],
+                    "FQAN": f"/{s['group']}/Role=NULL/Capability=NULL" if s["group"] else "None",
+                    "Status": "completed", "StartTime": str(start), "EndTime": str(stop), "SuspendDuration": "0",
+                    "WallDuration": str(stop - start), "CpuDuration": str(round(0.5 * (stop - start))),
+                    "CpuCount": "1", "PublicIPCount": "0", "Memory": "256", "Disk": "2",
+                    "ImageId": s["image"], "CloudType": "apex-hub"}
+            status, body = await hub.request("POST", f"{PREFIX}/api/apel")
+            assert json.loads(body)["files"] == []
+
+            # 7. only admins: a user token sees its own quota but not the reports
+            status, body = await hub.api("POST", "/users/alice/tokens", json={"note": "t"})
+            assert status == 201, body
+            user_token = body["token"]
+            import aiohttp
+            async with aiohttp.ClientSession(headers={"Authorization": f"token {user_token}"}) as s:
+                async with s.get(f"{hub.url}{PREFIX}/api/sessions") as r:
+                    assert r.status == 403, await r.text()
+                async with s.get(f"{hub.url}{PREFIX}/api/quota/alice") as r:
+                    assert r.status == 200 and (await r.json())["budgets"] == []
+                async with s.get(f"{hub.url}{PREFIX}/api/quota/dave") as r:
+                    assert r.status == 403
+
+
+async def _metric(fetch, name: str, at_least: float):
+    text = await fetch()
+    for line in text.splitlines():
+        if line.startswith(name + " ") and float(line.split()[-1]) >= at_least:
+            return text
+    return None
