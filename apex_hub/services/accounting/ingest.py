@@ -12,8 +12,9 @@ pod uid; the user is the ``apex.esa.int/username`` annotation (KubeSpawner's
 
 Times: a session starts at the pod's ``status.startTime`` (the kubelet accepted it: from then on
 its requests are reserved on a node); pods deleted before that are not sessions. It stops at the
-deletion request (``deletionTimestamp`` − ``deletionGracePeriodSeconds``), or when its containers
-terminated (phase Succeeded/Failed), or — for a DELETED event without either — when we saw it go.
+deletion request (when the watch sees ``deletionTimestamp`` appear; at the latest the
+``deletionTimestamp``), or when its containers terminated (phase Succeeded/Failed), or — for a
+DELETED event without either — when we saw it go.
 Requested resources are the sum over the pod's containers of ``requests`` (``limits`` when a
 container has no request), so they are what the scheduler reserved.
 """
@@ -104,8 +105,9 @@ def stop_time(pod: dict, *, deleted: bool, now: datetime) -> tuple[datetime | No
     ``external``: it ended by itself), or (None, None) while it runs."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     if meta.get("deletionTimestamp"):
-        t = parse_time(meta["deletionTimestamp"]) - timedelta(seconds=meta.get("deletionGracePeriodSeconds") or 0)
-        return min(t, now), "user"
+        # Kubernetes sets deletionTimestamp to the request time + the grace period: seen live, "now" is
+        # the request time (to within the watch latency); seen later, the deletionTimestamp bounds it
+        return min(parse_time(meta["deletionTimestamp"]), now), "user"
     if status.get("phase") in ("Succeeded", "Failed"):
         ends = [parse_time(((cs.get("state") or {}).get("terminated") or {}).get("finishedAt"))
                 for cs in status.get("containerStatuses") or []]
