@@ -213,12 +213,17 @@ async def test_culler_started_by_the_hub(tmp_path):
                 async with s.get(f"{hub.url}/hub/login") as r:
                     xsrf = r.cookies["_xsrf"].value if "_xsrf" in r.cookies else \
                         re.search(r'name="_xsrf" value="([^"]+)"', await r.text()).group(1)
-                async with s.post(f"{hub.url}/hub/login?next=", data={"username": "carol", "password": "x",
-                                                                      "_xsrf": xsrf}) as r:
-                    assert r.status == 200, await r.text()
+                async with s.post(f"{hub.url}/hub/login", data={"username": "carol", "password": "x", "_xsrf": xsrf},
+                                  allow_redirects=False) as r:
+                    assert r.status == 302, await r.text()  # logged in (not following it to her server)
                 async with s.get(f"{hub.url}/hub/home") as r:
                     page = await r.text()
                 assert "Your server will be stopped at" in page and "max-age" in page, page[:3000]
+                # a browser reaches api/upcoming through the hub's OAuth (no token, the hub login)
+                async with s.get(f"{hub.url}/services/apex-culler/api/upcoming",
+                                 headers={"Accept": "text/html,application/json"}) as r:
+                    assert r.status == 200 and "/hub/api/oauth2/authorize" in str(r.history[0].headers["Location"])
+                    assert (await r.json())["user"] == "carol"
 
             # the upcoming stops at /services/apex-culler/api/upcoming: each user sees only their own
             tokens = {}

@@ -409,16 +409,21 @@ def test_configure_options(tmp_path):
     assert {"--warn-before=900", "--restart-limit=2", "--restart-window=1800", "--restart-backoff=10"} \
         <= set(svc["command"])
     assert svc["url"] == "http://127.0.0.1:8182" and svc["display"] is False
-    assert c.JupyterHub.load_roles[-1]["scopes"] == CULLER_SCOPES + [RESTART_SCOPE]
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert roles["apex-culler"]["scopes"] == CULLER_SCOPES + [RESTART_SCOPE]
+    # with a url, every user may reach the service (the default user role plus that one scope)
+    assert roles["user"]["scopes"] == ["self", "access:services!service=apex-culler"]
     banner = c.JupyterHub.template_vars["announcement"]
     assert isinstance(banner, UpcomingAnnouncement) and banner.fallback == "Maintenance on Friday"
     assert banner(None) == "Maintenance on Friday"  # the operator's announcement stays
     # no catalogue when asked for none; mistakes are named
     c = Config()
     c.APExSpawner.profiles_file = str(profiles)
-    configure(c, culler={"policy": str(policy), "profiles_file": ""})
+    c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self", "custom:x!user"]}]
+    configure(c, culler={"policy": str(policy), "profiles_file": "", "url": "http://127.0.0.1:8182"})
     assert not any(a.startswith("--profiles") for a in c.JupyterHub.services[0]["command"])
     assert c.JupyterHub.load_roles[-1]["scopes"] == CULLER_SCOPES
+    assert c.JupyterHub.load_roles[0]["scopes"] == ["self", "custom:x!user", "access:services!service=apex-culler"]
     with pytest.raises(ValueError, match="unknown key.*warn_befor"):
         configure(Config(), culler={"policy": str(policy), "warn_befor": "15m"})
     with pytest.raises(PolicyError, match="warn_before: '15 minutes' is not a duration"):

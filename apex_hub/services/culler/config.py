@@ -19,6 +19,8 @@ KEYS = {
     "announcement": "show the warnings as the banner of the hub's pages (default True when warn_before)",
     "url": "the service's URL, which the hub proxies at /services/<name>/ (e.g. 'http://127.0.0.1:8182'"
            " locally, 'http://hub:8182' in Kubernetes); enables api/upcoming",
+    "user_access": "with url: add access:services!service=<name> to the 'user' role, so that browsers"
+                   " reach api/upcoming through the hub's OAuth (default True)",
     "restart": "grant start:servers when something is always-on (default True)",
     "restart_limit": "at most this many always-on restarts of a server per restart_window (default 3)",
     "restart_window": "default '1h'",
@@ -92,9 +94,24 @@ def configure_culler(c: Any, options: dict, *, scopes: list[str], restart_scope:
     roles = [r for r in current_list(c.JupyterHub, "load_roles") if r.get("name") != name]
     roles.append({"name": name, "description": "APEx culler: stop idle/old/scheduled servers, restart always-on",
                   "scopes": granted, "services": [name]})
+    if options.get("url") and options.get("user_access", True):
+        _grant_users_access(roles, name)
     c.JupyterHub.load_roles = roles
     if _duration(options, "warn_before") and options.get("announcement", True):
         _announce(c, os.path.abspath(options.get("state_dir") or "."))
+
+
+def _grant_users_access(roles: list[dict], name: str) -> None:
+    """Every user may reach the service (it answers with their own servers only). JupyterHub's default
+    ``user`` role (``self``) does not include ``access:services``; extend it, or define it as default + this."""
+    user_role = next((r for r in roles if r.get("name") == "user"), None)
+    if user_role is None:
+        user_role = {"name": "user", "scopes": ["self"]}
+        roles.append(user_role)
+    scope = f"access:services!service={name}"
+    scopes = list(user_role.get("scopes") or ["self"])
+    if scope not in scopes:
+        user_role["scopes"] = [*scopes, scope]
 
 
 def _announce(c: Any, state_dir: str) -> None:

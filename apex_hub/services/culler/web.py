@@ -5,8 +5,9 @@
 "warning": true}]}]}``
 
 Authenticated by the hub (``HubOAuthenticated``): a user's API token (``Authorization: token ...``)
-or the service's OAuth cookie (a browser, e.g. a JupyterLab extension, goes through the hub's OAuth
-flow once). Any identified user is admitted and sees **only their own** servers; no token: 403.
+or the service's OAuth cookie. A browser request (``Accept: text/html``) without either goes through
+the hub's OAuth flow once and comes back with the cookie; a script without a token gets 403. Any
+identified user is admitted and sees **only their own** servers.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class UpcomingHandler(HubOAuthenticated, web.RequestHandler):
 
     def get(self):
         user = self.current_user
+        if not user and "text/html" in self.request.headers.get("Accept", ""):
+            # a browser without the service's cookie: once through the hub's OAuth, then back here
+            self.redirect(self.get_login_url())
+            return
         if not user or user.get("kind", "user") != "user":
             self.set_status(403)
             self.finish({"error": "a JupyterHub user's token or login is required"})
@@ -45,9 +50,6 @@ class UpcomingHandler(HubOAuthenticated, web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(culler.upcoming_for(user["name"])))
-
-    def get_login_url(self):  # API: answer 403, never redirect a script to a login page
-        raise web.HTTPError(403)
 
 
 def make_app(culler: "CullerService", prefix: str) -> web.Application:
