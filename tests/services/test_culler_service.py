@@ -432,3 +432,12 @@ def test_configure_options(tmp_path):
     from apex_hub.profiles.errors import CatalogueError
     with pytest.raises(CatalogueError, match="session_mode"):
         configure(Config(), culler={"policy": str(policy), "profiles_file": str(profiles)})
+
+
+def test_where_the_api_listens():
+    from apex_hub.services.culler.web import listen_address
+
+    assert listen_address("http://127.0.0.1:8182") == ("127.0.0.1", 8182)  # local: that address
+    assert listen_address("http://hub:8182") == ("0.0.0.0", 8182)  # Kubernetes: a Service name
+    assert listen_address("http://hub:8182", bind="9000") == ("0.0.0.0", 9000)
+    assert listen_address("http://hub:8182", bind="10.1.2.3:9000") == ("10.1.2.3", 9000)
