@@ -319,3 +319,43 @@ def test_the_culler_is_a_hub_managed_service_with_its_role(hub_env):
     assert hub["networkPolicy"]["ingress"][0]["ports"] == [{"port": 8182, "protocol": "TCP"}]
     mount = next(m for m in hub["extraVolumeMounts"] if m["name"] == "apex-hub-state")
     assert "/srv/apex/culler".startswith(mount["mountPath"])
+
+
+def test_monitoring_is_a_hub_managed_service_with_a_least_privilege_role(hub_env, monkeypatch):
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.services.service import Service
+
+    from apex_hub.profiles import Catalogue
+    from apex_hub.services.monitoring.config import role_scopes
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.setenv("APEX_MONITORING_METRICS_TOKEN", "from-the-secret")
+    values = load_values()
+    mounts = mount_extra_files(values)
+    app = JupyterHub(config=chart_config(values))
+    [svc] = [s for s in app.services if s["name"] == "apex-monitoring"]
+    assert set(svc) <= set(Service.class_trait_names()), set(svc) - set(Service.class_trait_names())
+    cmd = svc["command"]
+    assert cmd[1:3] == ["-m", "apex_hub.services.monitoring"]
+    assert {"--profile=jupyterlab", "--public-url=http://proxy-public", "--kube-api=incluster",
+            "--state-dir=/srv/apex/monitoring", "--interval=300"} <= set(cmd), cmd
+    assert svc["url"] == "http://hub:8183"
+    assert svc["environment"] == {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443",
+                                  "APEX_MONITORING_METRICS_TOKEN": "from-the-secret"}
+    [role] = [r for r in app.load_roles if r["name"] == "apex-monitoring"]
+    assert role["services"] == ["apex-monitoring"]
+    assert role["scopes"] == role_scopes("apex-probe", "apex-probe", proxy_routes=False)
+    assert not any(s.split("!")[0] in ("admin:users", "servers", "tokens") and "!" not in s for s in role["scopes"])
+    assert app.load_groups["apex-probe"]["users"] == ["apex-probe"]
+    # the probed profile exists in the shipped catalogue and is open to the probe user (no group)
+    catalogue = Catalogue.from_file(mounts[PROFILES_PATH])
+    assert "jupyterlab" in [p.slug for p in catalogue.for_groups(["apex-probe"])]
+    # the proxy reaches 8183 in the hub pod; the history lives on the state claim; the token is optional
+    hub = values["hub"]
+    assert {"name": "apex-monitoring", "port": 8183, "targetPort": 8183, "protocol": "TCP"} in \
+        hub["service"]["extraPorts"]
+    assert any(rule["ports"] == [{"port": 8183, "protocol": "TCP"}] for rule in hub["networkPolicy"]["ingress"])
+    mount = next(m for m in hub["extraVolumeMounts"] if m["name"] == "apex-hub-state")
+    assert "/srv/apex/monitoring".startswith(mount["mountPath"])
+    assert hub["extraEnv"]["APEX_MONITORING_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True

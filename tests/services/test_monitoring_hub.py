@@ -33,18 +33,21 @@ SERVICE = "apex-monitoring"
 PROBE = "apex-probe"
 READY_TIMEOUT = 30
 STALE_AFTER = 20
+# pods' loopback addresses: away from the default range of other suites running on this machine
+FIRST_IP = 100 + secrets.randbelow(120)
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-artifacts" / "monitoring"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 
-# a kernelspec in the probe's home that overrides python3 with a program that does not exist
-DEAD_KERNEL = {"name": "dead-kernel", "key": "kernel.json",
-               "mount_path": "/home/jovyan/.local/share/jupyter/kernels/python3/kernel.json",
-               "content": json.dumps({"argv": ["/nonexistent/python", "-m", "ipykernel_launcher", "-f",
-                                               "{connection_file}"],
-                                      "display_name": "Python 3 (dead)", "language": "python"})}
+# a profile whose kernels die at start: its PYTHONPATH shadows ipykernel_launcher
+DEAD_KERNEL = {
+    "env": {"PYTHONPATH": "/home/jovyan/.dead-kernel"},
+    "config_maps": [{"name": "dead-kernel", "key": "ipykernel_launcher.py",
+                     "mount_path": "/home/jovyan/.dead-kernel/ipykernel_launcher.py",
+                     "content": "raise SystemExit('this kernel is broken')\n"}],
+}
 
 
 def catalogue(probe: dict | None = None) -> dict:
@@ -153,7 +156,7 @@ async def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("monitoring")
     (tmp / "pause").touch()  # no probe until a test asks for one
     chp_api, chp_token, metrics_token = f"http://127.0.0.1:{free_port()}", secrets.token_hex(16), secrets.token_hex(8)
-    async with KubeSim(kubelet="process", workdir=tmp / "sim", kubelet_options={"first_ip": 200}) as sim:
+    async with KubeSim(kubelet="process", workdir=tmp / "sim", kubelet_options={"first_ip": FIRST_IP}) as sim:
         profiles = tmp / "profiles.yml"
         profiles.write_text(yaml.safe_dump(catalogue(), sort_keys=False))
         config = apex_hub_config(sim.url, profiles, IMAGE) + CONFIG.format(
@@ -219,3 +222,136 @@ async def test_healthy_probe(env):
             assert r.status == 401
         async with s.get(env.base) as r:
             assert r.status == 200 and "Recent probes" in await r.text()
+
+
+async def test_broken_image_is_critical(env):
+    env.set_probe_profile(image=IMAGE.rsplit(":", 1)[0] + ":broken")
+    result = await env.probe_once()
+    assert result["status"] == "CRITICAL", result
+    assert result["failed_phase"] == "server_ready", result
+    assert result["message"].startswith("server_ready: spawn failed:"), result["message"]
+    assert "Failed to pull image" in result["message"] or "ImagePull" in result["message"], result["message"]
+    assert "stop" in result["phases"]  # and cleaned up
+    await wait_no_probe_server(env)
+    text = await env.metrics()
+    assert metric(text, "apex_monitoring_probe_success") == 0
+    assert metric(text, "apex_monitoring_probe_status") == 2
+    assert metric(text, "apex_monitoring_probe_runs_total", result="CRITICAL") >= 1
+
+
+async def test_stuck_pod_is_critical_after_the_ready_timeout(env):
+    env.set_probe_profile(image=IMAGE.rsplit(":", 1)[0] + ":stuck")
+    result = await env.probe_once()
+    assert result["status"] == "CRITICAL", result
+    assert result["failed_phase"] == "server_ready", result
+    assert f"server not ready after {READY_TIMEOUT}s" in result["message"], result["message"]
+    assert "server_ready" not in result["phases"] and "stop" in result["phases"]
+    await wait_no_probe_server(env)
+    st = await env.status()
+    assert st["probe"]["status"] == "CRITICAL" and st["status"] == "CRITICAL", st["probe"]
+
+
+async def test_dead_proxy_route_is_critical(env):
+    env.set_probe_profile()
+    # a stale route in configurable-http-proxy: the probe's status path goes to an address nobody serves
+    status, body = await env.chp("POST", f"/user/{PROBE}/api/status", {"target": f"http://127.0.0.1:{free_port()}"})
+    assert status == 201, body
+    try:
+        result = await env.probe_once()
+    finally:
+        assert (await env.chp("DELETE", f"/user/{PROBE}/api/status"))[0] == 204
+    assert result["status"] == "CRITICAL", result
+    assert result["failed_phase"] == "proxy", result
+    assert "dead proxy route" in result["message"] and "HTTP 503" in result["message"], result["message"]
+    assert "server_ready" in result["phases"] and "proxy" not in result["phases"]  # the server itself was fine
+    await wait_no_probe_server(env)
+
+
+async def test_dead_kernel_is_a_warning(env):
+    env.set_probe_profile(**DEAD_KERNEL)
+    result = await env.probe_once()
+    assert result["status"] == "WARNING", result
+    assert result["failed_phase"] == "kernel", result
+    assert result["message"].startswith("kernel: kernel 'python3'"), result["message"]
+    assert {"server_ready", "proxy", "stop"} <= set(result["phases"]) and "kernel" not in result["phases"]
+    await wait_no_probe_server(env)
+    env.set_probe_profile()
+
+
+async def test_a_stale_result_turns_critical(env):
+    assert env.pause.exists()  # no probe runs: the last result ages
+    st = await poll(lambda s: s if s["probe"]["code"] == 2 and "stale" in s["probe"]["message"] else None,
+                    env, STALE_AFTER + 60, "a stale probe verdict")
+    assert st["code"] == 2 and st["status"] == "CRITICAL"
+    assert "last probe result is stale" in st["message"], st["message"]
+    assert metric(await env.metrics(), "apex_monitoring_probe_stale") == 1
+
+
+async def test_a_killed_service_cleans_up_after_restart(env):
+    env.set_probe_profile()
+    env.pause.unlink()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while loop.time() < deadline:  # the probe's server exists and is not being stopped
+            srv = await env.probe_server()
+            if srv and srv.get("pending") != "stop":
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the probe never started a server")
+    finally:
+        env.pause.touch()  # the restarted service must clean up, not probe
+    status, model = await env.hub.api("GET", f"/services/{SERVICE}")
+    assert status == 200 and model["pid"], model
+    os.kill(model["pid"], signal.SIGKILL)
+
+    # the hub restarts its managed service; the new process stops the probe server left behind
+    st = await poll(lambda s: s if "stopped the probe server" in s["startup_cleanup"] else None,
+                    env, 180, "a start-up cleanup")
+    assert "deleted 1 probe token(s)" in st["startup_cleanup"], st["startup_cleanup"]
+    await wait_no_probe_server(env)
+    _, new = await env.hub.api("GET", f"/services/{SERVICE}")
+    assert new["pid"] != model["pid"]
+    assert len(st["history"]) >= 5  # kept across the restart (state_dir)
+
+
+async def test_status_page_in_chromium(env):
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    result = await env.probe_once()
+    assert result["status"] == "OK", result
+    await poll(lambda s: s if s["status"] == "OK" else None, env, 30, "an OK status")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+
+    def browse() -> dict:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                response = page.goto(env.base)
+                page.screenshot(path=str(SHOTS / "status-page.png"), full_page=True)
+                rows = page.eval_on_selector_all(
+                    "#history tr.probe", "rs => rs.map(r => [...r.querySelectorAll('td')].map(td => td.innerText))")
+                return {"status": response.status, "title": page.title(),
+                        "overall": page.inner_text("#overall .badge"),
+                        "components": page.eval_on_selector_all("#components tr[data-component]",
+                                                                "rs => rs.map(r => r.dataset.component)"),
+                        "rows": rows}
+            finally:
+                browser.close()
+
+    seen = await asyncio.to_thread(browse)
+    assert seen["status"] == 200
+    assert seen["overall"] == "OK" and seen["title"].endswith(": OK"), seen
+    assert {"hub_api", "proxy", "proxy_routes", "kubernetes", "services"} <= set(seen["components"]), seen
+    rows = seen["rows"]
+    assert rows[0][0] == str(result["id"]) and rows[0][2] == "OK", rows[0]
+    results = {r[2] for r in rows}
+    assert {"OK", "CRITICAL", "WARNING"} <= results, rows
+    # phase timings in the columns, the failed phase marked, the message last
+    assert re.fullmatch(r"\d+\.\d\ds", rows[0][3]), rows[0]
+    dead_kernel = next(r for r in rows if r[2] == "WARNING")
+    assert dead_kernel[3 + 3] == "failed" and "kernel 'python3'" in dead_kernel[-1], dead_kernel
+    assert (SHOTS / "status-page.png").stat().st_size > 10_000

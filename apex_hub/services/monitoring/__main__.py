@@ -24,15 +24,6 @@ from .status import CRITICAL, WARNING
 log = logging.getLogger("apex_hub.monitoring")
 
 
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m apex_hub.services.monitoring", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     a("--stale-after", type=float, default=0.0, help="seconds after which a result is stale (overrides the rule)")
     a("--ready-timeout", type=float, default=300.0, help="seconds the server may take to be ready")
     a("--proxy-timeout", type=float, default=15.0, help="seconds to get the server's status through the proxy")
-    a("--kernel", type=_bool, default=True, help="start a kernel and run 1+1 (default true)")
+    a("--kernel", action=argparse.BooleanOptionalAction, default=True, help="start a kernel and run 1+1")
     a("--kernel-name", default="python3")
     a("--kernel-timeout", type=float, default=60.0)
     a("--kernel-failure", choices=("warning", "critical"), default="warning",
@@ -57,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     a("--fail-fast", default=DEFAULT_FAIL_FAST,
       help="regular expression: a spawn progress message matching it fails the probe at once")
     a("--check-interval", type=float, default=60.0, help="seconds between component checks")
-    a("--proxy-routes", type=_bool, default=False,
+    a("--proxy-routes", action=argparse.BooleanOptionalAction, default=False,
       help="compare running servers with the proxy's routes (the role needs the 'proxy' scope)")
     a("--kube-api", default="off", help="off | incluster | a kubeconfig path | an API URL (GET /version)")
     a("--services", default=None, help="comma-separated services to check (default: all others)")

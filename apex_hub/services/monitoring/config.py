@@ -76,13 +76,14 @@ def default_public_url(c: Any) -> str:
 
 
 def _kube_api(value: str, env: dict) -> str:
-    if value != "auto":
-        return value
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        for var in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
-            env[var] = os.environ.get(var, "")
-        return "incluster"
-    return os.environ.get("KUBECONFIG", "off") or "off"
+    """The --kube-api value; in-cluster, the service (whose environment the hub keeps minimal) gets
+    the API server's address from the hub's environment."""
+    if value == "auto":
+        value = "incluster" if os.environ.get("KUBERNETES_SERVICE_HOST") else (os.environ.get("KUBECONFIG") or "off")
+    if value == "incluster":
+        env.update({var: os.environ[var] for var in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+                    if var in os.environ})
+    return value
 
 
 def configure_monitoring(c: Any, options: dict, *, current_list) -> None:
@@ -105,12 +106,13 @@ def configure_monitoring(c: Any, options: dict, *, current_list) -> None:
         if flag is None or key in ("public_url", "kubernetes") or options.get(key) is None:
             continue
         value = options[key]
+        if isinstance(value, bool):  # --kernel / --no-kernel
+            cmd.append(flag if value else f"--no-{flag[2:]}")
+            continue
         if key == "user_options":
             value = json.dumps(value)
         elif key == "services":
             value = ",".join(value)
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
         cmd.append(f"{flag}={value}")
     cmd += [str(a) for a in options.get("extra_args", [])]
     if options.get("metrics_token"):

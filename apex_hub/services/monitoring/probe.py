@@ -262,7 +262,7 @@ class Probe:
         url = f"{self.public_url}{self.server_prefix}/api/status"
         t = time.monotonic()
         deadline = t + self.s.proxy_timeout
-        problem = "no answer"
+        problem, first = "no answer", None
         while True:
             try:
                 async with self.hub.session.get(url, headers={"Authorization": f"token {token}"},
@@ -275,8 +275,10 @@ class Probe:
             if problem is None:
                 result.phases["proxy"] = time.monotonic() - t
                 return
+            first = first or problem
             if time.monotonic() >= deadline:
-                raise PhaseFailed("proxy", problem)
+                also = f" (first answer: {first})" if first != problem else ""
+                raise PhaseFailed("proxy", f"{problem}{also}")
             await asyncio.sleep(1)
 
     def _proxy_problem(self, status: int, location: str, text: str) -> str | None:
@@ -285,9 +287,11 @@ class Probe:
             try:
                 if "last_activity" in json.loads(text):
                     return None
-            except ValueError:
+            except (ValueError, TypeError):
                 pass
-            return f"GET {path} through the proxy answered 200 but not the server's status: {text[:200]!r}"
+        text = _error(text)
+        if status == 200:
+            return f"GET {path} through the proxy answered 200 but not the server's status: {text!r}"
         if 300 <= status < 400 and "/hub/" in location:
             return (f"no proxy route to the probe's server: GET {path} reached the hub "
                     f"(HTTP {status} to {location})")
@@ -297,65 +301,78 @@ class Probe:
             return f"GET {path}: the probe's token was refused (HTTP {status})"
         if status in (502, 503, 504):
             return (f"dead proxy route: GET {path} answered HTTP {status} from the proxy "
-                    f"(the route's target does not answer): {text.strip()[:200]}")
-        return f"GET {path} through the proxy answered HTTP {status}: {text.strip()[:200]}"
+                    f"(the route's target does not answer){': ' + text if text else ''}")
+        return f"GET {path} through the proxy answered HTTP {status}{': ' + text if text else ''}"
 
     async def _kernel(self, result: ProbeResult, token: str) -> None:
         t = time.monotonic()
-        try:
-            async with asyncio.timeout(self.s.kernel_timeout):
-                await self._run_code(token)
-        except TimeoutError:
-            raise PhaseFailed("kernel", f"no result from kernel {self.s.kernel_name!r} in "
-                                        f"{self.s.kernel_timeout:g}s", self.s.kernel_failure) from None
+        await self._run_code(token, deadline=t + self.s.kernel_timeout)
         result.phases["kernel"] = time.monotonic() - t
 
-    async def _run_code(self, token: str) -> None:
+    async def _run_code(self, token: str, deadline: float) -> None:
+        """Start a kernel, run ``1+1`` over its websocket, expect ``2``, delete the kernel."""
         headers = {"Authorization": f"token {token}"}
         base = f"{self.public_url}{self.server_prefix}/api/kernels"
-        fail = self.s.kernel_failure
-        async with self.hub.session.post(base, json={"name": self.s.kernel_name}, headers=headers) as r:
-            text = await r.text()
-            if r.status != 201:
-                raise PhaseFailed("kernel", f"kernel {self.s.kernel_name!r} cannot start: POST /api/kernels "
-                                            f"answered HTTP {r.status}: {_error(text)}", fail)
-            kernel_id = json.loads(text)["id"]
+        name, fail = self.s.kernel_name, self.s.kernel_failure
+        left = lambda: max(0.1, deadline - time.monotonic())  # noqa: E731
         try:
-            ws_url = "ws" + f"{base}/{kernel_id}/channels"[4:]
-            async with self.hub.session.ws_connect(ws_url, headers=headers) as ws:
-                msg_id = uuid.uuid4().hex
-                await ws.send_json(_execute_request(msg_id, "1+1"))
-                value, reply = None, None
-                async for msg in ws:
-                    if msg.type != aiohttp.WSMsgType.TEXT:
-                        break
-                    data = json.loads(msg.data)
-                    if data.get("parent_header", {}).get("msg_id") != msg_id:
-                        continue
-                    kind, content = data.get("msg_type") or data["header"]["msg_type"], data.get("content", {})
-                    if kind == "execute_result":
-                        value = content.get("data", {}).get("text/plain")
-                    elif kind == "error":
-                        raise PhaseFailed("kernel", f"1+1 raised {content.get('ename')}: {content.get('evalue')}",
-                                          fail)
-                    elif kind == "execute_reply":
-                        reply = content.get("status")
-                    if reply is not None and value is not None:
-                        break
-                if value != "2":
-                    state = await self._kernel_state(base, kernel_id, headers)
-                    raise PhaseFailed("kernel", f"1+1 gave {value!r} (reply {reply!r}, websocket closed: "
-                                                f"{ws.close_code}, kernel state: {state})", fail)
+            async with self.hub.session.post(base, json={"name": name}, headers=headers,
+                                             timeout=aiohttp.ClientTimeout(total=left())) as r:
+                text = await r.text()
+        except TimeoutError:
+            raise PhaseFailed("kernel", f"kernel {name!r} did not start in {self.s.kernel_timeout:g}s", fail) from None
+        if r.status != 201:
+            raise PhaseFailed("kernel", f"kernel {name!r} cannot start: POST /api/kernels answered HTTP "
+                                        f"{r.status}: {_error(text)}", fail)
+        kernel_id = json.loads(text)["id"]
+        try:
+            value, reply = await asyncio.wait_for(self._execute(f"{base}/{kernel_id}/channels", headers), left())
+        except TimeoutError:
+            value, reply = None, "no reply"
+        except aiohttp.ClientError as exc:
+            value, reply = None, f"websocket error {exc}"
         finally:
+            state = await self._kernel_state(f"{base}/{kernel_id}", headers)
             try:
                 async with self.hub.session.delete(f"{base}/{kernel_id}", headers=headers):
                     pass
             except aiohttp.ClientError as exc:
                 log.warning("cannot delete probe kernel %s: %s", kernel_id, exc)
+        if value != "2":
+            what = f"1+1 gave {value!r}" if value is not None else \
+                f"no result from 1+1 in {self.s.kernel_timeout:g}s ({reply})"
+            raise PhaseFailed("kernel", f"kernel {name!r}: {what}; kernel state: {state}", fail)
 
-    async def _kernel_state(self, base: str, kernel_id: str, headers: dict) -> str:
+    async def _execute(self, ws_url: str, headers: dict) -> tuple[str | None, str | None]:
+        """(the text/plain result of 1+1, the execute_reply status) over the kernel's websocket."""
+        value = reply = None
+        async with self.hub.session.ws_connect("ws" + ws_url[4:], headers=headers) as ws:
+            msg_id = uuid.uuid4().hex
+            await ws.send_json(_execute_request(msg_id, "1+1"))
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+                data = json.loads(msg.data)
+                if data.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind, content = data.get("msg_type") or data["header"]["msg_type"], data.get("content", {})
+                if kind == "execute_result":
+                    value = content.get("data", {}).get("text/plain")
+                elif kind == "error":
+                    return None, f"1+1 raised {content.get('ename')}: {content.get('evalue')}"
+                elif kind == "execute_reply":
+                    reply = content.get("status")
+                if reply is not None and value is not None:
+                    break
+            if reply is None:
+                reply = f"websocket closed ({ws.close_code})"
+        return value, reply
+
+    async def _kernel_state(self, url: str, headers: dict) -> str:
         try:
-            async with self.hub.session.get(f"{base}/{kernel_id}", headers=headers) as r:
+            async with self.hub.session.get(url, headers=headers) as r:
+                if r.status == 404:
+                    return "gone (it died and the server removed it)"
                 return (await r.json(content_type=None)).get("execution_state", "?") if r.status == 200 \
                     else f"HTTP {r.status}"
         except (aiohttp.ClientError, ValueError) as exc:
@@ -363,11 +380,16 @@ class Probe:
 
 
 def _error(text: str) -> str:
+    """The gist of an error body: a JSON message, a page's <title>, else the text (short)."""
     try:
         body = json.loads(text)
-        return str(body.get("message") or body.get("reason") or body)[:300]
+        return str(body.get("message") or body.get("reason") or body)[:300] if isinstance(body, dict) else text[:300]
     except ValueError:
-        return text.strip()[:300]
+        pass
+    if text.lstrip().startswith("<"):
+        title = re.search(r"<title>(.*?)</title>", text, re.S | re.I)
+        return f"an HTML page ({title.group(1).strip()[:100]})" if title else "an HTML page"
+    return text.strip()[:300]
 
 
 def _execute_request(msg_id: str, code: str) -> dict:
