@@ -195,6 +195,10 @@ class StopLog:
     def seen(self, user: str, server: str, started: str | None, dry_run: bool) -> bool:
         return (user, server, started, dry_run) in self.recorded
 
+    def has(self, record: dict) -> bool:
+        """Whether the ledger already holds this record (a stop of that session, that warning, ...)."""
+        return self._key({"event": "stop", **record}) in self.recorded
+
     @staticmethod
     def _key(rec: dict) -> tuple:
         event = rec.get("event", "stop")
@@ -312,7 +316,7 @@ class CullerService:
                        "detail": f"{stop.detail}: stop due in {int(due)}s", "dry_run": cand.decision.dry_run,
                        "started": cand.server.get("started"), "groups": cand.groups,
                        "policy": list(cand.decision.policy.sources)}
-                if self.stop_log._key(rec) not in self.stop_log.recorded:
+                if not self.stop_log.has(rec):
                     log.warning("warning %s/%s: %s stop at %s (%s)", cand.user, cand.name, stop.reason,
                                 stop.at.isoformat(), stop.detail)
                     self.stop_log.append(rec)
