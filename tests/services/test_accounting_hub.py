@@ -48,6 +48,7 @@ configure(c, accounting={{
     "quota_stop": True,
     "apel": {{"dir": "{apel}", "site": "APEX-TEST", "service": "hub.example.org", "interval": 3600}},
     "admin_services": ["tester"],
+    "admin_users": ["ada"],
     "environment": {{"KUBECONFIG": "{kubeconfig}"}},
     "extra_args": ["--watch-timeout=20"],
 }})
@@ -112,8 +113,9 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
             port=free_port(), db_url=db_url, state=state, quotas=quotas, apel=apel_dir,
             kubeconfig=sim.kubeconfig_path)
         async with HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
-            for name, group in (("alice", "apex-small"), ("bob", "apex-probe"), ("carol", None), ("dave", None)):
-                assert (await hub.api("POST", f"/users/{name}"))[0] == 201
+            for name, group in (("alice", "apex-small"), ("bob", "apex-probe"), ("carol", None), ("dave", None),
+                                ("ada", None)):
+                assert (await hub.api("POST", f"/users/{name}"))[0] in (201, 409)  # ada: made by her role
                 if group:
                     assert (await hub.api("POST", f"/groups/{group}"))[0] in (201, 409)
                     assert (await hub.api("POST", f"/groups/{group}/users", json={"users": [name]}))[0] == 200
@@ -256,6 +258,60 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
                     assert r.status == 200 and (await r.json())["budgets"] == []
                 async with s.get(f"{hub.url}{PREFIX}/api/quota/dave") as r:
                     assert r.status == 403
+
+            # 8. the usage page in a real browser: dave sees his own usage against his budget, ada (an
+            # accounting admin) sees everyone
+            await usage_pages(hub, {"dave", "alice"})
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "accounting"
+
+
+async def usage_pages(hub: HubProcess, users: set[str]) -> None:
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        print("usage page not checked in a browser: pip install playwright (the test extra)")
+        return
+    if not os.path.exists(CHROMIUM):
+        print(f"usage page not checked in a browser: {CHROMIUM} is missing (apt-get install chromium)")
+        return
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for user in ("dave", "ada"):
+                context = await browser.new_context()
+                page = await context.new_page()
+                await page.goto(f"{hub.url}/hub/login")
+                await page.fill("#username_input", user)
+                await page.fill("#password_input", "any")
+                await page.click("#login_submit")
+                await page.wait_for_url("**/hub/**")
+                await page.goto(f"{hub.url}{PREFIX}/")  # hub OAuth, no confirmation page
+                await page.wait_for_selector("h1", timeout=30000)
+                text = await page.inner_text("body")
+                assert f"Usage of {user}" in text, text
+                await page.screenshot(path=str(SHOTS / f"usage-{user}.png"), full_page=True)
+                if user == "dave":
+                    message = await page.inner_text("#quota-message")
+                    assert "Usage budget exhausted: dave's budget of 0.01 CPU-hours per month" in message, message
+                    assert await page.locator("svg.chart").count() == 1
+                    assert await page.locator("svg.chart rect.bar").count() >= 1
+                    assert await page.locator("svg.chart line.budget").count() == 1
+                    assert await page.locator("#everyone").count() == 0  # not an admin
+                    # a user cannot look at someone else's usage
+                    await page.goto(f"{hub.url}{PREFIX}/?user=alice")
+                    assert "Usage of dave" in await page.inner_text("h1")
+                else:
+                    rows = await page.locator("#everyone tr td:first-child").all_inner_texts()
+                    assert set(rows) == users, rows
+                await context.close()
+        finally:
+            await browser.close()
 
 
 async def _metric(fetch, name: str, at_least: float):
