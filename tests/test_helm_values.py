@@ -162,7 +162,8 @@ def test_extra_config_makes_jupyterhub_use_apexspawner(hub_env, profiles_file):
     assert app.db_url.startswith("postgresql+psycopg2://")
     assert TOKEN_SCOPE in app.custom_scopes
     user_role = next(r for r in app.load_roles if r["name"] == "user")
-    assert user_role["scopes"] == ["self", f"{TOKEN_SCOPE}!user"]
+    # (plus the culler's api/upcoming, which answers each user with their own servers only)
+    assert user_role["scopes"] == ["self", f"{TOKEN_SCOPE}!user", "access:services!service=apex-culler"]
 
     authenticator = APExOIDCAuthenticator(config=c)
     assert authenticator.enable_auth_state is True
