@@ -267,6 +267,23 @@ async def test_dead_proxy_route_is_critical(env):
     await wait_no_probe_server(env)
 
 
+async def test_missing_proxy_route_is_critical(env):
+    # what configurable-http-proxy does without the probe's route: its default route sends the request
+    # to the hub (here only for the status path, so that the hub cannot re-add it under the probe)
+    status, body = await env.chp("POST", f"/user/{PROBE}/api/status",
+                                 {"target": f"http://127.0.0.1:{env.hub.hub_port}"})
+    assert status == 201, body
+    try:
+        result = await env.probe_once()
+    finally:
+        assert (await env.chp("DELETE", f"/user/{PROBE}/api/status"))[0] == 204
+    assert result["status"] == "CRITICAL" and result["failed_phase"] == "proxy", result
+    assert result["message"].startswith("proxy: no proxy route to the probe's server: "
+                                        f"GET /user/{PROBE}/api/status reached the hub (HTTP 302 to /hub/"), \
+        result["message"]
+    await wait_no_probe_server(env)
+
+
 async def test_dead_kernel_is_a_warning(env):
     env.set_probe_profile(**DEAD_KERNEL)
     result = await env.probe_once()
@@ -313,7 +330,7 @@ async def test_a_killed_service_cleans_up_after_restart(env):
     await wait_no_probe_server(env)
     _, new = await env.hub.api("GET", f"/services/{SERVICE}")
     assert new["pid"] != model["pid"]
-    assert len(st["history"]) >= 5  # kept across the restart (state_dir)
+    assert len(st["history"]) >= 6  # kept across the restart (state_dir)
 
 
 async def test_status_page_in_chromium(env):
