@@ -360,3 +360,47 @@ def test_monitoring_is_a_hub_managed_service_with_a_least_privilege_role(hub_env
     mount = next(m for m in hub["extraVolumeMounts"] if m["name"] == "apex-hub-state")
     assert "/srv/apex/monitoring".startswith(mount["mountPath"])
     assert hub["extraEnv"]["APEX_MONITORING_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+
+# -- accounting (hub.extraConfig 30-apex-accounting) ----------------------------------------
+
+def test_accounting_is_a_hub_managed_service_with_a_least_privilege_role(hub_env, monkeypatch):
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.services.service import Service
+
+    from apex_hub.services.accounting.config import ACCOUNTING_SCOPES, QUOTA_STOP_SCOPE
+    from apex_hub.services.accounting.quota import Quotas
+    from apex_hub.services.accounting.web import ADMIN_SCOPE
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.setenv("APEX_ACCOUNTING_DB_URL", "postgresql+psycopg://acct:pw@db:5432/acct")
+    values = load_values()
+    mounts = mount_extra_files(values)
+    app = JupyterHub(config=chart_config(values))
+    [svc] = [s for s in app.services if s["name"] == "apex-accounting"]
+    assert set(svc) <= set(Service.class_trait_names()), set(svc) - set(Service.class_trait_names())
+    cmd = svc["command"]
+    assert cmd[1:3] == ["-m", "apex_hub.services.accounting"]
+    assert {"--stop-reasons=/srv/apex/culler/stop-reasons.jsonl", "--exclude-groups=apex-probe",
+            f"--quotas={mounts['/etc/apex/quotas.yaml']}", "--quota-stop=true", "--apel-dir=/srv/apex/apel",
+            "--apel-site=APEX-PLACEHOLDER", "--apel-interval=21600"} <= set(cmd), cmd
+    assert svc["url"] == "http://hub:8184"
+    env = svc["environment"]
+    assert env["APEX_ACCOUNTING_DB_URL"] == "postgresql+psycopg://acct:pw@db:5432/acct"  # never on the command line
+    assert (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]) == ("10.0.0.1", "443")
+    assert len(env["APEX_ACCOUNTING_QUOTA_TOKEN"]) == 64
+    assert not any("pw@" in a for a in cmd)
+    [role] = [r for r in app.load_roles if r["name"] == "apex-accounting"]
+    assert role["services"] == ["apex-accounting"] and role["scopes"] == ACCOUNTING_SCOPES + [QUOTA_STOP_SCOPE]
+    [admins] = [r for r in app.load_roles if r["name"] == "apex-accounting-admin"]
+    assert admins["groups"] == ["apex-admins"] and ADMIN_SCOPE in admins["scopes"]
+    assert ADMIN_SCOPE in app.custom_scopes
+    assert "access:services!service=apex-accounting" in app.extra_user_scopes
+    assert getattr(app.config.Spawner.pre_spawn_hook, "_apex_accounting", False)  # the quota check
+    Quotas.load(mounts["/etc/apex/quotas.yaml"])
+    hub = values["hub"]
+    assert {"name": "apex-accounting", "port": 8184, "targetPort": 8184, "protocol": "TCP"} in \
+        hub["service"]["extraPorts"]
+    assert any(rule["ports"] == [{"port": 8184, "protocol": "TCP"}] for rule in hub["networkPolicy"]["ingress"])
+    assert hub["extraEnv"]["APEX_ACCOUNTING_DB_URL"]["valueFrom"]["secretKeyRef"]["optional"] is True

@@ -236,3 +236,13 @@ def test_quotas(ledger, tmp_path):
                      ({"users": {"u": {"cpu_hours": -1}}}, "users.u.cpu_hours"), ({"budget": 1}, "unknown")):
         with pytest.raises(QuotaError, match=msg):
             Quotas.from_dict(bad)
+
+
+def test_observe_many_matches_observe(ledger):
+    stop = T0 + timedelta(hours=1)
+    batch = [obs("a"), obs("b", stop=stop, stop_reason="user"), obs("a", stop=stop, stop_reason="external")]
+    assert ledger.observe_many(batch, source="backfill") == [["opened"], ["opened", "stopped"], ["stopped"]]
+    assert ledger.observe_many(batch, source="relist") == [[], [], []]  # a replay adds nothing
+    a, b = ledger.session("a"), ledger.session("b")
+    assert (a["stop"], a["stop_reason"], b["stop"], b["stop_reason"]) == (stop, "external", stop, "user")
+    assert [e["kind"] for e in ledger.events()] == ["opened", "opened", "stopped", "stopped"]

@@ -125,19 +125,18 @@ def parse(text: str) -> list[dict[str, str]]:
     return out
 
 
-def export(ledger: Ledger, cfg: ApelSettings, now: datetime | None = None) -> list[Path]:
-    """Write every stopped, not yet exported session; returns the files written."""
+def export(ledger: Ledger, cfg: ApelSettings, now: datetime | None = None, limit: int | None = None) -> list[Path]:
+    """Write every stopped, not yet exported session (at most ``limit``); returns the files written."""
     now = now or utcnow()
     directory = Path(cfg.directory)
     directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    n = 0
-    while True:
-        sessions = ledger.unexported(limit=cfg.batch)
+    written: list[Path] = []
+    after, done = "", 0
+    while limit is None or done < limit:
+        sessions = ledger.unexported(limit=min(cfg.batch, limit - done) if limit else cfg.batch, after=after)
         if not sessions:
-            return written
-        n += 1
-        name = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:12]}-{n}.apel"  # never overwrites
+            break
+        name = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:12]}-{len(written) + 1}.apel"  # never overwrites
         tmp = directory / f".{name}.tmp"
         tmp.write_text(message([record(s, cfg) for s in sessions]), encoding="utf-8")
         with open(tmp, "rb") as f:
@@ -145,3 +144,5 @@ def export(ledger: Ledger, cfg: ApelSettings, now: datetime | None = None) -> li
         os.replace(tmp, directory / name)
         ledger.mark_exported([s["id"] for s in sessions], name, now)
         written.append(directory / name)
+        after, done = sessions[-1]["id"], done + len(sessions)
+    return written

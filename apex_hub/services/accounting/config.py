@@ -53,6 +53,9 @@ def configure_accounting(c: Any, options: dict, *, current_list) -> None:
     cmd = [sys.executable, "-m", "apex_hub.services.accounting", f"--interval={float(options.get('interval', 60)):g}",
            f"--exclude-groups={','.join(options.get('exclude_groups', ['apex-probe']))}"]
     env: dict[str, str] = {"APEX_ACCOUNTING_DB_URL": db_url}
+    # managed services do not inherit the hub's environment: pass on how to reach Kubernetes
+    env.update({k: os.environ[k] for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBECONFIG")
+                if os.environ.get(k)})
     stop_reasons = options.get("stop_reasons")
     if not stop_reasons and options.get("culler_state_dir"):
         stop_reasons = os.path.join(options["culler_state_dir"], "stop-reasons.jsonl")

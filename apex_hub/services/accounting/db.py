@@ -176,6 +176,8 @@ class Ledger:
 
     def __init__(self, url: str, *, migrate: bool = True):
         self.url = url
+        if url.startswith("sqlite:///") and ":memory:" not in url:  # SQLite makes the file, not its directory
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         if migrate:
             upgrade(url)
         self.engine = make_engine(url)
@@ -187,38 +189,77 @@ class Ledger:
 
     def observe(self, obs: Observation, *, source: str, now: datetime | None = None) -> list[str]:
         """Record what ``source`` saw about a session; returns the events written (empty: nothing new)."""
-        now = now or utcnow()
-        written: list[str] = []
         with self.engine.begin() as conn:
-            row = conn.execute(select(Session).where(Session.id == obs.id)).mappings().first()
-            if row is None:
-                values = {**obs.fields(), "status": "running", "recorded": now}
-                conn.execute(insert(Session).values(**values))
-                self._event(conn, obs.id, obs.start, now, "opened", source,
-                            {k: v for k, v in obs.fields().items() if k != "id"})
-                written.append("opened")
-                row = {**values, "stop": None, "stop_reason": None}
-            changes: dict[str, Any] = {}
-            if row["group"] is None and obs.group is not None:
-                changes["group"] = obs.group
-                self._event(conn, obs.id, now, now, "group", source, {"group": obs.group})
-                written.append("group")
-            if row["pvc_bytes"] is None and obs.pvc_bytes is not None:
-                changes["pvc_bytes"] = obs.pvc_bytes
-            if row["stop"] is None and obs.stop is not None:
-                stop = max(obs.stop, row["start"])
-                changes.update(stop=stop, status="stopped")
-                self._event(conn, obs.id, stop, now, "stopped", source,
-                            {"stop": stop.isoformat(), "reason": obs.stop_reason, **obs.detail})
-                written.append("stopped")
-            if obs.stop_reason and REASON_PRIORITY.get(obs.stop_reason, 9) > REASON_PRIORITY.get(
-                    changes.get("stop_reason", row["stop_reason"]), 9):
-                changes["stop_reason"] = obs.stop_reason
-                if "stopped" not in written:
-                    self._event(conn, obs.id, now, now, "reason", source, {"reason": obs.stop_reason})
-                    written.append("reason")
-            if changes:
-                conn.execute(update(Session).where(Session.id == obs.id).values(**changes))
+            return self._observe(conn, obs, source, now or utcnow())
+
+    def observe_many(self, observations: Iterable[Observation], *, source: str,
+                     now: datetime | None = None) -> list[list[str]]:
+        """:meth:`observe` for many sessions in one transaction (a re-list, a backfill): sessions new to
+        the ledger are inserted in bulk, known ones go through :meth:`observe`'s rules one by one."""
+        now = now or utcnow()
+        items = list(observations)
+        results: list[list[str]] = [[] for _ in items]
+        with self.engine.begin() as conn:
+            ids = list({o.id for o in items})
+            known: set[str] = set()
+            for i in range(0, len(ids), 500):
+                known.update(conn.execute(select(Session.id).where(Session.id.in_(ids[i:i + 500]))).scalars())
+            rows, events, later = [], [], []
+            for n, o in enumerate(items):
+                if o.id in known:
+                    later.append(n)
+                    continue
+                known.add(o.id)  # a second observation of it in this batch takes the careful path
+                row = {**o.fields(), "status": "running", "recorded": now, "stop": None, "stop_reason": None}
+                events.append({"session_id": o.id, "time": o.start, "recorded": now, "kind": "opened",
+                               "source": source, "data": _json({k: v for k, v in o.fields().items() if k != "id"})})
+                results[n].append("opened")
+                if o.stop is not None:
+                    stop = max(o.stop, o.start)
+                    row.update(stop=stop, status="stopped", stop_reason=o.stop_reason)
+                    events.append({"session_id": o.id, "time": stop, "recorded": now, "kind": "stopped",
+                                   "source": source,
+                                   "data": _json({"stop": stop.isoformat(), "reason": o.stop_reason, **o.detail})})
+                    results[n].append("stopped")
+                rows.append(row)
+            if rows:
+                conn.execute(insert(Session), rows)
+                conn.execute(insert(SessionEvent), events)
+            for n in later:
+                results[n] = self._observe(conn, items[n], source, now)
+        return results
+
+    def _observe(self, conn, obs: Observation, source: str, now: datetime) -> list[str]:
+        written: list[str] = []
+        row = conn.execute(select(Session).where(Session.id == obs.id)).mappings().first()
+        if row is None:
+            values = {**obs.fields(), "status": "running", "recorded": now}
+            conn.execute(insert(Session).values(**values))
+            self._event(conn, obs.id, obs.start, now, "opened", source,
+                        {k: v for k, v in obs.fields().items() if k != "id"})
+            written.append("opened")
+            row = {**values, "stop": None, "stop_reason": None}
+        changes: dict[str, Any] = {}
+        if row["group"] is None and obs.group is not None:
+            changes["group"] = obs.group
+            self._event(conn, obs.id, now, now, "group", source, {"group": obs.group})
+            written.append("group")
+        if row["pvc_bytes"] is None and obs.pvc_bytes is not None:
+            changes["pvc_bytes"] = obs.pvc_bytes
+        if row["stop"] is None and obs.stop is not None:
+            stop = max(obs.stop, row["start"])
+            changes.update(stop=stop, status="stopped")
+            self._event(conn, obs.id, stop, now, "stopped", source,
+                        {"stop": stop.isoformat(), "reason": obs.stop_reason, **obs.detail})
+            written.append("stopped")
+        if obs.stop_reason and REASON_PRIORITY.get(obs.stop_reason, 9) > REASON_PRIORITY.get(
+                changes.get("stop_reason", row["stop_reason"]), 9):
+            changes["stop_reason"] = obs.stop_reason
+            if "stopped" not in written:
+                self._event(conn, obs.id, now, now, "reason", source, {"reason": obs.stop_reason})
+                written.append("reason")
+        if changes:
+            conn.execute(update(Session).where(Session.id == obs.id).values(**changes))
         return written
 
     def set_reason(self, session_id: str, reason: str, *, source: str, detail: dict | None = None,
@@ -270,8 +311,12 @@ class Ledger:
 
     def iter_sessions(self, *, user: str | None = None, running: bool | None = None,
                       since: datetime | None = None, until: datetime | None = None,
-                      ids: Iterable[str] | None = None, groups: Iterable[str] | None = None) -> Iterator[dict]:
-        q = select(Session).order_by(Session.start, Session.id)
+                      ids: Iterable[str] | None = None, groups: Iterable[str] | None = None,
+                      usage_only: bool = False) -> Iterator[dict]:
+        """``usage_only``: only the columns reports and quotas need (faster over many rows)."""
+        cols = (Session.user, Session.group, Session.profile, Session.cpu, Session.memory_bytes, Session.gpu,
+                Session.start, Session.stop) if usage_only else (Session,)
+        q = select(*cols).order_by(Session.start, Session.id)
         if user is not None:
             q = q.where(Session.user == user)
         if groups is not None:
@@ -308,10 +353,11 @@ class Ledger:
 
     # ---- APEL bookkeeping --------------------------------------------------------------
 
-    def unexported(self, limit: int | None = None) -> list[dict]:
-        """Stopped sessions that no APEL file holds yet."""
-        exported = select(ApelExport.session_id)
-        q = select(Session).where(Session.stop.is_not(None), Session.id.not_in(exported)).order_by(Session.start)
+    def unexported(self, limit: int | None = None, after: str = "") -> list[dict]:
+        """Stopped sessions that no APEL file holds yet, by id (``after``: keyset paging)."""
+        q = (select(Session).outerjoin(ApelExport, ApelExport.session_id == Session.id)
+             .where(ApelExport.session_id.is_(None), Session.stop.is_not(None), Session.id > after)
+             .order_by(Session.id))
         if limit:
             q = q.limit(limit)
         with self.engine.connect() as conn:

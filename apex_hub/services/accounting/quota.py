@@ -164,6 +164,6 @@ class Quotas:
             ([("default", user, self.default, {"user": user})] if self.default else [])
         scopes += [("group", g, self.groups[g], {"groups": [g]}) for g in groups if g in self.groups]
         for scope, name, budget, query in scopes:
-            used = total(ledger.iter_sessions(since=since, until=now, **query), since=since, until=now)
+            used = total(ledger.iter_sessions(since=since, until=now, usage_only=True, **query), since=since, until=now)
             status.limits += [Limit(scope, name, metric, limit, used[metric]) for metric, limit in budget.items()]
         return status if status.limits else None
