@@ -372,22 +372,21 @@ def test_accounting_is_a_hub_managed_service_with_a_least_privilege_role(hub_env
     from apex_hub.services.accounting.quota import Quotas
     from apex_hub.services.accounting.web import ADMIN_SCOPE
 
-    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
-    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
-    monkeypatch.setenv("APEX_ACCOUNTING_DB_URL", "postgresql+psycopg://acct:pw@db:5432/acct")
+    db = "postgresql+psycopg://acct:pw@db:5432/acct"
+    for key, value in {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443",
+                       "APEX_ACCOUNTING_DB_URL": db}.items():
+        monkeypatch.setenv(key, value)
     values = load_values()
-    mounts = mount_extra_files(values)
-    app = JupyterHub(config=chart_config(values))
-    [svc] = [s for s in app.services if s["name"] == "apex-accounting"]
-    assert set(svc) <= set(Service.class_trait_names()), set(svc) - set(Service.class_trait_names())
-    cmd = svc["command"]
-    assert cmd[1:3] == ["-m", "apex_hub.services.accounting"]
+    mounts, app = mount_extra_files(values), JupyterHub(config=chart_config(values))
+    services = {s["name"]: s for s in app.services}
+    svc, cmd = services["apex-accounting"], services["apex-accounting"]["command"]
+    assert not set(svc) - set(Service.class_trait_names()) and cmd[1:3] == ["-m", "apex_hub.services.accounting"]
     assert {"--stop-reasons=/srv/apex/culler/stop-reasons.jsonl", "--exclude-groups=apex-probe",
             f"--quotas={mounts['/etc/apex/quotas.yaml']}", "--quota-stop=true", "--apel-dir=/srv/apex/apel",
             "--apel-site=APEX-PLACEHOLDER", "--apel-interval=21600"} <= set(cmd), cmd
     assert svc["url"] == "http://hub:8184"
     env = svc["environment"]
-    assert env["APEX_ACCOUNTING_DB_URL"] == "postgresql+psycopg://acct:pw@db:5432/acct"  # never on the command line
+    assert env["APEX_ACCOUNTING_DB_URL"] == db  # never on the command line
     assert (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]) == ("10.0.0.1", "443")
     assert len(env["APEX_ACCOUNTING_QUOTA_TOKEN"]) == 64
     assert not any("pw@" in a for a in cmd)

@@ -16,14 +16,7 @@ import signal
 import sys
 from urllib.parse import urlparse
 
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+from ..culler.__main__ import _bool  # the same true/false flags as the culler's
 
 
 def parser() -> argparse.ArgumentParser:
