@@ -296,6 +296,34 @@ async def test_dead_kernel_is_a_warning(env):
     env.set_probe_profile()
 
 
+async def test_proxy_routes_against_the_hubs_servers(env):
+    def routes_check(code: int, text: str):
+        return lambda st: st if st["components"]["proxy_routes"]["code"] == code and \
+            text in st["components"]["proxy_routes"]["message"] else None
+
+    # a route for a server the hub does not run: WARNING
+    ghost = {"target": f"http://127.0.0.1:{free_port()}", "jupyterhub": True, "user": "ghost", "server_name": ""}
+    assert (await env.chp("POST", "/user/ghost", ghost))[0] == 201
+    try:
+        await poll(routes_check(1, "proxy routes for servers the hub does not run: /user/ghost/"), env, 30,
+                   "a WARNING for the stale route")
+    finally:
+        assert (await env.chp("DELETE", "/user/ghost"))[0] == 204
+    # a running server whose route is gone: CRITICAL
+    assert (await env.hub.api("POST", "/users/alice"))[0] == 201
+    status, body = await env.hub.api("POST", "/users/alice/server", json={"profile": "lab"})
+    assert status in (201, 202), body
+    await env.hub.wait_ready("alice", timeout=90)
+    await poll(routes_check(0, "1 running server(s), all routed"), env, 30, "alice's server routed")
+    assert (await env.chp("DELETE", "/user/alice"))[0] == 204
+    st = await poll(routes_check(2, "running servers without a proxy route: alice/"), env, 30,
+                    "a CRITICAL for the missing route")
+    assert st["code"] == 2 and "proxy_routes: running servers without a proxy route" in st["message"]
+    assert metric(await env.metrics(), "apex_monitoring_component_up", component="proxy_routes") == 0
+    assert (await env.hub.api("DELETE", "/users/alice/server"))[0] in (202, 204)
+    await poll(routes_check(0, "0 running server(s), all routed"), env, 60, "no server, no complaint")
+
+
 async def test_a_stale_result_turns_critical(env):
     assert env.pause.exists()  # no probe runs: the last result ages
     st = await poll(lambda s: s if s["probe"]["code"] == 2 and "stale" in s["probe"]["message"] else None,
