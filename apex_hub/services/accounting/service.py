@@ -93,6 +93,7 @@ class AccountingService:
         self._pvc_cache: dict[tuple[str, str], int | None] = {}
         self._pvc_forbidden = False
         self._warned: set[str] = set()
+        self._stop_requested: set[str] = set()
         self._first_list = True
         self._tasks: list[asyncio.Task] = []
 
@@ -361,17 +362,24 @@ class AccountingService:
                         self.ledger.add_event(s["id"], "quota-warning", source="quota", data=status.as_dict())
 
     async def _quota_stop(self, session: dict, status: Any) -> None:
-        if session["stop_reason"] == "quota":
-            return  # already asked
-        log.warning("stopping %s/%s: %s", session["user"], session["server"], status.message)
-        self.ledger.set_reason(session["id"], "quota", source="quota", detail={"detail": status.message})
-        self.ledger.add_event(session["id"], "quota-stop", source="quota", data=status.as_dict())
-        self.stats.quota_stops += 1
+        """Record the decision once, then ask the hub to stop the server until it has accepted."""
+        if session["id"] in self._stop_requested:
+            return
+        if session["stop_reason"] != "quota":
+            log.warning("stopping %s/%s: %s", session["user"], session["server"], status.message)
+            self.ledger.set_reason(session["id"], "quota", source="quota", detail={"detail": status.message})
+            self.ledger.add_event(session["id"], "quota-stop", source="quota", data=status.as_dict())
+            self.stats.quota_stops += 1
         try:
             await self.hub.request("DELETE", server_path(session["user"], session["server"]))
         except HubAPIError as exc:
-            if exc.status != 404:
-                log.error("cannot stop %s/%s: %s", session["user"], session["server"], exc)
+            if exc.status != 404:  # 404: already gone
+                log.error("cannot stop %s/%s (next round again): %s", session["user"], session["server"], exc)
+                return
+        except Exception as exc:  # noqa: BLE001 - hub unreachable: next round again
+            log.error("cannot stop %s/%s (next round again): %s", session["user"], session["server"], exc)
+            return
+        self._stop_requested.add(session["id"])
 
     # ---- lifecycle ---------------------------------------------------------------------
 

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
 import html
@@ -83,23 +84,26 @@ class Base(HubOAuthenticated, web.RequestHandler):
 
 
 class SessionsHandler(Base):
-    def get(self) -> None:
+    async def get(self) -> None:
         self.require_admin()
         since, until = self.window()
-        rows = [reports.session_json(s) for s in self.svc.ledger.iter_sessions(
-            user=self.get_argument("user", None), since=since, until=until)]
+        user = self.get_argument("user", None)
+        rows = await asyncio.to_thread(  # off the event loop: the pod watch keeps going
+            lambda: [reports.session_json(s) for s in self.svc.ledger.iter_sessions(user=user, since=since,
+                                                                                     until=until)])
         self.send(rows, list(reports.SESSION_FIELDS), "sessions")
 
 
 class UsageHandler(Base):
-    def get(self) -> None:
+    async def get(self) -> None:
         self.require_admin()
         period, by = self.get_argument("period", "month"), self.get_argument("by", "user")
         if period not in ("day", "month") or by not in reports.KEYS:
             raise web.HTTPError(400, "period must be day or month; by must be user, group or profile")
         since, until = self.window(period)
-        rows = reports.usage(self.svc.ledger.iter_sessions(since=since, until=until, usage_only=True), since=since,
-                             until=until, period=period, by=by)
+        rows = await asyncio.to_thread(
+            reports.usage, self.svc.ledger.iter_sessions(since=since, until=until, usage_only=True), since=since,
+            until=until, period=period, by=by)
         self.send(rows, ["period", by, *reports.METRICS], f"usage-{by}-{period}")
 
 
