@@ -143,6 +143,8 @@ class Observation:
 def make_engine(url: str) -> Engine:
     """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``)."""
     kw: dict[str, Any] = {"future": True}
+    if url.startswith("sqlite:///") and ":memory:" not in url:  # SQLite makes the file, not its directory
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("sqlite"):
         kw["connect_args"] = {"timeout": 30}
     engine = create_engine(url, **kw)
@@ -176,8 +178,6 @@ class Ledger:
 
     def __init__(self, url: str, *, migrate: bool = True):
         self.url = url
-        if url.startswith("sqlite:///") and ":memory:" not in url:  # SQLite makes the file, not its directory
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         if migrate:
             upgrade(url)
         self.engine = make_engine(url)
