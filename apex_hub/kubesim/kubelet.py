@@ -31,6 +31,7 @@ import fnmatch
 import hashlib
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -613,7 +614,11 @@ class Kubelet:
         wanted = [int(suffix)] if suffix.isdigit() else []
         ports = [port["containerPort"] for c in p.spec.get("containers", []) for port in c.get("ports") or []
                  if port.get("protocol", "TCP") == "TCP"] if self.mode == "process" else []
-        for n in wanted + list(range(self.first_ip, 255)):
+        # start at a random address: kubesims in other processes (parallel test runs) then rarely
+        # pick the same one between the port check and the server binding it
+        candidates = list(range(self.first_ip, 255))
+        start = random.randrange(len(candidates)) if candidates else 0
+        for n in wanted + candidates[start:] + candidates[:start]:
             # skip addresses whose ports another program (e.g. a second kubesim) already uses
             if n not in self._ips and self.first_ip <= n <= 254 and _ports_free(f"{self.ip_prefix}{n}", ports):
                 self._ips[n], p.ip = p.uid, f"{self.ip_prefix}{n}"
