@@ -41,7 +41,7 @@ from tornado.httpclient import HTTPClientError
 from ...profiles.catalogue import CatalogueFile
 from ...profiles.errors import CatalogueError
 from .announce import UPCOMING_FILE
-from .decide import Decision, decide, upcoming_stops
+from .decide import Decision, decide, server_profile, upcoming_stops
 from .policy import CullingPolicy
 from .restarts import RestartLimiter
 
@@ -286,7 +286,7 @@ class CullerService:
     def _catalogue_mode(modes: dict, cat: Any, server: dict, groups: list[str]) -> str | None:
         if not modes:
             return None
-        slug = ((server.get("user_options") or {}) if isinstance(server.get("user_options"), dict) else {}).get("profile")
+        slug = server_profile(server)
         if not slug and cat is not None:  # no profile asked for: the user's default profile
             default = cat.default_for(groups)
             slug = default.slug if default else None
