@@ -3,7 +3,7 @@ accounting service started *by the hub* from ``configure(c, accounting={...})`` 
 its own token with exactly its role. The test reads the ledger through the service's REST API
 (through the hub's proxy, with a token holding the accounting admin scope).
 
-Covered: sessions recorded with the right fields; the probe group excluded; the quota refusal at
+Covered: sessions recorded with the right fields; a hub restart mid-session; the probe group excluded; the quota refusal at
 spawn with its message; a running server stopped over budget (reason ``quota``); the service
 killed mid-session and restarted by the hub → the session that stopped and the one that started
 while it was down are both there, once; the culler's stop reason attached; APEL files parsed back
@@ -35,6 +35,7 @@ CATALOGUE = {"profiles": [{"slug": "lab", "display_name": "JupyterLab", "default
 QUOTAS = {"period": "month", "users": {"carol": {"cpu_hours": 0}, "dave": {"cpu_hours": 0.01}}}
 CONFIG = """
 c.JupyterHub.load_roles[0]["scopes"].append("tokens")  # the tester makes alice a token
+c.JupyterHub.cleanup_servers = False  # servers outlive the hub restart at the end
 c.APExSpawner.cpu_guarantee = 0.5
 c.APExSpawner.mem_guarantee = "256M"
 c.APExSpawner.workspace_volume = {{"name": "workspace", "size": "1Gi", "mount_path": "/home/jovyan"}}
@@ -218,7 +219,7 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
             status, body = await hub.get(f"{PREFIX}/api/usage?by=user&period=month&since=2000-01-01")
             rows = {r["user"]: r for r in json.loads(body)["items"]}
             assert set(rows) == {"alice", "dave"} and rows["alice"]["sessions"] == 2
-            assert rows["dave"]["cpu_hours"] == pytest.approx(0.5 * rows["dave"]["wall_hours"])
+            assert rows["dave"]["cpu_hours"] == pytest.approx(0.5 * rows["dave"]["wall_hours"], rel=1e-3)  # 6 decimals
             status, body = await hub.get(f"{PREFIX}/api/usage?by=group&period=day&format=csv&since=2000-01-01")
             assert status == 200
             table = list(csv.DictReader(io.StringIO(body)))
@@ -262,6 +263,26 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
             # 8. the usage page in a real browser: dave sees his own usage against his budget, ada (an
             # accounting admin) sees everyone
             await usage_pages(hub, {"dave", "alice"})
+
+            # 9. the hub restarts (and with it the service) while alice's server runs: still one session,
+            # still open; after the restart her stop is recorded
+            await hub.stop()
+            await hub.start()
+
+            async def watching_again():
+                text = await _metric(metrics, "apex_accounting_relists_total", at_least=1)
+                return text if text and "apex_accounting_watching 1.0" in text else None
+            await until("the service back after the hub restart", watching_again, hub=hub)
+            assert [(s["id"], s["stop"]) for s in await sessions(hub, user="alice")] == \
+                [(old["id"], old["stop"]), (new["id"], None)]
+            assert (await hub.api("DELETE", "/users/alice/server"))[0] in (202, 204)
+
+            async def new_closed():
+                got = await sessions(hub, user="alice")
+                return got if got[-1]["stop"] else None
+            *_, last = await until("alice's stop after the hub restart", new_closed, hub=hub)
+            assert (last["id"], last["stop_reason"]) == (new["id"], "user")
+            assert len(await sessions(hub)) == 3
 
 
 CHROMIUM = "/usr/bin/chromium"
