@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import sys
-from urllib.parse import urlparse
 
 from ..culler.__main__ import _bool  # the same true/false flags as the culler's
 
@@ -76,9 +75,13 @@ async def run(args, quotas) -> None:
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
     app = App(svc, prefix=prefix, apel_settings=apel_settings,
               quota_token=os.environ.get("APEX_ACCOUNTING_QUOTA_TOKEN", ""))
-    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
+    from ..culler.web import listen_address
+
+    # on the URL's host when it is an IP (127.0.0.1 locally), on all interfaces for a name (http://hub:8184)
+    host, port = listen_address(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"),
+                                str(args.port) if args.port else None)
     server = HTTPServer(app.tornado, xheaders=True)
-    server.listen(args.port or url.port or 10101, url.hostname or "127.0.0.1")
+    server.listen(port, host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -94,8 +97,8 @@ async def run(args, quotas) -> None:
                 logging.getLogger("apex_hub.accounting").exception("APEL export failed")
 
     apel_task = asyncio.create_task(apel_loop()) if apel_settings else None
-    logging.getLogger("apex_hub.accounting").info("accounting service listening on %s (prefix %s)",
-                                                  url.netloc, prefix)
+    logging.getLogger("apex_hub.accounting").info("accounting service listening on %s:%s (prefix %s)",
+                                                  host, port, prefix)
     await stop.wait()
     if apel_task:
         apel_task.cancel()

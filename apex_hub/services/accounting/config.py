@@ -6,6 +6,7 @@ import os
 import secrets
 import sys
 from typing import Any
+from urllib.parse import urlparse
 
 from .web import ADMIN_SCOPE
 
@@ -73,7 +74,9 @@ def configure_accounting(c: Any, options: dict, *, current_list) -> None:
         if options.get("quota_check", True):
             token = secrets.token_hex(32)
             env["APEX_ACCOUNTING_QUOTA_TOKEN"] = token
-            quota_hook = (f"{url.rstrip('/')}/services/{name}", token)
+            # managed services run beside the hub: ask over loopback (a NetworkPolicy may not admit the
+            # hub pod to itself through its Service)
+            quota_hook = (f"http://127.0.0.1:{urlparse(url).port or 80}/services/{name}", token)
     apel = options.get("apel")
     if apel:
         if not apel.get("dir") or not apel.get("site"):
