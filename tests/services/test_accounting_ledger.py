@@ -246,3 +246,11 @@ def test_observe_many_matches_observe(ledger):
     a, b = ledger.session("a"), ledger.session("b")
     assert (a["stop"], a["stop_reason"], b["stop"], b["stop_reason"]) == (stop, "external", stop, "user")
     assert [e["kind"] for e in ledger.events()] == ["opened", "opened", "stopped", "stopped"]
+
+
+def test_events_page(ledger):
+    for i in range(5):
+        ledger.observe(obs(f"p{i}"), source="t")
+    first = ledger.events(limit=2)
+    rest = ledger.events(after=first[-1]["id"])
+    assert [e["session_id"] for e in first + rest] == [f"p{i}" for i in range(5)]

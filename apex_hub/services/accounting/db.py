@@ -335,10 +335,13 @@ class Ledger:
             for row in conn.execution_options(stream_results=True, yield_per=5000).execute(q).mappings():
                 yield dict(row)
 
-    def events(self, session_id: str | None = None) -> list[dict]:
-        q = select(SessionEvent).order_by(SessionEvent.id)
+    def events(self, session_id: str | None = None, *, after: int = 0, limit: int | None = None) -> list[dict]:
+        """Events in the order written; ``after`` (an event id) and ``limit`` page through them."""
+        q = select(SessionEvent).where(SessionEvent.id > after).order_by(SessionEvent.id)
         if session_id is not None:
             q = q.where(SessionEvent.session_id == session_id)
+        if limit:
+            q = q.limit(limit)
         with self.engine.connect() as conn:
             return [{**dict(r), "data": json.loads(r["data"])} for r in conn.execute(q).mappings()]
 

@@ -5,7 +5,8 @@
 * ``GET /api/sessions`` — the ledger's sessions (``user``, ``since``, ``until``, ``format=csv``).
 * ``GET /api/usage`` — CPU-/memory-/GPU-hours ``by=user|group|profile`` per ``period=day|month``
   (``since``, ``until``, ``format=csv``).
-* ``GET /api/events`` — the append-only events (``session`` for one session).
+* ``GET /api/events`` — the append-only events (``session`` for one session; ``after`` an event id
+  and ``limit``, default 10000, to page).
 * ``POST /api/apel`` — write the APEL files now (also done every ``apel_interval``).
   All of these need :data:`ADMIN_SCOPE` on the caller's hub token (``Authorization: token …`` or
   the OAuth cookie).
@@ -108,9 +109,14 @@ class UsageHandler(Base):
 
 
 class EventsHandler(Base):
-    def get(self) -> None:
+    async def get(self) -> None:
         self.require_admin()
-        rows = self.svc.ledger.events(self.get_argument("session", None))
+        try:
+            after, limit = int(self.get_argument("after", "0")), min(int(self.get_argument("limit", "10000")), 100000)
+        except ValueError:
+            raise web.HTTPError(400, "after and limit must be integers") from None
+        rows = await asyncio.to_thread(self.svc.ledger.events, self.get_argument("session", None), after=after,
+                                       limit=limit)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"items": rows}, default=str))
 
