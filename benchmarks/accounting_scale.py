@@ -96,8 +96,7 @@ def main() -> None:
     since, until = YEAR, now
     for period, by in (("month", "user"), ("day", "group"), ("month", "profile")):
         t0 = time.perf_counter()
-        out = reports.usage(ledger.iter_sessions(since=since, until=until, usage_only=True), since=since, until=until,
-                            period=period, by=by)
+        out = reports.ledger_usage(ledger, since=since, until=until, period=period, by=by)
         print(f"report {period} × {by} over {rows[0] + args.live:,} sessions: {time.perf_counter() - t0:.1f} s "
               f"({len(out):,} rows)")
     quotas = Quotas.from_dict({"period": "month", "groups": {"group7": {"cpu_hours": 500}},

@@ -26,6 +26,8 @@ from typing import Any, Iterable, Iterator
 from sqlalchemy import (BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, create_engine,
                         event, func, insert, select, update)
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -51,6 +53,46 @@ class UTCDateTime(TypeDecorator):
 
     def process_result_value(self, value, dialect):
         return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class epoch_seconds(FunctionElement):
+    """Seconds since 1970 of a naive-UTC timestamp column, in SQL (SQLite and PostgreSQL)."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(epoch_seconds, "sqlite")
+def _epoch_sqlite(element, compiler, **kw):
+    return f"((julianday({compiler.process(element.clauses, **kw)}) - 2440587.5) * 86400.0)"
+
+
+@compiles(epoch_seconds, "postgresql")
+def _epoch_postgresql(element, compiler, **kw):
+    return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
+
+
+class period_label(FunctionElement):
+    """``YYYY-MM`` (month) or ``YYYY-MM-DD`` (day) of a timestamp column, in SQL."""
+
+    type = String()
+    inherit_cache = True
+
+    def __init__(self, column, period: str):
+        self.period = period
+        super().__init__(column)
+
+
+@compiles(period_label, "sqlite")
+def _label_sqlite(element, compiler, **kw):
+    fmt = "%Y-%m" if element.period == "month" else "%Y-%m-%d"
+    return f"strftime('{fmt}', {compiler.process(element.clauses, **kw)})"
+
+
+@compiles(period_label, "postgresql")
+def _label_postgresql(element, compiler, **kw):
+    fmt = "YYYY-MM" if element.period == "month" else "YYYY-MM-DD"
+    return f"to_char({compiler.process(element.clauses, **kw)}, '{fmt}')"
 
 
 class Base(DeclarativeBase):
@@ -312,7 +354,7 @@ class Ledger:
     def iter_sessions(self, *, user: str | None = None, running: bool | None = None,
                       since: datetime | None = None, until: datetime | None = None,
                       ids: Iterable[str] | None = None, groups: Iterable[str] | None = None,
-                      usage_only: bool = False) -> Iterator[dict]:
+                      usage_only: bool = False, outside: Any = None) -> Iterator[dict]:
         """``usage_only``: only the columns reports and quotas need (faster over many rows)."""
         cols = (Session.user, Session.group, Session.profile, Session.cpu, Session.memory_bytes, Session.gpu,
                 Session.start, Session.stop) if usage_only else (Session,)
@@ -331,9 +373,30 @@ class Ledger:
             q = q.where(Session.start < until)
         if ids is not None:
             q = q.where(Session.id.in_(list(ids)))
+        if outside is not None:  # sessions not matched by this condition (usage_split)
+            q = q.where(~outside)
         with self.engine.connect() as conn:
             for row in conn.execution_options(stream_results=True, yield_per=5000).execute(q).mappings():
                 yield dict(row)
+
+    def usage_split(self, since: datetime, until: datetime, period: str,
+                    by: str) -> tuple[list[tuple], Iterator[dict]]:
+        """Usage of ``[since, until)`` in two parts: SQL sums (``(period label, key, sessions, seconds,
+        cpu·s, memory-bytes·s, gpu·s)``) over the stopped sessions that lie inside one period and the
+        window, and an iterator over every other overlapping session (running, crossing a period
+        boundary or the window's edges) for :func:`reports.usage` to clip in Python."""
+        key = {"user": Session.user, "group": Session.group, "profile": Session.profile}[by]
+        start_label, stop_label = period_label(Session.start, period), period_label(Session.stop, period)
+        inside = (Session.stop.is_not(None)) & (Session.start >= since) & (Session.stop <= until) & \
+            (start_label == stop_label)
+        seconds = epoch_seconds(Session.stop) - epoch_seconds(Session.start)
+        q = (select(start_label, key, func.count(), func.sum(seconds), func.sum(Session.cpu * seconds),
+                    func.sum(Session.memory_bytes * seconds), func.sum(Session.gpu * seconds))
+             .where(inside).group_by(start_label, key))
+        with self.engine.connect() as conn:
+            sums = [tuple(r) for r in conn.execute(q)]
+        rest = self.iter_sessions(since=since, until=until, usage_only=True, outside=inside)
+        return sums, rest
 
     def events(self, session_id: str | None = None, *, after: int = 0, limit: int | None = None) -> list[dict]:
         """Events in the order written; ``after`` (an event id) and ``limit`` page through them."""

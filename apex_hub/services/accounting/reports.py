@@ -50,12 +50,32 @@ def session_usage(s: dict, since: datetime, until: datetime) -> dict[str, float]
             "memory_gib_hours": s["memory_bytes"] / GIB * hours, "gpu_hours": s["gpu"] * hours}
 
 
+def ledger_usage(ledger, *, since: datetime, until: datetime, period: str = "month",
+                 by: str = "user") -> list[dict]:
+    """:func:`usage` over the ledger: stopped sessions inside one period are summed in SQL, the rest
+    (running, crossing a period boundary or the window's edges) are clipped here."""
+    if by not in KEYS or period not in ("day", "month"):
+        raise ValueError(f"by must be one of {', '.join(KEYS)} and period day or month, not {by!r}, {period!r}")
+    sums, rest = ledger.usage_split(since, until, period, by)
+    acc: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0.0])
+    for label, key, n, seconds, cpu_s, mem_s, gpu_s in sums:
+        row = acc[(label, key or "")]
+        row[0] += n
+        row[1] += (seconds or 0) / 3600.0
+        row[2] += (cpu_s or 0) / 3600.0
+        row[3] += (mem_s or 0) / GIB / 3600.0
+        row[4] += (gpu_s or 0) / 3600.0
+    return usage(rest, since=since, until=until, period=period, by=by, acc=acc)
+
+
 def usage(sessions: Iterable[dict], *, since: datetime, until: datetime, period: str = "month",
-          by: str = "user") -> list[dict]:
-    """Rows ``{period, <by>, sessions, wall_hours, cpu_hours, memory_gib_hours, gpu_hours}``, sorted."""
+          by: str = "user", acc: dict | None = None) -> list[dict]:
+    """Rows ``{period, <by>, sessions, wall_hours, cpu_hours, memory_gib_hours, gpu_hours}``, sorted.
+    ``acc``: sums to add to (from :func:`ledger_usage`)."""
     if by not in KEYS:
         raise ValueError(f"by must be one of {', '.join(KEYS)}, not {by!r}")
-    acc: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0.0])
+    if acc is None:
+        acc = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0.0])
     for s in sessions:
         lo, hi = max(s["start"], since), min(s["stop"] or until, until)
         if hi < lo or (hi == lo and not since <= s["start"] < until):

@@ -102,9 +102,8 @@ class UsageHandler(Base):
         if period not in ("day", "month") or by not in reports.KEYS:
             raise web.HTTPError(400, "period must be day or month; by must be user, group or profile")
         since, until = self.window(period)
-        rows = await asyncio.to_thread(
-            reports.usage, self.svc.ledger.iter_sessions(since=since, until=until, usage_only=True), since=since,
-            until=until, period=period, by=by)
+        rows = await asyncio.to_thread(reports.ledger_usage, self.svc.ledger, since=since, until=until,
+                                       period=period, by=by)
         self.send(rows, ["period", by, *reports.METRICS], f"usage-{by}-{period}")
 
 
@@ -295,8 +294,8 @@ class PageHandler(Base):
                     + "".join(f"<td>{tot[m]:.2f}</td>" if m != "sessions" else f"<td>{tot[m]}</td>"
                               for m in reports.METRICS) + "</tr></table>")
         if admin:
-            rows = reports.usage(svc.ledger.iter_sessions(since=since, until=now, usage_only=True), since=since,
-                                 until=now, period="month", by="user")
+            rows = await asyncio.to_thread(reports.ledger_usage, svc.ledger, since=since, until=now,
+                                           period="month", by="user")
             prefix = self.app.prefix
             body.append("<h2>All users</h2><table id=everyone><tr><th>user</th><th>sessions</th><th>cpu_hours</th>"
                         "<th>memory_gib_hours</th><th>gpu_hours</th></tr>" + "".join(
