@@ -176,7 +176,8 @@ class AccountingService:
         self._write(obs, source)
 
     async def handle_pods(self, pods: list[dict], *, source: str) -> None:
-        """Many pods (a listing): known sessions and new ones whose users are known, in one transaction."""
+        """Many pods (a listing): the sessions the ledger already has in one transaction; new ones (and
+        pods of unknown or excluded users) one by one through :meth:`handle_pod`."""
         now = self.clock()
         batch: list[Observation] = []
         for pod in pods:
