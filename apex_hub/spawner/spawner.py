@@ -195,6 +195,13 @@ class APExSpawner(KubeSpawner):
 
         return profile_applied_at_start
 
+    @default("common_labels")
+    def _default_common_labels(self):
+        # KubeSpawner's, except that the pods say who manages them (its common labels would
+        # otherwise overwrite our ownership label with "kubespawner")
+        return {"app.kubernetes.io/name": "jupyterhub", L.MANAGED_BY: L.MANAGER,
+                "app": "jupyterhub", "heritage": "jupyterhub"}
+
     @default("events_enabled")
     def _default_events(self):
         return True

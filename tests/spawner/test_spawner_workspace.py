@@ -158,6 +158,7 @@ async def test_first_spawn_creates_every_object_with_the_right_fields(ksim):
     assert env["JUPYTER_PATH"]["value"] == "/home/jovyan/.apex/jupyter"
     assert main["envFrom"] == [{"configMapRef": {"name": "settings"}}]
     assert pod["metadata"]["labels"][L.PROFILE] == "full"
+    assert pod["metadata"]["labels"][L.MANAGED_BY] == "apex-hub"  # not KubeSpawner's "kubespawner"
     await spawner.stop()
 
 

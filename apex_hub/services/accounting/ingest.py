@@ -2,9 +2,9 @@
 
 A pod is an APEx server session when it carries ``component=singleuser-server`` (KubeSpawner's
 server pods) and ``app.kubernetes.io/part-of=apex-workspace`` plus an ``apex.esa.int/user`` label
-(APExSpawner's ownership labels): exact label matches, never name prefixes. (APExSpawner also sets
-``app.kubernetes.io/managed-by=apex-hub``, but on pods KubeSpawner's ``common_labels`` overwrite it
-with ``kubespawner``, so that label cannot select them.) The session's id is the
+(APExSpawner's ownership labels): exact label matches, never name prefixes. (Pods also carry
+``app.kubernetes.io/managed-by=apex-hub``, but an operator may change KubeSpawner's
+``common_labels``, so that label is not relied on.) The session's id is the
 pod uid; the user is the ``apex.esa.int/username`` annotation (KubeSpawner's
 ``hub.jupyter.org/username`` as a fallback), the server name KubeSpawner's
 ``hub.jupyter.org/servername`` annotation ("" for the default server), the group the
