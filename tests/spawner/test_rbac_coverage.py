@@ -37,6 +37,8 @@ NOT_REQUESTED = {
     ("", "pods/log", "get"): "granted on to workspace Roles",
     ("", "pods/log", "list"): "named by the example catalogue's pod-reader Role",
     ("", "pods/log", "watch"): "named by the example catalogue's pod-reader Role",
+    # The accounting service runs in the hub pod with the hub's account.
+    ("", "persistentvolumeclaims", "get"): "the accounting service reads claim sizes",
 }
 
 
