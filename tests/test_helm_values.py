@@ -288,7 +288,7 @@ def test_the_culler_is_a_hub_managed_service_with_its_role(hub_env):
 
     from apex_hub.services import CULLER_SCOPES
     from apex_hub.services.culler import CullingPolicy
-    from apex_hub.services.culler.announce import UpcomingAnnouncement
+    from apex_hub.services.announce import HubAnnouncement
 
     values = load_values()
     mounts = mount_extra_files(values)
@@ -309,7 +309,8 @@ def test_the_culler_is_a_hub_managed_service_with_its_role(hub_env):
     assert role["scopes"] == CULLER_SCOPES
     [user_role] = [r for r in app.load_roles if r["name"] == "user"]
     assert "self" in user_role["scopes"] and "access:services!service=apex-culler" in user_role["scopes"]
-    assert isinstance(app.template_vars["announcement"], UpcomingAnnouncement)
+    assert isinstance(app.template_vars["announcement"], HubAnnouncement)
+    assert app.template_vars["announcement"].sources["culler"][0].path == Path("/srv/apex/culler/upcoming.json")
     # the chart's own culler stays off, and the shipped policy is valid
     assert values["cull"]["enabled"] is False
     policy = CullingPolicy.load(mounts["/etc/apex/culling.yaml"])
@@ -397,6 +398,11 @@ def test_accounting_is_a_hub_managed_service_with_a_least_privilege_role(hub_env
     assert ADMIN_SCOPE in app.custom_scopes
     assert "access:services!service=apex-accounting" in app.extra_user_scopes
     assert getattr(app.config.Spawner.pre_spawn_hook, "_apex_accounting", False)  # the quota check
+    # quota warnings in the hub's banner, beside the culler's warnings: one announcement, two sources
+    assert "--state-dir=/srv/apex/accounting" in cmd
+    sources = app.template_vars["announcement"].sources
+    assert list(sources) == ["culler", "quota"]
+    assert sources["quota"][0].path == Path("/srv/apex/accounting/quota-warnings.json")
     Quotas.load(mounts["/etc/apex/quotas.yaml"])
     hub = values["hub"]
     assert {"name": "apex-accounting", "port": 8184, "targetPort": 8184, "protocol": "TCP"} in \

@@ -391,7 +391,7 @@ async def test_many_stops_are_confirmed_with_one_listing(tmp_path):
 
 
 def test_configure_options(tmp_path):
-    from apex_hub.services.culler.announce import UpcomingAnnouncement
+    from apex_hub.services.announce import HubAnnouncement
 
     policy, profiles = tmp_path / "culling.yaml", tmp_path / "profiles.yml"
     policy.write_text("defaults: {idle_timeout: 1h}\n")
@@ -414,7 +414,8 @@ def test_configure_options(tmp_path):
     # with a url, every user may reach the service (the default user role plus that one scope)
     assert roles["user"]["scopes"] == ["self", "access:services!service=apex-culler"]
     banner = c.JupyterHub.template_vars["announcement"]
-    assert isinstance(banner, UpcomingAnnouncement) and banner.fallback == "Maintenance on Friday"
+    assert isinstance(banner, HubAnnouncement) and banner.fallback == "Maintenance on Friday"
+    assert list(banner.sources) == ["culler"]
     assert banner(None) == "Maintenance on Friday"  # the operator's announcement stays
     # no catalogue when asked for none; mistakes are named
     c = Config()

@@ -35,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quota-stop", type=_bool, nargs="?", const=True, default=False,
                    help="stop running servers over budget (needs delete:servers)")
     p.add_argument("--quota-warn", type=float, default=0.9, help="warn at this fraction of a budget")
+    p.add_argument("--state-dir", default=env("APEX_ACCOUNTING_STATE_DIR", "."),
+                   help="where quota-warnings.json goes (read by the hub's banner; default: the working directory)")
     p.add_argument("--apel-dir", default="", help="directory of APEL files for ssmsend")
     p.add_argument("--apel-site", default="", help="APEL SiteName (GOCDB)")
     p.add_argument("--apel-service", default="", help="APEL CloudComputeService")
@@ -67,7 +69,7 @@ async def run(args, quotas) -> None:
         stop_reasons=args.stop_reasons or None,
         exclude_groups=[g.strip() for g in args.exclude_groups.split(",") if g.strip()],
         interval=args.interval, watch_timeout=args.watch_timeout, quotas=quotas, quota_stop=args.quota_stop,
-        quota_warn_fraction=args.quota_warn)
+        quota_warn_fraction=args.quota_warn, state_dir=args.state_dir)
     apel_settings = None
     if args.apel_dir:
         apel_settings = ApelSettings(args.apel_dir, args.apel_site, args.apel_service, args.apel_cloud_type,

@@ -13,7 +13,8 @@ from .web import ADMIN_SCOPE
 KEYS = {
     "db_url": "SQLAlchemy URL of the ledger (default sqlite:///<state_dir>/accounting.sqlite); put a password in"
               " environment APEX_ACCOUNTING_DB_URL instead",
-    "state_dir": "where the SQLite ledger goes by default (default: the hub's working directory)",
+    "state_dir": "where quota-warnings.json (for the hub's banner) and, by default, the SQLite ledger go"
+                 " (default: the hub's working directory)",
     "url": "the service's own URL, proxied at /services/<name>/ (default http://127.0.0.1:10101; in Kubernetes"
            " e.g. http://hub:10101)",
     "stop_reasons": "the culler's stop-reasons.jsonl (default: <culler state_dir>/stop-reasons.jsonl when"
@@ -25,6 +26,7 @@ KEYS = {
     "quota_check": "install the pre-spawn quota check as c.Spawner.pre_spawn_hook (default True with quotas)",
     "quota_stop": "stop running servers over budget, reason 'quota' (grants delete:servers; default False)",
     "quota_warn": "warn at this fraction of a budget (default 0.9)",
+    "announcement": "show quota warnings as the banner of the hub's pages (default True with quotas)",
     "fail_open": "allow spawns when the service cannot be reached (default True)",
     "apel": "dict: dir, site (required), service, cloud_type, benchmark_type, benchmark, interval (seconds)",
     "admin_users": "users given the accounting admin scope (reports, every user's usage)",
@@ -52,7 +54,7 @@ def configure_accounting(c: Any, options: dict, *, current_list) -> None:
     db_url = options.get("db_url") or f"sqlite:///{os.path.join(state_dir, 'accounting.sqlite')}"
     url = options.get("url", "http://127.0.0.1:10101")
     cmd = [sys.executable, "-m", "apex_hub.services.accounting", f"--interval={float(options.get('interval', 60)):g}",
-           f"--exclude-groups={','.join(options.get('exclude_groups', ['apex-probe']))}"]
+           f"--exclude-groups={','.join(options.get('exclude_groups', ['apex-probe']))}", f"--state-dir={state_dir}"]
     env: dict[str, str] = {"APEX_ACCOUNTING_DB_URL": db_url}
     # managed services do not inherit the hub's environment: pass on how to reach Kubernetes
     env.update({k: os.environ[k] for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBECONFIG")
@@ -108,6 +110,11 @@ def configure_accounting(c: Any, options: dict, *, current_list) -> None:
                       "scopes": [ADMIN_SCOPE, f"access:services!service={name}"],
                       **{k: v for k, v in admins.items() if v}})
     c.JupyterHub.load_roles = roles
+    if options.get("quotas") and options.get("announcement", True):
+        from ..announce import install
+        from .quota import WARNINGS_FILE, warning_lines
+
+        install(c, "quota", os.path.join(state_dir, WARNINGS_FILE), warning_lines)
     if quota_hook:
         from .client import pre_spawn_hook
 

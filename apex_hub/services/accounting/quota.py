@@ -17,6 +17,7 @@ their groups') is below its limit; running sessions count up to now.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,7 +30,11 @@ from .reports import next_period, period_start, total
 
 METRICS = {"cpu_hours": "CPU-hours", "memory_gib_hours": "GiB-hours of memory", "gpu_hours": "GPU-hours",
            "wall_hours": "server-hours"}
+BUDGET_NAMES = {"cpu_hours": "CPU-hour", "memory_gib_hours": "memory (GiB-hour)", "gpu_hours": "GPU-hour",
+                "wall_hours": "server-hour"}
 PERIODS = ("day", "week", "month")
+#: the current quota warnings, written by the service every round, read by the hub's banner
+WARNINGS_FILE = "quota-warnings.json"
 
 
 class QuotaError(ValueError):
@@ -83,6 +88,17 @@ class Limit:
         return f"{who} budget of {self.budget:g} {unit} per {period}, used {used}"
 
 
+def _amount(x: float) -> str:
+    return f"{x:.0f}" if x >= 10 else f"{x:.3g}"
+
+
+def period_label(period: str, since: datetime) -> str:
+    """``December`` (month), ``the week of 2026-11-30`` (week), ``2026-12-02`` (day)."""
+    if period == "month":
+        return since.strftime("%B")
+    return f"the week of {since.date()}" if period == "week" else str(since.date())
+
+
 @dataclass
 class QuotaStatus:
     user: str
@@ -110,6 +126,31 @@ class QuotaStatus:
         over = [lim for lim in self.limits if lim.over]
         return ("Usage budget exhausted: " + "; ".join(lim.describe(self.period) for lim in over)
                 + f". It resets on {reset}.")
+
+    def warning_text(self, lim: Limit, *, stop: bool) -> str:
+        """What the user reads about one budget near or over its limit."""
+        used = f"{_amount(lim.usage)} of {lim.budget:g} {METRICS[lim.metric]}" + \
+            (f", group {lim.name}" if lim.scope == "group" else "")
+        what = f"your {BUDGET_NAMES[lim.metric]} budget for {period_label(self.period, self.since)} ({used})"
+        reset = f"It resets on {self.reset.strftime('%Y-%m-%d %H:%M UTC')}."
+        if lim.over:
+            then = "new servers cannot be started" + (" and running servers are stopped" if stop else "")
+            return f"You have used up {what}: {then}. {reset}"
+        then = "servers are stopped" if stop else "new servers cannot be started"
+        return f"You have used {int(lim.fraction * 100)}% of {what}; {then} when it is used up. {reset}"
+
+    def warning(self, fraction: float, *, stop: bool) -> dict | None:
+        """The user's quota warning (the budgets at ``fraction`` of their limit or over it), or None."""
+        near = sorted((lim for lim in self.limits if lim.over or lim.fraction >= fraction),
+                      key=lambda lim: -lim.fraction)
+        if not near:
+            return None
+        budgets = [{"scope": lim.scope, "name": lim.name, "metric": lim.metric, "budget": lim.budget,
+                    "usage": round(lim.usage, 6), "fraction": round(lim.fraction, 4),
+                    "message": self.warning_text(lim, stop=stop)} for lim in near]
+        return {"user": self.user, "allowed": self.allowed, "period": self.period, "since": self.since.isoformat(),
+                "reset": self.reset.isoformat(), "fraction": budgets[0]["fraction"],
+                "message": " ".join(b["message"] for b in budgets), "budgets": budgets}
 
     def as_dict(self) -> dict:
         return {"user": self.user, "allowed": self.allowed, "period": self.period,
@@ -167,3 +208,13 @@ class Quotas:
             used = total(ledger.iter_sessions(since=since, until=now, usage_only=True, **query), since=since, until=now)
             status.limits += [Limit(scope, name, metric, limit, used[metric]) for metric, limit in budget.items()]
         return status if status.limits else None
+
+
+def warning_html(warning: dict) -> list[str]:
+    """A user's quota warning (:meth:`QuotaStatus.warning`) as HTML lines, one per budget."""
+    return [html.escape(b["message"]) for b in warning.get("budgets", [])]
+
+
+def warning_lines(data: dict, name: str) -> list[str]:
+    """``name``'s quota warning in the service's quota-warnings.json, as lines of the hub's banner."""
+    return warning_html((data.get("users") or {}).get(name) or {})

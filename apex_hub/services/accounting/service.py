@@ -9,7 +9,9 @@ Tasks (one event loop, one writer):
 * **hub round** (every ``interval``) — users and groups from the hub REST API (the group of a pod
   without the ``apex.esa.int/group`` annotation is the user's first group; users in
   ``exclude_groups`` are not recorded); pods waiting for their user's groups; new lines of the
-  culler's ``stop-reasons.jsonl``; quota warnings and stops; the heartbeat.
+  culler's ``stop-reasons.jsonl``; quota warnings and stops; the heartbeat. The current quota
+  warnings (users at ``quota_warn_fraction`` of a budget or over it) are written atomically to
+  ``<state_dir>/quota-warnings.json`` for the hub's banner (:mod:`apex_hub.services.announce`).
 
 Restart safety: on start-up the listing records every pod that started while the service was down
 (with its real start time); sessions the ledger has open whose pods are gone are closed at the
@@ -30,10 +32,12 @@ from typing import Any, Callable
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from ..announce import JSONFile, write_json
 from ..culler.service import HubAPIError, HubClient, server_path
 from .db import Ledger, Observation, utcnow
 from .ingest import (GROUP_ANNOTATION, POD_SELECTOR, StopRecord, StopReasonsFile, claims, matches, observation,
                      pod_user, quantity)
+from .quota import WARNINGS_FILE
 
 log = logging.getLogger("apex_hub.accounting")
 
@@ -75,6 +79,7 @@ class AccountingService:
         quotas: Any = None,
         quota_stop: bool = False,
         quota_warn_fraction: float = 0.9,
+        state_dir: str | Path = ".",
         clock: Callable[[], datetime] = utcnow,
     ):
         self.ledger, self.hub, self.kube = ledger, hub, kube
@@ -84,6 +89,11 @@ class AccountingService:
         self.slack = timedelta(seconds=reason_slack)
         self.quotas, self.quota_stop, self.quota_warn_fraction = quotas, quota_stop, quota_warn_fraction
         self.clock = clock
+        self.warnings_file = Path(state_dir) / WARNINGS_FILE
+        # user -> their current quota warning (QuotaStatus.warning); users without a running server
+        # stay here (and are checked again every round) until their usage drops below the fraction
+        self.quota_warnings: dict[str, dict] = dict(JSONFile(self.warnings_file).read().get("users") or {}) \
+            if quotas is not None else {}
         self.stats = Stats()
         self.groups: dict[str, list[str]] = {}  # user -> JupyterHub groups, from the last hub round
         self.hub_servers: dict[str, dict] = {}  # user -> servers, from the last hub round
@@ -341,13 +351,18 @@ class AccountingService:
     # ---- quotas ------------------------------------------------------------------------
 
     async def enforce_quotas(self) -> None:
-        """Warn (log + event) at ``quota_warn_fraction`` of a budget; stop (reason ``quota``) when over."""
+        """Warn (log + event + quota-warnings.json) at ``quota_warn_fraction`` of a budget; stop (reason
+        ``quota``) when over."""
         now = self.clock()
         running = self.ledger.open_sessions()
-        for user in sorted({s["user"] for s in running}):
+        warnings: dict[str, dict] = {}
+        for user in sorted({s["user"] for s in running} | set(self.quota_warnings)):
             status = self.quotas.check(self.ledger, user, self.groups.get(user, []), now=now)
             if status is None:
                 continue
+            warning = status.warning(self.quota_warn_fraction, stop=self.quota_stop)
+            if warning is not None:
+                warnings[user] = warning
             mine = [s for s in running if s["user"] == user]
             if not status.allowed:
                 if not self.quota_stop:
@@ -361,6 +376,13 @@ class AccountingService:
                         self.stats.quota_warnings += 1
                         log.warning("quota warning for %s: %s", user, status.message)
                         self.ledger.add_event(s["id"], "quota-warning", source="quota", data=status.as_dict())
+        self.quota_warnings = warnings
+        try:
+            self.warnings_file.parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.warnings_file, {"time": now.isoformat(), "warn_fraction": self.quota_warn_fraction,
+                                            "users": warnings})
+        except OSError as exc:  # the banner stays as it was; the ledger events are written
+            log.error("cannot write %s: %s", self.warnings_file, exc)
 
     async def _quota_stop(self, session: dict, status: Any) -> None:
         """Record the decision once, then ask the hub to stop the server until it has accepted."""

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from tornado import web
 
-from . import apel, reports
+from . import apel, quota, reports
 
 ADMIN_SCOPE = "custom:apex-accounting:admin"
 
@@ -244,7 +244,8 @@ def _chart(days: list[tuple[str, float]], budget: float | None, label: str) -> s
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>APEx usage</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child,th:first-child{{text-align:left}}
-.over{{color:#c0392b;font-weight:bold}}</style></head><body>{body}</body></html>"""
+.over{{color:#c0392b;font-weight:bold}}
+.warning{{background:#fff3cd;border:2px solid #e0a800;border-radius:4px;padding:.8em 1em;font-weight:bold}}</style></head><body>{body}</body></html>"""
 
 
 class PageHandler(Base):
@@ -272,6 +273,10 @@ class PageHandler(Base):
                 groups = await svc.user_groups(user)
             status = svc.quotas.check(svc.ledger, user, groups, now=now)
         budget = None
+        warning = status.warning(svc.quota_warn_fraction, stop=svc.quota_stop) if status else None
+        if warning:  # the same sentences as the hub's banner, at the top of the page
+            body.insert(1, '<div id="quota-warning" class="warning" role="alert">'
+                        + "<br>".join(quota.warning_html(warning)) + "</div>")
         if status:
             cpu = [lim for lim in status.limits if lim.metric == "cpu_hours"]
             budget = cpu[0].budget if cpu else None

@@ -115,15 +115,8 @@ def _grant_users_access(roles: list[dict], name: str) -> None:
 
 
 def _announce(c: Any, state_dir: str) -> None:
-    """The stops within warn_before as the ``announcement`` of the hub's pages (kept if one is set)."""
-    from .announce import UpcomingAnnouncement
+    """The stops within warn_before in the ``announcement`` of the hub's pages (an operator's text kept)."""
+    from ..announce import install
+    from .announce import UPCOMING_FILE, upcoming_lines
 
-    current = c.JupyterHub.get("template_vars") if hasattr(c.JupyterHub, "get") else None
-    template_vars = dict(current or {})
-    previous = template_vars.get("announcement")
-    if isinstance(previous, UpcomingAnnouncement):
-        previous = previous.fallback
-    if previous is not None and not isinstance(previous, str):
-        return  # the operator's own callable: leave it alone
-    template_vars["announcement"] = UpcomingAnnouncement(state_dir, fallback=previous)
-    c.JupyterHub.template_vars = template_vars
+    install(c, "culler", os.path.join(state_dir, UPCOMING_FILE), upcoming_lines)

@@ -40,6 +40,7 @@ from tornado.httpclient import HTTPClientError
 
 from ...profiles.catalogue import CatalogueFile
 from ...profiles.errors import CatalogueError
+from ..announce import write_json
 from .announce import UPCOMING_FILE
 from .decide import Decision, decide, server_profile, upcoming_stops
 from .policy import CullingPolicy
@@ -325,10 +326,9 @@ class CullerService:
 
     def _write_upcoming(self, now: datetime, upcoming: dict) -> None:
         self._upcoming, self._upcoming_time = upcoming, now
-        path = self.state_dir / UPCOMING_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"time": now.isoformat(), "warn_before": self.warn_before, "users": upcoming}))
-        os.replace(tmp, path)  # atomic: the hub reads it for the banner
+        # atomic: the hub reads it for the banner
+        write_json(self.state_dir / UPCOMING_FILE,
+                   {"time": now.isoformat(), "warn_before": self.warn_before, "users": upcoming})
 
     # ---- one iteration ----------------------------------------------------------------
 
