@@ -24,8 +24,8 @@ from tests.helpers.hub import HubProcess, apex_hub_config
 from tests.helpers.oidc import CLIENT_ID, CLIENT_SECRET, grant_lines, make_idp, skip_without_idp
 
 pytestmark = [pytest.mark.process, pytest.mark.asyncio(loop_scope="module")]
-ACCESS_TTL = 10      # seconds an access token lives at the provider
-LEEWAY = 6           # the hub refreshes when fewer seconds than this remain
+ACCESS_TTL = 16      # seconds an access token lives at the provider
+LEEWAY = 10          # the hub refreshes when fewer seconds than this remain (6 s after a login)
 NEVER = "http://never.invalid/"  # follow every redirect to the last page
 TOKEN_DIR = "/home/jovyan/oidc"  # under the server's root so the contents API can read it
 
