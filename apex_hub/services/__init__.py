@@ -41,6 +41,11 @@ def configure(c: Any, culler: dict | None = None, monitoring: dict | None = None
 
     ``accounting``: the accounting service's options, listed with their meaning in
     ``apex_hub.services.accounting.config.KEYS``; see the README ("Accounting").
+
+    The culler's stop warnings (``warn_before``) and the accounting service's quota warnings
+    (``quotas``) reach the user through one ``c.JupyterHub.template_vars["announcement"]``
+    (:class:`apex_hub.services.announce.HubAnnouncement`, one source per service; an operator's
+    announcement text is kept and shown after them).
     """
     if culler is not None:
         from .culler.config import configure_culler

@@ -103,6 +103,18 @@ class HubProcess:
     async def get(self, path: str, **kw):
         return await self.request("GET", path, **kw)
 
+    async def login(self, session: aiohttp.ClientSession, user: str, password: str = "x") -> None:
+        """Log ``user`` in through the hub's login form in ``session`` (a ``CookieJar(unsafe=True)``
+        session); the redirect to their server is not followed."""
+        import re
+
+        async with session.get(f"{self.url}/hub/login") as r:
+            xsrf = r.cookies["_xsrf"].value if "_xsrf" in r.cookies else \
+                re.search(r'name="_xsrf" value="([^"]+)"', await r.text()).group(1)
+        async with session.post(f"{self.url}/hub/login", data={"username": user, "password": password, "_xsrf": xsrf},
+                                allow_redirects=False) as r:
+            assert r.status == 302, await r.text()  # logged in
+
     async def wait_ready(self, user: str, server: str = "", timeout: float = 60) -> dict:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

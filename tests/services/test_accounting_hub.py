@@ -21,6 +21,7 @@ import signal
 from datetime import datetime, timezone
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 
@@ -251,7 +252,6 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
             status, body = await hub.api("POST", "/users/alice/tokens", json={"note": "t"})
             assert status == 201, body
             user_token = body["token"]
-            import aiohttp
             async with aiohttp.ClientSession(headers={"Authorization": f"token {user_token}"}) as s:
                 async with s.get(f"{hub.url}{PREFIX}/api/sessions") as r:
                     assert r.status == 403, await r.text()
@@ -320,6 +320,10 @@ async def usage_pages(hub: HubProcess, users: set[str]) -> None:
                 if user == "dave":
                     message = await page.inner_text("#quota-message")
                     assert "Usage budget exhausted: dave's budget of 0.01 CPU-hours per month" in message, message
+                    # over budget: the warning box on top, as in the hub's banner
+                    warning = await page.inner_text("#quota-warning")
+                    assert warning.startswith("You have used up your CPU-hour budget for "), warning
+                    assert "new servers cannot be started and running servers are stopped" in warning, warning
                     assert await page.locator("svg.chart").count() == 1
                     assert await page.locator("svg.chart rect.bar").count() >= 1
                     assert await page.locator("svg.chart line.budget").count() == 1
@@ -341,3 +345,98 @@ async def _metric(fetch, name: str, at_least: float):
         if line.startswith(name + " ") and float(line.split()[-1]) >= at_least:
             return text
     return None
+
+
+WARN_CATALOGUE = {"profiles": [{"slug": "lab", "display_name": "JupyterLab", "default": True},
+                               {"slug": "long", "display_name": "Long runs"}]}
+WARN_CONFIG = """
+from apex_hub.services import configure
+c.JupyterHub.template_vars = {{"announcement": "Maintenance on Friday"}}  # the operator's own text
+# the culler warns before max-age stops (its clock 1h ahead: test only); the accounting service
+# writes the quota warnings; one banner shows both
+configure(c, culler={{"policy": "{policy}", "state_dir": "{culler}", "interval": 1, "warn_before": "45m",
+                     "environment": {{"APEX_CULLER_CLOCK_OFFSET": "1h"}}}},
+          accounting={{"url": "http://127.0.0.1:{port}", "db_url": "{db_url}", "state_dir": "{state}",
+                      "interval": 1, "quotas": "{quotas}", "quota_stop": True,
+                      "environment": {{"KUBECONFIG": "{kubeconfig}"}}, "extra_args": ["--watch-timeout=20"]}})
+"""
+
+
+async def test_quota_warning_on_the_hub_pages_and_the_usage_page(tmp_path):
+    """erin's group has used 92 % of its CPU-hour budget (a session earlier this month) and her server
+    runs: the hub's pages show her the quota warning beside the culler's stop warning and the
+    operator's text, the usage page shows it at the top; frank (no budget used) sees neither."""
+    from apex_hub.services.accounting.db import Ledger, Observation
+    from apex_hub.services.accounting.reports import period_start
+
+    profiles, quotas, policy, state = (tmp_path / "profiles.yml", tmp_path / "quotas.yaml", tmp_path / "culling.yaml",
+                                       tmp_path / "state")
+    profiles.write_text(yaml.safe_dump(WARN_CATALOGUE))
+    quotas.write_text(yaml.safe_dump({"groups": {"apex-small": {"cpu_hours": 100}}, "default": {"cpu_hours": 1000}}))
+    policy.write_text(yaml.safe_dump({"defaults": {"idle_timeout": "2h"}, "profiles": {"long": {"max_age": "1h30m"}}}))
+    db_url = f"sqlite:///{tmp_path / 'acct.sqlite'}"
+    # earlier this month: 92.3 CPU-hours charged to apex-small (92 %, and her server adds a little)
+    now = datetime.now(timezone.utc)
+    since = period_start(now, "month")
+    hours = max((now - since).total_seconds(), 60) / 3600
+    ledger = Ledger(db_url)
+    ledger.observe(Observation(id="earlier", user="erin", start=since, stop=since + (now - since) / 2,
+                               cpu=2 * 92.3 / hours, group="apex-small", profile="lab"), source="test", now=now)
+    ledger.close()
+    async with KubeSim(kubelet="process", workdir=tmp_path / "sim") as sim:
+        config = apex_hub_config(sim.url, profiles) + WARN_CONFIG.format(
+            policy=policy, culler=tmp_path / "culler", port=free_port(), db_url=db_url, state=state, quotas=quotas,
+            kubeconfig=sim.kubeconfig_path)
+        async with HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
+            for name in ("erin", "frank"):
+                assert (await hub.api("POST", f"/users/{name}"))[0] == 201
+            assert (await hub.api("POST", "/groups/apex-small"))[0] == 201
+            assert (await hub.api("POST", "/groups/apex-small/users", json={"users": ["erin"]}))[0] == 200
+            for name in ("erin", "frank"):
+                status, body = await hub.api("POST", f"/users/{name}/server", json={"profile": "long"})
+                assert status in (201, 202), (body, hub.log()[-3000:])
+                await hub.wait_ready(name, timeout=90)
+            quota_line = "You have used 92% of your CPU-hour budget for " + since.strftime("%B") + \
+                " (92 of 100 CPU-hours, group apex-small); servers are stopped when it is used up. It resets on "
+
+            async def page(session, path):
+                async with session.get(f"{hub.url}{path}") as r:
+                    assert r.status == 200, (r.status, await r.text())
+                    return await r.text()
+
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as erin, \
+                    aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as frank:
+                await hub.login(erin, "erin")
+                await hub.login(frank, "frank")
+
+                # the banner of /hub/home: both warnings (the culler's stop first), then the operator's text
+                async def erin_banner():
+                    html = await page(erin, "/hub/home")
+                    banner = html.split('class="container text-center announcement alert alert-warning">', 1)[-1]
+                    banner = banner.split("</div>", 1)[0]
+                    return banner if quota_line in banner and "will be stopped at" in banner else None
+                banner = await until("erin's banner with both warnings", erin_banner, hub=hub)
+                lines = [line.strip() for line in banner.split("<br>")]
+                assert len(lines) == 3, lines
+                assert lines[0].startswith("Your server will be stopped at") and "max-age" in lines[0], lines
+                assert lines[1].startswith(quota_line), lines
+                assert lines[2] == "Maintenance on Friday", lines
+                # also on the spawn page; frank sees the operator's text only
+                assert quota_line in await page(erin, "/hub/token")
+                home = await page(frank, "/hub/home")
+                assert "Maintenance on Friday" in home and "CPU-hour budget" not in home, home[:3000]
+
+                # the usage page (through the hub's OAuth): the same sentence at the top, for erin only
+                usage = await page(erin, f"{PREFIX}/")
+                warning = usage.split('<div id="quota-warning" class="warning" role="alert">', 1)
+                assert len(warning) == 2, usage[:3000]
+                assert warning[1].split("</div>", 1)[0].startswith(quota_line)
+                assert usage.index('id="quota-warning"') < usage.index("<h2>Budget</h2>")
+                usage = await page(frank, f"{PREFIX}/")
+                assert "Usage of frank" in usage and 'id="quota-warning"' not in usage
+
+            data = json.loads((state / "quota-warnings.json").read_text())
+            assert list(data["users"]) == ["erin"]
+            [budget] = data["users"]["erin"]["budgets"]
+            assert (budget["scope"], budget["name"], budget["budget"]) == ("group", "apex-small", 100)
+            assert 0.92 <= budget["fraction"] < 0.93

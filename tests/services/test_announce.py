@@ -174,7 +174,7 @@ async def test_the_service_writes_the_current_quota_warnings(tmp_path):
                                    cpu=cpu_hours / (span.total_seconds() / 3600), group="apex-small"),
                        source="test", now=now)
 
-    session("e1", "erin", 92, running=True)    # 92 % of 100: warned
+    session("e1", "erin", 92.3, running=True)  # 92 % of 100: warned
     session("f1", "frank", 50, running=True)   # 50 %: not warned
     session("g1", "gina", 11, running=False)   # over 10, but not running: not checked
     quotas = Quotas.from_dict({"users": {"erin": {"cpu_hours": 100}, "frank": {"cpu_hours": 100},

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import secrets
 from datetime import datetime, timedelta, timezone
 
@@ -210,12 +209,7 @@ async def test_culler_started_by_the_hub(tmp_path):
 
             # carol sees the warning as the banner of the hub's pages (template_vars "announcement")
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
-                async with s.get(f"{hub.url}/hub/login") as r:
-                    xsrf = r.cookies["_xsrf"].value if "_xsrf" in r.cookies else \
-                        re.search(r'name="_xsrf" value="([^"]+)"', await r.text()).group(1)
-                async with s.post(f"{hub.url}/hub/login", data={"username": "carol", "password": "x", "_xsrf": xsrf},
-                                  allow_redirects=False) as r:
-                    assert r.status == 302, await r.text()  # logged in (not following it to her server)
+                await hub.login(s, "carol")  # not following the redirect to her server
                 async with s.get(f"{hub.url}/hub/home") as r:
                     page = await r.text()
                 assert "Your server will be stopped at" in page and "max-age" in page, page[:3000]

@@ -1,7 +1,9 @@
 """HTTP side of the accounting service (tornado, behind the hub's proxy at ``/services/<name>/``).
 
-* ``GET /`` — the usage page (hub OAuth): the caller's usage this period against their budget, with
-  an inline SVG chart; holders of :data:`ADMIN_SCOPE` see every user (``?user=`` for one of them).
+* ``GET /`` — the usage page (hub OAuth): the caller's quota warning on top when they are at
+  ``quota_warn_fraction`` of a budget (the hub banner's sentences), their usage this period against
+  their budget, with an inline SVG chart; holders of :data:`ADMIN_SCOPE` see every user (``?user=``
+  for one of them).
 * ``GET /api/sessions`` — the ledger's sessions (``user``, ``since``, ``until``, ``format=csv``).
 * ``GET /api/usage`` — CPU-/memory-/GPU-hours ``by=user|group|profile`` per ``period=day|month``
   (``since``, ``until``, ``format=csv``).
