@@ -8,22 +8,14 @@ import time
 
 import jwt
 import pytest
-import pytest_asyncio
 from tornado import web
 from traitlets import TraitError
 
 from apex_hub.auth import APExOIDCAuthenticator
 from apex_hub.auth.authenticator import _expected_nonce, _previous_claims
-from tests.helpers.oidc import CLIENT_ID, CLIENT_SECRET, code_flow_tokens, make_idp, skip_without_idp
+from tests.helpers.oidc import CLIENT_ID, CLIENT_SECRET, code_flow_tokens, idp  # noqa: F401 - idp is a fixture
 
 pytestmark = [pytest.mark.process, pytest.mark.asyncio(loop_scope="module")]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def idp():
-    skip_without_idp()
-    async with make_idp() as provider:
-        yield provider
 
 
 def authenticator(idp, **options) -> APExOIDCAuthenticator:

@@ -12,21 +12,13 @@ import time
 import aiohttp
 import jwt
 import pytest
-import pytest_asyncio
 
 from apex_hub.auth.idtoken import TokenRejected, verify_id_token
 from apex_hub.auth.provider import DiscoveryError, Provider
 from apex_hub.localidp import generate_jwks
-from tests.helpers.oidc import CLIENT_ID, code_flow_tokens, make_idp, skip_without_idp
+from tests.helpers.oidc import CLIENT_ID, code_flow_tokens, idp  # noqa: F401 - idp is a fixture
 
 pytestmark = [pytest.mark.process, pytest.mark.asyncio(loop_scope="module")]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def idp():
-    skip_without_idp()
-    async with make_idp() as provider:
-        yield provider
 
 
 class Counting:

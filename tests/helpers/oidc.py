@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from apex_hub.localidp import LocalIdP, login
 
@@ -43,6 +44,14 @@ def make_idp(redirect_base: str = "http://127.0.0.1:9/", **options) -> LocalIdP:
               "post_logout_redirect_uris": [redirect_base.rstrip("/") + "/hub/login"],
               "grant_types": ["authorization_code", "refresh_token", "client_credentials"]}
     return LocalIdP(users=USERS, clients=[client], **options)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def idp():
+    """The provider of one test module (skipped where Node.js or oidc-provider is missing)."""
+    skip_without_idp()
+    async with make_idp() as provider:
+        yield provider
 
 
 def grant_lines(idp: LocalIdP, grant_type: str, sub: str | None = None) -> list[str]:
