@@ -326,7 +326,7 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
                 return False
             await user.save_auth_state(auth_model["auth_state"])  # before the lock is released
             self.log.info("refreshed the tokens of %s (expires in %.0f s)", user.name,
-                          (auth_model["auth_state"]["expires_at"] or time.time()) - time.time())
+                          auth_model["auth_state"]["expires_at"] - time.time())
         await self.publish_token(user, auth_model["auth_state"])
         return auth_model
 

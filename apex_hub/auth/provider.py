@@ -76,11 +76,14 @@ class Provider:
     def discovery_url(self) -> str:
         return self.issuer + "/.well-known/openid-configuration"
 
-    async def metadata(self, refresh: bool = False) -> ProviderMetadata:
-        if not refresh and self._metadata and self._clock() - self._metadata_at < self.ttl:
+    def _fresh(self) -> bool:
+        return self._metadata is not None and self._clock() - self._metadata_at < self.ttl
+
+    async def metadata(self) -> ProviderMetadata:
+        if self._fresh():
             return self._metadata
         async with self._lock:
-            if refresh or not self._metadata or self._clock() - self._metadata_at >= self.ttl:
+            if not self._fresh():
                 try:
                     doc = await self._fetch(self.discovery_url)
                 except Exception as exc:

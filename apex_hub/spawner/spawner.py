@@ -345,7 +345,7 @@ class APExSpawner(KubeSpawner):
         except WorkspaceError as exc:
             self.log.error("%s", exc)
             raise web.HTTPError(500, f"Profile {profile.slug!r} cannot be started: {exc}") from None
-        self._add_token(self.plan, owner)
+        self._add_token(self.plan)
         self._server_kinds = sorted(set(self._server_kinds) | set(self.plan.server_kinds))
 
     # -- the access token ---------------------------------------------------------------------
@@ -358,10 +358,15 @@ class APExSpawner(KubeSpawner):
     def _owner(self) -> Owner:
         return Owner(self.user.name, self.user_slug, self.namespace, self.server_name)
 
-    def _add_token(self, plan: Plan, owner: Owner) -> None:
+    def _token_secret(self) -> dict | None:
+        """The token Secret from the latest auth state (``None``: no token, or none wanted)."""
         if not self.oidc_token_mount_path:
-            return
-        secret = oidc_token.token_secret(owner, self.profile.slug if self.profile else None, self._auth_state)
+            return None
+        return oidc_token.token_secret(self._owner(), self.profile.slug if self.profile else None,
+                                       self._auth_state)
+
+    def _add_token(self, plan: Plan) -> None:
+        secret = self._token_secret()
         if secret is None:
             return
         volume, mount = oidc_token.token_mount(self.server_name, self.oidc_token_mount_path)
@@ -374,10 +379,7 @@ class APExSpawner(KubeSpawner):
     async def publish_oidc_token(self, auth_state: dict) -> bool:
         """Rewrite the running server's token Secret (the authenticator calls this on refresh)."""
         self._auth_state = dict(auth_state or {})
-        if not self.oidc_token_mount_path:
-            return False
-        secret = oidc_token.token_secret(self._owner(), self.profile.slug if self.profile else None,
-                                         self._auth_state)
+        secret = self._token_secret()
         if secret is None:
             return False
         if self.plan is not None:  # a spawn still writing its workspace must not undo this
