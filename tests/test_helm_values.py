@@ -11,7 +11,6 @@ The RBAC helpers at the bottom (``rbac_objects``, ``cluster_role_rules``,
 
 from __future__ import annotations
 
-import copy
 import tempfile
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from traitlets.config import Config
+
+from tests.helpers import z2jh
 
 ROOT = Path(__file__).resolve().parents[1]
 VALUES = ROOT / "helm-values" / "values.yaml"
@@ -29,61 +30,27 @@ CRYPT_KEY = "ab" * 32
 
 
 def load_values() -> dict:
-    return yaml.safe_load(VALUES.read_text())
+    """helm-values/values.yaml merged over the chart 4.4.0 defaults, as Helm does."""
+    return z2jh.load_values(VALUES)
 
 
-# -- the chart's jupyterhub_config.py, reduced to what touches our settings -------------------
+# -- the chart's jupyterhub_config.py (tests/helpers/z2jh.py) -------------------------------------
+
+_FILES_DIR: tempfile.TemporaryDirectory | None = None
+
 
 def mount_extra_files(values: dict) -> dict[str, str]:
     """Write every ``hub.extraFiles`` item to a temporary directory: {mountPath: local path}."""
     global _FILES_DIR
     if _FILES_DIR is None:
         _FILES_DIR = tempfile.TemporaryDirectory(prefix="apex-extrafiles-")
-    mounts = {}
-    for key, item in values["hub"].get("extraFiles", {}).items():
-        local = Path(_FILES_DIR.name) / key
-        local.write_text(item["stringData"])
-        mounts[item["mountPath"]] = str(local)
-    return mounts
-
-
-_FILES_DIR: tempfile.TemporaryDirectory | None = None
+    return z2jh.write_extra_files(values, _FILES_DIR.name)
 
 
 def chart_config(values: dict, profiles_file: str | None = None) -> Config:
-    """The Config the Z2JH 4.x hub builds from ``values`` (order as in the chart).
-
-    The chart mounts ``hub.extraFiles`` at their ``mountPath``; here they are written to a temporary
-    directory and the snippets' references to a mount path are pointed there (see
-    ``mount_extra_files``), so that snippets that read them (the culler validates its policy) run.
-    """
-    c = Config()
-    # What the chart sets before hub.config (files/hub/jupyterhub_config.py).
-    c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
-    c.JupyterHub.hub_connect_url = "http://hub:8081"
-    c.KubeSpawner.namespace = "jhub"
-    db = values["hub"].get("db", {})
-    if db.get("type") in ("postgres", "mysql", "other") and db.get("url"):
-        c.JupyterHub.db_url = db["url"]
-    singleuser = values.get("singleuser", {})
-    if "cmd" in singleuser:
-        c.Spawner.cmd = singleuser["cmd"]
-    if singleuser.get("extraLabels"):
-        c.KubeSpawner.extra_labels = dict(singleuser["extraLabels"])
-    image = singleuser.get("image") or {}
-    if image.get("name") and image.get("tag"):
-        c.KubeSpawner.image = f"{image['name']}:{image['tag']}"
-    c.CryptKeeper.keys = ["cd" * 32]  # the chart's seeded key, overridden below by our snippet
-    # hub.config, section by section.
-    for section, settings in copy.deepcopy(values["hub"].get("config", {})).items():
-        assert section[:1].isupper(), f"hub.config.{section} is not a Configurable class name"
-        c[section].update(settings)
-    # hub.extraConfig, in key order, exec'd in the config file's namespace.
+    """The Config the Z2JH 4.4.0 hub builds from ``values`` (see tests/helpers/z2jh.py)."""
     mounts = mount_extra_files(values)
-    for key, snippet in sorted(values["hub"].get("extraConfig", {}).items()):
-        for mount_path, local in mounts.items():
-            snippet = snippet.replace(mount_path, local)
-        exec(compile(snippet, f"hub.extraConfig.{key}", "exec"), {"c": c})
+    c = z2jh.chart_config(values, mounts=mounts)
     if profiles_file is not None:  # the test reads the catalogue from a temporary copy
         assert c.APExSpawner.profiles_file == mounts[PROFILES_PATH]
         c.APExSpawner.profiles_file = profiles_file
@@ -162,8 +129,9 @@ def test_extra_config_makes_jupyterhub_use_apexspawner(hub_env, profiles_file):
     assert app.db_url.startswith("postgresql+psycopg2://")
     assert TOKEN_SCOPE in app.custom_scopes
     user_role = next(r for r in app.load_roles if r["name"] == "user")
-    # (plus the culler's api/upcoming, which answers each user with their own servers only)
-    assert user_role["scopes"] == ["self", f"{TOKEN_SCOPE}!user", "access:services!service=apex-culler"]
+    # (plus the culler's api/upcoming and the usage page, which answer each user with their own data only)
+    assert user_role["scopes"] == ["self", f"{TOKEN_SCOPE}!user", "access:services!service=apex-culler",
+                                   "access:services!service=apex-accounting"]
 
     authenticator = APExOIDCAuthenticator(config=c)
     assert authenticator.enable_auth_state is True
@@ -349,7 +317,7 @@ def test_monitoring_is_a_hub_managed_service_with_a_least_privilege_role(hub_env
     assert role["services"] == ["apex-monitoring"]
     assert role["scopes"] == role_scopes("apex-probe", "apex-probe", proxy_routes=False)
     assert not any(s.split("!")[0] in ("admin:users", "servers", "tokens") and "!" not in s for s in role["scopes"])
-    assert app.load_groups["apex-probe"]["users"] == ["apex-probe"]
+    assert not app.load_groups  # the authenticator manages groups: the service makes the probe group
     # the probed profile exists in the shipped catalogue and is open to the probe user (no group)
     catalogue = Catalogue.from_file(mounts[PROFILES_PATH])
     assert "jupyterlab" in [p.slug for p in catalogue.for_groups(["apex-probe"])]
@@ -396,7 +364,8 @@ def test_accounting_is_a_hub_managed_service_with_a_least_privilege_role(hub_env
     [admins] = [r for r in app.load_roles if r["name"] == "apex-accounting-admin"]
     assert admins["groups"] == ["apex-admins"] and ADMIN_SCOPE in admins["scopes"]
     assert ADMIN_SCOPE in app.custom_scopes
-    assert "access:services!service=apex-accounting" in app.extra_user_scopes
+    user_role = next(r for r in app.load_roles if r["name"] == "user")
+    assert "access:services!service=apex-accounting" in user_role["scopes"]
     assert getattr(app.config.Spawner.pre_spawn_hook, "_apex_accounting", False)  # the quota check
     # quota warnings in the hub's banner, beside the culler's warnings: one announcement, two sources
     assert "--state-dir=/srv/apex/accounting" in cmd

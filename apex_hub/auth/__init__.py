@@ -6,6 +6,7 @@ grants each user's servers the right to fetch their own user's fresh access toke
 
 from __future__ import annotations
 
+from ..hubconfig import extend_user_role
 from .authenticator import APExOIDCAuthenticator
 from .claims import collect_groups, parse_entitlement, primary_group
 from .handlers import CUSTOM_SCOPES, TOKEN_SCOPE
@@ -29,12 +30,4 @@ def configure(c, **authenticator) -> None:
     custom = dict(c.JupyterHub.custom_scopes or {}) if "custom_scopes" in c.JupyterHub else {}
     custom.update(CUSTOM_SCOPES)
     c.JupyterHub.custom_scopes = custom
-    roles = list(c.JupyterHub.load_roles) if "load_roles" in c.JupyterHub else []
-    user_role = next((r for r in roles if r.get("name") == "user"), None)
-    if user_role is None:
-        user_role = {"name": "user", "scopes": ["self"]}
-        roles.append(user_role)
-    wanted = f"{TOKEN_SCOPE}!user"
-    if wanted not in user_role.setdefault("scopes", ["self"]):
-        user_role["scopes"] = [*user_role["scopes"], wanted]
-    c.JupyterHub.load_roles = roles
+    extend_user_role(c, [f"{TOKEN_SCOPE}!user"])

@@ -318,7 +318,7 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
             except (web.HTTPError, HTTPClientError, OSError, ValueError) as exc:
                 self.log.warning("refreshing the tokens of %s failed (%s): new login needed", user.name,
                                  _reason(exc))
-                return False
+                return self._refresh_failed(user, handler)
             finally:
                 _previous_claims.reset(token)
             if auth_model["name"] != user.name:
@@ -327,8 +327,31 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
             await user.save_auth_state(auth_model["auth_state"])  # before the lock is released
             self.log.info("refreshed the tokens of %s (expires in %.0f s)", user.name,
                           auth_model["auth_state"]["expires_at"] - time.time())
-        await self.publish_token(user, auth_model["auth_state"])
+            # still under the lock: two refreshes in a row write the Secret in the order they refreshed,
+            # so the workspace never ends with the older token
+            await self.publish_token(user, auth_model["auth_state"])
         return auth_model
+
+    def _refresh_failed(self, user, handler) -> bool:
+        """What a failed refresh means for this request: a new login, unless none can be asked for.
+
+        A request made with an API token (the user's server reporting activity, a script) or by someone
+        else (an admin, a service) cannot be sent to the login page. JupyterHub 6 keeps such requests
+        working itself; JupyterHub 5.5 would refuse them (403 "stale auth info"), so a busy server's
+        activity would stop counting and the culler could stop it. There the stale login is kept for
+        that request, and the next browser request asks for a new login.
+        """
+        if _hub_keeps_token_requests():
+            return False
+        by_token = bool(getattr(handler, "_token_authenticated", False))
+        requester = getattr(handler, "_jupyterhub_user", None)
+        by_other = requester is not None and requester is not user
+        if by_token or by_other:
+            self.log.warning("%s's login could not be refreshed; the %s request keeps the stale login"
+                             " (JupyterHub < 6 cannot ask for a new login there)", user.name,
+                             "API token" if by_token else "cross-user")
+            return True
+        return False
 
     async def publish_token(self, user, auth_state: dict) -> None:
         """Rewrite the token Secret of each running server of ``user``."""
@@ -380,6 +403,13 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
 
     def get_handlers(self, app):
         return super().get_handlers(app) + token_api_handlers()
+
+
+def _hub_keeps_token_requests() -> bool:
+    """JupyterHub >= 6 decides itself what a failed refresh means for token-authenticated requests."""
+    from ..hubconfig import jupyterhub_version
+
+    return jupyterhub_version() >= (6, 0)
 
 
 def _reason(exc: Exception) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..hubconfig import current_list as _current_list
+
 CULLER_SCOPES = [
     "list:users",           # GET /users
     "read:users:name",
@@ -12,17 +14,7 @@ CULLER_SCOPES = [
     "read:servers",         # server models: started, last_activity, pending, user_options
     "delete:servers",       # stop
 ]
-RESTART_SCOPE = "start:servers"  # restart always-on servers (JupyterHub 6 scope)
-
-
-def _current_list(section: Any, key: str) -> list:
-    """A list trait as set so far in a traitlets Config (unset or lazy ``.append`` values included)."""
-    value = section.get(key) if hasattr(section, "get") else getattr(section, key, None)
-    if value is None:
-        return []
-    if hasattr(value, "get_value"):  # traitlets LazyConfigValue (c.X.y.append(...) before assignment)
-        return list(value.get_value([]))
-    return list(value)
+RESTART_SCOPE = "start:servers"  # restart always-on servers (JupyterHub 6; 5.5 has only "servers")
 
 
 def configure(c: Any, culler: dict | None = None, monitoring: dict | None = None,

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 from urllib.parse import urlparse
 
+from ...hubconfig import extend_user_role
 from .web import ADMIN_SCOPE
 
 KEYS = {
@@ -97,9 +98,6 @@ def configure_accounting(c: Any, options: dict, *, current_list) -> None:
     custom = dict(c.JupyterHub.get("custom_scopes") or {}) if hasattr(c.JupyterHub, "get") else {}
     custom[ADMIN_SCOPE] = {"description": "Read every user's accounting: sessions, usage reports, APEL export."}
     c.JupyterHub.custom_scopes = custom
-    # every user may open the usage page (their own usage only)
-    c.JupyterHub.extra_user_scopes = sorted(set(current_list(c.JupyterHub, "extra_user_scopes"))
-                                            | {f"access:services!service={name}"})
     roles = [r for r in current_list(c.JupyterHub, "load_roles") if r.get("name") not in (name, f"{name}-admin")]
     roles.append({"name": name, "description": "APEx accounting: read users and groups"
                   + (", stop servers over budget" if QUOTA_STOP_SCOPE in scopes else ""),
@@ -110,6 +108,9 @@ def configure_accounting(c: Any, options: dict, *, current_list) -> None:
                       "scopes": [ADMIN_SCOPE, f"access:services!service={name}"],
                       **{k: v for k, v in admins.items() if v}})
     c.JupyterHub.load_roles = roles
+    # every user may open the usage page (their own usage only): in the user role, which JupyterHub 5.5
+    # and 6 both honour (5.5 has no extra_user_scopes; 6 ignores it once the user role is redefined)
+    extend_user_role(c, [f"access:services!service={name}"])
     if options.get("quotas") and options.get("announcement", True):
         from ..announce import install
         from .quota import WARNINGS_FILE, warning_lines

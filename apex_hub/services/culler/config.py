@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Any
 
+from ...hubconfig import extend_user_role, log, scope_exists
 from .policy import CullingPolicy, PolicyError, parse_duration
 
 KEYS = {
@@ -88,30 +89,27 @@ def configure_culler(c: Any, options: dict, *, scopes: list[str], restart_scope:
         service["environment"] = dict(options["environment"])
     granted = list(scopes)
     if options.get("restart", True) and always_on:
-        granted.append(restart_scope)
+        granted.append(_restart_scope(restart_scope))
     services = [s for s in current_list(c.JupyterHub, "services") if s.get("name") != name] + [service]
     c.JupyterHub.services = services
     roles = [r for r in current_list(c.JupyterHub, "load_roles") if r.get("name") != name]
     roles.append({"name": name, "description": "APEx culler: stop idle/old/scheduled servers, restart always-on",
                   "scopes": granted, "services": [name]})
-    if options.get("url") and options.get("user_access", True):
-        _grant_users_access(roles, name)
     c.JupyterHub.load_roles = roles
+    if options.get("url") and options.get("user_access", True):
+        # every user may reach the service (it answers with their own servers only)
+        extend_user_role(c, [f"access:services!service={name}"])
     if _duration(options, "warn_before") and options.get("announcement", True):
         _announce(c, os.path.abspath(options.get("state_dir") or "."))
 
 
-def _grant_users_access(roles: list[dict], name: str) -> None:
-    """Every user may reach the service (it answers with their own servers only). JupyterHub's default
-    ``user`` role (``self``) does not include ``access:services``; extend it, or define it as default + this."""
-    user_role = next((r for r in roles if r.get("name") == "user"), None)
-    if user_role is None:
-        user_role = {"name": "user", "scopes": ["self"]}
-        roles.append(user_role)
-    scope = f"access:services!service={name}"
-    scopes = list(user_role.get("scopes") or ["self"])
-    if scope not in scopes:
-        user_role["scopes"] = [*scopes, scope]
+def _restart_scope(wanted: str) -> str:
+    """``start:servers`` where the hub has it (JupyterHub 6), else ``servers`` (5.5: start and stop)."""
+    if scope_exists(wanted):
+        return wanted
+    log.warning("apex culler: this JupyterHub has no %r scope; granting 'servers' (start and stop) so that"
+                " always-on servers can be restarted", wanted)
+    return "servers"
 
 
 def _announce(c: Any, state_dir: str) -> None:

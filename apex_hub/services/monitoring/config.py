@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Any
 
+from ...hubconfig import jupyterhub_version
+
 # option -> (command-line flag or None, meaning); the README's "Monitoring" table says the same
 KEYS = {
     "profile": ("--profile", "profile slug the probe spawns (required unless user_options has one)"),
@@ -53,10 +55,24 @@ def role_scopes(user: str, group: str, proxy_routes: bool) -> list[str]:
         "read:services",             # ... and their URL / process: are they alive
     ]
     if group:
-        scopes.append(f"groups!group={group}")  # put the probe user in its group
+        scopes += [f"admin:groups!group={group}",  # create the probe group if missing ...
+                   f"groups!group={group}"]        # ... and put the probe user in it
+    if not _tokens_for_users_checked_as_users():
+        # JupyterHub < 6.1 checks a service's tokens!user=<name> grant as if <name> were a service
+        # (POST /users/<name>/tokens answers 403); this filter is what that check then accepts: tokens of
+        # the one entity called <probe user>, nothing else
+        scopes.append(f"tokens!service={user}")
     if proxy_routes:
         scopes += ["proxy", "list:users", "read:servers"]  # routing table vs running servers
     return scopes
+
+
+def _tokens_for_users_checked_as_users() -> bool:
+    """JupyterHub 6.1 fixed how a service's filtered ``tokens`` scope is checked for a user's tokens."""
+    try:
+        return jupyterhub_version() >= (6, 1)
+    except ImportError:  # configure() outside a hub (tests of the role itself): assume a current hub
+        return True
 
 
 def _get(section: Any, key: str):
@@ -125,10 +141,6 @@ def configure_monitoring(c: Any, options: dict, *, current_list) -> None:
     roles.append({"name": name, "description": "APEx monitoring: run the probe user's server, read services",
                   "scopes": role_scopes(user, group, bool(options.get("proxy_routes"))), "services": [name]})
     c.JupyterHub.load_roles = roles
-    if group:  # the hub creates the group and the probe user at start-up (the service re-checks)
-        groups = dict(_get(c.JupyterHub, "load_groups") or {})
-        entry = groups.get(group) or {}
-        entry = {"users": entry} if isinstance(entry, list) else dict(entry)
-        entry["users"] = sorted(set(entry.get("users", [])) | {user})
-        groups[group] = entry
-        c.JupyterHub.load_groups = groups
+    # No load_groups: with an authenticator that manages groups (APExOIDCAuthenticator does) JupyterHub
+    # refuses to start with one. The service creates the probe user and puts it into its group through the
+    # API (groups!group=<group>), and the accounting service also excludes the probe user by name.

@@ -101,8 +101,11 @@ class Probe:
             raise PhaseFailed("spawn_request", f"cannot read probe user {self.s.user!r}: HTTP {status} "
                                                f"{hub_message(model)}")
         if self.s.group and self.s.group not in (model.get("groups") or []):
-            status, body = await self.hub.call("POST", f"/groups/{quote(self.s.group)}/users",
-                                               {"users": [self.s.user]})
+            group_path = f"/groups/{quote(self.s.group)}"
+            status, body = await self.hub.call("POST", f"{group_path}/users", {"users": [self.s.user]})
+            if status == 404:  # no such group yet: make it with the probe user in it
+                status, body = await self.hub.call("POST", group_path, {"users": [self.s.user]})
+                status = 200 if status == 201 else status
             if status != 200:
                 log.warning("cannot add %s to group %s: HTTP %s %s", self.s.user, self.s.group, status,
                             hub_message(body))
