@@ -301,14 +301,15 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
         async with self._lock(user.name):
             auth_state = await user.get_auth_state()
             if not auth_state or not auth_state.get("access_token"):
-                return False
+                # never logged in here (e.g. made through the API, as the monitoring probe is)
+                return self._refresh_failed(user, handler)
             expires_at = auth_state.get("expires_at")
             if not force and expires_at is not None and expires_at - time.time() > self.refresh_leeway:
                 return True
             refresh_token = auth_state.get("refresh_token")
             if not refresh_token:
                 self.log.info("access token of %s expired and there is no refresh token: new login needed", user.name)
-                return False
+                return self._refresh_failed(user, handler)
             await self.discover()
             token = _previous_claims.set(auth_state.get(self.user_auth_state_key) or {"sub": None})
             try:
