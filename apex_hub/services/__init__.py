@@ -17,6 +17,13 @@ CULLER_SCOPES = [
 RESTART_SCOPE = "start:servers"  # restart always-on servers (JupyterHub 6; 5.5 has only "servers")
 
 
+def restart_scope() -> str:
+    """The scope that lets the culler restart always-on servers on the installed JupyterHub."""
+    from .culler.config import restart_scope as resolve
+
+    return resolve(RESTART_SCOPE, quiet=True)
+
+
 def configure(c: Any, culler: dict | None = None, monitoring: dict | None = None,
               accounting: dict | None = None) -> None:
     """Add the APEx services to a JupyterHub config ``c``.
@@ -42,7 +49,8 @@ def configure(c: Any, culler: dict | None = None, monitoring: dict | None = None
     if culler is not None:
         from .culler.config import configure_culler
 
-        configure_culler(c, culler, scopes=CULLER_SCOPES, restart_scope=RESTART_SCOPE, current_list=_current_list)
+        configure_culler(c, culler, scopes=CULLER_SCOPES, restart_scope_name=RESTART_SCOPE,
+                         current_list=_current_list)
     if monitoring is not None:
         from .monitoring.config import configure_monitoring
 

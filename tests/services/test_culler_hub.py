@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from apex_hub.kubesim import KubeSim
-from apex_hub.services import CULLER_SCOPES, RESTART_SCOPE
+from apex_hub.services import CULLER_SCOPES, restart_scope
 from apex_hub.services.culler import CullerService, CullingPolicy
 from tests.helpers.hub import HubProcess, apex_hub_config
 
@@ -131,7 +131,7 @@ async def test_culler_against_a_real_hub(tmp_path):
             status, _ = await _api(hub, token, "POST", "/users/mallory")
             assert status == 403
             _, me = await _api(hub, token, "GET", "/user")
-            assert set(me["scopes"]) >= set(CULLER_SCOPES) | {RESTART_SCOPE}
+            assert set(me["scopes"]) >= set(CULLER_SCOPES) | {restart_scope()}
             assert not any(s.startswith("admin") for s in me["scopes"]), me["scopes"]
 
 

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from traitlets.config import Config
 
-from apex_hub.services import CULLER_SCOPES, RESTART_SCOPE, configure
+from apex_hub.services import CULLER_SCOPES, RESTART_SCOPE, restart_scope, configure
 from apex_hub.services.culler import CullerService, CullingPolicy, PolicyError
 from apex_hub.services.culler.service import HubAPIError, HubClient
 
@@ -209,7 +209,7 @@ def test_configure(tmp_path):
     policy.write_text("groups: {ops: {session_mode: always-on}}\n")
     configure(c, culler={"policy": str(policy)})
     assert [s["name"] for s in c.JupyterHub.services] == ["other", "apex-culler"]
-    assert c.JupyterHub.load_roles[-1]["scopes"] == CULLER_SCOPES + [RESTART_SCOPE]
+    assert c.JupyterHub.load_roles[-1]["scopes"] == CULLER_SCOPES + [restart_scope()]
     # a bad policy fails at hub start-up, naming the field
     policy.write_text("defaults: {schedule: {cron: '0 20 * * 1-5', timezone: Europe/Rom}}\n")
     with pytest.raises(PolicyError, match="defaults.schedule.timezone"):
@@ -218,7 +218,12 @@ def test_configure(tmp_path):
 
 def test_scopes_exist_in_jupyterhub():
     from jupyterhub.scopes import scope_definitions
-    assert set(CULLER_SCOPES + [RESTART_SCOPE]) <= set(scope_definitions)
+
+    from apex_hub.hubconfig import jupyterhub_version
+
+    assert set(CULLER_SCOPES + [restart_scope()]) <= set(scope_definitions)
+    # JupyterHub 5.5 (the Z2JH 4.4 image) has no start:servers: the culler falls back to servers
+    assert restart_scope() == (RESTART_SCOPE if jupyterhub_version() >= (6, 0) else "servers")
 
 
 ALWAYS_ON = CullingPolicy.from_data({"defaults": {"session_mode": "always-on"}})
@@ -410,7 +415,7 @@ def test_configure_options(tmp_path):
         <= set(svc["command"])
     assert svc["url"] == "http://127.0.0.1:8182" and svc["display"] is False
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
-    assert roles["apex-culler"]["scopes"] == CULLER_SCOPES + [RESTART_SCOPE]
+    assert roles["apex-culler"]["scopes"] == CULLER_SCOPES + [restart_scope()]
     # with a url, every user may reach the service (the default user role plus that one scope)
     assert roles["user"]["scopes"] == ["self", "access:services!service=apex-culler"]
     banner = c.JupyterHub.template_vars["announcement"]

@@ -54,7 +54,7 @@ def _duration(options: dict, key: str) -> float | None:
         raise PolicyError(f"configure(c, culler={{...}}): {key}: {exc}") from None
 
 
-def configure_culler(c: Any, options: dict, *, scopes: list[str], restart_scope: str, current_list) -> None:
+def configure_culler(c: Any, options: dict, *, scopes: list[str], restart_scope_name: str, current_list) -> None:
     unknown = sorted(set(options) - set(KEYS))
     if unknown:
         raise ValueError(f"configure(c, culler={{...}}): unknown key(s) {', '.join(unknown)}; known: {', '.join(KEYS)}")
@@ -89,7 +89,7 @@ def configure_culler(c: Any, options: dict, *, scopes: list[str], restart_scope:
         service["environment"] = dict(options["environment"])
     granted = list(scopes)
     if options.get("restart", True) and always_on:
-        granted.append(_restart_scope(restart_scope))
+        granted.append(restart_scope(restart_scope_name))
     services = [s for s in current_list(c.JupyterHub, "services") if s.get("name") != name] + [service]
     c.JupyterHub.services = services
     roles = [r for r in current_list(c.JupyterHub, "load_roles") if r.get("name") != name]
@@ -103,12 +103,13 @@ def configure_culler(c: Any, options: dict, *, scopes: list[str], restart_scope:
         _announce(c, os.path.abspath(options.get("state_dir") or "."))
 
 
-def _restart_scope(wanted: str) -> str:
+def restart_scope(wanted: str = "start:servers", quiet: bool = False) -> str:
     """``start:servers`` where the hub has it (JupyterHub 6), else ``servers`` (5.5: start and stop)."""
     if scope_exists(wanted):
         return wanted
-    log.warning("apex culler: this JupyterHub has no %r scope; granting 'servers' (start and stop) so that"
-                " always-on servers can be restarted", wanted)
+    if not quiet:
+            log.warning("apex culler: this JupyterHub has no %r scope; granting 'servers' (start and stop) so"
+                    " that always-on servers can be restarted", wanted)
     return "servers"
 
 
