@@ -441,9 +441,38 @@ def test_configure_options(tmp_path):
 
 
 def test_where_the_api_listens():
-    from apex_hub.services.culler.web import listen_address
+    from apex_hub.services.startup import listen_address
 
     assert listen_address("http://127.0.0.1:8182") == ("127.0.0.1", 8182)  # local: that address
     assert listen_address("http://hub:8182") == ("0.0.0.0", 8182)  # Kubernetes: a Service name
     assert listen_address("http://hub:8182", bind="9000") == ("0.0.0.0", 9000)
     assert listen_address("http://hub:8182", bind="10.1.2.3:9000") == ("10.1.2.3", 9000)
+
+
+async def test_a_service_answers_503_while_starting_then_its_application():
+    """JupyterHub 5.5 waits ~10 s for a managed service: the accounting service answers at once."""
+    import socket
+
+    import aiohttp
+    from tornado import web
+
+    from apex_hub.services.startup import listen_early, serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = listen_early("127.0.0.1", port)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/services/x/") as r:
+                assert (r.status, r.headers["Retry-After"], await r.json()) == (503, "1", {"status": "starting"})
+
+            class Ready(web.RequestHandler):
+                def get(self):
+                    self.finish("ready")
+
+            serve(server, web.Application([(r"/services/x/", Ready)]))
+            async with http.get(f"http://127.0.0.1:{port}/services/x/") as r:
+                assert (r.status, await r.text()) == (200, "ready")
+    finally:
+        server.stop()

@@ -54,8 +54,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def run(args, quotas) -> None:
-    from tornado.httpserver import HTTPServer
+    from ..startup import listen_address, listen_early, serve
 
+    # on the URL's host when it is an IP (127.0.0.1 locally), on all interfaces for a name (http://hub:8184);
+    # answering (503) before the imports and the migration below: JupyterHub 5.5 waits only ~10 s
+    host, port = listen_address(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"),
+                                str(args.port) if args.port else None)
+    server = listen_early(host, port)
     from ..culler.service import HubClient
     from .apel import ApelSettings
     from .db import Ledger
@@ -77,13 +82,7 @@ async def run(args, quotas) -> None:
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
     app = App(svc, prefix=prefix, apel_settings=apel_settings,
               quota_token=os.environ.get("APEX_ACCOUNTING_QUOTA_TOKEN", ""))
-    from ..culler.web import listen_address
-
-    # on the URL's host when it is an IP (127.0.0.1 locally), on all interfaces for a name (http://hub:8184)
-    host, port = listen_address(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"),
-                                str(args.port) if args.port else None)
-    server = HTTPServer(app.tornado, xheaders=True)
-    server.listen(port, host)
+    serve(server, app.tornado)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

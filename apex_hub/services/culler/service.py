@@ -500,7 +500,8 @@ class CullerService:
         """Start the HTTP API when the hub gave this service a URL (``JUPYTERHUB_SERVICE_URL``)."""
         if not self.service_url:
             return None
-        from .web import listen_address, make_app
+        from ..startup import listen_address
+        from .web import make_app
 
         host, port = listen_address(self.service_url, self.bind)
         server = make_app(self, self.service_prefix).listen(port, address=host, xheaders=True)

@@ -12,16 +12,16 @@ identified user is admitted and sees **only their own** servers.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import secrets
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import web
+
+
 
 if TYPE_CHECKING:
     from .service import CullerService
@@ -61,19 +61,3 @@ def make_app(culler: "CullerService", prefix: str) -> web.Application:
         culler=culler,
         cookie_secret=secrets.token_bytes(32),
     )
-
-
-def listen_address(service_url: str, bind: str | None = None) -> tuple[str, int]:
-    """Where to listen: ``bind`` ("host:port" or "port"), else the port of the service URL the hub
-    gave us, on that host when it is an IP address (127.0.0.1 locally) and on all interfaces when it
-    is a name (``http://hub:8182`` in Kubernetes)."""
-    parsed = urlparse(service_url)
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
-    if bind:
-        h, _, p = bind.rpartition(":")
-        return (h or "0.0.0.0"), int(p)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        host = "0.0.0.0"
-    return host, port
