@@ -32,7 +32,7 @@ from tornado.httpclient import HTTPClientError
 from traitlets import Bool, Enum, Float, List, Unicode, default
 
 from .claims import collect_groups, primary_group
-from .handlers import APExLoginHandler, APExLogoutHandler, token_api_handlers
+from .handlers import APExCallbackHandler, APExLoginHandler, APExLogoutHandler, token_api_handlers
 from .idtoken import TokenRejected, login_nonce, unverified_claims, verify_id_token
 from .presets import PRESETS
 from .provider import DiscoveryError, Provider
@@ -48,6 +48,7 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
     """OpenID Connect with verified ID tokens, ordered groups and safe refresh."""
 
     login_handler = APExLoginHandler
+    callback_handler = APExCallbackHandler
     logout_handler = APExLogoutHandler
 
     # -- the provider -----------------------------------------------------------------------
@@ -217,6 +218,14 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
         token = _expected_nonce.set(login_nonce(self.nonce_secret(handler), state_id))
         try:
             return await super().authenticate(handler, data, **kwargs)
+        except HTTPClientError as exc:
+            # the provider refused the code (spent, expired, for another client): the user's login
+            # is what failed, not the hub; neither the page nor the log carries the code
+            self.log.warning("login refused: the provider did not accept the authorization code (%s)",
+                             _reason(exc))
+            raise web.HTTPError(400, "The login could not be completed: the identity provider did not"
+                                     " accept this sign-in (it may have been used already or expired)."
+                                     " Please sign in again.") from None
         finally:
             _expected_nonce.reset(token)
 

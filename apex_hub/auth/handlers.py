@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import parse_qsl
 
 from jupyterhub import scopes
 from jupyterhub.apihandlers.base import APIHandler
-from oauthenticator.oauth2 import OAuthLoginHandler, OAuthLogoutHandler, _deserialize_state
+from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLoginHandler, OAuthLogoutHandler, _deserialize_state
 from tornado import web
 
 from .idtoken import login_nonce
@@ -46,6 +47,21 @@ class APExLoginHandler(OAuthLoginHandler):
             extra["nonce"] = login_nonce(self.authenticator.nonce_secret(self), state_id)
         kwargs["extra_params"] = extra
         return super().authorize_redirect(*args, **kwargs)
+
+
+class APExCallbackHandler(OAuthCallbackHandler):
+    """The OAuth callback, whose URL carries the authorization code and state.
+
+    Tornado logs a refused request (``HTTPError`` with a message) with its full URI; the code of a
+    login that failed must not end up in the hub's log, so the summary is scrubbed as JupyterHub's
+    access log is.
+    """
+
+    def _request_summary(self) -> str:
+        path, _, query = (self.request.uri or "").partition("?")
+        if query:
+            path += "?" + "&".join(f"{k}=[secret]" for k, _ in parse_qsl(query, keep_blank_values=True))
+        return f"{self.request.method} {path} ({self.request.remote_ip})"
 
 
 class APExLogoutHandler(OAuthLogoutHandler):

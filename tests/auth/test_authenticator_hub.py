@@ -246,3 +246,28 @@ async def test_logout_revokes_and_ends_the_provider_session(env):
 async def follow_login_page(http, env):
     from apex_hub.localidp import follow_until
     return await follow_until(http, "GET", f"{env.hub.url}/hub/oauth_login", NEVER)
+
+
+async def test_a_spent_authorization_code_with_a_fresh_state_is_a_clear_400_and_never_logged(env):
+    """An attacker replays a used code under a state cookie of their own: refused, no 500, no code in logs."""
+    from urllib.parse import parse_qs, urlparse
+
+    callback = f"{env.hub.url}/hub/oauth_callback"
+    async with env.browser() as http:
+        url, resp = await login(http, f"{env.hub.url}/hub/oauth_login", "carol", "carol-pw", callback)
+        assert resp is None and url.startswith(callback), url
+        spent = parse_qs(urlparse(url).query)["code"][0]
+        async with http.get(url) as r:  # the real login spends the code
+            assert r.status == 200, await r.text()
+        # a fresh state: start a new login, stop when the provider sends the browser back
+        url, resp = await login(http, f"{env.hub.url}/hub/oauth_login", "carol", "carol-pw", callback)
+        assert resp is None, url
+        fresh_state = parse_qs(urlparse(url).query)["state"][0]
+        async with http.get(f"{callback}?code={spent}&state={fresh_state}", allow_redirects=False) as r:
+            page = await r.text()
+            assert r.status == 400, (r.status, page[-2000:])
+            assert "could not be completed" in page and "sign in again" in page
+            assert spent not in page
+    log = env.hub.log()
+    assert "did not accept the authorization code" in log
+    assert spent not in log and "Traceback" not in log.split("did not accept the authorization code")[-1][:2000]

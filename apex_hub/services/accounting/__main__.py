@@ -81,7 +81,8 @@ async def run(args, quotas) -> None:
                                      args.apel_benchmark_type, args.apel_benchmark)
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
     app = App(svc, prefix=prefix, apel_settings=apel_settings,
-              quota_token=os.environ.get("APEX_ACCOUNTING_QUOTA_TOKEN", ""))
+              quota_token=os.environ.get("APEX_ACCOUNTING_QUOTA_TOKEN", ""),
+              metrics_token=os.environ.get("APEX_ACCOUNTING_METRICS_TOKEN", ""))
     serve(server, app.tornado)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -30,6 +30,8 @@ KEYS = {
     "announcement": "show quota warnings as the banner of the hub's pages (default True with quotas)",
     "fail_open": "allow spawns when the service cannot be reached (default True)",
     "apel": "dict: dir, site (required), service, cloud_type, benchmark_type, benchmark, interval (seconds)",
+    "metrics_token": "bearer token Prometheus sends for /metrics (passed in the service's environment;"
+                     " without one, /metrics needs a hub token with the accounting admin scope)",
     "admin_users": "users given the accounting admin scope (reports, every user's usage)",
     "admin_groups": "groups given the accounting admin scope",
     "admin_services": "services given the accounting admin scope",
@@ -60,6 +62,8 @@ def configure_accounting(c: Any, options: dict, *, current_list) -> None:
     # managed services do not inherit the hub's environment: pass on how to reach Kubernetes
     env.update({k: os.environ[k] for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBECONFIG")
                 if os.environ.get(k)})
+    if options.get("metrics_token"):
+        env["APEX_ACCOUNTING_METRICS_TOKEN"] = str(options["metrics_token"])
     stop_reasons = options.get("stop_reasons")
     if not stop_reasons and options.get("culler_state_dir"):
         stop_reasons = os.path.join(options["culler_state_dir"], "stop-reasons.jsonl")

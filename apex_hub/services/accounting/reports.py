@@ -16,7 +16,7 @@ import csv
 import io
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
+from typing import Any, Iterable
 
 GIB = 1024 ** 3
 KEYS = ("user", "group", "profile")
@@ -118,12 +118,28 @@ def session_json(s: dict) -> dict:
     return out
 
 
+#: What a spreadsheet takes as the start of a formula in a text cell (OWASP "CSV injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A text value a spreadsheet shows as text: a leading formula character gets a ``'`` in front.
+
+    User names, groups and profiles come from users and identity providers: ``=HYPERLINK(...)`` as a
+    user name must not become a live formula in an operator's spreadsheet. Numbers stay numbers.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def to_csv(rows: list[dict], fields: Iterable[str]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
+    # CRLF (RFC 4180): a field holding a lone CR or LF is then quoted, so it cannot split a row
+    w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\r\n")
     w.writeheader()
     for r in rows:
-        w.writerow(r)
+        w.writerow({k: csv_cell(v) for k, v in r.items()})
     return buf.getvalue()
 
 

@@ -15,8 +15,9 @@
 * ``GET /api/quota/<user>`` — ``{allowed, budgets[{scope, name, metric, budget, usage}], reset,
   message}``: for :data:`ADMIN_SCOPE`, the user themself, or the spawner's quota token
   (``Authorization: Bearer <APEX_ACCOUNTING_QUOTA_TOKEN>``).
-* ``GET /metrics`` — Prometheus text format, no authentication (like the hub's with
-  ``authenticate_prometheus = False``; keep it on the cluster network).
+* ``GET /metrics`` — Prometheus text format, for ``Authorization: Bearer <APEX_ACCOUNTING_METRICS_TOKEN>``
+  (when the operator set one) or a hub token / login with :data:`ADMIN_SCOPE`; anyone else gets 403: the
+  service sits behind the hub's public proxy, and the metrics name users' activity.
 """
 
 from __future__ import annotations
@@ -72,9 +73,19 @@ class Base(HubOAuthenticated, web.RequestHandler):
 
     def window(self, period: str | None = None) -> tuple[datetime, datetime]:
         now = self.svc.clock()
-        since = reports.parse_when(self.get_argument("since", None), reports.period_start(now, period or "month"))
-        until = reports.parse_when(self.get_argument("until", None), now)
+        since = self._when("since", reports.period_start(now, period or "month"))
+        until = self._when("until", now)
+        if since > until:
+            raise web.HTTPError(400, "since must not be after until")
         return since, min(until, now)
+
+    def _when(self, name: str, default: datetime) -> datetime:
+        text = self.get_argument(name, None)
+        try:
+            return reports.parse_when(text, default)
+        except (TypeError, ValueError):
+            raise web.HTTPError(400, f"{name} must be a date or time such as 2026-11, 2026-11-23 or"
+                                     f" 2026-11-23T08:00:00Z, not {text[:40]!r}") from None
 
     def send(self, rows: list[dict], fields: list[str], name: str) -> None:
         if self.get_argument("format", "json") == "csv":
@@ -158,11 +169,12 @@ class QuotaHandler(Base):
         self.finish(json.dumps(result))
 
 
-class MetricsHandler(web.RequestHandler):
-    def initialize(self, app: Any) -> None:
-        self.app = app
-
+class MetricsHandler(Base):
     def get(self) -> None:
+        auth, token = self.request.headers.get("Authorization", ""), self.app.metrics_token
+        by_token = bool(token) and auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].strip(), token)
+        if not by_token and not self.is_admin(self.get_current_user()):
+            raise web.HTTPError(403, f"metrics need the Bearer metrics token or the {ADMIN_SCOPE} scope")
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.finish(generate_latest(self.app.registry))
 
@@ -317,8 +329,9 @@ class App:
     """Builds the tornado application around an :class:`AccountingService`."""
 
     def __init__(self, service: Any, *, prefix: str = "/", apel_settings: apel.ApelSettings | None = None,
-                 quota_token: str = "", cookie_secret: bytes | None = None):
+                 quota_token: str = "", metrics_token: str = "", cookie_secret: bytes | None = None):
         self.service, self.prefix, self.apel, self.quota_token = service, prefix, apel_settings, quota_token
+        self.metrics_token = metrics_token
         self.apel_records = 0
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(Collector(self))
