@@ -19,20 +19,23 @@ What it adds to KubeSpawner 7 (and why):
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import os
 from typing import Any
+from urllib.parse import quote
 
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from tornado import web
 from traitlets import Bool, Dict, Int, List, Unicode, default
 
-from ..naming import slugify, user_namespace
+from ..naming import legacy_slugify, legacy_user_namespace, slugify, user_namespace
 from ..profiles import Catalogue, CatalogueError, CatalogueFile, Profile, ProfileError, VolumeItem
 from . import labels as L
 from . import oidc_token
 from .kube import Kube, KubeError, describe, is_transient
+from .ownership import NamespaceRefused, owner_problem, refusal, reserved_reason
 from .workspace import (
     DEFAULT_MANIFEST_KINDS,
     RESTRICTED_CONTAINER,
@@ -50,6 +53,11 @@ SWEPT_KINDS = ("v1/ConfigMap", "v1/Secret", "rbac.authorization.k8s.io/v1/Role",
 _FALLBACK_CATALOGUE = {"profiles": [{"slug": "default", "display_name": "Default environment",
                                      "default": True}]}
 _FILES: dict[str, CatalogueFile] = {}
+#: True only inside KubeSpawner's pod-create call (its 409 path stops the old pod from
+#: there): that stop must keep the workspace. A context variable, so that a stop the hub
+#: runs concurrently (another task) during the create window still sweeps.
+_REPLACING_POD: contextvars.ContextVar[bool] = contextvars.ContextVar("apex_replacing_pod",
+                                                                       default=False)
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -88,6 +96,11 @@ class APExSpawner(KubeSpawner):
         config=True, help="Extra labels on every user namespace (applied on every spawn).")
     namespace_annotations = Dict(
         config=True, help="Extra annotations on every user namespace (applied on every spawn).")
+    protected_namespaces = List(
+        Unicode(), config=True,
+        help="""Namespaces that are never used as a user namespace, in addition to the hub's
+        (`hub_namespace`), `default` and `kube-*`: a user whose namespace name would be one of
+        them cannot start a server (e.g. with `namespace_prefix = ""`).""")
     delete_namespace_on_user_delete = Bool(
         False, config=True,
         help="""Delete the user's namespace, with every PersistentVolumeClaim in it, when the
@@ -219,8 +232,11 @@ class APExSpawner(KubeSpawner):
         self._progress_events: list[dict] = []
         self._progress_changed = asyncio.Event()
         self._provisioned = False
-        self._replacing_pod = False
-        self._namespace_ready = False
+        #: The namespace whose ownership was checked (read, or created by us); in state.
+        self._namespace_verified: str | None = None
+        self._namespace_refused: str | None = None
+        self._namespace_from_state = False
+        self._profile_slug: str | None = None
         self._configured: dict[str, Any] = {}
         self._auth_state: dict = {}
 
@@ -324,6 +340,7 @@ class APExSpawner(KubeSpawner):
         traits = profile.kubespawner_traits()
         self._reset_profile_traits([*traits, *self._PROFILE_TRAITS])
         self.profile = profile
+        self._profile_slug = profile.slug
         self._apply_overrides(traits)
         if profile.default_url:
             self.default_url = profile.default_url
@@ -362,8 +379,7 @@ class APExSpawner(KubeSpawner):
         """The token Secret from the latest auth state (``None``: no token, or none wanted)."""
         if not self.oidc_token_mount_path:
             return None
-        return oidc_token.token_secret(self._owner(), self.profile.slug if self.profile else None,
-                                       self._auth_state)
+        return oidc_token.token_secret(self._owner(), self._profile_slug, self._auth_state)
 
     def _add_token(self, plan: Plan) -> None:
         secret = self._token_secret()
@@ -373,7 +389,7 @@ class APExSpawner(KubeSpawner):
         plan.objects.append(secret)
         plan.volumes.append(volume)
         plan.volume_mounts.append(mount)
-        url = f"{self.hub.api_url.rstrip('/')}/apex/users/{self.user.name}/oidc-token"
+        url = f"{self.hub.api_url.rstrip('/')}/apex/users/{quote(self.user.name, safe='')}/oidc-token"
         plan.env.extend(oidc_token.token_env(self.oidc_token_mount_path, url))
 
     async def publish_oidc_token(self, auth_state: dict) -> bool:
@@ -384,7 +400,10 @@ class APExSpawner(KubeSpawner):
             return False
         if self.plan is not None:  # a spawn still writing its workspace must not undo this
             self.plan.objects = [secret if _same(o, secret) else o for o in self.plan.objects]
-        await self.kube().apply(secret)
+        kube = self.kube()
+        if not await self._namespace_is_mine(kube):
+            return False
+        await kube.apply(secret)
         self.log.info("%s: access token updated in the workspace", self._log_name)
         return True
 
@@ -433,6 +452,11 @@ class APExSpawner(KubeSpawner):
         """KubeSpawner's namespace step, extended to the whole workspace."""
         try:
             await self.provision_workspace()
+        except NamespaceRefused as exc:
+            self._namespace_refused = self.namespace
+            self.log.error("%s", exc)
+            self.report(exc.user_message)
+            raise web.HTTPError(403, exc.user_message) from None
         except (KubeError, ApiException) as exc:
             reason = describe(exc) if isinstance(exc, ApiException) else str(exc)
             message = f"Could not prepare your workspace in namespace {self.namespace}: {reason}"
@@ -444,13 +468,15 @@ class APExSpawner(KubeSpawner):
     async def provision_workspace(self) -> None:
         """Namespace, then every other object concurrently (the pod follows in ``_start``).
 
-        Once the namespace is known to exist (spawner state), it is re-applied together
-        with everything else: one round trip less; a 404 falls back to namespace first.
+        Cold spawn: the namespace is read first and used only if it is this user's (see
+        ``ownership``), or created. Once its ownership is known (spawner state), a warm
+        spawn re-applies it together with everything else: no extra round trip; a 404
+        falls back to the cold path.
         """
-        plan = self.plan
         kube = self.kube()
         self.report(f"Preparing your workspace (namespace {self.namespace})", 5)
-        if self._namespace_ready:
+        self._refuse_reserved(self.namespace)
+        if self._namespace_verified == self.namespace:
             try:
                 await self._write_workspace(kube, {}, with_namespace=True)
                 return
@@ -458,15 +484,79 @@ class APExSpawner(KubeSpawner):
                 if exc.status != 404:
                     raise
                 self.log.warning("namespace %s is gone; creating it again", self.namespace)
-                self._namespace_ready = False
+                self._namespace_verified = None
+        copied = list(self.plan.copy_secrets)
         sources = asyncio.gather(*(kube.read("v1", "Secret", name, self.hub_namespace)
-                                   for name in plan.copy_secrets))
+                                   for name in copied))
         try:
-            await kube.apply(plan.namespace)
+            existed = await self._claim_namespace(kube)
         except BaseException:
             sources.cancel()
             raise
-        await self._write_workspace(kube, dict(zip(plan.copy_secrets, await sources)))
+        await self._write_workspace(kube, dict(zip(copied, await sources)), with_namespace=existed)
+
+    def _refuse_reserved(self, namespace: str) -> None:
+        reason = reserved_reason(namespace, self.hub_namespace, self.protected_namespaces)
+        if reason:
+            raise refusal(namespace, self.user.name, reason)
+
+    async def _claim_namespace(self, kube: Kube) -> bool:
+        """Verify that the namespace is this user's, or create it; True when it existed.
+
+        Migration from the former 8-hex names: without a namespace in the spawner state,
+        when the new name does not exist but the legacy one does and names this very user,
+        the legacy namespace is kept (data, claims and all).
+        """
+        found = await kube.read("v1", "Namespace", self.namespace)
+        if found is None and not self._namespace_from_state:
+            legacy = legacy_user_namespace(self.user.name, self.namespace_prefix)
+            if legacy and legacy != self.namespace and not reserved_reason(
+                    legacy, self.hub_namespace, self.protected_namespaces):
+                old = await kube.read("v1", "Namespace", legacy)
+                if old is not None and owner_problem(old, self.user.name) is None:
+                    self.log.warning("%s: keeping namespace %s made by the former naming scheme"
+                                     " (new name %s)", self._log_name, legacy, self.namespace)
+                    self._use_namespace(legacy)
+                    found = old
+        if found is not None:
+            problem = owner_problem(found, self.user.name)
+            if problem:
+                raise refusal(self.namespace, self.user.name, problem)
+            self._namespace_verified = self.namespace
+            return True
+        await kube.apply(self.plan.namespace)
+        self._namespace_verified = self.namespace
+        return False
+
+    def _use_namespace(self, namespace: str) -> None:
+        """Switch to ``namespace`` (a kept legacy one) and plan the workspace there again."""
+        self.namespace = namespace
+        self.dns_name = self.dns_name_template.format(namespace=namespace, name=self.pod_name)
+        if self.profile is not None:
+            self.apply_profile(self.profile)
+
+    async def _namespace_is_mine(self, kube: Kube) -> bool:
+        """True unless the namespace was refused or is not this user's (checked once).
+
+        Guards every write outside a spawn (token refresh, stop, delete): a namespace
+        from an old spawner state may predate the ownership checks.
+        """
+        ns = self.namespace
+        if self._namespace_refused == ns or reserved_reason(ns, self.hub_namespace,
+                                                            self.protected_namespaces):
+            self.log.warning("%s: not touching namespace %s (not this user's)", self._log_name, ns)
+            return False
+        if self._namespace_verified == ns:
+            return True
+        found = await kube.read("v1", "Namespace", ns)
+        problem = owner_problem(found, self.user.name) if found is not None else None
+        if problem:
+            self._namespace_refused = ns
+            self.log.error("%s", refusal(ns, self.user.name, problem))
+            return False
+        if found is not None:
+            self._namespace_verified = ns
+        return True
 
     async def _write_workspace(self, kube: Kube, sources: dict, with_namespace: bool = False) -> None:
         plan = self.plan
@@ -496,7 +586,6 @@ class APExSpawner(KubeSpawner):
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise next((e for e in errors if isinstance(e, ApiException) and e.status == 404), errors[0])
-        self._namespace_ready = True
         kinds = sorted({o["kind"] for o in plan.objects + plan.claims} | ({"Secret"} if plan.copy_secrets else set()))
         self.report(f"Workspace ready ({', '.join(kinds)}); starting your server", 35)
 
@@ -532,7 +621,7 @@ class APExSpawner(KubeSpawner):
 
     async def _make_create_pod_request(self, pod, request_timeout):
         # On 409 KubeSpawner stops the old pod from in here: that stop must keep the workspace.
-        self._replacing_pod = True
+        token = _REPLACING_POD.set(True)
         try:
             return await super()._make_create_pod_request(pod, request_timeout)
         except ApiException as exc:
@@ -541,7 +630,7 @@ class APExSpawner(KubeSpawner):
                 return False
             raise
         finally:
-            self._replacing_pod = False
+            _REPLACING_POD.reset(token)
 
     async def _make_delete_pod_request(self, pod_name, delete_options, grace_seconds, request_timeout):
         try:
@@ -579,10 +668,13 @@ class APExSpawner(KubeSpawner):
     async def stop(self, now=False):
         """Stop the pod, then delete this server's non-persistent objects by label.
 
-        Claims are never deleted here: the user's data outlives every stop.
+        Claims are never deleted here: the user's data outlives every stop. Nothing is
+        deleted in a namespace that is not this user's (a refused spawn, an old state).
         """
+        if not await self._namespace_is_mine(self.kube()):
+            return
         await super().stop(now)
-        if not self._replacing_pod:
+        if not _REPLACING_POD.get():
             await self.sweep(persist=False)
 
     async def sweep(self, persist: bool | None) -> None:
@@ -593,12 +685,19 @@ class APExSpawner(KubeSpawner):
         else:  # a stop never deletes a claim, whatever made it (volumes or manifests)
             kinds.discard("v1/PersistentVolumeClaim")
         kinds = sorted(kinds)
-        selector = L.server_selector(self.user_slug, self.server_name, persist)
+        selectors = [L.server_selector(self.user_slug, self.server_name, persist)]
+        legacy = L.server_selector(legacy_slugify(self.user.name), self.server_name, persist,
+                                   legacy=True)
+        if legacy != selectors[0]:  # objects labelled before the 130-bit names
+            selectors.append(legacy)
         kube = self.kube()
+        if not await self._namespace_is_mine(kube):
+            return
+        jobs = [(k, s) for s in selectors for k in kinds]
         results = await asyncio.gather(
-            *(kube.delete_collection(*_split_kind(k), self.namespace, selector) for k in kinds),
+            *(kube.delete_collection(*_split_kind(k), self.namespace, s) for k, s in jobs),
             return_exceptions=True)
-        for kind, result in zip(kinds, results):
+        for (kind, _), result in zip(jobs, results):
             if isinstance(result, BaseException):
                 self.log.error("could not delete %s of %s in %s (%s); the next stop retries",
                                kind, self._log_name, self.namespace, result)
@@ -610,8 +709,11 @@ class APExSpawner(KubeSpawner):
         ``delete_namespace_on_user_delete`` and only with the user's default server.
         """
         if not self.server_name and self.delete_namespace_on_user_delete:
+            kube = self.kube()
+            if not await self._namespace_is_mine(kube):
+                return
             self.log.info("deleting namespace %s of deleted user %s", self.namespace, self.user.name)
-            await self.kube().delete("v1", "Namespace", self.namespace)
+            await kube.delete("v1", "Namespace", self.namespace)
             return
         await self.sweep(persist=None)
 
@@ -621,13 +723,16 @@ class APExSpawner(KubeSpawner):
         state = super().get_state()
         if self._server_kinds:
             state["apex_server_kinds"] = self._server_kinds
-        if self.profile is not None:
-            state["apex_profile"] = self.profile.slug
-        if self._namespace_ready:
-            state["apex_namespace_ready"] = True
+        if self._profile_slug:
+            state["apex_profile"] = self._profile_slug
+        if self._namespace_verified and self._namespace_verified == self.namespace:
+            state["apex_namespace_verified"] = self._namespace_verified
         return state
 
     def load_state(self, state):
         super().load_state(state)
+        self._namespace_from_state = "namespace" in state
         self._server_kinds = list(state.get("apex_server_kinds", []))
-        self._namespace_ready = bool(state.get("apex_namespace_ready", False))
+        self._namespace_verified = state.get("apex_namespace_verified")
+        # the token Secret republished after a hub restart keeps its profile label
+        self._profile_slug = state.get("apex_profile") or self._profile_slug

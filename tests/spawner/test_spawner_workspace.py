@@ -385,7 +385,7 @@ async def test_a_warm_spawn_writes_the_namespace_with_everything_else(ksim):
     spawner = make_spawner(ksim, "otto")
     await spawner.start()
     await spawner.stop()
-    assert spawner.get_state()["apex_namespace_ready"] is True
+    assert spawner.get_state()["apex_namespace_verified"] == "apex-otto"
     ksim.set_latency(0.05)
     ksim.reset_log()
     await spawner.start()
