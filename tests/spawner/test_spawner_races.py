@@ -64,9 +64,8 @@ async def test_after_a_hub_restart_the_republished_token_keeps_its_profile_label
     saved = json.loads(json.dumps(spawner.get_state()))  # as the hub's database keeps it
     restarted = make_spawner(ksim, "tess")
     restarted.load_state(saved)
-    # what the restarted hub sends must carry the label itself (apply does not keep old labels
-    # on a real API server: fields the manager no longer sets are removed)
-    assert restarted._token_secret()["metadata"]["labels"][L.PROFILE] == "lab"
+    # what the restarted hub sends must carry the label itself (on a real API server, apply
+    # drops labels the manager no longer sets): start from no Secret to see only what is sent
     ksim.store.delete(ksim.store._rt("secrets"), "apex-tess", SECRET)
     ksim.reset_log()
     assert await restarted.publish_oidc_token({**AUTH_STATE, "access_token": "token-2"})
