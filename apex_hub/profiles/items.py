@@ -27,6 +27,7 @@ from .fields import (
     SubPath,
     TemplatedName,
 )
+from . import yamlsafe
 from .templating import EXAMPLE_VALUES, render, render_tree
 
 
@@ -179,7 +180,7 @@ def _documents(content: str | dict | list, values: Mapping[str, str] | None) -> 
     if isinstance(content, str):
         text = render(content, values) if values else content
         try:
-            docs = [d for d in yaml.safe_load_all(text) if d is not None]
+            docs = [d for d in yamlsafe.load_all(text) if d is not None]
         except yaml.YAMLError as exc:
             raise ValueError(f"content is not valid YAML: {exc}") from None
     else:
@@ -234,7 +235,7 @@ class CondaEnvironment(StrictModel):
     def _is_environment(cls, text: str) -> str:
         _check_size(text, "the file")
         try:
-            spec = yaml.safe_load(text)
+            spec = yamlsafe.load(text)
         except yaml.YAMLError as exc:
             raise ValueError(f"environment_yml is not valid YAML: {exc}") from None
         if not isinstance(spec, Mapping):

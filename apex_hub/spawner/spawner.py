@@ -36,6 +36,7 @@ from . import labels as L
 from . import oidc_token
 from .kube import Kube, KubeError, describe, is_transient
 from .ownership import NamespaceRefused, owner_problem, refusal, reserved_reason
+from .podgate import pod_problems
 from .workspace import (
     DEFAULT_MANIFEST_KINDS,
     RESTRICTED_CONTAINER,
@@ -237,6 +238,7 @@ class APExSpawner(KubeSpawner):
         self._namespace_refused: str | None = None
         self._namespace_from_state = False
         self._profile_slug: str | None = None
+        self._allow_security = False
         self._configured: dict[str, Any] = {}
         self._auth_state: dict = {}
 
@@ -316,6 +318,7 @@ class APExSpawner(KubeSpawner):
         if profile.session_mode == "off":
             raise web.HTTPError(403, f"Profile {profile.slug!r} is switched off: servers cannot be"
                                      " started from it at the moment.")
+        self._allow_security = catalogue.allow_security_overrides
         self.apply_profile(profile)
 
     #: Traits a profile sets besides its ``kubespawner_traits()``.
@@ -617,7 +620,24 @@ class APExSpawner(KubeSpawner):
         group = self._auth_state.get("primary_group") or next(iter(self.group_names()), None)
         if group:
             pod.metadata.annotations[L.GROUP_ANNOTATION] = group
+        self._check_pod(pod)
         return pod
+
+    def _check_pod(self, pod) -> None:
+        """Refuse a pod that weakens isolation, whichever setting put it there (``podgate``)."""
+        if not self.secure_pod_defaults or self._allow_security:
+            return
+        problems = pod_problems(self.api.api_client.sanitize_for_serialization(pod))
+        if problems:
+            slug = self._profile_slug or "default"
+            self.log.error("refusing the pod of %s (profile %s): %s. Remove the setting (for the"
+                           " Z2JH chart's block-cloud-metadata init container:"
+                           " singleuser.cloudMetadata.blockWithIptables: false; the NetworkPolicy"
+                           " blocks the endpoint), or set allow_security_overrides: true in the"
+                           " catalogue", self._log_name, slug, "; ".join(problems))
+            raise web.HTTPError(500, f"Profile {slug!r} cannot be started: its pod would weaken"
+                                     f" workspace isolation ({'; '.join(problems)}). The"
+                                     " administrators have been told.")
 
     async def _make_create_pod_request(self, pod, request_timeout):
         # On 409 KubeSpawner stops the old pod from in here: that stop must keep the workspace.

@@ -251,8 +251,12 @@ class _Builder:
     def init_containers(self) -> None:
         for container in self.profile.init_containers:
             container = dict(container)
-            context = {**self.settings.container_security_context, **(self.profile.security_context or {})}
-            container.setdefault("securityContext", context)
+            # the restricted defaults are always underneath: a container that brings a partial
+            # securityContext (allowed only with allow_security_overrides) keeps the rest
+            context = {**self.settings.container_security_context, **(self.profile.security_context or {}),
+                       **(container.get("securityContext") or {})}
+            if context:
+                container["securityContext"] = context
             self.plan.init_containers.append(container)
 
     def manifests(self) -> None:
