@@ -479,6 +479,7 @@ class APExSpawner(KubeSpawner):
         kube = self.kube()
         self.report(f"Preparing your workspace (namespace {self.namespace})", 5)
         self._refuse_reserved(self.namespace)
+        await self._refuse_cluster_scoped(kube)
         if self._namespace_verified == self.namespace:
             try:
                 await self._write_workspace(kube, {}, with_namespace=True)
@@ -497,6 +498,22 @@ class APExSpawner(KubeSpawner):
             sources.cancel()
             raise
         await self._write_workspace(kube, dict(zip(copied, await sources)), with_namespace=existed)
+
+    async def _refuse_cluster_scoped(self, kube: Kube) -> None:
+        """Every object goes into the user's namespace: a kind the cluster serves cluster-wide
+        (a CRD with ``scope: Cluster``) is refused before anything is written. Discovery
+        answers are kept in ``kube``, so the writes that follow do not ask again."""
+        for obj in self.plan.objects:
+            rtype = await kube.resource_type(obj["apiVersion"], obj["kind"])
+            if not rtype.namespaced:
+                slug = self._profile_slug or "default"
+                self.log.error("profile %s: %s %s (%s) is cluster-scoped in this cluster; refused",
+                               slug, obj["kind"], obj["metadata"]["name"], obj["apiVersion"])
+                raise web.HTTPError(
+                    500, f"Profile {slug!r} cannot be started: its manifest {obj['kind']}"
+                         f" {obj['metadata']['name']!r} ({obj['apiVersion']}) is cluster-scoped, so"
+                         " it would be shared with every other user; profile manifests must be"
+                         " namespaced objects.")
 
     def _refuse_reserved(self, namespace: str) -> None:
         reason = reserved_reason(namespace, self.hub_namespace, self.protected_namespaces)

@@ -114,14 +114,25 @@ class _Builder:
         """The object name: a named server's own objects get its name appended.
 
         Servers of one user share the namespace; without this, a second server would
-        take over (and its stop would delete) the first one's ConfigMaps and Roles.
-        References inside the plan (volumes, env, roleRef) follow the new name.
+        take over (and its stop would delete) the first one's ConfigMaps, Roles and
+        manifest objects. References inside the plan (volumes, env, secret mounts,
+        roleRef and subjects) follow the new name.
         """
         if persist or not self.owner.server_name:
             return name
         new = object_name(name, L.server_label(self.owner.server_name))
         self.renamed[name] = new
         return new
+
+    def ref(self, name: str) -> str:
+        """A reference to an object of this workspace, renamed if the object was."""
+        return self.renamed.get(name, name)
+
+    def manifest_names(self) -> None:
+        """Register the per-server names of manifest objects before references are written."""
+        for item in self.profile.manifests:
+            for doc in item.documents():
+                self.name(doc["metadata"]["name"], item.persist)
 
     # -- metadata -----------------------------------------------------------------------
 
@@ -192,7 +203,7 @@ class _Builder:
 
     def config_maps(self) -> None:
         for item in self.profile.config_maps:
-            name = item.name
+            name = self.ref(item.name)
             if item.content is not None:
                 name = self.name(item.name, item.persist)
                 data = {item.key: item.content}
@@ -208,7 +219,7 @@ class _Builder:
 
     def volumes(self) -> None:
         for item in self.profile.volumes:
-            claim = item.claim_name or self.name(item.name, item.persist)
+            claim = self.ref(item.claim_name) if item.claim_name else self.name(item.name, item.persist)
             if item.size is not None:
                 spec = {"accessModes": list(item.access_modes),
                         "resources": {"requests": {"storage": item.size}}}
@@ -226,7 +237,7 @@ class _Builder:
             self.plan.volume_mounts.append(mount)
         for secret in self.profile.secret_mounts:
             volume = f"secret-{secret.name}"[:63].rstrip("-.")
-            self.plan.volumes.append({"name": volume, "secret": {"secretName": secret.name}})
+            self.plan.volumes.append({"name": volume, "secret": {"secretName": self.ref(secret.name)}})
             mount = {"name": volume, "mountPath": secret.mount_path, "readOnly": True}
             if secret.sub_path:
                 mount["subPath"] = secret.sub_path
@@ -239,14 +250,14 @@ class _Builder:
             elif value.from_config_map is not None:
                 ref = value.from_config_map
                 self.plan.env.append({"name": name, "valueFrom": {
-                    "configMapKeyRef": {"name": self.renamed.get(ref.name, ref.name), "key": ref.key}}})
+                    "configMapKeyRef": {"name": self.ref(ref.name), "key": ref.key}}})
             else:
                 ref = value.from_secret
                 self.plan.env.append({"name": name, "valueFrom": {
-                    "secretKeyRef": {"name": ref.name, "key": ref.key}}})
-        self.plan.env_from += [{"configMapRef": {"name": self.renamed.get(n, n)}}
+                    "secretKeyRef": {"name": self.ref(ref.name), "key": ref.key}}})
+        self.plan.env_from += [{"configMapRef": {"name": self.ref(n)}}
                                for n in self.profile.env_from_config_maps]
-        self.plan.env_from += [{"secretRef": {"name": n}} for n in self.profile.env_from_secrets]
+        self.plan.env_from += [{"secretRef": {"name": self.ref(n)}} for n in self.profile.env_from_secrets]
 
     def init_containers(self) -> None:
         for container in self.profile.init_containers:
@@ -276,11 +287,25 @@ class _Builder:
                         f"profile {self.profile.slug!r}: manifests[{item.name}]: {kind}"
                         f" {meta['name']!r} names namespace {ns!r}; manifests are applied in the"
                         " user's own namespace only: remove metadata.namespace")
-                mine = self.meta(meta["name"], persist=item.persist)
+                mine = self.meta(self.name(meta["name"], item.persist), persist=item.persist)
                 mine["labels"] = {**(meta.get("labels") or {}), **mine["labels"]}
                 mine["annotations"] = {**(meta.get("annotations") or {}), **mine["annotations"]}
-                self.add(version, kind, {**meta, **mine},
-                         **{k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")})
+                body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
+                if kind == "RoleBinding" and version.startswith("rbac.authorization.k8s.io/"):
+                    body = self._binding_refs(body)
+                self.add(version, kind, {**meta, **mine}, **body)
+
+    def _binding_refs(self, body: dict) -> dict:
+        """A manifest RoleBinding's roleRef and ServiceAccount subjects follow renamed objects."""
+        body = dict(body)
+        if isinstance(body.get("roleRef"), dict) and body["roleRef"].get("kind") == "Role":
+            body["roleRef"] = {**body["roleRef"], "name": self.ref(body["roleRef"].get("name", ""))}
+        body["subjects"] = [
+            {**s, "name": self.ref(s.get("name", ""))}
+            if isinstance(s, dict) and s.get("kind") == "ServiceAccount"
+            and s.get("namespace") in (None, self.owner.namespace) else s
+            for s in body.get("subjects") or []]
+        return body
 
     # -- Conda ----------------------------------------------------------------------------
 
@@ -375,6 +400,7 @@ def plan_workspace(owner: Owner, profile: Profile, settings: Settings, image: st
     settings (a manifest kind that is not allowed, Conda without a workspace volume).
     """
     builder = _Builder(owner, profile, settings, image)
+    builder.manifest_names()
     builder.guard_rails()
     builder.config_maps()
     builder.volumes()
