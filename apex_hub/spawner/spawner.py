@@ -28,7 +28,7 @@ from urllib.parse import quote
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Bool, Dict, Int, List, Unicode, default
+from traitlets import Bool, Dict, Int, List, TraitError, Unicode, default, validate
 
 from ..naming import legacy_slugify, legacy_user_namespace, slugify, user_namespace
 from ..profiles import Catalogue, CatalogueError, CatalogueFile, Profile, ProfileError, VolumeItem
@@ -123,8 +123,24 @@ class APExSpawner(KubeSpawner):
         NetworkPolicy admits. Default: $POD_NAMESPACE, else the service account's namespace.""")
     hub_pod_labels = Dict(
         {"hub.jupyter.org/network-access-singleuser": "true"}, config=True,
-        help="""Labels of the pods in `hub_namespace` that may reach user servers (Z2JH gives
-        this label to the hub and the proxy).""")
+        help="""Labels of the pods in `hub_namespace` that may reach user servers, and that user
+        servers may reach (Z2JH gives this label to the hub and the proxy). Selected by
+        namespace and pod labels, which every NetworkPolicy implementation (Cilium too) honours.""")
+    network_policy_egress = Bool(
+        True, config=True,
+        help="""Restrict egress from user pods (with `network_policy`): DNS (port 53), the hub
+        and proxy pods, the pods of the user's own namespace, and the internet
+        (`egress_allowed_cidrs`) except `egress_blocked_cidrs`. Replaces the Z2JH chart's
+        privileged `block-cloud-metadata` init container.""")
+    egress_allowed_cidrs = List(
+        Unicode(), ["0.0.0.0/0"], config=True,
+        help="""Where user pods may connect outside the cluster (NetworkPolicy ipBlock). Empty:
+        no internet, only DNS, the hub and the user's own namespace.""")
+    egress_blocked_cidrs = List(
+        Unicode(), ["169.254.169.254/32"], config=True,
+        help="""Excepted from `egress_allowed_cidrs`: by default the cloud metadata endpoint
+        (node credentials on most clouds). Add private ranges to keep workspaces away from
+        in-cluster services that are reached by IP.""")
     resource_quota = Dict(
         None, allow_none=True, config=True,
         help="""ResourceQuota spec for every user namespace (e.g. `{"hard": {"requests.cpu":
@@ -198,9 +214,35 @@ class APExSpawner(KubeSpawner):
     def _default_user_namespaces(self):
         return True
 
+    @validate("egress_allowed_cidrs", "egress_blocked_cidrs")
+    def _valid_cidrs(self, proposal):
+        import ipaddress
+
+        for cidr in proposal["value"]:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise TraitError(f"{proposal['trait'].name}: {cidr!r} is not a CIDR block ({exc})") from None
+        return proposal["value"]
+
     @default("profile_list")
     def _default_profile_list(self):
         return self._profile_entries
+
+    def _own_profile_list(self) -> None:
+        """The catalogue is the profile list, whatever ``KubeSpawner.profile_list`` says.
+
+        The Z2JH chart sets ``c.KubeSpawner.profile_list = []`` (``singleuser.profileList``),
+        which would otherwise empty the form; an operator's list is ignored, with a warning.
+        """
+        configured = self.profile_list
+        if configured == self._profile_entries:
+            return
+        if configured:
+            self.log.warning("KubeSpawner.profile_list is set (singleuser.profileList in the Z2JH"
+                             " chart) but is ignored: APExSpawner offers the profiles of its"
+                             " catalogue (APExSpawner.profiles_file). Move the profiles there.")
+        self.profile_list = self._profile_entries
 
     @default("apply_user_options")
     def _default_apply_user_options(self):
@@ -224,6 +266,7 @@ class APExSpawner(KubeSpawner):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._own_profile_list()
         self.enable_user_namespaces = True
         self.storage_pvc_ensure = False  # claims are part of the workspace
         self.namespace = user_namespace(self.user.name, self.namespace_prefix)
@@ -324,7 +367,11 @@ class APExSpawner(KubeSpawner):
     #: Traits a profile sets besides its ``kubespawner_traits()``.
     _PROFILE_TRAITS = ("default_url", "container_security_context", "pod_security_context",
                        "extra_labels", "image_pull_secrets", "service_account",
-                       "automount_service_account_token")
+                       "automount_service_account_token", *(n for pair in ((
+                           "cpu_limit", "cpu_guarantee"), ("mem_limit", "mem_guarantee")) for n in pair))
+    #: A profile that sets one of a pair sets both: the other is not inherited from the
+    #: operator's (or the chart's, e.g. its 1G mem_guarantee) KubeSpawner settings.
+    _RESOURCE_PAIRS = (("cpu_limit", "cpu_guarantee"), ("mem_limit", "mem_guarantee"))
 
     def _reset_profile_traits(self, names) -> None:
         """Undo the previous profile: the hub reuses this object for the next spawn.
@@ -344,6 +391,10 @@ class APExSpawner(KubeSpawner):
         self._reset_profile_traits([*traits, *self._PROFILE_TRAITS])
         self.profile = profile
         self._profile_slug = profile.slug
+        for pair in self._RESOURCE_PAIRS:
+            if any(getattr(profile, name) is not None for name in pair):
+                for name in pair:
+                    setattr(self, name, None)
         self._apply_overrides(traits)
         if profile.default_url:
             self.default_url = profile.default_url
@@ -422,6 +473,9 @@ class APExSpawner(KubeSpawner):
             service_account=self.workspace_service_account,
             network_policy=self.network_policy, hub_namespace=self.hub_namespace,
             hub_pod_labels=dict(self.hub_pod_labels),
+            network_policy_egress=self.network_policy_egress,
+            egress_allowed_cidrs=tuple(self.egress_allowed_cidrs),
+            egress_blocked_cidrs=tuple(self.egress_blocked_cidrs),
             resource_quota=self.resource_quota, limit_range=self.limit_range,
             manifest_kinds=tuple(self.manifest_kinds),
             workspace_volume=self.workspace_volume_name,

@@ -9,6 +9,7 @@ what ``plan_workspace`` decided.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,9 @@ class Settings:
     hub_namespace: str = "default"
     hub_pod_labels: dict[str, str] = field(
         default_factory=lambda: {"hub.jupyter.org/network-access-singleuser": "true"})
+    network_policy_egress: bool = True
+    egress_allowed_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    egress_blocked_cidrs: tuple[str, ...] = ("169.254.169.254/32",)
     resource_quota: dict | None = None
     limit_range: dict | None = None
     manifest_kinds: tuple[str, ...] = DEFAULT_MANIFEST_KINDS
@@ -167,10 +171,8 @@ class _Builder:
             self.add("v1", "ServiceAccount", self.meta(s.service_account, per_user=True),
                      automountServiceAccountToken=False)
         if s.network_policy:
-            peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": s.hub_namespace}},
-                    "podSelector": {"matchLabels": dict(s.hub_pod_labels)}}
             self.add("networking.k8s.io/v1", "NetworkPolicy", self.meta(NETWORK_POLICY, per_user=True),
-                     spec={"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [peer]}]})
+                     spec=network_policy_spec(s))
         quota = p.resource_quota if p.resource_quota is not None else s.resource_quota
         if quota:
             self.add("v1", "ResourceQuota", self.meta(QUOTA, per_user=True), spec=_stringify(quota))
@@ -380,6 +382,39 @@ class _Builder:
             if not is_dns_subdomain(obj["metadata"]["name"]):
                 raise WorkspaceError(f"profile {self.profile.slug!r}: {obj['kind']} name"
                                      f" {obj['metadata']['name']!r} is not a valid Kubernetes name")
+
+
+def network_policy_spec(s: Settings) -> dict:
+    """Default deny for the user namespace, with what a workspace needs let through.
+
+    Peers are namespace + pod selectors (never pod IP ranges), which Cilium and every other
+    NetworkPolicy implementation match: in, the hub and proxy pods and the user's own pods;
+    out, DNS, the hub and proxy, the user's own pods, and the internet except the cloud
+    metadata endpoint (``egress_blocked_cidrs``).
+    """
+    hub = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": s.hub_namespace}},
+           "podSelector": {"matchLabels": dict(s.hub_pod_labels)}}
+    own = {"podSelector": {}}
+    spec = {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [hub, own]}]}
+    if s.network_policy_egress:
+        dns = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+        egress = [dns, {"to": [hub, own]}]
+        internet = [{"ipBlock": {"cidr": cidr, "except": [b for b in s.egress_blocked_cidrs
+                                                           if _same_family(b, cidr)]}}
+                    for cidr in s.egress_allowed_cidrs]
+        for peer in internet:
+            if not peer["ipBlock"]["except"]:
+                del peer["ipBlock"]["except"]
+        if internet:
+            egress.append({"to": internet})
+        spec["policyTypes"] = ["Ingress", "Egress"]
+        spec["egress"] = egress
+    return spec
+
+
+def _same_family(a: str, b: str) -> bool:
+    net_a, net_b = ipaddress.ip_network(a, strict=False), ipaddress.ip_network(b, strict=False)
+    return net_a.version == net_b.version and net_a.subnet_of(net_b)
 
 
 def _stringify(spec: Any) -> Any:
