@@ -229,6 +229,8 @@ class APExSpawner(KubeSpawner):
     def _default_profile_list(self):
         return self._profile_entries
 
+    _warned_profile_list = False
+
     def _own_profile_list(self) -> None:
         """The catalogue is the profile list, whatever ``KubeSpawner.profile_list`` says.
 
@@ -238,7 +240,8 @@ class APExSpawner(KubeSpawner):
         configured = self.profile_list
         if configured == self._profile_entries:
             return
-        if configured:
+        if configured and not APExSpawner._warned_profile_list:
+            APExSpawner._warned_profile_list = True  # once per hub process, not per spawner
             self.log.warning("KubeSpawner.profile_list is set (singleuser.profileList in the Z2JH"
                              " chart) but is ignored: APExSpawner offers the profiles of its"
                              " catalogue (APExSpawner.profiles_file). Move the profiles there.")

@@ -21,7 +21,10 @@ async def test_the_charts_empty_profile_list_does_not_empty_the_form(ksim):
     await spawner.stop()
 
 
-async def test_an_operators_profile_list_is_ignored_with_a_warning(ksim, caplog):
+async def test_an_operators_profile_list_is_ignored_with_a_warning(ksim, caplog, monkeypatch):
+    from apex_hub.spawner import APExSpawner
+
+    monkeypatch.setattr(APExSpawner, "_warned_profile_list", False)
     listed = [{"display_name": "Chart profile", "slug": "chart", "kubespawner_override": {"image": "evil"}}]
     spawner = make_spawner(ksim, "bea", kubespawner={"profile_list": listed})
     assert "KubeSpawner.profile_list is set (singleuser.profileList in the Z2JH chart) but is ignored" \
