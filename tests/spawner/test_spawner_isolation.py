@@ -71,13 +71,14 @@ async def test_a_colliding_namespace_of_another_user_is_refused_and_left_untouch
 async def test_the_hubs_stop_after_a_refused_spawn_deletes_nothing(ksim):
     victim_ns = user_namespace("mallory")
     await plant_namespace(ksim, victim_ns, owner="alice@example.org")
-    spawner = make_spawner(ksim, "mallory")
+    spawner = make_spawner(ksim, "mallory", delete_namespace_on_user_delete=True)
     await refused(spawner)
     ksim.reset_log()
     await spawner.stop()  # JupyterHub stops a server whose start failed
-    await spawner.delete_forever()
+    await spawner.delete_forever()  # ... and the admin deletes the user
     assert not writes_in(ksim, victim_ns)
     assert obj(ksim, "configmaps", victim_ns, "bashrc") is not None
+    assert not obj(ksim, "namespaces", "", victim_ns)["metadata"].get("deletionTimestamp")
 
 
 async def test_an_old_state_pointing_at_the_victims_namespace_is_refused(ksim, caplog):
@@ -90,6 +91,9 @@ async def test_an_old_state_pointing_at_the_victims_namespace_is_refused(ksim, c
     ksim.reset_log()
     # a stop of mallory's "running" server (e.g. the culler) must not delete alice's pod or files
     await mallory.stop()
+    assert not writes_in(ksim, alice.namespace)
+    # a token refresh for mallory does not write a Secret into alice's namespace either
+    assert await mallory.publish_oidc_token({"access_token": "mallory's", "expires_at": 2 ** 31}) is False
     assert not writes_in(ksim, alice.namespace)
     error = await refused(mallory)
     assert error.status_code == 403 and "SECURITY: refusing namespace apex-alice" in caplog.text
