@@ -736,6 +736,14 @@ class APExSpawner(KubeSpawner):
                 return False
             raise
 
+    async def poll(self):
+        """KubeSpawner's poll, but a server recorded in a namespace that is not this user's
+        (a state from before the ownership checks) is reported stopped, so the hub forgets
+        its route instead of sending the user to a pod in someone else's namespace."""
+        if self._namespace_verified != self.namespace and not await self._namespace_is_mine(self.kube()):
+            return 1
+        return await super().poll()
+
     async def progress(self):
         """Workspace steps first, then KubeSpawner's pod events (scaled to follow them)."""
         sent = 0

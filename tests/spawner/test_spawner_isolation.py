@@ -89,6 +89,9 @@ async def test_an_old_state_pointing_at_the_victims_namespace_is_refused(ksim, c
     mallory.load_state({"namespace": alice.namespace, "pod_name": alice.pod_name,
                         "kubespawner_version": "7.0.0", "apex_namespace_ready": True})
     ksim.reset_log()
+    # the restarted hub polls mallory's "running" server: stopped, so its route to alice's pod goes
+    assert await mallory.poll() == 1
+    assert await alice.poll() is None
     # a stop of mallory's "running" server (e.g. the culler) must not delete alice's pod or files
     await mallory.stop()
     assert not writes_in(ksim, alice.namespace)
