@@ -71,6 +71,12 @@ def make_spawner(sim, name="alice", uid=1, groups=(), catalogue=None, user_optio
 @pytest.fixture
 async def ksim(monkeypatch):
     monkeypatch.setenv("KUBECONFIG", "")
+    # KubeSpawner's load_config is cached by host and sets the *global* default configuration:
+    # when the OS hands this kubesim the port of an earlier test's, the cached call would be
+    # skipped and new clients would keep the last (dead) kubesim's address. Forget the cache.
+    from kubespawner.clients import load_config
+
+    load_config.cache_clear()
     async with KubeSim(kubelet="instant") as sim:
         sim.make_default()
         yield sim
