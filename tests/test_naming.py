@@ -6,8 +6,13 @@ import re
 import pytest
 
 from apex_hub.naming import (
+    HASH_BITS,
+    HASH_LENGTH,
     MIN_LENGTH,
     is_dns_label,
+    legacy_hash,
+    legacy_slugify,
+    legacy_user_namespace,
     is_dns_subdomain,
     object_name,
     short_hash,
@@ -36,6 +41,7 @@ HOSTILE = [
     "42",
     "u-42",
     "alice-" + short_hash("Alice"),  # looks like a hashed name
+    "alice-" + legacy_hash("Alice"),  # looks like a hashed name of the former scheme
     "x" * 200,
     "x" * 201,
     "a" * 63,
@@ -73,10 +79,73 @@ def test_changed_names_carry_hash_of_original():
     assert slugify("42") == "u-42-" + short_hash("42")
 
 
-def test_hash_is_first_8_hex_of_sha256():
+def test_hash_is_130_bits_of_sha256_in_base32():
+    import base64
     import hashlib
 
-    assert short_hash("Alice") == hashlib.sha256("Alice".encode()).hexdigest()[:8]
+    digest = hashlib.sha256("Alice".encode()).digest()
+    assert short_hash("Alice") == base64.b32encode(digest).decode().lower()[:26]
+    assert legacy_hash("Alice") == hashlib.sha256("Alice".encode()).hexdigest()[:8]
+
+
+def _decode_tail(slug):
+    """The digest bits a hashed slug carries (base 32 back to an integer)."""
+    import base64
+
+    tail = slug.rsplit("-", 1)[1].upper()
+    padded = tail + "A" * (-len(tail) % 8)
+    bits = int.from_bytes(base64.b32decode(padded), "big")
+    return bits >> (5 * len(padded) - HASH_BITS)
+
+
+def test_a_preimage_is_out_of_reach_by_construction():
+    """Issue 14.1: a user who picks their name must not be able to hit someone else's slug.
+
+    By construction, ``slugify(a) == slugify(b)`` for ``a != b`` needs both names hashed
+    (a plain name never ends like a hash) with SHA-256 digests equal on HASH_BITS bits:
+    a second preimage costs ~2**HASH_BITS hashes.  The checks: every hashed slug carries
+    the full HASH_BITS of its name's digest (including the shortest and the longest
+    slugs), plain names that end like a hash are hashed, and the work is astronomical.
+    """
+    import hashlib
+
+    assert HASH_BITS >= 128
+    names = ["Alice", "alice@example.org", "", "x" * 300, "ユーザー", "42"]
+    for name in names:
+        for max_length in (MIN_LENGTH, 40, 63, 253):
+            slug = slugify(name, max_length)
+            digest = int.from_bytes(hashlib.sha256(name.encode()).digest(), "big")
+            assert _decode_tail(slug) == digest >> (256 - HASH_BITS), (name, max_length)
+            assert len(slug.rsplit("-", 1)[1]) == HASH_LENGTH
+    # plain names that look hashed (either scheme) are hashed, never passed through
+    for tail in (short_hash("alice@example.org"), legacy_hash("alice@example.org")):
+        lookalike = "alice-example-org-" + tail
+        assert slugify(lookalike) != lookalike
+        assert _decode_tail(slugify(lookalike)) == int.from_bytes(
+            hashlib.sha256(lookalike.encode()).digest(), "big") >> (256 - HASH_BITS)
+    # 2**130 hashes at 10**12 hashes per second (far beyond two cores, or a GPU farm)
+    years = 2 ** HASH_BITS / 10 ** 12 / (3600 * 24 * 365)
+    assert years > 10 ** 19
+
+
+def test_the_former_32_bit_scheme_was_in_reach():
+    """Why the change: the 8-hex tail is found by brute force (here 16 of its 32 bits, fast)."""
+    target = legacy_hash("alice@example.org")[:4]
+    found = next(f"mallory{n}" for n in range(10 ** 7) if legacy_hash(f"mallory{n}")[:4] == target)
+    assert legacy_hash(found)[:4] == target  # 2**16 tries; 2**32 is minutes on two cores
+    assert slugify(found)[-HASH_LENGTH:] != slugify("alice@example.org")[-HASH_LENGTH:]
+
+
+def test_legacy_slugs_are_the_former_scheme():
+    assert legacy_slugify("alice") == "alice"
+    assert legacy_slugify("Alice") == "alice-" + legacy_hash("Alice")
+    assert legacy_slugify("bob-" + legacy_hash("x")) == "bob-" + legacy_hash("x") + "-" + legacy_hash(
+        "bob-" + legacy_hash("x"))
+    assert legacy_user_namespace("alice@x.org") == "apex-alice-x-org-" + legacy_hash("alice@x.org")
+    assert legacy_user_namespace("alice") == user_namespace("alice") == "apex-alice"
+    # a plain name that is someone's legacy namespace slug is hashed in the new scheme
+    lookalike = legacy_slugify("alice@x.org")
+    assert user_namespace(lookalike) != legacy_user_namespace("alice@x.org")
 
 
 def test_stable():
@@ -100,9 +169,9 @@ def test_max_length():
     assert slugify("a" * 63) == "a" * 63
     assert len(slugify("a" * 64)) == 63
     assert len(slugify("alice", max_length=MIN_LENGTH)) <= MIN_LENGTH
-    assert slugify("Alice", max_length=10) == "a-" + short_hash("Alice")
-    with pytest.raises(ValueError, match="at least 10"):
-        slugify("alice", max_length=9)
+    assert slugify("Alice", max_length=MIN_LENGTH) == "a-" + short_hash("Alice")
+    with pytest.raises(ValueError, match=f"at least {MIN_LENGTH}"):
+        slugify("alice", max_length=MIN_LENGTH - 1)
     with pytest.raises(TypeError):
         slugify(None)
 
@@ -116,14 +185,14 @@ def test_user_namespace_prefix():
     assert len(names) == 4
     for n in HOSTILE:
         assert valid_label(user_namespace(n)), n
-    long_prefix = "p" * 53
+    long_prefix = "p" * (63 - MIN_LENGTH)
     assert valid_label(user_namespace("x" * 200, prefix=long_prefix))
 
 
 @pytest.mark.parametrize(
     "prefix, message",
     [
-        ("p" * 54, "shorten the prefix to at most 53"),
+        ("p" * 36, "shorten the prefix to at most 35"),
         ("Apex-", "invalid"),
         ("apex_", "invalid"),
         ("-apex", "invalid"),
@@ -138,7 +207,7 @@ def test_user_namespace_bad_prefix(prefix, message):
 def test_user_namespace_max_length():
     with pytest.raises(ValueError, match="over 63"):
         user_namespace("alice", max_length=64)
-    assert len(user_namespace("x" * 100, max_length=30)) == 30
+    assert len(user_namespace("x" * 100, max_length=40)) == 40
 
 
 def test_object_name():

@@ -27,6 +27,7 @@ from .errors import (
     format_validation_error,
 )
 from .schema import Profile
+from .yamlsafe import NoAliasLoader
 
 _log = logging.getLogger("apex_hub.profiles")
 
@@ -36,8 +37,8 @@ _NAMED_LISTS = ("config_maps", "volumes", "secret_mounts", "init_containers", "m
                 "conda_environments", "role_bindings")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of keeping the last one."""
+class _UniqueKeyLoader(NoAliasLoader):
+    """SafeLoader that refuses aliases, and duplicate keys instead of keeping the last one."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()

@@ -27,6 +27,7 @@ from .fields import (
     SubPath,
     TemplatedName,
 )
+from . import yamlsafe
 from .templating import EXAMPLE_VALUES, render, render_tree
 
 
@@ -179,7 +180,7 @@ def _documents(content: str | dict | list, values: Mapping[str, str] | None) -> 
     if isinstance(content, str):
         text = render(content, values) if values else content
         try:
-            docs = [d for d in yaml.safe_load_all(text) if d is not None]
+            docs = [d for d in yamlsafe.load_all(text) if d is not None]
         except yaml.YAMLError as exc:
             raise ValueError(f"content is not valid YAML: {exc}") from None
     else:
@@ -200,6 +201,37 @@ def _documents(content: str | dict | list, values: Mapping[str, str] | None) -> 
     return [dict(d) for d in docs]
 
 
+#: Kinds known to be cluster-scoped, by API group: one object shared by every user, so never
+#: a profile manifest. Unknown kinds are checked at spawn time (API discovery says the scope).
+CLUSTER_SCOPED_KINDS: dict[str, frozenset[str]] = {
+    "": frozenset({"Namespace", "Node", "PersistentVolume", "ComponentStatus"}),
+    "rbac.authorization.k8s.io": frozenset({"ClusterRole", "ClusterRoleBinding"}),
+    "storage.k8s.io": frozenset({"StorageClass", "CSIDriver", "CSINode", "VolumeAttachment",
+                                 "VolumeAttributesClass"}),
+    "apiextensions.k8s.io": frozenset({"CustomResourceDefinition"}),
+    "apiregistration.k8s.io": frozenset({"APIService"}),
+    "scheduling.k8s.io": frozenset({"PriorityClass"}),
+    "node.k8s.io": frozenset({"RuntimeClass"}),
+    "networking.k8s.io": frozenset({"IngressClass", "IPAddress", "ServiceCIDR"}),
+    "certificates.k8s.io": frozenset({"CertificateSigningRequest", "ClusterTrustBundle"}),
+    "admissionregistration.k8s.io": frozenset({
+        "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+        "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"}),
+    "flowcontrol.apiserver.k8s.io": frozenset({"FlowSchema", "PriorityLevelConfiguration"}),
+    "policy": frozenset({"PodSecurityPolicy"}),
+}
+
+
+def cluster_scoped(api_version: str, kind: str) -> bool:
+    """True for a kind known to be cluster-scoped (and ``Cluster<Name>`` kinds of any group,
+    the convention of operators such as cert-manager's ClusterIssuer)."""
+    group = api_version.rpartition("/")[0]
+    if kind in CLUSTER_SCOPED_KINDS.get(group, ()):
+        return True
+    return kind.startswith("Cluster") and kind[7:8].isupper()
+
+
 class ManifestItem(StrictModel):
     """Extra Kubernetes objects applied in the user's namespace (YAML text or objects)."""
 
@@ -210,7 +242,13 @@ class ManifestItem(StrictModel):
     @field_validator("content")
     @classmethod
     def _parses(cls, content: Any) -> Any:
-        _documents(content, EXAMPLE_VALUES)
+        for doc in _documents(content, EXAMPLE_VALUES):
+            if cluster_scoped(doc["apiVersion"], doc["kind"]):
+                raise ValueError(
+                    f"{doc['kind']} ({doc['apiVersion']}) is cluster-scoped: one object shared by"
+                    " every user, which one user's spawn would take over and whose stop would"
+                    " delete it; profile manifests must be namespaced objects (they are created"
+                    " in the user's own namespace)")
         return content
 
     def documents(self, values: Mapping[str, str] | None = None) -> list[dict]:
@@ -234,7 +272,7 @@ class CondaEnvironment(StrictModel):
     def _is_environment(cls, text: str) -> str:
         _check_size(text, "the file")
         try:
-            spec = yaml.safe_load(text)
+            spec = yamlsafe.load(text)
         except yaml.YAMLError as exc:
             raise ValueError(f"environment_yml is not valid YAML: {exc}") from None
         if not isinstance(spec, Mapping):

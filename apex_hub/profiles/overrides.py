@@ -100,13 +100,19 @@ _POD_ALWAYS_FORBIDDEN = {
     "containers": "containers are built by the spawner",
     "initContainers": "use the profile field 'init_containers'",
     "init_containers": "use the profile field 'init_containers'",
+    "ephemeralContainers": "containers are built by the spawner",
+    "ephemeral_containers": "containers are built by the spawner",
     "volumes": "use the profile fields 'volumes', 'config_maps' and 'secret_mounts'",
 }
+#: Pod fields that weaken isolation (host namespaces, identity, scheduling around taints,
+#: another container runtime, processes shared with other containers).
 _POD_SECURITY_KEYS = {
     "securityContext", "security_context", "hostNetwork", "host_network", "hostPID",
     "host_pid", "hostIPC", "host_ipc", "hostUsers", "host_users", "serviceAccountName",
     "service_account_name", "serviceAccount", "service_account",
     "automountServiceAccountToken", "automount_service_account_token",
+    "nodeName", "node_name", "runtimeClassName", "runtime_class_name",
+    "shareProcessNamespace", "share_process_namespace", "hostAliases", "host_aliases",
 }
 _CONTAINER_SECURITY_KEYS = {"securityContext", "security_context"}
 
@@ -154,8 +160,49 @@ def _security_problems(name: str, value: Any, allow_security: bool) -> list[str]
                 problems.append(
                     f"{name}.{key}: use the profile field 'security_context'; {_SECURITY_HINT}"
                 )
-    elif name == "uid" and value == 0 and not allow_security:
-        problems.append(f"uid: 0 runs the server as root; {_SECURITY_HINT}")
+        problems.extend(container_problems(value, name, allow_security, own_context=False))
+    elif not allow_security and name in _ROOT_IDS and _is_root(value):
+        problems.append(f"{name}: {_ROOT_IDS[name]}; {_SECURITY_HINT}")
+    return problems
+
+
+#: Identity traits whose 0 means root (user or group).
+_ROOT_IDS = {"uid": "0 runs the server as root", "gid": "0 runs the server in the root group",
+             "fs_gid": "0 gives the volumes to the root group",
+             "supplemental_gids": "0 adds the root group"}
+
+
+def _is_root(value: Any) -> bool:
+    return value == 0 or (isinstance(value, list) and 0 in value)
+
+
+def container_problems(container: Mapping[str, Any], where: str, allow_security: bool,
+                       own_context: bool = True) -> list[str]:
+    """The one gate for a container the spawner writes (init containers, extra container config).
+
+    Without ``allow_security_overrides`` a container may not bring its own securityContext
+    (it gets the restricted defaults), publish a port on the node (``hostPort``) or propagate
+    mounts to the host.  ``own_context=False``: the securityContext is reported by the caller.
+    """
+    if allow_security:
+        return []
+    problems = []
+    if own_context:
+        problems += [f"{where}.{key}: a container may not bring its own securityContext (it gets"
+                     f" the restricted defaults); {_SECURITY_HINT}"
+                     for key in container if key in _CONTAINER_SECURITY_KEYS]
+    for number, port in enumerate(container.get("ports") or []):
+        if isinstance(port, Mapping):
+            for key in ("hostPort", "host_port", "hostIP", "host_ip"):
+                if port.get(key) not in (None, 0, ""):
+                    problems.append(f"{where}.ports[{number}].{key}: publishes a port on the"
+                                    f" node; {_SECURITY_HINT}")
+    for key in ("volumeMounts", "volume_mounts"):
+        for number, mount in enumerate(container.get(key) or []):
+            if isinstance(mount, Mapping) and (mount.get("mountPropagation") or mount.get(
+                    "mount_propagation")) not in (None, "None"):
+                problems.append(f"{where}.{key}[{number}].mountPropagation: shares mounts with"
+                                f" the node; {_SECURITY_HINT}")
     return problems
 
 

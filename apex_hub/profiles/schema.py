@@ -37,7 +37,7 @@ from .items import (
     Toleration,
     VolumeItem,
 )
-from .overrides import override_problems, security_context_problems
+from .overrides import container_problems, override_problems, security_context_problems
 from .quantities import check_quantity, memory_bytes
 from .templating import render, render_tree
 
@@ -102,13 +102,17 @@ class Profile(StrictModel):
 
     @field_validator("init_containers")
     @classmethod
-    def _containers(cls, containers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _containers(cls, containers: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
+        problems = []
         for number, container in enumerate(containers):
             name = container.get("name")
             if not isinstance(name, str) or not name:
                 raise ValueError(f"init container {number} needs a 'name'")
             if not isinstance(container.get("image"), str):
                 raise ValueError(f"init container {name!r} needs an 'image'")
+            problems += container_problems(container, name, _allow_security(info))
+        if problems:
+            raise ValueError("\n".join(problems))
         return containers
 
     @field_validator("condarc")
@@ -116,9 +120,11 @@ class Profile(StrictModel):
     def _condarc(cls, text: str | None) -> str | None:
         import yaml
 
+        from . import yamlsafe
+
         if text is not None:
             try:
-                parsed = yaml.safe_load(text)
+                parsed = yamlsafe.load(text)
             except yaml.YAMLError as exc:
                 raise ValueError(f"not valid YAML: {exc}") from None
             if parsed is not None and not isinstance(parsed, Mapping):

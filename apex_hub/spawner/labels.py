@@ -8,7 +8,7 @@ by label selector, whatever the catalogue says now.
 
 from __future__ import annotations
 
-from ..naming import slugify
+from ..naming import legacy_slugify, slugify
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "apex-hub"
@@ -25,9 +25,13 @@ GROUP_ANNOTATION = "apex.esa.int/group"
 DEFAULT_SERVER = "default"
 
 
-def server_label(server_name: str) -> str:
-    """Label value for a server: ``default`` for the default server, ``named-<slug>`` else."""
-    return DEFAULT_SERVER if not server_name else "named-" + slugify(server_name, 63 - 6)
+def server_label(server_name: str, legacy: bool = False) -> str:
+    """Label value for a server: ``default`` for the default server, ``named-<slug>`` else.
+
+    ``legacy``: the value the former 8-hex naming gave it (to sweep objects labelled then).
+    """
+    slug = legacy_slugify if legacy else slugify
+    return DEFAULT_SERVER if not server_name else "named-" + slug(server_name, 63 - 6)
 
 
 def ownership(user_slug: str, server_name: str, profile: str | None, persist: bool) -> dict[str, str]:
@@ -41,9 +45,11 @@ def ownership(user_slug: str, server_name: str, profile: str | None, persist: bo
     return labels
 
 
-def server_selector(user_slug: str, server_name: str, persist: bool | None = False) -> str:
+def server_selector(user_slug: str, server_name: str, persist: bool | None = False,
+                    legacy: bool = False) -> str:
     """Label selector for the objects of one server (non-persistent ones by default)."""
-    parts = [f"{MANAGED_BY}={MANAGER}", f"{USER}={user_slug}", f"{SERVER}={server_label(server_name)}"]
+    parts = [f"{MANAGED_BY}={MANAGER}", f"{USER}={user_slug}",
+             f"{SERVER}={server_label(server_name, legacy)}"]
     if persist is not None:
         parts.append(f"{PERSIST}={'true' if persist else 'false'}")
     return ",".join(parts)

@@ -19,20 +19,24 @@ What it adds to KubeSpawner 7 (and why):
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import os
 from typing import Any
+from urllib.parse import quote
 
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Bool, Dict, Int, List, Unicode, default
+from traitlets import Bool, Dict, Int, List, TraitError, Unicode, default, validate
 
-from ..naming import slugify, user_namespace
+from ..naming import legacy_slugify, legacy_user_namespace, slugify, user_namespace
 from ..profiles import Catalogue, CatalogueError, CatalogueFile, Profile, ProfileError, VolumeItem
 from . import labels as L
 from . import oidc_token
 from .kube import Kube, KubeError, describe, is_transient
+from .ownership import NamespaceRefused, owner_problem, refusal, reserved_reason
+from .podgate import pod_problems
 from .workspace import (
     DEFAULT_MANIFEST_KINDS,
     RESTRICTED_CONTAINER,
@@ -50,6 +54,11 @@ SWEPT_KINDS = ("v1/ConfigMap", "v1/Secret", "rbac.authorization.k8s.io/v1/Role",
 _FALLBACK_CATALOGUE = {"profiles": [{"slug": "default", "display_name": "Default environment",
                                      "default": True}]}
 _FILES: dict[str, CatalogueFile] = {}
+#: True only inside KubeSpawner's pod-create call (its 409 path stops the old pod from
+#: there): that stop must keep the workspace. A context variable, so that a stop the hub
+#: runs concurrently (another task) during the create window still sweeps.
+_REPLACING_POD: contextvars.ContextVar[bool] = contextvars.ContextVar("apex_replacing_pod",
+                                                                       default=False)
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -88,6 +97,11 @@ class APExSpawner(KubeSpawner):
         config=True, help="Extra labels on every user namespace (applied on every spawn).")
     namespace_annotations = Dict(
         config=True, help="Extra annotations on every user namespace (applied on every spawn).")
+    protected_namespaces = List(
+        Unicode(), config=True,
+        help="""Namespaces that are never used as a user namespace, in addition to the hub's
+        (`hub_namespace`), `default` and `kube-*`: a user whose namespace name would be one of
+        them cannot start a server (e.g. with `namespace_prefix = ""`).""")
     delete_namespace_on_user_delete = Bool(
         False, config=True,
         help="""Delete the user's namespace, with every PersistentVolumeClaim in it, when the
@@ -109,8 +123,24 @@ class APExSpawner(KubeSpawner):
         NetworkPolicy admits. Default: $POD_NAMESPACE, else the service account's namespace.""")
     hub_pod_labels = Dict(
         {"hub.jupyter.org/network-access-singleuser": "true"}, config=True,
-        help="""Labels of the pods in `hub_namespace` that may reach user servers (Z2JH gives
-        this label to the hub and the proxy).""")
+        help="""Labels of the pods in `hub_namespace` that may reach user servers, and that user
+        servers may reach (Z2JH gives this label to the hub and the proxy). Selected by
+        namespace and pod labels, which every NetworkPolicy implementation (Cilium too) honours.""")
+    network_policy_egress = Bool(
+        True, config=True,
+        help="""Restrict egress from user pods (with `network_policy`): DNS (port 53), the hub
+        and proxy pods, the pods of the user's own namespace, and the internet
+        (`egress_allowed_cidrs`) except `egress_blocked_cidrs`. Replaces the Z2JH chart's
+        privileged `block-cloud-metadata` init container.""")
+    egress_allowed_cidrs = List(
+        Unicode(), ["0.0.0.0/0"], config=True,
+        help="""Where user pods may connect outside the cluster (NetworkPolicy ipBlock). Empty:
+        no internet, only DNS, the hub and the user's own namespace.""")
+    egress_blocked_cidrs = List(
+        Unicode(), ["169.254.169.254/32"], config=True,
+        help="""Excepted from `egress_allowed_cidrs`: by default the cloud metadata endpoint
+        (node credentials on most clouds). Add private ranges to keep workspaces away from
+        in-cluster services that are reached by IP.""")
     resource_quota = Dict(
         None, allow_none=True, config=True,
         help="""ResourceQuota spec for every user namespace (e.g. `{"hard": {"requests.cpu":
@@ -184,9 +214,38 @@ class APExSpawner(KubeSpawner):
     def _default_user_namespaces(self):
         return True
 
+    @validate("egress_allowed_cidrs", "egress_blocked_cidrs")
+    def _valid_cidrs(self, proposal):
+        import ipaddress
+
+        for cidr in proposal["value"]:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise TraitError(f"{proposal['trait'].name}: {cidr!r} is not a CIDR block ({exc})") from None
+        return proposal["value"]
+
     @default("profile_list")
     def _default_profile_list(self):
         return self._profile_entries
+
+    _warned_profile_list = False
+
+    def _own_profile_list(self) -> None:
+        """The catalogue is the profile list, whatever ``KubeSpawner.profile_list`` says.
+
+        The Z2JH chart sets ``c.KubeSpawner.profile_list = []`` (``singleuser.profileList``),
+        which would otherwise empty the form; an operator's list is ignored, with a warning.
+        """
+        configured = self.profile_list
+        if configured == self._profile_entries:
+            return
+        if configured and not APExSpawner._warned_profile_list:
+            APExSpawner._warned_profile_list = True  # once per hub process, not per spawner
+            self.log.warning("KubeSpawner.profile_list is set (singleuser.profileList in the Z2JH"
+                             " chart) but is ignored: APExSpawner offers the profiles of its"
+                             " catalogue (APExSpawner.profiles_file). Move the profiles there.")
+        self.profile_list = self._profile_entries
 
     @default("apply_user_options")
     def _default_apply_user_options(self):
@@ -210,6 +269,7 @@ class APExSpawner(KubeSpawner):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._own_profile_list()
         self.enable_user_namespaces = True
         self.storage_pvc_ensure = False  # claims are part of the workspace
         self.namespace = user_namespace(self.user.name, self.namespace_prefix)
@@ -219,8 +279,12 @@ class APExSpawner(KubeSpawner):
         self._progress_events: list[dict] = []
         self._progress_changed = asyncio.Event()
         self._provisioned = False
-        self._replacing_pod = False
-        self._namespace_ready = False
+        #: The namespace whose ownership was checked (read, or created by us); in state.
+        self._namespace_verified: str | None = None
+        self._namespace_refused: str | None = None
+        self._namespace_from_state = False
+        self._profile_slug: str | None = None
+        self._allow_security = False
         self._configured: dict[str, Any] = {}
         self._auth_state: dict = {}
 
@@ -300,12 +364,17 @@ class APExSpawner(KubeSpawner):
         if profile.session_mode == "off":
             raise web.HTTPError(403, f"Profile {profile.slug!r} is switched off: servers cannot be"
                                      " started from it at the moment.")
+        self._allow_security = catalogue.allow_security_overrides
         self.apply_profile(profile)
 
     #: Traits a profile sets besides its ``kubespawner_traits()``.
     _PROFILE_TRAITS = ("default_url", "container_security_context", "pod_security_context",
                        "extra_labels", "image_pull_secrets", "service_account",
-                       "automount_service_account_token")
+                       "automount_service_account_token", *(n for pair in ((
+                           "cpu_limit", "cpu_guarantee"), ("mem_limit", "mem_guarantee")) for n in pair))
+    #: A profile that sets one of a pair sets both: the other is not inherited from the
+    #: operator's (or the chart's, e.g. its 1G mem_guarantee) KubeSpawner settings.
+    _RESOURCE_PAIRS = (("cpu_limit", "cpu_guarantee"), ("mem_limit", "mem_guarantee"))
 
     def _reset_profile_traits(self, names) -> None:
         """Undo the previous profile: the hub reuses this object for the next spawn.
@@ -324,6 +393,11 @@ class APExSpawner(KubeSpawner):
         traits = profile.kubespawner_traits()
         self._reset_profile_traits([*traits, *self._PROFILE_TRAITS])
         self.profile = profile
+        self._profile_slug = profile.slug
+        for pair in self._RESOURCE_PAIRS:
+            if any(getattr(profile, name) is not None for name in pair):
+                for name in pair:
+                    setattr(self, name, None)
         self._apply_overrides(traits)
         if profile.default_url:
             self.default_url = profile.default_url
@@ -362,8 +436,7 @@ class APExSpawner(KubeSpawner):
         """The token Secret from the latest auth state (``None``: no token, or none wanted)."""
         if not self.oidc_token_mount_path:
             return None
-        return oidc_token.token_secret(self._owner(), self.profile.slug if self.profile else None,
-                                       self._auth_state)
+        return oidc_token.token_secret(self._owner(), self._profile_slug, self._auth_state)
 
     def _add_token(self, plan: Plan) -> None:
         secret = self._token_secret()
@@ -373,7 +446,7 @@ class APExSpawner(KubeSpawner):
         plan.objects.append(secret)
         plan.volumes.append(volume)
         plan.volume_mounts.append(mount)
-        url = f"{self.hub.api_url.rstrip('/')}/apex/users/{self.user.name}/oidc-token"
+        url = f"{self.hub.api_url.rstrip('/')}/apex/users/{quote(self.user.name, safe='')}/oidc-token"
         plan.env.extend(oidc_token.token_env(self.oidc_token_mount_path, url))
 
     async def publish_oidc_token(self, auth_state: dict) -> bool:
@@ -384,7 +457,10 @@ class APExSpawner(KubeSpawner):
             return False
         if self.plan is not None:  # a spawn still writing its workspace must not undo this
             self.plan.objects = [secret if _same(o, secret) else o for o in self.plan.objects]
-        await self.kube().apply(secret)
+        kube = self.kube()
+        if not await self._namespace_is_mine(kube):
+            return False
+        await kube.apply(secret)
         self.log.info("%s: access token updated in the workspace", self._log_name)
         return True
 
@@ -400,6 +476,9 @@ class APExSpawner(KubeSpawner):
             service_account=self.workspace_service_account,
             network_policy=self.network_policy, hub_namespace=self.hub_namespace,
             hub_pod_labels=dict(self.hub_pod_labels),
+            network_policy_egress=self.network_policy_egress,
+            egress_allowed_cidrs=tuple(self.egress_allowed_cidrs),
+            egress_blocked_cidrs=tuple(self.egress_blocked_cidrs),
             resource_quota=self.resource_quota, limit_range=self.limit_range,
             manifest_kinds=tuple(self.manifest_kinds),
             workspace_volume=self.workspace_volume_name,
@@ -433,6 +512,11 @@ class APExSpawner(KubeSpawner):
         """KubeSpawner's namespace step, extended to the whole workspace."""
         try:
             await self.provision_workspace()
+        except NamespaceRefused as exc:
+            self._namespace_refused = self.namespace
+            self.log.error("%s", exc)
+            self.report(exc.user_message)
+            raise web.HTTPError(403, exc.user_message) from None
         except (KubeError, ApiException) as exc:
             reason = describe(exc) if isinstance(exc, ApiException) else str(exc)
             message = f"Could not prepare your workspace in namespace {self.namespace}: {reason}"
@@ -444,13 +528,16 @@ class APExSpawner(KubeSpawner):
     async def provision_workspace(self) -> None:
         """Namespace, then every other object concurrently (the pod follows in ``_start``).
 
-        Once the namespace is known to exist (spawner state), it is re-applied together
-        with everything else: one round trip less; a 404 falls back to namespace first.
+        Cold spawn: the namespace is read first and used only if it is this user's (see
+        ``ownership``), or created. Once its ownership is known (spawner state), a warm
+        spawn re-applies it together with everything else: no extra round trip; a 404
+        falls back to the cold path.
         """
-        plan = self.plan
         kube = self.kube()
         self.report(f"Preparing your workspace (namespace {self.namespace})", 5)
-        if self._namespace_ready:
+        self._refuse_reserved(self.namespace)
+        await self._refuse_cluster_scoped(kube)
+        if self._namespace_verified == self.namespace:
             try:
                 await self._write_workspace(kube, {}, with_namespace=True)
                 return
@@ -458,15 +545,95 @@ class APExSpawner(KubeSpawner):
                 if exc.status != 404:
                     raise
                 self.log.warning("namespace %s is gone; creating it again", self.namespace)
-                self._namespace_ready = False
+                self._namespace_verified = None
+        copied = list(self.plan.copy_secrets)
         sources = asyncio.gather(*(kube.read("v1", "Secret", name, self.hub_namespace)
-                                   for name in plan.copy_secrets))
+                                   for name in copied))
         try:
-            await kube.apply(plan.namespace)
+            existed = await self._claim_namespace(kube)
         except BaseException:
             sources.cancel()
             raise
-        await self._write_workspace(kube, dict(zip(plan.copy_secrets, await sources)))
+        await self._write_workspace(kube, dict(zip(copied, await sources)), with_namespace=existed)
+
+    async def _refuse_cluster_scoped(self, kube: Kube) -> None:
+        """Every object goes into the user's namespace: a kind the cluster serves cluster-wide
+        (a CRD with ``scope: Cluster``) is refused before anything is written. Discovery
+        answers are kept in ``kube``, so the writes that follow do not ask again."""
+        for obj in self.plan.objects:
+            rtype = await kube.resource_type(obj["apiVersion"], obj["kind"])
+            if not rtype.namespaced:
+                slug = self._profile_slug or "default"
+                self.log.error("profile %s: %s %s (%s) is cluster-scoped in this cluster; refused",
+                               slug, obj["kind"], obj["metadata"]["name"], obj["apiVersion"])
+                raise web.HTTPError(
+                    500, f"Profile {slug!r} cannot be started: its manifest {obj['kind']}"
+                         f" {obj['metadata']['name']!r} ({obj['apiVersion']}) is cluster-scoped, so"
+                         " it would be shared with every other user; profile manifests must be"
+                         " namespaced objects.")
+
+    def _refuse_reserved(self, namespace: str) -> None:
+        reason = reserved_reason(namespace, self.hub_namespace, self.protected_namespaces)
+        if reason:
+            raise refusal(namespace, self.user.name, reason)
+
+    async def _claim_namespace(self, kube: Kube) -> bool:
+        """Verify that the namespace is this user's, or create it; True when it existed.
+
+        Migration from the former 8-hex names: without a namespace in the spawner state,
+        when the new name does not exist but the legacy one does and names this very user,
+        the legacy namespace is kept (data, claims and all).
+        """
+        found = await kube.read("v1", "Namespace", self.namespace)
+        if found is None and not self._namespace_from_state:
+            legacy = legacy_user_namespace(self.user.name, self.namespace_prefix)
+            if legacy and legacy != self.namespace and not reserved_reason(
+                    legacy, self.hub_namespace, self.protected_namespaces):
+                old = await kube.read("v1", "Namespace", legacy)
+                if old is not None and owner_problem(old, self.user.name) is None:
+                    self.log.warning("%s: keeping namespace %s made by the former naming scheme"
+                                     " (new name %s)", self._log_name, legacy, self.namespace)
+                    self._use_namespace(legacy)
+                    found = old
+        if found is not None:
+            problem = owner_problem(found, self.user.name)
+            if problem:
+                raise refusal(self.namespace, self.user.name, problem)
+            self._namespace_verified = self.namespace
+            return True
+        await kube.apply(self.plan.namespace)
+        self._namespace_verified = self.namespace
+        return False
+
+    def _use_namespace(self, namespace: str) -> None:
+        """Switch to ``namespace`` (a kept legacy one) and plan the workspace there again."""
+        self.namespace = namespace
+        self.dns_name = self.dns_name_template.format(namespace=namespace, name=self.pod_name)
+        if self.profile is not None:
+            self.apply_profile(self.profile)
+
+    async def _namespace_is_mine(self, kube: Kube) -> bool:
+        """True unless the namespace was refused or is not this user's (checked once).
+
+        Guards every write outside a spawn (token refresh, stop, delete): a namespace
+        from an old spawner state may predate the ownership checks.
+        """
+        ns = self.namespace
+        if self._namespace_refused == ns or reserved_reason(ns, self.hub_namespace,
+                                                            self.protected_namespaces):
+            self.log.warning("%s: not touching namespace %s (not this user's)", self._log_name, ns)
+            return False
+        if self._namespace_verified == ns:
+            return True
+        found = await kube.read("v1", "Namespace", ns)
+        problem = owner_problem(found, self.user.name) if found is not None else None
+        if problem:
+            self._namespace_refused = ns
+            self.log.error("%s", refusal(ns, self.user.name, problem))
+            return False
+        if found is not None:
+            self._namespace_verified = ns
+        return True
 
     async def _write_workspace(self, kube: Kube, sources: dict, with_namespace: bool = False) -> None:
         plan = self.plan
@@ -496,7 +663,6 @@ class APExSpawner(KubeSpawner):
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise next((e for e in errors if isinstance(e, ApiException) and e.status == 404), errors[0])
-        self._namespace_ready = True
         kinds = sorted({o["kind"] for o in plan.objects + plan.claims} | ({"Secret"} if plan.copy_secrets else set()))
         self.report(f"Workspace ready ({', '.join(kinds)}); starting your server", 35)
 
@@ -528,11 +694,28 @@ class APExSpawner(KubeSpawner):
         group = self._auth_state.get("primary_group") or next(iter(self.group_names()), None)
         if group:
             pod.metadata.annotations[L.GROUP_ANNOTATION] = group
+        self._check_pod(pod)
         return pod
+
+    def _check_pod(self, pod) -> None:
+        """Refuse a pod that weakens isolation, whichever setting put it there (``podgate``)."""
+        if not self.secure_pod_defaults or self._allow_security:
+            return
+        problems = pod_problems(self.api.api_client.sanitize_for_serialization(pod))
+        if problems:
+            slug = self._profile_slug or "default"
+            self.log.error("refusing the pod of %s (profile %s): %s. Remove the setting (for the"
+                           " Z2JH chart's block-cloud-metadata init container:"
+                           " singleuser.cloudMetadata.blockWithIptables: false; the NetworkPolicy"
+                           " blocks the endpoint), or set allow_security_overrides: true in the"
+                           " catalogue", self._log_name, slug, "; ".join(problems))
+            raise web.HTTPError(500, f"Profile {slug!r} cannot be started: its pod would weaken"
+                                     f" workspace isolation ({'; '.join(problems)}). The"
+                                     " administrators have been told.")
 
     async def _make_create_pod_request(self, pod, request_timeout):
         # On 409 KubeSpawner stops the old pod from in here: that stop must keep the workspace.
-        self._replacing_pod = True
+        token = _REPLACING_POD.set(True)
         try:
             return await super()._make_create_pod_request(pod, request_timeout)
         except ApiException as exc:
@@ -541,7 +724,7 @@ class APExSpawner(KubeSpawner):
                 return False
             raise
         finally:
-            self._replacing_pod = False
+            _REPLACING_POD.reset(token)
 
     async def _make_delete_pod_request(self, pod_name, delete_options, grace_seconds, request_timeout):
         try:
@@ -552,6 +735,14 @@ class APExSpawner(KubeSpawner):
                 self.log.warning("deleting pod %s failed (%s); retrying", pod_name, describe(exc))
                 return False
             raise
+
+    async def poll(self):
+        """KubeSpawner's poll, but a server recorded in a namespace that is not this user's
+        (a state from before the ownership checks) is reported stopped, so the hub forgets
+        its route instead of sending the user to a pod in someone else's namespace."""
+        if self._namespace_verified != self.namespace and not await self._namespace_is_mine(self.kube()):
+            return 1
+        return await super().poll()
 
     async def progress(self):
         """Workspace steps first, then KubeSpawner's pod events (scaled to follow them)."""
@@ -579,10 +770,13 @@ class APExSpawner(KubeSpawner):
     async def stop(self, now=False):
         """Stop the pod, then delete this server's non-persistent objects by label.
 
-        Claims are never deleted here: the user's data outlives every stop.
+        Claims are never deleted here: the user's data outlives every stop. Nothing is
+        deleted in a namespace that is not this user's (a refused spawn, an old state).
         """
+        if not await self._namespace_is_mine(self.kube()):
+            return
         await super().stop(now)
-        if not self._replacing_pod:
+        if not _REPLACING_POD.get():
             await self.sweep(persist=False)
 
     async def sweep(self, persist: bool | None) -> None:
@@ -593,12 +787,19 @@ class APExSpawner(KubeSpawner):
         else:  # a stop never deletes a claim, whatever made it (volumes or manifests)
             kinds.discard("v1/PersistentVolumeClaim")
         kinds = sorted(kinds)
-        selector = L.server_selector(self.user_slug, self.server_name, persist)
+        selectors = [L.server_selector(self.user_slug, self.server_name, persist)]
+        legacy = L.server_selector(legacy_slugify(self.user.name), self.server_name, persist,
+                                   legacy=True)
+        if legacy != selectors[0]:  # objects labelled before the 130-bit names
+            selectors.append(legacy)
         kube = self.kube()
+        if not await self._namespace_is_mine(kube):
+            return
+        jobs = [(k, s) for s in selectors for k in kinds]
         results = await asyncio.gather(
-            *(kube.delete_collection(*_split_kind(k), self.namespace, selector) for k in kinds),
+            *(kube.delete_collection(*_split_kind(k), self.namespace, s) for k, s in jobs),
             return_exceptions=True)
-        for kind, result in zip(kinds, results):
+        for (kind, _), result in zip(jobs, results):
             if isinstance(result, BaseException):
                 self.log.error("could not delete %s of %s in %s (%s); the next stop retries",
                                kind, self._log_name, self.namespace, result)
@@ -610,8 +811,11 @@ class APExSpawner(KubeSpawner):
         ``delete_namespace_on_user_delete`` and only with the user's default server.
         """
         if not self.server_name and self.delete_namespace_on_user_delete:
+            kube = self.kube()
+            if not await self._namespace_is_mine(kube):
+                return
             self.log.info("deleting namespace %s of deleted user %s", self.namespace, self.user.name)
-            await self.kube().delete("v1", "Namespace", self.namespace)
+            await kube.delete("v1", "Namespace", self.namespace)
             return
         await self.sweep(persist=None)
 
@@ -621,13 +825,16 @@ class APExSpawner(KubeSpawner):
         state = super().get_state()
         if self._server_kinds:
             state["apex_server_kinds"] = self._server_kinds
-        if self.profile is not None:
-            state["apex_profile"] = self.profile.slug
-        if self._namespace_ready:
-            state["apex_namespace_ready"] = True
+        if self._profile_slug:
+            state["apex_profile"] = self._profile_slug
+        if self._namespace_verified and self._namespace_verified == self.namespace:
+            state["apex_namespace_verified"] = self._namespace_verified
         return state
 
     def load_state(self, state):
         super().load_state(state)
+        self._namespace_from_state = "namespace" in state
         self._server_kinds = list(state.get("apex_server_kinds", []))
-        self._namespace_ready = bool(state.get("apex_namespace_ready", False))
+        self._namespace_verified = state.get("apex_namespace_verified")
+        # the token Secret republished after a hub restart keeps its profile label
+        self._profile_slug = state.get("apex_profile") or self._profile_slug

@@ -9,6 +9,7 @@ what ``plan_workspace`` decided.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,9 @@ class Settings:
     hub_namespace: str = "default"
     hub_pod_labels: dict[str, str] = field(
         default_factory=lambda: {"hub.jupyter.org/network-access-singleuser": "true"})
+    network_policy_egress: bool = True
+    egress_allowed_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    egress_blocked_cidrs: tuple[str, ...] = ("169.254.169.254/32",)
     resource_quota: dict | None = None
     limit_range: dict | None = None
     manifest_kinds: tuple[str, ...] = DEFAULT_MANIFEST_KINDS
@@ -114,14 +118,25 @@ class _Builder:
         """The object name: a named server's own objects get its name appended.
 
         Servers of one user share the namespace; without this, a second server would
-        take over (and its stop would delete) the first one's ConfigMaps and Roles.
-        References inside the plan (volumes, env, roleRef) follow the new name.
+        take over (and its stop would delete) the first one's ConfigMaps, Roles and
+        manifest objects. References inside the plan (volumes, env, secret mounts,
+        roleRef and subjects) follow the new name.
         """
         if persist or not self.owner.server_name:
             return name
         new = object_name(name, L.server_label(self.owner.server_name))
         self.renamed[name] = new
         return new
+
+    def ref(self, name: str) -> str:
+        """A reference to an object of this workspace, renamed if the object was."""
+        return self.renamed.get(name, name)
+
+    def manifest_names(self) -> None:
+        """Register the per-server names of manifest objects before references are written."""
+        for item in self.profile.manifests:
+            for doc in item.documents():
+                self.name(doc["metadata"]["name"], item.persist)
 
     # -- metadata -----------------------------------------------------------------------
 
@@ -156,10 +171,8 @@ class _Builder:
             self.add("v1", "ServiceAccount", self.meta(s.service_account, per_user=True),
                      automountServiceAccountToken=False)
         if s.network_policy:
-            peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": s.hub_namespace}},
-                    "podSelector": {"matchLabels": dict(s.hub_pod_labels)}}
             self.add("networking.k8s.io/v1", "NetworkPolicy", self.meta(NETWORK_POLICY, per_user=True),
-                     spec={"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [peer]}]})
+                     spec=network_policy_spec(s))
         quota = p.resource_quota if p.resource_quota is not None else s.resource_quota
         if quota:
             self.add("v1", "ResourceQuota", self.meta(QUOTA, per_user=True), spec=_stringify(quota))
@@ -192,7 +205,7 @@ class _Builder:
 
     def config_maps(self) -> None:
         for item in self.profile.config_maps:
-            name = item.name
+            name = self.ref(item.name)
             if item.content is not None:
                 name = self.name(item.name, item.persist)
                 data = {item.key: item.content}
@@ -208,7 +221,7 @@ class _Builder:
 
     def volumes(self) -> None:
         for item in self.profile.volumes:
-            claim = item.claim_name or self.name(item.name, item.persist)
+            claim = self.ref(item.claim_name) if item.claim_name else self.name(item.name, item.persist)
             if item.size is not None:
                 spec = {"accessModes": list(item.access_modes),
                         "resources": {"requests": {"storage": item.size}}}
@@ -226,7 +239,7 @@ class _Builder:
             self.plan.volume_mounts.append(mount)
         for secret in self.profile.secret_mounts:
             volume = f"secret-{secret.name}"[:63].rstrip("-.")
-            self.plan.volumes.append({"name": volume, "secret": {"secretName": secret.name}})
+            self.plan.volumes.append({"name": volume, "secret": {"secretName": self.ref(secret.name)}})
             mount = {"name": volume, "mountPath": secret.mount_path, "readOnly": True}
             if secret.sub_path:
                 mount["subPath"] = secret.sub_path
@@ -239,20 +252,24 @@ class _Builder:
             elif value.from_config_map is not None:
                 ref = value.from_config_map
                 self.plan.env.append({"name": name, "valueFrom": {
-                    "configMapKeyRef": {"name": self.renamed.get(ref.name, ref.name), "key": ref.key}}})
+                    "configMapKeyRef": {"name": self.ref(ref.name), "key": ref.key}}})
             else:
                 ref = value.from_secret
                 self.plan.env.append({"name": name, "valueFrom": {
-                    "secretKeyRef": {"name": ref.name, "key": ref.key}}})
-        self.plan.env_from += [{"configMapRef": {"name": self.renamed.get(n, n)}}
+                    "secretKeyRef": {"name": self.ref(ref.name), "key": ref.key}}})
+        self.plan.env_from += [{"configMapRef": {"name": self.ref(n)}}
                                for n in self.profile.env_from_config_maps]
-        self.plan.env_from += [{"secretRef": {"name": n}} for n in self.profile.env_from_secrets]
+        self.plan.env_from += [{"secretRef": {"name": self.ref(n)}} for n in self.profile.env_from_secrets]
 
     def init_containers(self) -> None:
         for container in self.profile.init_containers:
             container = dict(container)
-            context = {**self.settings.container_security_context, **(self.profile.security_context or {})}
-            container.setdefault("securityContext", context)
+            # the restricted defaults are always underneath: a container that brings a partial
+            # securityContext (allowed only with allow_security_overrides) keeps the rest
+            context = {**self.settings.container_security_context, **(self.profile.security_context or {}),
+                       **(container.get("securityContext") or {})}
+            if context:
+                container["securityContext"] = context
             self.plan.init_containers.append(container)
 
     def manifests(self) -> None:
@@ -272,11 +289,25 @@ class _Builder:
                         f"profile {self.profile.slug!r}: manifests[{item.name}]: {kind}"
                         f" {meta['name']!r} names namespace {ns!r}; manifests are applied in the"
                         " user's own namespace only: remove metadata.namespace")
-                mine = self.meta(meta["name"], persist=item.persist)
+                mine = self.meta(self.name(meta["name"], item.persist), persist=item.persist)
                 mine["labels"] = {**(meta.get("labels") or {}), **mine["labels"]}
                 mine["annotations"] = {**(meta.get("annotations") or {}), **mine["annotations"]}
-                self.add(version, kind, {**meta, **mine},
-                         **{k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")})
+                body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
+                if kind == "RoleBinding" and version.startswith("rbac.authorization.k8s.io/"):
+                    body = self._binding_refs(body)
+                self.add(version, kind, {**meta, **mine}, **body)
+
+    def _binding_refs(self, body: dict) -> dict:
+        """A manifest RoleBinding's roleRef and ServiceAccount subjects follow renamed objects."""
+        body = dict(body)
+        if isinstance(body.get("roleRef"), dict) and body["roleRef"].get("kind") == "Role":
+            body["roleRef"] = {**body["roleRef"], "name": self.ref(body["roleRef"].get("name", ""))}
+        body["subjects"] = [
+            {**s, "name": self.ref(s.get("name", ""))}
+            if isinstance(s, dict) and s.get("kind") == "ServiceAccount"
+            and s.get("namespace") in (None, self.owner.namespace) else s
+            for s in body.get("subjects") or []]
+        return body
 
     # -- Conda ----------------------------------------------------------------------------
 
@@ -353,6 +384,39 @@ class _Builder:
                                      f" {obj['metadata']['name']!r} is not a valid Kubernetes name")
 
 
+def network_policy_spec(s: Settings) -> dict:
+    """Default deny for the user namespace, with what a workspace needs let through.
+
+    Peers are namespace + pod selectors (never pod IP ranges), which Cilium and every other
+    NetworkPolicy implementation match: in, the hub and proxy pods and the user's own pods;
+    out, DNS, the hub and proxy, the user's own pods, and the internet except the cloud
+    metadata endpoint (``egress_blocked_cidrs``).
+    """
+    hub = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": s.hub_namespace}},
+           "podSelector": {"matchLabels": dict(s.hub_pod_labels)}}
+    own = {"podSelector": {}}
+    spec = {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [hub, own]}]}
+    if s.network_policy_egress:
+        dns = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+        egress = [dns, {"to": [hub, own]}]
+        internet = [{"ipBlock": {"cidr": cidr, "except": [b for b in s.egress_blocked_cidrs
+                                                           if _same_family(b, cidr)]}}
+                    for cidr in s.egress_allowed_cidrs]
+        for peer in internet:
+            if not peer["ipBlock"]["except"]:
+                del peer["ipBlock"]["except"]
+        if internet:
+            egress.append({"to": internet})
+        spec["policyTypes"] = ["Ingress", "Egress"]
+        spec["egress"] = egress
+    return spec
+
+
+def _same_family(a: str, b: str) -> bool:
+    net_a, net_b = ipaddress.ip_network(a, strict=False), ipaddress.ip_network(b, strict=False)
+    return net_a.version == net_b.version and net_a.subnet_of(net_b)
+
+
 def _stringify(spec: Any) -> Any:
     """Quantities as strings (YAML gives ``10`` for ``"10"``; Kubernetes wants strings)."""
     if isinstance(spec, dict):
@@ -371,6 +435,7 @@ def plan_workspace(owner: Owner, profile: Profile, settings: Settings, image: st
     settings (a manifest kind that is not allowed, Conda without a workspace volume).
     """
     builder = _Builder(owner, profile, settings, image)
+    builder.manifest_names()
     builder.guard_rails()
     builder.config_maps()
     builder.volumes()

@@ -44,7 +44,9 @@ CATALOGUE = {
 
 
 def make_spawner(sim, name="alice", uid=1, groups=(), catalogue=None, user_options=None,
-                 server_name="", **traits) -> APExSpawner:
+                 server_name="", kubespawner=None, **traits) -> APExSpawner:
+    """An APExSpawner on ``sim``; ``traits`` go to ``c.APExSpawner``, ``kubespawner`` (a dict)
+    to ``c.KubeSpawner`` (the section the Z2JH chart writes)."""
     c = Config()
     c.APExSpawner.k8s_api_host = sim.url
     c.APExSpawner.image = IMAGE
@@ -57,6 +59,8 @@ def make_spawner(sim, name="alice", uid=1, groups=(), catalogue=None, user_optio
         c.APExSpawner.profiles_catalogue = catalogue if catalogue is not None else CATALOGUE
     for key, value in traits.items():
         setattr(c.APExSpawner, key, value)
+    for key, value in (kubespawner or {}).items():
+        setattr(c.KubeSpawner, key, value)
     spawner = APExSpawner(hub=Hub(), user=HubUser(name, uid, groups), config=c, api_token="t",
                           oauth_client_id="c",
                            orm_spawner=SimpleNamespace(name=server_name, server=None) if server_name else None)
@@ -67,6 +71,12 @@ def make_spawner(sim, name="alice", uid=1, groups=(), catalogue=None, user_optio
 @pytest.fixture
 async def ksim(monkeypatch):
     monkeypatch.setenv("KUBECONFIG", "")
+    # KubeSpawner's load_config is cached by host and sets the *global* default configuration:
+    # when the OS hands this kubesim the port of an earlier test's, the cached call would be
+    # skipped and new clients would keep the last (dead) kubesim's address. Forget the cache.
+    from kubespawner.clients import load_config
+
+    load_config.cache_clear()
     async with KubeSim(kubelet="instant") as sim:
         sim.make_default()
         yield sim

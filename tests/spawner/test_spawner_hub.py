@@ -214,3 +214,40 @@ async def stop_server(hub, user):
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"server of {user} did not stop:\n{hub.log()[-3000:]}")
+
+
+async def test_a_spawn_into_someone_elses_namespace_is_refused_through_the_hub(env):
+    """Issue 14.1 in a real hub: mallory's namespace exists and is alice's (as a 32-bit hash
+    preimage used to make it); mallory's spawn must neither write there nor stop alice's pod."""
+    hub = env.hub
+    await env.user("alice")
+    await env.start("alice", "lab")
+    alice_ns = user_namespace("alice")
+    alice_pod = env.pod(alice_ns)["metadata"]["name"]
+    victim_ns = user_namespace("mallory2")
+    async with env.sim.api_client() as api:
+        await client.CoreV1Api(api).create_namespace({"metadata": {
+            "name": victim_ns, "labels": {"app.kubernetes.io/managed-by": "apex-hub"},
+            "annotations": {"apex.esa.int/username": "alice"}}})
+    env.sim.reset_log()
+    await env.user("mallory2")
+    status, body = await hub.api("POST", "/users/mallory2/server", json={"profile": "lab"})
+    for _ in range(300):  # the refusal is quick; poll until the hub has given up on the spawn
+        _, model = await hub.api("GET", "/users/mallory2")
+        if not model.get("pending") and not model.get("servers"):
+            break
+        await asyncio.sleep(0.1)
+    assert not model.get("servers"), model
+    assert "SECURITY: refusing namespace apex-mallory2 for user 'mallory2': it belongs to user 'alice'" \
+        in hub.log()
+    # the refusal comes back on the POST itself (202 only if the hub were slower than its
+    # slow_spawn_timeout; the log line above is then the user's message on the progress page)
+    assert status in (403, 202), body
+    if status == 403:
+        assert "the namespace apex-mallory2 exists and is not yours" in body["message"], body
+        assert "alice" not in body["message"]
+    writes = [r for r in env.sim.requests if r.verb in ("create", "patch", "update", "delete", "deletecollection")
+              and (r.namespace in (victim_ns, alice_ns) or r.name == victim_ns)]
+    assert not writes, writes
+    assert env.raw("pods", alice_ns, alice_pod) is not None  # alice's server still runs
+    await stop_server(hub, "alice")

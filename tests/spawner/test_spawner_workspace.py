@@ -89,7 +89,7 @@ async def test_first_spawn_creates_every_object_with_the_right_fields(ksim):
     sa = obj(ksim, "serviceaccounts", ns, "workspace")
     assert sa["automountServiceAccountToken"] is False
     policy = obj(ksim, "networkpolicies", ns, NETWORK_POLICY, "networking.k8s.io")
-    assert policy["spec"]["podSelector"] == {} and policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["podSelector"] == {} and policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     peer = policy["spec"]["ingress"][0]["from"][0]
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "jhub"}
     assert peer["podSelector"]["matchLabels"] == {"hub.jupyter.org/network-access-singleuser": "true"}
@@ -385,7 +385,7 @@ async def test_a_warm_spawn_writes_the_namespace_with_everything_else(ksim):
     spawner = make_spawner(ksim, "otto")
     await spawner.start()
     await spawner.stop()
-    assert spawner.get_state()["apex_namespace_ready"] is True
+    assert spawner.get_state()["apex_namespace_verified"] == "apex-otto"
     ksim.set_latency(0.05)
     ksim.reset_log()
     await spawner.start()
