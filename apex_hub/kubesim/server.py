@@ -19,6 +19,7 @@ from aiohttp import web
 from . import errors
 from .errors import ApiError
 from .faults import Fault, Faults, RequestRecord, now
+from .patch import APPLY_PATCH
 from .store import Store
 
 log = logging.getLogger("apex_hub.kubesim")
@@ -230,8 +231,12 @@ class ApiServer:
         if verb == "update":
             return _json(st.replace(rt, ns, route.name, body, subresource=route.subresource, dry_run=dry_run))
         if verb == "patch":
-            return _json(st.patch(rt, ns, route.name, request.headers.get("Content-Type", ""), body,
-                                  subresource=route.subresource, dry_run=dry_run))
+            content_type = request.headers.get("Content-Type", "")
+            # found against the real API server: an apply that creates answers 201 (and is
+            # authorised as "create" there), one that updates 200
+            creates = content_type.split(";")[0].strip() == APPLY_PATCH and st._raw(rt, ns, route.name) is None
+            return _json(st.patch(rt, ns, route.name, content_type, body, subresource=route.subresource,
+                                  dry_run=dry_run), 201 if creates else 200)
         opts = body if isinstance(body, dict) else {}
         grace = q.get("gracePeriodSeconds", opts.get("gracePeriodSeconds"))
         grace = int(grace) if grace is not None else None
