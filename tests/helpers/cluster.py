@@ -1,0 +1,133 @@
+"""The real-lane cluster: an admin identity for the tests, and the hub's own, least-privileged one.
+
+Why: on a real API server the hub must be exactly as powerful as ``helm-values/`` makes it, so the
+suite (never the product) installs the chart's namespaced hub Role as Zero-to-JupyterHub 4.4.0
+renders it, our ClusterRole and binding (helm-values/rbac.yaml) and the admission policy
+(helm-values/admission-policy.yaml), then talks as the hub's ServiceAccount with a bound token.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+
+import yaml
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from apex_hub.spawner.kube import Kube
+
+REPO = Path(__file__).resolve().parents[2]
+HELM_VALUES = REPO / "helm-values"
+HUB_NAMESPACE = "jhub"  # the placeholders of helm-values/rbac.yaml and admission-policy.yaml
+HUB_SERVICE_ACCOUNT = "hub"
+HUB_USER = f"system:serviceaccount:{HUB_NAMESPACE}:{HUB_SERVICE_ACCOUNT}"
+TOKEN_SECONDS = 24 * 3600
+log = logging.getLogger("tests.cluster")
+
+
+def chart_hub_rbac(namespace: str = HUB_NAMESPACE) -> list[dict]:
+    """The namespaced Role + RoleBinding that Z2JH 4.4.0 gives the hub (templates/hub/rbac.yaml).
+
+    Written from the chart's rules (default values: rbac.create, no fullnameOverride, so both
+    are named "hub"), not copied from its template.
+    """
+    meta = {"name": "hub", "namespace": namespace, "labels": {"app": "jupyterhub", "component": "hub"}}
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": dict(meta), "rules": [
+            {"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims", "secrets", "services"],
+             "verbs": ["get", "watch", "list", "create", "delete"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": dict(meta),
+         "subjects": [{"kind": "ServiceAccount", "name": HUB_SERVICE_ACCOUNT, "namespace": namespace}],
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hub"}},
+    ]
+
+
+def helm_manifests(*names: str) -> list[dict]:
+    docs = []
+    for name in names:
+        docs += [d for d in yaml.safe_load_all((HELM_VALUES / name).read_text()) if d]
+    return docs
+
+
+class Cluster:
+    """A real API server reached through an admin kubeconfig (ours, or an operator's)."""
+
+    def __init__(self, admin_kubeconfig: Path, workdir: Path, *, name: str = "real", control_plane=None):
+        self.admin_kubeconfig = Path(admin_kubeconfig)
+        self.workdir = Path(workdir)
+        self.name = name
+        self.control_plane = control_plane  # a tests.helpers.controlplane.ControlPlane, or None
+        raw = yaml.safe_load(self.admin_kubeconfig.read_text())
+        context = _named(raw["contexts"], raw["current-context"])["context"]
+        self._cluster_entry = _named(raw["clusters"], context["cluster"])
+        self.url = self._cluster_entry["cluster"]["server"]
+        self.hub_kubeconfig = self.workdir / "hub.kubeconfig"
+
+    # -- clients ----------------------------------------------------------------------------
+
+    async def admin_configuration(self) -> client.Configuration:
+        conf = client.Configuration()
+        await config.load_kube_config(config_file=str(self.admin_kubeconfig), client_configuration=conf)
+        return conf
+
+    async def admin_client(self) -> client.ApiClient:
+        """A new admin ``ApiClient`` (use ``async with``)."""
+        return client.ApiClient(await self.admin_configuration())
+
+    async def hub_client(self) -> client.ApiClient:
+        """A new ``ApiClient`` that is the hub's ServiceAccount (use ``async with``)."""
+        conf = client.Configuration()
+        await config.load_kube_config(config_file=str(self.hub_kubeconfig), client_configuration=conf)
+        return client.ApiClient(conf)
+
+    def make_default(self) -> None:
+        """Make in-process clients that load "the" kubeconfig (KubeSpawner) use the hub's identity."""
+        from kubernetes_asyncio.config import kube_config
+
+        os.environ["KUBECONFIG"] = str(self.hub_kubeconfig)
+        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(self.hub_kubeconfig)
+
+    # -- the hub's identity -----------------------------------------------------------------
+
+    async def install_hub(self) -> None:
+        """Hub namespace, ServiceAccount, the chart's Role, helm-values/, and a hub token."""
+        async with await self.admin_client() as api:
+            kube = Kube(api, log, retry_timeout=60)
+            await kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": HUB_NAMESPACE}})
+            await kube.apply({"apiVersion": "v1", "kind": "ServiceAccount",
+                              "metadata": {"name": HUB_SERVICE_ACCOUNT, "namespace": HUB_NAMESPACE}})
+            for doc in chart_hub_rbac() + helm_manifests("rbac.yaml", "admission-policy.yaml"):
+                await kube.apply(doc)
+            token = await client.CoreV1Api(api).create_namespaced_service_account_token(
+                HUB_SERVICE_ACCOUNT, HUB_NAMESPACE,
+                {"spec": {"audiences": None, "expirationSeconds": TOKEN_SECONDS}})
+        self._write_hub_kubeconfig(token.status.token)
+
+    def _write_hub_kubeconfig(self, token: str) -> None:
+        entry = copy.deepcopy(self._cluster_entry)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.hub_kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "preferences": {}, "clusters": [entry],
+            "users": [{"name": "hub", "user": {"token": token}}],
+            "contexts": [{"name": "hub", "context": {"cluster": entry["name"], "user": "hub",
+                                                     "namespace": HUB_NAMESPACE}}],
+            "current-context": "hub"}, sort_keys=False))
+        self.hub_kubeconfig.chmod(0o600)
+
+    # -- test conveniences ------------------------------------------------------------------
+
+    async def delete_namespace(self, name: str) -> None:
+        async with await self.admin_client() as api:
+            try:
+                await client.CoreV1Api(api).delete_namespace(name)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+
+
+def _named(entries: list[dict], name: str) -> dict:
+    return next(e for e in entries if e["name"] == name)
