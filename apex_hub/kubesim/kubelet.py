@@ -115,10 +115,11 @@ class Kubelet:
                  phase_delay: float = 0.0, fail_images: tuple[str, ...] = ("*:broken", "*/broken:*"),
                  stuck_images: tuple[str, ...] = ("*:stuck",), python: str = sys.executable,
                  ip_prefix: str = "127.0.0.", first_ip: int = 10, env: dict | None = None,
-                 restart_backoff: float = 1.0, volume_sync_delay: float = 0.0):
+                 restart_backoff: float = 1.0, volume_sync_delay: float = 0.0, node_name: str = NODE_NAME):
         if mode not in ("instant", "process"):
             raise ValueError(f"mode must be 'instant' or 'process', not {mode!r}")
         self.store, self.mode = store, mode
+        self.node_name = node_name  # kubesim's one node, or a node of a real API server (node.py)
         self.workdir = Path(workdir) if workdir is not None else Path.cwd() / "kubesim-node"
         self.phase_delay, self.restart_backoff = phase_delay, restart_backoff
         self.volume_sync_delay = volume_sync_delay  # a ConfigMap/Secret change -> running pods' files
@@ -204,7 +205,7 @@ class Kubelet:
                 self._begin_teardown(p, 0)
             return
         if p is None:
-            if spec.get("nodeName") not in (None, "", NODE_NAME):
+            if spec.get("nodeName") not in (None, "", self.node_name):
                 return  # bound to a node that does not exist: stays Pending, as in a cluster
             p = self._pods[meta["uid"]] = PodRuntime(obj)
             if not meta.get("deletionTimestamp"):
@@ -236,12 +237,12 @@ class Kubelet:
         previous = self._teardowns.get(p.key)
         if previous is not None and not previous.done():
             await asyncio.wait([previous])  # a pod of the same name is still being cleaned up
-        if p.spec.get("nodeName") != NODE_NAME:
+        if p.spec.get("nodeName") != self.node_name:
             def bind(obj):
-                obj["spec"]["nodeName"] = NODE_NAME
+                obj["spec"]["nodeName"] = self.node_name
                 self._render(p, obj.setdefault("status", {}))
             self._write(p, bind)
-            self._event(p, "Scheduled", f"Successfully assigned {p.namespace}/{p.name} to {NODE_NAME}",
+            self._event(p, "Scheduled", f"Successfully assigned {p.namespace}/{p.name} to {self.node_name}",
                         component="default-scheduler")
         await asyncio.sleep(self.phase_delay)
         self._allocate_ip(p)
@@ -445,7 +446,7 @@ class Kubelet:
             return (meta.get(m[1]) or {}).get(m[2], "")
         return {"metadata.name": p.name, "metadata.namespace": p.namespace, "metadata.uid": p.uid,
                 "status.podIP": p.ip, "status.podIPs": p.ip, "status.hostIP": HOST_IP,
-                "spec.nodeName": NODE_NAME,
+                "spec.nodeName": self.node_name,
                 "spec.serviceAccountName": p.spec.get("serviceAccountName", "default")}.get(path, "")
 
     def _config_data(self, p: PodRuntime, plural: str, ref: dict) -> dict[str, str]:

@@ -131,3 +131,67 @@ class Cluster:
 
 def _named(entries: list[dict], name: str) -> dict:
     return next(e for e in entries if e["name"] == name)
+
+
+class NodeProcess:
+    """``python -m apex_hub.kubesim.node`` for the session: kubesim's process kubelet as a real node.
+
+    On our control plane it has a node identity (CN=system:node:<name>, O=system:nodes: the Node
+    authorizer and NodeRestriction apply) and binds pods as system:kube-scheduler. On an operator's
+    cluster (kubeconfig lane) it uses the admin kubeconfig and schedules only Pending pods of
+    ``apex-*`` namespaces, so it never takes that cluster's own pods.
+    """
+
+    name = "apex-node-1"
+
+    def __init__(self, cluster: Cluster, workdir: Path):
+        import subprocess
+        import sys
+
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = ["--workdir", str(self.workdir / "node")]
+        cp = cluster.control_plane
+        if cp is not None:
+            from tests.helpers.controlplane import write_kubeconfig
+
+            cert, key = cp.client_certificate("node", f"system:node:{self.name}", ("system:nodes",))
+            node = write_kubeconfig(self.workdir / "node.kubeconfig", cp.url, cp.ca_path, cert=cert, key=key,
+                                    user="node")
+            cert, key = cp.client_certificate("scheduler", "system:kube-scheduler")
+            scheduler = write_kubeconfig(self.workdir / "scheduler.kubeconfig", cp.url, cp.ca_path, cert=cert,
+                                         key=key, user="scheduler")
+            args += ["--kubeconfig", str(node), "--scheduler-kubeconfig", str(scheduler)]
+        else:
+            args += ["--kubeconfig", str(cluster.admin_kubeconfig), "--name", "apex-kubesim-node",
+                     "--namespace-prefix", "apex-"]
+            self.name = "apex-kubesim-node"
+        self.log_path = self.workdir / "node.log"
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "apex_hub.kubesim.node", *args], stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while f"node {self.name} ready" not in self.log_path.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the node did not start:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """SIGTERM: the node stops its pods' processes (it has them all in its session group too)."""
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
