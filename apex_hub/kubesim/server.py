@@ -198,8 +198,10 @@ class ApiServer:
         st, rt = self.store, route.rtype
         ns = route.namespace or ""
         dry_run = q.get("dryRun") == "All"
-        if route.subresource and route.subresource not in ("status", "log"):
+        if route.subresource and route.subresource not in ("status", "log", "binding"):
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        if route.subresource == "binding":
+            return _json(self._bind(rt, ns, route.name, await self._body(request)), 201)
         if route.subresource == "log":
             if verb != "get" or rt.kind != "Pod":
                 raise errors.method_not_allowed()
@@ -252,6 +254,23 @@ class ApiServer:
                                      propagation=propagation)
         return _json({"kind": rt.list_kind, "apiVersion": rt.api_version,
                       "metadata": {"resourceVersion": str(st.rv)}, "items": items})
+
+    def _bind(self, rtype, namespace: str, name: str, body) -> dict:
+        """``POST pods/<name>/binding``: what a scheduler does (kubesim's node in node.py uses it)."""
+        if rtype.kind != "Pod":
+            raise errors.method_not_allowed()
+        target = ((body or {}).get("target") or {}).get("name")
+        if not target:
+            raise ApiError(422, "Invalid", f'Binding.core "{name}" is invalid: target.name: Required value')
+
+        def bind(pod):
+            current = pod.setdefault("spec", {}).get("nodeName")
+            if current:
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on pods/binding "{name}": pod '
+                                                f'{name} is already assigned to node "{current}"')
+            pod["spec"]["nodeName"] = target
+        self.store.update(rtype, namespace, name, bind)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
     async def _watch(self, request: web.Request, route: Route, rec: RequestRecord) -> web.StreamResponse:
         q = request.query
