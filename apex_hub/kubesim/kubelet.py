@@ -180,6 +180,24 @@ class Kubelet:
         except FileNotFoundError:
             return ""
 
+    def log_path(self, namespace: str, name: str, container: str) -> Path:
+        """Where a container's output goes (``pods/log?follow=true`` reads it as it grows)."""
+        return self._pod_dir(namespace, name) / f"{container}.log"
+
+    def exec_command(self, namespace: str, name: str, container: str, command: list[str]):
+        """``(argv, env, cwd)`` to run ``command`` inside a running container (``pods/exec``).
+
+        As the container's own processes: its environment, working directory and paths under its
+        mounts; None when the pod does not run here in process mode, or the container is not running.
+        """
+        p = next((p for p in self._pods.values() if p.key == (namespace, name) and not p.stopping), None)
+        c = next((c for c in p.spec.get("containers", []) + p.spec.get("initContainers", [])
+                  if c["name"] == container), None) if p is not None else None
+        proc = p.procs.get(container) if p is not None else None
+        if self.mode != "process" or c is None or proc is None or proc.returncode is not None:
+            return None
+        return self._prepare(p, {**c, "command": list(command), "args": []})
+
     # -- store events ---------------------------------------------------------------------
 
     def _on_event(self, etype: str, rtype, obj: dict, old: dict | None) -> None:

@@ -20,6 +20,7 @@ from . import errors
 from .errors import ApiError
 from .faults import Fault, Faults, RequestRecord, now
 from .patch import APPLY_PATCH
+from .podio import PodIO
 from .store import Store
 
 log = logging.getLogger("apex_hub.kubesim")
@@ -58,6 +59,8 @@ class ApiServer:
         self.faults = faults
         self.bookmark_interval = bookmark_interval
         self.pod_logs = pod_logs  # callable(namespace, name) -> str, set by the process kubelet
+        # pods/log follow and pods/exec need the kubelet behind pod_logs (its bound method)
+        self.podio = PodIO(store, lambda: getattr(self.pod_logs, "__self__", None))
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_route("*", "/kubesim/{what}", self.admin)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -198,16 +201,16 @@ class ApiServer:
         st, rt = self.store, route.rtype
         ns = route.namespace or ""
         dry_run = q.get("dryRun") == "All"
-        if route.subresource and route.subresource not in ("status", "log", "binding"):
+        if route.subresource and route.subresource not in ("status", "log", "binding", "exec"):
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
         if route.subresource == "binding":
             return _json(self._bind(rt, ns, route.name, await self._body(request)), 201)
+        if route.subresource == "exec":
+            return await self.podio.exec(request, rt, ns, route.name)
         if route.subresource == "log":
-            if verb != "get" or rt.kind != "Pod":
+            if verb != "get":
                 raise errors.method_not_allowed()
-            st.get(rt, ns, route.name)
-            text = self.pod_logs(ns, route.name, q.get("container") or None) if self.pod_logs else ""
-            return web.Response(text=text, content_type="text/plain")
+            return await self.podio.log(request, rt, ns, route.name, self.pod_logs)
         if verb == "get":
             obj = st.get(rt, ns, route.name)
             if _wants_table(request):
