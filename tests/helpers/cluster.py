@@ -106,6 +106,52 @@ class Cluster:
                 HUB_SERVICE_ACCOUNT, HUB_NAMESPACE,
                 {"spec": {"audiences": None, "expirationSeconds": TOKEN_SECONDS}})
         self._write_hub_kubeconfig(token.status.token)
+        await self._wait_for_controllers()
+        await self._wait_for_policy()
+
+    async def _wait_for_controllers(self, timeout: float = 120) -> None:
+        """The controller manager is working once it has given kube-system and jhub their "default"
+        ServiceAccount (ServiceAccount admission refuses pods until then)."""
+        import asyncio
+        import time
+
+        deadline = time.monotonic() + timeout
+        async with await self.admin_client() as api:
+            v1 = client.CoreV1Api(api)
+            for namespace in ("kube-system", HUB_NAMESPACE):
+                while True:
+                    try:
+                        await v1.read_namespaced_service_account("default", namespace)
+                        break
+                    except ApiException as e:
+                        if e.status != 404 or time.monotonic() > deadline:
+                            raise RuntimeError(f"no default ServiceAccount in {namespace}: is the controller"
+                                               " manager running?") from e
+                    await asyncio.sleep(0.5)
+
+    async def _wait_for_policy(self, timeout: float = 120) -> None:
+        """The API server loads a new admission policy asynchronously: wait until it is enforced."""
+        import asyncio
+        import time
+
+        probe = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "apex-policy-probe"}}
+        deadline = time.monotonic() + timeout
+        async with await self.hub_client() as api:
+            while True:
+                try:
+                    await api.call_api(
+                        "/api/v1/namespaces/kube-system/configmaps/apex-policy-probe", "PATCH",
+                        query_params=[("fieldManager", "apex-hub"), ("dryRun", "All")], body=probe,
+                        header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+                        auth_settings=["BearerToken"], _preload_content=True, response_types_map={})
+                except ApiException as e:
+                    if e.status == 403 and "apex-hub-confinement" in (e.body or ""):
+                        return
+                    if e.status != 403:
+                        raise
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the admission policy is not enforced after {timeout:.0f}s")
+                await asyncio.sleep(0.5)
 
     def _write_hub_kubeconfig(self, token: str) -> None:
         entry = copy.deepcopy(self._cluster_entry)

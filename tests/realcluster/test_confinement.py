@@ -73,7 +73,7 @@ async def test_the_hub_cannot_take_over_or_delete_a_foreign_namespace(hub_kube, 
     assert POLICY in message and f"(namespace {foreign})" in message, message
     message = await refused(hub_kube._call("DELETE", f"/api/v1/namespaces/{foreign}", what="delete"))
     assert POLICY in message, message
-    message = await refused(hub_kube._call("DELETE", "/api/v1/namespaces/kube-system", what="delete"))
+    message = await refused(hub_kube._call("DELETE", "/api/v1/namespaces/kube-node-lease", what="delete"))
     assert POLICY in message, message
 
 
