@@ -81,6 +81,7 @@ class RemoteStore:
         self._followed: dict[tuple[str, str, str], asyncio.Task] = {}
         self._writers: dict[str, _PodWriter] = {}  # by pod uid
         self._tasks: set[asyncio.Task] = set()
+        self._rvs: dict[str, str] = {}  # field selector -> resourceVersion of its first list
         self._pods_rv = ""
 
     # -- the Store interface the kubelet uses -------------------------------------------------
@@ -150,15 +151,28 @@ class RemoteStore:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """The first list of pods (the kubelet adopts those bound to us)."""
-        data = await call(self.node_api, "GET", "/api/v1/pods")
-        self._pods = {(p["metadata"]["namespace"], p["metadata"]["name"]): _typed(p, "Pod")
-                      for p in data.get("items", [])}
-        self._pods_rv = data["metadata"]["resourceVersion"]
+        """The first lists of pods: ours (the kubelet adopts them) and the Pending ones.
+
+        A node may list only pods with ``spec.nodeName=<itself>`` (Node authorizer); the Pending
+        ones (``spec.nodeName=``) are listed with the scheduler's identity.
+        """
+        self._pods_rv = ""
+        for api, selector in self._pod_sources():
+            data = await call(api, "GET", "/api/v1/pods", query=[("fieldSelector", selector)])
+            self._pods.update({(p["metadata"]["namespace"], p["metadata"]["name"]): _typed(p, "Pod")
+                               for p in data.get("items", [])})
+            self._rvs[selector] = data["metadata"]["resourceVersion"]
+
+    def _pod_sources(self):
+        sources = [(self.node_api, f"spec.nodeName={self.node_name}")]
+        if self.schedule_pending:
+            sources.append((self.scheduler_api, "spec.nodeName="))
+        return sources
 
     def run(self) -> None:
         """Start following pods (after the kubelet has subscribed)."""
-        self.spawn(self._watch_pods())
+        for api, selector in self._pod_sources():
+            self.spawn(self._watch_pods(api, selector))
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -182,17 +196,41 @@ class RemoteStore:
             and pod["metadata"]["namespace"].startswith(self.namespace_prefix) \
             and spec.get("schedulerName", "default-scheduler") == "default-scheduler"
 
-    async def _watch_pods(self) -> None:
-        async for etype, obj in self._list_watch("/api/v1/pods", (), self.node_api, initial_rv=self._pods_rv):
-            key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
-            old = self._pods.get(key)
-            if etype == "DELETED":
-                if old is not None and old["metadata"]["uid"] == obj["metadata"]["uid"]:
-                    del self._pods[key]
-            else:
-                self._pods[key] = obj
-            if self._mine(obj):
-                self._dispatch(etype, self.registry.get("", "v1", "pods"), obj, old)
+    async def _watch_pods(self, api, selector: str) -> None:
+        pending = selector == "spec.nodeName="
+        async for etype, obj in self._list_watch("/api/v1/pods", (("fieldSelector", selector),), api,
+                                                 initial_rv=self._rvs.get(selector, "")):
+            if pending and etype == "DELETED":
+                # leaving "Pending" is mostly being bound (the node's own watch reports it next):
+                # only a pod that is really gone, or bound elsewhere, is dropped
+                self.spawn(self._check_gone(obj))
+                continue
+            self._apply_pod_event(etype, obj)
+
+    def _apply_pod_event(self, etype: str, obj: dict) -> None:
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        old = self._pods.get(key)
+        if etype == "DELETED":
+            if old is None or old["metadata"]["uid"] != obj["metadata"]["uid"]:
+                return
+            del self._pods[key]
+        else:
+            self._pods[key] = obj
+        if self._mine(obj) or etype == "DELETED":
+            self._dispatch(etype, self.registry.get("", "v1", "pods"), obj, old)
+
+    async def _check_gone(self, obj: dict) -> None:
+        meta = obj["metadata"]
+        try:
+            current = await call(self.scheduler_api, "GET", _pod_path(meta["namespace"], meta["name"]))
+        except ApiException as e:
+            if e.status != 404:
+                log.warning("node: pod %s/%s: %s", meta["namespace"], meta["name"], e.reason)
+                return
+            current = None
+        if current is None or current["metadata"]["uid"] != meta["uid"] \
+                or current["spec"].get("nodeName") not in (None, "", self.node_name):
+            self._apply_pod_event("DELETED", obj)
 
     def _dispatch(self, etype, rtype, obj, old) -> None:
         for listener in self._listeners:

@@ -61,7 +61,7 @@ def spawner(cluster, name, cat, **traits):
     return make_spawner(cluster, name, catalogue=cat, **traits)
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 async def pull_secret(real_cluster):
     async with await real_cluster.admin_client() as api:
         v1 = client.CoreV1Api(api)
