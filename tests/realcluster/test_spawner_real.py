@@ -174,7 +174,7 @@ async def _gone(admin, path):
 async def test_a_profile_role_granting_more_than_the_hub_holds_is_refused_by_rbac_escalation(hub, node):
     """RBAC escalation prevention: the hub may not create a Role with rules it does not hold."""
     cat = catalogue(role_bindings=[{"name": "job-runner", "role": {"rules": [
-        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}]},
+        {"api_groups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}]},
         "subjects": [{"kind": "ServiceAccount", "name": "default"}]}])
     s = spawner(hub, user(), cat)
     try:
@@ -202,7 +202,7 @@ async def test_a_workspace_service_account_exists_before_its_pod(hub, node, admi
         await s.delete_forever()
 
 
-@pytest.mark.xfail(strict=True, reason="found against the real API server: the Conda init container has no "
+@pytest.mark.xfail(strict=True, raises=ApiException, reason="found against the real API server: the Conda init container has no "
                    "resources, so quota admission refuses the pod when the profile's quota limits requests.cpu "
                    "and no LimitRange gives defaults (product fix requested: apex_hub/spawner/workspace.py)")
 async def test_conda_init_container_passes_a_requests_cpu_quota_without_a_limit_range(hub, node, tmp_path):
