@@ -181,6 +181,7 @@ async def test_a_profile_role_granting_more_than_the_hub_holds_is_refused_by_rba
         with pytest.raises(Exception) as info:
             await s.start()
         message = str(getattr(info.value, "log_message", None) or info.value)
+        print("refused as:", message)  # quoted in helm-values/rbac.yaml; shown with -s
         assert "attempting to grant RBAC permissions not currently held" in message, message
         assert 'APIGroups:["batch"], Resources:["jobs"], Verbs:["create"]' in message, message
         assert s.namespace in message, message
