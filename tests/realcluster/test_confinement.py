@@ -5,6 +5,7 @@ the policy's message, in kube-system, in a namespace it did not create, on a for
 labels; it may write in a namespace carrying the managed-by label, and in its own.
 """
 
+import asyncio
 import json
 import uuid
 
@@ -102,3 +103,33 @@ async def test_cluster_scoped_writes_are_refused(hub_kube):
             "rules": []}
     message = await refused(hub_kube.apply(role))
     assert "forbidden" in message.lower(), message
+
+
+async def test_exec_granted_by_an_operator_is_still_confined(real_cluster, admin, foreign):
+    """rbac.yaml tells operators which rules EOEPCA profiles need (pods/exec among them): the
+    policy confines those CONNECT requests as well."""
+    rbac = client.RbacAuthorizationV1Api(admin)
+    name = f"apex-test-exec-{uuid.uuid4().hex[:6]}"
+    await rbac.create_cluster_role({"metadata": {"name": name}, "rules": [
+        {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]}]})
+    await rbac.create_cluster_role_binding({
+        "metadata": {"name": name}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                                "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": "hub", "namespace": HUB_NAMESPACE}]})
+    try:
+        async with await real_cluster.hub_client() as api:
+            for namespace in (foreign, "kube-system"):
+                for _ in range(240):  # RBAC sees the new binding within moments
+                    with pytest.raises(ApiException) as info:
+                        await api.call_api(f"/api/v1/namespaces/{namespace}/pods/any/exec", "POST",
+                                           query_params=[("command", "true"), ("stdout", "true")],
+                                           auth_settings=["BearerToken"], response_types_map={},
+                                           header_params={"Accept": "application/json"})
+                    if "cannot create resource" not in (info.value.body or ""):
+                        break
+                    await asyncio.sleep(0.5)
+                message = json.loads(info.value.body)["message"]
+                assert info.value.status == 403 and POLICY in message, message
+    finally:
+        await rbac.delete_cluster_role_binding(name)
+        await rbac.delete_cluster_role(name)
