@@ -218,3 +218,28 @@ async def test_conda_init_container_passes_a_requests_cpu_quota_without_a_limit_
         await s.stop()
         s.delete_namespace_on_user_delete = True
         await s.delete_forever()
+
+
+async def test_the_token_secret_refresh_reaches_the_running_pods_files(hub, node, admin):
+    """publish_oidc_token (the authenticator's refresh) rewrites the Secret as the hub; the node,
+    allowed by the Node authorizer to watch that one Secret of its pod, rewrites the mounted file."""
+    s = spawner(hub, user(), catalogue())
+    await s.run_auth_state_hook({"access_token": "first-token", "expires_at": time.time() + 600})
+    await s.start()
+    try:
+        assert s.oidc_token_mount_path, "the token mount is on by default"
+        root = node.workdir / "node" / "pods" / s.namespace / s.pod_name / "root"
+        token_file = root / s.oidc_token_mount_path.lstrip("/") / "access_token"
+
+        async def content(expected):
+            try:
+                return token_file.read_text() == expected
+            except OSError:
+                return False
+        await eventually(lambda: content("first-token"))
+        assert await s.publish_oidc_token({"access_token": "second-token", "expires_at": time.time() + 600})
+        await eventually(lambda: content("second-token"))
+    finally:
+        await s.stop()
+        s.delete_namespace_on_user_delete = True
+        await s.delete_forever()
