@@ -400,12 +400,14 @@ class RemoteNode:
     def __init__(self, kubeconfig: str | Path, *, scheduler_kubeconfig: str | Path | None = None,
                  name: str | None = None, workdir: str | Path, mode: str = "process",
                  schedule_pending: bool = True, namespace_prefix: str = "", capacity: dict | None = None,
-                 **kubelet_options):
+                 taints: list[dict] | None = None, **kubelet_options):
         self.kubeconfig, self.scheduler_kubeconfig = kubeconfig, scheduler_kubeconfig or kubeconfig
         self.name, self.workdir, self.mode = name, Path(workdir), mode
         self.schedule_pending, self.namespace_prefix = schedule_pending, namespace_prefix
         self.capacity = capacity or {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "100Gi"}
         self.kubelet_options = kubelet_options
+        # on a shared cluster: a NoSchedule taint keeps the cluster's own scheduler away
+        self.taints = list(taints or [])
         self.store: RemoteStore | None = None
         self.kubelet: Kubelet | None = None
         self._apis: list[client.ApiClient] = []
@@ -461,7 +463,8 @@ class RemoteNode:
 
     async def _register(self, api: client.ApiClient) -> None:
         node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.name, "labels": {
-            "kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux", "apex.esa.int/kubesim": "node"}}}
+            "kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux", "apex.esa.int/kubesim": "node"}},
+            "spec": {"taints": self.taints} if self.taints else {}}
         try:
             await call(api, "POST", "/api/v1/nodes", body=node)
         except ApiException as e:
@@ -504,6 +507,15 @@ class RemoteNode:
             await asyncio.sleep(10)
 
 
+def _taint(text: str) -> dict:
+    """``key=value:Effect`` (or ``key:Effect``) as a Node taint."""
+    key_value, _, effect = text.rpartition(":")
+    key, _, value = key_value.partition("=")
+    if not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise SystemExit(f"--taint {text!r}: expected KEY[=VALUE]:NoSchedule|PreferNoSchedule|NoExecute")
+    return {"key": key, "value": value, "effect": effect} if value else {"key": key, "effect": effect}
+
+
 def _kind(path: str) -> str:
     return {"pods": "Pod", "configmaps": "ConfigMap", "secrets": "Secret"}[path.rsplit("/", 1)[1]]
 
@@ -529,6 +541,8 @@ def main(argv=None) -> int:
     parser.add_argument("--namespace-prefix", default="",
                         help="schedule only Pending pods of namespaces with this prefix (a shared cluster)")
     parser.add_argument("--no-schedule", action="store_true", help="run only pods bound to this node")
+    parser.add_argument("--taint", action="append", default=[], metavar="KEY=VALUE:EFFECT",
+                        help="a taint of the Node (repeatable), e.g. apex.esa.int/kubesim=true:NoSchedule")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -539,7 +553,7 @@ def main(argv=None) -> int:
             loop.add_signal_handler(sig, stop.set)
         async with RemoteNode(args.kubeconfig, scheduler_kubeconfig=args.scheduler_kubeconfig, name=args.name,
                               workdir=args.workdir, mode=args.mode, schedule_pending=not args.no_schedule,
-                              namespace_prefix=args.namespace_prefix) as node:
+                              namespace_prefix=args.namespace_prefix, taints=[_taint(t) for t in args.taint]) as node:
             print(f"node {node.name} ready", flush=True)
             await stop.wait()
 

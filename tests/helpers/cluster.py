@@ -25,6 +25,8 @@ HUB_NAMESPACE = "jhub"  # the placeholders of helm-values/rbac.yaml and admissio
 HUB_SERVICE_ACCOUNT = "hub"
 HUB_USER = f"system:serviceaccount:{HUB_NAMESPACE}:{HUB_SERVICE_ACCOUNT}"
 TOKEN_SECONDS = 24 * 3600
+#: The label (and, on a shared cluster, NoSchedule taint) of kubesim's node.
+KUBESIM_NODE_LABEL = "apex.esa.int/kubesim"
 log = logging.getLogger("tests.cluster")
 
 
@@ -66,6 +68,12 @@ class Cluster:
         self._cluster_entry = _named(raw["clusters"], context["cluster"])
         self.url = self._cluster_entry["cluster"]["server"]
         self.hub_kubeconfig = self.workdir / "hub.kubeconfig"
+
+    @property
+    def spawner_traits(self) -> dict:
+        """APExSpawner settings the tests add on this cluster: on an operator's cluster the user
+        pods select kubesim's node (tainted, so the cluster's scheduler never takes them)."""
+        return {} if self.control_plane is not None else {"node_selector": {KUBESIM_NODE_LABEL: "node"}}
 
     # -- clients ----------------------------------------------------------------------------
 
@@ -214,7 +222,7 @@ class NodeProcess:
             args += ["--kubeconfig", str(node), "--scheduler-kubeconfig", str(scheduler)]
         else:
             args += ["--kubeconfig", str(cluster.admin_kubeconfig), "--name", "apex-kubesim-node",
-                     "--namespace-prefix", "apex-"]
+                     "--namespace-prefix", "apex-", "--taint", f"{KUBESIM_NODE_LABEL}=node:NoSchedule"]
             self.name = "apex-kubesim-node"
         self.log_path = self.workdir / "node.log"
         with open(self.log_path, "ab") as out:

@@ -25,7 +25,8 @@ async def test_a_real_single_user_server_through_the_hub(real_cluster, node, tmp
     profiles = tmp_path / "profiles.yml"
     profiles.write_text(yaml.safe_dump(CATALOGUE, sort_keys=False))
     config = apex_hub_config(real_cluster.url, str(profiles), IMAGE) + \
-        "c.APExSpawner.delete_namespace_on_user_delete = True\n"
+        "c.APExSpawner.delete_namespace_on_user_delete = True\n" + \
+        "".join(f"c.APExSpawner.{k} = {v!r}\n" for k, v in real_cluster.spawner_traits.items())
     user, ns = "erin", user_namespace("erin")
     env = {"KUBECONFIG": str(real_cluster.hub_kubeconfig)}
     async with HubProcess(tmp_path / "hub", config, env=env) as hub:

@@ -58,7 +58,7 @@ def spawner(cluster, name, cat, **traits):
     traits.setdefault("cmd", SERVE)
     traits.setdefault("start_timeout", 120)
     traits.setdefault("http_timeout", 120)
-    return make_spawner(cluster, name, catalogue=cat, **traits)
+    return make_spawner(cluster, name, catalogue=cat, **{**cluster.spawner_traits, **traits})
 
 
 @pytest.fixture(autouse=True)
