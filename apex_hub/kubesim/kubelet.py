@@ -804,9 +804,49 @@ def _signal(proc, sig: int) -> None:
         pass
 
 
+def _descendants(pids) -> list[int]:
+    """Every process below ``pids`` (from /proc; empty where there is none).
+
+    Why: a container's children may leave its process group — Jupyter starts each kernel in a
+    session of its own — and would outlive the pod once their parent is gone.
+    """
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], list(pids)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill(pids, sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 async def _stop_processes(procs, grace: float, kill_now: asyncio.Event | None = None) -> None:
-    """SIGTERM, up to ``grace`` seconds (or until ``kill_now``), then SIGKILL; reap them all."""
+    """SIGTERM, up to ``grace`` seconds (or until ``kill_now``), then SIGKILL; reap them all.
+
+    The signals reach each container's process group and every process below it, also those
+    in sessions of their own.
+    """
     procs = [proc for proc in procs if proc is not None and proc.returncode is None]
+    below = _descendants([proc.pid for proc in procs])
+    _kill(below, signal.SIGTERM)
     for proc in procs:
         _signal(proc, signal.SIGTERM)
     waiting = asyncio.ensure_future(asyncio.gather(*(proc.wait() for proc in procs)))
@@ -816,6 +856,7 @@ async def _stop_processes(procs, grace: float, kill_now: asyncio.Event | None = 
         stop.cancel()
     for proc in procs:  # also whatever the container left behind in its process group
         _signal(proc, signal.SIGKILL)
+    _kill(below, signal.SIGKILL)
     await waiting
 
 

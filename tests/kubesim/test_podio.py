@@ -179,3 +179,37 @@ async def test_kubectl_exec_and_logs(psim):
     assert done.stdout == "inside\n" and done.returncode == 7, done.stderr
     done = await asyncio.to_thread(kubectl, "logs", "box", "--tail=1")
     assert done.stdout == "started\n", done.stderr
+
+
+async def test_a_process_that_left_the_containers_session_goes_with_the_pod(psim, tmp_path):
+    """Jupyter starts kernels in sessions of their own: they must not outlive the pod."""
+    import os
+
+    sim, v1 = psim
+    pidfile = tmp_path / "grandchild.pid"
+    await v1.create_namespaced_pod("default", {"metadata": {"name": "parent"}, "spec": {
+        "terminationGracePeriodSeconds": 1, "containers": [py("main", f"""
+            import subprocess, sys, time
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                                     start_new_session=True)
+            open({str(pidfile)!r}, "w").write(str(child.pid))
+            time.sleep(600)
+        """)]}})
+    deadline = time.monotonic() + 60
+    while not (pidfile.exists() and pidfile.read_text()):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    pid = int(pidfile.read_text())
+    os.kill(pid, 0)  # running
+    await v1.delete_namespaced_pod("parent", "default")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            os.kill(pid, 0)
+            with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for its reaper is gone too
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+        except (ProcessLookupError, FileNotFoundError):
+            break
+        assert time.monotonic() < deadline, "the grandchild outlived its pod"
+        await asyncio.sleep(0.1)
