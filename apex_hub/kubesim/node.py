@@ -530,7 +530,6 @@ def main(argv=None) -> int:
     """``python -m apex_hub.kubesim.node --kubeconfig NODE.kubeconfig [...]``: run until SIGTERM/Ctrl-C."""
     import argparse
     import signal
-    import sys
 
     parser = argparse.ArgumentParser(description="kubesim's kubelet as a node of any API server")
     parser.add_argument("--kubeconfig", required=True, help="the node's identity (CN=system:node:<name>)")

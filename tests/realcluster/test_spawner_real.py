@@ -7,7 +7,6 @@ tiny HTTP server on the pod's own 127.0.0.N, so a spawn ends with a ready server
 
 import asyncio
 import copy
-import json
 import sys
 import time
 import uuid
