@@ -1,9 +1,77 @@
-"""Shared fixtures: a kubesim per test, reached over real HTTP."""
+"""Shared fixtures: a kubesim per test, reached over real HTTP; and the cluster lane of the run."""
+
+import asyncio
+import shutil
+from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client
 
 from apex_hub.kubesim import KubeSim
+
+LANES_HELP = ("the Kubernetes backend of this run: kubesim (default, fast), real (etcd + kube-apiserver + "
+              "kube-controller-manager built from Go modules, started once on loopback) or kubeconfig:PATH "
+              "(any cluster, e.g. k3s or kind, through an admin kubeconfig)")
+REAL_LANE_ONLY = "real-cluster test: run with --cluster real (or --cluster kubeconfig:PATH)"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--cluster", default="kubesim", metavar="kubesim|real|kubeconfig:PATH", help=LANES_HELP)
+
+
+def pytest_configure(config):
+    lane = config.getoption("--cluster")
+    if lane not in ("kubesim", "real") and not lane.startswith("kubeconfig:"):
+        raise pytest.UsageError(f"--cluster {lane!r}: expected kubesim, real or kubeconfig:PATH")
+    if lane.startswith("kubeconfig:") and not Path(lane.split(":", 1)[1]).expanduser().is_file():
+        raise pytest.UsageError(f"--cluster {lane!r}: no such kubeconfig file")
+    config.addinivalue_line("markers", "realcluster: needs --cluster real or kubeconfig:PATH (skipped otherwise)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--cluster") != "kubesim":
+        return
+    skip = pytest.mark.skip(reason=REAL_LANE_ONLY)
+    for item in items:
+        if "realcluster" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def cluster_lane(pytestconfig) -> str:
+    """``kubesim``, ``real`` or ``kubeconfig:PATH``, as given with ``--cluster``."""
+    return pytestconfig.getoption("--cluster")
+
+
+@pytest.fixture(scope="session")
+def real_cluster(cluster_lane, tmp_path_factory):
+    """The run's real API server, with the hub's ServiceAccount installed (tests.helpers.cluster).
+
+    ``real``: our control plane, started once per session and stopped at its end (skipped, with
+    the reason, when it cannot be built here, e.g. no Go toolchain).
+    """
+    from tests.helpers.cluster import Cluster
+    from tests.helpers.controlplane import ControlPlane, ControlPlaneUnavailable
+
+    if cluster_lane == "kubesim":
+        pytest.skip(REAL_LANE_ONLY)
+    workdir = tmp_path_factory.mktemp("cluster")
+    control_plane = None
+    if cluster_lane == "real":
+        try:
+            control_plane = ControlPlane.build_and_start(workdir / "controlplane")
+        except ControlPlaneUnavailable as e:
+            pytest.skip(f"real lane unavailable: {e}")
+        cluster = Cluster(control_plane.admin_kubeconfig, workdir, control_plane=control_plane)
+    else:
+        cluster = Cluster(Path(cluster_lane.split(":", 1)[1]).expanduser(), workdir, name=cluster_lane)
+    try:
+        asyncio.run(cluster.install_hub())
+        yield cluster
+    finally:
+        if control_plane is not None:
+            control_plane.stop()
+            shutil.rmtree(workdir / "controlplane" / "etcd", ignore_errors=True)
 
 
 @pytest.fixture

@@ -115,10 +115,11 @@ class Kubelet:
                  phase_delay: float = 0.0, fail_images: tuple[str, ...] = ("*:broken", "*/broken:*"),
                  stuck_images: tuple[str, ...] = ("*:stuck",), python: str = sys.executable,
                  ip_prefix: str = "127.0.0.", first_ip: int = 10, env: dict | None = None,
-                 restart_backoff: float = 1.0, volume_sync_delay: float = 0.0):
+                 restart_backoff: float = 1.0, volume_sync_delay: float = 0.0, node_name: str = NODE_NAME):
         if mode not in ("instant", "process"):
             raise ValueError(f"mode must be 'instant' or 'process', not {mode!r}")
         self.store, self.mode = store, mode
+        self.node_name = node_name  # kubesim's one node, or a node of a real API server (node.py)
         self.workdir = Path(workdir) if workdir is not None else Path.cwd() / "kubesim-node"
         self.phase_delay, self.restart_backoff = phase_delay, restart_backoff
         self.volume_sync_delay = volume_sync_delay  # a ConfigMap/Secret change -> running pods' files
@@ -179,6 +180,24 @@ class Kubelet:
         except FileNotFoundError:
             return ""
 
+    def log_path(self, namespace: str, name: str, container: str) -> Path:
+        """Where a container's output goes (``pods/log?follow=true`` reads it as it grows)."""
+        return self._pod_dir(namespace, name) / f"{container}.log"
+
+    def exec_command(self, namespace: str, name: str, container: str, command: list[str]):
+        """``(argv, env, cwd)`` to run ``command`` inside a running container (``pods/exec``).
+
+        As the container's own processes: its environment, working directory and paths under its
+        mounts; None when the pod does not run here in process mode, or the container is not running.
+        """
+        p = next((p for p in self._pods.values() if p.key == (namespace, name) and not p.stopping), None)
+        c = next((c for c in p.spec.get("containers", []) + p.spec.get("initContainers", [])
+                  if c["name"] == container), None) if p is not None else None
+        proc = p.procs.get(container) if p is not None else None
+        if self.mode != "process" or c is None or proc is None or proc.returncode is not None:
+            return None
+        return self._prepare(p, {**c, "command": list(command), "args": []})
+
     # -- store events ---------------------------------------------------------------------
 
     def _on_event(self, etype: str, rtype, obj: dict, old: dict | None) -> None:
@@ -204,7 +223,7 @@ class Kubelet:
                 self._begin_teardown(p, 0)
             return
         if p is None:
-            if spec.get("nodeName") not in (None, "", NODE_NAME):
+            if spec.get("nodeName") not in (None, "", self.node_name):
                 return  # bound to a node that does not exist: stays Pending, as in a cluster
             p = self._pods[meta["uid"]] = PodRuntime(obj)
             if not meta.get("deletionTimestamp"):
@@ -236,12 +255,12 @@ class Kubelet:
         previous = self._teardowns.get(p.key)
         if previous is not None and not previous.done():
             await asyncio.wait([previous])  # a pod of the same name is still being cleaned up
-        if p.spec.get("nodeName") != NODE_NAME:
+        if p.spec.get("nodeName") != self.node_name:
             def bind(obj):
-                obj["spec"]["nodeName"] = NODE_NAME
+                obj["spec"]["nodeName"] = self.node_name
                 self._render(p, obj.setdefault("status", {}))
             self._write(p, bind)
-            self._event(p, "Scheduled", f"Successfully assigned {p.namespace}/{p.name} to {NODE_NAME}",
+            self._event(p, "Scheduled", f"Successfully assigned {p.namespace}/{p.name} to {self.node_name}",
                         component="default-scheduler")
         await asyncio.sleep(self.phase_delay)
         self._allocate_ip(p)
@@ -445,7 +464,7 @@ class Kubelet:
             return (meta.get(m[1]) or {}).get(m[2], "")
         return {"metadata.name": p.name, "metadata.namespace": p.namespace, "metadata.uid": p.uid,
                 "status.podIP": p.ip, "status.podIPs": p.ip, "status.hostIP": HOST_IP,
-                "spec.nodeName": NODE_NAME,
+                "spec.nodeName": self.node_name,
                 "spec.serviceAccountName": p.spec.get("serviceAccountName", "default")}.get(path, "")
 
     def _config_data(self, p: PodRuntime, plural: str, ref: dict) -> dict[str, str]:
@@ -785,9 +804,49 @@ def _signal(proc, sig: int) -> None:
         pass
 
 
+def _descendants(pids) -> list[int]:
+    """Every process below ``pids`` (from /proc; empty where there is none).
+
+    Why: a container's children may leave its process group — Jupyter starts each kernel in a
+    session of its own — and would outlive the pod once their parent is gone.
+    """
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], list(pids)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill(pids, sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 async def _stop_processes(procs, grace: float, kill_now: asyncio.Event | None = None) -> None:
-    """SIGTERM, up to ``grace`` seconds (or until ``kill_now``), then SIGKILL; reap them all."""
+    """SIGTERM, up to ``grace`` seconds (or until ``kill_now``), then SIGKILL; reap them all.
+
+    The signals reach each container's process group and every process below it, also those
+    in sessions of their own.
+    """
     procs = [proc for proc in procs if proc is not None and proc.returncode is None]
+    below = _descendants([proc.pid for proc in procs])
+    _kill(below, signal.SIGTERM)
     for proc in procs:
         _signal(proc, signal.SIGTERM)
     waiting = asyncio.ensure_future(asyncio.gather(*(proc.wait() for proc in procs)))
@@ -797,6 +856,7 @@ async def _stop_processes(procs, grace: float, kill_now: asyncio.Event | None = 
         stop.cancel()
     for proc in procs:  # also whatever the container left behind in its process group
         _signal(proc, signal.SIGKILL)
+    _kill(below, signal.SIGKILL)
     await waiting
 
 

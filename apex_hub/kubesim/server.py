@@ -19,6 +19,8 @@ from aiohttp import web
 from . import errors
 from .errors import ApiError
 from .faults import Fault, Faults, RequestRecord, now
+from .patch import APPLY_PATCH
+from .podio import PodIO
 from .store import Store
 
 log = logging.getLogger("apex_hub.kubesim")
@@ -57,6 +59,8 @@ class ApiServer:
         self.faults = faults
         self.bookmark_interval = bookmark_interval
         self.pod_logs = pod_logs  # callable(namespace, name) -> str, set by the process kubelet
+        # pods/log follow and pods/exec need the kubelet behind pod_logs (its bound method)
+        self.podio = PodIO(store, lambda: getattr(self.pod_logs, "__self__", None))
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_route("*", "/kubesim/{what}", self.admin)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -197,14 +201,16 @@ class ApiServer:
         st, rt = self.store, route.rtype
         ns = route.namespace or ""
         dry_run = q.get("dryRun") == "All"
-        if route.subresource and route.subresource not in ("status", "log"):
+        if route.subresource and route.subresource not in ("status", "log", "binding", "exec"):
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        if route.subresource == "binding":
+            return _json(self._bind(rt, ns, route.name, await self._body(request)), 201)
+        if route.subresource == "exec":
+            return await self.podio.exec(request, rt, ns, route.name)
         if route.subresource == "log":
-            if verb != "get" or rt.kind != "Pod":
+            if verb != "get":
                 raise errors.method_not_allowed()
-            st.get(rt, ns, route.name)
-            text = self.pod_logs(ns, route.name, q.get("container") or None) if self.pod_logs else ""
-            return web.Response(text=text, content_type="text/plain")
+            return await self.podio.log(request, rt, ns, route.name, self.pod_logs)
         if verb == "get":
             obj = st.get(rt, ns, route.name)
             if _wants_table(request):
@@ -230,8 +236,12 @@ class ApiServer:
         if verb == "update":
             return _json(st.replace(rt, ns, route.name, body, subresource=route.subresource, dry_run=dry_run))
         if verb == "patch":
-            return _json(st.patch(rt, ns, route.name, request.headers.get("Content-Type", ""), body,
-                                  subresource=route.subresource, dry_run=dry_run))
+            content_type = request.headers.get("Content-Type", "")
+            # found against the real API server: an apply that creates answers 201 (and is
+            # authorised as "create" there), one that updates 200
+            creates = content_type.split(";")[0].strip() == APPLY_PATCH and st._raw(rt, ns, route.name) is None
+            return _json(st.patch(rt, ns, route.name, content_type, body, subresource=route.subresource,
+                                  dry_run=dry_run), 201 if creates else 200)
         opts = body if isinstance(body, dict) else {}
         grace = q.get("gracePeriodSeconds", opts.get("gracePeriodSeconds"))
         grace = int(grace) if grace is not None else None
@@ -247,6 +257,23 @@ class ApiServer:
                                      propagation=propagation)
         return _json({"kind": rt.list_kind, "apiVersion": rt.api_version,
                       "metadata": {"resourceVersion": str(st.rv)}, "items": items})
+
+    def _bind(self, rtype, namespace: str, name: str, body) -> dict:
+        """``POST pods/<name>/binding``: what a scheduler does (kubesim's node in node.py uses it)."""
+        if rtype.kind != "Pod":
+            raise errors.method_not_allowed()
+        target = ((body or {}).get("target") or {}).get("name")
+        if not target:
+            raise ApiError(422, "Invalid", f'Binding.core "{name}" is invalid: target.name: Required value')
+
+        def bind(pod):
+            current = pod.setdefault("spec", {}).get("nodeName")
+            if current:
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on pods/binding "{name}": pod '
+                                                f'{name} is already assigned to node "{current}"')
+            pod["spec"]["nodeName"] = target
+        self.store.update(rtype, namespace, name, bind)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
     async def _watch(self, request: web.Request, route: Route, rec: RequestRecord) -> web.StreamResponse:
         q = request.query

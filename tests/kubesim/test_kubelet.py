@@ -235,7 +235,8 @@ async def test_process_pod_serves_configmap_over_http_with_env(process):
     assert env["HOME"] == str(root / "home/jovyan") == dumped["cwd"] and env["KUBESIM_ROOT"] == str(root)
     assert env["FROM_KUBELET"] == "yes" and "KUBERNETES_SERVICE_HOST" not in env
 
-    assert "GET /index.html" in await v1.read_namespaced_pod_log("web", "default")  # http.server's log
+    # two containers: a real API server wants the container named (400 otherwise, see test_podio.py)
+    assert "GET /index.html" in await v1.read_namespaced_pod_log("web", "default", container="web")
     await v1.delete_namespaced_pod("web", "default")  # graceful: SIGTERM, then the pod goes away
     await wait_for(lambda: gone(v1, "default", "web"))
     assert not await answers(f"http://{ip}:8888/")

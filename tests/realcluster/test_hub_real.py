@@ -1,0 +1,75 @@
+"""End to end on the real control plane: a real JupyterHub with APExSpawner, authenticated as the
+hub's ServiceAccount, spawns a real ``jupyterhub-singleuser`` that kubesim's node runs.
+"""
+
+import json
+
+import pytest
+import yaml
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from apex_hub.naming import user_namespace
+from tests.helpers.hub import HubProcess, apex_hub_config
+
+pytestmark = pytest.mark.realcluster
+IMAGE = "quay.io/jupyterhub/k8s-singleuser-sample:4.0.0"
+CATALOGUE = {"profiles": [{
+    "slug": "sci", "display_name": "Science", "default": True,
+    "config_maps": [{"name": "motd", "key": "motd.txt", "mount_path": "/home/jovyan/apex/motd.txt",
+                     "content": "Welcome {username}, this is {profile} on a real API server.\n"}],
+    "env": {"APEX_GREETING": "hello {username}"}}]}
+
+
+async def test_a_real_single_user_server_through_the_hub(real_cluster, node, tmp_path):
+    profiles = tmp_path / "profiles.yml"
+    profiles.write_text(yaml.safe_dump(CATALOGUE, sort_keys=False))
+    config = apex_hub_config(real_cluster.url, str(profiles), IMAGE) + \
+        "c.APExSpawner.delete_namespace_on_user_delete = True\n" + \
+        "".join(f"c.APExSpawner.{k} = {v!r}\n" for k, v in real_cluster.spawner_traits.items())
+    user, ns = "erin", user_namespace("erin")
+    env = {"KUBECONFIG": str(real_cluster.hub_kubeconfig)}
+    async with HubProcess(tmp_path / "hub", config, env=env) as hub:
+        assert (await hub.api("POST", f"/users/{user}"))[0] == 201
+        status, body = await hub.api("POST", f"/users/{user}/server", json={"profile": "sci"})
+        assert status in (201, 202), (body, hub.log()[-3000:])
+        await hub.wait_ready(user, timeout=180)
+        # the single-user server answers through the proxy, with the ConfigMap file in its home
+        status, body = await hub.get(f"/user/{user}/api/status")
+        assert status == 200, body
+        status, body = await hub.get(f"/user/{user}/api/contents/apex/motd.txt")
+        assert status == 200, body
+        assert json.loads(body)["content"] == f"Welcome {user}, this is sci on a real API server.\n"
+        async with await real_cluster.admin_client() as api:
+            v1 = client.CoreV1Api(api)
+            pods = (await v1.list_namespaced_pod(ns)).items
+            assert [p.spec.node_name for p in pods] == [node.name]
+            assert pods[0].status.pod_ip.startswith("127.0.0.")
+            # stop, then delete the user: pod and namespace go (the real namespace controller)
+            status, _ = await hub.api("DELETE", f"/users/{user}/server")
+            assert status in (202, 204)
+            await _eventually(lambda: _no_pods(v1, ns))
+            assert (await hub.api("DELETE", f"/users/{user}"))[0] == 204
+            await _eventually(lambda: _gone(v1, ns), timeout=180)
+
+
+async def _no_pods(v1, ns):
+    return not (await v1.list_namespaced_pod(ns)).items
+
+
+async def _gone(v1, ns):
+    try:
+        await v1.read_namespace(ns)
+        return False
+    except ApiException as e:
+        return e.status == 404
+
+
+async def _eventually(check, timeout=120):
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"condition not met in {timeout}s"
+        await asyncio.sleep(0.5)
