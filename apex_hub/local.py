@@ -143,7 +143,7 @@ def services_config(workdir: Path, ports: dict[str, int], kubeconfig: Path, oidc
               "warn_before": "5m", "url": f"http://127.0.0.1:{ports['culler']}"}
     accounting = {"url": f"http://127.0.0.1:{ports['accounting']}", "state_dir": str(state / "accounting"),
                   "culler_state_dir": str(state / "culler"), "quotas": str(QUOTAS), "quota_stop": True,
-                  "interval": 30}
+                  "interval": 10}  # the usage page knows a user's groups from the last round: keep it fresh
     monitoring = {"profile": "jupyterlab", "url": f"http://127.0.0.1:{ports['monitoring']}",
                   "interval": PROBE_INTERVAL, "state_dir": str(state / "monitoring"),
                   "kubernetes": str(kubeconfig)}

@@ -29,9 +29,16 @@ class MissingPiece(SystemExit):
     """Local mode cannot start: the message says what is missing and the command that installs it."""
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken install, or a module blocked in sys.modules
+        return False
+
+
 def missing_python_packages() -> list[str]:
     """Distribution names of the ``local`` extra that this interpreter cannot import."""
-    return [dist for module, dist in PYTHON_MODULES.items() if importlib.util.find_spec(module) is None]
+    return [dist for module, dist in PYTHON_MODULES.items() if not _importable(module)]
 
 
 def check_python() -> None:

@@ -1,11 +1,14 @@
 """Local mode end to end, in a real browser: ``apex-hub local`` + headless Debian chromium.
 
 Starts ``apex-hub local`` as a subprocess (kubesim in process mode, a real JupyterHub and
-configurable-http-proxy, APExSpawner, real ``jupyterhub-singleuser`` servers), then drives
-chromium through Playwright: log in through the APEx OIDC authenticator at the local OpenID
-provider, the group-gated spawn form, the progress page, JupyterLab
-with the Conda kernel and the ConfigMap file, Stop My Server, log out (at the provider too). Finally Ctrl-C (SIGINT) must
-stop everything within 20 s, leaving no process behind.
+configurable-http-proxy, APExSpawner, the culler, accounting and monitoring services, real
+``jupyterhub-singleuser`` servers), then drives chromium through Playwright, for each demo user:
+sign in through the APEx OIDC authenticator at the local OpenID provider (the APEx login page with
+the demo-user hint) → the group-gated spawn form → the progress page → JupyterLab → a cell run in
+the Conda kernel, its output read back → a terminal running ``jupyter --version`` → the usage page
+→ the status page → Stop My Server → log out (at the provider too). Finally Ctrl-C (SIGINT) must
+stop everything within 20 s, leaving no process behind. ``tests/test_wheel_local.py`` runs the same
+tour from an installed wheel.
 
 Needs /usr/bin/chromium (Debian package ``chromium``; ``.ci/run`` installs it) and the
 ``playwright`` Python package — never ``playwright install``: the system browser is used.
@@ -38,24 +41,27 @@ SHOTS = ROOT / "test-artifacts" / "local-mode"
 APEX_HUB = Path(sys.executable).parent / "apex-hub"
 KERNEL = "Python (demo, APEx)"
 WAIT = 120_000  # ms: a spawn builds a venv
+USERS = {"alice": ["jupyterlab", "conda", "small"], "bob": ["jupyterlab", "conda", "small", "large"],
+         "carol": ["jupyterlab", "conda"]}
 # a GET from the page, as JupyterLab makes it: the server wants the _xsrf cookie echoed in a header
 FETCH_JSON = """async (url) => {
     const xsrf = (document.cookie.match(/(?:^|;\\s*)_xsrf=([^;]*)/) || [])[1] || '';
     const r = await fetch(url, {headers: {'X-XSRFToken': decodeURIComponent(xsrf)}});
-    return {status: r.status, body: await r.json()};
+    return {status: r.status, body: r.status === 200 ? await r.json() : await r.text()};
 }"""
 
 
 class LocalMode:
     """``apex-hub local`` as a subprocess; its output is collected line by line."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, command: list[str] | None = None, cwd: Path | None = None,
+                 env: dict | None = None):
         self.workdir = workdir
         self.port = free_port()
         self.lines: list[str] = []
-        command = [str(APEX_HUB), "local", "--port", str(self.port), "--workdir", str(workdir)]
-        self.proc = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
+        command = (command or [str(APEX_HUB)]) + ["local", "--port", str(self.port), "--workdir", str(workdir)]
+        self.proc = subprocess.Popen(command, cwd=cwd or workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True, env=env)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -66,7 +72,7 @@ class LocalMode:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def wait_for(self, pattern: str, timeout: float = 90) -> re.Match:
+    def wait_for(self, pattern: str, timeout: float = 180) -> re.Match:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in list(self.lines):
@@ -81,6 +87,11 @@ class LocalMode:
     def hub_log(self) -> str:
         path = self.workdir / "jupyterhub.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def pod_logs(self, user: str, chars: int = 3000) -> str:
+        """The tail of every container log of the user's pods (kubesim keeps them in its workdir)."""
+        logs = sorted((self.workdir / "kubesim").rglob(f"*{user}*/*.log"))
+        return "\n".join(f"--- {log}:\n{log.read_text(errors='replace')[-chars:]}" for log in logs)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -137,6 +148,238 @@ def _alive(pids) -> dict[int, str]:
     return {pid: procs[pid][1] for pid in pids if pid in procs}
 
 
+
+class Tour:
+    """The browser tour of one running ``apex-hub local`` (Playwright's sync API, system chromium)."""
+
+    def __init__(self, browser, hub: LocalMode, shots: Path):
+        from playwright.sync_api import expect
+
+        self.browser, self.hub, self.shots, self.expect = browser, hub, shots, expect
+        self.base = hub.wait_for(r"Open: (http://127\.0\.0\.1:\d+/)").group(1).rstrip("/")
+        self.password = hub.wait_for(r"Demo password \(all users\): (\S+)").group(1)
+
+    def shot(self, page, name: str) -> None:
+        page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+
+    def sign_in(self, page, user: str, shots: str = "") -> None:
+        """The hub's (APEx) login page → the provider's form → back at the hub."""
+        expect = self.expect
+        page.goto(f"{self.base}/hub/login")
+        button = page.get_by_role("button", name="Sign in with APEx local identity provider")
+        expect(button).to_be_visible()
+        expect(page.locator("img[alt='APEx Workspaces']")).to_be_visible()
+        hint = page.locator("#apex-login-hint")
+        for demo_user in USERS:
+            expect(hint).to_contain_text(demo_user)
+        if shots:
+            self.shot(page, f"{shots}-login")
+        button.click()
+        page.wait_for_selector("input[name=login]")
+        expect(page).to_have_title("APEx local identity provider")
+        page.fill("input[name=login]", user)
+        page.fill("input[name=password]", self.password)
+        if shots:
+            self.shot(page, f"{shots}-provider-login")
+        page.click("button[type=submit]")
+        page.wait_for_url(re.compile(r".*/hub/(spawn|home).*"))
+
+    def offered(self, page) -> list[str]:
+        page.goto(f"{self.base}/hub/spawn")
+        page.wait_for_selector("#kubespawner-profiles-list")
+        return page.eval_on_selector_all("input[name=profile]", "els => els.map(e => e.value)")
+
+    def fetch(self, page, path: str) -> dict:
+        return page.evaluate(FETCH_JSON, path)
+
+    def run(self, user: str, n: int) -> None:
+        """sign in → form → spawn → JupyterLab → Conda kernel cell → terminal → usage → status → stop → logout."""
+        expect, base, shot = self.expect, self.base, self.shot
+        tag = f"{n}{user[0]}"  # screenshot prefix: 1a-..., 2b-..., 3c-...
+        context = self.browser.new_context(viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        try:
+            self.sign_in(page, user, shots=f"{tag}-01")
+
+            # the form: the user's groups decide the profiles; the APEx heading explains them
+            assert self.offered(page) == USERS[user], user
+            if "large" not in USERS[user]:
+                assert page.locator("#profile-item-large").count() == 0
+                expect(page.locator("#kubespawner-profiles-list")).not_to_contain_text("Large")
+            expect(page.locator("#apex-profiles-help")).to_contain_text("Pick a profile")
+            page.check("#profile-item-conda")
+            shot(page, f"{tag}-02-spawn-form")
+
+            # the progress page shows the spawner's own messages
+            page.click("form button[type=submit]")
+            page.wait_for_url(re.compile(rf".*/hub/spawn-pending/{user}.*"), timeout=WAIT)
+            page.wait_for_function(
+                "() => (document.querySelector('#progress-log') || {}).textContent"
+                "  && document.querySelector('#progress-log').textContent.includes('Preparing your workspace')",
+                timeout=WAIT)
+            progress_log = page.text_content("#progress-log")
+            assert f"Preparing your workspace (namespace apex-{user})" in progress_log, progress_log
+            if page.locator("#progress-details summary").is_visible():
+                page.click("#progress-details summary")  # open the event log for the screenshot
+            shot(page, f"{tag}-03-progress")
+
+            # JupyterLab, served by the real single-user server, without the news prompt
+            page.wait_for_url(re.compile(rf".*/user/{user}/lab.*"), timeout=WAIT)
+            page.wait_for_selector("#jp-main-dock-panel", timeout=WAIT)
+            launcher = page.wait_for_selector(".jp-Launcher", timeout=WAIT)
+            page.wait_for_selector(f".jp-Launcher >> text={KERNEL}", timeout=WAIT)
+            assert KERNEL in launcher.inner_text()
+            specs = self.fetch(page, f"/user/{user}/api/kernelspecs")
+            assert specs["status"] == 200, specs
+            spec = specs["body"]["kernelspecs"]["conda-demo"]["spec"]
+            assert spec["display_name"] == KERNEL and spec["argv"][0].endswith("/.apex/conda/envs/demo/bin/python")
+            welcome = self.fetch(page, f"/user/{user}/api/contents/apex/welcome.txt?content=1")
+            assert welcome["status"] == 200, welcome
+            assert welcome["body"]["content"].startswith(
+                f'Welcome {user}! This is the APEx workspace profile "conda",'), welcome
+            assert f"namespace apex-{user} on kubesim" in welcome["body"]["content"]
+            shot(page, f"{tag}-04-jupyterlab")
+            assert page.locator("text=Would you like to get notified about official Jupyter news?").count() == 0
+
+            # a notebook on the Conda kernel: run a cell, read its output
+            page.locator(".jp-LauncherCard", has_text=KERNEL).first.click()
+            panel = page.locator(".jp-NotebookPanel").last
+            expect(panel.locator(".jp-Notebook")).to_be_visible(timeout=WAIT)
+            expect(panel.locator(".jp-Toolbar-kernelName").first).to_contain_text(KERNEL, timeout=WAIT)
+            # the kernel has started and answered (an execute request sent before that is lost)
+            expect(page.locator(".jp-StatusBar-TextItem", has_text=f"{KERNEL} | Idle").first).to_be_visible(
+                timeout=WAIT)
+            panel.locator(".jp-Cell .cm-content").first.click()
+            page.keyboard.type("import sys; print(sys.prefix, 6 * 7)")
+            page.keyboard.press("Shift+Enter")
+            output = panel.locator(".jp-OutputArea-output").first
+            try:
+                expect(output).to_contain_text(" 42", timeout=WAIT)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{self.hub.pod_logs(user)}") from None
+            assert re.fullmatch(r"\S*/\.apex/conda/envs/demo 42", output.inner_text().strip()), output.inner_text()
+            shot(page, f"{tag}-05-conda-kernel")
+
+            # a terminal: the workspace's shell and PATH (the environment's bin, then this venv's)
+            page.locator("button[data-command='launcher:create'], [data-command='launcher:create']").first.click()
+            page.locator(".jp-LauncherCard", has_text="Terminal").last.click()
+            terminal = page.locator(".jp-Terminal").last
+            expect(terminal).to_be_visible(timeout=WAIT)
+            page.wait_for_selector(".jp-Terminal .xterm-helper-textarea", state="attached", timeout=WAIT)
+            page.wait_for_timeout(1000)  # the shell's prompt; the file below is polled anyway
+            terminal.click()
+            page.keyboard.type("{ echo SHELL=$SHELL; command -v python pip; jupyter --version; } > ~/terminal.txt 2>&1")
+            page.keyboard.press("Enter")
+            text = ""
+            for _ in range(120):
+                got = self.fetch(page, f"/user/{user}/api/contents/terminal.txt?content=1")
+                text = got["body"]["content"] if got["status"] == 200 else ""
+                if "jupyter_server" in text or "jupyterlab" in text:
+                    break
+                page.wait_for_timeout(500)
+            assert re.search(r"^SHELL=\S*/bash$", text, re.M), text
+            lines = text.splitlines()
+            assert lines[1].endswith("/.apex/conda/envs/demo/bin/python"), text  # the environment first
+            assert lines[2].endswith("/bin/pip"), text
+            assert re.search(r"^jupyterlab\s*: 4\.", text, re.M) and "jupyter_server" in text, text
+            page.keyboard.type("clear; cat ~/terminal.txt")
+            page.keyboard.press("Enter")
+            page.wait_for_timeout(500)
+            shot(page, f"{tag}-06-terminal")
+
+            # the usage page (accounting) and the status page (monitoring), linked from the hub's pages
+            page.goto(f"{base}/hub/home")
+            page.locator("a.apex-link", has_text="Usage").click()
+            page.wait_for_url(re.compile(r".*/services/apex-accounting/.*"), timeout=WAIT)
+            expect(page.locator("h1")).to_have_text(f"Usage of {user}")
+            quota = page.locator("#quota-message")
+            if user == "alice":  # the demo quota: apex-small shares 2 CPU-hours a month
+                for _ in range(30):  # the service learns a user's groups from the hub every 10 s
+                    if page.locator("#budget").count():
+                        break
+                    page.wait_for_timeout(2000)
+                    page.reload()
+                expect(page.locator("#budget")).to_contain_text("group apex-small")
+                expect(page.locator("#budget")).to_contain_text("cpu_hours")
+            else:
+                expect(quota).to_have_text("No budget applies.")
+            shot(page, f"{tag}-07-usage")
+            page.goto(f"{base}/hub/home")
+            page.locator("a.apex-link", has_text="Status").click()
+            page.wait_for_url(re.compile(r".*/services/apex-monitoring/.*"), timeout=WAIT)
+            expect(page.locator("h1")).to_have_text("APEx workspaces: monitoring")
+            expect(page.locator("#components")).to_contain_text("hub")
+            for _ in range(60):  # the first probe (a real spawn of apex-probe) may still be running
+                if page.locator("#history tr.probe").count():
+                    break
+                page.wait_for_timeout(3000)
+                page.reload()
+            expect(page.locator("#history tr.probe").first).to_contain_text("OK")
+            shot(page, f"{tag}-08-status")
+
+            # Stop My Server from the hub's home page
+            page.goto(f"{base}/hub/home")
+            stop = page.locator("#stop")
+            expect(stop).to_be_visible()
+            shot(page, f"{tag}-09-home-running")
+            stop.click()
+            expect(page.locator("#start")).to_be_visible(timeout=WAIT)
+            expect(stop).to_be_hidden()
+            expect(page.locator("#start")).to_contain_text("Start My Server")
+
+            # logging out ends the provider session too: the next sign-in asks for the password
+            page.goto(f"{base}/hub/logout")
+            page.wait_for_url(re.compile(r".*/hub/login.*"), timeout=WAIT)
+            page.get_by_role("button", name="Sign in with APEx local identity provider").click()
+            page.wait_for_selector("input[name=password]")
+            shot(page, f"{tag}-10-after-logout")
+        except Exception:
+            shot(page, f"{tag}-FAILED")
+            raise
+        finally:
+            context.close()
+
+
+def browser_or_skip():
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    return playwright.sync_playwright
+
+
+def fresh_shots(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("*.png"):
+        old.unlink()
+    return directory
+
+
+def stop_with_ctrl_c(hub: LocalMode) -> float:
+    """SIGINT: everything stops within 20 s, nothing is left behind; returns the seconds it took."""
+    deadline = time.monotonic() + 60  # the servers are gone first: their pods and processes
+    while any("jupyterhub-singleuser" in c and "apex-probe" not in c for c in _descendants(hub.proc.pid).values()):
+        assert time.monotonic() < deadline, _descendants(hub.proc.pid)
+        time.sleep(0.2)
+    children = _descendants(hub.proc.pid)
+    hub.proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    try:
+        code = hub.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"apex-hub local did not stop within 20 s:\n{hub.output()}") from None
+    elapsed = time.monotonic() - t0
+    assert code == 0, hub.output()
+    assert "apex-hub local: stopped" in hub.output()
+    deadline = time.monotonic() + 10
+    while _alive(children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(children), f"left behind after {elapsed:.1f}s: {_alive(children)}"
+    leftovers = {pid: cmd for pid, (_, cmd) in _processes().items()
+                 if pid != os.getpid() and _mentions(pid, str(hub.workdir))}
+    assert not leftovers, leftovers
+    return elapsed
+
+
 @pytest.fixture
 def local_mode(tmp_path):
     workdir = tmp_path / "local"
@@ -149,162 +392,39 @@ def local_mode(tmp_path):
 
 
 def test_local_mode_in_a_browser(local_mode):
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
-    expect, sync_playwright = playwright.expect, playwright.sync_playwright
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    for old in SHOTS.glob("*.png"):
-        old.unlink()
+    sync_playwright = browser_or_skip()
+    shots = fresh_shots(SHOTS)
     started = time.monotonic()
     hub = local_mode
-    url = hub.wait_for(r"Open: (http://127\.0\.0\.1:\d+/)").group(1)
-    password = hub.wait_for(r"Demo password \(all users\): (\S+)").group(1)
-    assert "LOCAL DEMO LOGIN — not for production" in hub.output()
-    assert "Login: APEx OIDC authenticator → local OpenID provider http://127.0.0.1:" in hub.output()
-    for user in ("alice", "bob", "carol"):
-        assert re.search(rf"^\s+{user}\b", hub.output(), re.M), hub.output()
-    base = url.rstrip("/")
-
-    def shot(page, name):
-        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
+    hub.wait_for(r"Open: http://")
+    out = hub.output()
+    assert "LOCAL DEMO LOGIN — not for production" in out
+    assert "Login: APEx OIDC authenticator → local OpenID provider http://127.0.0.1:" in out
+    assert f"Profiles:   {ROOT / 'apex_hub' / 'localdata' / 'profiles.yml'}" in out
+    assert "Services:   usage http://127.0.0.1:" in out and "/services/apex-monitoring/" in out
+    assert "kept on exit" in out  # --workdir given: nothing is deleted
+    for user in USERS:
+        assert re.search(rf"^\s+{user}\b", out, re.M), out
+    config = (hub.workdir / "jupyterhub_config.py").read_text()
+    assert "slow_spawn_timeout = 0" not in config  # not a JupyterHub option: a tornado setting
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            def sign_in(page, user, shots=False):
-                """The hub's login page → the provider's form → back at the hub."""
-                page.goto(f"{base}/hub/login")
-                button = page.get_by_role("button", name="Sign in with APEx local identity provider")
-                expect(button).to_be_visible()
-                if shots:
-                    shot(page, "01-login")
-                button.click()
-                page.wait_for_selector("input[name=login]")
-                expect(page).to_have_title("APEx local identity provider")
-                page.fill("input[name=login]", user)
-                page.fill("input[name=password]", password)
-                if shots:
-                    shot(page, "01-provider-login")
-                page.click("button[type=submit]")
-                page.wait_for_url(re.compile(r".*/hub/(spawn|home).*"))
-
-            def login(user):
-                context = browser.new_context(viewport={"width": 1280, "height": 800})
-                page = context.new_page()
-                sign_in(page, user)
-                return context, page
-
-            def offered(page):
-                page.goto(f"{base}/hub/spawn")
-                page.wait_for_selector("#kubespawner-profiles-list")
-                return page.eval_on_selector_all("input[name=profile]", "els => els.map(e => e.value)")
-
-            # the group gate on the form: bob (apex-large) sees all, carol (no group) the open ones
-            for user, expected in (("bob", ["jupyterlab", "conda", "small", "large"]),
-                                   ("carol", ["jupyterlab", "conda"])):
-                context, page = login(user)
-                assert offered(page) == expected, user
-                shot(page, f"00-spawn-form-{user}")
-                context.close()
-
-            # alice: the login page, then her form (apex-small: no large profile)
-            context = browser.new_context(viewport={"width": 1280, "height": 800})
-            page = context.new_page()
-            sign_in(page, "alice", shots=True)
-            assert offered(page) == ["jupyterlab", "conda", "small"]
-            assert page.locator("#profile-item-large").count() == 0
-            expect(page.locator("#kubespawner-profiles-list")).to_contain_text("JupyterLab + Conda environment")
-            expect(page.locator("#kubespawner-profiles-list")).not_to_contain_text("Large")
-            page.check("#profile-item-conda")
-            shot(page, "02-spawn-form-alice")
-
-            # the progress page shows the spawner's own messages
-            page.click("form button[type=submit]")
-            page.wait_for_url(re.compile(r".*/hub/spawn-pending/alice.*"), timeout=WAIT)
-            page.wait_for_function(
-                "() => (document.querySelector('#progress-log') || {}).textContent"
-                "  && document.querySelector('#progress-log').textContent.includes('Preparing your workspace')",
-                timeout=WAIT)
-            progress_log = page.text_content("#progress-log")
-            assert "Preparing your workspace (namespace apex-alice)" in progress_log, progress_log
-            if page.locator("#progress-details summary").is_visible():
-                page.click("#progress-details summary")  # open the event log for the screenshot
-            shot(page, "03-progress")
-
-            # JupyterLab, served by the real single-user server
-            page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=WAIT)
-            page.wait_for_selector("#jp-main-dock-panel", timeout=WAIT)
-            launcher = page.wait_for_selector(".jp-Launcher", timeout=WAIT)
-            page.wait_for_selector(f".jp-Launcher >> text={KERNEL}", timeout=WAIT)
-            assert KERNEL in launcher.inner_text()
-            shot(page, "04-jupyterlab")
-
-            # the Conda kernel and the ConfigMap file, through the server's API from the browser
-            specs = page.evaluate(FETCH_JSON, "/user/alice/api/kernelspecs")
-            assert specs["status"] == 200, specs
-            kernelspecs = specs["body"]["kernelspecs"]
-            assert "conda-demo" in kernelspecs, list(kernelspecs)
-            assert kernelspecs["conda-demo"]["spec"]["display_name"] == KERNEL
-            assert kernelspecs["conda-demo"]["spec"]["argv"][0].endswith("/.apex/conda/envs/demo/bin/python")
-            welcome = page.evaluate(FETCH_JSON, "/user/alice/api/contents/apex/welcome.txt?content=1")
-            assert welcome["status"] == 200, welcome
-            assert welcome["body"]["content"].startswith(
-                'Welcome alice! This is the APEx workspace profile "conda",'), welcome
-            assert "namespace apex-alice on kubesim" in welcome["body"]["content"]
-            page.goto(f"{base}/user/alice/lab/tree/apex/welcome.txt")
-            page.wait_for_selector(".jp-FileEditor >> text=Welcome alice!", timeout=WAIT)
-            shot(page, "05-configmap-file")
-
-            # the processes behind it: hub, proxy and the single-user server, all ours
-            children = _descendants(hub.proc.pid)
-            kinds = {k for k in ("jupyterhub", "configurable-http-proxy", "jupyterhub-singleuser")
-                     if any(k in cmd for cmd in children.values())}
-            assert kinds == {"jupyterhub", "configurable-http-proxy", "jupyterhub-singleuser"}, children
-
-            # Stop My Server from the hub's home page
-            page.goto(f"{base}/hub/home")
-            stop = page.locator("#stop")
-            expect(stop).to_be_visible()
-            shot(page, "06-home-running")
-            stop.click()
-            expect(page.locator("#start")).to_be_visible(timeout=WAIT)
-            expect(stop).to_be_hidden()
-            expect(page.locator("#start")).to_contain_text("Start My Server")
-            shot(page, "07-home-stopped")
-
-            # logging out ends the provider session too: the next sign-in asks for the password
-            page.goto(f"{base}/hub/logout")
-            page.wait_for_url(re.compile(r".*/hub/login.*"), timeout=WAIT)
-            page.get_by_role("button", name="Sign in with APEx local identity provider").click()
-            page.wait_for_selector("input[name=password]")
-            shot(page, "08-after-logout")
-            context.close()
+            tour = Tour(browser, hub, shots)
+            for n, user in enumerate(USERS, 1):
+                tour.run(user, n)
+            # the processes behind it: hub, proxy, the three services, all ours
+            children = " ".join(_descendants(hub.proc.pid).values())
+            for kind in ("jupyterhub", "configurable-http-proxy", "apex_hub.services.culler",
+                         "apex_hub.services.accounting", "apex_hub.services.monitoring"):
+                assert kind in children, (kind, children)
         finally:
             browser.close()
-
-    # the server is gone: its pod and process
-    deadline = time.monotonic() + 30
-    while any("jupyterhub-singleuser" in c for c in _descendants(hub.proc.pid).values()):
-        assert time.monotonic() < deadline, _descendants(hub.proc.pid)
-        time.sleep(0.2)
-
-    # Ctrl-C: everything stops within 20 s, nothing is left behind
-    children = _descendants(hub.proc.pid)
-    hub.proc.send_signal(signal.SIGINT)
-    t0 = time.monotonic()
-    try:
-        code = hub.proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"apex-hub local did not stop within 20 s:\n{hub.output()}") from None
-    elapsed = time.monotonic() - t0
-    assert code == 0, hub.output()
-    assert "apex-hub local: stopped" in hub.output()
-    time.sleep(0.5)
-    assert not _alive(children), f"left behind after {elapsed:.1f}s: {_alive(children)}"
-    leftovers = {pid: cmd for pid, (_, cmd) in _processes().items()
-                 if pid != os.getpid() and _mentions(pid, str(hub.workdir))}
-    assert not leftovers, leftovers
+    unrecognised = [line for line in hub.hub_log().splitlines() if "not recognized" in line.lower()
+                    or "unrecognized" in line.lower()]
+    assert not unrecognised, unrecognised
+    assert "extra_user_scopes" not in hub.hub_log()  # every user reaches the usage page
+    elapsed = stop_with_ctrl_c(hub)
     print(f"local mode: whole test {time.monotonic() - started:.1f}s, Ctrl-C to exit {elapsed:.1f}s")
-    (SHOTS / "run.json").write_text(json.dumps({"stop_seconds": round(elapsed, 2),
+    (shots / "run.json").write_text(json.dumps({"stop_seconds": round(elapsed, 2),
                                                 "test_seconds": round(time.monotonic() - started, 1)}))
