@@ -227,7 +227,10 @@ class Tour:
             page.wait_for_url(re.compile(rf".*/user/{user}/lab.*"), timeout=WAIT)
             page.wait_for_selector("#jp-main-dock-panel", timeout=WAIT)
             launcher = page.wait_for_selector(".jp-Launcher", timeout=WAIT)
-            page.wait_for_selector(f".jp-Launcher >> text={KERNEL}", timeout=WAIT)
+            try:
+                page.wait_for_selector(f".jp-Launcher >> text={KERNEL}", timeout=WAIT)
+            except Exception as exc:
+                raise AssertionError(f"no {KERNEL} in the launcher: {exc}\n{self.hub.pod_logs(user)}") from None
             assert KERNEL in launcher.inner_text()
             specs = self.fetch(page, f"/user/{user}/api/kernelspecs")
             assert specs["status"] == 200, specs

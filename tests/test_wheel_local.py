@@ -73,10 +73,12 @@ def test_the_wheel_carries_local_mode(wheel_venv):
              if re.search(r"""extra\s*==\s*["']local["']""", r)}
     assert {"jupyterlab", "jupyter-server", "ipykernel", "jupyter-server-terminals"} <= local, local
     assert "local" in meta.get_all("Provides-Extra")
+    outside = wheel_venv.parent  # not the source tree: `python -c` puts the working directory first
     where = subprocess.run([str(wheel_venv / "bin" / "python"), "-c", "import apex_hub; print(apex_hub.__file__)"],
-                           capture_output=True, text=True, check=True).stdout.strip()
+                           capture_output=True, text=True, check=True, cwd=outside).stdout.strip()
     assert Path(where).is_relative_to(wheel_venv), where  # the wheel's copy, not the source tree
-    version = subprocess.run([str(wheel_venv / "bin" / "apex-hub"), "--version"], capture_output=True, text=True)
+    version = subprocess.run([str(wheel_venv / "bin" / "apex-hub"), "--version"], capture_output=True, text=True,
+                             cwd=outside)
     assert re.fullmatch(r"apex-hub \d+\.\d+\S*", version.stdout.strip()), version.stdout + version.stderr
 
 

@@ -95,10 +95,14 @@ def site_packages(prefix: Path) -> Path:
 
 
 def link_parent_venv(prefix: Path) -> None:
-    """Let a venv built from inside a venv see that venv's packages too (after its own)."""
+    """Let a venv built from inside a venv see that venv's packages too (after its own).
+
+    ``site.addsitedir`` rather than a plain path line: the parent's own ``.pth`` files (editable
+    installs, further site directories) then apply as they do in the parent."""
     parents = parent_venv_site_packages()
     if parents:
-        (site_packages(prefix) / PARENT_PTH).write_text("".join(f"{p}\n" for p in parents))
+        lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in parents)
+        (site_packages(prefix) / PARENT_PTH).write_text(lines)
 
 
 def kernel_problem(prefix: Path) -> str | None:
