@@ -369,7 +369,7 @@ class LocalHub:
         else:
             _say(f"  Work dir:   {self.workdir}   (kept on exit: workspaces survive a restart)")
         _say(f"  Hub log:    {self.log_path}")
-        _say(f"  KUBECONFIG: {self.sim.kubeconfig_path}   (kubectl works against kubesim)")
+        _say(f"  KUBECONFIG: {self.workdir / 'kubeconfig'}   (kubectl works against kubesim)")
         _say("  Ctrl-C stops the hub, the proxy, kubesim and every server.")
         _say("=" * 72)
 

@@ -431,3 +431,99 @@ def test_local_mode_in_a_browser(local_mode):
     print(f"local mode: whole test {time.monotonic() - started:.1f}s, Ctrl-C to exit {elapsed:.1f}s")
     (shots / "run.json").write_text(json.dumps({"stop_seconds": round(elapsed, 2),
                                                 "test_seconds": round(time.monotonic() - started, 1)}))
+
+
+# ---- without a browser: the generated config, the branding, the workspace PATH, the banner ----------
+
+def _load_hub_config(tmp_path: Path, oidc: bool) -> "object":
+    """The local-mode jupyterhub_config.py, loaded by a real JupyterHub app (configure() runs for real)."""
+    from jupyterhub.app import JupyterHub
+
+    from apex_hub import local
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    text = local.hub_config(workdir=workdir, port=8000, hub_port=8081, proxy_api_port=8001,
+                            k8s_url="http://127.0.0.1:6443", profiles=local.DEFAULT_PROFILES, password="pw",
+                            oidc=("http://127.0.0.1:9000", "secret") if oidc else None,
+                            proxy="/opt/node_modules/.bin/configurable-http-proxy",
+                            service_ports={"culler": 8182, "accounting": 8184, "monitoring": 8183})
+    path = workdir / "jupyterhub_config.py"
+    path.write_text(text)
+    app = JupyterHub()
+    app.load_config_file(str(path))
+    return app.config.JupyterHub
+
+
+@pytest.mark.parametrize("oidc", [True, False], ids=["oidc", "password"])
+def test_the_generated_config_runs_the_services_with_the_branding(tmp_path, oidc):
+    hub = _load_hub_config(tmp_path, oidc)
+    assert {s["name"] for s in hub.services} == {"apex-culler", "apex-accounting", "apex-monitoring"}
+    commands = {s["name"]: " ".join(s["command"]) for s in hub.services}
+    assert "--policy=" in commands["apex-culler"] and "localdata/culling.yaml" in commands["apex-culler"]
+    assert "localdata/quotas.yaml" in commands["apex-accounting"] and "--quota-stop=true" in commands["apex-accounting"]
+    assert "--profile=jupyterlab" in commands["apex-monitoring"] and "--interval=300" in commands["apex-monitoring"]
+    user_role = next(r for r in hub.load_roles if r["name"] == "user")
+    assert "access:services!service=apex-accounting" in user_role["scopes"]  # the usage page for everyone
+    assert not hub.get("extra_user_scopes")  # merged into the role, which JupyterHub would otherwise ignore it for
+    assert hub.tornado_settings["slow_spawn_timeout"] == 0 and "slow_spawn_timeout" not in hub
+    assert hub.template_paths[0].endswith("apex_hub/branding/apex-theme/templates")
+    assert hub.logo_file.endswith("apex-theme/logo.svg")
+    assert callable(hub.template_vars["announcement"])  # the services' banner survives the branding
+    assert "alice" in hub.template_vars["apex_login_hint"]
+    assert ("Usage", "/services/apex-accounting/") in hub.template_vars["apex_links"]
+    groups = hub.get("load_groups") or {}
+    if oidc:  # JupyterHub refuses load_groups when the authenticator manages groups
+        assert groups == {} and "--probe-group=" in commands["apex-monitoring"]
+    else:
+        assert groups["apex-small"]["users"] == ["alice"] and groups["apex-probe"]["users"] == ["apex-probe"]
+
+
+def test_the_branding_is_swapped_with_one_option(tmp_path):
+    from traitlets.config import Config
+
+    from apex_hub.branding import BrandingError, configure
+
+    theirs = tmp_path / "egi"
+    (theirs / "templates").mkdir(parents=True)
+    (theirs / "logo.png").write_bytes(b"\x89PNG")
+    c = Config()
+    c.JupyterHub.template_vars = {"announcement": "maintenance at 18:00"}
+    configure(c, theirs)
+    assert c.JupyterHub.template_paths == [str(theirs / "templates")]
+    assert c.JupyterHub.logo_file == str(theirs / "logo.png")
+    assert c.JupyterHub.template_vars["announcement"] == "maintenance at 18:00"
+    plain = Config()
+    assert configure(plain, None) is None and "template_paths" not in plain.JupyterHub
+    with pytest.raises(BrandingError, match=r"branding '.*nothing': no templates/ directory in "):
+        configure(Config(), tmp_path / "nothing")
+
+
+def test_a_workspace_path_puts_the_environment_then_the_venv_first(tmp_path):
+    from apex_hub import localpod
+
+    env_bin = tmp_path / "home" / ".apex" / "conda" / "envs" / "demo" / "bin"
+    env_bin.mkdir(parents=True)
+    kernels = tmp_path / "home" / ".apex" / "jupyter" / "kernels" / "conda-demo"
+    kernels.mkdir(parents=True)
+    (kernels / "kernel.json").write_text(json.dumps({"argv": [str(env_bin / "python"), "-m", "ipykernel_launcher"]}))
+    venv_bin = str(Path(sys.executable).parent)
+    path = localpod.workspace_path({"JUPYTER_PATH": str(tmp_path / "home" / ".apex" / "jupyter"),
+                                    "PATH": f"/usr/bin:{venv_bin}:/bin"})
+    assert path.split(os.pathsep) == [str(env_bin), venv_bin, "/usr/bin", "/bin"]
+    assert localpod.workspace_path({"PATH": "/usr/bin"}).split(os.pathsep) == [venv_bin, "/usr/bin"]
+
+
+def test_the_banner_says_a_temporary_workdir_is_deleted(capsys, tmp_path):
+    from apex_hub.local import LocalHub
+
+    temporary = LocalHub(port=free_port())
+    try:
+        temporary.banner()
+    finally:
+        temporary.workdir.rmdir()
+    kept = LocalHub(port=free_port(), workdir=tmp_path / "kept")
+    kept.banner()
+    out = capsys.readouterr().out
+    assert "TEMPORARY: deleted on exit, with every workspace in it (use --workdir DIR to keep them)" in out
+    assert f"Work dir:   {tmp_path / 'kept'}   (kept on exit: workspaces survive a restart)" in out
