@@ -242,6 +242,10 @@ class Tour:
                 f'Welcome {user}! This is the APEx workspace profile "conda",'), welcome
             assert f"namespace apex-{user} on kubesim" in welcome["body"]["content"]
             shot(page, f"{tag}-04-jupyterlab")
+            # no news prompt: local mode's page config disables JupyterLab's announcements plugin
+            disabled = page.evaluate(
+                "() => JSON.parse(document.getElementById('jupyter-config-data').textContent).disabledExtensions")
+            assert "@jupyterlab/apputils-extension:announcements" in disabled, disabled
             assert page.locator("text=Would you like to get notified about official Jupyter news?").count() == 0
 
             # a notebook on the Conda kernel: run a cell, read its output
