@@ -273,17 +273,20 @@ class Tour:
             terminal = page.locator(".jp-Terminal").last
             expect(terminal).to_be_visible(timeout=WAIT)
             page.wait_for_selector(".jp-Terminal .xterm-helper-textarea", state="attached", timeout=WAIT)
-            page.wait_for_timeout(1000)  # the shell's prompt; the file below is polled anyway
-            terminal.click()
-            page.keyboard.type("{ echo SHELL=$SHELL; command -v python pip; jupyter --version; } > ~/terminal.txt 2>&1")
-            page.keyboard.press("Enter")
             text = ""
-            for _ in range(120):
-                got = self.fetch(page, f"/user/{user}/api/contents/terminal.txt?content=1")
-                text = got["body"]["content"] if got["status"] == 200 else ""
-                if "jupyter_server" in text or "jupyterlab" in text:
+            for _attempt in range(3):  # keys typed before the terminal's websocket is up are lost: type again
+                terminal.click()
+                page.keyboard.type("{ echo SHELL=$SHELL; command -v python pip; jupyter --version; } "
+                                   "> ~/terminal.tmp 2>&1; mv ~/terminal.tmp ~/terminal.txt")
+                page.keyboard.press("Enter")
+                for _ in range(60):
+                    got = self.fetch(page, f"/user/{user}/api/contents/terminal.txt?content=1")
+                    text = got["body"]["content"] if got["status"] == 200 else ""
+                    if text:
+                        break
+                    page.wait_for_timeout(500)
+                if text:
                     break
-                page.wait_for_timeout(500)
             assert re.search(r"^SHELL=\S*/bash$", text, re.M), text
             lines = text.splitlines()
             assert lines[1].endswith("/.apex/conda/envs/demo/bin/python"), text  # the environment first

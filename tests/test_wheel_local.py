@@ -80,6 +80,10 @@ def test_the_wheel_carries_local_mode(wheel_venv):
     version = subprocess.run([str(wheel_venv / "bin" / "apex-hub"), "--version"], capture_output=True, text=True,
                              cwd=outside)
     assert re.fullmatch(r"apex-hub \d+\.\d+\S*", version.stdout.strip()), version.stdout + version.stderr
+    helptext = subprocess.run([str(wheel_venv / "bin" / "apex-hub"), "local", "--help"], capture_output=True,
+                              text=True, cwd=outside).stdout
+    assert "setup.sh" not in helptext  # a wheel user has no scripts/
+    assert "--node-modules DIR" in helptext and "npm install configurable-http-proxy@5" in " ".join(helptext.split())
 
 
 def _bare_env() -> dict:
