@@ -66,7 +66,10 @@ def _fault(text: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="apex-hub", description="ESA APEx User Workspaces tools")
+    parser.add_argument("--version", action="version", version=f"apex-hub {__version__}")
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
     _kubesim_parser(sub)

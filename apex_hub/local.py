@@ -3,10 +3,12 @@
 Starts kubesim (process kubelet) in this process, writes a ``jupyterhub_config.py`` into
 the work directory and runs a real ``python -m jupyterhub`` (with its
 configurable-http-proxy) on 127.0.0.1, using the production classes
-(``spawner_class = "apex"``), a profiles catalogue (``examples/local-profiles.yml`` by
-default), SQLite, and a clearly labelled demo login: a shared password and three demo
-users with groups. Every user server is a real ``jupyterhub-singleuser`` process on its
-pod's own 127.0.0.N address.
+(``spawner_class = "apex"``), a profiles catalogue (``apex_hub/localdata/profiles.yml``,
+shipped in the wheel, by default), SQLite, the three hub-managed services (culler,
+accounting, monitoring) with demo policies, the APEx branding, and a clearly labelled demo
+login: a shared password and three demo users with groups. Every user server is a real
+``jupyterhub-singleuser`` process on its pod's own 127.0.0.N address, started through
+``apex_hub.localpod`` (a workspace's PATH and shell).
 
 Login goes through the production ``APExOIDCAuthenticator`` against a real local OpenID
 provider (``apex_hub.localidp``: oidc-provider on Node.js) holding the demo users and their
@@ -33,8 +35,12 @@ from pathlib import Path
 
 import aiohttp
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_PROFILES = REPO / "examples" / "local-profiles.yml"
+from .localsetup import NPM_COMMAND, check_node_modules, check_python, oidc_hint, proxy_or_exit
+
+DATA = Path(__file__).resolve().parent / "localdata"
+DEFAULT_PROFILES = DATA / "profiles.yml"
+CULLING_POLICY = DATA / "culling.yaml"
+QUOTAS = DATA / "quotas.yaml"
 DEMO_GROUPS = {"apex-small": {"users": ["alice"]}, "apex-large": {"users": ["bob"]}}
 DEMO_USERS = {"alice": "apex-small", "bob": "apex-large", "carol": "no group"}
 CLIENT_ID = "apex-hub-local"
@@ -44,6 +50,11 @@ HUB_NAMESPACE = "jhub"
 LAB_OFFLINE_ARGS = ["--LabApp.news_url=None",
                     "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate"]
 STOP_GRACE = 15.0  # seconds the hub gets to stop its servers and proxy
+PROBE_INTERVAL = 300  # seconds between the monitoring probe's spawns
+SERVICE_LINKS = [("Usage", "/services/apex-accounting/"), ("Status", "/services/apex-monitoring/")]
+LOGIN_HINT = ("<strong>Local demo.</strong> Sign in as <code>alice</code> (group apex-small), <code>bob</code>"
+              " (apex-large) or <code>carol</code> (no group), with the demo password printed where"
+              " <code>apex-hub local</code> runs.")
 
 
 def add_parser(sub) -> None:
@@ -53,14 +64,23 @@ def add_parser(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="the hub's public port on 127.0.0.1 (default %(default)s)")
     p.add_argument("--workdir", default=None,
                    help="where the hub config, SQLite database, logs, pods and volumes live "
-                        "(default: a temporary directory, removed on exit)")
+                        "(default: a temporary directory, deleted on exit with every workspace in it)")
     p.add_argument("--profiles", default=None,
-                   help=f"profiles catalogue (default: {DEFAULT_PROFILES.relative_to(REPO)})")
+                   help="profiles catalogue (default: the demo catalogue shipped with apex-hub, "
+                        "apex_hub/localdata/profiles.yml)")
     p.add_argument("--password", default=None,
                    help="the shared demo password (default: a random one, printed at start-up)")
     p.add_argument("--login", choices=("oidc", "password"), default="oidc",
                    help="oidc (default): the APEx OIDC authenticator against a local OpenID provider "
-                        "(needs Node.js and scripts/setup.sh); password: JupyterHub's shared-password login")
+                        "(needs Node.js and the npm package oidc-provider, see --node-modules); password: "
+                        "JupyterHub's shared-password login")
+    p.add_argument("--node-modules", default=None, metavar="DIR",
+                   help="the node_modules directory holding configurable-http-proxy and oidc-provider "
+                        "(default: $APEX_HUB_NODE_MODULES, ./node_modules, the source checkout's; "
+                        f"install them with: {NPM_COMMAND})")
+    p.add_argument("--branding", default="apex", metavar="apex|none|DIR",
+                   help="the hub pages' look: apex (default), none (JupyterHub's own) or a directory with "
+                        "templates/ and a logo (see apex_hub.branding)")
 
 
 def _free_port() -> int:
@@ -104,15 +124,64 @@ def demo_idp_users(password: str) -> list[dict]:
                         "groups": groups[user]}} for user in DEMO_USERS]
 
 
+# WORKAROUND: the culler (user_access) and the auth configure define the "user" role in load_roles, and
+# JupyterHub then ignores extra_user_scopes, where the accounting service puts access to its usage page:
+# merge them into the role.
+USER_ROLE_WORKAROUND = """\
+_extra = set(c.JupyterHub.get("extra_user_scopes") or [])
+for _role in c.JupyterHub.get("load_roles") or []:
+    if _role.get("name") == "user" and _extra:
+        _role["scopes"] = sorted(set(_role.get("scopes") or ["self"]) | _extra)
+        c.JupyterHub.extra_user_scopes = []
+"""
+
+
+def services_config(workdir: Path, ports: dict[str, int], kubeconfig: Path, oidc: bool) -> str:
+    """The culler, accounting and monitoring, as the Helm values have them, with demo policies."""
+    state = workdir / "services"
+    culler = {"policy": str(CULLING_POLICY), "state_dir": str(state / "culler"), "interval": 60,
+              "warn_before": "5m", "url": f"http://127.0.0.1:{ports['culler']}"}
+    accounting = {"url": f"http://127.0.0.1:{ports['accounting']}", "state_dir": str(state / "accounting"),
+                  "culler_state_dir": str(state / "culler"), "quotas": str(QUOTAS), "quota_stop": True,
+                  "interval": 10}  # the usage page knows a user's groups from the last round: keep it fresh
+    monitoring = {"profile": "jupyterlab", "url": f"http://127.0.0.1:{ports['monitoring']}",
+                  "interval": PROBE_INTERVAL, "state_dir": str(state / "monitoring"),
+                  "kubernetes": str(kubeconfig)}
+    if oidc:
+        # WORKAROUND: configure() puts the probe user in its group through c.JupyterHub.load_groups, which
+        # JupyterHub refuses when the authenticator manages groups (APExOIDCAuthenticator does): no probe
+        # group until apex_hub.services configures it another way; the probe's sessions are then recorded.
+        monitoring["probe_group"] = ""
+    for d in ("culler", "accounting", "monitoring"):
+        (state / d).mkdir(parents=True, exist_ok=True)
+    return (f"from apex_hub.services import configure as configure_services\n"
+            f"configure_services(c, culler={culler!r},\n"
+            f"                   accounting={accounting!r},\n"
+            f"                   monitoring={monitoring!r})\n"
+            f"{USER_ROLE_WORKAROUND}")
+
+
 def hub_config(*, workdir: Path, port: int, hub_port: int, proxy_api_port: int, k8s_url: str,
-               profiles: Path, password: str, oidc: tuple[str, str] | None = None) -> str:
-    """The ``jupyterhub_config.py`` of local mode (``oidc``: issuer and client secret)."""
+               profiles: Path, password: str, oidc: tuple[str, str] | None = None,
+               proxy: str = "configurable-http-proxy", service_ports: dict[str, int] | None = None,
+               branding: str = "apex") -> str:
+    """The ``jupyterhub_config.py`` of local mode (``oidc``: issuer and client secret).
+
+    ``service_ports`` (culler, accounting, monitoring): run the three services; ``branding``: see
+    :func:`apex_hub.branding.configure`.
+    """
     if oidc:
         login = _oidc_config(*oidc, port=port)
     else:
         login = (_authenticator_config(password) + f"c.Authenticator.allowed_users = {set(DEMO_USERS)!r}\n"
                  f"c.JupyterHub.load_groups = {DEMO_GROUPS!r}\n")
     root_args = ["--allow-root"] if os.geteuid() == 0 else []
+    services = ("\n# -- the hub-managed services, with demo policies --\n"
+                + services_config(workdir, service_ports, workdir / "kubeconfig", bool(oidc))) if service_ports else ""
+    brand = (f"\n# -- the hub's look (apex_hub.branding) --\n"
+             f"from apex_hub.branding import configure as configure_branding\n"
+             f"configure_branding(c, {branding!r}, login_hint={LOGIN_HINT!r},\n"
+             f"                   links={SERVICE_LINKS if service_ports else []!r})\n")
     return textwrap.dedent(f"""\
         # Written by `apex-hub local`: LOCAL DEMO ONLY, not for production.
         c = get_config()  # noqa
@@ -124,13 +193,15 @@ def hub_config(*, workdir: Path, port: int, hub_port: int, proxy_api_port: int, 
         c.JupyterHub.hub_port = {hub_port}
         c.JupyterHub.hub_connect_ip = "127.0.0.1"
         c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+        c.ConfigurableHTTPProxy.command = [{proxy!r}]
         c.ConfigurableHTTPProxy.pid_file = {str(workdir / "proxy.pid")!r}
         c.JupyterHub.db_url = {"sqlite:///" + str(workdir / "jupyterhub.sqlite")!r}
         c.JupyterHub.cookie_secret_file = {str(workdir / "jupyterhub_cookie_secret")!r}
         c.JupyterHub.cleanup_servers = True
         c.JupyterHub.cleanup_proxy = True
-        # always show the progress page (the spawner's own messages), even for a fast start
-        c.JupyterHub.slow_spawn_timeout = 0
+        # always show the progress page (the spawner's own messages), even for a fast start; a
+        # tornado setting of the hub's handlers, not a JupyterHub option
+        c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
 
         # -- LOCAL DEMO LOGIN: demo users with one password; not for production --
         {login.replace(chr(10), chr(10) + " " * 8).rstrip()}
@@ -139,7 +210,8 @@ def hub_config(*, workdir: Path, port: int, hub_port: int, proxy_api_port: int, 
         c.JupyterHub.spawner_class = "apex"
         c.APExSpawner.k8s_api_host = {k8s_url!r}
         c.APExSpawner.image = {IMAGE!r}
-        c.APExSpawner.cmd = ["jupyterhub-singleuser"]
+        # a workspace's PATH (its environments, this venv) and shell, then jupyterhub-singleuser
+        c.APExSpawner.cmd = ["python", "-m", "apex_hub.localpod"]
         # kubesim runs pods as its own user; when that is root, Jupyter must be told it is fine.
         # No calls home from JupyterLab (news feed, update check): local mode stays on loopback.
         c.APExSpawner.args = {root_args + LAB_OFFLINE_ARGS!r}
@@ -149,7 +221,7 @@ def hub_config(*, workdir: Path, port: int, hub_port: int, proxy_api_port: int, 
         c.APExSpawner.workspace_volume = {{"name": "workspace", "size": "1Gi", "mount_path": "/home/jovyan"}}
         c.APExSpawner.start_timeout = 120
         c.APExSpawner.http_timeout = 120
-        """)
+        """) + services + brand
 
 
 def _say(message: str = "") -> None:
@@ -161,9 +233,15 @@ class LocalHub:
 
     def __init__(self, *, port: int = 8000, workdir: str | os.PathLike | None = None,
                  profiles: str | os.PathLike | None = None, password: str | None = None,
-                 login: str = "oidc"):
+                 login: str = "oidc", node_modules: str | os.PathLike | None = None,
+                 branding: str = "apex", services: bool = True):
         self.port = port
         self.login = login
+        self.node_modules = node_modules
+        self.branding = branding
+        self.services = services
+        self.proxy: str | None = None
+        self.service_ports: dict[str, int] | None = None
         self.idp = None
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="apex-hub-local-")).resolve()
@@ -180,13 +258,22 @@ class LocalHub:
         return f"http://127.0.0.1:{self.port}/"
 
     def _env(self) -> dict:
-        node_bin = REPO / "node_modules" / ".bin"
+        node_bin = Path(self.proxy).parent
         path = os.pathsep.join([str(node_bin), str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
         return {**os.environ, "PATH": path, "KUBECONFIG": str(self.sim.kubeconfig_path),
                 "JUPYTERHUB_CRYPT_KEY": self._crypt_key}
 
     def check(self) -> None:
-        """Refuse to start (SystemExit with the fix) when the catalogue or the port is not usable."""
+        """Refuse to start (SystemExit with the fix) when a piece is missing or the port is taken."""
+        check_python()
+        check_node_modules(self.node_modules)
+        self.proxy = proxy_or_exit(self.node_modules)
+        from .branding import BrandingError, branding_dir
+
+        try:
+            branding_dir(self.branding)
+        except BrandingError as exc:
+            raise SystemExit(f"apex-hub local: --branding: {exc}") from None
         if not self.profiles.is_file():
             raise SystemExit(f"apex-hub local: no profiles catalogue at {self.profiles} (use --profiles FILE)")
         if not _port_free(self.port):
@@ -199,15 +286,18 @@ class LocalHub:
         self.sim = KubeSim(kubelet="process", workdir=self.workdir / "kubesim",
                            kubeconfig_path=self.workdir / "kubeconfig")
         await self.sim.start()
+        if self.proxy is None:
+            self.proxy = proxy_or_exit(self.node_modules)
         env = self._env()
-        if not shutil.which("configurable-http-proxy", path=env["PATH"]):
-            raise SystemExit("apex-hub local: configurable-http-proxy not found: run scripts/setup.sh "
-                             "(npm install configurable-http-proxy)")
         oidc = await self._start_idp() if self.login == "oidc" else None
         config = self.workdir / "jupyterhub_config.py"
+        self.service_ports = {name: _free_port() for name in ("culler", "accounting", "monitoring")} \
+            if self.services else None
         config.write_text(hub_config(workdir=self.workdir, port=self.port, hub_port=_free_port(),
                                      proxy_api_port=_free_port(), k8s_url=self.sim.url,
-                                     profiles=self.profiles, password=self.password, oidc=oidc))
+                                     profiles=self.profiles, password=self.password, oidc=oidc,
+                                     proxy=self.proxy, service_ports=self.service_ports,
+                                     branding=self.branding))
         self._log = open(self.log_path, "ab")
         # its own session: Ctrl-C reaches us only, and we stop the hub in order
         self.proc = await asyncio.create_subprocess_exec(
@@ -233,9 +323,10 @@ class LocalHub:
         """The local OpenID provider with the demo users; ``None`` (password login) if it cannot run."""
         from .localidp import LocalIdP
 
-        reason = LocalIdP.available()
+        reason = LocalIdP.available(self.node_modules)
         if reason:
-            _say(f"apex-hub local: no local OpenID provider ({reason}); using the shared-password login")
+            _say(f"apex-hub local: no local OpenID provider ({reason}); using the shared-password login. "
+                 f"For the OIDC login, {oidc_hint()}")
             self.login = "password"
             return None
         secret = secrets.token_urlsafe(24)
@@ -244,7 +335,8 @@ class LocalHub:
                   "redirect_uris": [f"{base}/hub/oauth_callback"],
                   "post_logout_redirect_uris": [f"{base}/hub/login"],
                   "grant_types": ["authorization_code", "refresh_token"]}
-        self.idp = LocalIdP(users=demo_idp_users(self.password), clients=[client], workdir=self.workdir / "idp")
+        self.idp = LocalIdP(users=demo_idp_users(self.password), clients=[client], workdir=self.workdir / "idp",
+                            node_modules=self.node_modules)
         await self.idp.start()
         return self.idp.issuer, secret
 
@@ -267,9 +359,17 @@ class LocalHub:
             _say(f"    {user:<6} ({group})")
         _say("")
         _say(f"  Profiles:   {self.profiles}")
-        _say(f"  Work dir:   {self.workdir}")
+        if self.services:
+            _say(f"  Services:   usage {self.url}services/apex-accounting/ · status {self.url}services/apex-monitoring/")
+            _say(f"              culler: {CULLING_POLICY.name} (profile small: 10 idle minutes) · quota: "
+                 f"{QUOTAS.name} (apex-small: 2 CPU-hours a month) · probe every {PROBE_INTERVAL // 60} min")
+        if self._own_workdir:
+            _say(f"  Work dir:   {self.workdir}")
+            _say("              TEMPORARY: deleted on exit, with every workspace in it (use --workdir DIR to keep them)")
+        else:
+            _say(f"  Work dir:   {self.workdir}   (kept on exit: workspaces survive a restart)")
         _say(f"  Hub log:    {self.log_path}")
-        _say(f"  KUBECONFIG: {self.sim.kubeconfig_path}   (kubectl works against kubesim)")
+        _say(f"  KUBECONFIG: {self.workdir / 'kubeconfig'}   (kubectl works against kubesim)")
         _say("  Ctrl-C stops the hub, the proxy, kubesim and every server.")
         _say("=" * 72)
 
@@ -337,7 +437,7 @@ class LocalHub:
 
 def run(args) -> int:
     hub = LocalHub(port=args.port, workdir=args.workdir, profiles=args.profiles, password=args.password,
-                   login=args.login)
+                   login=args.login, node_modules=args.node_modules, branding=args.branding)
     try:
         hub.check()
     except SystemExit:

@@ -1,11 +1,14 @@
 """Local mode end to end, in a real browser: ``apex-hub local`` + headless Debian chromium.
 
 Starts ``apex-hub local`` as a subprocess (kubesim in process mode, a real JupyterHub and
-configurable-http-proxy, APExSpawner, real ``jupyterhub-singleuser`` servers), then drives
-chromium through Playwright: log in through the APEx OIDC authenticator at the local OpenID
-provider, the group-gated spawn form, the progress page, JupyterLab
-with the Conda kernel and the ConfigMap file, Stop My Server, log out (at the provider too). Finally Ctrl-C (SIGINT) must
-stop everything within 20 s, leaving no process behind.
+configurable-http-proxy, APExSpawner, the culler, accounting and monitoring services, real
+``jupyterhub-singleuser`` servers), then drives chromium through Playwright, for each demo user:
+sign in through the APEx OIDC authenticator at the local OpenID provider (the APEx login page with
+the demo-user hint) → the group-gated spawn form → the progress page → JupyterLab → a cell run in
+the Conda kernel, its output read back → a terminal running ``jupyter --version`` → the usage page
+→ the status page → Stop My Server → log out (at the provider too). Finally Ctrl-C (SIGINT) must
+stop everything within 20 s, leaving no process behind. ``tests/test_wheel_local.py`` runs the same
+tour from an installed wheel.
 
 Needs /usr/bin/chromium (Debian package ``chromium``; ``.ci/run`` installs it) and the
 ``playwright`` Python package — never ``playwright install``: the system browser is used.
@@ -38,24 +41,27 @@ SHOTS = ROOT / "test-artifacts" / "local-mode"
 APEX_HUB = Path(sys.executable).parent / "apex-hub"
 KERNEL = "Python (demo, APEx)"
 WAIT = 120_000  # ms: a spawn builds a venv
+USERS = {"alice": ["jupyterlab", "conda", "small"], "bob": ["jupyterlab", "conda", "small", "large"],
+         "carol": ["jupyterlab", "conda"]}
 # a GET from the page, as JupyterLab makes it: the server wants the _xsrf cookie echoed in a header
 FETCH_JSON = """async (url) => {
     const xsrf = (document.cookie.match(/(?:^|;\\s*)_xsrf=([^;]*)/) || [])[1] || '';
     const r = await fetch(url, {headers: {'X-XSRFToken': decodeURIComponent(xsrf)}});
-    return {status: r.status, body: await r.json()};
+    return {status: r.status, body: r.status === 200 ? await r.json() : await r.text()};
 }"""
 
 
 class LocalMode:
     """``apex-hub local`` as a subprocess; its output is collected line by line."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, command: list[str] | None = None, cwd: Path | None = None,
+                 env: dict | None = None):
         self.workdir = workdir
         self.port = free_port()
         self.lines: list[str] = []
-        command = [str(APEX_HUB), "local", "--port", str(self.port), "--workdir", str(workdir)]
-        self.proc = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
+        command = (command or [str(APEX_HUB)]) + ["local", "--port", str(self.port), "--workdir", str(workdir)]
+        self.proc = subprocess.Popen(command, cwd=cwd or workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True, env=env)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -66,7 +72,7 @@ class LocalMode:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def wait_for(self, pattern: str, timeout: float = 90) -> re.Match:
+    def wait_for(self, pattern: str, timeout: float = 180) -> re.Match:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in list(self.lines):
@@ -81,6 +87,11 @@ class LocalMode:
     def hub_log(self) -> str:
         path = self.workdir / "jupyterhub.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def pod_logs(self, user: str, chars: int = 3000) -> str:
+        """The tail of every container log of the user's pods (kubesim keeps them in its workdir)."""
+        logs = sorted((self.workdir / "kubesim").rglob(f"*{user}*/*.log"))
+        return "\n".join(f"--- {log}:\n{log.read_text(errors='replace')[-chars:]}" for log in logs)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -137,6 +148,248 @@ def _alive(pids) -> dict[int, str]:
     return {pid: procs[pid][1] for pid in pids if pid in procs}
 
 
+
+class Tour:
+    """The browser tour of one running ``apex-hub local`` (Playwright's sync API, system chromium)."""
+
+    def __init__(self, browser, hub: LocalMode, shots: Path):
+        from playwright.sync_api import expect
+
+        self.browser, self.hub, self.shots, self.expect = browser, hub, shots, expect
+        self.base = hub.wait_for(r"Open: (http://127\.0\.0\.1:\d+/)").group(1).rstrip("/")
+        self.password = hub.wait_for(r"Demo password \(all users\): (\S+)").group(1)
+
+    def shot(self, page, name: str) -> None:
+        page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+
+    def sign_in(self, page, user: str, shots: str = "") -> None:
+        """The hub's (APEx) login page → the provider's form → back at the hub."""
+        expect = self.expect
+        page.goto(f"{self.base}/hub/login")
+        button = page.get_by_role("button", name="Sign in with APEx local identity provider")
+        expect(button).to_be_visible()
+        expect(page.locator("img[alt='APEx Workspaces']")).to_be_visible()
+        hint = page.locator("#apex-login-hint")
+        for demo_user in USERS:
+            expect(hint).to_contain_text(demo_user)
+        if shots:
+            self.shot(page, f"{shots}-login")
+        button.click()
+        page.wait_for_selector("input[name=login]")
+        expect(page).to_have_title("APEx local identity provider")
+        page.fill("input[name=login]", user)
+        page.fill("input[name=password]", self.password)
+        if shots:
+            self.shot(page, f"{shots}-provider-login")
+        page.click("button[type=submit]")
+        page.wait_for_url(re.compile(r".*/hub/(spawn|home).*"))
+
+    def offered(self, page) -> list[str]:
+        page.goto(f"{self.base}/hub/spawn")
+        page.wait_for_selector("#kubespawner-profiles-list")
+        return page.eval_on_selector_all("input[name=profile]", "els => els.map(e => e.value)")
+
+    def fetch(self, page, path: str) -> dict:
+        return page.evaluate(FETCH_JSON, path)
+
+    def run(self, user: str, n: int) -> None:
+        """sign in → form → spawn → JupyterLab → Conda kernel cell → terminal → usage → status → stop → logout."""
+        expect, base, shot = self.expect, self.base, self.shot
+        tag = f"{n}{user[0]}"  # screenshot prefix: 1a-..., 2b-..., 3c-...
+        context = self.browser.new_context(viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        try:
+            self.sign_in(page, user, shots=f"{tag}-01")
+
+            # the form: the user's groups decide the profiles; the APEx heading explains them
+            assert self.offered(page) == USERS[user], user
+            if "large" not in USERS[user]:
+                assert page.locator("#profile-item-large").count() == 0
+                expect(page.locator("#kubespawner-profiles-list")).not_to_contain_text("Large")
+            expect(page.locator("#apex-profiles-help")).to_contain_text("Pick a profile")
+            page.check("#profile-item-conda")
+            shot(page, f"{tag}-02-spawn-form")
+
+            # the progress page shows the spawner's own messages
+            page.click("form button[type=submit]")
+            page.wait_for_url(re.compile(rf".*/hub/spawn-pending/{user}.*"), timeout=WAIT)
+            page.wait_for_function(
+                "() => (document.querySelector('#progress-log') || {}).textContent"
+                "  && document.querySelector('#progress-log').textContent.includes('Preparing your workspace')",
+                timeout=WAIT)
+            progress_log = page.text_content("#progress-log")
+            assert f"Preparing your workspace (namespace apex-{user})" in progress_log, progress_log
+            if page.locator("#progress-details summary").is_visible():
+                page.click("#progress-details summary")  # open the event log for the screenshot
+            shot(page, f"{tag}-03-progress")
+
+            # JupyterLab, served by the real single-user server, without the news prompt
+            page.wait_for_url(re.compile(rf".*/user/{user}/lab.*"), timeout=WAIT)
+            page.wait_for_selector("#jp-main-dock-panel", timeout=WAIT)
+            launcher = page.wait_for_selector(".jp-Launcher", timeout=WAIT)
+            try:
+                page.wait_for_selector(f".jp-Launcher >> text={KERNEL}", timeout=WAIT)
+            except Exception as exc:
+                raise AssertionError(f"no {KERNEL} in the launcher: {exc}\n{self.hub.pod_logs(user)}") from None
+            assert KERNEL in launcher.inner_text()
+            specs = self.fetch(page, f"/user/{user}/api/kernelspecs")
+            assert specs["status"] == 200, specs
+            spec = specs["body"]["kernelspecs"]["conda-demo"]["spec"]
+            assert spec["display_name"] == KERNEL and spec["argv"][0].endswith("/.apex/conda/envs/demo/bin/python")
+            welcome = self.fetch(page, f"/user/{user}/api/contents/apex/welcome.txt?content=1")
+            assert welcome["status"] == 200, welcome
+            assert welcome["body"]["content"].startswith(
+                f'Welcome {user}! This is the APEx workspace profile "conda",'), welcome
+            assert f"namespace apex-{user} on kubesim" in welcome["body"]["content"]
+            shot(page, f"{tag}-04-jupyterlab")
+            # no news prompt: local mode's page config disables JupyterLab's announcements plugin
+            disabled = page.evaluate(
+                "() => JSON.parse(document.getElementById('jupyter-config-data').textContent).disabledExtensions")
+            assert "@jupyterlab/apputils-extension:announcements" in disabled, disabled
+            assert page.locator("text=Would you like to get notified about official Jupyter news?").count() == 0
+
+            # a notebook on the Conda kernel: run a cell, read its output
+            page.locator(".jp-LauncherCard", has_text=KERNEL).first.click()
+            panel = page.locator(".jp-NotebookPanel").last
+            expect(panel.locator(".jp-Notebook")).to_be_visible(timeout=WAIT)
+            expect(panel.locator(".jp-Toolbar-kernelName").first).to_contain_text(KERNEL, timeout=WAIT)
+            # the kernel has started and answered (an execute request sent before that is lost)
+            expect(page.locator(".jp-StatusBar-TextItem", has_text=f"{KERNEL} | Idle").first).to_be_visible(
+                timeout=WAIT)
+            panel.locator(".jp-Cell .cm-content").first.click()
+            page.keyboard.type("import sys; print(sys.prefix, 6 * 7)")
+            page.keyboard.press("Shift+Enter")
+            output = panel.locator(".jp-OutputArea-output").first
+            try:
+                expect(output).to_contain_text(" 42", timeout=WAIT)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{self.hub.pod_logs(user)}") from None
+            assert re.fullmatch(r"\S*/\.apex/conda/envs/demo 42", output.inner_text().strip()), output.inner_text()
+            shot(page, f"{tag}-05-conda-kernel")
+
+            # a terminal: the workspace's shell and PATH (the environment's bin, then this venv's)
+            page.locator("button[data-command='launcher:create'], [data-command='launcher:create']").first.click()
+            page.locator(".jp-LauncherCard", has_text="Terminal").last.click()
+            terminal = page.locator(".jp-Terminal").last
+            expect(terminal).to_be_visible(timeout=WAIT)
+            page.wait_for_selector(".jp-Terminal .xterm-helper-textarea", state="attached", timeout=WAIT)
+            text = ""
+            for _attempt in range(3):  # keys typed before the terminal's websocket is up are lost: type again
+                terminal.click()
+                page.keyboard.type("{ echo SHELL=$SHELL; command -v python pip; jupyter --version; } "
+                                   "> ~/terminal.tmp 2>&1; mv ~/terminal.tmp ~/terminal.txt")
+                page.keyboard.press("Enter")
+                for _ in range(60):
+                    got = self.fetch(page, f"/user/{user}/api/contents/terminal.txt?content=1")
+                    text = got["body"]["content"] if got["status"] == 200 else ""
+                    if text:
+                        break
+                    page.wait_for_timeout(500)
+                if text:
+                    break
+            assert re.search(r"^SHELL=\S*/bash$", text, re.M), text
+            lines = text.splitlines()
+            assert lines[1].endswith("/.apex/conda/envs/demo/bin/python"), text  # the environment first
+            assert lines[2].endswith("/bin/pip"), text
+            assert re.search(r"^jupyterlab\s*: 4\.", text, re.M) and "jupyter_server" in text, text
+            page.keyboard.type("clear; cat ~/terminal.txt")
+            page.keyboard.press("Enter")
+            page.wait_for_timeout(500)
+            shot(page, f"{tag}-06-terminal")
+
+            # the usage page (accounting) and the status page (monitoring), linked from the hub's pages
+            page.goto(f"{base}/hub/home")
+            page.locator("a.apex-link", has_text="Usage").click()
+            page.wait_for_url(re.compile(r".*/services/apex-accounting/.*"), timeout=WAIT)
+            expect(page.locator("h1")).to_have_text(f"Usage of {user}")
+            quota = page.locator("#quota-message")
+            if user == "alice":  # the demo quota: apex-small shares 2 CPU-hours a month
+                for _ in range(30):  # the service learns a user's groups from the hub every 10 s
+                    if page.locator("#budget").count():
+                        break
+                    page.wait_for_timeout(2000)
+                    page.reload()
+                expect(page.locator("#budget")).to_contain_text("group apex-small")
+                expect(page.locator("#budget")).to_contain_text("cpu_hours")
+            else:
+                expect(quota).to_have_text("No budget applies.")
+            shot(page, f"{tag}-07-usage")
+            page.goto(f"{base}/hub/home")
+            page.locator("a.apex-link", has_text="Status").click()
+            page.wait_for_url(re.compile(r".*/services/apex-monitoring/.*"), timeout=WAIT)
+            expect(page.locator("h1")).to_have_text("APEx workspaces: monitoring")
+            expect(page.locator("#components")).to_contain_text("hub")
+            for _ in range(60):  # the first probe (a real spawn of apex-probe) may still be running
+                if page.locator("#history tr.probe").count():
+                    break
+                page.wait_for_timeout(3000)
+                page.reload()
+            expect(page.locator("#history tr.probe").first).to_contain_text("OK")
+            shot(page, f"{tag}-08-status")
+
+            # Stop My Server from the hub's home page
+            page.goto(f"{base}/hub/home")
+            stop = page.locator("#stop")
+            expect(stop).to_be_visible()
+            shot(page, f"{tag}-09-home-running")
+            stop.click()
+            expect(page.locator("#start")).to_be_visible(timeout=WAIT)
+            expect(stop).to_be_hidden()
+            expect(page.locator("#start")).to_contain_text("Start My Server")
+
+            # logging out ends the provider session too: the next sign-in asks for the password
+            page.goto(f"{base}/hub/logout")
+            page.wait_for_url(re.compile(r".*/hub/login.*"), timeout=WAIT)
+            page.get_by_role("button", name="Sign in with APEx local identity provider").click()
+            page.wait_for_selector("input[name=password]")
+            shot(page, f"{tag}-10-after-logout")
+        except Exception:
+            shot(page, f"{tag}-FAILED")
+            raise
+        finally:
+            context.close()
+
+
+def browser_or_skip():
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    return playwright.sync_playwright
+
+
+def fresh_shots(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("*.png"):
+        old.unlink()
+    return directory
+
+
+def stop_with_ctrl_c(hub: LocalMode) -> float:
+    """SIGINT: everything stops within 20 s, nothing is left behind; returns the seconds it took."""
+    deadline = time.monotonic() + 60  # the servers are gone first: their pods and processes
+    while any("jupyterhub-singleuser" in c and "apex-probe" not in c for c in _descendants(hub.proc.pid).values()):
+        assert time.monotonic() < deadline, _descendants(hub.proc.pid)
+        time.sleep(0.2)
+    children = _descendants(hub.proc.pid)
+    hub.proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    try:
+        code = hub.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"apex-hub local did not stop within 20 s:\n{hub.output()}") from None
+    elapsed = time.monotonic() - t0
+    assert code == 0, hub.output()
+    assert "apex-hub local: stopped" in hub.output()
+    deadline = time.monotonic() + 10
+    while _alive(children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(children), f"left behind after {elapsed:.1f}s: {_alive(children)}"
+    leftovers = {pid: cmd for pid, (_, cmd) in _processes().items()
+                 if pid != os.getpid() and _mentions(pid, str(hub.workdir))}
+    assert not leftovers, leftovers
+    return elapsed
+
+
 @pytest.fixture
 def local_mode(tmp_path):
     workdir = tmp_path / "local"
@@ -149,162 +402,135 @@ def local_mode(tmp_path):
 
 
 def test_local_mode_in_a_browser(local_mode):
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
-    expect, sync_playwright = playwright.expect, playwright.sync_playwright
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    for old in SHOTS.glob("*.png"):
-        old.unlink()
+    sync_playwright = browser_or_skip()
+    shots = fresh_shots(SHOTS)
     started = time.monotonic()
     hub = local_mode
-    url = hub.wait_for(r"Open: (http://127\.0\.0\.1:\d+/)").group(1)
-    password = hub.wait_for(r"Demo password \(all users\): (\S+)").group(1)
-    assert "LOCAL DEMO LOGIN — not for production" in hub.output()
-    assert "Login: APEx OIDC authenticator → local OpenID provider http://127.0.0.1:" in hub.output()
-    for user in ("alice", "bob", "carol"):
-        assert re.search(rf"^\s+{user}\b", hub.output(), re.M), hub.output()
-    base = url.rstrip("/")
-
-    def shot(page, name):
-        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
+    hub.wait_for(r"Open: http://")
+    out = hub.output()
+    assert "LOCAL DEMO LOGIN — not for production" in out
+    assert "Login: APEx OIDC authenticator → local OpenID provider http://127.0.0.1:" in out
+    assert f"Profiles:   {ROOT / 'apex_hub' / 'localdata' / 'profiles.yml'}" in out
+    assert "Services:   usage http://127.0.0.1:" in out and "/services/apex-monitoring/" in out
+    assert "kept on exit" in out  # --workdir given: nothing is deleted
+    for user in USERS:
+        assert re.search(rf"^\s+{user}\b", out, re.M), out
+    config = (hub.workdir / "jupyterhub_config.py").read_text()
+    assert "slow_spawn_timeout = 0" not in config  # not a JupyterHub option: a tornado setting
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            def sign_in(page, user, shots=False):
-                """The hub's login page → the provider's form → back at the hub."""
-                page.goto(f"{base}/hub/login")
-                button = page.get_by_role("button", name="Sign in with APEx local identity provider")
-                expect(button).to_be_visible()
-                if shots:
-                    shot(page, "01-login")
-                button.click()
-                page.wait_for_selector("input[name=login]")
-                expect(page).to_have_title("APEx local identity provider")
-                page.fill("input[name=login]", user)
-                page.fill("input[name=password]", password)
-                if shots:
-                    shot(page, "01-provider-login")
-                page.click("button[type=submit]")
-                page.wait_for_url(re.compile(r".*/hub/(spawn|home).*"))
-
-            def login(user):
-                context = browser.new_context(viewport={"width": 1280, "height": 800})
-                page = context.new_page()
-                sign_in(page, user)
-                return context, page
-
-            def offered(page):
-                page.goto(f"{base}/hub/spawn")
-                page.wait_for_selector("#kubespawner-profiles-list")
-                return page.eval_on_selector_all("input[name=profile]", "els => els.map(e => e.value)")
-
-            # the group gate on the form: bob (apex-large) sees all, carol (no group) the open ones
-            for user, expected in (("bob", ["jupyterlab", "conda", "small", "large"]),
-                                   ("carol", ["jupyterlab", "conda"])):
-                context, page = login(user)
-                assert offered(page) == expected, user
-                shot(page, f"00-spawn-form-{user}")
-                context.close()
-
-            # alice: the login page, then her form (apex-small: no large profile)
-            context = browser.new_context(viewport={"width": 1280, "height": 800})
-            page = context.new_page()
-            sign_in(page, "alice", shots=True)
-            assert offered(page) == ["jupyterlab", "conda", "small"]
-            assert page.locator("#profile-item-large").count() == 0
-            expect(page.locator("#kubespawner-profiles-list")).to_contain_text("JupyterLab + Conda environment")
-            expect(page.locator("#kubespawner-profiles-list")).not_to_contain_text("Large")
-            page.check("#profile-item-conda")
-            shot(page, "02-spawn-form-alice")
-
-            # the progress page shows the spawner's own messages
-            page.click("form button[type=submit]")
-            page.wait_for_url(re.compile(r".*/hub/spawn-pending/alice.*"), timeout=WAIT)
-            page.wait_for_function(
-                "() => (document.querySelector('#progress-log') || {}).textContent"
-                "  && document.querySelector('#progress-log').textContent.includes('Preparing your workspace')",
-                timeout=WAIT)
-            progress_log = page.text_content("#progress-log")
-            assert "Preparing your workspace (namespace apex-alice)" in progress_log, progress_log
-            if page.locator("#progress-details summary").is_visible():
-                page.click("#progress-details summary")  # open the event log for the screenshot
-            shot(page, "03-progress")
-
-            # JupyterLab, served by the real single-user server
-            page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=WAIT)
-            page.wait_for_selector("#jp-main-dock-panel", timeout=WAIT)
-            launcher = page.wait_for_selector(".jp-Launcher", timeout=WAIT)
-            page.wait_for_selector(f".jp-Launcher >> text={KERNEL}", timeout=WAIT)
-            assert KERNEL in launcher.inner_text()
-            shot(page, "04-jupyterlab")
-
-            # the Conda kernel and the ConfigMap file, through the server's API from the browser
-            specs = page.evaluate(FETCH_JSON, "/user/alice/api/kernelspecs")
-            assert specs["status"] == 200, specs
-            kernelspecs = specs["body"]["kernelspecs"]
-            assert "conda-demo" in kernelspecs, list(kernelspecs)
-            assert kernelspecs["conda-demo"]["spec"]["display_name"] == KERNEL
-            assert kernelspecs["conda-demo"]["spec"]["argv"][0].endswith("/.apex/conda/envs/demo/bin/python")
-            welcome = page.evaluate(FETCH_JSON, "/user/alice/api/contents/apex/welcome.txt?content=1")
-            assert welcome["status"] == 200, welcome
-            assert welcome["body"]["content"].startswith(
-                'Welcome alice! This is the APEx workspace profile "conda",'), welcome
-            assert "namespace apex-alice on kubesim" in welcome["body"]["content"]
-            page.goto(f"{base}/user/alice/lab/tree/apex/welcome.txt")
-            page.wait_for_selector(".jp-FileEditor >> text=Welcome alice!", timeout=WAIT)
-            shot(page, "05-configmap-file")
-
-            # the processes behind it: hub, proxy and the single-user server, all ours
-            children = _descendants(hub.proc.pid)
-            kinds = {k for k in ("jupyterhub", "configurable-http-proxy", "jupyterhub-singleuser")
-                     if any(k in cmd for cmd in children.values())}
-            assert kinds == {"jupyterhub", "configurable-http-proxy", "jupyterhub-singleuser"}, children
-
-            # Stop My Server from the hub's home page
-            page.goto(f"{base}/hub/home")
-            stop = page.locator("#stop")
-            expect(stop).to_be_visible()
-            shot(page, "06-home-running")
-            stop.click()
-            expect(page.locator("#start")).to_be_visible(timeout=WAIT)
-            expect(stop).to_be_hidden()
-            expect(page.locator("#start")).to_contain_text("Start My Server")
-            shot(page, "07-home-stopped")
-
-            # logging out ends the provider session too: the next sign-in asks for the password
-            page.goto(f"{base}/hub/logout")
-            page.wait_for_url(re.compile(r".*/hub/login.*"), timeout=WAIT)
-            page.get_by_role("button", name="Sign in with APEx local identity provider").click()
-            page.wait_for_selector("input[name=password]")
-            shot(page, "08-after-logout")
-            context.close()
+            tour = Tour(browser, hub, shots)
+            for n, user in enumerate(USERS, 1):
+                tour.run(user, n)
+            # the processes behind it: hub, proxy, the three services, all ours
+            children = " ".join(_descendants(hub.proc.pid).values())
+            for kind in ("jupyterhub", "configurable-http-proxy", "apex_hub.services.culler",
+                         "apex_hub.services.accounting", "apex_hub.services.monitoring"):
+                assert kind in children, (kind, children)
         finally:
             browser.close()
-
-    # the server is gone: its pod and process
-    deadline = time.monotonic() + 30
-    while any("jupyterhub-singleuser" in c for c in _descendants(hub.proc.pid).values()):
-        assert time.monotonic() < deadline, _descendants(hub.proc.pid)
-        time.sleep(0.2)
-
-    # Ctrl-C: everything stops within 20 s, nothing is left behind
-    children = _descendants(hub.proc.pid)
-    hub.proc.send_signal(signal.SIGINT)
-    t0 = time.monotonic()
-    try:
-        code = hub.proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"apex-hub local did not stop within 20 s:\n{hub.output()}") from None
-    elapsed = time.monotonic() - t0
-    assert code == 0, hub.output()
-    assert "apex-hub local: stopped" in hub.output()
-    time.sleep(0.5)
-    assert not _alive(children), f"left behind after {elapsed:.1f}s: {_alive(children)}"
-    leftovers = {pid: cmd for pid, (_, cmd) in _processes().items()
-                 if pid != os.getpid() and _mentions(pid, str(hub.workdir))}
-    assert not leftovers, leftovers
+    unrecognised = [line for line in hub.hub_log().splitlines() if "not recognized" in line.lower()
+                    or "unrecognized" in line.lower()]
+    assert not unrecognised, unrecognised
+    assert "extra_user_scopes" not in hub.hub_log()  # every user reaches the usage page
+    elapsed = stop_with_ctrl_c(hub)
     print(f"local mode: whole test {time.monotonic() - started:.1f}s, Ctrl-C to exit {elapsed:.1f}s")
-    (SHOTS / "run.json").write_text(json.dumps({"stop_seconds": round(elapsed, 2),
+    (shots / "run.json").write_text(json.dumps({"stop_seconds": round(elapsed, 2),
                                                 "test_seconds": round(time.monotonic() - started, 1)}))
+
+
+# ---- without a browser: the generated config, the branding, the workspace PATH, the banner ----------
+
+def _load_hub_config(tmp_path: Path, oidc: bool) -> "object":
+    """The local-mode jupyterhub_config.py, loaded by a real JupyterHub app (configure() runs for real)."""
+    from jupyterhub.app import JupyterHub
+
+    from apex_hub import local
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    text = local.hub_config(workdir=workdir, port=8000, hub_port=8081, proxy_api_port=8001,
+                            k8s_url="http://127.0.0.1:6443", profiles=local.DEFAULT_PROFILES, password="pw",
+                            oidc=("http://127.0.0.1:9000", "secret") if oidc else None,
+                            proxy="/opt/node_modules/.bin/configurable-http-proxy",
+                            service_ports={"culler": 8182, "accounting": 8184, "monitoring": 8183})
+    path = workdir / "jupyterhub_config.py"
+    path.write_text(text)
+    app = JupyterHub()
+    app.load_config_file(str(path))
+    return app.config.JupyterHub
+
+
+@pytest.mark.parametrize("oidc", [True, False], ids=["oidc", "password"])
+def test_the_generated_config_runs_the_services_with_the_branding(tmp_path, oidc):
+    hub = _load_hub_config(tmp_path, oidc)
+    assert {s["name"] for s in hub.services} == {"apex-culler", "apex-accounting", "apex-monitoring"}
+    commands = {s["name"]: " ".join(s["command"]) for s in hub.services}
+    assert "--policy=" in commands["apex-culler"] and "localdata/culling.yaml" in commands["apex-culler"]
+    assert "localdata/quotas.yaml" in commands["apex-accounting"] and "--quota-stop=true" in commands["apex-accounting"]
+    assert "--profile=jupyterlab" in commands["apex-monitoring"] and "--interval=300" in commands["apex-monitoring"]
+    user_role = next(r for r in hub.load_roles if r["name"] == "user")
+    assert "access:services!service=apex-accounting" in user_role["scopes"]  # the usage page for everyone
+    assert not hub.get("extra_user_scopes")  # merged into the role, which JupyterHub would otherwise ignore it for
+    assert hub.tornado_settings["slow_spawn_timeout"] == 0 and "slow_spawn_timeout" not in hub
+    assert hub.template_paths[0].endswith("apex_hub/branding/apex-theme/templates")
+    assert hub.logo_file.endswith("apex-theme/logo.svg")
+    assert callable(hub.template_vars["announcement"])  # the services' banner survives the branding
+    assert "alice" in hub.template_vars["apex_login_hint"]
+    assert ("Usage", "/services/apex-accounting/") in hub.template_vars["apex_links"]
+    groups = hub.get("load_groups") or {}
+    if oidc:  # JupyterHub refuses load_groups when the authenticator manages groups
+        assert groups == {} and "--probe-group=" in commands["apex-monitoring"]
+    else:
+        assert groups["apex-small"]["users"] == ["alice"] and groups["apex-probe"]["users"] == ["apex-probe"]
+
+
+def test_the_branding_is_swapped_with_one_option(tmp_path):
+    from traitlets.config import Config
+
+    from apex_hub.branding import BrandingError, configure
+
+    theirs = tmp_path / "egi"
+    (theirs / "templates").mkdir(parents=True)
+    (theirs / "logo.png").write_bytes(b"\x89PNG")
+    c = Config()
+    c.JupyterHub.template_vars = {"announcement": "maintenance at 18:00"}
+    configure(c, theirs)
+    assert c.JupyterHub.template_paths == [str(theirs / "templates")]
+    assert c.JupyterHub.logo_file == str(theirs / "logo.png")
+    assert c.JupyterHub.template_vars["announcement"] == "maintenance at 18:00"
+    plain = Config()
+    assert configure(plain, None) is None and "template_paths" not in plain.JupyterHub
+    with pytest.raises(BrandingError, match=r"branding '.*nothing': no templates/ directory in "):
+        configure(Config(), tmp_path / "nothing")
+
+
+def test_a_workspace_path_puts_the_environment_then_the_venv_first(tmp_path):
+    from apex_hub import localpod
+
+    env_bin = tmp_path / "home" / ".apex" / "conda" / "envs" / "demo" / "bin"
+    env_bin.mkdir(parents=True)
+    kernels = tmp_path / "home" / ".apex" / "jupyter" / "kernels" / "conda-demo"
+    kernels.mkdir(parents=True)
+    (kernels / "kernel.json").write_text(json.dumps({"argv": [str(env_bin / "python"), "-m", "ipykernel_launcher"]}))
+    venv_bin = str(Path(sys.executable).parent)
+    path = localpod.workspace_path({"JUPYTER_PATH": str(tmp_path / "home" / ".apex" / "jupyter"),
+                                    "PATH": f"/usr/bin:{venv_bin}:/bin"})
+    assert path.split(os.pathsep) == [str(env_bin), venv_bin, "/usr/bin", "/bin"]
+    assert localpod.workspace_path({"PATH": "/usr/bin"}).split(os.pathsep) == [venv_bin, "/usr/bin"]
+
+
+def test_the_banner_says_a_temporary_workdir_is_deleted(capsys, tmp_path):
+    from apex_hub.local import LocalHub
+
+    temporary = LocalHub(port=free_port())
+    try:
+        temporary.banner()
+    finally:
+        temporary.workdir.rmdir()
+    kept = LocalHub(port=free_port(), workdir=tmp_path / "kept")
+    kept.banner()
+    out = capsys.readouterr().out
+    assert "TEMPORARY: deleted on exit, with every workspace in it (use --workdir DIR to keep them)" in out
+    assert f"Work dir:   {tmp_path / 'kept'}   (kept on exit: workspaces survive a restart)" in out

@@ -111,8 +111,9 @@ def _check_available(node_modules: str | os.PathLike | None = None) -> str | Non
     package = find_oidc_provider(node_modules)
     if package is None:
         return (
-            "the npm package oidc-provider is not installed (run ./scripts/setup.sh, or "
-            f"npm install oidc-provider@{OIDC_PROVIDER_VERSION}, or set ${NODE_MODULES_ENV})"
+            f"the npm package oidc-provider is not installed (run npm install oidc-provider@{OIDC_PROVIDER_VERSION}"
+            f" where you start from, npm ci in a source checkout, or set ${NODE_MODULES_ENV} to the node_modules"
+            " directory that holds it)"
         )
     try:
         version, entry = _package_entry(package)
@@ -121,7 +122,7 @@ def _check_available(node_modules: str | os.PathLike | None = None) -> str | Non
     if version.split(".")[0] != OIDC_PROVIDER_VERSION.split(".")[0]:
         return (
             f"oidc-provider {version} is installed at {package}; provider.mjs is written for "
-            f"{OIDC_PROVIDER_VERSION.split('.')[0]}.x (run ./scripts/setup.sh)"
+            f"{OIDC_PROVIDER_VERSION.split('.')[0]}.x (run npm install oidc-provider@{OIDC_PROVIDER_VERSION})"
         )
     key = (node, str(entry))
     if key not in _available_cache:

@@ -15,7 +15,13 @@ next to it from a ConfigMap. For each ``<name>.yml``:
 
 ``APEX_CONDA_BUILDER``: ``auto`` (first of micromamba, mamba, conda on PATH), one of
 those names, or ``venv`` (images without Conda: a Python venv that sees the image's
-packages, plus the file's ``pip:`` list; Conda packages are not installed).
+packages, plus the file's ``pip:`` list; Conda packages are not installed). When the
+image's Python is itself a venv, the new venv also sees that venv's packages: ``venv
+--system-site-packages`` alone exposes only the base interpreter's, which usually lacks
+ipykernel, and the kernel would die at start.
+
+A kernel spec is only written for an environment that can import ipykernel: a spec whose
+kernel cannot start is worse than none (the cell stays ``[*]``); the log says what to add.
 Kernel specs of environments no longer listed are removed; their prefixes stay
 (the user's data is never deleted here).
 """
@@ -70,11 +76,53 @@ def choose_builder(requested: str) -> str:
                      " profile's builder to 'venv' or use an image with Conda")
 
 
+PARENT_PTH = "_apex_parent_venv.pth"
+
+
+def parent_venv_site_packages() -> list[str]:
+    """This interpreter's own venv site-packages, if it runs in a venv (else nothing)."""
+    if sys.prefix == sys.base_prefix:
+        return []
+    import site
+
+    return [p for p in site.getsitepackages() if Path(p).is_relative_to(sys.prefix)]
+
+
+def site_packages(prefix: Path) -> Path:
+    out = subprocess.run([str(prefix / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                         check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip())
+
+
+def link_parent_venv(prefix: Path) -> None:
+    """Let a venv built from inside a venv see that venv's packages too (after its own).
+
+    ``site.addsitedir`` rather than a plain path line: the parent's own ``.pth`` files (editable
+    installs, further site directories) then apply as they do in the parent."""
+    parents = parent_venv_site_packages()
+    if parents:
+        lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in parents)
+        (site_packages(prefix) / PARENT_PTH).write_text(lines)
+
+
+def kernel_problem(prefix: Path) -> str | None:
+    """Why the environment's Python cannot run a Jupyter kernel, or None when it can."""
+    try:
+        done = subprocess.run([str(prefix / "bin" / "python"), "-c", "import ipykernel"],
+                              capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if done.returncode != 0:
+        return (done.stderr.strip().splitlines() or ["import ipykernel failed"])[-1]
+    return None
+
+
 def build(builder: str, spec: Path, prefix: Path) -> None:
     if builder == "venv":
         reqs = pip_requirements(spec.read_text())
         pip = [] if reqs else ["--without-pip"]
         subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", *pip, str(prefix)], check=True)
+        link_parent_venv(prefix)
         if reqs:
             subprocess.run([str(prefix / "bin" / "python"), "-m", "pip", "install", "--no-input", *reqs],
                            check=True)
@@ -134,6 +182,12 @@ def main() -> int:
                 subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
                                 "--upgrade", str(prefix)], check=True)
             log(f"environment {name}: built in {time.monotonic() - started:.1f} s")
+        problem = kernel_problem(prefix)
+        if problem:
+            shutil.rmtree(kernels / f"{KERNEL_PREFIX}{name}", ignore_errors=True)
+            log(f"environment {name}: NO KERNEL: its Python cannot import ipykernel ({problem}); add"
+                f" ipykernel to the environment's dependencies")
+            continue
         write_kernel(kernels, name, titles.get(name, name), prefix, digest)
     for kdir in kernels.glob(f"{KERNEL_PREFIX}*"):
         owned = kdir / OWNED

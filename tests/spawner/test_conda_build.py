@@ -15,11 +15,11 @@ from apex_hub.spawner import conda_build
 SCRIPT = Path(conda_build.__file__)
 
 
-def run(specs: Path, root: Path, builder="venv", titles=None):
+def run(specs: Path, root: Path, builder="venv", titles=None, python=sys.executable):
     env = {"APEX_CONDA_ENVS": str(root / "envs"), "APEX_KERNELS_DIR": str(root / "kernels"),
            "APEX_CONDA_BUILDER": builder, "APEX_CONDA_TITLES": json.dumps(titles or {}),
            "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, str(specs / "build.py")], env=env, capture_output=True,
+    return subprocess.run([python, str(specs / "build.py")], env=env, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -89,3 +89,54 @@ def test_a_kernel_of_an_environment_dropped_from_the_profile_is_removed(specs, t
 def test_pip_requirements_are_read_from_the_file():
     text = "dependencies:\n  - python\n  - pip:\n      - requests==2.*  # http\n      - 'xarray'\n  - numpy\n"
     assert conda_build.pip_requirements(text) == ["requests==2.*", "xarray"]
+
+
+def _run_in_kernel(kernels: Path, name: str, code: str) -> str:
+    """Start the kernel from its spec, as JupyterLab does, execute ``code``, return its stdout."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name=name, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    out: list[str] = []
+    try:
+        kc.wait_for_ready(timeout=120)
+        def collect(msg):
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                out.append("ERROR " + msg["content"]["ename"])
+
+        reply = kc.execute_interactive(code, output_hook=collect, timeout=120)
+        assert reply["content"]["status"] == "ok", (reply["content"], out)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    return "".join(out)
+
+
+def test_the_kernel_of_a_venv_environment_runs_code(specs, tmp_path):
+    """Built from inside a venv (as local mode's pods are), the env still reaches ipykernel."""
+    root = tmp_path / "ws"
+    (specs / "eo.yml").write_text("name: eo\ndependencies:\n  - python\n")
+    result = run(specs, root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "NO KERNEL" not in result.stdout
+    output = _run_in_kernel(root / "kernels", "conda-eo", "import sys; print(sys.prefix, 6 * 7)")
+    assert output.strip() == f"{root / 'envs' / 'eo'} 42"
+
+
+def test_an_environment_without_ipykernel_gets_no_kernel_and_a_clear_log(specs, tmp_path):
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    if subprocess.run([str(base), "-c", "import ipykernel"], capture_output=True).returncode == 0:
+        pytest.skip(f"{base} has ipykernel: no environment without it to build here")
+    root = tmp_path / "ws"
+    (root / "kernels" / "conda-eo").mkdir(parents=True)  # a stale spec from an earlier build goes too
+    result = run(specs, root, python=str(base))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "environment eo: NO KERNEL: its Python cannot import ipykernel" in result.stdout
+    assert "add ipykernel to the environment's dependencies" in result.stdout
+    assert (root / "envs" / "eo" / "bin" / "python").exists()
+    assert not (root / "kernels" / "conda-eo").exists()
