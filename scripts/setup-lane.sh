@@ -21,7 +21,7 @@ case "$lane" in
     echo "setup-lane: building .venv-z2jh on the Z2JH 4.4.0 image's versions (about a minute) ..."
     [ -d .venv-z2jh ] || "$PY" -m venv .venv-z2jh
     .venv-z2jh/bin/pip install -q --upgrade pip
-    .venv-z2jh/bin/pip install -q -c "$constraints" -e ".[test]"
+    .venv-z2jh/bin/pip install -q -c "$constraints" -e ".[local,test]"
     cp "$constraints" "$stamp"
     touch .venv-z2jh/.apex-installed
     .venv-z2jh/bin/python - <<'PY'
