@@ -124,19 +124,7 @@ def demo_idp_users(password: str) -> list[dict]:
                         "groups": groups[user]}} for user in DEMO_USERS]
 
 
-# WORKAROUND: the culler (user_access) and the auth configure define the "user" role in load_roles, and
-# JupyterHub then ignores extra_user_scopes, where the accounting service puts access to its usage page:
-# merge them into the role.
-USER_ROLE_WORKAROUND = """\
-_extra = set(c.JupyterHub.get("extra_user_scopes") or [])
-for _role in c.JupyterHub.get("load_roles") or []:
-    if _role.get("name") == "user" and _extra:
-        _role["scopes"] = sorted(set(_role.get("scopes") or ["self"]) | _extra)
-        c.JupyterHub.extra_user_scopes = []
-"""
-
-
-def services_config(workdir: Path, ports: dict[str, int], kubeconfig: Path, oidc: bool) -> str:
+def services_config(workdir: Path, ports: dict[str, int], kubeconfig: Path) -> str:
     """The culler, accounting and monitoring, as the Helm values have them, with demo policies."""
     state = workdir / "services"
     culler = {"policy": str(CULLING_POLICY), "state_dir": str(state / "culler"), "interval": 60,
@@ -147,18 +135,12 @@ def services_config(workdir: Path, ports: dict[str, int], kubeconfig: Path, oidc
     monitoring = {"profile": "jupyterlab", "url": f"http://127.0.0.1:{ports['monitoring']}",
                   "interval": PROBE_INTERVAL, "state_dir": str(state / "monitoring"),
                   "kubernetes": str(kubeconfig)}
-    if oidc:
-        # WORKAROUND: configure() puts the probe user in its group through c.JupyterHub.load_groups, which
-        # JupyterHub refuses when the authenticator manages groups (APExOIDCAuthenticator does): no probe
-        # group until apex_hub.services configures it another way; the probe's sessions are then recorded.
-        monitoring["probe_group"] = ""
     for d in ("culler", "accounting", "monitoring"):
         (state / d).mkdir(parents=True, exist_ok=True)
     return (f"from apex_hub.services import configure as configure_services\n"
             f"configure_services(c, culler={culler!r},\n"
             f"                   accounting={accounting!r},\n"
-            f"                   monitoring={monitoring!r})\n"
-            f"{USER_ROLE_WORKAROUND}")
+            f"                   monitoring={monitoring!r})\n")
 
 
 def hub_config(*, workdir: Path, port: int, hub_port: int, proxy_api_port: int, k8s_url: str,
@@ -177,7 +159,7 @@ def hub_config(*, workdir: Path, port: int, hub_port: int, proxy_api_port: int, 
                  f"c.JupyterHub.load_groups = {DEMO_GROUPS!r}\n")
     root_args = ["--allow-root"] if os.geteuid() == 0 else []
     services = ("\n# -- the hub-managed services, with demo policies --\n"
-                + services_config(workdir, service_ports, workdir / "kubeconfig", bool(oidc))) if service_ports else ""
+                + services_config(workdir, service_ports, workdir / "kubeconfig")) if service_ports else ""
     brand = (f"\n# -- the hub's look (apex_hub.branding) --\n"
              f"from apex_hub.branding import configure as configure_branding\n"
              f"configure_branding(c, {branding!r}, login_hint={LOGIN_HINT!r},\n"
