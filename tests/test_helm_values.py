@@ -378,3 +378,20 @@ def test_accounting_is_a_hub_managed_service_with_a_least_privilege_role(hub_env
         hub["service"]["extraPorts"]
     assert any(rule["ports"] == [{"port": 8184, "protocol": "TCP"}] for rule in hub["networkPolicy"]["ingress"])
     assert hub["extraEnv"]["APEX_ACCOUNTING_DB_URL"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+
+def test_the_admission_policy_passes_the_kubernetes_schemas_and_names_the_hub():
+    """helm-values/admission-policy.yaml: a ValidatingAdmissionPolicy + binding (GA in Kubernetes 1.30)."""
+    docs = [d for d in yaml.safe_load_all((ROOT / "helm-values" / "admission-policy.yaml").read_text()) if d]
+    assert sorted(d["kind"] for d in docs) == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
+    binding = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert "Deny" in binding["spec"]["validationActions"]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    # the hub the policy confines is the ServiceAccount rbac.yaml binds
+    sa = next(o for o in rbac_objects() if o["kind"] == "ClusterRoleBinding")["subjects"][0]
+    who = f"system:serviceaccount:{sa['namespace']}:{sa['name']}"
+    assert who in yaml.safe_dump(policy["spec"]["matchConditions"])
