@@ -114,7 +114,11 @@ class _TokenAPIHandler(APIHandler):
             raise web.HTTPError(401, f"The login of {user.name} has expired or was revoked; the user"
                                      " must log in to the hub again.")
         if isinstance(model, dict):
-            await self.auth_to_user(model, user)
+            # groups and admin flag as JupyterHub's own refresh applies them, with the auth state as
+            # stored now: another refresh may have finished meanwhile, and its (rotated) tokens win
+            async with self.authenticator._lock(user.name):
+                model["auth_state"] = await user.get_auth_state() or model["auth_state"]
+                await self.auth_to_user(model, user)
         return await user.get_auth_state() or {}
 
     def _answer(self, state: dict, with_token: bool = True) -> None:

@@ -226,6 +226,41 @@ async def test_the_token_file_in_the_pod_follows_refreshes(env):
     assert status in (202, 204)
 
 
+async def test_back_to_back_refreshes_leave_the_newest_token_in_the_workspace(env):
+    """The first refresh's Secret write hits a transient API error and is retried; the second refresh
+    must not be overtaken by that retry (the older token would be left in the workspace)."""
+    import base64
+
+    async with env.browser() as http:
+        await env.login(http, "dave")
+    status, body = await env.hub.api("POST", "/users/dave/server", json={"profile": "lab"})
+    assert status in (201, 202), body
+    await env.hub.wait_ready("dave", timeout=90)
+    ns = user_namespace("dave", "apex-")
+
+    def secret_token() -> str:
+        table = env.sim.store._table(env.sim.store._rt("secrets"))
+        [secret] = [o for (n, name), o in table.items() if n == ns and name.startswith("apex-oidc-token")]
+        return base64.b64decode(secret["data"]["access_token"]).decode()
+
+    # the next write of a Secret in dave's namespace is throttled once (429, Retry-After: 1 s; the spawner retries)
+    env.sim.inject(verb="patch", resource="secrets", namespace=ns, status=429, retry_after=1, times=1)
+
+    async def forced():
+        status, body = await env.hub.api("POST", "/apex/users/dave/oidc-token/refresh")
+        assert status == 200, body
+
+    async def forced_later():
+        await asyncio.sleep(0.2)  # while the first one refreshes (or retries its write)
+        await forced()
+
+    await asyncio.gather(forced(), forced_later())
+    newest = (await env.auth_state("dave"))["access_token"]
+    assert secret_token() == newest
+    status, _ = await env.hub.api("DELETE", "/users/dave/server")
+    assert status in (202, 204)
+
+
 async def test_logout_revokes_and_ends_the_provider_session(env):
     async with env.browser() as http:
         await env.login(http, "bob")
