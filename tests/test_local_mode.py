@@ -472,18 +472,21 @@ def test_the_generated_config_runs_the_services_with_the_branding(tmp_path, oidc
     assert "--profile=jupyterlab" in commands["apex-monitoring"] and "--interval=300" in commands["apex-monitoring"]
     user_role = next(r for r in hub.load_roles if r["name"] == "user")
     assert "access:services!service=apex-accounting" in user_role["scopes"]  # the usage page for everyone
-    assert not hub.get("extra_user_scopes")  # merged into the role, which JupyterHub would otherwise ignore it for
+    assert not hub.get("extra_user_scopes")  # user-wide grants live in the user role (apex_hub.hubconfig)
     assert hub.tornado_settings["slow_spawn_timeout"] == 0 and "slow_spawn_timeout" not in hub
     assert hub.template_paths[0].endswith("apex_hub/branding/apex-theme/templates")
     assert hub.logo_file.endswith("apex-theme/logo.svg")
     assert callable(hub.template_vars["announcement"])  # the services' banner survives the branding
     assert "alice" in hub.template_vars["apex_login_hint"]
     assert ("Usage", "/services/apex-accounting/") in hub.template_vars["apex_links"]
+    # the probe group is made by the monitoring service through the API (never load_groups, which
+    # JupyterHub refuses when the authenticator manages groups)
     groups = hub.get("load_groups") or {}
-    if oidc:  # JupyterHub refuses load_groups when the authenticator manages groups
-        assert groups == {} and "--probe-group=" in commands["apex-monitoring"]
+    assert "apex-probe" not in groups and "--probe-group=" not in commands["apex-monitoring"]
+    if oidc:  # groups come from the identity provider's claims
+        assert groups == {}
     else:
-        assert groups["apex-small"]["users"] == ["alice"] and groups["apex-probe"]["users"] == ["apex-probe"]
+        assert groups["apex-small"]["users"] == ["alice"]
 
 
 def test_the_branding_is_swapped_with_one_option(tmp_path):
