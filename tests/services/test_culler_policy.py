@@ -169,3 +169,20 @@ def test_cli_checks_the_catalogue_too(tmp_path, capsys):
     assert "profiles catalogue" in err and "session_mode" in err and str(profiles) in err
     profiles.write_text("profiles:\n  - {slug: lab, display_name: Lab, session_mode: always-on}\n")
     assert main([f"--policy={policy}", f"--profiles={profiles}", "--check"]) == 0
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n" \
+       "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n" \
+       "defaults: {idle_timeout: 1h}\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_not_expanded(tmp_path):
+    """A few hundred bytes of nested aliases would expand to millions of items: refused at the first alias."""
+    from apex_hub.services.accounting.quota import QuotaError, Quotas
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(BOMB)
+    with pytest.raises(PolicyError, match=r"alias \*a: YAML aliases are not allowed"):
+        CullingPolicy.load(path)
+    with pytest.raises(QuotaError, match=r"alias \*a: YAML aliases are not allowed"):
+        Quotas.load(path)

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from ...profiles.yamlsafe import load as load_yaml
 from .db import Ledger
 from .reports import next_period, period_start, total
 
@@ -190,7 +191,7 @@ class Quotas:
     def load(cls, path: str | Path) -> "Quotas":
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = load_yaml(path.read_text()) or {}  # no aliases: a small file cannot expand without bound
         except yaml.YAMLError as exc:
             raise QuotaError(f"{path.name}: not valid YAML: {exc}") from None
         return cls.from_dict(data, path.name)

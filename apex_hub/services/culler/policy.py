@@ -48,6 +48,8 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from ...profiles.fields import SessionMode
+from ...profiles.yamlsafe import load as load_yaml
+
 _MODE_STRICTNESS = {"off": 0, "on-demand": 1, "always-on": 2}
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -206,7 +208,7 @@ class CullingPolicy(BaseModel):
     def load(cls, path: str | Path) -> "CullingPolicy":
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            data = load_yaml(path.read_text())  # no aliases: a small file cannot expand without bound
         except OSError as exc:
             raise PolicyError(f"{path}: cannot read the policy file: {exc}") from None
         except yaml.YAMLError as exc:
