@@ -22,6 +22,7 @@ import contextvars
 import json
 import re
 import time
+import weakref
 from typing import Any
 from urllib.parse import urlencode
 
@@ -167,7 +168,9 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._provider: Provider | None = None
-        self._refresh_locks: dict[str, asyncio.Lock] = {}
+        # one lock per user while someone holds or waits for it: weak values, so the map does not grow
+        # with every user who ever refreshed (a hub runs for months)
+        self._refresh_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # -- discovery ----------------------------------------------------------------------------
 
@@ -296,7 +299,11 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
     # -- refresh ------------------------------------------------------------------------------
 
     def _lock(self, name: str) -> asyncio.Lock:
-        return self._refresh_locks.setdefault(name, asyncio.Lock())
+        """The refresh lock of user ``name`` (the same object for everyone holding or awaiting it)."""
+        lock = self._refresh_locks.get(name)
+        if lock is None:
+            lock = self._refresh_locks[name] = asyncio.Lock()
+        return lock
 
     async def refresh_user(self, user, handler=None, force: bool = False, **kwargs):
         """Refresh the tokens when the access token is about to expire (or ``force``).

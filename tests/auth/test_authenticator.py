@@ -129,3 +129,27 @@ def _resigned(token: str, idp, **changes) -> str:
     claims = jwt.decode(token, options={"verify_signature": False})
     key = idp.private_jwks["keys"][0]
     return jwt.encode({**claims, **changes}, jwt.PyJWK(key).key, algorithm="RS256", headers={"kid": key["kid"]})
+
+
+async def test_refresh_locks_are_shared_while_held_and_not_kept_forever():
+    """One lock per user while a refresh holds or awaits it; none left behind for the months a hub runs."""
+    import asyncio
+    import gc
+
+    authenticator = APExOIDCAuthenticator(oidc_issuer="https://idp.invalid", client_id="c", client_secret="s")
+    order = []
+
+    async def refresh(user: str, tag: str):
+        async with authenticator._lock(user):
+            order.append(f"{tag} in")
+            await asyncio.sleep(0.01)
+            order.append(f"{tag} out")
+
+    await asyncio.gather(refresh("alice", "a1"), refresh("alice", "a2"), refresh("bob", "b"))
+    assert order.index("a1 out") < order.index("a2 in")  # alice's two refreshes never overlap
+    assert order.index("b in") < order.index("a1 out")   # bob does not wait for alice
+    for n in range(1000):
+        async with authenticator._lock(f"user-{n}"):
+            pass
+    gc.collect()
+    assert len(authenticator._refresh_locks) == 0
