@@ -32,6 +32,9 @@ source_suffix = {".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build", "_generated", "local-mode", "Thumbs.db", ".DS_Store"]
 
+# option names such as --node-modules stay as written (no en dashes)
+smartquotes = False
+
 myst_enable_extensions = ["colon_fence", "deflist", "fieldlist"]
 # heading anchors so that pages can link to #sections of other pages
 myst_heading_anchors = 4

@@ -3,8 +3,9 @@
 Why: editors validate a catalogue or a policy while it is written, and the reference pages list the
 same fields, so both come from one place: the pydantic models (catalogue, culling policy) and the
 quota loader's constants (the quota file has no model yet). ``model_json_schema()`` describes what a
-model *stores*; where the loader accepts more on input (durations such as ``"2h"``, ``schedule:
-never``), ``_INPUT_FORMS`` widens the schema so that a file the loader accepts also validates here.
+model *stores*; where a ``BeforeValidator`` accepts more on input (``10`` for a string, ``"500m"``
+for a CPU count, ``0644`` for a file mode, ``off`` read by YAML as ``false``), ``InputSchema`` widens
+the schema so that a file the loader accepts also validates here (the docs tests check both ways).
 """
 
 from __future__ import annotations
@@ -29,6 +30,58 @@ _NO_SCHEDULE = {"type": "string", "enum": ["never", "none", "off"],
                 "description": "no scheduled shutdown in this section"}
 
 
+def _input_forms() -> dict:
+    """What each of the profile fields' before-validators accepts, by validator function."""
+    from apex_hub.profiles import fields, quantities
+
+    return {
+        fields._scalar_to_str: {"type": ["string", "number", "boolean"]},
+        quantities.check_quantity: {"type": ["string", "number"],
+                                    "description": "a Kubernetes quantity such as 1, '10Gi' or '500m'"},
+        quantities.check_memory: {"type": ["string", "integer"],
+                                  "description": "bytes, or a size such as '4G' or '512Mi' (K/M/G/T are powers of 1024)"},
+        quantities.check_cpu: {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}],
+                               "description": "cores, e.g. 0.5, or millicores such as '500m'"},
+        fields._file_mode: {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 0o777},
+                                      {"type": "string", "pattern": "^(0o)?[0-7]{1,4}$"}],
+                            "description": "an octal file mode such as 0644"},
+        fields._session_mode: {"enum": ["on-demand", "always-on", "off", False],
+                               "description": "on-demand, always-on or off (YAML reads a bare off as false)"},
+    }
+
+
+def _input_generator():
+    """A pydantic schema generator that describes the input forms of ``_input_forms()``."""
+    from pydantic.json_schema import GenerateJsonSchema
+
+    forms = _input_forms()
+
+    class InputSchema(GenerateJsonSchema):
+        def function_before_schema(self, schema):
+            form = forms.get(schema["function"]["function"])
+            if form is not None:
+                return copy.deepcopy(form)
+            return super().function_before_schema(schema)
+
+    return InputSchema
+
+
+_PYDANTIC_ONLY = {"gt", "ge", "lt", "le"}  # constraint names pydantic leaves beside a replaced schema
+
+
+def _clean(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _clean(v) for k, v in node.items() if k not in _PYDANTIC_ONLY}
+    if isinstance(node, list):
+        return [_clean(v) for v in node]
+    return node
+
+
+def _model_schema(model) -> dict:
+    return _clean(model.model_json_schema(mode="validation", ref_template="#/$defs/{model}",
+                                          schema_generator=_input_generator()))
+
+
 def _describe(schema: dict, title: str, description: str, file_id: str) -> dict:
     return {"$schema": SCHEMA_DIALECT, "$id": BASE_ID + file_id, "title": title,
             "description": description, **schema}
@@ -39,7 +92,7 @@ def catalogue_schema() -> dict:
     from apex_hub.profiles.catalogue import TOP_LEVEL_FIELDS
     from apex_hub.profiles.schema import Profile
 
-    profile = Profile.model_json_schema(mode="validation", ref_template="#/$defs/{model}")
+    profile = _model_schema(Profile)
     defs = profile.pop("$defs", {})
     defaults = copy.deepcopy(profile)
     defaults.pop("required", None)
@@ -73,7 +126,7 @@ def culling_policy_schema() -> dict:
     """The culler's policy file, widened to the input forms the loader accepts."""
     from apex_hub.services.culler.policy import CullingPolicy
 
-    schema = CullingPolicy.model_json_schema(mode="validation", ref_template="#/$defs/{model}")
+    schema = _model_schema(CullingPolicy)
     rule = schema["$defs"]["Rule"]
     for name in ("idle_timeout", "max_age"):
         rule["properties"][name] = {**_DURATION, "title": rule["properties"][name].get("title", name)}
@@ -147,6 +200,8 @@ def _type_of(prop: dict[str, Any], prefix: str) -> str:
     if "const" in prop:
         return f"`{json.dumps(prop['const'])}`"
     kind = prop.get("type", "any")
+    if isinstance(kind, list):
+        return " or ".join(kind)
     if kind == "array":
         return f"list of {_type_of(prop.get('items', {}), prefix)}"
     if kind == "object" and isinstance(prop.get("additionalProperties"), dict):
