@@ -242,3 +242,17 @@ def test_schema_and_loader_agree(schema, data, accepted):
     assert _loader_accepts(schema, data) is accepted, "the case table is wrong about the loader"
     valid = jsonschema.Draft202012Validator(apex_schemas.SCHEMAS[schema]()).is_valid(data)
     assert valid is accepted
+
+
+def test_services_page_lists_every_role_scope_and_metric(site):
+    from apex_hub.services import CULLER_SCOPES, restart_scope
+    from apex_hub.services.accounting.config import ACCOUNTING_SCOPES, QUOTA_STOP_SCOPE
+
+    text = (site / "reference/services.html").read_text()
+    for scope in [*CULLER_SCOPES, *ACCOUNTING_SCOPES, QUOTA_STOP_SCOPE, restart_scope(),
+                  "servers!user=apex-probe"]:
+        assert f">{scope}<" in text, scope
+    assert "(with <code class=\"docutils literal notranslate\"><span class=\"pre\">quota_stop:" in text
+    for metric in ("apex_monitoring_status", "apex_monitoring_probe_runs_total",
+                   "apex_monitoring_probe_phase_seconds", "apex_monitoring_component_up"):
+        assert f">{metric}<" in text, metric

@@ -19,6 +19,7 @@ from sphinx.util.docutils import SphinxDirective
 
 import apex_cli
 import apex_schemas
+import apex_services
 
 SCHEMA_DIR = "schemas"
 
@@ -53,6 +54,16 @@ class SchemaDirective(_MarkdownDirective):
 class CliDirective(_MarkdownDirective):
     def run(self) -> list[nodes.Node]:
         return self.render(apex_cli.cli_markdown())
+
+
+class RolesDirective(_MarkdownDirective):
+    def run(self) -> list[nodes.Node]:
+        return self.render(apex_services.roles_markdown())
+
+
+class MetricsDirective(_MarkdownDirective):
+    def run(self) -> list[nodes.Node]:
+        return self.render(apex_services.metrics_markdown())
 
 
 def own_config_traits(cls: type) -> tuple[list[str], list[str]]:
@@ -103,5 +114,7 @@ def setup(app: Sphinx) -> dict:
     app.add_directive("apex-schema", SchemaDirective)
     app.add_directive("apex-cli", CliDirective)
     app.add_directive("apex-config", ConfigDirective)
+    app.add_directive("apex-roles", RolesDirective)
+    app.add_directive("apex-metrics", MetricsDirective)
     app.connect("build-finished", _write_schemas)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
