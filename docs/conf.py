@@ -30,7 +30,7 @@ extensions = [
 
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "_generated", "local-mode", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "README.proposed.md", "local-mode", "Thumbs.db", ".DS_Store"]
 
 # option names such as --node-modules stay as written (no en dashes)
 smartquotes = False

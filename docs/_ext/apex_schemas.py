@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+#: where the site publishes the schemas (an assumption until the docs have a home; one place to change)
 BASE_ID = "https://esa-apex.github.io/apex-hub/schemas/"
 
 _DURATION = {
@@ -108,7 +109,8 @@ def catalogue_schema() -> dict:
         "properties": {
             "profiles": {"type": "array", "items": {"$ref": "#/$defs/Profile"},
                          "description": "The profiles, in the order the spawn page shows them."},
-            "defaults": {"$ref": "#/$defs/ProfileDefaults"},
+            "defaults": {"$ref": "#/$defs/ProfileDefaults",
+                         "description": "Profile fields merged into every profile."},
             "allow_security_overrides": {
                 "type": "boolean", "default": False,
                 "description": "Let profiles set security_context and security-relevant overrides.",
