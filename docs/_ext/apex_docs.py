@@ -45,7 +45,7 @@ class SchemaDirective(_MarkdownDirective):
         file_name = f"{name}.schema.json"
         uri = posixpath.relpath(f"{SCHEMA_DIR}/{file_name}", posixpath.dirname(self.env.docname) or ".")
         para = nodes.paragraph()
-        para += nodes.Text("JSON Schema: ")
+        para += nodes.Text("The JSON Schema of this file, for editors and CI: ")
         para += nodes.reference("", file_name, refuri=uri)
         para += nodes.Text(f" (its $id is {schema['$id']}).")
         return [para, *self.render(apex_schemas.schema_markdown(schema))]
