@@ -197,10 +197,8 @@ class _Converter:
             if ref and ref.get("name"):
                 ref["name"] = self._renamed(f"pod_env_vars.{name}", ref["name"])
         self._credentials(out)
-        if out.get("volumes") or out.get("config_maps"):
-            out["workspace_volume"] = False
-            self.note("workspace_volume: false: the profile brings its own volumes, so it does not"
-                      " get the operator's default workspace claim (ApplicationHub had none)")
+        # ApplicationHub gives a pod only the profile's own volumes (no default claim).
+        out["workspace_volume"] = False
         out = self._placeholders(out, ())
         for item in out.get("config_maps", []):
             content = item.get("content") or ""
@@ -219,7 +217,7 @@ class _Converter:
         result = {}
         for key, value in selector.items():
             text = "true" if value is True else "false" if value is False else str(value)
-            stripped = text.strip().strip("\"'")
+            stripped = text.strip().strip("\\\"' ")
             if stripped != text:
                 self.note(f"node_selector.{key}: value {text!r} is not a label value (the API server"
                           f" refuses such a pod, so ApplicationHub could not start this profile);"
@@ -541,6 +539,10 @@ def convert(data: Any) -> tuple[dict[str, Any], list[str]]:
               for key in data if key != "profiles"]
     taken: set[str] = set()
     profiles = []
+    if data["profiles"]:
+        report.append("every profile: workspace_volume: false: ApplicationHub mounts only a"
+                      " profile's own volumes, so converted profiles do not get the operator's"
+                      " default workspace claim at /home/jovyan (set it to true to add it)")
     for index, raw in enumerate(data["profiles"]):
         if not isinstance(raw, Mapping):
             report.append(f"profiles[{index}]: not a mapping; skipped")
