@@ -200,10 +200,32 @@ class _Converter:
         # ApplicationHub gives a pod only the profile's own volumes (no default claim).
         out["workspace_volume"] = False
         out = self._placeholders(out, ())
+        self._workspace_pull_secrets(out)
         for item in out.get("config_maps", []):
             content = item.get("content") or ""
             item["template"] = has_placeholders(content) or has_escapes(content)
         return out
+
+    def _workspace_pull_secrets(self, out: dict) -> None:
+        """Pull Secrets the profile's own manifests make in the namespace are not copied."""
+        made = set()
+        for manifest in out.get("manifests") or []:
+            content = manifest["content"]
+            docs = (yaml.safe_load_all(content) if isinstance(content, str)
+                    else content if isinstance(content, list) else [content])
+            for doc in docs:
+                if isinstance(doc, Mapping) and doc.get("kind") in ("Secret", "ExternalSecret"):
+                    target = ((doc.get("spec") or {}).get("target") or {}).get("name")
+                    made |= {_meta_name(doc), target} - {None}
+        inside = [n for n in out.get("image_pull_secrets", []) if n in made]
+        if inside:
+            out["image_pull_secrets"] = [n for n in out["image_pull_secrets"] if n not in inside]
+            if not out["image_pull_secrets"]:
+                del out["image_pull_secrets"]
+            out["workspace_image_pull_secrets"] = inside
+            self.note(f"image_pull_secrets {', '.join(inside)}: made by the profile's own manifests"
+                      " in the user's namespace, so listed in workspace_image_pull_secrets (used"
+                      " there, not copied from the hub namespace)")
 
     def _renamed(self, where: str, name: Any) -> Any:
         """Follow a ConfigMap renamed for DNS validity in the fields that refer to it."""

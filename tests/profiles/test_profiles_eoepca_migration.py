@@ -183,3 +183,13 @@ def test_credentials_in_clear_are_warned_about():
     assert len(warnings) == 3
     assert any("env.AWS_SECRET_ACCESS_KEY" in w and "from_secret" in w for w in warnings)
     assert not any("env.HOME" in w for w in warnings)
+
+
+def test_pull_secret_made_by_an_external_secret_is_used_in_place():
+    external = {"apiVersion": "external-secrets.io/v1beta1", "kind": "ExternalSecret",
+                "metadata": {"name": "regcred"}, "spec": {"target": {"name": "regcred"}}}
+    out, report, profile = one({"image_pull_secrets": [{"name": "regcred"}, {"name": "hub-cr"}],
+                                "manifests": [{"name": "es", "content": [external]}]})
+    assert profile.image_pull_secrets == ["hub-cr"]
+    assert profile.workspace_image_pull_secrets == ["regcred"]
+    assert any("workspace_image_pull_secrets" in r for r in report)
