@@ -30,6 +30,7 @@ _JINJA_EXPRESSION = re.compile(r"\{\{\s*(.*?)\s*\}\}", re.S)
 _JINJA_STATEMENT = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.S)
 #: ApplicationHub's user namespace, written out (jupyterhub_config.py: ``jupyter-<user name>``).
 _APPHUB_NAMESPACE = re.compile(r"jupyter-\{\{\s*(?:spawner\.)?user\.name\s*\}\}")
+WORKSPACE_VOLUME_NOTE = "every profile"
 #: Environment variable names whose literal values are credentials.
 _CREDENTIAL_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|CRYPT|PRIVATE|ACCESS_KEY|API_KEY)",
                               re.I)
@@ -561,10 +562,7 @@ def convert(data: Any) -> tuple[dict[str, Any], list[str]]:
               for key in data if key != "profiles"]
     taken: set[str] = set()
     profiles = []
-    if data["profiles"]:
-        report.append("every profile: workspace_volume: false: ApplicationHub mounts only a"
-                      " profile's own volumes, so converted profiles do not get the operator's"
-                      " default workspace claim at /home/jovyan (set it to true to add it)")
+
     for index, raw in enumerate(data["profiles"]):
         if not isinstance(raw, Mapping):
             report.append(f"profiles[{index}]: not a mapping; skipped")
@@ -572,4 +570,8 @@ def convert(data: Any) -> tuple[dict[str, Any], list[str]]:
         converter = _Converter(index, raw, taken)
         profiles.append(converter.convert())
         report.extend(converter.notes)
+    if profiles:
+        report.append(f"{WORKSPACE_VOLUME_NOTE}: workspace_volume: false: ApplicationHub mounts only"
+                      " a profile's own volumes, so converted profiles do not get the operator's"
+                      " default workspace claim at /home/jovyan (set it to true to add it)")
     return {"profiles": profiles}, report
