@@ -193,3 +193,17 @@ def test_pull_secret_made_by_an_external_secret_is_used_in_place():
     assert profile.image_pull_secrets == ["hub-cr"]
     assert profile.workspace_image_pull_secrets == ["regcred"]
     assert any("workspace_image_pull_secrets" in r for r in report)
+
+
+def test_check_command_names_the_kinds_to_allow(tmp_path, capsys):
+    from apex_hub.profiles.__main__ import main
+
+    path = tmp_path / "p.yml"
+    path.write_text(yaml.safe_dump({"profiles": [{
+        "slug": "dask", "display_name": "Dask", "manifests": [{"name": "m", "content": [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "gw"}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "gw"}}]}]}]}))
+    assert main(["check", str(path)]) == 0
+    (note,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("NOTE")]
+    assert "profile 'dask': manifests of kind Deployment are not in" in note
+    assert "Service" not in note
