@@ -7,7 +7,9 @@ never copied in; without them (a user's clone) these tests are skipped with the 
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
+import jinja2
 import pytest
 import yaml
 from kubernetes_asyncio import client
@@ -80,6 +82,7 @@ async def prepare_cluster(sim, catalogue):
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
 async def test_every_profile_spawns_for_both_users(ksim, path):
     data, _, catalogue = converted(path)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))["profiles"]
     await prepare_cluster(ksim, catalogue)
     kinds = sorted(set(DEFAULT_MANIFEST_KINDS) | {k for p in catalogue for m in p.manifests
                                                   for k in m.kinds})
@@ -96,4 +99,26 @@ async def test_every_profile_spawns_for_both_users(ksim, path):
             mounted = {m["mountPath"] for c in spec["containers"] for m in c.get("volumeMounts", [])}
             assert {v.mount_path for v in profile.volumes} <= mounted
             assert {s.mount_path for s in profile.secret_mounts} <= mounted
+            env = {e["name"]: e.get("value") for e in spec["containers"][0].get("env", [])}
+            for name, value in apphub_env(raw[profile_index(data, profile.slug)], spawner).items():
+                assert env.get(name) == value, (profile.slug, user, name)
             await spawner.stop()
+
+
+def profile_index(data, slug):
+    return [p["slug"] for p in data["profiles"]].index(slug)
+
+
+def apphub_env(raw_profile, spawner):
+    """ApplicationHub's rendering of a profile's literal env (jinja2, as its ConfigParser does),
+    for our user name slug, with its ``jupyter-<user>`` namespace read as ours."""
+    user = SimpleNamespace(name=spawner.user_slug)
+    context = {"spawner": SimpleNamespace(user=user), "namespace": spawner.namespace}
+    env = {}
+    for name, value in (raw_profile.get("pod_env_vars") or {}).items():
+        if isinstance(value, str) and "{{" in value and "{%" not in value:
+            text = jinja2.Template(value).render(**context)
+            env[name] = text.replace(f"jupyter-{spawner.user_slug}", spawner.namespace)
+        elif isinstance(value, str):
+            env[name] = value
+    return env
