@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from .catalogue import Catalogue, parse_yaml
-from .eoepca import convert, dump_yaml
+from .eoepca import DEFAULT_MANIFEST_KINDS, convert, dump_yaml
 from .errors import CatalogueError
 
 
@@ -37,7 +37,23 @@ def check(path: str) -> int:
         groups = ", ".join(profile.groups) if profile.groups else "everyone"
         marker = " (default)" if profile.default else ""
         print(f"  {profile.slug}{marker}: {profile.display_name} [groups: {groups}]")
+    for line in kinds_to_allow(catalogue):
+        print(line)
     return 0
+
+
+def kinds_to_allow(catalogue: Catalogue) -> list[str]:
+    """One line per profile whose manifests need kinds outside the default ``manifest_kinds``."""
+    lines = []
+    for profile in catalogue:
+        kinds = sorted({kind for m in profile.manifests for kind in m.kinds}
+                       - set(DEFAULT_MANIFEST_KINDS))
+        if kinds:
+            lines.append(
+                f"NOTE: profile {profile.slug!r}: manifests of kind {', '.join(kinds)} are not in"
+                " the spawner's default manifest_kinds; allow them"
+                f" (c.APExSpawner.manifest_kinds) or every spawn of it is refused")
+    return lines
 
 
 def convert_eoepca(source: str, target: str) -> int:

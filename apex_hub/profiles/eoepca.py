@@ -17,11 +17,25 @@ import yaml
 
 from .errors import CatalogueError
 from .overrides import ALLOWED_OVERRIDES
-from .templating import has_placeholders
+from .items import cluster_scoped
+from .templating import escape, has_escapes, has_placeholders
+
+#: The spawner's default ``manifest_kinds`` (apex_hub/spawner/workspace.py
+#: DEFAULT_MANIFEST_KINDS; a test keeps the two equal): other kinds need the operator's consent.
+DEFAULT_MANIFEST_KINDS = ("ConfigMap", "Secret", "Service", "ServiceAccount", "Role",
+                          "RoleBinding", "PersistentVolumeClaim", "NetworkPolicy")
 
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 _JINJA_EXPRESSION = re.compile(r"\{\{\s*(.*?)\s*\}\}", re.S)
 _JINJA_STATEMENT = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.S)
+#: ApplicationHub's user namespace, written out (jupyterhub_config.py: ``jupyter-<user name>``).
+_APPHUB_NAMESPACE = re.compile(r"jupyter-\{\{\s*(?:spawner\.)?user\.name\s*\}\}")
+WORKSPACE_VOLUME_NOTE = "every profile"
+#: Environment variable names whose literal values are credentials.
+_CREDENTIAL_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|CRYPT|PRIVATE|ACCESS_KEY|API_KEY)",
+                              re.I)
+#: Crossplane kinds ApplicationHub creates as cluster objects (create_cluster_custom_object).
+_CROSSPLANE_OBJECT = ("kubernetes.crossplane.io", "Object")
 _EXPRESSIONS = {
     "spawner.user.name": "{username}",
     "user.name": "{username}",
@@ -109,7 +123,13 @@ def _is_templated(path: tuple) -> bool:
         return len(path) > 2 and path[2] in ("claim_name", "annotations")
     if head == "role_bindings":
         return len(path) > 4 and path[2] == "subjects" and path[4] in ("name", "namespace")
-    return False
+    if head == "secret_mounts":
+        return len(path) > 2 and path[2] == "name"
+    return head == "workspace_image_pull_secrets"
+
+
+def _meta_name(doc: Mapping) -> Any:
+    return (doc.get("metadata") or {}).get("name")
 
 
 def _path_text(path: tuple) -> str:
@@ -127,6 +147,7 @@ class _Converter:
         self.label = str(raw.get("id") or f"profiles[{index}]")
         self.notes: list[str] = []
         self.renamed: dict[str, str] = {}
+        self.service_account = False
 
     def note(self, message: str) -> None:
         self.notes.append(f"profile {self.label!r}: {message}")
@@ -149,25 +170,101 @@ class _Converter:
             out["default"] = True
         if raw.get("groups"):
             out["groups"] = list(raw["groups"])
+        elif isinstance(raw.get("groups"), list):
+            self.note("groups: [] offered this profile to nobody in ApplicationHub; here an empty"
+                      " list means everyone: it is now OPEN TO EVERY USER (add groups, or"
+                      " session_mode: off, to keep it closed)")
         self._overrides(definition.get("kubespawner_override") or {}, out)
         if raw.get("node_selector"):
             out["node_selector"] = {**out.get("node_selector", {}), **raw["node_selector"]}
+        if out.get("node_selector"):
+            out["node_selector"] = self._node_selector(out["node_selector"])
         if raw.get("default_url"):
             url = str(raw["default_url"])
             out["default_url"] = url if url.startswith("/") else "/" + url
         self._env(raw.get("pod_env_vars") or {}, out)
-        for key in ("env_from_config_maps", "env_from_secrets"):
-            if raw.get(key):
-                out[key] = list(raw[key])
         for key in ("config_maps", "volumes", "secret_mounts", "init_containers",
                     "role_bindings", "image_pull_secrets", "manifests"):
             items = getattr(self, "_" + key)(raw.get(key) or [])
             if items:
                 out[key] = items
+        if self.service_account:
+            out["service_account_token"] = True
+        for key in ("env_from_config_maps", "env_from_secrets"):
+            if raw.get(key):
+                out[key] = [self._renamed(f"{key}[{n}]", name) for n, name in enumerate(raw[key])]
+        for name, value in (out.get("env") or {}).items():
+            ref = value.get("from_config_map") if isinstance(value, dict) else None
+            if ref and ref.get("name"):
+                ref["name"] = self._renamed(f"pod_env_vars.{name}", ref["name"])
+        self._credentials(out)
+        # ApplicationHub gives a pod only the profile's own volumes (no default claim).
+        out["workspace_volume"] = False
         out = self._placeholders(out, ())
+        self._workspace_pull_secrets(out)
         for item in out.get("config_maps", []):
-            item["template"] = has_placeholders(item.get("content") or "")
+            content = item.get("content") or ""
+            item["template"] = has_placeholders(content) or has_escapes(content)
         return out
+
+    def _workspace_pull_secrets(self, out: dict) -> None:
+        """Pull Secrets the profile's own manifests make in the namespace are not copied."""
+        made = set()
+        for manifest in out.get("manifests") or []:
+            content = manifest["content"]
+            docs = (yaml.safe_load_all(content) if isinstance(content, str)
+                    else content if isinstance(content, list) else [content])
+            for doc in docs:
+                if isinstance(doc, Mapping) and doc.get("kind") in ("Secret", "ExternalSecret"):
+                    target = ((doc.get("spec") or {}).get("target") or {}).get("name")
+                    made |= {_meta_name(doc), target} - {None}
+        inside = [n for n in out.get("image_pull_secrets", []) if n in made]
+        if inside:
+            out["image_pull_secrets"] = [n for n in out["image_pull_secrets"] if n not in inside]
+            if not out["image_pull_secrets"]:
+                del out["image_pull_secrets"]
+            out["workspace_image_pull_secrets"] = inside
+            self.note(f"image_pull_secrets {', '.join(inside)}: made by the profile's own manifests"
+                      " in the user's namespace, so listed in workspace_image_pull_secrets (used"
+                      " there, not copied from the hub namespace)")
+
+    def _renamed(self, where: str, name: Any) -> Any:
+        """Follow a ConfigMap renamed for DNS validity in the fields that refer to it."""
+        new = self.renamed.get(str(name))
+        if new is not None:
+            self.note(f"{where}: refers to {name!r}, now {new!r}")
+            return new
+        return name
+
+    def _node_selector(self, selector: Mapping) -> dict:
+        result = {}
+        for key, value in selector.items():
+            text = "true" if value is True else "false" if value is False else str(value)
+            stripped = text.strip().strip("\\\"' ")
+            if stripped != text:
+                self.note(f"node_selector.{key}: value {text!r} is not a label value (the API server"
+                          f" refuses such a pod, so ApplicationHub could not start this profile);"
+                          f" now {stripped!r}")
+            result[key] = stripped
+        return result
+
+    def _credentials(self, out: dict) -> None:
+        """Warn loudly about credentials written in clear in the source."""
+        for name, value in (out.get("env") or {}).items():
+            if isinstance(value, str) and value and _CREDENTIAL_NAME.search(name):
+                self.note(f"WARNING: CREDENTIAL IN CLEAR: env.{name} holds a literal value that"
+                          " looks like a secret; it was carried over as is. Put it in a Secret and"
+                          f" write env.{name}: {{from_secret: {{name: ..., key: ...}}}}")
+        for n, manifest in enumerate(out.get("manifests") or []):
+            content = manifest["content"]
+            docs = content if isinstance(content, list) else [content]
+            for doc in docs:
+                if isinstance(doc, Mapping) and doc.get("kind") == "Secret" and (
+                        doc.get("data") or doc.get("stringData")):
+                    self.note(f"WARNING: CREDENTIALS IN CLEAR: manifests[{n}] is a Secret"
+                              f" {(doc.get('metadata') or {}).get('name')!r} with its data inline"
+                              " (base64 is not encryption); it was carried over as is. Create it"
+                              " out of band (or with an ExternalSecret) and refer to it by name")
 
     def _slug(self, definition: Mapping) -> str:
         original = definition.get("slug") or self.raw.get("id") or ""
@@ -198,8 +295,14 @@ class _Converter:
                 )
 
     def _env(self, variables: Mapping, out: dict) -> None:
-        env = dict(out.pop("env", {}) or {})
-        for name, value in variables.items():
+        env: dict[str, Any] = {}
+        for name, value in {**(out.pop("env", {}) or {}), **variables}.items():
+            ref = value.get("valueFrom") if isinstance(value, Mapping) and len(value) == 1 else None
+            if isinstance(ref, Mapping) and len(ref) == 1:
+                kind, key_ref = next(iter(ref.items()))
+                ours = {"configMapKeyRef": "from_config_map", "secretKeyRef": "from_secret"}
+                if kind in ours and isinstance(key_ref, Mapping):
+                    value = {ours[kind]: key_ref}
             if isinstance(value, bool):
                 env[name] = "true" if value else "false"
             elif isinstance(value, str | int | float):
@@ -268,6 +371,13 @@ class _Converter:
                 self.note(f"{where}.volume_mount.name {mount['name']!r}: ignored (a mount"
                           " always uses its volume)")
             item["persist"] = bool(vol.get("persist", True))
+            if not item["persist"]:
+                if item.get("size"):
+                    item["scratch"] = True
+                    self.note(f"{where}: persist: false: a scratch claim (scratch: true), deleted"
+                              " at every stop as in ApplicationHub")
+                else:
+                    self.note(f"{where}: persist: false on an existing claim: kept, not deleted")
             result.append(item)
         return result
 
@@ -305,6 +415,13 @@ class _Converter:
                     "verbs": list(role.get("verbs") or [])}
             subjects = [{k: s[k] for k in ("kind", "name", "namespace") if s.get(k)}
                         for s in binding.get("subjects") or []]
+            for subject in subjects:
+                if subject.get("kind") == "ServiceAccount" and subject.get("name") == "default":
+                    subject["name"] = "workspace"
+                    self.service_account = True
+                    self.note(f"{where}.subjects: the 'default' ServiceAccount is now 'workspace',"
+                              " the account the pod runs as here (service_account_token: true"
+                              " mounts its token; without it the pod has no API access)")
             role_name = _name(role.get("name"), f"role-{n}")
             if role_name != role.get("name"):
                 self.note(f"{where}.role: name {role.get('name')!r} is now {role_name!r}")
@@ -320,6 +437,9 @@ class _Converter:
         names = []
         for n, secret in enumerate(items):
             where = f"image_pull_secrets[{n}]"
+            if not isinstance(secret, Mapping) or not secret.get("name"):
+                self.note(f"{where}: no name; dropped (there is no Secret to refer to)")
+                continue
             name = self._rename(where, secret.get("name"), f"pull-secret-{n}")
             names.append(name)
             if secret.get("data"):
@@ -344,19 +464,72 @@ class _Converter:
                 continue
             if manifest.get("key"):
                 self.note(f"{where}.key: not needed; ignored")
-            result.append({"name": _name(manifest.get("name"), f"manifest-{n}"),
-                           "content": manifest["content"],
+            content = self._manifest_content(where, manifest["content"])
+            if content in (None, []):
+                continue
+            name = _name(manifest.get("name"), f"manifest-{n}")
+            if name != manifest.get("name"):
+                self.note(f"{where}: name {manifest.get('name')!r} is now {name!r}")
+            result.append({"name": name, "content": content,
                            "persist": bool(manifest.get("persist", True))})
         return result
+
+    def _manifest_content(self, where: str, content: Any) -> Any:
+        """Unwrap Crossplane Objects, drop other cluster-scoped objects, name unusual kinds."""
+        if isinstance(content, str):
+            try:
+                docs = [d for d in yaml.safe_load_all(content) if d is not None]
+            except yaml.YAMLError:
+                return content
+            was_text = True
+        else:
+            docs, was_text = (content if isinstance(content, list) else [content]), False
+        kept = []
+        for number, doc in enumerate(docs):
+            if not isinstance(doc, Mapping):
+                kept.append(doc)
+                continue
+            at = f"{where}.content[{number}]"
+            api, kind = str(doc.get("apiVersion", "")), str(doc.get("kind", ""))
+            inner = ((doc.get("spec") or {}).get("forProvider") or {}).get("manifest")
+            if (api.split("/")[0], kind) == _CROSSPLANE_OBJECT and isinstance(inner, Mapping):
+                self.note(f"{at}: Crossplane Object {_meta_name(doc)!r} (cluster-scoped) is"
+                          f" replaced by the {inner.get('kind')} it wraps, created in the user's"
+                          " namespace itself")
+                doc, api, kind = inner, str(inner.get("apiVersion", "")), str(inner.get("kind", ""))
+            if api.split("/")[0].endswith("crossplane.io") or cluster_scoped(api, kind):
+                self.note(f"{at}: NOT CONVERTED: {kind} {_meta_name(doc)!r} ({api}) is a"
+                          " cluster-scoped object, which apex-hub never creates for a user (it"
+                          " would reach beyond the user's namespace); deploy it another way")
+                continue
+            if kind not in DEFAULT_MANIFEST_KINDS:
+                self.note(f"{at}: kind {kind} is not in the spawner's default manifest_kinds; the"
+                          f" operator must allow it (c.APExSpawner.manifest_kinds) or the spawn is"
+                          " refused")
+            kept.append(doc)
+        if was_text:
+            return content if len(kept) == len(docs) and kept == docs else (
+                yaml.safe_dump_all(kept, sort_keys=False) if kept else None)
+        return kept if isinstance(content, list) else (kept[0] if kept else None)
 
     def _placeholders(self, obj: Any, path: tuple) -> Any:
         if isinstance(obj, Mapping):
             return {k: self._placeholders(v, path + (k,)) for k, v in obj.items()}
         if isinstance(obj, list):
             return [self._placeholders(v, path + (n,)) for n, v in enumerate(obj)]
-        if not isinstance(obj, str) or ("{{" not in obj and "{%" not in obj):
+        if not isinstance(obj, str):
             return obj
         where = _path_text(path)
+        templated = _is_templated(path)
+        if templated and has_placeholders(obj.replace("{{", "\0").replace("}}", "\0")):
+            self.note(f"{where}: a literal {{username}}/{{namespace}}/{{profile}} (ApplicationHub"
+                      " left it alone) is escaped ({{{{namespace}}}}) so that it stays literal")
+        if "{{" not in obj and "{%" not in obj:
+            return escape(obj) if templated else obj
+        if _APPHUB_NAMESPACE.search(obj):
+            obj = _APPHUB_NAMESPACE.sub("{{ namespace }}", obj)
+            self.note(f"{where}: ApplicationHub's namespace 'jupyter-<user name>' is now"
+                      " {namespace}, the user's namespace here")
         for statement in _JINJA_STATEMENT.findall(obj):
             self.note(f"{where}: Jinja statement {statement!r} is not supported; edit by hand")
 
@@ -369,8 +542,14 @@ class _Converter:
                 return match.group(0)
             return mapped
 
-        text = _JINJA_EXPRESSION.sub(replace, obj)
-        if has_placeholders(text) and not _is_templated(path):
+        pieces, last = [], 0
+        for match in _JINJA_EXPRESSION.finditer(obj):
+            literal = obj[last:match.start()]
+            pieces += [escape(literal) if templated else literal, replace(match)]
+            last = match.end()
+        literal = obj[last:]
+        text = "".join(pieces + [escape(literal) if templated else literal])
+        if has_placeholders(text) and not templated:
             self.note(f"{where}: placeholders are not substituted in this field")
         return text
 
@@ -383,6 +562,7 @@ def convert(data: Any) -> tuple[dict[str, Any], list[str]]:
               for key in data if key != "profiles"]
     taken: set[str] = set()
     profiles = []
+
     for index, raw in enumerate(data["profiles"]):
         if not isinstance(raw, Mapping):
             report.append(f"profiles[{index}]: not a mapping; skipped")
@@ -390,4 +570,8 @@ def convert(data: Any) -> tuple[dict[str, Any], list[str]]:
         converter = _Converter(index, raw, taken)
         profiles.append(converter.convert())
         report.extend(converter.notes)
+    if profiles:
+        report.append(f"{WORKSPACE_VOLUME_NOTE}: workspace_volume: false: ApplicationHub mounts only"
+                      " a profile's own volumes, so converted profiles do not get the operator's"
+                      " default workspace claim at /home/jovyan (set it to true to add it)")
     return {"profiles": profiles}, report

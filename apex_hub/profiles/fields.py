@@ -92,6 +92,19 @@ def _resource_name(value: str) -> str:
     return value
 
 
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def _label_value(value: str) -> str:
+    """What the API server accepts as a label value (and so as a node-selector value)."""
+    if len(value) > 63 or not _LABEL_VALUE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid label value: at most 63 letters, digits, '-', '_'"
+            " and '.', starting and ending with a letter or digit (quotes are not part of it)"
+        )
+    return value
+
+
 def _scalar_to_str(value: object) -> object:
     """YAML turns ``true`` and ``10`` into bool/int; Kubernetes wants strings."""
     if isinstance(value, bool):
@@ -127,6 +140,7 @@ ConfigKey = Annotated[str, AfterValidator(_config_key)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 ResourceName = Annotated[str, AfterValidator(_resource_name)]
 LooseStr = Annotated[str, BeforeValidator(_scalar_to_str)]
+LabelValue = Annotated[str, BeforeValidator(_scalar_to_str), AfterValidator(_label_value)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 FileMode = Annotated[int, BeforeValidator(_file_mode)]
 Quantity = Annotated[str, BeforeValidator(check_quantity)]

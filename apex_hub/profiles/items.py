@@ -81,9 +81,16 @@ class VolumeItem(StrictModel):
     sub_path: SubPath | None = None
     readonly: bool = False
     persist: bool = True
+    #: Deleted at every stop of the server (ApplicationHub's ``persist: false`` claims).
+    scratch: bool = False
 
     @model_validator(mode="after")
     def _size_or_claim(self) -> VolumeItem:
+        if self.scratch and (self.size is None or self.persist):
+            raise ValueError(
+                f"volume {self.name!r}: a scratch claim is created with 'size' and deleted at"
+                " every stop, so it needs 'size' and 'persist: false'"
+            )
         if self.size is None and self.claim_name is None:
             raise ValueError(
                 f"volume {self.name!r}: give 'size' to create a claim, or 'claim_name'"
@@ -123,9 +130,9 @@ EnvValue = Annotated[
 
 
 class SecretMount(StrictModel):
-    """An existing Secret in the user's namespace mounted as files."""
+    """An existing Secret in the user's namespace mounted as files (name templated)."""
 
-    name: ObjectName
+    name: TemplatedName
     mount_path: AbsolutePath
     sub_path: SubPath | None = None
 

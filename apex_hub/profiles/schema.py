@@ -18,6 +18,7 @@ from .fields import (
     Cpu,
     DNSLabel,
     EnvName,
+    LabelValue,
     LooseStr,
     Memory,
     NonEmptyStr,
@@ -26,6 +27,7 @@ from .fields import (
     ResourceName,
     SessionMode,
     StrictModel,
+    TemplatedName,
 )
 from .items import (
     ConfigMapItem,
@@ -39,7 +41,7 @@ from .items import (
 )
 from .overrides import container_problems, override_problems, security_context_problems
 from .quantities import check_quantity, memory_bytes
-from .templating import render, render_tree
+from .templating import EXAMPLE_VALUES, render, render_tree
 
 
 _QUOTA_KEYS = {"hard", "scopes", "scopeSelector"}
@@ -65,7 +67,7 @@ class Profile(StrictModel):
     mem_guarantee: Memory | None = None
     extra_resource_limits: dict[ResourceName, Quantity] = Field(default_factory=dict)
     extra_resource_guarantees: dict[ResourceName, Quantity] = Field(default_factory=dict)
-    node_selector: dict[str, LooseStr] = Field(default_factory=dict)
+    node_selector: dict[str, LabelValue] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
     default_url: str | None = None
     session_mode: SessionMode = "on-demand"
@@ -81,6 +83,13 @@ class Profile(StrictModel):
     condarc: str | None = None
     role_bindings: list[RoleBindingItem] = Field(default_factory=list)
     image_pull_secrets: list[ObjectName] = Field(default_factory=list)
+    #: Pull Secrets the profile's own manifests create in the user's namespace (not copied).
+    workspace_image_pull_secrets: list[TemplatedName] = Field(default_factory=list)
+    #: The pod runs as the workspace ServiceAccount *with* its API token, so code in it can
+    #: use what ``role_bindings`` grant that account (in the user's namespace only).
+    service_account_token: bool = False
+    #: False: no operator-wide workspace claim for this profile (its own volumes only).
+    workspace_volume: bool = True
     resource_quota: dict[str, Any] | None = None
     limit_range: dict[str, Any] | None = None
     kubespawner_override: dict[str, Any] = Field(default_factory=dict)
@@ -211,6 +220,19 @@ class Profile(StrictModel):
         paths += [s.mount_path for s in self.secret_mounts]
         for path in _duplicates(paths):
             problems.append(f"mount_path: {path!r} is used by more than one mount")
+        produced = set()
+        for manifest in self.manifests:
+            for doc in manifest.documents(EXAMPLE_VALUES):
+                target = ((doc.get("spec") or {}).get("target") or {}).get("name")
+                if doc["kind"] in ("Secret", "ExternalSecret"):
+                    produced |= {doc["metadata"]["name"], target} - {None}
+        for name in self.workspace_image_pull_secrets:
+            if render(name, EXAMPLE_VALUES) not in produced:
+                problems.append(
+                    f"workspace_image_pull_secrets: {name!r} is not made by any of this profile's"
+                    " manifests (a Secret, or an ExternalSecret's target); list Secrets of the hub"
+                    " namespace in image_pull_secrets instead"
+                )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -251,6 +273,8 @@ class Profile(StrictModel):
                 })
                 for v in self.volumes
             ],
+            "secret_mounts": [s.model_copy(update={"name": text(s.name)}) for s in self.secret_mounts],
+            "workspace_image_pull_secrets": [text(n) for n in self.workspace_image_pull_secrets],
             "role_bindings": [
                 b.model_copy(update={"subjects": [
                     s.model_copy(update={"name": text(s.name), "namespace": text(s.namespace)})

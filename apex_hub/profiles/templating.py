@@ -2,7 +2,10 @@
 
 Why: ConfigMap content, manifests and a few names depend on the user.  Only the
 exact placeholders below are replaced (other braces — JSON, shell ``${VAR}`` —
-are left alone, unlike ``str.format``), and values must be *escaped* first: a
+are left alone, unlike ``str.format``); as in ``str.format``, a doubled
+``{{namespace}}`` is the escape and renders as the literal text ``{namespace}``
+(the EOEPCA converter writes it for text ApplicationHub did not substitute).
+Values must be *escaped* first: a
 value containing quotes, spaces, slashes, braces or newlines is refused, so a
 hostile user name cannot inject YAML, shell or paths.  Pass slugs (see
 ``apex_hub.naming``), not raw user names.
@@ -14,7 +17,9 @@ import re
 from collections.abc import Mapping
 
 PLACEHOLDERS = ("username", "namespace", "profile")
-_PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
+_NAMES = "|".join(PLACEHOLDERS)
+#: ``{{name}}`` (the escape, group 1) or ``{name}`` (a placeholder, group 2).
+_PLACEHOLDER = re.compile(r"\{\{(" + _NAMES + r")\}\}|\{(" + _NAMES + r")\}")
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 #: Stand-in values used to check templated content when the catalogue loads.
@@ -23,7 +28,17 @@ EXAMPLE_VALUES = {"username": "user", "namespace": "apex-user", "profile": "prof
 
 def has_placeholders(text: str) -> bool:
     """True when ``text`` contains one of the placeholders."""
-    return bool(_PLACEHOLDER.search(text))
+    return any(m.group(2) for m in _PLACEHOLDER.finditer(text))
+
+
+def has_escapes(text: str) -> bool:
+    """True when ``text`` contains an escaped placeholder such as ``{{namespace}}``."""
+    return any(m.group(1) for m in _PLACEHOLDER.finditer(text))
+
+
+def escape(text: str) -> str:
+    """Make every ``{name}`` in ``text`` literal (``{{name}}``): rendering gives it back."""
+    return _PLACEHOLDER.sub(lambda m: m.group(0) if m.group(1) else "{{%s}}" % m.group(2), text)
 
 
 def check_values(values: Mapping[str, str]) -> dict[str, str]:
@@ -46,7 +61,9 @@ def render(text: str, values: Mapping[str, str]) -> str:
     safe = check_values(values)
 
     def substitute(match: re.Match) -> str:
-        name = match.group(1)
+        if match.group(1):
+            return "{%s}" % match.group(1)
+        name = match.group(2)
         if name not in safe:
             raise ValueError(f"no value given for placeholder {{{name}}}")
         return safe[name]

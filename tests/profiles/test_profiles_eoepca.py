@@ -68,7 +68,9 @@ def test_report_lists_what_was_not_mapped():
     assert "role_bindings[0].role.api_group" in text
     assert "manifests[0].key: not needed" in text
     assert "placeholder '{{ spawner.server_url }}' has no equivalent" in text
-    assert all(line.startswith("profile 'apex_coder_medium': ") for line in report)
+    *per_profile, last = report
+    assert all(line.startswith("profile 'apex_coder_medium': ") for line in per_profile)
+    assert last.startswith("every profile: workspace_volume: false")
 
 
 def test_render_converted_profile():

@@ -82,7 +82,7 @@ def test_render_refuses_unescaped_values(value):
 
 def test_render_text():
     assert render("{username}/{namespace} {other} {{username}}", {
-        "username": "u", "namespace": "n"}) == "u/n {other} {u}"
+        "username": "u", "namespace": "n"}) == "u/n {other} {username}"  # {{x}}: the escape
     with pytest.raises(ValueError, match="no value given for placeholder {profile}"):
         render("{profile}", {"username": "u"})
     with pytest.raises(ValueError, match="unknown placeholder"):
