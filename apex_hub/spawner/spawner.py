@@ -670,17 +670,25 @@ class APExSpawner(KubeSpawner):
         when the new name does not exist but the legacy one does and names this very user,
         the legacy namespace is kept (data, claims and all).
         """
+        legacy = None if self._namespace_from_state else legacy_user_namespace(
+            self.user.name, self.namespace_prefix)
+        if legacy in (None, self.namespace) or reserved_reason(legacy, self.hub_namespace,
+                                                               self.protected_namespaces):
+            legacy = None
+            # No migration to consider: create first. A create that succeeds made the
+            # namespace ours (one round trip for a new user); one that exists (409) is read
+            # and checked below, exactly as before.
+            if await kube.create_if_absent(self.plan.namespace):
+                self._namespace_verified = self.namespace
+                return False
         found = await kube.read("v1", "Namespace", self.namespace)
-        if found is None and not self._namespace_from_state:
-            legacy = legacy_user_namespace(self.user.name, self.namespace_prefix)
-            if legacy and legacy != self.namespace and not reserved_reason(
-                    legacy, self.hub_namespace, self.protected_namespaces):
-                old = await kube.read("v1", "Namespace", legacy)
-                if old is not None and owner_problem(old, self.user.name) is None:
-                    self.log.warning("%s: keeping namespace %s made by the former naming scheme"
-                                     " (new name %s)", self._log_name, legacy, self.namespace)
-                    self._use_namespace(legacy)
-                    found = old
+        if found is None and legacy:
+            old = await kube.read("v1", "Namespace", legacy)
+            if old is not None and owner_problem(old, self.user.name) is None:
+                self.log.warning("%s: keeping namespace %s made by the former naming scheme"
+                                 " (new name %s)", self._log_name, legacy, self.namespace)
+                self._use_namespace(legacy)
+                found = old
         if found is not None:
             problem = owner_problem(found, self.user.name)
             if problem:

@@ -240,7 +240,10 @@ async def test_second_spawn_reuses_and_patches_what_changed(ksim, tmp_path):
     assert obj(ksim, "resourcequotas", ns, "apex-quota")["spec"]["hard"] == {"pods": "3"}
     assert obj(ksim, "persistentvolumeclaims", ns, "workspace")["metadata"]["uid"] == claim_uid
     counts = ksim.counts()
-    assert counts["create namespaces"] == 0 and counts["patch namespaces"] == 1
+    # a new spawner (no state): the create-first of the namespace answers 409, then the read
+    # checks ownership and the namespace is patched with everything else
+    assert counts["create namespaces"] == 1 and counts["patch namespaces"] == 1
+    assert [r.status for r in ksim.requests if r.resource == "namespaces"][:2] == [409, 200]
     assert counts["create persistentvolumeclaims"] == 1  # answered 409: the claim is kept as is
     assert [r.status for r in ksim.requests if r.resource == "persistentvolumeclaims"] == [409]
     await second.stop()
