@@ -226,7 +226,8 @@ class APExSpawner(KubeSpawner):
         help="""How long (seconds) a spawn waits for the user's previous namespace to finish
         being deleted (Kubernetes refuses new objects in a Terminating namespace) before it
         re-creates the namespace; the spawn page says "your previous workspace is still being
-        deleted". After that the spawn fails and asks the user to try again shortly.""")
+        deleted". After that the spawn fails and asks the user to try again shortly. Keep it
+        well below `start_timeout`, which bounds the whole start.""")
 
     @default("hub_namespace")
     def _default_hub_namespace(self):
