@@ -80,6 +80,21 @@ _KNOWN = [
 KNOWN_TYPES = {(t.api_version, t.kind): t for t in _KNOWN}
 
 
+#: How the API server words its refusal to write into a namespace being deleted (403).
+NAMESPACE_TERMINATING = "because it is being terminated"
+
+
+def is_namespace_terminating(exc: BaseException) -> bool:
+    """True for the 403 of a write into a namespace that is still being deleted."""
+    return isinstance(exc, ApiException) and exc.status == 403 and NAMESPACE_TERMINATING in describe(exc)
+
+
+def terminating(obj: dict | None) -> bool:
+    """True when ``obj`` (a Namespace) is being deleted."""
+    return bool(obj) and ((obj.get("status") or {}).get("phase") == "Terminating"
+                          or bool((obj.get("metadata") or {}).get("deletionTimestamp")))
+
+
 def retry_after(exc: ApiException) -> float | None:
     """The ``Retry-After`` seconds of a 429/503, if the server sent one."""
     headers = getattr(exc, "headers", None) or {}

@@ -28,13 +28,14 @@ from urllib.parse import quote
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Bool, Dict, Int, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, default, validate
 
 from ..naming import legacy_slugify, legacy_user_namespace, slugify, user_namespace
 from ..profiles import Catalogue, CatalogueError, CatalogueFile, Profile, ProfileError, VolumeItem
 from . import labels as L
 from . import oidc_token
-from .kube import Kube, KubeError, describe, is_transient
+from .escalation import DEFAULT_HUB_RULES, profile_problems
+from .kube import Kube, KubeError, describe, is_namespace_terminating, is_transient, terminating
 from .ownership import NamespaceRefused, owner_problem, refusal, reserved_reason
 from .podgate import pod_problems
 from .workspace import (
@@ -54,11 +55,17 @@ SWEPT_KINDS = ("v1/ConfigMap", "v1/Secret", "rbac.authorization.k8s.io/v1/Role",
 _FALLBACK_CATALOGUE = {"profiles": [{"slug": "default", "display_name": "Default environment",
                                      "default": True}]}
 _FILES: dict[str, CatalogueFile] = {}
+#: (profile, problem) pairs already logged: the form is drawn often.
+_LOGGED_RBAC: set[tuple[str, str]] = set()
 #: True only inside KubeSpawner's pod-create call (its 409 path stops the old pod from
 #: there): that stop must keep the workspace. A context variable, so that a stop the hub
 #: runs concurrently (another task) during the create window still sweeps.
 _REPLACING_POD: contextvars.ContextVar[bool] = contextvars.ContextVar("apex_replacing_pod",
                                                                        default=False)
+
+
+class NamespaceTerminating(Exception):
+    """The user's namespace is still being deleted: nothing can be written into it yet."""
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -85,6 +92,16 @@ class APExSpawner(KubeSpawner):
         help="""The profiles catalogue as a dict (the same structure as the YAML file), for
         configuration in Python. Used when `profiles_file` is empty. With neither, one
         'default' profile with the spawner's own settings is offered.""")
+
+    hub_rules = List(
+        Dict(), [dict(r) for r in DEFAULT_HUB_RULES], allow_none=True, config=True,
+        help="""The RBAC rules the hub's ServiceAccount holds in user namespaces (Kubernetes
+        PolicyRules, camelCase). Default: the ClusterRole of helm-values/rbac.yaml. Kubernetes
+        lets the hub create a profile's Role only if it holds everything the Role grants (or
+        `escalate`), so a profile whose role_bindings or Role/RoleBinding manifests grant more
+        is left out of the form and refused at spawn, with an error in the hub log naming the
+        profile, the binding and the missing rules. List here what you added to the hub's
+        ClusterRole. None: no check (the API server still refuses, at spawn, with a 403).""")
 
     # -- the namespace --------------------------------------------------------------------
 
@@ -204,6 +221,13 @@ class APExSpawner(KubeSpawner):
 
     provision_concurrency = Int(
         16, config=True, help="How many workspace objects are written at the same time.")
+    namespace_deletion_wait = Float(
+        90, config=True,
+        help="""How long (seconds) a spawn waits for the user's previous namespace to finish
+        being deleted (Kubernetes refuses new objects in a Terminating namespace) before it
+        re-creates the namespace; the spawn page says "your previous workspace is still being
+        deleted". After that the spawn fails and asks the user to try again shortly. Keep it
+        well below `start_timeout`, which bounds the whole start.""")
 
     @default("hub_namespace")
     def _default_hub_namespace(self):
@@ -318,10 +342,24 @@ class APExSpawner(KubeSpawner):
         except CatalogueError as exc:
             self.log.error("%s", exc)
             return []
-        entries = [p.profile_list_entry() for p in visible]
+        entries = [p.profile_list_entry() for p in visible if not self._rbac_problems(p)]
         if entries and not any(e["default"] for e in entries):
             entries[0] = {**entries[0], "default": True}
         return entries
+
+    def _rbac_problems(self, profile: Profile) -> list[str]:
+        """What the hub could not create of ``profile`` (RBAC escalation); logged once each."""
+        if self.hub_rules is None:
+            return []
+        problems = profile_problems(profile, self.hub_rules)
+        for problem in problems:
+            if (profile.slug, problem) not in _LOGGED_RBAC:
+                _LOGGED_RBAC.add((profile.slug, problem))
+                self.log.error("profile %r cannot be started by the hub (Kubernetes RBAC escalation"
+                               " prevention), so it is not offered: %s. Grant the hub these rules"
+                               " (helm-values/rbac.yaml) and list them in APExSpawner.hub_rules,"
+                               " or remove them from the profile", profile.slug, problem)
+        return problems
 
     async def _render_options_form_dynamically(self, current_spawner):
         entries = self._profile_entries()
@@ -361,6 +399,11 @@ class APExSpawner(KubeSpawner):
             self.log.warning("refused profile %r for %s (groups %s): %s", slug, self.user.name,
                              groups, exc)
             raise web.HTTPError(exc.status_code, str(exc)) from None
+        problems = self._rbac_problems(profile)
+        if problems:
+            raise web.HTTPError(500, f"Profile {profile.slug!r} cannot be started: the hub is not"
+                                     f" allowed to create its roles ({'; '.join(problems)}). The"
+                                     " administrators have been told.")
         if profile.session_mode == "off":
             raise web.HTTPError(403, f"Profile {profile.slug!r} is switched off: servers cannot be"
                                      " started from it at the moment.")
@@ -486,7 +529,19 @@ class APExSpawner(KubeSpawner):
             condarc_path=self.condarc_path,
             container_security_context=dict(self.container_security_context or {})
             if self.secure_pod_defaults else {},
+            init_container_resources=self._server_resources(),
         )
+
+    def _server_resources(self) -> dict:
+        """CPU and memory requests/limits of the server container, as KubeSpawner sets them."""
+        requests, limits = {}, {}
+        for target, cpu, mem in ((requests, self.cpu_guarantee, self.mem_guarantee),
+                                 (limits, self.cpu_limit, self.mem_limit)):
+            if cpu:
+                target["cpu"] = f"{cpu:g}"
+            if mem:
+                target["memory"] = str(int(mem))
+        return {"requests": requests, "limits": limits}
 
     # -- spawn: the workspace -------------------------------------------------------------
 
@@ -537,6 +592,38 @@ class APExSpawner(KubeSpawner):
         self.report(f"Preparing your workspace (namespace {self.namespace})", 5)
         self._refuse_reserved(self.namespace)
         await self._refuse_cluster_scoped(kube)
+        try:
+            await self._provision(kube)
+        except NamespaceTerminating:
+            await self._await_namespace_deletion(kube)
+            self._namespace_verified = None  # re-created: the cold path checks it again
+            try:
+                await self._provision(kube)
+            except NamespaceTerminating:
+                raise KubeError(self._still_deleting_message()) from None
+
+    def _still_deleting_message(self) -> str:
+        return (f"your previous workspace (namespace {self.namespace}) is still being deleted by"
+                " Kubernetes; please try again in a minute or two")
+
+    async def _await_namespace_deletion(self, kube: Kube) -> None:
+        """Poll (bounded by ``namespace_deletion_wait``) until the namespace is gone."""
+        self.report(f"Your previous workspace is still being deleted (namespace {self.namespace});"
+                    " waiting for Kubernetes to finish before creating it again", 10)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.namespace_deletion_wait
+        delay = 0.2
+        while terminating(await kube.read("v1", "Namespace", self.namespace)):
+            if loop.time() + delay > deadline:
+                self.log.warning("%s: namespace %s still Terminating after %g s", self._log_name,
+                                 self.namespace, self.namespace_deletion_wait)
+                raise KubeError(self._still_deleting_message())
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        self.report(f"Previous workspace deleted; creating namespace {self.namespace} again", 12)
+
+    async def _provision(self, kube: Kube) -> None:
+        """One attempt; ``NamespaceTerminating`` when the namespace is still being deleted."""
         if self._namespace_verified == self.namespace:
             try:
                 await self._write_workspace(kube, {}, with_namespace=True)
@@ -584,21 +671,31 @@ class APExSpawner(KubeSpawner):
         when the new name does not exist but the legacy one does and names this very user,
         the legacy namespace is kept (data, claims and all).
         """
+        legacy = None if self._namespace_from_state else legacy_user_namespace(
+            self.user.name, self.namespace_prefix)
+        if legacy in (None, self.namespace) or reserved_reason(legacy, self.hub_namespace,
+                                                               self.protected_namespaces):
+            legacy = None
+            # No migration to consider: create first. A create that succeeds made the
+            # namespace ours (one round trip for a new user); one that exists (409) is read
+            # and checked below, exactly as before.
+            if await kube.create_if_absent(self.plan.namespace):
+                self._namespace_verified = self.namespace
+                return False
         found = await kube.read("v1", "Namespace", self.namespace)
-        if found is None and not self._namespace_from_state:
-            legacy = legacy_user_namespace(self.user.name, self.namespace_prefix)
-            if legacy and legacy != self.namespace and not reserved_reason(
-                    legacy, self.hub_namespace, self.protected_namespaces):
-                old = await kube.read("v1", "Namespace", legacy)
-                if old is not None and owner_problem(old, self.user.name) is None:
-                    self.log.warning("%s: keeping namespace %s made by the former naming scheme"
-                                     " (new name %s)", self._log_name, legacy, self.namespace)
-                    self._use_namespace(legacy)
-                    found = old
+        if found is None and legacy:
+            old = await kube.read("v1", "Namespace", legacy)
+            if old is not None and owner_problem(old, self.user.name) is None:
+                self.log.warning("%s: keeping namespace %s made by the former naming scheme"
+                                 " (new name %s)", self._log_name, legacy, self.namespace)
+                self._use_namespace(legacy)
+                found = old
         if found is not None:
             problem = owner_problem(found, self.user.name)
             if problem:
                 raise refusal(self.namespace, self.user.name, problem)
+            if terminating(found):
+                raise NamespaceTerminating(self.namespace)
             self._namespace_verified = self.namespace
             return True
         await kube.apply(self.plan.namespace)
@@ -641,7 +738,9 @@ class APExSpawner(KubeSpawner):
 
         async def apply(obj):
             async with limit:
-                await kube.apply(obj)
+                written = await kube.apply(obj)
+            if obj is plan.namespace and terminating(written):
+                raise NamespaceTerminating(self.namespace)
 
         async def claim(obj):
             async with limit:
@@ -661,6 +760,8 @@ class APExSpawner(KubeSpawner):
         tasks += [copy(n) for n in plan.copy_secrets] + [claim(c) for c in plan.claims]
         results = await asyncio.gather(*tasks, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
+        if any(isinstance(e, NamespaceTerminating) or is_namespace_terminating(e) for e in errors):
+            raise NamespaceTerminating(self.namespace)
         if errors:
             raise next((e for e in errors if isinstance(e, ApiException) and e.status == 404), errors[0])
         kinds = sorted({o["kind"] for o in plan.objects + plan.claims} | ({"Secret"} if plan.copy_secrets else set()))

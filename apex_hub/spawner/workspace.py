@@ -69,6 +69,9 @@ class Settings:
     conda_specs_path: str = "/etc/apex/conda"
     condarc_path: str = "/etc/conda/.condarc"
     container_security_context: dict = field(default_factory=lambda: dict(RESTRICTED_CONTAINER))
+    #: The server container's requests/limits (from the profile's guarantees and limits),
+    #: given to init containers that bring none (``init_container_resources``).
+    init_container_resources: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -270,6 +273,8 @@ class _Builder:
                        **(container.get("securityContext") or {})}
             if context:
                 container["securityContext"] = context
+            if not container.get("resources") and init_resources(self.settings):
+                container["resources"] = init_resources(self.settings)
             self.plan.init_containers.append(container)
 
     def manifests(self) -> None:
@@ -345,9 +350,11 @@ class _Builder:
             mounts.append({"name": CONDARC_VOLUME, "mountPath": s.condarc_path, "subPath": "condarc",
                            "readOnly": True})
         context = {**s.container_security_context, **(p.security_context or {})}
-        self.plan.init_containers.insert(0, {
-            "name": CONDA_INIT, "image": self.image, "command": ["python3", f"{s.conda_specs_path}/build.py"],
-            "workingDir": root, "env": env, "volumeMounts": mounts, "securityContext": context})
+        init = {"name": CONDA_INIT, "image": self.image, "command": ["python3", f"{s.conda_specs_path}/build.py"],
+                "workingDir": root, "env": env, "volumeMounts": mounts, "securityContext": context}
+        if init_resources(s):
+            init["resources"] = init_resources(s)
+        self.plan.init_containers.insert(0, init)
         jupyter_path = f"{root}/.apex/jupyter"
         existing = next((e for e in self.plan.env if e["name"] == "JUPYTER_PATH"), None)
         if existing is not None and "value" in existing:
@@ -382,6 +389,19 @@ class _Builder:
             if not is_dns_subdomain(obj["metadata"]["name"]):
                 raise WorkspaceError(f"profile {self.profile.slug!r}: {obj['kind']} name"
                                      f" {obj['metadata']['name']!r} is not a valid Kubernetes name")
+
+
+def init_resources(s: Settings) -> dict:
+    """An init container's resources: the same as the server container's.
+
+    Why the same: a quota that limits ``requests.cpu`` (with no LimitRange to default
+    them) admits only pods whose *every* container states requests; and the pod's
+    effective request is the larger of its biggest init container and the sum of its
+    containers, so mirroring the server container costs no quota and no scheduling room,
+    while a Conda build gets the CPU and memory the user's server would have.
+    """
+    res = s.init_container_resources or {}
+    return {k: dict(v) for k, v in res.items() if k in ("requests", "limits") and v}
 
 
 def network_policy_spec(s: Settings) -> dict:

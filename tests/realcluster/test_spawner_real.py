@@ -14,7 +14,6 @@ import uuid
 import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
-from tornado.web import HTTPError
 
 from apex_hub.spawner import labels as L
 from tests.helpers.cluster import HUB_NAMESPACE
@@ -203,9 +202,6 @@ async def test_a_workspace_service_account_exists_before_its_pod(hub, node, admi
         await s.delete_forever()
 
 
-@pytest.mark.xfail(strict=True, raises=ApiException, reason="found against the real API server: the Conda init container has no "
-                   "resources, so quota admission refuses the pod when the profile's quota limits requests.cpu "
-                   "and no LimitRange gives defaults (product fix requested: apex_hub/spawner/workspace.py)")
 async def test_conda_init_container_passes_a_requests_cpu_quota_without_a_limit_range(hub, node, tmp_path):
     cat = catalogue(limit_range=None, conda_environments=[
         {"name": "eo", "display_name": "Python (EO)", "environment_yml": "name: eo\ndependencies: [python]\n"}])
@@ -245,9 +241,6 @@ async def test_the_token_secret_refresh_reaches_the_running_pods_files(hub, node
         await s.delete_forever()
 
 
-@pytest.mark.xfail(strict=True, raises=HTTPError, reason="found against the real API server: a re-spawn into a "
-                   "namespace that is still Terminating fails with 403 'unable to create new content in namespace ... "
-                   "because it is being terminated' (product fix requested: APExSpawner.provision_workspace)")
 async def test_a_namespace_deleted_behind_the_hubs_back_while_it_terminates(hub, node, admin):
     """kubesim removes a namespace at once; a real one is Terminating until the namespace
     controller has emptied it, and refuses new objects meanwhile (403 "being terminated")."""

@@ -15,7 +15,7 @@ def statuses(sim, verb, resource):
 
 
 @pytest.mark.parametrize("verb, resource, status", [
-    ("patch", "namespaces", 500),
+    ("create", "namespaces", 500),
     ("patch", "configmaps", 429),
     ("patch", "networkpolicies", 503),
     ("patch", "serviceaccounts", 0),  # connection dropped

@@ -12,6 +12,7 @@ import yaml
 from apex_hub.naming import is_dns_label
 from apex_hub.profiles import convert_eoepca
 from apex_hub.spawner import labels as L
+from apex_hub.spawner.escalation import DEFAULT_HUB_RULES
 from apex_hub.spawner.workspace import NETWORK_POLICY
 
 from tests.helpers.spawner import CATALOGUE, make_spawner, obj, objects, write_catalogue
@@ -75,6 +76,50 @@ async def started_full(sim, name):
     spawner = make_spawner(sim, name, catalogue=FULL)
     await spawner.start()
     return spawner
+
+
+def _quantities(resources):
+    """CPU (cores) and memory (bytes) of a container's resources, whatever their notation."""
+    from apex_hub.profiles import memory_bytes
+
+    def cores(v):
+        v = str(v)
+        return float(v[:-1]) / 1000 if v.endswith("m") else float(v)
+
+    return {kind: {k: cores(v) if k == "cpu" else memory_bytes(str(v))
+                   for k, v in (resources.get(kind) or {}).items() if k in ("cpu", "memory")}
+            for kind in ("requests", "limits")}
+
+
+async def test_init_containers_get_the_servers_cpu_and_memory_for_quota_admission(ksim):
+    """A quota on requests.cpu without a LimitRange refuses a pod whose init container states
+    no requests (found against the real API server): they mirror the server container's."""
+    catalogue = copy.deepcopy(FULL)
+    profile = catalogue["profiles"][0]
+    profile["init_containers"].append({"name": "sized", "image": "busybox:1.36", "command": ["true"],
+                                       "resources": {"requests": {"cpu": "10m"}}})
+    del profile["limit_range"]
+    await seed_hub_secret(ksim)
+    spawner = make_spawner(ksim, "ivy", catalogue=catalogue)
+    await spawner.start()
+    spec = obj(ksim, "pods", spawner.namespace, spawner.pod_name)["spec"]
+    init = {c["name"]: c for c in spec["initContainers"]}
+    assert list(init) == ["conda-environments", "prepare", "sized"]
+    expected = {"requests": {"cpu": 0.5, "memory": 2**30}, "limits": {"cpu": 2, "memory": 4 * 2**30}}
+    assert _quantities(init["conda-environments"]["resources"]) == expected
+    assert _quantities(init["prepare"]["resources"]) == expected
+    assert init["sized"]["resources"] == {"requests": {"cpu": "10m"}}  # its own, untouched
+    assert _quantities(spec["containers"][0]["resources"]) == expected
+
+
+async def test_init_containers_state_no_resources_when_the_server_states_none(ksim):
+    catalogue = {"profiles": [{"slug": "bare", "display_name": "Bare", "default": True,
+                               "init_containers": [{"name": "prepare", "image": "busybox:1.36"}]}]}
+    spawner = make_spawner(ksim, "jon", catalogue=catalogue, workspace_volume=None)
+    await spawner.start()
+    spec = obj(ksim, "pods", spawner.namespace, spawner.pod_name)["spec"]
+    assert "resources" not in spec["initContainers"][0] or not any(
+        spec["initContainers"][0]["resources"].values())
 
 
 async def test_first_spawn_creates_every_object_with_the_right_fields(ksim):
@@ -195,7 +240,10 @@ async def test_second_spawn_reuses_and_patches_what_changed(ksim, tmp_path):
     assert obj(ksim, "resourcequotas", ns, "apex-quota")["spec"]["hard"] == {"pods": "3"}
     assert obj(ksim, "persistentvolumeclaims", ns, "workspace")["metadata"]["uid"] == claim_uid
     counts = ksim.counts()
-    assert counts["create namespaces"] == 0 and counts["patch namespaces"] == 1
+    # a new spawner (no state): the create-first of the namespace answers 409, then the read
+    # checks ownership and the namespace is patched with everything else
+    assert counts["create namespaces"] == 1 and counts["patch namespaces"] == 1
+    assert [r.status for r in ksim.requests if r.resource == "namespaces"][:2] == [409, 200]
     assert counts["create persistentvolumeclaims"] == 1  # answered 409: the claim is kept as is
     assert [r.status for r in ksim.requests if r.resource == "persistentvolumeclaims"] == [409]
     await second.stop()
@@ -302,8 +350,12 @@ async def test_a_converted_applicationhub_config_spawns(ksim):
         converted, report = convert_eoepca(yaml.safe_load(f))
     assert report  # the converter says what it could not carry over
     await seed_hub_secret(ksim, "cr-config")
+    # its pod-reader Role grants create/delete on pods/log: the operator grants the hub those
+    # too (helm-values/rbac.yaml lists the EOEPCA extras) and says so in hub_rules
+    extra = {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["create", "delete"]}
     spawner = make_spawner(ksim, "hana", groups=["apex-dev"], catalogue=converted,
-                           user_options={"profile": converted["profiles"][0]["slug"]})
+                           user_options={"profile": converted["profiles"][0]["slug"]},
+                           hub_rules=[*map(dict, DEFAULT_HUB_RULES), extra])
     await spawner.start()
     ns = spawner.namespace
     bash = obj(ksim, "configmaps", ns, "bash-rc")
