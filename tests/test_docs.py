@@ -97,7 +97,8 @@ def _internal_link_problems(site: Path) -> tuple[list[str], int]:
 
 
 def test_the_site_builds_with_warnings_as_errors(site):
-    for page in ("index", "tutorials/local-mode", "how-to/spawner", "explanation/architecture",
+    for page in ("index", "tutorials/local-mode", "how-to/spawner", "how-to/migrate-eoepca",
+                 "explanation/architecture",
                  "explanation/security", "explanation/kubesim", "explanation/performance",
                  "troubleshooting", "changelog", "reference/spawner", "reference/authenticator",
                  "reference/catalogue", "reference/culling-policy", "reference/quotas", "reference/cli"):
