@@ -257,3 +257,40 @@ def test_services_page_lists_every_role_scope_and_metric(site):
     for metric in ("apex_monitoring_status", "apex_monitoring_probe_runs_total",
                    "apex_monitoring_probe_phase_seconds", "apex_monitoring_component_up"):
         assert f">{metric}<" in text, metric
+
+
+def _hub_rules_table() -> list[tuple[str, list[dict]]]:
+    """(what the profile grants, the rules the page says to add) per row of the spawner page's table."""
+    text = (DOCS / "how-to" / "spawner.md").read_text()
+    section = text[text.index("## Profile roles and the hub's permissions"):]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if not line.startswith("| ") or len(cells) != 2 or cells[0].startswith(("a profile Role", "---")):
+            continue
+        flows = [f.replace("…,", 'apiGroups: [""],') for f in
+                 __import__("re").findall(r"`(\{[^`]*\})`", cells[1])]
+        rows.append((cells[0], [yaml.safe_load(f) for f in flows]))
+    return rows
+
+
+def test_the_rules_the_docs_say_to_add_are_the_ones_the_hub_lacks():
+    """The spawner page's "what the hub must also hold" table agrees with the escalation check: each
+    advised rule is missing from the default ``hub_rules``, and the "nothing" row really needs nothing."""
+    from apex_hub.profiles import Catalogue
+    from apex_hub.spawner.escalation import DEFAULT_HUB_RULES, missing
+
+    rows = _hub_rules_table()
+    assert len(rows) >= 7, rows
+    for grants, advised in rows:
+        if not advised:
+            assert grants.startswith("`pods`, `pods/log`: get/list/watch"), grants
+            continue
+        for rule in advised:
+            assert missing(DEFAULT_HUB_RULES, [rule]), f"{grants}: the default already holds {rule}"
+    example = Catalogue.from_dict(yaml.safe_load((ROOT / "examples/profiles.yml").read_text()))
+    pod_reader = [b for p in example.profiles for b in p.role_bindings if b.name == "pod-reader"]
+    assert pod_reader, "examples/profiles.yml has no pod-reader any more: update the table"
+    rules = [{"apiGroups": r.api_groups, "resources": r.resources, "verbs": r.verbs}
+             for b in pod_reader for r in b.role.rules]
+    assert missing(DEFAULT_HUB_RULES, rules) == []
