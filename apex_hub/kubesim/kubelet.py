@@ -273,14 +273,19 @@ class Kubelet:
         await (self._run_instant(p) if self.mode == "instant" else self._run_processes(p))
 
     async def _run_instant(self, p: PodRuntime) -> None:
+        # Nothing runs, but references are resolved as a kubelet resolves them (found by users: a
+        # profile whose env reads a missing ConfigMap "ran" here and stays Pending on a cluster).
+        await self._retry(p, lambda: self._resolve_volumes(p))
         for c in p.spec.get("initContainers", []):
             await self._pull(p, c, p.init[c["name"]])
+            await self._retry(p, lambda: self._container_env(p, c), p.init[c["name"]])
             self._created_and_started(p, c)
             _set_terminated(p.init[c["name"]], 0, now_rfc3339())
             self._sync(p)
         p.initialized = True
         for c in p.spec.get("containers", []):
             await self._pull(p, c, p.main[c["name"]])
+            await self._retry(p, lambda: self._container_env(p, c), p.main[c["name"]])
             self._created_and_started(p, c)
             _set_running(p.main[c["name"]])
             p.main[c["name"]]["ready"] = True
@@ -499,6 +504,17 @@ class Kubelet:
                     source.mkdir(parents=True)
             _link(_inside(self.pod_root(*p.key), m["mountPath"]), source)
         self._index_volumes(p, volumes.values())
+
+    def _resolve_volumes(self, p: PodRuntime) -> None:
+        """What mounting checks, without writing files (the instant kubelet): Missing when absent."""
+        for volume in p.spec.get("volumes") or []:
+            if "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                if self._lookup("persistentvolumeclaims", p.namespace, claim) is None:
+                    raise Missing("FailedMount", f'MountVolume.SetUp failed for volume "{volume["name"]}" : '
+                                                 f'persistentvolumeclaim "{claim}" not found')
+            elif _config_source(volume):
+                self._volume_files(p, volume)
 
     def _volume_source(self, p: PodRuntime, volume: dict, pod_dir: Path) -> Path:
         target = pod_dir / "volumes" / volume["name"]

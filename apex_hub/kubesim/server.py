@@ -54,13 +54,14 @@ class ApiServer:
     """aiohttp application serving a :class:`Store`."""
 
     def __init__(self, store: Store, faults: Faults, *, bookmark_interval: float = 60.0,
-                 pod_logs=None):
+                 pod_logs=None, kubelet=None):
         self.store = store
         self.faults = faults
         self.bookmark_interval = bookmark_interval
         self.pod_logs = pod_logs  # callable(namespace, name) -> str, set by the process kubelet
-        # pods/log follow and pods/exec need the kubelet behind pod_logs (its bound method)
-        self.podio = PodIO(store, lambda: getattr(self.pod_logs, "__self__", None))
+        # pods/log follow and pods/exec need the kubelet itself: KubeSim sets it when it starts one
+        self.kubelet = kubelet
+        self.podio = PodIO(store, lambda: self.kubelet)
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_route("*", "/kubesim/{what}", self.admin)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -241,7 +242,8 @@ class ApiServer:
             # authorised as "create" there), one that updates 200
             creates = content_type.split(";")[0].strip() == APPLY_PATCH and st._raw(rt, ns, route.name) is None
             return _json(st.patch(rt, ns, route.name, content_type, body, subresource=route.subresource,
-                                  dry_run=dry_run), 201 if creates else 200)
+                                  dry_run=dry_run, field_manager=q.get("fieldManager"),
+                                  force=q.get("force") in TRUE), 201 if creates else 200)
         opts = body if isinstance(body, dict) else {}
         grace = q.get("gracePeriodSeconds", opts.get("gracePeriodSeconds"))
         grace = int(grace) if grace is not None else None

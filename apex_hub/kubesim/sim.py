@@ -75,6 +75,7 @@ class KubeSim:
             self.kubelet = Kubelet(self.store, mode=self.kubelet_mode, workdir=self.workdir / "node",
                                    **self._kubelet_options)
             self.api.pod_logs = self.kubelet.logs
+            self.api.kubelet = self.kubelet  # what pods/log follow and pods/exec talk to
             await self.kubelet.start()
         return self
 
