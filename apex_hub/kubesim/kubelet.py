@@ -352,25 +352,31 @@ class Kubelet:
     async def _keep_running(self, p: PodRuntime, c: dict, cs: dict, proc, policy: str, init=False) -> int:
         """Wait for a container's process, restarting it as ``policy`` says; the last exit code."""
         failures = 0
+        loop = asyncio.get_running_loop()
         while True:
             self._sync(p)
             started = cs["state"].get("running", {}).get("startedAt", now_rfc3339())
             probe = self._spawn(p, self._await_ready(p, c, cs)) if proc and not init else None
+            ran_from = loop.time()
             code = await proc.wait() if proc else 128
             if probe is not None:
                 probe.cancel()
             _set_terminated(cs, code, started, None if proc else "StartError")
             if not (policy == "Always" or (policy == "OnFailure" and code != 0)):
                 return code
+            if loop.time() - ran_from >= max(2 * self.restart_backoff * BACKOFF_CAP, BACKOFF_RESET_MIN):
+                failures = 0  # as a kubelet forgets a back-off once the container ran long enough
             failures = failures + 1 if code else 0
+            delay = crash_backoff(self.restart_backoff, failures)
             if failures >= (1 if init else 2):  # a crash loop, or any failed init container
                 self._event(p, "BackOff", f"Back-off restarting failed container {c['name']} in pod "
                                           f"{p.name}_{p.namespace}({p.uid})", type="Warning")
                 cs["lastState"] = cs["state"]
-                cs["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting "
-                                           f"failed container={c['name']} pod={p.name}_{p.namespace}"}}
+                cs["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": f"back-off {go_duration(delay)} "
+                                           f"restarting failed container={c['name']} pod={p.name}_{p.namespace}"
+                                           f"({p.uid})"}}
             self._sync(p)
-            await asyncio.sleep(self.restart_backoff)
+            await asyncio.sleep(delay)
             cs["restartCount"] += 1
             proc = await self._start(p, c, cs)
 
@@ -738,6 +744,27 @@ class Kubelet:
             status["initContainerStatuses"] = copy.deepcopy(list(p.init.values()))
         if p.main:
             status["containerStatuses"] = copy.deepcopy(list(p.main.values()))
+
+
+# -- restarts ---------------------------------------------------------------------------
+
+BACKOFF_CAP = 30  # a kubelet's CrashLoopBackOff: 10 s doubling to 5 min, i.e. 30 times the base
+# the back-off is forgotten once a container ran twice the cap (10 min), never after less than this
+BACKOFF_RESET_MIN = 10.0
+
+
+def crash_backoff(base: float, failures: int) -> float:
+    """Seconds before restarting a container after ``failures`` consecutive failures (0: a clean exit)."""
+    return min(base * 2 ** max(0, failures - 1), base * BACKOFF_CAP)
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as Go prints it (``10s``, ``2m40s``, ``5m0s``, ``200ms``), as in the kubelet's message."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    minutes, secs = divmod(seconds, 60)
+    secs_text = f"{secs:g}s"
+    return f"{int(minutes)}m{secs_text}" if minutes else secs_text
 
 
 # -- container statuses -------------------------------------------------------------------

@@ -111,6 +111,7 @@ class Store:
         self._owned: dict[str, set[tuple[str, str, str]]] = {}  # owner uid -> dependents
         self._tasks: set[asyncio.Task] = set()
         self._clusterip = 0
+        self._last_event_ns = 0
         self._applied: dict[str, dict[str, set[tuple]]] = {}  # uid -> apply manager -> fields (managed.py)
         for ns in BOOTSTRAP_NAMESPACES:
             self.create(self._rt("namespaces"), "", {"metadata": {"name": ns}})
@@ -648,8 +649,12 @@ class Store:
         if ns is None or ns["metadata"].get("deletionTimestamp"):
             return None
         stamp = now_rfc3339()
+        # named as a real kubelet names events (<object>.<hex nanoseconds>): a list, sorted by
+        # name, then shows each object's events in the order they happened (found by users)
+        stamp_ns = max(time.time_ns(), self._last_event_ns + 1)
+        self._last_event_ns = stamp_ns
         event = {
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "metadata": {"name": f"{meta['name']}.{stamp_ns:016x}", "namespace": namespace},
             "involvedObject": {"kind": involved.get("kind"), "apiVersion": involved.get("apiVersion"),
                                "namespace": namespace, "name": meta["name"], "uid": meta.get("uid"),
                                "resourceVersion": meta.get("resourceVersion")},

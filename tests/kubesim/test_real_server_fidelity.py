@@ -8,7 +8,7 @@ import asyncio
 import json
 
 import pytest
-from kubernetes_asyncio import client
+from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from apex_hub.kubesim import KubeSim
@@ -170,3 +170,38 @@ async def test_api_server_kubelet_is_set_explicitly():
         assert sim.api.kubelet is sim.kubelet is not None
     async with KubeSim(kubelet=None) as sim:
         assert sim.api.kubelet is None
+
+
+# -- 6. what local mode users saw ----------------------------------------------------------------
+
+def test_crash_backoff_grows_from_the_base_to_thirty_times_it():
+    from apex_hub.kubesim.kubelet import crash_backoff, go_duration
+
+    assert [crash_backoff(10, n) for n in range(1, 8)] == [10, 20, 40, 80, 160, 300, 300]
+    assert crash_backoff(10, 0) == 10  # a clean exit of an Always container: the base
+    assert [go_duration(s) for s in (10, 80, 160, 300, 0.2, 1.5)] == ["10s", "1m20s", "2m40s", "5m0s", "200ms",
+                                                                      "1.5s"]
+
+
+async def test_crash_loop_back_off_doubles(tmp_path):
+    """The kubelet's own messages show the growing back-off (a base of 50 ms keeps the test fast)."""
+    async with KubeSim(kubelet="process", workdir=tmp_path, kubelet_options={"restart_backoff": 0.05}) as sim:
+        async with sim.api_client() as api:
+            v1 = client.CoreV1Api(api)
+            crash = {"name": "c", "image": "python:3.11", "command": ["python", "-c", "raise SystemExit(3)"]}
+            await v1.create_namespaced_pod("default", pod("crash", containers=[crash]))
+            seen, was_backing_off = [], False
+            async with watch.Watch() as w:
+                async for ev in w.stream(v1.list_namespaced_pod, "default", field_selector="metadata.name=crash",
+                                         timeout_seconds=120):
+                    statuses = ev["object"].status.container_statuses or []
+                    waiting = statuses[0].state.waiting if statuses else None
+                    backing_off = bool(waiting and waiting.reason == "CrashLoopBackOff")
+                    if backing_off and not was_backing_off:  # each entry into back-off, once
+                        seen.append(waiting.message)
+                    was_backing_off = backing_off
+                    if len(seen) >= 6:
+                        break
+            delays = [m.split()[1] for m in seen]
+            assert delays == ["100ms", "200ms", "400ms", "800ms", "1.5s", "1.5s"]
+            assert seen[0].startswith("back-off 100ms restarting failed container=c pod=crash_default(")
