@@ -94,8 +94,12 @@ class Store:
     """All objects of all types, with the verbs of the Kubernetes API."""
 
     def __init__(self, registry: Registry | None = None, *, history_limit: int = 10000,
-                 schema_validator: Callable | None = None, namespace_grace_timeout: float = 60.0):
+                 schema_validator: Callable | None = None, namespace_grace_timeout: float = 60.0,
+                 namespace_deletion_delay: float = 1.0):
         self.registry = registry or Registry()
+        # the least time a deleted namespace stays Terminating, as a namespace controller takes
+        # (found against the real API server: a re-spawn right after a deletion then fails)
+        self.namespace_deletion_delay = namespace_deletion_delay
         self.schema_validator = schema_validator
         self.history_limit = history_limit
         self.namespace_grace_timeout = namespace_grace_timeout
@@ -588,7 +592,9 @@ class Store:
 
     async def _terminate_namespace(self, name: str) -> None:
         """The namespace controller: delete everything inside, then the namespace itself."""
-        deadline = asyncio.get_running_loop().time() + self.namespace_grace_timeout
+        loop = asyncio.get_running_loop()
+        done_at = loop.time() + self.namespace_deletion_delay
+        deadline = loop.time() + self.namespace_grace_timeout
         while True:
             left: dict[str, int] = {}
             for rtype in self.registry.types():
@@ -602,9 +608,9 @@ class Store:
                         self.delete(rtype, ns, obj_name)
                     elif asyncio.get_running_loop().time() > deadline:
                         self._remove(rtype, obj, "Background")
-            if not left:
-                break
             self._report_remaining(name, left)
+            if not left and loop.time() >= done_at:
+                break
             await asyncio.sleep(0.05)
         ns_obj = self._raw(self._rt("namespaces"), "", name)
         if ns_obj is not None:
@@ -616,13 +622,17 @@ class Store:
         if self._raw(ns_rt, "", name) is None:
             return
         remaining = ", ".join(f"{key} has {n} resource instances" for key, n in sorted(left.items()))
+        content = (("NamespaceContentRemaining", "True", "SomeResourcesRemain", f"Some resources are remaining: "
+                                                                                 f"{remaining}")
+                   if left else ("NamespaceContentRemaining", "False", "ContentRemoved",
+                                 "All content successfully removed"))
         wanted = [
             ("NamespaceDeletionDiscoveryFailure", "False", "ResourcesDiscovered", "All resources successfully discovered"),
             ("NamespaceDeletionGroupVersionParsingFailure", "False", "ParsedGroupVersions",
              "All legacy kube types successfully parsed"),
             ("NamespaceDeletionContentFailure", "False", "ContentDeleted", "All content successfully deleted, "
                                                                           "may be waiting on finalization"),
-            ("NamespaceContentRemaining", "True", "SomeResourcesRemain", f"Some resources are remaining: {remaining}"),
+            content,
             ("NamespaceFinalizersRemaining", "False", "ContentHasNoFinalizers", "All content-preserving finalizers "
                                                                                 "finished"),
         ]

@@ -101,6 +101,27 @@ async def test_namespace_stays_terminating_while_its_pods_terminate():
             assert not (await v1.list_pod_for_all_namespaces(field_selector="metadata.namespace=doomed")).items
 
 
+async def test_an_emptied_namespace_still_takes_time_to_go():
+    """Even with nothing inside, a namespace outlives its deletion request (a re-spawn right after it fails)."""
+    async with KubeSim(kubelet="instant", namespace_deletion_delay=600) as sim:
+        async with sim.api_client() as api:
+            v1 = client.CoreV1Api(api)
+            await v1.create_namespace({"metadata": {"name": "empty"}})
+            await v1.delete_namespace("empty")
+
+            async def content_removed():
+                ns = await v1.read_namespace("empty")
+                conds = {c.type: c for c in ns.status.conditions or []}
+                done = conds.get("NamespaceContentRemaining")
+                return ns if done is not None and done.status == "False" else None
+            ns = await until(content_removed)  # the default ServiceAccount is gone: content removed
+            assert ns.status.phase == "Terminating"
+            assert {c.type: c.reason for c in ns.status.conditions}["NamespaceContentRemaining"] == "ContentRemoved"
+            with pytest.raises(ApiException) as e:
+                await v1.create_namespaced_service_account("empty", {"metadata": {"name": "late"}})
+            assert e.value.status == 403 and "because it is being terminated" in error(e.value)["message"]
+
+
 # -- 3. the instant kubelet resolves references ---------------------------------------------------
 
 async def _waiting_reason(v1, name):
