@@ -160,6 +160,6 @@ def conflict_message(clashes: list[tuple[str, tuple]]) -> str:
         return f'Apply failed with 1 conflict: conflict with "{manager}": {render_path(path)}'
     lines = []
     for manager in sorted({m for m, _ in clashes}):
-        lines.append(f'conflicts with "{manager}"')
+        lines.append(f'conflicts with "{manager}":')
         lines += [f"- {render_path(p)}" for m, p in clashes if m == manager]
     return f"Apply failed with {len(clashes)} conflicts: " + "\n".join(lines)

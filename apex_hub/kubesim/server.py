@@ -408,7 +408,7 @@ def _pvc_cells(o) -> list:
     return [status.get("phase", ""), spec.get("volumeName", "") if bound else "",
             (status.get("capacity") or {}).get("storage", "") if bound else "",
             ",".join(_ACCESS_MODES.get(m, m) for m in status.get("accessModes") or []) if bound else "",
-            spec.get("storageClassName", "")]
+            spec.get("storageClassName", ""), spec.get("volumeAttributesClassName") or "<unset>"]
 
 
 def _data_count(o) -> int:
@@ -420,7 +420,8 @@ def _data_count(o) -> int:
 _COLUMNS = {
     "Pod": ([_column(n) for n in ("Ready", "Status", "Restarts")], _pod_cells),
     "Namespace": ([_column("Status")], lambda o: [o.get("status", {}).get("phase", "")]),
-    "PersistentVolumeClaim": ([_column(n) for n in ("Status", "Volume", "Capacity", "Access Modes", "StorageClass")],
+    "PersistentVolumeClaim": ([_column(n) for n in ("Status", "Volume", "Capacity", "Access Modes", "StorageClass",
+                                                          "VolumeAttributesClass")],
                               _pvc_cells),
     "ConfigMap": ([_column("Data")], lambda o: [_data_count(o)]),
     "Secret": ([_column("Type"), _column("Data")], lambda o: [o.get("type", ""), _data_count(o)]),

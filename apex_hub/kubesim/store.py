@@ -401,7 +401,10 @@ class Store:
         is_apply = content_type.split(";")[0].strip() == APPLY_PATCH
         if is_apply and not field_manager:
             raise ApiError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
-                                           "is required for apply patch")
+                                           "is required for apply patch", details={
+                                               "group": "meta.k8s.io", "kind": "PatchOptions", "causes": [{
+                                                   "reason": "FieldValueRequired", "field": "fieldManager",
+                                                   "message": "Required value: is required for apply patch"}]})
         if cur is None:
             if is_apply:  # server-side apply creates
                 body = dict(body or {}) if isinstance(body, dict) else body
@@ -434,7 +437,7 @@ class Store:
         others = {m: f for m, f in owners.items() if m != manager}
         clashes = managed.conflicts(cur, config, fields, others)
         if clashes and not force:
-            causes = [{"type": "FieldManagerConflict", "message": f'conflict with "{m}"',
+            causes = [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}"',
                        "field": managed.render_path(p)} for m, p in clashes]
             raise ApiError(409, "Conflict", managed.conflict_message(clashes), details={"causes": causes})
         others = {m: f - fields if force else f for m, f in others.items()}
@@ -597,18 +600,25 @@ class Store:
         deadline = loop.time() + self.namespace_grace_timeout
         while True:
             left: dict[str, int] = {}
+            finalizers: dict[str, int] = {}
             for rtype in self.registry.types():
                 if not rtype.namespaced:
                     continue
                 for (ns, obj_name), obj in list(self._table(rtype).items()):
                     if ns != name:
                         continue
-                    left[rtype.key] = left.get(rtype.key, 0) + 1
                     if not obj["metadata"].get("deletionTimestamp"):
                         self.delete(rtype, ns, obj_name)
                     elif asyncio.get_running_loop().time() > deadline:
                         self._remove(rtype, obj, "Background")
-            self._report_remaining(name, left)
+                    obj = self._raw(rtype, ns, obj_name)
+                    if obj is None:
+                        continue
+                    resource = f"{rtype.plural}.{rtype.group}"  # "pods." for the core group, as printed
+                    left[resource] = left.get(resource, 0) + 1
+                    for f in obj["metadata"].get("finalizers") or []:
+                        finalizers[f] = finalizers.get(f, 0) + 1
+            self._report_remaining(name, left, finalizers)
             if not left and loop.time() >= done_at:
                 break
             await asyncio.sleep(0.05)
@@ -616,7 +626,7 @@ class Store:
         if ns_obj is not None:
             self._remove(self._rt("namespaces"), ns_obj, "Background")
 
-    def _report_remaining(self, name: str, left: dict[str, int]) -> None:
+    def _report_remaining(self, name: str, left: dict[str, int], finalizers: dict[str, int]) -> None:
         """The namespace controller's status conditions while content remains (as a real one writes them)."""
         ns_rt = self._rt("namespaces")
         if self._raw(ns_rt, "", name) is None:
@@ -633,6 +643,10 @@ class Store:
             ("NamespaceDeletionContentFailure", "False", "ContentDeleted", "All content successfully deleted, "
                                                                           "may be waiting on finalization"),
             content,
+            ("NamespaceFinalizersRemaining", "True", "SomeFinalizersRemain",
+             "Some content in the namespace has finalizers remaining: "
+             + ", ".join(f"{f} in {n} resource instances" for f, n in sorted(finalizers.items())))
+            if finalizers else
             ("NamespaceFinalizersRemaining", "False", "ContentHasNoFinalizers", "All content-preserving finalizers "
                                                                                 "finished"),
         ]

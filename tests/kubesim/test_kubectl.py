@@ -145,9 +145,12 @@ def test_kubectl_tables_have_the_real_columns(standalone):
     configmaps = table("configmaps", "settings")
     assert configmaps[0] == ["NAME", "DATA", "AGE"] and configmaps[1][:2] == ["settings", "3"]
     pvc = kubectl(kubeconfig, "get", "pvc", "-n", "tables").stdout.splitlines()
-    assert pvc[0].split() == ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS", "MODES", "STORAGECLASS", "AGE"]
+    # as kubectl prints it against kube-apiserver 1.35 (checked on the real lane)
+    assert pvc[0].split() == ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS", "MODES", "STORAGECLASS",
+                              "VOLUMEATTRIBUTESCLASS", "AGE"]
     row = pvc[1].split()
-    assert row[0] == "home" and row[1] == "Bound" and row[2].startswith("pvc-") and row[3:6] == ["10Gi", "RWO", "standard"]
+    assert row[0] == "home" and row[1] == "Bound" and row[2].startswith("pvc-")
+    assert row[3:7] == ["10Gi", "RWO", "standard", "<unset>"]
 
     kubectl(kubeconfig, "run", "web", "-n", "tables", "--image=nginx:1.27", "--restart=Never")
     kubectl(kubeconfig, "wait", "-n", "tables", "--for=condition=Ready", "pod/web", "--timeout=60s")

@@ -81,7 +81,9 @@ async def test_namespace_stays_terminating_while_its_pods_terminate():
             conds = {c.type: c for c in ns.status.conditions}
             assert conds["NamespaceContentRemaining"].status == "True"
             assert conds["NamespaceContentRemaining"].reason == "SomeResourcesRemain"
-            assert "pods has 1 resource instances" in conds["NamespaceContentRemaining"].message
+            # as a real namespace controller words it (checked against kube-apiserver 1.35)
+            assert conds["NamespaceContentRemaining"].message == ("Some resources are remaining: pods. has 1 "
+                                                                  "resource instances")
             assert conds["NamespaceDeletionContentFailure"].status == "False"
             terminating = await v1.read_namespaced_pod("p", "doomed")
             assert terminating.metadata.deletion_timestamp  # graceful: the kubelet finishes it
@@ -120,6 +122,35 @@ async def test_an_emptied_namespace_still_takes_time_to_go():
             with pytest.raises(ApiException) as e:
                 await v1.create_namespaced_service_account("empty", {"metadata": {"name": "late"}})
             assert e.value.status == 403 and "because it is being terminated" in error(e.value)["message"]
+
+
+async def test_namespace_conditions_name_remaining_finalizers(v1):
+    """Worded as kube-apiserver 1.35's namespace controller words them (checked on the real lane)."""
+    await v1.create_namespace({"metadata": {"name": "held"}})
+    await v1.create_namespaced_config_map("held", {"metadata": {"name": "h", "finalizers": ["example.com/x"]}})
+    await v1.delete_namespace("held")
+
+    async def conditions():
+        ns = await v1.read_namespace("held")
+        conds = {c.type: (c.status, c.reason, c.message) for c in ns.status.conditions or []}
+        return conds if "NamespaceFinalizersRemaining" in conds else None
+    conds = await until(conditions)
+    assert conds["NamespaceContentRemaining"] == ("True", "SomeResourcesRemain",
+                                                  "Some resources are remaining: configmaps. has 1 resource instances")
+    assert conds["NamespaceFinalizersRemaining"] == (
+        "True", "SomeFinalizersRemain",
+        "Some content in the namespace has finalizers remaining: example.com/x in 1 resource instances")
+    assert conds["NamespaceDeletionDiscoveryFailure"] == ("False", "ResourcesDiscovered",
+                                                          "All resources successfully discovered")
+    await v1.patch_namespaced_config_map("h", "held", {"metadata": {"finalizers": None}})
+
+    async def gone():
+        try:
+            await v1.read_namespace("held")
+        except ApiException as err:
+            return err.status == 404
+        return False
+    await until(gone)
 
 
 # -- 3. the instant kubelet resolves references ---------------------------------------------------

@@ -60,10 +60,10 @@ async def test_conflict_between_managers_is_409_unless_forced(sim):
     status, body = await apply(sim, cfg({"a": "2"}), "operator")
     assert status == 409 and body["reason"] == "Conflict"
     assert body["message"] == 'Apply failed with 1 conflict: conflict with "hub": .metadata.labels.a'
-    assert body["details"]["causes"] == [{"type": "FieldManagerConflict", "message": 'conflict with "hub"',
+    assert body["details"]["causes"] == [{"reason": "FieldManagerConflict", "message": 'conflict with "hub"',
                                           "field": ".metadata.labels.a"}]
     status, body = await apply(sim, cfg({"a": "2"}, {"x": "2"}), "operator")
-    assert status == 409 and body["message"] == ('Apply failed with 2 conflicts: conflicts with "hub"\n'
+    assert status == 409 and body["message"] == ('Apply failed with 2 conflicts: conflicts with "hub":\n'
                                                  "- .data.x\n- .metadata.labels.a")
     status, out = await apply(sim, cfg({"a": "2"}), "operator", force=True)
     assert status == 200 and out["metadata"]["labels"] == {"a": "2"}
@@ -97,7 +97,10 @@ async def test_apply_without_field_manager_is_invalid(sim):
     async with aiohttp.ClientSession() as s:
         async with s.patch(sim.url + URL, data=json.dumps(cfg()), headers=APPLY) as r:
             assert r.status == 422
-            assert "fieldManager: Required value: is required for apply patch" in (await r.json())["message"]
+            body = await r.json()
+            assert body["message"] == ('PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+                                       "is required for apply patch")
+            assert body["details"]["causes"][0]["field"] == "fieldManager"
 
 
 async def test_recreated_object_starts_without_owners(sim, v1):
