@@ -273,14 +273,19 @@ class Kubelet:
         await (self._run_instant(p) if self.mode == "instant" else self._run_processes(p))
 
     async def _run_instant(self, p: PodRuntime) -> None:
+        # Nothing runs, but references are resolved as a kubelet resolves them (found by users: a
+        # profile whose env reads a missing ConfigMap "ran" here and stays Pending on a cluster).
+        await self._retry(p, lambda: self._resolve_volumes(p))
         for c in p.spec.get("initContainers", []):
             await self._pull(p, c, p.init[c["name"]])
+            await self._retry(p, lambda: self._container_env(p, c), p.init[c["name"]])
             self._created_and_started(p, c)
             _set_terminated(p.init[c["name"]], 0, now_rfc3339())
             self._sync(p)
         p.initialized = True
         for c in p.spec.get("containers", []):
             await self._pull(p, c, p.main[c["name"]])
+            await self._retry(p, lambda: self._container_env(p, c), p.main[c["name"]])
             self._created_and_started(p, c)
             _set_running(p.main[c["name"]])
             p.main[c["name"]]["ready"] = True
@@ -347,25 +352,31 @@ class Kubelet:
     async def _keep_running(self, p: PodRuntime, c: dict, cs: dict, proc, policy: str, init=False) -> int:
         """Wait for a container's process, restarting it as ``policy`` says; the last exit code."""
         failures = 0
+        loop = asyncio.get_running_loop()
         while True:
             self._sync(p)
             started = cs["state"].get("running", {}).get("startedAt", now_rfc3339())
             probe = self._spawn(p, self._await_ready(p, c, cs)) if proc and not init else None
+            ran_from = loop.time()
             code = await proc.wait() if proc else 128
             if probe is not None:
                 probe.cancel()
             _set_terminated(cs, code, started, None if proc else "StartError")
             if not (policy == "Always" or (policy == "OnFailure" and code != 0)):
                 return code
+            if loop.time() - ran_from >= max(2 * self.restart_backoff * BACKOFF_CAP, BACKOFF_RESET_MIN):
+                failures = 0  # as a kubelet forgets a back-off once the container ran long enough
             failures = failures + 1 if code else 0
+            delay = crash_backoff(self.restart_backoff, failures)
             if failures >= (1 if init else 2):  # a crash loop, or any failed init container
                 self._event(p, "BackOff", f"Back-off restarting failed container {c['name']} in pod "
                                           f"{p.name}_{p.namespace}({p.uid})", type="Warning")
                 cs["lastState"] = cs["state"]
-                cs["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting "
-                                           f"failed container={c['name']} pod={p.name}_{p.namespace}"}}
+                cs["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": f"back-off {go_duration(delay)} "
+                                           f"restarting failed container={c['name']} pod={p.name}_{p.namespace}"
+                                           f"({p.uid})"}}
             self._sync(p)
-            await asyncio.sleep(self.restart_backoff)
+            await asyncio.sleep(delay)
             cs["restartCount"] += 1
             proc = await self._start(p, c, cs)
 
@@ -499,6 +510,17 @@ class Kubelet:
                     source.mkdir(parents=True)
             _link(_inside(self.pod_root(*p.key), m["mountPath"]), source)
         self._index_volumes(p, volumes.values())
+
+    def _resolve_volumes(self, p: PodRuntime) -> None:
+        """What mounting checks, without writing files (the instant kubelet): Missing when absent."""
+        for volume in p.spec.get("volumes") or []:
+            if "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                if self._lookup("persistentvolumeclaims", p.namespace, claim) is None:
+                    raise Missing("FailedMount", f'MountVolume.SetUp failed for volume "{volume["name"]}" : '
+                                                 f'persistentvolumeclaim "{claim}" not found')
+            elif _config_source(volume):
+                self._volume_files(p, volume)
 
     def _volume_source(self, p: PodRuntime, volume: dict, pod_dir: Path) -> Path:
         target = pod_dir / "volumes" / volume["name"]
@@ -722,6 +744,27 @@ class Kubelet:
             status["initContainerStatuses"] = copy.deepcopy(list(p.init.values()))
         if p.main:
             status["containerStatuses"] = copy.deepcopy(list(p.main.values()))
+
+
+# -- restarts ---------------------------------------------------------------------------
+
+BACKOFF_CAP = 30  # a kubelet's CrashLoopBackOff: 10 s doubling to 5 min, i.e. 30 times the base
+# the back-off is forgotten once a container ran twice the cap (10 min), never after less than this
+BACKOFF_RESET_MIN = 10.0
+
+
+def crash_backoff(base: float, failures: int) -> float:
+    """Seconds before restarting a container after ``failures`` consecutive failures (0: a clean exit)."""
+    return min(base * 2 ** max(0, failures - 1), base * BACKOFF_CAP)
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as Go prints it (``10s``, ``2m40s``, ``5m0s``, ``200ms``), as in the kubelet's message."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    minutes, secs = divmod(seconds, 60)
+    secs_text = f"{secs:g}s"
+    return f"{int(minutes)}m{secs_text}" if minutes else secs_text
 
 
 # -- container statuses -------------------------------------------------------------------

@@ -54,13 +54,14 @@ class ApiServer:
     """aiohttp application serving a :class:`Store`."""
 
     def __init__(self, store: Store, faults: Faults, *, bookmark_interval: float = 60.0,
-                 pod_logs=None):
+                 pod_logs=None, kubelet=None):
         self.store = store
         self.faults = faults
         self.bookmark_interval = bookmark_interval
         self.pod_logs = pod_logs  # callable(namespace, name) -> str, set by the process kubelet
-        # pods/log follow and pods/exec need the kubelet behind pod_logs (its bound method)
-        self.podio = PodIO(store, lambda: getattr(self.pod_logs, "__self__", None))
+        # pods/log follow and pods/exec need the kubelet itself: KubeSim sets it when it starts one
+        self.kubelet = kubelet
+        self.podio = PodIO(store, lambda: self.kubelet)
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_route("*", "/kubesim/{what}", self.admin)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
@@ -241,7 +242,8 @@ class ApiServer:
             # authorised as "create" there), one that updates 200
             creates = content_type.split(";")[0].strip() == APPLY_PATCH and st._raw(rt, ns, route.name) is None
             return _json(st.patch(rt, ns, route.name, content_type, body, subresource=route.subresource,
-                                  dry_run=dry_run), 201 if creates else 200)
+                                  dry_run=dry_run, field_manager=q.get("fieldManager"),
+                                  force=q.get("force") in TRUE), 201 if creates else 200)
         opts = body if isinstance(body, dict) else {}
         grace = q.get("gracePeriodSeconds", opts.get("gracePeriodSeconds"))
         grace = int(grace) if grace is not None else None
@@ -386,27 +388,70 @@ def _age(stamp: str | None) -> str:
     return f"{secs}s"
 
 
+def _column(name: str, priority: int = 0, fmt: str = "") -> dict:
+    return {"name": name, "type": "string", "format": fmt, "description": name, "priority": priority}
+
+
+def _pod_cells(o) -> list:
+    cs = o.get("status", {}).get("containerStatuses") or []
+    ready = sum(1 for c in cs if c.get("ready"))
+    status = "Terminating" if o["metadata"].get("deletionTimestamp") else o.get("status", {}).get("phase", "")
+    return [f"{ready}/{len(o.get('spec', {}).get('containers', []))}", status, sum(c.get("restartCount", 0) for c in cs)]
+
+
+_ACCESS_MODES = {"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany": "RWX", "ReadWriteOncePod": "RWOP"}
+
+
+def _pvc_cells(o) -> list:
+    spec, status = o.get("spec", {}), o.get("status", {})
+    bound = status.get("phase") == "Bound"
+    return [status.get("phase", ""), spec.get("volumeName", "") if bound else "",
+            (status.get("capacity") or {}).get("storage", "") if bound else "",
+            ",".join(_ACCESS_MODES.get(m, m) for m in status.get("accessModes") or []) if bound else "",
+            spec.get("storageClassName", ""), spec.get("volumeAttributesClassName") or "<unset>"]
+
+
+def _data_count(o) -> int:
+    return len(o.get("data") or {}) + len(o.get("binaryData") or {})
+
+
+# kind -> (columns after Name, their cells): the columns a real API server's table printer sends,
+# so that ``kubectl get`` prints what it prints against a cluster (found by local mode users)
+_COLUMNS = {
+    "Pod": ([_column(n) for n in ("Ready", "Status", "Restarts")], _pod_cells),
+    "Namespace": ([_column("Status")], lambda o: [o.get("status", {}).get("phase", "")]),
+    "PersistentVolumeClaim": ([_column(n) for n in ("Status", "Volume", "Capacity", "Access Modes", "StorageClass",
+                                                          "VolumeAttributesClass")],
+                              _pvc_cells),
+    "ConfigMap": ([_column("Data")], lambda o: [_data_count(o)]),
+    "Secret": ([_column("Type"), _column("Data")], lambda o: [o.get("type", ""), _data_count(o)]),
+}
+
+
+def _event_row(o) -> list:
+    inv, src = o.get("involvedObject") or {}, o.get("source") or {}
+    return [_age(o.get("lastTimestamp") or o.get("firstTimestamp")), o.get("type", ""), o.get("reason", ""),
+            f"{(inv.get('kind') or '').lower()}/{inv.get('name', '')}", inv.get("fieldPath", ""),
+            ", ".join(x for x in (src.get("component"), src.get("host")) if x), o.get("message", ""),
+            _age(o.get("firstTimestamp")), o.get("count", 1), o["metadata"]["name"]]
+
+
+_EVENT_COLUMNS = [_column("Last Seen"), _column("Type"), _column("Reason"), _column("Object"),
+                  _column("Subobject", 1), _column("Source", 1), _column("Message"), _column("First Seen", 1),
+                  _column("Count", 1), _column("Name", 1, "name")]
+
+
 def _table(rtype, items, meta) -> dict:
     """A meta.k8s.io Table, which kubectl asks for to print ``kubectl get`` columns."""
-    columns = [{"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}]
-    extra = []
-    if rtype.kind == "Pod":
-        columns += [{"name": n, "type": "string", "format": "", "description": n, "priority": 0}
-                    for n in ("Ready", "Status", "Restarts")]
+    if rtype.kind == "Event":
+        columns, cells = _EVENT_COLUMNS, _event_row
+    else:
+        extra, extra_cells = _COLUMNS.get(rtype.kind, ([], lambda o: []))
+        columns = [_column("Name", fmt="name"), *extra, _column("Age")]
 
-        def extra(o):
-            cs = o.get("status", {}).get("containerStatuses") or []
-            ready = sum(1 for c in cs if c.get("ready"))
-            status = "Terminating" if o["metadata"].get("deletionTimestamp") else o.get("status", {}).get("phase", "")
-            return [f"{ready}/{len(o.get('spec', {}).get('containers', []))}", status,
-                    sum(c.get("restartCount", 0) for c in cs)]
-    elif rtype.kind in ("Namespace", "PersistentVolumeClaim"):
-        columns.append({"name": "Status", "type": "string", "format": "", "description": "Status", "priority": 0})
-
-        def extra(o):
-            return [o.get("status", {}).get("phase", "")]
-    columns.append({"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0})
-    rows = [{"cells": [o["metadata"]["name"], *(extra(o) if extra else []), _age(o["metadata"].get("creationTimestamp"))],
+        def cells(o):
+            return [o["metadata"]["name"], *extra_cells(o), _age(o["metadata"].get("creationTimestamp"))]
+    rows = [{"cells": cells(o),
              "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}}
             for o in items]
     return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns,

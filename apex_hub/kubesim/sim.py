@@ -30,14 +30,16 @@ class KubeSim:
     API server only: pods stay Pending, as with no node). ``validate_schemas`` checks
     every write against the real Kubernetes OpenAPI schemas (default: on when
     kubernetes-validate is installed). ``faults`` are active from the start
-    (:class:`Fault` objects or their dicts).
+    (:class:`Fault` objects or their dicts). ``namespace_deletion_delay`` is the least time a
+    deleted namespace stays Terminating (refusing new content), as on a real cluster.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, kubelet: str | None = "instant",
                  workdir: str | os.PathLike | None = None, kubeconfig_path: str | os.PathLike | None = None,
                  validate_schemas: bool | None = None, history_limit: int = 10000,
                  bookmark_interval: float = 60.0, latency: float = 0.0, seed: int | None = 0,
-                 kubelet_options: dict | None = None, faults: list | None = None):
+                 kubelet_options: dict | None = None, faults: list | None = None,
+                 namespace_deletion_delay: float = 1.0):
         if kubelet not in (None, "instant", "process"):
             raise ValueError(f"kubelet must be None, 'instant' or 'process', not {kubelet!r}")
         self.host, self.port = host, port
@@ -49,7 +51,8 @@ class KubeSim:
             validator = schema_validator()
             if validator is None and validate_schemas:
                 raise RuntimeError("validate_schemas=True needs kubernetes-validate (pip install kubernetes-validate)")
-        self.store = Store(Registry(), history_limit=history_limit, schema_validator=validator)
+        self.store = Store(Registry(), history_limit=history_limit, schema_validator=validator,
+                           namespace_deletion_delay=namespace_deletion_delay)
         self.faults = Faults(seed)
         self.faults.latency = latency
         for fault in faults or ():
@@ -75,6 +78,7 @@ class KubeSim:
             self.kubelet = Kubelet(self.store, mode=self.kubelet_mode, workdir=self.workdir / "node",
                                    **self._kubelet_options)
             self.api.pod_logs = self.kubelet.logs
+            self.api.kubelet = self.kubelet  # what pods/log follow and pods/exec talk to
             await self.kubelet.start()
         return self
 

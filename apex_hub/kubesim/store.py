@@ -21,7 +21,7 @@ import uuid
 from collections import deque
 from typing import Callable
 
-from . import errors
+from . import errors, managed
 from .errors import ApiError
 from .patch import APPLY_PATCH, PatchError, apply_by_content_type
 from .registry import Registry, ResourceType
@@ -94,8 +94,12 @@ class Store:
     """All objects of all types, with the verbs of the Kubernetes API."""
 
     def __init__(self, registry: Registry | None = None, *, history_limit: int = 10000,
-                 schema_validator: Callable | None = None, namespace_grace_timeout: float = 60.0):
+                 schema_validator: Callable | None = None, namespace_grace_timeout: float = 60.0,
+                 namespace_deletion_delay: float = 1.0):
         self.registry = registry or Registry()
+        # the least time a deleted namespace stays Terminating, as a namespace controller takes
+        # (found against the real API server: a re-spawn right after a deletion then fails)
+        self.namespace_deletion_delay = namespace_deletion_delay
         self.schema_validator = schema_validator
         self.history_limit = history_limit
         self.namespace_grace_timeout = namespace_grace_timeout
@@ -111,6 +115,8 @@ class Store:
         self._owned: dict[str, set[tuple[str, str, str]]] = {}  # owner uid -> dependents
         self._tasks: set[asyncio.Task] = set()
         self._clusterip = 0
+        self._last_event_ns = 0
+        self._applied: dict[str, dict[str, set[tuple]]] = {}  # uid -> apply manager -> fields (managed.py)
         for ns in BOOTSTRAP_NAMESPACES:
             self.create(self._rt("namespaces"), "", {"metadata": {"name": ns}})
         self.create(self._rt("nodes"), "", {
@@ -293,6 +299,8 @@ class Store:
         name = meta["name"]
         if rtype.namespaced:
             self._check_namespace(rtype, namespace, name)
+        if rtype.kind == "Pod":
+            self._admit_service_account(rtype, namespace, obj)
         if self._raw(rtype, namespace, name) is not None:
             raise errors.already_exists(rtype, name)
         meta["uid"] = str(uuid.uuid4())
@@ -304,6 +312,19 @@ class Store:
         self._put(rtype, obj, "ADDED")
         self._after_create(rtype, obj)
         return copy.deepcopy(obj)
+
+    def _admit_service_account(self, rtype: ResourceType, namespace: str, pod: dict) -> None:
+        """The ServiceAccount admission plugin: a pod may only name a ServiceAccount that exists.
+
+        Found against the real API server: a spawn that creates the pod before its ServiceAccount
+        works on a lenient simulator and fails on every cluster.
+        """
+        spec = pod.get("spec") or {}
+        account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        if self._raw(self._rt("serviceaccounts"), namespace, account) is None:
+            raise errors.forbidden(rtype, pod["metadata"].get("name", ""),
+                                   f"error looking up service account {namespace}/{account}: "
+                                   f'serviceaccount "{account}" not found')
 
     def _default(self, rtype: ResourceType, obj: dict) -> None:
         """Fill the fields that the API server and its controllers set on a new object."""
@@ -374,14 +395,28 @@ class Store:
         return self._update(rtype, cur, new, subresource, dry_run)
 
     def patch(self, rtype: ResourceType, namespace: str, name: str, content_type: str, body, *,
-              subresource: str | None = None, dry_run: bool = False) -> dict:
+              subresource: str | None = None, dry_run: bool = False, field_manager: str | None = None,
+              force: bool = False) -> dict:
         cur = self._raw(rtype, namespace, name)
+        is_apply = content_type.split(";")[0].strip() == APPLY_PATCH
+        if is_apply and not field_manager:
+            raise ApiError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+                                           "is required for apply patch", details={
+                                               "group": "meta.k8s.io", "kind": "PatchOptions", "causes": [{
+                                                   "reason": "FieldValueRequired", "field": "fieldManager",
+                                                   "message": "Required value: is required for apply patch"}]})
         if cur is None:
-            if content_type.split(";")[0].strip() == APPLY_PATCH:  # server-side apply creates
-                body = dict(body or {})
-                body.setdefault("metadata", {}).setdefault("name", name)
-                return self.create(rtype, namespace, body, dry_run=dry_run)
+            if is_apply:  # server-side apply creates
+                body = dict(body or {}) if isinstance(body, dict) else body
+                if isinstance(body, dict):
+                    body.setdefault("metadata", {}).setdefault("name", name)
+                made = self.create(rtype, namespace, body, dry_run=dry_run)
+                if not dry_run and subresource is None:
+                    self._applied[made["metadata"]["uid"]] = {field_manager: managed.field_set(body)}
+                return made
             raise errors.not_found(rtype, name)
+        if is_apply and subresource is None and isinstance(body, dict):
+            return self._apply(rtype, cur, body, field_manager, force, dry_run)
         try:
             new = apply_by_content_type(content_type, copy.deepcopy(cur), body)
         except PatchError as e:
@@ -394,6 +429,35 @@ class Store:
             raise errors.conflict(rtype, name)
         return self._update(rtype, cur, new, subresource, dry_run)
 
+    def _apply(self, rtype: ResourceType, cur: dict, config: dict, manager: str, force: bool,
+               dry_run: bool) -> dict:
+        """Server-side apply onto a live object, with field ownership (see managed.py)."""
+        owners = self._applied.get(cur["metadata"]["uid"], {})
+        fields = managed.field_set(config)
+        others = {m: f for m, f in owners.items() if m != manager}
+        clashes = managed.conflicts(cur, config, fields, others)
+        if clashes and not force:
+            causes = [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}"',
+                       "field": managed.render_path(p)} for m, p in clashes]
+            raise ApiError(409, "Conflict", managed.conflict_message(clashes), details={"causes": causes})
+        others = {m: f - fields if force else f for m, f in others.items()}
+        still_owned = set().union(fields, *others.values())
+        base = copy.deepcopy(cur)
+        managed.remove_fields(base, owners.get(manager, set()) - fields, still_owned)
+        try:
+            new = apply_by_content_type(APPLY_PATCH, base, config)
+        except PatchError as e:
+            raise ApiError(e.code, {400: "BadRequest"}.get(e.code, "Invalid"), str(e)) from None
+        if not isinstance(new, dict) or not isinstance(new.get("metadata"), dict):
+            raise errors.bad_request("the patch would remove the object's metadata")
+        rv = new["metadata"].get("resourceVersion")
+        if rv and rv != cur["metadata"]["resourceVersion"]:
+            raise errors.conflict(rtype, cur["metadata"]["name"])
+        out = self._update(rtype, cur, new, None, dry_run, applied_by=manager)
+        if not dry_run:
+            self._applied[cur["metadata"]["uid"]] = {**{m: f for m, f in others.items() if f}, manager: fields}
+        return out
+
     def update(self, rtype: ResourceType, namespace: str, name: str, mutate: Callable[[dict], None]) -> dict:
         """In-process write with no restrictions (the kubelet and controllers use it)."""
         cur = self._must(rtype, namespace, name)
@@ -401,7 +465,15 @@ class Store:
         mutate(new)
         return self._update(rtype, cur, new, "internal", False)
 
-    def _update(self, rtype, cur, new, subresource, dry_run) -> dict:
+    def _disown_changed(self, cur: dict, new: dict) -> None:
+        """A non-apply write takes the fields whose value it changes away from apply managers."""
+        owners = self._applied.get(cur["metadata"]["uid"])
+        if not owners:
+            return
+        for manager, fields in owners.items():
+            fields -= managed.changed(cur, new, fields)
+
+    def _update(self, rtype, cur, new, subresource, dry_run, applied_by: str | None = None) -> dict:
         meta = new.setdefault("metadata", {})
         _drop_empty_maps(meta)
         if subresource != "internal":
@@ -430,6 +502,8 @@ class Store:
             meta["generation"] = cur["metadata"].get("generation", 1) + 1
         if dry_run:
             return new
+        if applied_by is None:
+            self._disown_changed(cur, new)
         if meta.get("deletionTimestamp") and cur["metadata"].get("finalizers") and not meta.get("finalizers"):
             self._remove(rtype, new, "Background")  # the last finalizer is gone: deletion completes
             return copy.deepcopy(new)
@@ -490,6 +564,7 @@ class Store:
         if self._table(rtype).get(key) is None:
             return
         old = self._table(rtype).pop(key)
+        self._applied.pop(old["metadata"].get("uid", ""), None)
         self._index_owners(rtype, old, add=False)
         self.rv += 1
         gone = copy.deepcopy(old)
@@ -520,26 +595,72 @@ class Store:
 
     async def _terminate_namespace(self, name: str) -> None:
         """The namespace controller: delete everything inside, then the namespace itself."""
-        deadline = asyncio.get_running_loop().time() + self.namespace_grace_timeout
+        loop = asyncio.get_running_loop()
+        done_at = loop.time() + self.namespace_deletion_delay
+        deadline = loop.time() + self.namespace_grace_timeout
         while True:
-            left = 0
+            left: dict[str, int] = {}
+            finalizers: dict[str, int] = {}
             for rtype in self.registry.types():
                 if not rtype.namespaced:
                     continue
                 for (ns, obj_name), obj in list(self._table(rtype).items()):
                     if ns != name:
                         continue
-                    left += 1
                     if not obj["metadata"].get("deletionTimestamp"):
                         self.delete(rtype, ns, obj_name)
                     elif asyncio.get_running_loop().time() > deadline:
                         self._remove(rtype, obj, "Background")
-            if not left:
+                    obj = self._raw(rtype, ns, obj_name)
+                    if obj is None:
+                        continue
+                    resource = f"{rtype.plural}.{rtype.group}"  # "pods." for the core group, as printed
+                    left[resource] = left.get(resource, 0) + 1
+                    for f in obj["metadata"].get("finalizers") or []:
+                        finalizers[f] = finalizers.get(f, 0) + 1
+            self._report_remaining(name, left, finalizers)
+            if not left and loop.time() >= done_at:
                 break
             await asyncio.sleep(0.05)
         ns_obj = self._raw(self._rt("namespaces"), "", name)
         if ns_obj is not None:
             self._remove(self._rt("namespaces"), ns_obj, "Background")
+
+    def _report_remaining(self, name: str, left: dict[str, int], finalizers: dict[str, int]) -> None:
+        """The namespace controller's status conditions while content remains (as a real one writes them)."""
+        ns_rt = self._rt("namespaces")
+        if self._raw(ns_rt, "", name) is None:
+            return
+        remaining = ", ".join(f"{key} has {n} resource instances" for key, n in sorted(left.items()))
+        content = (("NamespaceContentRemaining", "True", "SomeResourcesRemain", f"Some resources are remaining: "
+                                                                                 f"{remaining}")
+                   if left else ("NamespaceContentRemaining", "False", "ContentRemoved",
+                                 "All content successfully removed"))
+        wanted = [
+            ("NamespaceDeletionDiscoveryFailure", "False", "ResourcesDiscovered", "All resources successfully discovered"),
+            ("NamespaceDeletionGroupVersionParsingFailure", "False", "ParsedGroupVersions",
+             "All legacy kube types successfully parsed"),
+            ("NamespaceDeletionContentFailure", "False", "ContentDeleted", "All content successfully deleted, "
+                                                                          "may be waiting on finalization"),
+            content,
+            ("NamespaceFinalizersRemaining", "True", "SomeFinalizersRemain",
+             "Some content in the namespace has finalizers remaining: "
+             + ", ".join(f"{f} in {n} resource instances" for f, n in sorted(finalizers.items())))
+            if finalizers else
+            ("NamespaceFinalizersRemaining", "False", "ContentHasNoFinalizers", "All content-preserving finalizers "
+                                                                                "finished"),
+        ]
+
+        def mutate(obj):
+            old = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+            conditions = []
+            for ctype, status, reason, message in wanted:
+                prev = old.get(ctype, {})
+                since = prev.get("lastTransitionTime") if prev.get("status") == status else None
+                conditions.append({"type": ctype, "status": status, "reason": reason, "message": message,
+                                   "lastTransitionTime": since or now_rfc3339()})
+            obj.setdefault("status", {})["conditions"] = conditions
+        self.update(ns_rt, "", name, mutate)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -552,8 +673,12 @@ class Store:
         if ns is None or ns["metadata"].get("deletionTimestamp"):
             return None
         stamp = now_rfc3339()
+        # named as a real kubelet names events (<object>.<hex nanoseconds>): a list, sorted by
+        # name, then shows each object's events in the order they happened (found by users)
+        stamp_ns = max(time.time_ns(), self._last_event_ns + 1)
+        self._last_event_ns = stamp_ns
         event = {
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "metadata": {"name": f"{meta['name']}.{stamp_ns:016x}", "namespace": namespace},
             "involvedObject": {"kind": involved.get("kind"), "apiVersion": involved.get("apiVersion"),
                                "namespace": namespace, "name": meta["name"], "uid": meta.get("uid"),
                                "resourceVersion": meta.get("resourceVersion")},

@@ -327,7 +327,7 @@ async def test_namespace_deletion_terminates_and_cascades(sim, v1):
     with pytest.raises(ApiException) as e:
         await v1.create_namespaced_config_map("doomed", cm("late"))
     assert e.value.status == 403 and "being terminated" in e.value.body
-    for _ in range(100):
+    for _ in range(600):  # at least namespace_deletion_delay (1 s), generously bounded
         try:
             await v1.read_namespace("doomed")
         except ApiException as err:

@@ -105,3 +105,57 @@ def test_kubectl_pods_run_and_namespace_cascade(standalone):
     kubectl(kubeconfig, "delete", "namespace", "scratch", "--wait=true", "--timeout=30s")
     r = kubectl(kubeconfig, "get", "namespace", "scratch", check=False)
     assert "not found" in r.stderr
+
+
+TABLE_OBJECTS = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: tables}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: token, namespace: tables}
+type: kubernetes.io/basic-auth
+stringData: {username: u, password: p}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: tables}
+data: {a: "1", b: "2", c: "3"}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: home, namespace: tables}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 10Gi}}
+"""
+
+
+def test_kubectl_tables_have_the_real_columns(standalone):
+    """Found by local mode users: Secrets, ConfigMaps, PVCs and Events showed only NAME and AGE."""
+    kubeconfig, _ = standalone
+    kubectl(kubeconfig, "apply", "-f", "-", stdin=TABLE_OBJECTS)
+
+    def table(*args):
+        lines = kubectl(kubeconfig, "get", *args, "-n", "tables").stdout.splitlines()
+        return [line.split() for line in lines]
+    secrets = table("secrets")
+    assert secrets[0] == ["NAME", "TYPE", "DATA", "AGE"] and secrets[1][:3] == ["token", "kubernetes.io/basic-auth", "2"]
+    configmaps = table("configmaps", "settings")
+    assert configmaps[0] == ["NAME", "DATA", "AGE"] and configmaps[1][:2] == ["settings", "3"]
+    pvc = kubectl(kubeconfig, "get", "pvc", "-n", "tables").stdout.splitlines()
+    # as kubectl prints it against kube-apiserver 1.35 (checked on the real lane)
+    assert pvc[0].split() == ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS", "MODES", "STORAGECLASS",
+                              "VOLUMEATTRIBUTESCLASS", "AGE"]
+    row = pvc[1].split()
+    assert row[0] == "home" and row[1] == "Bound" and row[2].startswith("pvc-")
+    assert row[3:7] == ["10Gi", "RWO", "standard", "<unset>"]
+
+    kubectl(kubeconfig, "run", "web", "-n", "tables", "--image=nginx:1.27", "--restart=Never")
+    kubectl(kubeconfig, "wait", "-n", "tables", "--for=condition=Ready", "pod/web", "--timeout=60s")
+    events = kubectl(kubeconfig, "get", "events", "-n", "tables").stdout.splitlines()
+    assert events[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    reasons = [line.split()[2] for line in events[1:]]
+    assert reasons == ["Scheduled", "Pulling", "Pulled", "Created", "Started"]  # in the order they happened
+    assert all(line.split()[3] == "pod/web" for line in events[1:])

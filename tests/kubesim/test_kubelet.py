@@ -281,7 +281,8 @@ async def test_init_container_and_pvc_outlive_the_pod(process, tmp_path):
 async def test_crashing_container_restarts_and_never_policy_fails(process):
     sim, v1 = process
     await v1.create_namespaced_pod("default", pod("crash", [py("c", "import sys; print('boom'); sys.exit(3)")]))
-    p = await pod_when(v1, "default", "crash", lambda p: p.status.container_statuses[0].restart_count >= 2)
+    p = await pod_when(v1, "default", "crash", lambda p: p.status.container_statuses[0].restart_count >= 2,
+                       timeout=60)
     cs = p.status.container_statuses[0]
     assert cs.last_state.terminated.exit_code == 3 and cs.last_state.terminated.reason == "Error"
     assert p.status.phase == "Running"
