@@ -76,6 +76,8 @@ async def test_secret_changes_reach_a_running_pod_but_not_its_subpath_mount(proc
     token, extra, pinned = root / "var/run/token/access", root / "var/run/token/extra", root / "etc/pinned/access"
     assert content(token) == "1" * BIG and content(extra) == "e1" and content(pinned) == "1" * BIG
 
+    # the watcher has read the first value (a loaded machine may start its process late)
+    await wait_for(lambda: "1x65536" in sim.kubelet.logs("default", "app", "watcher"))
     # patch: a new value, a key removed; the subPath copy stays as it was at start
     await v1.patch_namespaced_secret("token", "default", {"data": {"access": b64("2" * BIG), "extra": None}})
     await until(token, "2" * BIG)

@@ -14,7 +14,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from tornado.web import HTTPError
 
 from apex_hub.spawner.escalation import DEFAULT_HUB_RULES, missing
-from tests.realcluster.test_spawner_real import _gone, catalogue, spawner, user
+from tests.realcluster.test_spawner_real import _gone, catalogue, pull_secret, spawner, user  # noqa: F401 - pull_secret: a fixture
 
 pytestmark = pytest.mark.realcluster
 

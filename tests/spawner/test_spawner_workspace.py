@@ -70,11 +70,39 @@ async def seed_hub_secret(sim, name="apex-registry"):
             "data": {".dockerconfigjson": "eyJhdXRocyI6e319"}})
 
 
+async def provide_in_workspace(sim, spawner, start, objects):
+    """Run ``start`` while creating ``objects`` ((plural, body), ...) in the user's namespace as soon as
+    the spawn has made it: what the profile expects someone else (the operator) to provide. A kubelet
+    leaves the pod waiting (FailedMount / CreateContainerConfigError) until they exist."""
+    from kubernetes_asyncio import client
+
+    task = asyncio.ensure_future(start)
+    for _ in range(400):
+        if obj(sim, "namespaces", "", spawner.namespace) is not None or task.done():
+            break
+        await asyncio.sleep(0.05)
+    async with sim.api_client() as api:
+        v1 = client.CoreV1Api(api)
+        create = {"configmaps": v1.create_namespaced_config_map, "secrets": v1.create_namespaced_secret,
+                  "persistentvolumeclaims": v1.create_namespaced_persistent_volume_claim}
+        for plural, body in objects:
+            await create[plural](spawner.namespace, body)
+    return await task
+
+
+#: What FULL refers to without creating it: an existing ConfigMap and claim mounted, a Secret read and mounted.
+FULL_PROVIDED = [("configmaps", {"metadata": {"name": "existing-cm"}, "data": {"a": "1"}}),
+                 ("secrets", {"metadata": {"name": "creds"}, "stringData": {"token": "t0k"}}),
+                 ("persistentvolumeclaims", {"metadata": {"name": "team-data"}, "spec": {
+                     "accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}})]
+
+
 async def started_full(sim, name):
-    """A spawner of the FULL profile, started (its pull secret waiting in the hub namespace)."""
+    """A spawner of the FULL profile, started (its pull secret waiting in the hub namespace, and what it
+    mounts from outside provided in the user's namespace)."""
     await seed_hub_secret(sim)
     spawner = make_spawner(sim, name, catalogue=FULL)
-    await spawner.start()
+    await provide_in_workspace(sim, spawner, spawner.start(), FULL_PROVIDED)
     return spawner
 
 
@@ -101,7 +129,7 @@ async def test_init_containers_get_the_servers_cpu_and_memory_for_quota_admissio
     del profile["limit_range"]
     await seed_hub_secret(ksim)
     spawner = make_spawner(ksim, "ivy", catalogue=catalogue)
-    await spawner.start()
+    await provide_in_workspace(ksim, spawner, spawner.start(), FULL_PROVIDED)
     spec = obj(ksim, "pods", spawner.namespace, spawner.pod_name)["spec"]
     init = {c["name"]: c for c in spec["initContainers"]}
     assert list(init) == ["conda-environments", "prepare", "sized"]
@@ -149,7 +177,8 @@ async def test_first_spawn_creates_every_object_with_the_right_fields(ksim):
                       L.SERVER: "default", L.PROFILE: "full", L.PERSIST: "false"}
     assert obj(ksim, "configmaps", ns, "settings")["metadata"]["labels"][L.PERSIST] == "true"
     assert obj(ksim, "configmaps", ns, "settings")["data"]["settings.json"].endswith('"user": "alice"}')
-    assert obj(ksim, "configmaps", ns, "existing-cm") is None  # mounted, not created
+    existing = obj(ksim, "configmaps", ns, "existing-cm")  # mounted, not created: the operator's
+    assert existing["data"] == {"a": "1"} and L.MANAGED_BY not in (existing["metadata"].get("labels") or {})
 
     scratch = obj(ksim, "persistentvolumeclaims", ns, "scratch")
     assert scratch["spec"]["storageClassName"] == "fast"
@@ -159,7 +188,8 @@ async def test_first_spawn_creates_every_object_with_the_right_fields(ksim):
     workspace = obj(ksim, "persistentvolumeclaims", ns, "workspace")
     assert workspace["spec"]["resources"]["requests"]["storage"] == "10Gi"
     assert L.SERVER not in workspace["metadata"]["labels"]  # per user, shared by servers
-    assert obj(ksim, "persistentvolumeclaims", ns, "team-data") is None  # existing claim: mounted only
+    claim = obj(ksim, "persistentvolumeclaims", ns, "team-data")  # existing claim: mounted only
+    assert L.MANAGED_BY not in (claim["metadata"].get("labels") or {})
 
     role = obj(ksim, "roles", ns, "pod-reader", "rbac.authorization.k8s.io")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
@@ -356,7 +386,11 @@ async def test_a_converted_applicationhub_config_spawns(ksim):
     spawner = make_spawner(ksim, "hana", groups=["apex-dev"], catalogue=converted,
                            user_options={"profile": converted["profiles"][0]["slug"]},
                            hub_rules=[*map(dict, DEFAULT_HUB_RULES), extra])
-    await spawner.start()
+    # the S3 credentials its secret_mounts name and the endpoints its env reads are the operator's to
+    # provide in the workspace (a kubelet leaves the pod waiting until they exist)
+    await provide_in_workspace(ksim, spawner, spawner.start(), [
+        ("secrets", {"metadata": {"name": "apex-s3-credentials"}, "stringData": {"key": "k"}}),
+        ("configmaps", {"metadata": {"name": "apex-endpoints"}, "data": {"stac": "https://stac.example.org/"}})])
     ns = spawner.namespace
     bash = obj(ksim, "configmaps", ns, "bash-rc")
     assert 'export WORKSPACE_NAMESPACE="apex-hana"' in bash["data"]["bash-rc"]
