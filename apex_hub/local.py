@@ -192,8 +192,9 @@ def hub_config(*, workdir: Path, port: int, hub_port: int, proxy_api_port: int, 
         c.JupyterHub.spawner_class = "apex"
         c.APExSpawner.k8s_api_host = {k8s_url!r}
         c.APExSpawner.image = {IMAGE!r}
-        # a workspace's PATH (its environments, this venv) and shell, then jupyterhub-singleuser
-        c.APExSpawner.cmd = ["python", "-m", "apex_hub.localpod"]
+        # a workspace's PATH (its environments, this venv) and shell, then jupyterhub-singleuser; run by
+        # this very Python (a bare "python" would be whatever the PATH finds first, maybe without apex-hub)
+        c.APExSpawner.cmd = [{sys.executable!r}, "-m", "apex_hub.localpod"]
         # kubesim runs pods as its own user; when that is root, Jupyter must be told it is fine.
         # No calls home from JupyterLab (news feed, update check): local mode stays on loopback.
         c.APExSpawner.args = {root_args + LAB_OFFLINE_ARGS!r}

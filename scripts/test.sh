@@ -28,11 +28,13 @@ run_lane() {
   case "$lane" in
     newest)
       [ -x .venv/bin/pytest ] || ./scripts/setup.sh
+      export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"  # as an activated venv: tools on PATH
       echo "== lane newest: $(.venv/bin/python -c 'import jupyterhub, kubespawner; print("JupyterHub", jupyterhub.__version__, "/ KubeSpawner", kubespawner.__version__)')"
       .venv/bin/python -m pytest "${pytest_common[@]}" "$@" ;;
     z2jh)
       [ -x .venv/bin/pytest ] || ./scripts/setup.sh   # node packages
       ./scripts/setup-lane.sh z2jh
+      export VIRTUAL_ENV="$PWD/.venv-z2jh" PATH="$PWD/.venv-z2jh/bin:$PATH"
       echo "== lane z2jh: $(.venv-z2jh/bin/python -c 'import jupyterhub, kubespawner; print("JupyterHub", jupyterhub.__version__, "/ KubeSpawner", kubespawner.__version__)')"
       if [ $# -eq 0 ]; then
         set -- tests --ignore=tests/kubesim --ignore=tests/test_local_mode.py
@@ -52,6 +54,7 @@ run_lane() {
       elif [ $rc -ne 0 ]; then
         echo "== lane real: the control plane build failed (exit $rc)"; return $rc
       fi
+      export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"
       echo "== lane real: kube-apiserver + kube-controller-manager + etcd from Go modules, kubesim's node"
       if [ $# -eq 0 ]; then set -- tests/realcluster -rxs; fi
       .venv/bin/python -m pytest "${pytest_common[@]}" --cluster real "$@" ;;

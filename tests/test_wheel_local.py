@@ -29,7 +29,7 @@ from tests.test_local_mode import (CHROMIUM, CHROMIUM_ARGS, ROOT, LocalMode, Tou
 pytestmark = pytest.mark.process
 
 SHOTS = ROOT / "test-artifacts" / "local-mode-wheel"
-SKIP = {".git", ".venv", "node_modules", "test-artifacts", "build", "dist", "__pycache__", ".pytest_cache"}
+SKIP = {".git", ".venv", ".venv-z2jh", "node_modules", "test-artifacts", "build", "dist", "__pycache__", ".pytest_cache"}
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +91,9 @@ def _bare_env() -> dict:
     env = {k: v for k, v in os.environ.items() if k != "APEX_HUB_NODE_MODULES"}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
                                   if p and not os.access(os.path.join(p, "configurable-http-proxy"), os.X_OK))
+    # the wheel's venv borrows the suite's packages through a .pth line, which brings no console scripts:
+    # the suite's bin stands in for the ones pip would have put into the venv (jupyterhub-singleuser, ...)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
     return env
 
 
