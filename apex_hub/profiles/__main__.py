@@ -13,6 +13,7 @@ invalid, 2 for usage errors.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -37,7 +38,7 @@ def check(path: str) -> int:
         groups = ", ".join(profile.groups) if profile.groups else "everyone"
         marker = " (default)" if profile.default else ""
         print(f"  {profile.slug}{marker}: {profile.display_name} [groups: {groups}]")
-    for line in kinds_to_allow(catalogue):
+    for line in kinds_to_allow(catalogue) + rules_to_grant_lines(catalogue):
         print(line)
     return 0
 
@@ -53,6 +54,20 @@ def kinds_to_allow(catalogue: Catalogue) -> list[str]:
                 f"NOTE: profile {profile.slug!r}: manifests of kind {', '.join(kinds)} are not in"
                 " the spawner's default manifest_kinds; allow them"
                 f" (c.APExSpawner.manifest_kinds) or every spawn of it is refused")
+    return lines
+
+
+def rules_to_grant_lines(catalogue: Catalogue) -> list[str]:
+    """Per profile whose Roles grant more than the default hub ClusterRole: the rules to add."""
+    from ..spawner.escalation import rules_to_grant  # the spawner's own check, lazily
+
+    lines = []
+    for slug, rules in rules_to_grant(catalogue).items():
+        lines.append(f"NOTE: profile {slug!r}: its Roles grant what the hub's default ClusterRole"
+                     " (helm-values/rbac.yaml) does not hold, so Kubernetes would refuse to let the"
+                     " hub create them and the profile is not offered. Add these rules to the"
+                     " hub's ClusterRole and to c.APExSpawner.hub_rules:")
+        lines += [f"    - {json.dumps(rule)}" for rule in rules]
     return lines
 
 
@@ -87,6 +102,9 @@ def convert_eoepca(source: str, target: str) -> int:
         _print_errors(exc)
         return 1
     print(f"OK: {target} validates")
+    catalogue = Catalogue.from_yaml(text, target)
+    for line in kinds_to_allow(catalogue) + rules_to_grant_lines(catalogue):
+        print(line)
     return 0
 
 

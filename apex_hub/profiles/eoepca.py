@@ -197,6 +197,8 @@ class _Converter:
             ref = value.get("from_config_map") if isinstance(value, dict) else None
             if ref and ref.get("name"):
                 ref["name"] = self._renamed(f"pod_env_vars.{name}", ref["name"])
+                self.note(f"pod_env_vars.{name} reads ConfigMap {ref['name']!r}, which the profile"
+                          " does not create: it must exist in each user's namespace before the spawn")
         self._credentials(out)
         # ApplicationHub gives a pod only the profile's own volumes (no default claim).
         out["workspace_volume"] = False
@@ -344,6 +346,10 @@ class _Converter:
                     item["default_mode"] = mode
             item["readonly"] = bool(cm.get("readonly", True))
             item["persist"] = bool(cm.get("persist", True))
+            if item.get("content") is None:
+                self.note(f"{where}: no content, so ConfigMap {item['name']!r} is mounted, not"
+                          " created: it must exist in each user's namespace before the spawn (the pod"
+                          " waits for it)")
             result.append(item)
         return result
 

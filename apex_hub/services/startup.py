@@ -24,6 +24,24 @@ class _Starting(web.RequestHandler):
         self.finish({"status": "starting"})
 
 
+def configured_url(environ) -> str | None:
+    """The URL the operator gave this service (``JUPYTERHUB_SERVICE_URL``), or None when it has none.
+
+    Why: JupyterHub passes ``JUPYTERHUB_SERVICE_URL`` to *every* managed service; one configured
+    without a ``url`` gets ``http://127.0.0.1:0/`` (its spawner's unset port). Read as an address,
+    that is port 80: a second culler (or a hub running as a user) could not bind it, and the service
+    would die at start-up for an API nobody asked for.
+    """
+    url = environ.get("JUPYTERHUB_SERVICE_URL") or ""
+    if not url:
+        return None
+    try:
+        port = urlparse(url).port
+    except ValueError:
+        return url  # listen_address reports it
+    return None if port == 0 else url
+
+
 def listen_address(service_url: str, bind: str | None = None) -> tuple[str, int]:
     """Where to listen: ``bind`` ("host:port" or "port"), else the port of the service URL the hub
     gave us, on that host when it is an IP address (127.0.0.1 locally) and on all interfaces when it
@@ -52,4 +70,4 @@ def serve(server: HTTPServer, application: web.Application) -> None:
     server.request_callback = application
 
 
-__all__ = ["listen_address", "listen_early", "serve"]
+__all__ = ["configured_url", "listen_address", "listen_early", "serve"]

@@ -148,3 +148,32 @@ def profile_problems(profile, held: Iterable[Mapping[str, Any]]) -> list[str]:
             problems.append(f"{where}: binds Role {name!r}, which is not part of the profile; that"
                             f' needs {{apiGroups: ["{RBAC_GROUP}"], resources: [roles], verbs: [bind]}}')
     return problems
+
+
+def rules_to_grant(profiles: Iterable[Any], held: Iterable[Mapping[str, Any]] = DEFAULT_HUB_RULES
+                   ) -> dict[str, list[dict]]:
+    """Per profile slug, the PolicyRules the hub lacks to create that profile's Roles.
+
+    Why: a migrated catalogue (EOEPCA profiles grant ``pods/exec`` or ``batch/jobs``) is
+    refused at every spawn until the operator grants the hub what its Roles grant; this is
+    the list to add to helm-values/rbac.yaml and to ``APExSpawner.hub_rules``. Profiles the
+    hub can already start are left out.
+    """
+    held = list(held)
+    out: dict[str, list[dict]] = {}
+    for profile in profiles:
+        granted = [r.to_k8s() for b in profile.role_bindings for r in b.role.rules]
+        granted += [rule for item in profile.manifests for doc in item.documents(EXAMPLE_VALUES)
+                    if doc.get("kind") == "Role"
+                    and str(doc.get("apiVersion", "")).startswith(RBAC_GROUP + "/")
+                    for rule in doc.get("rules") or []]
+        grouped: dict[tuple, list[str]] = {}
+        for need in missing(held, granted):
+            verbs = grouped.setdefault((need.group, need.resource, need.name), [])
+            if need.verb not in verbs:
+                verbs.append(need.verb)
+        if grouped:
+            out[profile.slug] = [
+                {"apiGroups": [g], "resources": [r], "verbs": v, **({"resourceNames": [n]} if n else {})}
+                for (g, r, n), v in grouped.items()]
+    return out

@@ -207,3 +207,36 @@ def test_check_command_names_the_kinds_to_allow(tmp_path, capsys):
     (note,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("NOTE")]
     assert "profile 'dask': manifests of kind Deployment are not in" in note
     assert "Service" not in note
+
+
+def test_check_and_convert_name_the_rules_the_hub_must_be_granted(tmp_path, capsys):
+    """An EOEPCA profile whose Role grants pods/exec and batch jobs is refused at every spawn by
+    Kubernetes' escalation prevention until the hub holds those rules: both commands say which."""
+    from apex_hub.profiles.__main__ import main
+
+    source = tmp_path / "config.yml"
+    source.write_text(yaml.safe_dump({"profiles": [{
+        "id": "coder", "groups": ["g"], "definition": {"display_name": "Coder", "slug": "coder"},
+        "role_bindings": [
+            {"name": "rb-exec", "role": {"name": "exec", "api_groups": [""],
+                                         "resources": ["pods", "pods/exec"], "verbs": ["get", "create"]},
+             "subjects": [{"kind": "ServiceAccount", "name": "default"}]},
+            {"name": "rb-jobs", "role": {"name": "jobs", "api_groups": ["batch"],
+                                         "resources": ["jobs"], "verbs": ["create", "delete"]},
+             "subjects": [{"kind": "ServiceAccount", "name": "default"}]}]}]}))
+    target = tmp_path / "profiles.yml"
+    assert main(["convert-eoepca", str(source), str(target)]) == 0
+    out = capsys.readouterr().out
+    note = out[out.index("NOTE: profile 'coder': its Roles grant"):]
+    assert note.splitlines()[1:3] == [
+        '    - {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]}',
+        '    - {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "delete"]}']
+    assert main(["check", str(target)]) == 0
+    assert note in capsys.readouterr().out
+    # the rules named are exactly what lets the spawner offer the profile
+    from apex_hub.profiles import Catalogue
+    from apex_hub.spawner.escalation import DEFAULT_HUB_RULES, profile_problems, rules_to_grant
+
+    (profile,) = Catalogue.from_file(str(target))
+    assert profile_problems(profile, DEFAULT_HUB_RULES)
+    assert not profile_problems(profile, [*DEFAULT_HUB_RULES, *rules_to_grant([profile])["coder"]])

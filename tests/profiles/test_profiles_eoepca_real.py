@@ -5,6 +5,7 @@ never copied in; without them (a user's clone) these tests are skipped with the 
 ``APEX_EOEPCA_CONFIGS`` names another directory (a git worktree sits elsewhere than the main one).
 """
 
+import asyncio
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,10 +14,12 @@ import jinja2
 import pytest
 import yaml
 from kubernetes_asyncio import client
+from tornado import web
 
 from apex_hub.profiles import Catalogue, convert_eoepca
 from apex_hub.profiles.__main__ import kinds_to_allow
 from apex_hub.profiles.eoepca import DEFAULT_MANIFEST_KINDS, dump_yaml
+from apex_hub.spawner.escalation import DEFAULT_HUB_RULES, rules_to_grant
 from tests.helpers.spawner import make_spawner, objects
 from tests.helpers.spawner import ksim  # noqa: F401 - a fixture
 
@@ -79,6 +82,56 @@ async def prepare_cluster(sim, catalogue):
         await client.ApiextensionsV1Api(api).create_custom_resource_definition(EXTERNAL_SECRET_CRD)
 
 
+def _references(pod: dict) -> list[tuple[str, str, set]]:
+    """(plural, name, keys) of every ConfigMap and Secret the pod's volumes and env read."""
+    refs = []
+    for volume in pod["spec"].get("volumes", []):
+        for kind, plural, field in (("configMap", "configmaps", "name"), ("secret", "secrets", "secretName")):
+            if kind in volume:
+                refs.append((plural, volume[kind][field], {i["key"] for i in volume[kind].get("items", [])}))
+    for container in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]:
+        for env in container.get("env", []):
+            source = env.get("valueFrom") or {}
+            for kind, plural in (("configMapKeyRef", "configmaps"), ("secretKeyRef", "secrets")):
+                if kind in source and not source[kind].get("optional"):
+                    refs.append((plural, source[kind]["name"], {source[kind]["key"]}))
+        for env in container.get("envFrom", []):
+            for kind, plural in (("configMapRef", "configmaps"), ("secretRef", "secrets")):
+                if kind in env and not env[kind].get("optional"):
+                    refs.append((plural, env[kind]["name"], set()))
+    return refs
+
+
+async def the_operators_part(sim, profile, spawner, start):
+    """Run ``start`` while doing what ApplicationHub leaves to the operator and the External
+    Secrets Operator: each ExternalSecret the profile writes gets its target Secret, and each
+    ConfigMap or Secret the pod reads but the profile does not create (an EOEPCA ``config_maps``
+    entry without content, an env ``from_config_map``) is created once the pod exists. A kubelet
+    keeps the pod waiting until they are there."""
+    created = {cm.name for cm in profile.config_maps if cm.content is not None}
+    task = asyncio.ensure_future(start)
+    async with sim.api_client() as api:
+        v1 = client.CoreV1Api(api)
+        create = {"configmaps": v1.create_namespaced_config_map, "secrets": v1.create_namespaced_secret}
+        while not task.done():
+            wanted = []
+            for es in objects(sim, "externalsecrets", group="external-secrets.io", version="v1beta1"):
+                target = (es["spec"].get("target") or {}).get("name") or es["metadata"]["name"]
+                wanted.append((es["metadata"]["namespace"], "secrets", target,
+                               {d["secretKey"] for d in es["spec"].get("data", [])}))
+            for pod in objects(sim, "pods", spawner.namespace):
+                if pod["metadata"]["name"] == spawner.pod_name:
+                    wanted += [(spawner.namespace, plural, name, keys)
+                               for plural, name, keys in _references(pod) if name not in created]
+            for namespace, plural, name, keys in wanted:
+                if not any(o["metadata"]["name"] == name for o in objects(sim, plural, namespace)):
+                    await create[plural](namespace, {"metadata": {"name": name},
+                                                     ("stringData" if plural == "secrets" else "data"):
+                                                     {k: "provided" for k in keys or {"value"}}})
+            await asyncio.wait([task], timeout=0.05)
+    return await task
+
+
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
 async def test_every_profile_spawns_for_both_users(ksim, path):
     data, _, catalogue = converted(path)
@@ -86,11 +139,35 @@ async def test_every_profile_spawns_for_both_users(ksim, path):
     await prepare_cluster(ksim, catalogue)
     kinds = sorted(set(DEFAULT_MANIFEST_KINDS) | {k for p in catalogue for m in p.manifests
                                                   for k in m.kinds})
+    grants = rules_to_grant(catalogue)
     for profile in catalogue:
+        extra = grants.get(profile.slug, [])
+        if extra:
+            # With the default hub ClusterRole, such a profile is refused before anything is
+            # written, naming the rules the converter's report told the operator to grant.
+            refused = make_spawner(ksim, USERS[0], groups=profile.groups, catalogue=data,
+                                   user_options={"profile": profile.slug}, manifest_kinds=kinds)
+            def written():
+                return [(o["metadata"].get("namespace"), o["metadata"]["name"]) for kind in
+                        ("namespaces", "pods", "configmaps", "persistentvolumeclaims")
+                        for o in objects(ksim, kind)]
+            before = written()
+            with pytest.raises(web.HTTPError) as info:
+                await refused.start()
+            assert info.value.status_code == 500
+            assert "grants what the hub does not hold" in info.value.log_message
+            assert extra[0]["resources"][0] in info.value.log_message
+            assert written() == before
         for user in USERS:
             spawner = make_spawner(ksim, user, groups=profile.groups, catalogue=data,
-                                   user_options={"profile": profile.slug}, manifest_kinds=kinds)
-            await spawner.start()
+                                   user_options={"profile": profile.slug}, manifest_kinds=kinds,
+                                   hub_rules=[*DEFAULT_HUB_RULES, *extra])
+            try:
+                await the_operators_part(ksim, profile, spawner, spawner.start())
+            except TimeoutError:
+                events = [f"{e['involvedObject']['name']}: {e['reason']}: {e['message']}"
+                          for e in objects(ksim, "events", spawner.namespace) if e["type"] == "Warning"]
+                raise AssertionError(f"{profile.slug} for {user}: {events}") from None
             (pod,) = [p for p in objects(ksim, "pods", spawner.namespace)
                       if p["metadata"]["name"] == spawner.pod_name]
             spec = pod["spec"]

@@ -435,6 +435,8 @@ async def test_quota_warning_on_the_hub_pages_and_the_usage_page(tmp_path):
                     banner = banner.split("</div>", 1)[0]
                     return banner if quota_line in banner and "will be stopped at" in banner else None
                 banner = await until("erin's banner with both warnings", erin_banner, hub=hub)
+                # a culler without a url serves no API (JupyterHub still passes it a port-0 URL)
+                assert "api/upcoming on" not in hub.log()
                 lines = [line.strip() for line in banner.split("<br>")]
                 assert len(lines) == 3, lines
                 assert lines[0].startswith("Your server will be stopped at") and "max-age" in lines[0], lines

@@ -441,7 +441,12 @@ def test_configure_options(tmp_path):
 
 
 def test_where_the_api_listens():
-    from apex_hub.services.startup import listen_address
+    from apex_hub.services.startup import configured_url, listen_address
+
+    # JupyterHub hands every managed service JUPYTERHUB_SERVICE_URL; one without a url gets port 0
+    assert configured_url({"JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:0/"}) is None
+    assert configured_url({}) is None
+    assert configured_url({"JUPYTERHUB_SERVICE_URL": "http://hub:8182/"}) == "http://hub:8182/"
 
     assert listen_address("http://127.0.0.1:8182") == ("127.0.0.1", 8182)  # local: that address
     assert listen_address("http://hub:8182") == ("0.0.0.0", 8182)  # Kubernetes: a Service name

@@ -22,6 +22,7 @@ import sys
 
 from datetime import timedelta
 
+from ..startup import configured_url
 from .policy import CullingPolicy, PolicyError, parse_duration
 
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     service = CullerService(policy, state_dir=args.state_dir, interval=args.interval, dry_run=args.dry_run,
                             concurrency=args.concurrency, page_size=args.api_page_size, clock=clock,
                             catalogue=args.profiles, warn_before=args.warn_before, restarts=restarts,
-                            service_url=os.environ.get("JUPYTERHUB_SERVICE_URL"),
+                            service_url=configured_url(os.environ),
                             service_prefix=os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/"), bind=args.bind)
     try:
         asyncio.run(service.run_forever(iterations=1 if args.once else None))
