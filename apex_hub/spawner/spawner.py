@@ -819,8 +819,10 @@ class APExSpawner(KubeSpawner):
         token = _REPLACING_POD.set(True)
         try:
             return await super()._make_create_pod_request(pod, request_timeout)
-        except ApiException as exc:
-            if is_transient(exc):  # KubeSpawner gives up on these; another try usually works
+        except Exception as exc:  # noqa: BLE001 - sorted by is_transient; the rest is raised
+            # KubeSpawner gives up on these (a 5xx, a connection reset by a load balancer or
+            # an API server restart); another try usually works
+            if is_transient(exc):
                 self.log.warning("creating pod %s failed (%s); retrying", pod.metadata.name, describe(exc))
                 return False
             raise
@@ -831,7 +833,7 @@ class APExSpawner(KubeSpawner):
         try:
             return await super()._make_delete_pod_request(pod_name, delete_options, grace_seconds,
                                                           request_timeout)
-        except ApiException as exc:
+        except Exception as exc:  # noqa: BLE001 - as in _make_create_pod_request
             if is_transient(exc):
                 self.log.warning("deleting pod %s failed (%s); retrying", pod_name, describe(exc))
                 return False

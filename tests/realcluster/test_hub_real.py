@@ -73,3 +73,64 @@ async def _eventually(check, timeout=120):
     while not await check():
         assert time.monotonic() < deadline, f"condition not met in {timeout}s"
         await asyncio.sleep(0.5)
+
+
+CULLER_CONFIG = """
+from apex_hub.services import configure
+configure(c, culler={{"policy": "{policy}", "state_dir": "{state}", "interval": 30}})
+# the culler runs in the test process (its clock an hour ahead): keep its role, give it a known token
+culler = c.JupyterHub.services[-1]
+culler.pop("command")
+culler["api_token"] = "{token}"
+"""
+
+
+async def test_a_culler_round_stops_a_real_server_and_keeps_its_claim(real_cluster, node, tmp_path):
+    """The culler decides through the hub's API; the stop reaches the real API server: the idle
+    server's pod goes, its claim stays, the server still inside its timeout keeps running."""
+    import secrets
+    from datetime import datetime, timedelta, timezone
+
+    from apex_hub.services.culler import CullerService, CullingPolicy
+
+    catalogue = {"profiles": [
+        {"slug": "lab", "display_name": "Lab", "default": True,
+         "volumes": [{"name": "home", "size": "1Gi", "mount_path": "/home/jovyan/work"}]},
+        {"slug": "long", "display_name": "Long runs"}]}
+    profiles, policy_file, state = tmp_path / "profiles.yml", tmp_path / "culling.yaml", tmp_path / "state"
+    profiles.write_text(yaml.safe_dump(catalogue, sort_keys=False))
+    policy_file.write_text(yaml.safe_dump({"defaults": {"idle_timeout": "2h"},
+                                           "profiles": {"lab": {"idle_timeout": "30m"}}}))
+    token = secrets.token_hex(16)
+    config = apex_hub_config(real_cluster.url, str(profiles), IMAGE) + \
+        "".join(f"c.APExSpawner.{k} = {v!r}\n" for k, v in real_cluster.spawner_traits.items()) + \
+        CULLER_CONFIG.format(policy=policy_file, state=state, token=token)
+    env = {"KUBECONFIG": str(real_cluster.hub_kubeconfig)}
+    async with HubProcess(tmp_path / "hub", config, env=env) as hub:
+        for name, profile in (("gina", "lab"), ("hugo", "long")):
+            assert (await hub.api("POST", f"/users/{name}"))[0] == 201
+            status, body = await hub.api("POST", f"/users/{name}/server", json={"profile": profile})
+            assert status in (201, 202), (body, hub.log()[-3000:])
+        for name in ("gina", "hugo"):
+            await hub.wait_ready(name, timeout=180)
+        later = datetime.now(timezone.utc) + timedelta(hours=1)  # past lab's 30 min, inside the 2 h default
+        svc = CullerService(CullingPolicy.load(policy_file), api_url=f"{hub.url}/hub/api", api_token=token,
+                            state_dir=state, clock=lambda: later)
+        try:
+            report = await svc.run_once()
+        finally:
+            await svc.close()
+        assert report.errors == [], report.errors
+        assert [(c.user, c.decision.reason) for c in report.stopped] == [("gina", "idle")]
+        async with await real_cluster.admin_client() as api:
+            v1 = client.CoreV1Api(api)
+            gina, hugo = user_namespace("gina"), user_namespace("hugo")
+            await _eventually(lambda: _no_pods(v1, gina))
+            claims = (await v1.list_namespaced_persistent_volume_claim(gina)).items
+            assert sorted(c.metadata.name for c in claims) == ["home", "workspace"]  # the profile's and the default
+            assert [p.status.phase for p in (await v1.list_namespaced_pod(hugo)).items] == ["Running"]
+            _, model = await hub.api("GET", "/users/gina")
+            assert "" not in (model.get("servers") or {}), model
+            for name in ("hugo",):
+                assert (await hub.api("DELETE", f"/users/{name}/server"))[0] in (202, 204)
+            await _eventually(lambda: _no_pods(v1, hugo))

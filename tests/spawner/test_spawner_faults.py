@@ -35,6 +35,18 @@ async def test_a_transient_failure_is_retried_and_the_spawn_succeeds(ksim, verb,
     await spawner.stop()
 
 
+async def test_a_dropped_connection_on_the_pod_delete_is_retried_and_the_stop_succeeds(ksim):
+    """KubeSpawner gives up on a connection error in its pod DELETE (found against a real API
+    server behind a connection-cutting proxy: tests/realcluster/test_faults_real.py)."""
+    spawner = make_spawner(ksim, "vera")
+    await spawner.start()
+    ksim.inject(verb="delete", resource="pods", status=0, times=2)
+    await spawner.stop()
+    seen = statuses(ksim, "delete", "pods")
+    assert seen[:2] == [0, 0] and seen[-1] == 200, seen
+    assert obj(ksim, "pods", spawner.namespace, spawner.pod_name) is None
+
+
 async def test_a_pod_left_by_an_earlier_hub_is_replaced_and_the_workspace_kept(ksim):
     first = make_spawner(ksim, "xena")
     await first.start()
