@@ -127,8 +127,8 @@ def demo_idp_users(password: str) -> list[dict]:
 def services_config(workdir: Path, ports: dict[str, int], kubeconfig: Path) -> str:
     """The culler, accounting and monitoring, as the Helm values have them, with demo policies."""
     state = workdir / "services"
-    culler = {"policy": str(CULLING_POLICY), "state_dir": str(state / "culler"), "interval": 60,
-              "warn_before": "5m", "url": f"http://127.0.0.1:{ports['culler']}"}
+    culler = {"policy": str(CULLING_POLICY), "state_dir": str(state / "culler"), "interval": 20,
+              "warn_before": "4h", "url": f"http://127.0.0.1:{ports['culler']}"}  # conda's 4h max-age: warned at once
     accounting = {"url": f"http://127.0.0.1:{ports['accounting']}", "state_dir": str(state / "accounting"),
                   "culler_state_dir": str(state / "culler"), "quotas": str(QUOTAS), "quota_stop": True,
                   "interval": 10}  # the usage page knows a user's groups from the last round: keep it fresh
@@ -344,7 +344,7 @@ class LocalHub:
         _say(f"  Profiles:   {self.profiles}")
         if self.services:
             _say(f"  Services:   usage {self.url}services/apex-accounting/ · status {self.url}services/apex-monitoring/")
-            _say(f"              culler: {CULLING_POLICY.name} (profile small: 10 idle minutes) · quota: "
+            _say(f"              culler: {CULLING_POLICY.name} (small: 10 idle minutes; conda: stopped after 4 h, warned on the hub's pages) · quota: "
                  f"{QUOTAS.name} (apex-small: 2 CPU-hours a month) · probe every {PROBE_INTERVAL // 60} min")
         if self._own_workdir:
             _say(f"  Work dir:   {self.workdir}")

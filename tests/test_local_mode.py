@@ -297,6 +297,19 @@ class Tour:
             page.wait_for_timeout(500)
             shot(page, f"{tag}-06-terminal")
 
+            # the culler's stop warning on the hub's pages: the demo's conda profile stops 4 h after its
+            # start and local mode warns 4 h ahead, so the banner shows from the culler's next round
+            page.goto(f"{base}/hub/home")
+            banner = page.locator(".announcement")
+            for _ in range(30):  # the culler looks every 20 s
+                if "Your server will be stopped at" in (banner.first.inner_text() if banner.count() else ""):
+                    break
+                page.wait_for_timeout(2000)
+                page.reload()
+            expect(banner.first).to_contain_text("Your server will be stopped at")
+            expect(banner.first).to_contain_text("max-age")
+            shot(page, f"{tag}-06b-stop-warning")
+
             # the usage page (accounting) and the status page (monitoring), linked from the hub's pages
             page.goto(f"{base}/hub/home")
             page.locator("a.apex-link", has_text="Usage").click()
