@@ -220,6 +220,13 @@ class Profile(StrictModel):
         paths += [s.mount_path for s in self.secret_mounts]
         for path in _duplicates(paths):
             problems.append(f"mount_path: {path!r} is used by more than one mount")
+        if self.conda_environments and not self.workspace_volume and not self.volumes:
+            problems.append(
+                "conda_environments: they are built into the workspace volume, but this profile"
+                " has workspace_volume: false and no volumes at all; add a volume named"
+                " 'workspace' (the spawner's workspace_volume_name) to 'volumes', or remove"
+                " workspace_volume: false"
+            )
         produced = set()
         for manifest in self.manifests:
             for doc in manifest.documents(EXAMPLE_VALUES):

@@ -90,7 +90,7 @@ def is_namespace_terminating(exc: BaseException) -> bool:
 
 
 def terminating(obj: dict | None) -> bool:
-    """True when ``obj`` (a Namespace) is being deleted."""
+    """True when ``obj`` (a Namespace, a claim) is being deleted."""
     return bool(obj) and ((obj.get("status") or {}).get("phase") == "Terminating"
                           or bool((obj.get("metadata") or {}).get("deletionTimestamp")))
 

@@ -17,6 +17,8 @@ USER = "apex.esa.int/user"
 SERVER = "apex.esa.int/server"
 PROFILE = "apex.esa.int/profile"
 PERSIST = "apex.esa.int/persist"
+#: On a scratch claim (``volumes[].scratch``): deleted at every stop of its server.
+SCRATCH = "apex.esa.int/scratch"
 #: Annotation with the user's JupyterHub name as is (labels cannot hold every name).
 USERNAME_ANNOTATION = "apex.esa.int/username"
 CONTENT_HASH_ANNOTATION = "apex.esa.int/content-hash"
@@ -53,3 +55,8 @@ def server_selector(user_slug: str, server_name: str, persist: bool | None = Fal
     if persist is not None:
         parts.append(f"{PERSIST}={'true' if persist else 'false'}")
     return ",".join(parts)
+
+
+def scratch_selector(user_slug: str, server_name: str) -> str:
+    """Label selector for the scratch claims of one server (the only claims a stop deletes)."""
+    return f"{server_selector(user_slug, server_name, persist=False)},{SCRATCH}=true"

@@ -11,8 +11,8 @@ What it adds to KubeSpawner 7 (and why):
   existing objects), concurrently (namespace, then everything else, then the pod),
   retried on 409/429/5xx/timeouts, each step shown on the spawn page;
 * **cleanup by label**: a stop deletes this server's non-persistent objects by
-  selector (never a PersistentVolumeClaim); deleting a user removes the namespace
-  only when the operator enabled it;
+  selector (no PersistentVolumeClaim but the server's scratch claims); deleting a user
+  removes the namespace only when the operator enabled it;
 * **secure pods by default** (the Kubernetes "restricted" profile).
 """
 
@@ -129,7 +129,9 @@ class APExSpawner(KubeSpawner):
     workspace_service_account = Unicode(
         "workspace", allow_none=True, config=True,
         help="""ServiceAccount created in each user namespace for the server pod, with no API
-        token mounted. None: use the namespace's `default` account.""")
+        token mounted unless the profile says `service_account_token: true` (then the pod
+        mounts it and can use what the profile's `role_bindings` grant this account). None:
+        use the namespace's `default` account, and refuse profiles that ask for the token.""")
     network_policy = Bool(
         True, config=True,
         help="""Create a default-deny ingress NetworkPolicy in each user namespace that admits
@@ -226,8 +228,10 @@ class APExSpawner(KubeSpawner):
         help="""How long (seconds) a spawn waits for the user's previous namespace to finish
         being deleted (Kubernetes refuses new objects in a Terminating namespace) before it
         re-creates the namespace; the spawn page says "your previous workspace is still being
-        deleted". After that the spawn fails and asks the user to try again shortly. Keep it
-        well below `start_timeout`, which bounds the whole start.""")
+        deleted". After that the spawn fails and asks the user to try again shortly. The same
+        bound applies to a scratch claim of the server's previous run that is still being
+        deleted (`volumes[].scratch`). Keep it well below `start_timeout`, which bounds the
+        whole start.""")
 
     @default("hub_namespace")
     def _default_hub_namespace(self):
@@ -300,6 +304,8 @@ class APExSpawner(KubeSpawner):
         self.profile: Profile | None = None
         self.plan: Plan | None = None
         self._server_kinds: list[str] = []
+        #: This server had scratch claims (some spawn planned one): its stops delete them.
+        self._scratch_claims = False
         self._progress_events: list[dict] = []
         self._progress_changed = asyncio.Event()
         self._provisioned = False
@@ -450,10 +456,20 @@ class APExSpawner(KubeSpawner):
         self.extra_labels = {**self.extra_labels,
                              **L.ownership(self.user_slug, self.server_name, profile.slug, False),
                              "hub.jupyter.org/network-access-hub": "true"}
-        self.image_pull_secrets = list(profile.image_pull_secrets)
+        if profile.service_account_token and not self.workspace_service_account:
+            # the namespace's `default` account is no stand-in: its token is not what
+            # the profile's role_bindings grant, and it is every other pod's there
+            why = ("asks for the workspace ServiceAccount's API token (service_account_token:"
+                   " true), but the operator disabled that account"
+                   " (APExSpawner.workspace_service_account is empty); set"
+                   " APExSpawner.workspace_service_account (default 'workspace'), or remove"
+                   " service_account_token from the profile")
+            self.log.error("profile %r %s", profile.slug, why)
+            raise web.HTTPError(500, f"Profile {profile.slug!r} cannot be started: it {why}.")
         if self.workspace_service_account:
             self.service_account = self.workspace_service_account
-            self.automount_service_account_token = False
+            # the pod's field wins over the ServiceAccount's automountServiceAccountToken: false
+            self.automount_service_account_token = profile.service_account_token
         rendered = self._with_workspace_volume(profile).render(
             username=self.user_slug, namespace=self.namespace)
         owner = self._owner()
@@ -462,8 +478,11 @@ class APExSpawner(KubeSpawner):
         except WorkspaceError as exc:
             self.log.error("%s", exc)
             raise web.HTTPError(500, f"Profile {profile.slug!r} cannot be started: {exc}") from None
+        # copied from the hub namespace, then those the profile's manifests make (as they are)
+        self.image_pull_secrets = list(self.plan.image_pull_secrets)
         self._add_token(self.plan)
         self._server_kinds = sorted(set(self._server_kinds) | set(self.plan.server_kinds))
+        self._scratch_claims = self._scratch_claims or bool(self.plan.scratch_claims)
 
     # -- the access token ---------------------------------------------------------------------
 
@@ -508,7 +527,9 @@ class APExSpawner(KubeSpawner):
         return True
 
     def _with_workspace_volume(self, profile: Profile) -> Profile:
-        if not self.workspace_volume or any(v.name == self.workspace_volume["name"] for v in profile.volumes):
+        """The profile plus the operator's workspace claim, unless it opted out or has its own."""
+        if (not self.workspace_volume or not profile.workspace_volume
+                or any(v.name == self.workspace_volume["name"] for v in profile.volumes)):
             return profile
         return profile.model_copy(update={"volumes": [VolumeItem(**self.workspace_volume), *profile.volumes]})
 
@@ -745,6 +766,8 @@ class APExSpawner(KubeSpawner):
         async def claim(obj):
             async with limit:
                 created = await kube.create_if_absent(obj)
+            if not created and obj["metadata"]["labels"].get(L.SCRATCH) == "true":
+                created = await self._renew_scratch(kube, obj)
             self.report(f"Storage {obj['metadata']['name']} {'created' if created else 'kept'}")
 
         async def copy(name):
@@ -766,6 +789,27 @@ class APExSpawner(KubeSpawner):
             raise next((e for e in errors if isinstance(e, ApiException) and e.status == 404), errors[0])
         kinds = sorted({o["kind"] for o in plan.objects + plan.claims} | ({"Secret"} if plan.copy_secrets else set()))
         self.report(f"Workspace ready ({', '.join(kinds)}); starting your server", 35)
+
+    async def _renew_scratch(self, kube: Kube, obj: dict) -> bool:
+        """A scratch claim that exists: the last stop's, still being deleted (its pods are
+        finishing), is waited for and made anew; a pod would not start on it. True when made."""
+        name = obj["metadata"]["name"]
+        if not terminating(await kube.read("v1", "PersistentVolumeClaim", name, self.namespace)):
+            return False  # a live claim (the last stop could not delete it): used as it is
+        self.report(f"Scratch storage {name} of your previous session is still being deleted;"
+                    " waiting for Kubernetes to finish")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.namespace_deletion_wait
+        delay = 0.2
+        while terminating(await kube.read("v1", "PersistentVolumeClaim", name, self.namespace)):
+            if loop.time() + delay > deadline:
+                self.log.warning("%s: scratch claim %s/%s still being deleted after %g s",
+                                 self._log_name, self.namespace, name, self.namespace_deletion_wait)
+                raise KubeError(f"the scratch storage {name} of your previous session is still"
+                                " being deleted by Kubernetes; please try again in a minute or two")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        return await kube.create_if_absent(obj)
 
     def _copied_secret(self, source: dict) -> dict:
         meta = {"name": source["metadata"]["name"], "namespace": self.namespace,
@@ -873,8 +917,9 @@ class APExSpawner(KubeSpawner):
     async def stop(self, now=False):
         """Stop the pod, then delete this server's non-persistent objects by label.
 
-        Claims are never deleted here: the user's data outlives every stop. Nothing is
-        deleted in a namespace that is not this user's (a refused spawn, an old state).
+        The only claims deleted here are this server's scratch claims (``volumes[].scratch``,
+        labelled so): the user's other data outlives every stop. Nothing is deleted in a
+        namespace that is not this user's (a refused spawn, an old state).
         """
         if not await self._namespace_is_mine(self.kube()):
             return
@@ -887,7 +932,7 @@ class APExSpawner(KubeSpawner):
         kinds = set(SWEPT_KINDS) | set(self._server_kinds)
         if persist is None:
             kinds.add("v1/PersistentVolumeClaim")
-        else:  # a stop never deletes a claim, whatever made it (volumes or manifests)
+        else:  # a stop deletes no claim, whatever made it (volumes or manifests), but scratch
             kinds.discard("v1/PersistentVolumeClaim")
         kinds = sorted(kinds)
         selectors = [L.server_selector(self.user_slug, self.server_name, persist)]
@@ -899,6 +944,8 @@ class APExSpawner(KubeSpawner):
         if not await self._namespace_is_mine(kube):
             return
         jobs = [(k, s) for s in selectors for k in kinds]
+        if persist is False and self._scratch_claims:  # this server's scratch claims, by label
+            jobs.append(("v1/PersistentVolumeClaim", L.scratch_selector(self.user_slug, self.server_name)))
         results = await asyncio.gather(
             *(kube.delete_collection(*_split_kind(k), self.namespace, s) for k, s in jobs),
             return_exceptions=True)
@@ -928,6 +975,8 @@ class APExSpawner(KubeSpawner):
         state = super().get_state()
         if self._server_kinds:
             state["apex_server_kinds"] = self._server_kinds
+        if self._scratch_claims:
+            state["apex_scratch_claims"] = True
         if self._profile_slug:
             state["apex_profile"] = self._profile_slug
         if self._namespace_verified and self._namespace_verified == self.namespace:
@@ -938,6 +987,7 @@ class APExSpawner(KubeSpawner):
         super().load_state(state)
         self._namespace_from_state = "namespace" in state
         self._server_kinds = list(state.get("apex_server_kinds", []))
+        self._scratch_claims = bool(state.get("apex_scratch_claims"))
         self._namespace_verified = state.get("apex_namespace_verified")
         # the token Secret republished after a hub restart keeps its profile label
         self._profile_slug = state.get("apex_profile") or self._profile_slug

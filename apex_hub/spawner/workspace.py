@@ -100,6 +100,12 @@ class Plan:
     image_pull_secrets: list[str] = field(default_factory=list)
 
     @property
+    def scratch_claims(self) -> list[str]:
+        """Names of the claims deleted at every stop of the server (``volumes[].scratch``)."""
+        return [c["metadata"]["name"] for c in self.claims
+                if c["metadata"]["labels"].get(L.SCRATCH) == "true"]
+
+    @property
     def server_kinds(self) -> list[str]:
         """``apiVersion/Kind`` of the per-server objects (to delete them on stop)."""
         kinds = {f"{o['apiVersion']}/{o['kind']}" for o in self.objects
@@ -203,6 +209,28 @@ class _Builder:
         for name in p.image_pull_secrets:
             self.plan.copy_secrets.append(name)
             self.plan.image_pull_secrets.append(name)
+        made = self.made_secrets()
+        for name in p.workspace_image_pull_secrets:  # used where the manifests make them
+            if made.get(name, name) not in self.plan.image_pull_secrets:
+                self.plan.image_pull_secrets.append(made.get(name, name))
+
+    def made_secrets(self) -> dict[str, str]:
+        """Secrets the profile's manifests make: catalogue name -> name in the namespace.
+
+        A Secret manifest is renamed for a named server (``name``) and so is an
+        ExternalSecret without a target (its Secret takes the ExternalSecret's name); an
+        ExternalSecret's ``spec.target.name`` is used as it is written.
+        """
+        made: dict[str, str] = {}
+        for item in self.profile.manifests:
+            for doc in item.documents():
+                name = doc["metadata"]["name"]
+                target = ((doc.get("spec") or {}).get("target") or {}).get("name")
+                if doc["kind"] == "Secret" or (doc["kind"] == "ExternalSecret" and not target):
+                    made[name] = self.ref(name)
+                elif doc["kind"] == "ExternalSecret":
+                    made[target] = target
+        return made
 
     # -- files, storage, env --------------------------------------------------------------
 
@@ -224,7 +252,12 @@ class _Builder:
 
     def volumes(self) -> None:
         for item in self.profile.volumes:
-            claim = self.ref(item.claim_name) if item.claim_name else self.name(item.name, item.persist)
+            if item.scratch:  # one server's: a named server's gets its own, deleted at its stops
+                claim = self.name(item.claim_name or item.name, False)
+            elif item.claim_name:
+                claim = self.ref(item.claim_name)
+            else:
+                claim = self.name(item.name, item.persist)
             if item.size is not None:
                 spec = {"accessModes": list(item.access_modes),
                         "resources": {"requests": {"storage": item.size}}}
@@ -232,6 +265,8 @@ class _Builder:
                     spec["storageClassName"] = item.storage_class
                 meta = self.meta(claim, per_user=item.persist, persist=item.persist,
                                  annotations=dict(item.annotations))
+                if item.scratch:
+                    meta["labels"][L.SCRATCH] = "true"
                 self.plan.claims.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                                          "metadata": meta, "spec": spec})
             self.plan.volumes.append({"name": item.name, "persistentVolumeClaim": {
@@ -365,6 +400,13 @@ class _Builder:
     def _workspace_root(self) -> str:
         s, p = self.settings, self.profile
         workspace = next((m for m in self.plan.volume_mounts if m["name"] == s.workspace_volume), None)
+        if workspace is None and not p.workspace_volume:
+            raise WorkspaceError(
+                f"profile {p.slug!r}: conda_environments are built into the workspace volume"
+                f" {s.workspace_volume!r}, and this profile has workspace_volume: false (no"
+                " operator workspace claim) and no volume of that name; add a volume named"
+                f" {s.workspace_volume!r} to the profile, or remove workspace_volume: false"
+                " (or set APExSpawner.workspace_volume_name to one of its volumes)")
         if workspace is None:
             raise WorkspaceError(
                 f"profile {p.slug!r}: conda_environments are built into the workspace volume"

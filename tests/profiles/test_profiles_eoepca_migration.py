@@ -162,6 +162,19 @@ def test_scratch_needs_size_and_no_persist():
                 {"name": "v", "size": "1Gi", "scratch": True, "mount_path": "/v"}]}]}))
 
 
+def test_conda_needs_a_volume_when_the_workspace_volume_is_off():
+    """Known at load time: with no volume at all there is nothing to build environments into
+    (a volume of another name is refused at spawn, where workspace_volume_name is known)."""
+    base = {"slug": "p", "display_name": "P", "workspace_volume": False, "conda_environments": [
+        {"name": "eo", "environment_yml": "dependencies: [python]\n"}]}
+    with pytest.raises(CatalogueError, match="profile 'p': conda_environments: .*workspace_volume:"
+                                             " false and no volumes at all; add a volume named"
+                                             " 'workspace'"):
+        Catalogue.from_yaml(yaml.safe_dump({"profiles": [base]}))
+    volume = {"name": "workspace", "size": "1Gi", "mount_path": "/home/jovyan"}
+    assert len(Catalogue.from_yaml(yaml.safe_dump({"profiles": [{**base, "volumes": [volume]}]}))) == 1
+
+
 def test_workspace_pull_secret_must_be_made_by_a_manifest():
     base = {"slug": "p", "display_name": "P", "workspace_image_pull_secrets": ["regcred"]}
     with pytest.raises(CatalogueError, match="workspace_image_pull_secrets.*not made by"):

@@ -179,7 +179,29 @@ async def test_every_profile_spawns_for_both_users(ksim, path):
             env = {e["name"]: e.get("value") for e in spec["containers"][0].get("env", [])}
             for name, value in apphub_env(raw[profile_index(data, profile.slug)], spawner).items():
                 assert env.get(name) == value, (profile.slug, user, name)
-            await spawner.stop()
+            await check_workspace_fields(ksim, profile, spawner, spec)
+
+
+async def check_workspace_fields(sim, profile, spawner, spec):
+    """What the converter's workspace_volume, service_account_token,
+    workspace_image_pull_secrets and volumes[].scratch do to the pod and its claims, then stop."""
+    what = (profile.slug, spawner.user.name)
+    rendered = profile.render(username=spawner.user_slug, namespace=spawner.namespace)
+    claims = {v.name: v.claim_name or v.name for v in rendered.volumes}
+    mounted = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", [])
+               if "persistentVolumeClaim" in v}
+    assert mounted == claims, what  # the profile's own, and no operator workspace claim
+    operator = spawner.workspace_volume["name"]
+    assert (operator in mounted) == (operator in claims), what
+    assert spec["automountServiceAccountToken"] is profile.service_account_token, what
+    pulled = {s["name"] for s in spec.get("imagePullSecrets", [])}
+    assert set(rendered.workspace_image_pull_secrets) <= pulled, what
+    scratch = {claims[v.name] for v in rendered.volumes if v.scratch}
+    before = {c["metadata"]["name"] for c in objects(sim, "persistentvolumeclaims", spawner.namespace)}
+    assert scratch <= before, what
+    await spawner.stop()
+    after = {c["metadata"]["name"] for c in objects(sim, "persistentvolumeclaims", spawner.namespace)}
+    assert after == before - scratch, what  # scratch gone, every other claim kept
 
 
 def profile_index(data, slug):

@@ -74,3 +74,39 @@ def test_named_servers_get_their_own_objects_and_references_follow():
     scratch = plan.claims[1]["metadata"]["name"]
     assert scratch.startswith("scratch-named-gpu-run")  # a server's own scratch space
     assert {"name": "scratch", "persistentVolumeClaim": {"claimName": scratch, "readOnly": False}} in plan.volumes
+
+
+def test_workspace_pull_secrets_are_named_where_the_manifests_make_them():
+    """A named server's Secret manifest (and a targetless ExternalSecret, whose Secret takes its
+    name) is renamed with the server; an ExternalSecret's spec.target.name is what ESO writes."""
+    external = {"apiVersion": "external-secrets.io/v1beta1", "kind": "ExternalSecret"}
+    p = profile(
+        image_pull_secrets=["hub-cr"],
+        workspace_image_pull_secrets=["own", "targeted", "untargeted"],
+        manifests=[{"name": "s", "content": [
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "own"}},
+            {**external, "metadata": {"name": "targeted"}, "spec": {"target": {"name": "targeted"}}},
+            {**external, "metadata": {"name": "untargeted"}, "spec": {}}]}])
+    settings = Settings(manifest_kinds=("Secret", "ExternalSecret"))
+    assert plan_workspace(OWNER, p, settings, None).image_pull_secrets == [
+        "hub-cr", "own", "targeted", "untargeted"]
+    named = Owner(OWNER.username, OWNER.user_slug, OWNER.namespace, "gpu")
+    plan = plan_workspace(named, p, settings, None)
+    assert plan.image_pull_secrets == ["hub-cr", "own-named-gpu", "targeted", "untargeted-named-gpu"]
+    assert plan.copy_secrets == ["hub-cr"]  # only the hub namespace's are copied
+
+
+def test_scratch_claims_are_labelled_and_per_server():
+    """The label is what a stop selects them by; a named server's scratch claim is its own."""
+    p = profile(volumes=[WORKSPACE, {"name": "calrissian", "claim_name": "calrissian-claim",
+                                     "size": "1Gi", "mount_path": "/calrissian", "persist": False,
+                                     "scratch": True}])
+    named = Owner(OWNER.username, OWNER.user_slug, OWNER.namespace, "gpu")
+    for owner, name in ((OWNER, "calrissian-claim"), (named, "calrissian-claim-named-gpu")):
+        plan = plan_workspace(owner, p, Settings(), None)
+        assert plan.scratch_claims == [name]
+        claim = next(c for c in plan.claims if c["metadata"]["name"] == name)
+        assert claim["metadata"]["labels"]["apex.esa.int/scratch"] == "true"
+        assert claim["metadata"]["labels"]["apex.esa.int/persist"] == "false"
+        workspace = next(c for c in plan.claims if c["metadata"]["name"] == "workspace")
+        assert "apex.esa.int/scratch" not in workspace["metadata"]["labels"]
