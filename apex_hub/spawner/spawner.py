@@ -348,10 +348,25 @@ class APExSpawner(KubeSpawner):
         except CatalogueError as exc:
             self.log.error("%s", exc)
             return []
-        entries = [p.profile_list_entry() for p in visible if not self._rbac_problems(p)]
+        entries = [p.profile_list_entry() for p in visible
+                   if not self._rbac_problems(p) and not self._token_problem(p)]
         if entries and not any(e["default"] for e in entries):
             entries[0] = {**entries[0], "default": True}
         return entries
+
+    def _token_problem(self, profile: Profile) -> str | None:
+        """Why ``profile`` cannot have the API token it asks for (None: it can, or asks none).
+
+        The namespace's ``default`` account is no stand-in: its token is not what the
+        profile's role_bindings grant, and it is every other pod's there.
+        """
+        if not profile.service_account_token or self.workspace_service_account:
+            return None
+        return ("asks for the workspace ServiceAccount's API token (service_account_token:"
+                " true), but the operator disabled that account"
+                " (APExSpawner.workspace_service_account is empty); set"
+                " APExSpawner.workspace_service_account (default 'workspace'), or remove"
+                " service_account_token from the profile")
 
     def _rbac_problems(self, profile: Profile) -> list[str]:
         """What the hub could not create of ``profile`` (RBAC escalation); logged once each."""
@@ -456,14 +471,8 @@ class APExSpawner(KubeSpawner):
         self.extra_labels = {**self.extra_labels,
                              **L.ownership(self.user_slug, self.server_name, profile.slug, False),
                              "hub.jupyter.org/network-access-hub": "true"}
-        if profile.service_account_token and not self.workspace_service_account:
-            # the namespace's `default` account is no stand-in: its token is not what
-            # the profile's role_bindings grant, and it is every other pod's there
-            why = ("asks for the workspace ServiceAccount's API token (service_account_token:"
-                   " true), but the operator disabled that account"
-                   " (APExSpawner.workspace_service_account is empty); set"
-                   " APExSpawner.workspace_service_account (default 'workspace'), or remove"
-                   " service_account_token from the profile")
+        why = self._token_problem(profile)
+        if why:
             self.log.error("profile %r %s", profile.slug, why)
             raise web.HTTPError(500, f"Profile {profile.slug!r} cannot be started: it {why}.")
         if self.workspace_service_account:

@@ -123,6 +123,9 @@ async def test_a_token_without_the_workspace_account_is_refused(ksim, caplog, ac
     assert "APExSpawner.workspace_service_account" in message
     assert "APExSpawner.workspace_service_account" in caplog.text
     assert not writes(ksim)
+    # and the form does not offer what would be refused
+    assert "cwl" not in [e["slug"] for e in spawner._profile_entries()]
+    assert "cwl" in [e["slug"] for e in make_spawner(ksim, "uma", catalogue=TOKEN)._profile_entries()]
 
 
 # -- volumes[].scratch ---------------------------------------------------------------------
