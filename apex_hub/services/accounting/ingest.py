@@ -155,22 +155,52 @@ class StopRecord:
 
 
 class StopReasonsFile:
-    """Reads ``stop-reasons.jsonl`` incrementally (complete lines only; dry-run lines skipped)."""
+    """Reads ``stop-reasons.jsonl`` incrementally (complete lines only; dry-run lines skipped).
+
+    Follows the culler's rotation (the file renamed to ``stop-reasons.jsonl.1`` and a new one
+    begun: the rest of the old file is read first, then the new one from its start) and a file
+    truncated or replaced by hand (read again from the start).
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.rotated = self.path.with_name(self.path.name + ".1")
         self.offset = 0
+        self._inode: int | None = None
 
     def read_new(self) -> list[StopRecord]:
-        if not self.path.exists():
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
             return []
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
+        data = b""
+        if self._inode is not None and stat.st_ino != self._inode:
+            try:  # rotated: finish the old file, if it is the rotated one
+                if self.rotated.stat().st_ino == self._inode:
+                    data = self._read(self.rotated, self.offset, whole_lines=False)
+            except FileNotFoundError:
+                pass
+            self.offset = 0
+        elif stat.st_size < self.offset:  # truncated in place
+            self.offset = 0
+        self._inode = stat.st_ino
+        new = self._read(self.path, self.offset)
+        self.offset += len(new)
+        return self._parse(data + new)
+
+    @staticmethod
+    def _read(path: Path, offset: int, whole_lines: bool = True) -> bytes:
+        with open(path, "rb") as f:
+            f.seek(offset)
             data = f.read()
-        end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
-        self.offset += end
+        if not whole_lines:
+            return data if data.endswith(b"\n") or not data else data + b"\n"
+        return data[:data.rfind(b"\n") + 1]  # a line still being written waits for the next read
+
+    @staticmethod
+    def _parse(data: bytes) -> list[StopRecord]:
         out = []
-        for line in data[:end].splitlines():
+        for line in data.splitlines():
             try:
                 rec = json.loads(line)
                 if rec.get("dry_run") or rec.get("event", "stop") != "stop":

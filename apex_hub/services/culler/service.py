@@ -179,26 +179,43 @@ class Report:
 
 
 class StopLog:
-    """Append-only JSON lines: one object per stop (``"event": "stop"``), warning or restart give-up."""
+    """Append-only JSON lines: one object per stop (``"event": "stop"``), warning or restart give-up.
 
-    def __init__(self, state_dir: str | Path):
+    Why bounded: the culler runs for months. The file is rotated once it passes ``max_bytes``
+    (renamed to ``stop-reasons.jsonl.1``, replacing the previous one; the accounting service's
+    reader follows the rename), and the keys remembered against double records are those of
+    the current and the rotated file only.
+    """
+
+    ROTATED_SUFFIX = ".1"
+
+    def __init__(self, state_dir: str | Path, max_bytes: int = 16 * 1024 * 1024):
         self.path = Path(state_dir) / STOP_REASONS_FILE
+        self.rotated = self.path.with_name(self.path.name + self.ROTATED_SUFFIX)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.recorded: set[tuple] = set()
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
+        self.max_bytes = max_bytes
+        self._older: set[tuple] = self._keys(self.rotated)  # what the rotated file holds
+        self.recorded: set[tuple] = self._keys(self.path)
+
+    def _keys(self, path: Path) -> set[tuple]:
+        keys: set[tuple] = set()
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
                 try:
-                    rec = json.loads(line)
-                    self.recorded.add(self._key(rec))
-                except (ValueError, KeyError, TypeError):
+                    keys.add(self._key(json.loads(line)))
+                except (ValueError, KeyError, TypeError, AttributeError):
                     continue
+        return keys
+
+    def _known(self, key: tuple) -> bool:
+        return key in self.recorded or key in self._older
 
     def seen(self, user: str, server: str, started: str | None, dry_run: bool) -> bool:
-        return (user, server, started, dry_run) in self.recorded
+        return self._known((user, server, started, dry_run))
 
     def has(self, record: dict) -> bool:
         """Whether the ledger already holds this record (a stop of that session, that warning, ...)."""
-        return self._key({"event": "stop", **record}) in self.recorded
+        return self._known(self._key({"event": "stop", **record}))
 
     @staticmethod
     def _key(rec: dict) -> tuple:
@@ -213,13 +230,25 @@ class StopLog:
     def append(self, record: dict) -> None:
         record = {"event": "stop", **record}
         key = self._key(record)
-        if key in self.recorded:
+        if self._known(key):
             return
+        line = json.dumps(record, sort_keys=True) + "\n"
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size and size + len(line) > self.max_bytes:
+            self._rotate()
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.write(line)
             f.flush()
             os.fsync(f.fileno())
         self.recorded.add(key)
+
+    def _rotate(self) -> None:
+        os.replace(self.path, self.rotated)  # atomic: a reader sees the old file or the new one
+        self._older, self.recorded = self.recorded, set()
+        log.info("stop log rotated: %s -> %s", self.path, self.rotated)
 
 
 class CullerService:
