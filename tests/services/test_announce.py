@@ -190,9 +190,11 @@ async def test_the_service_writes_the_current_quota_warnings(tmp_path):
     assert [e["kind"] for e in ledger.events("e1")].count("quota-warning") == 1
     assert not [f for f in os.listdir(tmp_path / "state") if f != WARNINGS_FILE]  # no temporary file left
 
+    assert svc._warned == {"e1"}
     # erin's server stops: she is still at 92 %, so the warning stays (checked again every round)
     ledger.observe(Observation(id="e1", user="erin", start=since, stop=now), source="test", now=now)
     await svc.enforce_quotas()
+    assert svc._warned == set()  # a closed session is forgotten: the service runs for months
     assert list(json.loads((tmp_path / "state" / WARNINGS_FILE).read_text())["users"]) == ["erin"]
 
     # a restarted service with a larger budget reads the file back, checks erin again, and clears it

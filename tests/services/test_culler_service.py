@@ -171,12 +171,19 @@ async def test_schedule_crossing_with_injected_clock_and_no_double_stop(fake, tm
     # next round: servers are pending stop -> left alone, no second DELETE, no second record
     clock.now += timedelta(minutes=1)
     report = await svc.run_once()
-    await svc.close()
     assert report.stopped == [] and len([r for r in fake.requests if r[0] == "DELETE"]) == 3
     lines = [json.loads(line) for line in (tmp_path / "stop-reasons.jsonl").read_text().splitlines()]
     assert [(r["user"], r["reason"], r["profile"], r["dry_run"]) for r in lines] == \
         [(u, "schedule", "lab", False) for u in ("u0", "u1", "u2")]
     assert all(r["time"] == "2026-11-23T19:00:30+00:00" for r in lines)
+    # the servers are gone: told apart from external stops once, then forgotten (months of rounds)
+    assert len(svc._stopped_by_us) == 3
+    for user in fake.users.values():
+        user["servers"] = {}
+    report = await svc.run_once()
+    assert report.external == [] and svc._stopped_by_us == set()
+    assert len((tmp_path / "stop-reasons.jsonl").read_text().splitlines()) == 3
+    await svc.close()
 
 
 async def test_dry_run_stops_nothing_and_records_once(fake, tmp_path):
@@ -273,6 +280,10 @@ async def test_always_on_restarts_are_rate_limited_with_backoff(fake, tmp_path):
     assert (await round_at(3601)).restarted and posts() == 4
     report = await round_at(3630)
     assert report.restarted == [] and report.held_back == [] and svc.restarts.failures(("u0", "")) == 0
+    # an hour without a restart: the server's bookkeeping is dropped (the culler runs for months)
+    assert len(svc.restarts) == 1
+    await round_at(3601 + 3600)
+    assert len(svc.restarts) == 0
     await svc.close()
 
 

@@ -355,6 +355,10 @@ class AccountingService:
         ``quota``) when over."""
         now = self.clock()
         running = self.ledger.open_sessions()
+        # warned / stop requested are per session: a closed session's id is never seen again
+        open_ids = {s["id"] for s in running}
+        self._warned &= open_ids
+        self._stop_requested &= open_ids
         warnings: dict[str, dict] = {}
         for user in sorted({s["user"] for s in running} | set(self.quota_warnings)):
             status = self.quotas.check(self.ledger, user, self.groups.get(user, []), now=now)

@@ -69,6 +69,19 @@ class RestartLimiter:
             return Verdict(False, f"backing off after {st.failures} failed restart(s) until {st.next_try.isoformat()}")
         return Verdict(True)
 
+    def prune(self, now: datetime) -> int:
+        """Forget servers whose bookkeeping says nothing any more (no restart in the window, no
+        failure, nothing pending): the culler runs for months over every user. How many went."""
+        idle = [key for key, st in self._states.items()
+                if not st.unconfirmed and not st.failures and st.next_try is None
+                and not [t for t in st.attempts if now - t < self.window]]
+        for key in idle:
+            del self._states[key]
+        return len(idle)
+
+    def __len__(self) -> int:
+        return len(self._states)
+
     def attempted(self, key: tuple, now: datetime) -> None:
         st = self._states.setdefault(key, _State())
         st.attempts.append(now)

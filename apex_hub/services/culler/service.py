@@ -383,6 +383,9 @@ class CullerService:
                         self.restarts.seen_running((cand.user, cand.name))
         self._record_external(now, running, report)
         self._running = running
+        # a server stopped by us that is gone has just been told apart from an external stop:
+        # only the ones still running (stopped this round or slow to stop) are needed again
+        self._stopped_by_us &= set(running)
         upcoming: dict[str, list[dict]] = {}
         for cand in report.decisions:
             self._note_upcoming(cand, now, upcoming)
@@ -401,6 +404,7 @@ class CullerService:
         for cand in report.decisions:
             if cand.decision.action == "restart":
                 await self._restart(cand, report, now)
+        self.restarts.prune(now)
         return report
 
     def _record(self, cand: Candidate, now: datetime) -> None:
