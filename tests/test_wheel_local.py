@@ -73,6 +73,11 @@ def test_the_wheel_carries_local_mode(wheel_venv):
              if re.search(r"""extra\s*==\s*["']local["']""", r)}
     assert {"jupyterlab", "jupyter-server", "ipykernel", "jupyter-server-terminals"} <= local, local
     assert "local" in meta.get_all("Provides-Extra")
+    # the licence the metadata names travels with the wheel
+    assert meta["License"] == "BSD-3-Clause" or meta.get("License-Expression") == "BSD-3-Clause", meta["License"]
+    (licence,) = [n for n in names if ".dist-info/" in n and n.endswith("LICENSE")]
+    with zipfile.ZipFile(_wheel_of(wheel_venv)) as whl:
+        assert whl.read(licence).decode().startswith("BSD 3-Clause License")
     outside = wheel_venv.parent  # not the source tree: `python -c` puts the working directory first
     where = subprocess.run([str(wheel_venv / "bin" / "python"), "-c", "import apex_hub; print(apex_hub.__file__)"],
                            capture_output=True, text=True, check=True, cwd=outside).stdout.strip()
