@@ -38,9 +38,14 @@ def check(path: str) -> int:
         groups = ", ".join(profile.groups) if profile.groups else "everyone"
         marker = " (default)" if profile.default else ""
         print(f"  {profile.slug}{marker}: {profile.display_name} [groups: {groups}]")
+    _print_notes(catalogue)
+    return 0
+
+
+def _print_notes(catalogue: Catalogue) -> None:
+    """What the cluster must allow for these profiles: manifest kinds, rules for the hub."""
     for line in kinds_to_allow(catalogue) + rules_to_grant_lines(catalogue):
         print(line)
-    return 0
 
 
 def kinds_to_allow(catalogue: Catalogue) -> list[str]:
@@ -96,15 +101,13 @@ def convert_eoepca(source: str, target: str) -> int:
     else:
         print("every field was mapped")
     try:
-        Catalogue.from_yaml(text, target)
+        catalogue = Catalogue.from_yaml(text, target)
     except CatalogueError as exc:
         print(f"{target} was written but does not validate; fix it by hand:", file=sys.stderr)
         _print_errors(exc)
         return 1
     print(f"OK: {target} validates")
-    catalogue = Catalogue.from_yaml(text, target)
-    for line in kinds_to_allow(catalogue) + rules_to_grant_lines(catalogue):
-        print(line)
+    _print_notes(catalogue)
     return 0
 
 

@@ -103,6 +103,21 @@ def _may(held, verb: str, resource: str, name: str | None = None) -> bool:
     return any(_covers(rule, Need(RBAC_GROUP, resource, verb, name)) for rule in held)
 
 
+def _rbac_documents(profile) -> list[dict]:
+    """The profile's manifest objects of the RBAC API group (rendered with example values)."""
+    return [doc for item in profile.manifests for doc in item.documents(EXAMPLE_VALUES)
+            if str(doc.get("apiVersion", "")).startswith(RBAC_GROUP + "/")]
+
+
+def _roles(profile, docs: list[dict]) -> list[tuple[str, str, list[dict], bool]]:
+    """Every Role the profile makes: (where, name, rules, bound by the profile itself)."""
+    roles = [(f"role_bindings[{b.name}]", b.role_name, [r.to_k8s() for r in b.role.rules], True)
+             for b in profile.role_bindings]
+    roles += [(f"manifests Role {doc['metadata']['name']!r}", doc["metadata"]["name"],
+               list(doc.get("rules") or []), False) for doc in docs if doc.get("kind") == "Role"]
+    return roles
+
+
 def profile_problems(profile, held: Iterable[Mapping[str, Any]]) -> list[str]:
     """Why the hub (holding ``held``) could not create this profile's Roles and RoleBindings.
 
@@ -111,10 +126,9 @@ def profile_problems(profile, held: Iterable[Mapping[str, Any]]) -> list[str]:
     held = list(held)
     problems: list[str] = []
     escalate = _may(held, "escalate", "roles")
-    roles: dict[str, list[dict]] = {}
-
-    def role(where: str, name: str, rules: list[dict], bound: bool = False) -> None:
-        roles[name] = rules
+    docs = _rbac_documents(profile)
+    roles = _roles(profile, docs)
+    for where, name, rules, bound in roles:
         gap = missing(held, rules)
         if gap and not escalate:
             problems.append(f"{where}: Role {name!r} grants what the hub does not hold:"
@@ -123,16 +137,7 @@ def profile_problems(profile, held: Iterable[Mapping[str, Any]]) -> list[str]:
             problems.append(f"{where}: binding Role {name!r} needs {{apiGroups: [\"{RBAC_GROUP}\"],"
                             " resources: [roles], verbs: [bind]}} (the hub may create it, with"
                             " escalate, but not bind it)")
-
-    for binding in profile.role_bindings:
-        role(f"role_bindings[{binding.name}]", binding.role_name,
-             [r.to_k8s() for r in binding.role.rules], bound=True)
-    docs = [doc for item in profile.manifests for doc in item.documents(EXAMPLE_VALUES)
-            if str(doc.get("apiVersion", "")).startswith(RBAC_GROUP + "/")]
-    for doc in docs:
-        if doc.get("kind") == "Role":
-            role(f"manifests Role {doc['metadata']['name']!r}", doc["metadata"]["name"],
-                 list(doc.get("rules") or []))
+    made = {name for _, name, _, _ in roles}
     for doc in docs:
         if doc.get("kind") != "RoleBinding":
             continue
@@ -144,7 +149,7 @@ def profile_problems(profile, held: Iterable[Mapping[str, Any]]) -> list[str]:
                             f' ["{RBAC_GROUP}"], resources: [clusterroles], verbs: [bind],'
                             f" resourceNames: [{name}]}} (the ClusterRole's own rules are not"
                             " known before the spawn)")
-        elif kind == "Role" and name not in roles and not _may(held, "bind", "roles", name):
+        elif kind == "Role" and name not in made and not _may(held, "bind", "roles", name):
             problems.append(f"{where}: binds Role {name!r}, which is not part of the profile; that"
                             f' needs {{apiGroups: ["{RBAC_GROUP}"], resources: [roles], verbs: [bind]}}')
     return problems
@@ -162,11 +167,7 @@ def rules_to_grant(profiles: Iterable[Any], held: Iterable[Mapping[str, Any]] = 
     held = list(held)
     out: dict[str, list[dict]] = {}
     for profile in profiles:
-        granted = [r.to_k8s() for b in profile.role_bindings for r in b.role.rules]
-        granted += [rule for item in profile.manifests for doc in item.documents(EXAMPLE_VALUES)
-                    if doc.get("kind") == "Role"
-                    and str(doc.get("apiVersion", "")).startswith(RBAC_GROUP + "/")
-                    for rule in doc.get("rules") or []]
+        granted = [rule for _, _, rules, _ in _roles(profile, _rbac_documents(profile)) for rule in rules]
         grouped: dict[tuple, list[str]] = {}
         for need in missing(held, granted):
             verbs = grouped.setdefault((need.group, need.resource, need.name), [])
