@@ -640,16 +640,10 @@ class APExSpawner(KubeSpawner):
         """Poll (bounded by ``namespace_deletion_wait``) until the namespace is gone."""
         self.report(f"Your previous workspace is still being deleted (namespace {self.namespace});"
                     " waiting for Kubernetes to finish before creating it again", 10)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.namespace_deletion_wait
-        delay = 0.2
-        while terminating(await kube.read("v1", "Namespace", self.namespace)):
-            if loop.time() + delay > deadline:
-                self.log.warning("%s: namespace %s still Terminating after %g s", self._log_name,
-                                 self.namespace, self.namespace_deletion_wait)
-                raise KubeError(self._still_deleting_message())
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+        if not await self._wait_while_terminating(kube, "Namespace", self.namespace):
+            self.log.warning("%s: namespace %s still Terminating after %g s", self._log_name,
+                             self.namespace, self.namespace_deletion_wait)
+            raise KubeError(self._still_deleting_message())
         self.report(f"Previous workspace deleted; creating namespace {self.namespace} again", 12)
 
     async def _provision(self, kube: Kube) -> None:
@@ -807,18 +801,26 @@ class APExSpawner(KubeSpawner):
             return False  # a live claim (the last stop could not delete it): used as it is
         self.report(f"Scratch storage {name} of your previous session is still being deleted;"
                     " waiting for Kubernetes to finish")
+        if not await self._wait_while_terminating(kube, "PersistentVolumeClaim", name, self.namespace):
+            self.log.warning("%s: scratch claim %s/%s still being deleted after %g s",
+                             self._log_name, self.namespace, name, self.namespace_deletion_wait)
+            raise KubeError(f"the scratch storage {name} of your previous session is still"
+                            " being deleted by Kubernetes; please try again in a minute or two")
+        return await kube.create_if_absent(obj)
+
+    async def _wait_while_terminating(self, kube: Kube, kind: str, name: str,
+                                      namespace: str | None = None) -> bool:
+        """Poll while the object is being deleted, backing off from 0.2 s to 2 s, for at most
+        ``namespace_deletion_wait``; False when it is still being deleted then."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.namespace_deletion_wait
         delay = 0.2
-        while terminating(await kube.read("v1", "PersistentVolumeClaim", name, self.namespace)):
+        while terminating(await kube.read("v1", kind, name, namespace)):
             if loop.time() + delay > deadline:
-                self.log.warning("%s: scratch claim %s/%s still being deleted after %g s",
-                                 self._log_name, self.namespace, name, self.namespace_deletion_wait)
-                raise KubeError(f"the scratch storage {name} of your previous session is still"
-                                " being deleted by Kubernetes; please try again in a minute or two")
+                return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
-        return await kube.create_if_absent(obj)
+        return True
 
     def _copied_secret(self, source: dict) -> dict:
         meta = {"name": source["metadata"]["name"], "namespace": self.namespace,
