@@ -96,3 +96,28 @@ def objects(sim, plural, namespace=None, group="", version="v1"):
 def write_catalogue(path, data) -> str:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return str(path)
+
+
+async def seed_hub_secret(sim, name="apex-registry"):
+    """The hub namespace with a pull Secret in it, to be copied into workspaces."""
+    from kubernetes_asyncio import client
+
+    async with sim.api_client() as api:
+        v1 = client.CoreV1Api(api)
+        await v1.create_namespace({"metadata": {"name": "jhub"}})
+        await v1.create_namespaced_secret("jhub", {
+            "metadata": {"name": name}, "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": "eyJhdXRocyI6e319"}})
+
+
+async def refused_start(spawner, caplog, status: int = 500) -> str:
+    """Start ``spawner``, expecting the hub's refusal (an HTTPError of ``status``, logged at
+    error level); its message."""
+    import logging
+
+    from tornado.web import HTTPError
+
+    with caplog.at_level(logging.ERROR), pytest.raises(HTTPError) as info:
+        await spawner.start()
+    assert info.value.status_code == status
+    return info.value.log_message

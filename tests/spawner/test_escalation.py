@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import copy
-import logging
 
 import pytest
 import yaml
-from tornado.web import HTTPError
 
 from apex_hub.profiles import Catalogue
 from apex_hub.spawner.escalation import DEFAULT_HUB_RULES, Need, missing, profile_problems
 
-from tests.helpers.spawner import CATALOGUE, make_spawner, obj
+from tests.helpers.spawner import CATALOGUE, make_spawner, obj, refused_start
 
 JOBS = {"api_groups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get"]}
 
@@ -97,10 +95,7 @@ def test_the_shipped_example_profiles_need_nothing_the_hub_lacks():
 async def test_the_form_omits_and_the_spawn_refuses_a_profile_the_hub_cannot_create(ksim, caplog):
     spawner = make_spawner(ksim, "rita", catalogue=job_runner("runner-a"), user_options={"profile": "runner-a"})
     assert [e["slug"] for e in spawner._profile_entries()] == ["lab"]  # "large" needs a group
-    with caplog.at_level(logging.ERROR), pytest.raises(HTTPError) as info:
-        await spawner.start()
-    assert info.value.status_code == 500
-    message = info.value.log_message
+    message = await refused_start(spawner, caplog)
     assert message.startswith("Profile 'runner-a' cannot be started: the hub is not allowed to create its roles")
     assert "role_bindings[job-runner]" in message and 'apiGroups: ["batch"], resources: [jobs]' in message
     logged = [r.getMessage() for r in caplog.records if "runner-a" in r.getMessage()]

@@ -15,7 +15,7 @@ import copy
 from collections import Counter
 
 from tests.helpers.spawner import make_spawner, obj
-from tests.spawner.test_spawner_workspace import seed_hub_secret
+from tests.helpers.spawner import seed_hub_secret
 from tests.test_helm_values import allows, cluster_role_rules, grants
 
 HUB_NAMESPACE = "jhub"

@@ -15,7 +15,7 @@ from apex_hub.spawner import labels as L
 from apex_hub.spawner.escalation import DEFAULT_HUB_RULES
 from apex_hub.spawner.workspace import NETWORK_POLICY
 
-from tests.helpers.spawner import CATALOGUE, make_spawner, obj, objects, write_catalogue
+from tests.helpers.spawner import CATALOGUE, make_spawner, obj, objects, seed_hub_secret, write_catalogue
 
 K8S_VERSION = "1.30.0"
 FULL = {
@@ -57,17 +57,6 @@ FULL = {
         "condarc": "channels: [conda-forge]\n",
     }],
 }
-
-
-async def seed_hub_secret(sim, name="apex-registry"):
-    from kubernetes_asyncio import client
-
-    async with sim.api_client() as api:
-        v1 = client.CoreV1Api(api)
-        await v1.create_namespace({"metadata": {"name": "jhub"}})
-        await v1.create_namespaced_secret("jhub", {
-            "metadata": {"name": name}, "type": "kubernetes.io/dockerconfigjson",
-            "data": {".dockerconfigjson": "eyJhdXRocyI6e319"}})
 
 
 async def provide_in_workspace(sim, spawner, start, objects):

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import pytest
 from kubernetes_asyncio import client
@@ -13,7 +12,7 @@ from tornado.web import HTTPError
 
 from apex_hub.spawner import labels as L
 
-from tests.helpers.spawner import make_spawner, obj, objects
+from tests.helpers.spawner import make_spawner, obj, objects, refused_start, seed_hub_secret
 
 CONDA = [{"name": "eo", "environment_yml": "name: eo\ndependencies: [python=3.11]\n"}]
 
@@ -68,10 +67,7 @@ async def test_conda_without_a_workspace_volume_is_refused_before_any_write(ksim
     catalogue = {"profiles": [{**OWN_VOLUMES["profiles"][0], "conda_environments": CONDA}]}
     spawner = make_spawner(ksim, "wilma", catalogue=catalogue)
     ksim.reset_log()
-    with caplog.at_level(logging.ERROR), pytest.raises(HTTPError) as info:
-        await spawner.start()
-    assert info.value.status_code == 500
-    message = info.value.log_message
+    message = await refused_start(spawner, caplog)
     assert message.startswith("Profile 'own' cannot be started")
     assert "workspace_volume: false" in message and "add a volume named 'workspace'" in message
     assert "workspace_volume: false" in caplog.text
@@ -114,10 +110,7 @@ async def test_a_token_without_the_workspace_account_is_refused(ksim, caplog, ac
     """The namespace's `default` account is no stand-in: the profile's bindings do not name it."""
     spawner = make_spawner(ksim, "uma", catalogue=TOKEN, workspace_service_account=account)
     ksim.reset_log()
-    with caplog.at_level(logging.ERROR), pytest.raises(HTTPError) as info:
-        await spawner.start()
-    assert info.value.status_code == 500
-    message = info.value.log_message
+    message = await refused_start(spawner, caplog)
     assert message.startswith("Profile 'cwl' cannot be started")
     assert "service_account_token: true" in message
     assert "APExSpawner.workspace_service_account" in message
@@ -239,12 +232,7 @@ PULL = {
 async def test_workspace_pull_secrets_are_used_where_the_manifests_make_them(ksim):
     """A pull Secret the profile makes in the user's namespace (an ExternalSecret's target, a
     Secret) is named in the pod as it is, not looked for in the hub namespace and copied."""
-    async with ksim.api_client() as api:
-        v1 = client.CoreV1Api(api)
-        await v1.create_namespace({"metadata": {"name": "jhub"}})
-        await v1.create_namespaced_secret("jhub", {
-            "metadata": {"name": "apex-registry"}, "type": "kubernetes.io/dockerconfigjson",
-            "data": {".dockerconfigjson": "e30="}})
+    await seed_hub_secret(ksim)
     default = make_spawner(ksim, "yuri", catalogue=PULL)
     named = make_spawner(ksim, "yuri", catalogue=PULL, server_name="gpu")
     await default.start()
