@@ -52,8 +52,11 @@ def extend_user_role(c: Any, scopes: list[str]) -> None:
     roles = current_list(c.JupyterHub, "load_roles")
     role = next((r for r in roles if r.get("name") == "user"), None)
     if role is None:
-        role = {"name": "user", "description": "Every user: their own resources, plus the APEx services"
-                                               " they use", "scopes": list(USER_ROLE_DEFAULT)}
+        role = {
+            "name": "user",
+            "description": "Every user: their own resources, plus the APEx services they use",
+            "scopes": list(USER_ROLE_DEFAULT),
+        }
         roles.append(role)
     have = list(role.get("scopes") or USER_ROLE_DEFAULT)
     role["scopes"] = have + [s for s in scopes if s not in have]
@@ -87,5 +90,12 @@ def jupyterhub_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
-__all__ = ["current_dict", "current_list", "extend_user_role", "jupyterhub_version", "replace_role",
-           "replace_service", "scope_exists"]
+__all__ = [
+    "current_dict",
+    "current_list",
+    "extend_user_role",
+    "jupyterhub_version",
+    "replace_role",
+    "replace_service",
+    "scope_exists",
+]

@@ -47,40 +47,70 @@ CLIENT_ID = "apex-hub-local"
 LOGIN_SERVICE = "APEx local identity provider"
 IMAGE = "ghcr.io/esa-apex/apex-jupyterlab:2025.1"  # a label only: kubesim runs local processes
 HUB_NAMESPACE = "jhub"
-LAB_OFFLINE_ARGS = ["--LabApp.news_url=None",
-                    "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate"]
+LAB_OFFLINE_ARGS = [
+    "--LabApp.news_url=None",
+    "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
+]
 STOP_GRACE = 15.0  # seconds the hub gets to stop its servers and proxy
 PROBE_INTERVAL = 300  # seconds between the monitoring probe's spawns
 SERVICE_LINKS = [("Usage", "/services/apex-accounting/"), ("Status", "/services/apex-monitoring/")]
-LOGIN_HINT = ("<strong>Local demo.</strong> Sign in as <code>alice</code> (group apex-small), <code>bob</code>"
-              " (apex-large) or <code>carol</code> (no group), with the demo password printed where"
-              " <code>apex-hub local</code> runs.")
+LOGIN_HINT = (
+    "<strong>Local demo.</strong> Sign in as <code>alice</code> (group apex-small), <code>bob</code>"
+    " (apex-large) or <code>carol</code> (no group), with the demo password printed where"
+    " <code>apex-hub local</code> runs."
+)
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("local", help="run the whole hub locally: kubesim + JupyterHub + APExSpawner",
-                       description="Run a real JupyterHub with APExSpawner on kubesim (process kubelet) "
-                                   "on 127.0.0.1, with a local demo login. Ctrl-C stops everything.")
-    p.add_argument("--port", type=int, default=8000, help="the hub's public port on 127.0.0.1 (default %(default)s)")
-    p.add_argument("--workdir", default=None,
-                   help="where the hub config, SQLite database, logs, pods and volumes live "
-                        "(default: a temporary directory, deleted on exit with every workspace in it)")
-    p.add_argument("--profiles", default=None,
-                   help="profiles catalogue (default: the demo catalogue shipped with apex-hub, "
-                        "apex_hub/localdata/profiles.yml)")
-    p.add_argument("--password", default=None,
-                   help="the shared demo password (default: a random one, printed at start-up)")
-    p.add_argument("--login", choices=("oidc", "password"), default="oidc",
-                   help="oidc (default): the APEx OIDC authenticator against a local OpenID provider "
-                        "(needs Node.js and the npm package oidc-provider, see --node-modules); password: "
-                        "JupyterHub's shared-password login")
-    p.add_argument("--node-modules", default=None, metavar="DIR",
-                   help="the node_modules directory holding configurable-http-proxy and oidc-provider "
-                        "(default: $APEX_HUB_NODE_MODULES, ./node_modules, the source checkout's; "
-                        f"install them with: {NPM_COMMAND})")
-    p.add_argument("--branding", default="apex", metavar="apex|none|DIR",
-                   help="the hub pages' look: apex (default), none (JupyterHub's own) or a directory with "
-                        "templates/ and a logo (see apex_hub.branding)")
+    p = sub.add_parser(
+        "local",
+        help="run the whole hub locally: kubesim + JupyterHub + APExSpawner",
+        description="Run a real JupyterHub with APExSpawner on kubesim (process kubelet) "
+        "on 127.0.0.1, with a local demo login. Ctrl-C stops everything.",
+    )
+    p.add_argument(
+        "--port", type=int, default=8000, help="the hub's public port on 127.0.0.1 (default %(default)s)"
+    )
+    p.add_argument(
+        "--workdir",
+        default=None,
+        help="where the hub config, SQLite database, logs, pods and volumes live "
+        "(default: a temporary directory, deleted on exit with every workspace in it)",
+    )
+    p.add_argument(
+        "--profiles",
+        default=None,
+        help="profiles catalogue (default: the demo catalogue shipped with apex-hub, "
+        "apex_hub/localdata/profiles.yml)",
+    )
+    p.add_argument(
+        "--password",
+        default=None,
+        help="the shared demo password (default: a random one, printed at start-up)",
+    )
+    p.add_argument(
+        "--login",
+        choices=("oidc", "password"),
+        default="oidc",
+        help="oidc (default): the APEx OIDC authenticator against a local OpenID provider "
+        "(needs Node.js and the npm package oidc-provider, see --node-modules); password: "
+        "JupyterHub's shared-password login",
+    )
+    p.add_argument(
+        "--node-modules",
+        default=None,
+        metavar="DIR",
+        help="the node_modules directory holding configurable-http-proxy and oidc-provider "
+        "(default: $APEX_HUB_NODE_MODULES, ./node_modules, the source checkout's; "
+        f"install them with: {NPM_COMMAND})",
+    )
+    p.add_argument(
+        "--branding",
+        default="apex",
+        metavar="apex|none|DIR",
+        help="the hub pages' look: apex (default), none (JupyterHub's own) or a directory with "
+        "templates/ and a logo (see apex_hub.branding)",
+    )
 
 
 def _free_port() -> int:
@@ -102,51 +132,90 @@ def _authenticator_config(password: str) -> str:
     """JupyterHub's shared-password login (DummyAuthenticator.password before JupyterHub 5.3)."""
     eps = importlib.metadata.entry_points(group="jupyterhub.authenticators")
     if any(ep.name == "shared-password" for ep in eps):
-        return (f'c.JupyterHub.authenticator_class = "shared-password"\n'
-                f"c.SharedPasswordAuthenticator.user_password = {password!r}\n")
-    return (f'c.JupyterHub.authenticator_class = "dummy"\n'
-            f"c.DummyAuthenticator.password = {password!r}\n")
+        return (
+            f'c.JupyterHub.authenticator_class = "shared-password"\n'
+            f"c.SharedPasswordAuthenticator.user_password = {password!r}\n"
+        )
+    return f'c.JupyterHub.authenticator_class = "dummy"\nc.DummyAuthenticator.password = {password!r}\n'
 
 
 def _oidc_config(issuer: str, client_secret: str, port: int) -> str:
     """The production authenticator, pointed at the local provider."""
-    return (f"from apex_hub.auth import configure\n"
-            f"configure(c, oidc_issuer={issuer!r}, client_id={CLIENT_ID!r}, client_secret={client_secret!r},\n"
-            f"          oauth_callback_url='http://127.0.0.1:{port}/hub/oauth_callback',\n"
-            f"          login_service={LOGIN_SERVICE!r}, allowed_users={set(DEMO_USERS)!r})\n")
+    return (
+        f"from apex_hub.auth import configure\n"
+        f"configure(c, oidc_issuer={issuer!r}, client_id={CLIENT_ID!r}, client_secret={client_secret!r},\n"
+        f"          oauth_callback_url='http://127.0.0.1:{port}/hub/oauth_callback',\n"
+        f"          login_service={LOGIN_SERVICE!r}, allowed_users={set(DEMO_USERS)!r})\n"
+    )
 
 
 def demo_idp_users(password: str) -> list[dict]:
     """The demo users as the local provider knows them: groups come from the ``groups`` claim."""
     groups = {user: [g for g, spec in DEMO_GROUPS.items() if user in spec["users"]] for user in DEMO_USERS}
-    return [{"username": user, "password": password,
-             "claims": {"preferred_username": user, "name": user.title(), "email": f"{user}@example.org",
-                        "groups": groups[user]}} for user in DEMO_USERS]
+    return [
+        {
+            "username": user,
+            "password": password,
+            "claims": {
+                "preferred_username": user,
+                "name": user.title(),
+                "email": f"{user}@example.org",
+                "groups": groups[user],
+            },
+        }
+        for user in DEMO_USERS
+    ]
 
 
 def services_config(workdir: Path, ports: dict[str, int], kubeconfig: Path) -> str:
     """The culler, accounting and monitoring, as the Helm values have them, with demo policies."""
     state = workdir / "services"
-    culler = {"policy": str(CULLING_POLICY), "state_dir": str(state / "culler"), "interval": 20,
-              "warn_before": "4h", "url": f"http://127.0.0.1:{ports['culler']}"}  # conda's 4h max-age: warned at once
-    accounting = {"url": f"http://127.0.0.1:{ports['accounting']}", "state_dir": str(state / "accounting"),
-                  "culler_state_dir": str(state / "culler"), "quotas": str(QUOTAS), "quota_stop": True,
-                  "interval": 10}  # the usage page knows a user's groups from the last round: keep it fresh
-    monitoring = {"profile": "jupyterlab", "url": f"http://127.0.0.1:{ports['monitoring']}",
-                  "interval": PROBE_INTERVAL, "state_dir": str(state / "monitoring"),
-                  "kubernetes": str(kubeconfig)}
+    culler = {
+        "policy": str(CULLING_POLICY),
+        "state_dir": str(state / "culler"),
+        "interval": 20,
+        "warn_before": "4h",
+        "url": f"http://127.0.0.1:{ports['culler']}",
+    }  # conda's 4h max-age: warned at once
+    accounting = {
+        "url": f"http://127.0.0.1:{ports['accounting']}",
+        "state_dir": str(state / "accounting"),
+        "culler_state_dir": str(state / "culler"),
+        "quotas": str(QUOTAS),
+        "quota_stop": True,
+        "interval": 10,
+    }  # the usage page knows a user's groups from the last round: keep it fresh
+    monitoring = {
+        "profile": "jupyterlab",
+        "url": f"http://127.0.0.1:{ports['monitoring']}",
+        "interval": PROBE_INTERVAL,
+        "state_dir": str(state / "monitoring"),
+        "kubernetes": str(kubeconfig),
+    }
     for d in ("culler", "accounting", "monitoring"):
         (state / d).mkdir(parents=True, exist_ok=True)
-    return (f"from apex_hub.services import configure as configure_services\n"
-            f"configure_services(c, culler={culler!r},\n"
-            f"                   accounting={accounting!r},\n"
-            f"                   monitoring={monitoring!r})\n")
+    return (
+        f"from apex_hub.services import configure as configure_services\n"
+        f"configure_services(c, culler={culler!r},\n"
+        f"                   accounting={accounting!r},\n"
+        f"                   monitoring={monitoring!r})\n"
+    )
 
 
-def hub_config(*, workdir: Path, port: int, hub_port: int, proxy_api_port: int, k8s_url: str,
-               profiles: Path, password: str, oidc: tuple[str, str] | None = None,
-               proxy: str = "configurable-http-proxy", service_ports: dict[str, int] | None = None,
-               branding: str = "apex") -> str:
+def hub_config(
+    *,
+    workdir: Path,
+    port: int,
+    hub_port: int,
+    proxy_api_port: int,
+    k8s_url: str,
+    profiles: Path,
+    password: str,
+    oidc: tuple[str, str] | None = None,
+    proxy: str = "configurable-http-proxy",
+    service_ports: dict[str, int] | None = None,
+    branding: str = "apex",
+) -> str:
     """The ``jupyterhub_config.py`` of local mode (``oidc``: issuer and client secret).
 
     ``service_ports`` (culler, accounting, monitoring): run the three services; ``branding``: see
@@ -155,16 +224,27 @@ def hub_config(*, workdir: Path, port: int, hub_port: int, proxy_api_port: int, 
     if oidc:
         login = _oidc_config(*oidc, port=port)
     else:
-        login = (_authenticator_config(password) + f"c.Authenticator.allowed_users = {set(DEMO_USERS)!r}\n"
-                 f"c.JupyterHub.load_groups = {DEMO_GROUPS!r}\n")
+        login = (
+            _authenticator_config(password) + f"c.Authenticator.allowed_users = {set(DEMO_USERS)!r}\n"
+            f"c.JupyterHub.load_groups = {DEMO_GROUPS!r}\n"
+        )
     root_args = ["--allow-root"] if os.geteuid() == 0 else []
-    services = ("\n# -- the hub-managed services, with demo policies --\n"
-                + services_config(workdir, service_ports, workdir / "kubeconfig")) if service_ports else ""
-    brand = (f"\n# -- the hub's look (apex_hub.branding) --\n"
-             f"from apex_hub.branding import configure as configure_branding\n"
-             f"configure_branding(c, {branding!r}, login_hint={LOGIN_HINT!r},\n"
-             f"                   links={SERVICE_LINKS if service_ports else []!r})\n")
-    return textwrap.dedent(f"""\
+    services = (
+        (
+            "\n# -- the hub-managed services, with demo policies --\n"
+            + services_config(workdir, service_ports, workdir / "kubeconfig")
+        )
+        if service_ports
+        else ""
+    )
+    brand = (
+        f"\n# -- the hub's look (apex_hub.branding) --\n"
+        f"from apex_hub.branding import configure as configure_branding\n"
+        f"configure_branding(c, {branding!r}, login_hint={LOGIN_HINT!r},\n"
+        f"                   links={SERVICE_LINKS if service_ports else []!r})\n"
+    )
+    return (
+        textwrap.dedent(f"""\
         # Written by `apex-hub local`: LOCAL DEMO ONLY, not for production.
         c = get_config()  # noqa
 
@@ -204,7 +284,10 @@ def hub_config(*, workdir: Path, port: int, hub_port: int, proxy_api_port: int, 
         c.APExSpawner.workspace_volume = {{"name": "workspace", "size": "1Gi", "mount_path": "/home/jovyan"}}
         c.APExSpawner.start_timeout = 120
         c.APExSpawner.http_timeout = 120
-        """) + services + brand
+        """)
+        + services
+        + brand
+    )
 
 
 def _say(message: str = "") -> None:
@@ -214,10 +297,18 @@ def _say(message: str = "") -> None:
 class LocalHub:
     """kubesim + a JupyterHub subprocess; ``await run()`` until SIGINT/SIGTERM."""
 
-    def __init__(self, *, port: int = 8000, workdir: str | os.PathLike | None = None,
-                 profiles: str | os.PathLike | None = None, password: str | None = None,
-                 login: str = "oidc", node_modules: str | os.PathLike | None = None,
-                 branding: str = "apex", services: bool = True):
+    def __init__(
+        self,
+        *,
+        port: int = 8000,
+        workdir: str | os.PathLike | None = None,
+        profiles: str | os.PathLike | None = None,
+        password: str | None = None,
+        login: str = "oidc",
+        node_modules: str | os.PathLike | None = None,
+        branding: str = "apex",
+        services: bool = True,
+    ):
         self.port = port
         self.login = login
         self.node_modules = node_modules
@@ -242,9 +333,15 @@ class LocalHub:
 
     def _env(self) -> dict:
         node_bin = Path(self.proxy).parent
-        path = os.pathsep.join([str(node_bin), str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
-        return {**os.environ, "PATH": path, "KUBECONFIG": str(self.sim.kubeconfig_path),
-                "JUPYTERHUB_CRYPT_KEY": self._crypt_key}
+        path = os.pathsep.join(
+            [str(node_bin), str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]
+        )
+        return {
+            **os.environ,
+            "PATH": path,
+            "KUBECONFIG": str(self.sim.kubeconfig_path),
+            "JUPYTERHUB_CRYPT_KEY": self._crypt_key,
+        }
 
     def check(self) -> None:
         """Refuse to start (SystemExit with the fix) when a piece is missing or the port is taken."""
@@ -258,7 +355,9 @@ class LocalHub:
         except BrandingError as exc:
             raise SystemExit(f"apex-hub local: --branding: {exc}") from None
         if not self.profiles.is_file():
-            raise SystemExit(f"apex-hub local: no profiles catalogue at {self.profiles} (use --profiles FILE)")
+            raise SystemExit(
+                f"apex-hub local: no profiles catalogue at {self.profiles} (use --profiles FILE)"
+            )
         if not _port_free(self.port):
             raise SystemExit(f"apex-hub local: port {self.port} on 127.0.0.1 is in use (use --port N)")
 
@@ -266,27 +365,48 @@ class LocalHub:
         from .kubesim import KubeSim
 
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.sim = KubeSim(kubelet="process", workdir=self.workdir / "kubesim",
-                           kubeconfig_path=self.workdir / "kubeconfig")
+        self.sim = KubeSim(
+            kubelet="process", workdir=self.workdir / "kubesim", kubeconfig_path=self.workdir / "kubeconfig"
+        )
         await self.sim.start()
         if self.proxy is None:
             self.proxy = proxy_or_exit(self.node_modules)
         env = self._env()
         oidc = await self._start_idp() if self.login == "oidc" else None
         config = self.workdir / "jupyterhub_config.py"
-        self.service_ports = {name: _free_port() for name in ("culler", "accounting", "monitoring")} \
-            if self.services else None
-        config.write_text(hub_config(workdir=self.workdir, port=self.port, hub_port=_free_port(),
-                                     proxy_api_port=_free_port(), k8s_url=self.sim.url,
-                                     profiles=self.profiles, password=self.password, oidc=oidc,
-                                     proxy=self.proxy, service_ports=self.service_ports,
-                                     branding=self.branding))
+        self.service_ports = (
+            {name: _free_port() for name in ("culler", "accounting", "monitoring")} if self.services else None
+        )
+        config.write_text(
+            hub_config(
+                workdir=self.workdir,
+                port=self.port,
+                hub_port=_free_port(),
+                proxy_api_port=_free_port(),
+                k8s_url=self.sim.url,
+                profiles=self.profiles,
+                password=self.password,
+                oidc=oidc,
+                proxy=self.proxy,
+                service_ports=self.service_ports,
+                branding=self.branding,
+            )
+        )
         self._log = open(self.log_path, "ab")
         # its own session: Ctrl-C reaches us only, and we stop the hub in order
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "jupyterhub", "-f", str(config), cwd=self.workdir, env=env,
-            stdin=asyncio.subprocess.DEVNULL, stdout=self._log, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True)
+            sys.executable,
+            "-m",
+            "jupyterhub",
+            "-f",
+            str(config),
+            cwd=self.workdir,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         async with aiohttp.ClientSession() as session:
@@ -294,10 +414,12 @@ class LocalHub:
                 if self.proc.returncode is not None:
                     raise RuntimeError(f"jupyterhub exited with {self.proc.returncode}:\n{self._tail()}")
                 try:
-                    async with session.get(f"{self.url}hub/api/", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    async with session.get(
+                        f"{self.url}hub/api/", timeout=aiohttp.ClientTimeout(total=2)
+                    ) as r:
                         if r.status == 200:
                             return
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass
                 await asyncio.sleep(0.25)
         raise RuntimeError(f"jupyterhub did not start in {timeout:.0f}s:\n{self._tail()}")
@@ -308,18 +430,27 @@ class LocalHub:
 
         reason = LocalIdP.available(self.node_modules)
         if reason:
-            _say(f"apex-hub local: no local OpenID provider ({reason}); using the shared-password login. "
-                 f"For the OIDC login, {oidc_hint()}")
+            _say(
+                f"apex-hub local: no local OpenID provider ({reason}); using the shared-password login. "
+                f"For the OIDC login, {oidc_hint()}"
+            )
             self.login = "password"
             return None
         secret = secrets.token_urlsafe(24)
         base = f"http://127.0.0.1:{self.port}"
-        client = {"client_id": CLIENT_ID, "client_secret": secret,
-                  "redirect_uris": [f"{base}/hub/oauth_callback"],
-                  "post_logout_redirect_uris": [f"{base}/hub/login"],
-                  "grant_types": ["authorization_code", "refresh_token"]}
-        self.idp = LocalIdP(users=demo_idp_users(self.password), clients=[client], workdir=self.workdir / "idp",
-                            node_modules=self.node_modules)
+        client = {
+            "client_id": CLIENT_ID,
+            "client_secret": secret,
+            "redirect_uris": [f"{base}/hub/oauth_callback"],
+            "post_logout_redirect_uris": [f"{base}/hub/login"],
+            "grant_types": ["authorization_code", "refresh_token"],
+        }
+        self.idp = LocalIdP(
+            users=demo_idp_users(self.password),
+            clients=[client],
+            workdir=self.workdir / "idp",
+            node_modules=self.node_modules,
+        )
         await self.idp.start()
         return self.idp.issuer, secret
 
@@ -343,12 +474,18 @@ class LocalHub:
         _say("")
         _say(f"  Profiles:   {self.profiles}")
         if self.services:
-            _say(f"  Services:   usage {self.url}services/apex-accounting/ · status {self.url}services/apex-monitoring/")
-            _say(f"              culler: {CULLING_POLICY.name} (small: 10 idle minutes; conda: stopped after 4 h, warned on the hub's pages) · quota: "
-                 f"{QUOTAS.name} (apex-small: 2 CPU-hours a month) · probe every {PROBE_INTERVAL // 60} min")
+            _say(
+                f"  Services:   usage {self.url}services/apex-accounting/ · status {self.url}services/apex-monitoring/"
+            )
+            _say(
+                f"              culler: {CULLING_POLICY.name} (small: 10 idle minutes; conda: stopped after 4 h, warned on the hub's pages) · quota: "
+                f"{QUOTAS.name} (apex-small: 2 CPU-hours a month) · probe every {PROBE_INTERVAL // 60} min"
+            )
         if self._own_workdir:
             _say(f"  Work dir:   {self.workdir}")
-            _say("              TEMPORARY: deleted on exit, with every workspace in it (use --workdir DIR to keep them)")
+            _say(
+                "              TEMPORARY: deleted on exit, with every workspace in it (use --workdir DIR to keep them)"
+            )
         else:
             _say(f"  Work dir:   {self.workdir}   (kept on exit: workspaces survive a restart)")
         _say(f"  Hub log:    {self.log_path}")
@@ -364,7 +501,7 @@ class LocalHub:
             proc.terminate()
             try:
                 await asyncio.wait_for(proc.wait(), STOP_GRACE)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 _say("apex-hub local: JupyterHub did not stop in time; killing it")
                 proc.kill()
                 await proc.wait()
@@ -419,8 +556,15 @@ class LocalHub:
 
 
 def run(args) -> int:
-    hub = LocalHub(port=args.port, workdir=args.workdir, profiles=args.profiles, password=args.password,
-                   login=args.login, node_modules=args.node_modules, branding=args.branding)
+    hub = LocalHub(
+        port=args.port,
+        workdir=args.workdir,
+        profiles=args.profiles,
+        password=args.password,
+        login=args.login,
+        node_modules=args.node_modules,
+        branding=args.branding,
+    )
     try:
         hub.check()
     except SystemExit:

@@ -51,9 +51,12 @@ def main(argv: list[str]) -> None:
     env["PATH"] = workspace_path(env)
     shell = shutil.which("bash", path=env["PATH"]) or shutil.which("sh", path=env["PATH"]) or "/bin/sh"
     env["SHELL"] = shell
-    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, [str(LAB_CONFIG), env.get("JUPYTER_CONFIG_PATH")]))
-    server = shutil.which("jupyterhub-singleuser", path=str(Path(sys.executable).parent)) \
-        or shutil.which("jupyterhub-singleuser", path=env["PATH"])
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(
+        filter(None, [str(LAB_CONFIG), env.get("JUPYTER_CONFIG_PATH")])
+    )
+    server = shutil.which("jupyterhub-singleuser", path=str(Path(sys.executable).parent)) or shutil.which(
+        "jupyterhub-singleuser", path=env["PATH"]
+    )
     if server is None:
         sys.exit('apex_hub.localpod: jupyterhub-singleuser not found: pip install "apex-hub[local]"')
     # a shell_command of our own: JupyterLab then starts it as given, not as a login shell

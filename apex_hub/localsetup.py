@@ -17,8 +17,12 @@ from pathlib import Path
 from .localidp.launcher import NODE_MODULES_ENV, OIDC_PROVIDER_VERSION
 
 #: the ``local`` extra's import names (the packages a single-user server imports)
-PYTHON_MODULES = {"jupyterlab": "jupyterlab", "jupyter_server": "jupyter-server", "ipykernel": "ipykernel",
-                  "jupyter_server_terminals": "jupyter-server-terminals"}
+PYTHON_MODULES = {
+    "jupyterlab": "jupyterlab",
+    "jupyter_server": "jupyter-server",
+    "ipykernel": "ipykernel",
+    "jupyter_server_terminals": "jupyter-server-terminals",
+}
 PIP_COMMAND = 'pip install "apex-hub[local]"'
 PROXY_PACKAGE = "configurable-http-proxy@5"
 NPM_COMMAND = f"npm install {PROXY_PACKAGE} oidc-provider@{OIDC_PROVIDER_VERSION}"
@@ -44,8 +48,10 @@ def missing_python_packages() -> list[str]:
 def check_python() -> None:
     missing = missing_python_packages()
     if missing:
-        raise MissingPiece(f"apex-hub local: the single-user server needs {', '.join(missing)}, not installed in "
-                           f"this environment; run: {PIP_COMMAND}")
+        raise MissingPiece(
+            f"apex-hub local: the single-user server needs {', '.join(missing)}, not installed in "
+            f"this environment; run: {PIP_COMMAND}"
+        )
 
 
 def node_modules_candidates(node_modules: str | os.PathLike | None = None) -> list[Path]:
@@ -65,8 +71,10 @@ def node_modules_candidates(node_modules: str | os.PathLike | None = None) -> li
 def check_node_modules(node_modules: str | os.PathLike | None) -> None:
     """An explicitly given directory must exist (a typo should not silently fall back elsewhere)."""
     if node_modules and not Path(node_modules).expanduser().is_dir():
-        raise MissingPiece(f"apex-hub local: --node-modules {node_modules}: no such directory (it is the "
-                           f"node_modules directory that `{NPM_COMMAND}` creates)")
+        raise MissingPiece(
+            f"apex-hub local: --node-modules {node_modules}: no such directory (it is the "
+            f"node_modules directory that `{NPM_COMMAND}` creates)"
+        )
 
 
 def find_proxy(node_modules: str | os.PathLike | None = None) -> str | None:
@@ -84,9 +92,11 @@ def proxy_or_exit(node_modules: str | os.PathLike | None = None) -> str:
         return proxy
     where = ", ".join(str(d / ".bin") for d in node_modules_candidates(node_modules))
     node = "" if shutil.which("node") else " Node.js 20+ is needed first (e.g. apt-get install nodejs npm)."
-    raise MissingPiece(f"apex-hub local: configurable-http-proxy (JupyterHub's proxy, an npm package) not found "
-                       f"in {where} or on PATH.{node} Run, in the directory you start apex-hub local from: "
-                       f"{NPM_COMMAND}   (or pass --node-modules DIR / set ${NODE_MODULES_ENV})")
+    raise MissingPiece(
+        f"apex-hub local: configurable-http-proxy (JupyterHub's proxy, an npm package) not found "
+        f"in {where} or on PATH.{node} Run, in the directory you start apex-hub local from: "
+        f"{NPM_COMMAND}   (or pass --node-modules DIR / set ${NODE_MODULES_ENV})"
+    )
 
 
 def oidc_hint() -> str:

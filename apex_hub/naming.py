@@ -98,12 +98,7 @@ def _slug(name: str, max_length: int, hash_length: int, tail: str, hashed) -> st
             f"max_length must be at least {2 + hash_length} to hold a hashed name, got {max_length}"
         )
     readable = _readable(name)
-    if (
-        readable == name
-        and len(readable) <= max_length
-        and readable[:1].isalpha()
-        and not hashed(readable)
-    ):
+    if readable == name and len(readable) <= max_length and readable[:1].isalpha() and not hashed(readable):
         return readable
     if not readable[:1].isalpha():
         readable = ("u-" + readable).rstrip("-")
@@ -126,13 +121,10 @@ def slugify(name: str, max_length: int = DNS_LABEL_MAX) -> str:
 def legacy_slugify(name: str, max_length: int = DNS_LABEL_MAX) -> str:
     """The slug of the former scheme (8 hex digits); only to find objects it named."""
     tail = legacy_hash(name) if isinstance(name, str) else ""
-    return _slug(name, max_length, LEGACY_HASH_LENGTH, tail,
-                 lambda r: bool(_LEGACY_HASH_TAIL.search(r)))
+    return _slug(name, max_length, LEGACY_HASH_LENGTH, tail, lambda r: bool(_LEGACY_HASH_TAIL.search(r)))
 
 
-def user_namespace(
-    username: str, prefix: str = "apex-", max_length: int = DNS_LABEL_MAX
-) -> str:
+def user_namespace(username: str, prefix: str = "apex-", max_length: int = DNS_LABEL_MAX) -> str:
     """The namespace of ``username``: ``prefix`` + its slug, at most ``max_length``.
 
     The prefix must be empty or lowercase alphanumerics and ``-`` starting with a
@@ -153,9 +145,7 @@ def legacy_user_namespace(
 
 def _check_namespace_args(prefix: str, max_length: int) -> None:
     if max_length > DNS_LABEL_MAX:
-        raise ValueError(
-            f"max_length {max_length} is over {DNS_LABEL_MAX}, the limit for namespace names"
-        )
+        raise ValueError(f"max_length {max_length} is over {DNS_LABEL_MAX}, the limit for namespace names")
     if not _PREFIX.match(prefix):
         raise ValueError(
             f"namespace prefix {prefix!r} is invalid: use lowercase letters, digits and '-',"
@@ -193,11 +183,11 @@ __all__ = [
     "HASH_BITS",
     "HASH_LENGTH",
     "MIN_LENGTH",
+    "is_dns_label",
+    "is_dns_subdomain",
     "legacy_hash",
     "legacy_slugify",
     "legacy_user_namespace",
-    "is_dns_label",
-    "is_dns_subdomain",
     "object_name",
     "short_hash",
     "slugify",

@@ -23,16 +23,19 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-NOW = datetime(2026, 11, 23, 15, 0, tzinfo=timezone.utc)  # Monday 16:00 in Rome
+NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # Monday 16:00 in Rome
 POLICY = {
-    "defaults": {"idle_timeout": "2h", "max_age": "1d",
-                 "schedule": {"cron": "0 20 * * 1-5", "timezone": "Europe/Rome"}},
+    "defaults": {
+        "idle_timeout": "2h",
+        "max_age": "1d",
+        "schedule": {"cron": "0 20 * * 1-5", "timezone": "Europe/Rome"},
+    },
     "profiles": {"gpu": {"idle_timeout": "30m", "max_age": "8h"}},
     "groups": {"students": {"idle_timeout": "1h"}},
 }
@@ -46,6 +49,7 @@ def free_port() -> int:
 
 # ---- the hub API emulator (runs in its own process) ------------------------------------------
 
+
 def _users(n: int, idle: int) -> dict[str, dict]:
     """``idle`` of them run the gpu profile and have been idle for 45 minutes (over its 30m)."""
     users = {}
@@ -54,16 +58,29 @@ def _users(n: int, idle: int) -> dict[str, dict]:
         profile = "gpu" if i < idle else ("lab", "conda-sentinel", "desktop")[i % 3]
         last = NOW - (timedelta(minutes=45) if i < idle else timedelta(minutes=i % 25))
         users[name] = {
-            "kind": "user", "name": name, "admin": False, "roles": ["user"],
+            "kind": "user",
+            "name": name,
+            "admin": False,
+            "roles": ["user"],
             "groups": ["students"] if i % 10 == 5 else ["apex-users"],
-            "created": (NOW - timedelta(days=30)).isoformat(), "last_activity": last.isoformat(),
-            "pending": None, "auth_state": None,
-            "servers": {"": {
-                "name": "", "ready": True, "stopped": False, "pending": None, "url": f"/user/{name}/",
-                "progress_url": f"/hub/api/users/{name}/server/progress",
-                "started": (NOW - timedelta(hours=3)).isoformat(), "last_activity": last.isoformat(),
-                "state": {"pod_name": f"jupyter-{name}", "namespace": f"apex-{name}"},
-                "user_options": {"profile": profile}}},
+            "created": (NOW - timedelta(days=30)).isoformat(),
+            "last_activity": last.isoformat(),
+            "pending": None,
+            "auth_state": None,
+            "servers": {
+                "": {
+                    "name": "",
+                    "ready": True,
+                    "stopped": False,
+                    "pending": None,
+                    "url": f"/user/{name}/",
+                    "progress_url": f"/hub/api/users/{name}/server/progress",
+                    "started": (NOW - timedelta(hours=3)).isoformat(),
+                    "last_activity": last.isoformat(),
+                    "state": {"pod_name": f"jupyter-{name}", "namespace": f"apex-{name}"},
+                    "user_options": {"profile": profile},
+                }
+            },
         }
     return users
 
@@ -93,21 +110,37 @@ def serve_hub(port: int, n: int, idle: int, page_default: int, page_max: int, re
         include_stopped = request.query.get("include_stopped_servers") is not None
         names = order
         if state in ("active", "ready"):
-            names = [u for u in order if any(not s.get("stopped") and (state == "active" or s["ready"])
-                                             for s in users[u]["servers"].values())]
+            names = [
+                u
+                for u in order
+                if any(
+                    not s.get("stopped") and (state == "active" or s["ready"])
+                    for s in users[u]["servers"].values()
+                )
+            ]
         elif state == "inactive":
             names = [u for u in order if all(s.get("stopped") for s in users[u]["servers"].values())]
         elif state:
-            return web.json_response({"status": 400, "message": f"Unrecognized state filter: {state!r}"}, status=400)
-        page = [model(users[u], include_stopped) for u in names[offset:offset + limit]]
+            return web.json_response(
+                {"status": 400, "message": f"Unrecognized state filter: {state!r}"}, status=400
+            )
+        page = [model(users[u], include_stopped) for u in names[offset : offset + limit]]
         if not paginated:
             return web.json_response(page)
         nxt = None
         if offset + limit < len(names):
             query = {**request.query, "offset": str(offset + limit), "limit": str(limit)}
-            nxt = {"offset": offset + limit, "limit": limit, "url": f"{request.url.with_query(None)}?{urlencode(query)}"}
-        return web.json_response({"items": page, "_pagination": {"offset": offset, "limit": limit,
-                                                                 "total": len(names), "next": nxt}})
+            nxt = {
+                "offset": offset + limit,
+                "limit": limit,
+                "url": f"{request.url.with_query(None)}?{urlencode(query)}",
+            }
+        return web.json_response(
+            {
+                "items": page,
+                "_pagination": {"offset": offset, "limit": limit, "total": len(names), "next": nxt},
+            }
+        )
 
     async def get_user(request):
         counts["GET /hub/api/users/{name}"] += 1
@@ -140,8 +173,10 @@ def serve_hub(port: int, n: int, idle: int, page_default: int, page_max: int, re
 
 # ---- the culler ------------------------------------------------------------------------------
 
+
 async def _stats(url: str, reset: bool = False) -> dict:
     import aiohttp
+
     async with aiohttp.ClientSession() as s:
         if reset:
             await (await s.post(f"{url}/_reset")).read()
@@ -155,8 +190,11 @@ async def main_async(args) -> None:
 
     port = free_port()
     ready = multiprocessing.Event()
-    hub = multiprocessing.Process(target=serve_hub, args=(port, args.users, args.idle, args.page_limit,
-                                                          args.page_limit, ready), daemon=True)
+    hub = multiprocessing.Process(
+        target=serve_hub,
+        args=(port, args.users, args.idle, args.page_limit, args.page_limit, ready),
+        daemon=True,
+    )
     hub.start()
     ready.wait(30)
     base = f"http://127.0.0.1:{port}"
@@ -167,12 +205,20 @@ async def main_async(args) -> None:
         except OSError:
             await asyncio.sleep(0.1)
     policy = CullingPolicy.from_data(POLICY)
-    print(f"{args.users} users with a running server, {args.idle} of them idle past their profile's timeout;"
-          f" hub API page size {args.page_limit} (JupyterHub 6's default and maximum: 200)")
+    print(
+        f"{args.users} users with a running server, {args.idle} of them idle past their profile's timeout;"
+        f" hub API page size {args.page_limit} (JupyterHub 6's default and maximum: 200)"
+    )
     try:
         with tempfile.TemporaryDirectory() as state:
-            svc = CullerService(policy, api_url=f"{base}/hub/api", api_token="bench", state_dir=state,
-                                clock=lambda: NOW, concurrency=args.concurrency)
+            svc = CullerService(
+                policy,
+                api_url=f"{base}/hub/api",
+                api_token="bench",
+                state_dir=state,
+                clock=lambda: NOW,
+                concurrency=args.concurrency,
+            )
             # the listing alone
             await _stats(base, reset=True)
             t0 = time.perf_counter()
@@ -180,11 +226,15 @@ async def main_async(args) -> None:
             t_list = time.perf_counter() - t0
             listing = await _stats(base)
             t0 = time.perf_counter()
-            decisions = [decide(srv, u["groups"], NOW, policy) for u in users for srv in u["servers"].values()]
+            decisions = [
+                decide(srv, u["groups"], NOW, policy) for u in users for srv in u["servers"].values()
+            ]
             t_decide = time.perf_counter() - t0
-            print(f"  listing {len(users)} users: {t_list:.2f} s, {sum(listing.values())} requests;"
-                  f" policy decisions for {len(decisions)} servers: {t_decide * 1000:.0f} ms"
-                  f" ({t_decide / len(decisions) * 1e6:.0f} µs each)")
+            print(
+                f"  listing {len(users)} users: {t_list:.2f} s, {sum(listing.values())} requests;"
+                f" policy decisions for {len(decisions)} servers: {t_decide * 1000:.0f} ms"
+                f" ({t_decide / len(decisions) * 1e6:.0f} µs each)"
+            )
 
             for label in ("round 1 (stops the idle servers)", "round 2 (nothing left to stop)"):
                 await _stats(base, reset=True)
@@ -192,8 +242,10 @@ async def main_async(args) -> None:
                 report = await svc.run_once()
                 elapsed = time.perf_counter() - t0
                 counts = await _stats(base)
-                print(f"  {label}: {elapsed:.2f} s, {sum(counts.values())} hub API requests,"
-                      f" {len(report.stopped)} stopped, {len(report.errors)} errors")
+                print(
+                    f"  {label}: {elapsed:.2f} s, {sum(counts.values())} hub API requests,"
+                    f" {len(report.stopped)} stopped, {len(report.errors)} errors"
+                )
                 for key, value in sorted(counts.items()):
                     print(f"      {value:6d}  {key}")
             await svc.close()

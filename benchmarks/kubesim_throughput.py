@@ -16,8 +16,10 @@ from apex_hub.kubesim import KubeSim
 
 
 def pod(i):
-    return {"metadata": {"name": f"p{i}", "labels": {"component": "singleuser-server", "i": str(i)}},
-            "spec": {"containers": [{"name": "c", "image": "x:1"}]}}
+    return {
+        "metadata": {"name": f"p{i}", "labels": {"component": "singleuser-server", "i": str(i)}},
+        "spec": {"containers": [{"name": "c", "image": "x:1"}]},
+    }
 
 
 async def create_rate(n, validate, concurrency=32):
@@ -29,11 +31,14 @@ async def create_rate(n, validate, concurrency=32):
             async def one(i):
                 async with sem:
                     await v1.create_namespaced_pod("default", pod(i))
+
             start = time.perf_counter()
             await asyncio.gather(*(one(i) for i in range(n)))
             created = time.perf_counter() - start
             start = time.perf_counter()
-            items = (await v1.list_namespaced_pod("default", label_selector="component=singleuser-server")).items
+            items = (
+                await v1.list_namespaced_pod("default", label_selector="component=singleuser-server")
+            ).items
             listed = time.perf_counter() - start
             assert len(items) == n
             return n / created, listed, sim.counts()
@@ -50,6 +55,7 @@ async def watch_latency(samples=50):
                 w = watch.Watch()
                 async for ev in w.stream(v1.list_namespaced_config_map, "default", resource_version=rv):
                     seen.put_nowait(time.perf_counter())
+
             task = asyncio.create_task(watcher())
             await asyncio.sleep(0.2)
             lat = []
@@ -65,10 +71,14 @@ async def watch_latency(samples=50):
 async def main(n):
     for validate in (False, True):
         rate, listed, counts = await create_rate(n, validate)
-        print(f"create pods (schema validation {'on ' if validate else 'off'}): {rate:8.0f} /s   "
-              f"list {n} pods by label: {listed * 1000:6.1f} ms   requests logged: {sum(counts.values())}")
+        print(
+            f"create pods (schema validation {'on ' if validate else 'off'}): {rate:8.0f} /s   "
+            f"list {n} pods by label: {listed * 1000:6.1f} ms   requests logged: {sum(counts.values())}"
+        )
     p50, p95 = await watch_latency()
-    print(f"write -> watch event (create round trip included): p50 {p50 * 1000:.2f} ms, p95 {p95 * 1000:.2f} ms")
+    print(
+        f"write -> watch event (create round trip included): p50 {p50 * 1000:.2f} ms, p95 {p95 * 1000:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -60,22 +60,43 @@ IMAGE = "quay.io/jupyterhub/k8s-singleuser-sample:4.0.0"
 #: An APEx-like profile. The workspace claim (10Gi at /home/jovyan) is APExSpawner's
 #: ``workspace_volume`` default; with it the workspace is: ServiceAccount, NetworkPolicy,
 #: Role, RoleBinding, 2 ConfigMaps and 2 PersistentVolumeClaims in the namespace apex-<user>.
-CATALOGUE = {"profiles": [{
-    "slug": "apex", "display_name": "APEx", "default": True,
-    "cpu_limit": 1, "cpu_guarantee": 0.1, "mem_limit": "1G", "mem_guarantee": "256M",
-    "config_maps": [
-        {"name": "bashrc", "key": ".bashrc", "mount_path": "/home/jovyan/.bashrc",
-         "content": "export PS1='{username}@{namespace} $ '\n"},
-        {"name": "settings", "key": "settings.json", "mount_path": "/etc/apex/settings.json",
-         "content": '{"user": "{username}", "theme": "dark"}'},
-    ],
-    "volumes": [{"name": "data", "size": "5Gi", "mount_path": "/data"}],
-    "env": {"APEX_SETTINGS": {"from_config_map": {"name": "settings", "key": "settings.json"}}},
-    "init_containers": [{"name": "prepare", "image": "busybox:1.36", "command": ["true"]}],
-    "role_bindings": [{"name": "pod-reader",
-                       "role": {"rules": [{"resources": ["pods"], "verbs": ["get", "list"]}]},
-                       "subjects": [{"kind": "ServiceAccount", "name": "workspace"}]}],
-}]}
+CATALOGUE = {
+    "profiles": [
+        {
+            "slug": "apex",
+            "display_name": "APEx",
+            "default": True,
+            "cpu_limit": 1,
+            "cpu_guarantee": 0.1,
+            "mem_limit": "1G",
+            "mem_guarantee": "256M",
+            "config_maps": [
+                {
+                    "name": "bashrc",
+                    "key": ".bashrc",
+                    "mount_path": "/home/jovyan/.bashrc",
+                    "content": "export PS1='{username}@{namespace} $ '\n",
+                },
+                {
+                    "name": "settings",
+                    "key": "settings.json",
+                    "mount_path": "/etc/apex/settings.json",
+                    "content": '{"user": "{username}", "theme": "dark"}',
+                },
+            ],
+            "volumes": [{"name": "data", "size": "5Gi", "mount_path": "/data"}],
+            "env": {"APEX_SETTINGS": {"from_config_map": {"name": "settings", "key": "settings.json"}}},
+            "init_containers": [{"name": "prepare", "image": "busybox:1.36", "command": ["true"]}],
+            "role_bindings": [
+                {
+                    "name": "pod-reader",
+                    "role": {"rules": [{"resources": ["pods"], "verbs": ["get", "list"]}]},
+                    "subjects": [{"kind": "ServiceAccount", "name": "workspace"}],
+                }
+            ],
+        }
+    ]
+}
 
 
 class HubUser:
@@ -168,8 +189,11 @@ async def measure(sim, call, spawn: bool) -> Step:
     total = time.monotonic() - t0
     reqs = [r for r in sim.requests if r.started >= t0]
     ours = [r for r in reqs if not is_reflector(r)]
-    step = Step(total, Counter(f"{r.verb} {r.resource}" for r in ours),
-                Counter(f"{r.verb} {r.resource}" for r in reqs if is_reflector(r)))
+    step = Step(
+        total,
+        Counter(f"{r.verb} {r.resource}" for r in ours),
+        Counter(f"{r.verb} {r.resource}" for r in reqs if is_reflector(r)),
+    )
     if spawn:
         creates = sorted((r for r in ours if r.verb == "create" and r.resource == "pods"), key=end)
         if creates:
@@ -193,8 +217,9 @@ async def start_reflectors(sim, spawner) -> tuple[float, Counter]:
     sim.reset_log()
     t0 = time.monotonic()
     await asyncio.gather(spawner._start_watching_pods(), spawner._start_watching_events())
-    await wait_for(lambda: {("watch", "pods"), ("watch", "events")}
-                   <= {(r.verb, r.resource) for r in sim.requests})
+    await wait_for(
+        lambda: {("watch", "pods"), ("watch", "events")} <= {(r.verb, r.resource) for r in sim.requests}
+    )
     return time.monotonic() - t0, sim.counts()
 
 
@@ -284,10 +309,16 @@ class Ticker:
     def summary(self) -> dict:
         lags = sorted(self.lags) or [0.0]
         full = [d for g, d in self.gc_pauses if g == 2]
-        return {"max": lags[-1], "p99": lags[int(0.99 * (len(lags) - 1))],
-                "p50": lags[(len(lags) - 1) // 2], "ticks": len(self.lags), "full_gc": len(full),
-                "gc_max": max((d for _, d in self.gc_pauses), default=0.0), "cpu": self.cpu,
-                "sim_cpu": self.sim_cpu_used}
+        return {
+            "max": lags[-1],
+            "p99": lags[int(0.99 * (len(lags) - 1))],
+            "p50": lags[(len(lags) - 1) // 2],
+            "ticks": len(self.lags),
+            "full_gc": len(full),
+            "gc_max": max((d for _, d in self.gc_pauses), default=0.0),
+            "cpu": self.cpu,
+            "sim_cpu": self.sim_cpu_used,
+        }
 
 
 @dataclass
@@ -307,8 +338,17 @@ class Crowd:
     spawn_in_flight: int = 0
 
 
-async def crowd(sim_url: str, n: int, latency: float, tick: float, where: str,
-                get_log, reset_log, sim_cpu=None, freeze=False) -> Crowd:
+async def crowd(
+    sim_url: str,
+    n: int,
+    latency: float,
+    tick: float,
+    where: str,
+    get_log,
+    reset_log,
+    sim_cpu=None,
+    freeze=False,
+) -> Crowd:
     out = Crowd(where, n, latency)
     first = apex_spawner(sim_url, "warmup", 10_000, start_timeout=120)
     await asyncio.gather(first._start_watching_pods(), first._start_watching_events())
@@ -336,8 +376,9 @@ async def crowd(sim_url: str, n: int, latency: float, tick: float, where: str,
     out.spawning = ticker.summary()
     out.failures = [r for r in results if isinstance(r, BaseException)]
     reqs = [r for r in await get_log() if not is_reflector(r)]
-    out.pods_created = sorted(end(r) - t0 for r in reqs
-                              if r.verb == "create" and r.resource == "pods" and r.status == 201)
+    out.pods_created = sorted(
+        end(r) - t0 for r in reqs if r.verb == "create" and r.resource == "pods" and r.status == 201
+    )
     out.spawn_requests = len(reqs)
     out.spawn_in_flight = max_in_flight(reqs)
     with ticker:
@@ -359,6 +400,7 @@ async def crowd_in_process(n: int, latency: float, tick: float, validate: bool) 
 
         async def reset_log():
             sim.reset_log()
+
         try:
             return await crowd(sim.url, n, latency, tick, "in the hub's process", get_log, reset_log)
         finally:
@@ -380,8 +422,22 @@ async def crowd_own_process(n: int, latency: float, tick: float, validate: bool,
 
     workdir = tempfile.mkdtemp(prefix="spawner-latency-")
     kubeconfig = os.path.join(workdir, "kubeconfig")
-    cmd = [sys.executable, "-m", "apex_hub.cli", "--log-level", "WARNING", "kubesim", "--kubelet", "instant",
-           "--kubeconfig", kubeconfig, "--latency", str(latency), "--workdir", workdir]
+    cmd = [
+        sys.executable,
+        "-m",
+        "apex_hub.cli",
+        "--log-level",
+        "WARNING",
+        "kubesim",
+        "--kubelet",
+        "instant",
+        "--kubeconfig",
+        kubeconfig,
+        "--latency",
+        str(latency),
+        "--workdir",
+        workdir,
+    ]
     if not validate:
         cmd.append("--no-validate")
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
@@ -406,10 +462,20 @@ async def crowd_own_process(n: int, latency: float, tick: float, validate: bool,
 
         async def reset_log():
             await asyncio.to_thread(admin, "DELETE")
+
         try:
             where = "own process, gc.freeze()" if freeze else "in a process of its own"
-            return await crowd(url, n, latency, tick, where, get_log, reset_log,
-                               sim_cpu=lambda: process_cpu(proc.pid), freeze=freeze)
+            return await crowd(
+                url,
+                n,
+                latency,
+                tick,
+                where,
+                get_log,
+                reset_log,
+                sim_cpu=lambda: process_cpu(proc.pid),
+                freeze=freeze,
+            )
         finally:
             await KubeSpawner._stop_all_reflectors()
             if freeze:
@@ -419,7 +485,7 @@ async def crowd_own_process(n: int, latency: float, tick: float, validate: bool,
             proc.terminate()
             try:
                 await asyncio.wait_for(proc.wait(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 await proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -451,53 +517,82 @@ def calls(counters: list[Counter], key: str | None = None) -> str:
 
 def print_latency_table(series: list[Series], repeat: int) -> None:
     latencies = sorted({s.latency for s in series})
-    head = f"{'injected latency per API request:':44}" + "".join(f"{f'{lat * 1000:g} ms':>10}"
-                                                                for lat in latencies)
-    print(f"Spawn time against injected API latency (median of {repeat} spawn(s) per cell; kubelet"
-          " 'instant'; times in ms)")
+    head = f"{'injected latency per API request:':44}" + "".join(
+        f"{f'{lat * 1000:g} ms':>10}" for lat in latencies
+    )
+    print(
+        f"Spawn time against injected API latency (median of {repeat} spawn(s) per cell; kubelet"
+        " 'instant'; times in ms)"
+    )
     print("=" * len(head))
     print(head)
     by = {(s.kind, s.latency): s for s in series}
     for kind in ("apex", "kubespawner"):
         if not any(k == kind for k, _ in by):
             continue
-        what = ("APExSpawner, APEx-like profile (namespace + 8 objects + pod)" if kind == "apex" else
-                "KubeSpawner 7, user namespaces (namespace + pod)")
+        what = (
+            "APExSpawner, APEx-like profile (namespace + 8 objects + pod)"
+            if kind == "apex"
+            else "KubeSpawner 7, user namespaces (namespace + pod)"
+        )
         print(f"\n{what}")
         for phase in ("cold", "warm"):
+
             def steps(s, p=phase):
                 return getattr(s, p)
+
             rows = [
                 (f"{phase}: start() -> create pods sent", lambda s: ms(med(x.to_create for x in steps(s)))),
                 (f"{phase}: start() -> pod created", lambda s: ms(med(x.to_created for x in steps(s)))),
                 (f"{phase}: start() returned", lambda s: ms(med(x.total for x in steps(s)))),
-                (f"{phase}: critical path, round trips",
-                 lambda s: "-" if not s.latency else spread(x.chain for x in steps(s))),
-                (f"{phase}: ~ (pod created) / latency",
-                 lambda s: "-" if not s.latency else f"{med(x.to_created for x in steps(s)) / s.latency:.1f}"),
+                (
+                    f"{phase}: critical path, round trips",
+                    lambda s: "-" if not s.latency else spread(x.chain for x in steps(s)),
+                ),
+                (
+                    f"{phase}: ~ (pod created) / latency",
+                    lambda s: (
+                        "-" if not s.latency else f"{med(x.to_created for x in steps(s)) / s.latency:.1f}"
+                    ),
+                ),
                 (f"{phase}: API calls", lambda s: calls([x.counts for x in steps(s)])),
             ]
             for label, fn in rows:
                 print(f"  {label:42}" + "".join(f"{fn(by[(kind, lat)]):>10}" for lat in latencies))
-        print(f"  {'stop(): returned':42}" + "".join(f"{ms(med(x.total for x in by[(kind, lat)].stop)):>10}"
-                                                     for lat in latencies))
-        print(f"  {'stop(): API calls':42}" + "".join(f"{calls([x.counts for x in by[(kind, lat)].stop]):>10}"
-                                                      for lat in latencies))
-        print(f"  {'once per hub: reflectors listed+watching':42}"
-              + "".join(f"{ms(by[(kind, lat)].reflector_time):>10}" for lat in latencies))
+        print(
+            f"  {'stop(): returned':42}"
+            + "".join(f"{ms(med(x.total for x in by[(kind, lat)].stop)):>10}" for lat in latencies)
+        )
+        print(
+            f"  {'stop(): API calls':42}"
+            + "".join(f"{calls([x.counts for x in by[(kind, lat)].stop]):>10}" for lat in latencies)
+        )
+        print(
+            f"  {'once per hub: reflectors listed+watching':42}"
+            + "".join(f"{ms(by[(kind, lat)].reflector_time):>10}" for lat in latencies)
+        )
 
 
 def print_calls_table(series: list[Series]) -> None:
     top = max(s.latency for s in series)
     by = {s.kind: s for s in series if s.latency == top}
-    columns = [("APEx cold", by.get("apex"), "cold"), ("APEx warm", by.get("apex"), "warm"),
-               ("APEx stop", by.get("apex"), "stop"), ("KS cold", by.get("kubespawner"), "cold"),
-               ("KS warm", by.get("kubespawner"), "warm"), ("KS stop", by.get("kubespawner"), "stop")]
+    columns = [
+        ("APEx cold", by.get("apex"), "cold"),
+        ("APEx warm", by.get("apex"), "warm"),
+        ("APEx stop", by.get("apex"), "stop"),
+        ("KS cold", by.get("kubespawner"), "cold"),
+        ("KS warm", by.get("kubespawner"), "warm"),
+        ("KS stop", by.get("kubespawner"), "stop"),
+    ]
     columns = [(label, getattr(s, phase)) for label, s, phase in columns if s is not None]
-    keys = sorted({k for _, steps in columns for step in steps for k in step.counts},
-                  key=lambda k: (k.split()[0] != "patch", k.split()[0], k.split()[1]))
-    print(f"\nAPI calls per spawn / stop by verb and resource (reflectors excluded; at {top * 1000:g} ms;"
-          " 'create' of an existing PVC is answered 409)")
+    keys = sorted(
+        {k for _, steps in columns for step in steps for k in step.counts},
+        key=lambda k: (k.split()[0] != "patch", k.split()[0], k.split()[1]),
+    )
+    print(
+        f"\nAPI calls per spawn / stop by verb and resource (reflectors excluded; at {top * 1000:g} ms;"
+        " 'create' of an existing PVC is answered 409)"
+    )
     head = f"  {'':34}" + "".join(f"{label:>11}" for label, _ in columns)
     print(head)
     for key in keys:
@@ -514,10 +609,14 @@ def print_calls_table(series: list[Series]) -> None:
 
 def print_crowd_table(crowds: list[Crowd], tick: float) -> None:
     c0 = crowds[0]
-    print(f"\nHub event-loop lag during {c0.n} concurrent APExSpawner spawns (different users) at"
-          f" {c0.latency * 1000:g} ms API latency")
-    print(f"(a ticker sleeps {tick * 1000:g} ms again and again; lag = how late it wakes up; reflectors"
-          " already running; ms unless marked)")
+    print(
+        f"\nHub event-loop lag during {c0.n} concurrent APExSpawner spawns (different users) at"
+        f" {c0.latency * 1000:g} ms API latency"
+    )
+    print(
+        f"(a ticker sleeps {tick * 1000:g} ms again and again; lag = how late it wakes up; reflectors"
+        " already running; ms unless marked)"
+    )
     width = 27
     print(f"  {'kubesim runs':44}" + "".join(f"{c.where:>{width}}" for c in crowds))
 
@@ -527,24 +626,37 @@ def print_crowd_table(crowds: list[Crowd], tick: float) -> None:
     def cpu(d):
         hub = f"{d['cpu']:.1f}"
         return f"{hub} (incl. kubesim)" if d["sim_cpu"] is None else f"{hub} / {d['sim_cpu']:.1f}"
+
     row("idle hub (1 s): lag max / p99", lambda c: f"{ms(c.idle['max'])} / {ms(c.idle['p99'])}")
-    row("spawning: lag max / p99 / median",
-        lambda c: " / ".join(ms(c.spawning[k]) for k in ("max", "p99", "p50")))
+    row(
+        "spawning: lag max / p99 / median",
+        lambda c: " / ".join(ms(c.spawning[k]) for k in ("max", "p99", "p50")),
+    )
     row("spawning: ticks recorded", lambda c: str(c.spawning["ticks"]))
-    row("spawning: full GCs / longest GC pause",
-        lambda c: f"{c.spawning['full_gc']} / {ms(c.spawning['gc_max'])}")
+    row(
+        "spawning: full GCs / longest GC pause",
+        lambda c: f"{c.spawning['full_gc']} / {ms(c.spawning['gc_max'])}",
+    )
     row("spawning: CPU s, hub / kubesim process", lambda c: cpu(c.spawning))
-    row(f"all {c0.n} pods created (median pod)", lambda c: f"{ms(max(c.pods_created, default=None))}"
-                                                        f" ({ms(med(c.pods_created))})")
+    row(
+        f"all {c0.n} pods created (median pod)",
+        lambda c: f"{ms(max(c.pods_created, default=None))} ({ms(med(c.pods_created))})",
+    )
     row(f"wall time until all {c0.n} start() returned", lambda c: ms(c.spawn_wall))
-    row("one start(): median / max",
-        lambda c: f"{ms(med(c.spawn_times))} / {ms(max(c.spawn_times, default=0))}")
+    row(
+        "one start(): median / max",
+        lambda c: f"{ms(med(c.spawn_times))} / {ms(max(c.spawn_times, default=0))}",
+    )
     row("failed spawns", lambda c: str(len(c.failures)))
     row("API requests (server-side max in flight)", lambda c: f"{c.spawn_requests} ({c.spawn_in_flight})")
-    row(f"stopping all {c0.n}: lag max / p99 / median",
-        lambda c: " / ".join(ms(c.stopping[k]) for k in ("max", "p99", "p50")))
-    row("stopping: full GCs / longest GC pause",
-        lambda c: f"{c.stopping['full_gc']} / {ms(c.stopping['gc_max'])}")
+    row(
+        f"stopping all {c0.n}: lag max / p99 / median",
+        lambda c: " / ".join(ms(c.stopping[k]) for k in ("max", "p99", "p50")),
+    )
+    row(
+        "stopping: full GCs / longest GC pause",
+        lambda c: f"{c.stopping['full_gc']} / {ms(c.stopping['gc_max'])}",
+    )
     row(f"wall time until all {c0.n} stop() returned", lambda c: ms(c.stop_wall))
     for c in crowds:
         if c.failures:
@@ -567,23 +679,44 @@ def print_crowd_table(crowds: list[Crowd], tick: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--latency-ms", default="0,20,50",
-                        help="comma-separated latencies added to every API request (default %(default)s)")
-    parser.add_argument("--repeat", type=int, default=5,
-                        help="cold+warm spawns per spawner and latency (new user each; default %(default)s)")
-    parser.add_argument("--concurrent", type=int, default=100, help="spawns at once for the lag run (0: skip)")
-    parser.add_argument("--concurrent-latency-ms", type=float, default=20.0,
-                        help="API latency of the lag run (default %(default)s)")
+    parser.add_argument(
+        "--latency-ms",
+        default="0,20,50",
+        help="comma-separated latencies added to every API request (default %(default)s)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=5,
+        help="cold+warm spawns per spawner and latency (new user each; default %(default)s)",
+    )
+    parser.add_argument(
+        "--concurrent", type=int, default=100, help="spawns at once for the lag run (0: skip)"
+    )
+    parser.add_argument(
+        "--concurrent-latency-ms",
+        type=float,
+        default=20.0,
+        help="API latency of the lag run (default %(default)s)",
+    )
     parser.add_argument("--tick-ms", type=float, default=10.0, help="ticker period (default %(default)s)")
-    parser.add_argument("--validate-schemas", action="store_true",
-                        help="let kubesim check every write against the Kubernetes OpenAPI schemas"
-                             " (off by default: it is kubesim's CPU, not the spawner's)")
-    parser.add_argument("--no-own-process", action="store_true",
-                        help="skip the lag runs with kubesim in a process of its own")
-    parser.add_argument("--no-gc-freeze", action="store_true",
-                        help="skip the lag run whose hub calls gc.freeze() after start-up")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 1 spawn per cell, 10 concurrent spawns")
+    parser.add_argument(
+        "--validate-schemas",
+        action="store_true",
+        help="let kubesim check every write against the Kubernetes OpenAPI schemas"
+        " (off by default: it is kubesim's CPU, not the spawner's)",
+    )
+    parser.add_argument(
+        "--no-own-process", action="store_true", help="skip the lag runs with kubesim in a process of its own"
+    )
+    parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="skip the lag run whose hub calls gc.freeze() after start-up",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 spawn per cell, 10 concurrent spawns"
+    )
     args = parser.parse_args()
     if args.quick:
         args.repeat = 1
@@ -601,8 +734,10 @@ def main() -> None:
     for latency in latencies:
         for kind in ("apex", "kubespawner"):
             series.append(asyncio.run(spawn_series(kind, latency, args.repeat, args.validate_schemas)))
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s); kubesim schema validation"
-          f" {'on' if args.validate_schemas else 'off'}\n")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s); kubesim schema validation"
+        f" {'on' if args.validate_schemas else 'off'}\n"
+    )
     print_latency_table(series, args.repeat)
     print_calls_table(series)
     print("\n  Critical path = the longest chain of API requests in which each request reached kubesim")
@@ -620,8 +755,9 @@ def main() -> None:
         crowds = [asyncio.run(crowd_in_process(args.concurrent, lat, tick, args.validate_schemas))]
         if not args.no_own_process:
             for freeze in (False,) if args.no_gc_freeze else (False, True):
-                crowds.append(asyncio.run(crowd_own_process(args.concurrent, lat, tick, args.validate_schemas,
-                                                            freeze)))
+                crowds.append(
+                    asyncio.run(crowd_own_process(args.concurrent, lat, tick, args.validate_schemas, freeze))
+                )
         print_crowd_table(crowds, tick)
     print(f"\n(benchmark ran for {time.monotonic() - began:.0f} s)")
 

@@ -9,9 +9,11 @@ from kubernetes_asyncio import client
 
 from apex_hub.kubesim import KubeSim
 
-LANES_HELP = ("the Kubernetes backend of this run: kubesim (default, fast), real (etcd + kube-apiserver + "
-              "kube-controller-manager built from Go modules, started once on loopback) or kubeconfig:PATH "
-              "(any cluster, e.g. k3s or kind, through an admin kubeconfig)")
+LANES_HELP = (
+    "the Kubernetes backend of this run: kubesim (default, fast), real (etcd + kube-apiserver + "
+    "kube-controller-manager built from Go modules, started once on loopback) or kubeconfig:PATH "
+    "(any cluster, e.g. k3s or kind, through an admin kubeconfig)"
+)
 REAL_LANE_ONLY = "real-cluster test: run with --cluster real (or --cluster kubeconfig:PATH)"
 
 
@@ -25,7 +27,9 @@ def pytest_configure(config):
         raise pytest.UsageError(f"--cluster {lane!r}: expected kubesim, real or kubeconfig:PATH")
     if lane.startswith("kubeconfig:") and not Path(lane.split(":", 1)[1]).expanduser().is_file():
         raise pytest.UsageError(f"--cluster {lane!r}: no such kubeconfig file")
-    config.addinivalue_line("markers", "realcluster: needs --cluster real or kubeconfig:PATH (skipped otherwise)")
+    config.addinivalue_line(
+        "markers", "realcluster: needs --cluster real or kubeconfig:PATH (skipped otherwise)"
+    )
 
 
 def pytest_collection_modifyitems(config, items):

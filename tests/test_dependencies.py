@@ -19,8 +19,11 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / "ci" / "constraints" / "z2jh-4.4.0.txt"
 #: Imported only where an optional extra or the test suite provides them, each behind a clear message.
-OPTIONAL = {"kubernetes_validate",
-            "jsonschema", "referencing"}  # the last two: kubesim validates with them when kubernetes-validate is there
+OPTIONAL = {
+    "kubernetes_validate",
+    "jsonschema",
+    "referencing",
+}  # the last two: kubesim validates with them when kubernetes-validate is there
 
 
 def requirements() -> dict[str, Requirement]:
@@ -74,8 +77,9 @@ def test_lower_bounds_are_the_z2jh_image_versions():
         assert lower, f"{name} has no lower bound"
         assert name in pins, f"{name} is not pinned in {CONSTRAINTS.name}: the z2jh lane would not test it"
         # the pinned version is the bound, to the bound's precision (>=5.5 is tested as 5.5.0)
-        assert pins[name] == lower[0] or pins[name].startswith(lower[0] + "."), \
+        assert pins[name] == lower[0] or pins[name].startswith(lower[0] + "."), (
             f"{name}: lower bound {lower[0]} is not the version the z2jh lane tests ({pins[name]})"
+        )
 
 
 def test_kubespawner_is_capped_below_its_next_major():

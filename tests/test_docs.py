@@ -19,8 +19,9 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 for _module in ("sphinx", "myst_parser", "autodoc_traits", "pydata_sphinx_theme", "jsonschema"):
-    pytest.importorskip(_module, reason=f"the docs extra is not installed ({_module} missing):"
-                        ' pip install -e ".[docs]"')
+    pytest.importorskip(
+        _module, reason=f'the docs extra is not installed ({_module} missing): pip install -e ".[docs]"'
+    )
 
 import jsonschema  # noqa: E402
 import yaml  # noqa: E402
@@ -39,9 +40,23 @@ def site(tmp_path_factory) -> Path:
     """The site built once for this module, warnings as errors, from a clean output directory."""
     out = tmp_path_factory.mktemp("docs-html")
     result = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         "-d", str(out / ".doctrees"), str(DOCS), str(out)],
-        capture_output=True, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-b",
+            "html",
+            "-d",
+            str(out / ".doctrees"),
+            str(DOCS),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     assert result.returncode == 0, f"sphinx-build -W failed:\n{result.stderr}\n{result.stdout}"
     return out
@@ -62,7 +77,9 @@ class _Links(HTMLParser):
         if tag == "a" and attrs.get("name"):
             self.ids.add(attrs["name"])
         for key in ("href", "src"):
-            if attrs.get(key) and not (tag == "link" and key == "href" and "preload" in (attrs.get("rel") or "")):
+            if attrs.get(key) and not (
+                tag == "link" and key == "href" and "preload" in (attrs.get("rel") or "")
+            ):
                 self.links.append(attrs[key])
 
 
@@ -97,11 +114,24 @@ def _internal_link_problems(site: Path) -> tuple[list[str], int]:
 
 
 def test_the_site_builds_with_warnings_as_errors(site):
-    for page in ("index", "tutorials/local-mode", "how-to/spawner", "how-to/migrate-eoepca",
-                 "explanation/architecture",
-                 "explanation/security", "explanation/kubesim", "explanation/performance",
-                 "troubleshooting", "changelog", "reference/spawner", "reference/authenticator",
-                 "reference/catalogue", "reference/culling-policy", "reference/quotas", "reference/cli"):
+    for page in (
+        "index",
+        "tutorials/local-mode",
+        "how-to/spawner",
+        "how-to/migrate-eoepca",
+        "explanation/architecture",
+        "explanation/security",
+        "explanation/kubesim",
+        "explanation/performance",
+        "troubleshooting",
+        "changelog",
+        "reference/spawner",
+        "reference/authenticator",
+        "reference/catalogue",
+        "reference/culling-policy",
+        "reference/quotas",
+        "reference/cli",
+    ):
         assert (site / f"{page}.html").is_file(), page
 
 
@@ -113,18 +143,23 @@ def test_internal_links_and_anchors_resolve(site):
 
 def test_the_link_check_finds_a_broken_anchor(site, tmp_path):
     """The check above can fail: a page with a missing file and a missing anchor is reported."""
-    (tmp_path / "a.html").write_text('<p id="here"></p><a href="a.html#here">ok</a>'
-                                     '<a href="a.html#gone">x</a><a href="b.html">y</a>'
-                                     '<a href="https://example.org/">z</a>')
+    (tmp_path / "a.html").write_text(
+        '<p id="here"></p><a href="a.html#here">ok</a>'
+        '<a href="a.html#gone">x</a><a href="b.html">y</a>'
+        '<a href="https://example.org/">z</a>'
+    )
     problems, external = _internal_link_problems(tmp_path)
     assert problems == ["a.html: a.html#gone: no anchor #gone", "a.html: b.html: no such file"]
     assert external == 1
 
 
-@pytest.mark.parametrize(("cls_path", "page"), [
-    ("apex_hub.spawner.APExSpawner", "reference/spawner.html"),
-    ("apex_hub.auth.APExOIDCAuthenticator", "reference/authenticator.html"),
-])
+@pytest.mark.parametrize(
+    ("cls_path", "page"),
+    [
+        ("apex_hub.spawner.APExSpawner", "reference/spawner.html"),
+        ("apex_hub.auth.APExOIDCAuthenticator", "reference/authenticator.html"),
+    ],
+)
 def test_every_option_apex_hub_adds_is_in_the_configuration_reference(site, cls_path, page):
     import importlib
 
@@ -136,8 +171,10 @@ def test_every_option_apex_hub_adds_is_in_the_configuration_reference(site, cls_
     missing = [t for t in own if f"{cls_path}.{t}" not in ids]
     assert missing == []
     text = (site / page).read_text()
-    assert all(f"<code class=\"docutils literal notranslate\"><span class=\"pre\">{t}</span></code>" in text
-               for t in inherited[:20])  # listed by name under "Inherited options"
+    assert all(
+        f'<code class="docutils literal notranslate"><span class="pre">{t}</span></code>' in text
+        for t in inherited[:20]
+    )  # listed by name under "Inherited options"
 
 
 def test_every_command_line_option_is_in_the_cli_reference(site):
@@ -188,8 +225,10 @@ SHIPPED = [
 @pytest.mark.parametrize(("schema", "path"), SHIPPED)
 def test_shipped_files_validate_against_their_schema(schema, path):
     data = yaml.safe_load((ROOT / path).read_text())
-    errors = [f"{list(e.path)}: {e.message}"
-              for e in jsonschema.Draft202012Validator(apex_schemas.SCHEMAS[schema]()).iter_errors(data)]
+    errors = [
+        f"{list(e.path)}: {e.message}"
+        for e in jsonschema.Draft202012Validator(apex_schemas.SCHEMAS[schema]()).iter_errors(data)
+    ]
     assert errors == []
 
 
@@ -216,9 +255,26 @@ _PROFILE = {"slug": "lab", "display_name": "Lab"}
 # (schema, file content, accepted by the loader): the schema must give the same answer
 AGREEMENT = [
     ("catalogue", {"profiles": [_PROFILE]}, True),
-    ("catalogue", {"profiles": [{**_PROFILE, "cpu_limit": "500m", "mem_limit": "4G",
-                                 "env": {"N": 8, "DEBUG": True}, "session_mode": False}]}, True),
-    ("catalogue", {"profiles": [_PROFILE], "defaults": {"image": "x"}, "allow_security_overrides": True}, True),
+    (
+        "catalogue",
+        {
+            "profiles": [
+                {
+                    **_PROFILE,
+                    "cpu_limit": "500m",
+                    "mem_limit": "4G",
+                    "env": {"N": 8, "DEBUG": True},
+                    "session_mode": False,
+                }
+            ]
+        },
+        True,
+    ),
+    (
+        "catalogue",
+        {"profiles": [_PROFILE], "defaults": {"image": "x"}, "allow_security_overrides": True},
+        True,
+    ),
     ("catalogue", {"profiles": [_PROFILE], "extra": 1}, False),
     ("catalogue", {"profiles": [{**_PROFILE, "colour": "red"}]}, False),
     ("catalogue", {"profiles": [{"display_name": "no slug"}]}, False),
@@ -226,7 +282,11 @@ AGREEMENT = [
     ("catalogue", {}, False),
     ("culling-policy", {"defaults": {"idle_timeout": "2h", "max_age": 3600}}, True),
     ("culling-policy", {"groups": {"ops": {"session_mode": "always-on", "schedule": "never"}}}, True),
-    ("culling-policy", {"profiles": {"gpu": {"schedule": {"cron": "0 20 * * 1-5", "timezone": "UTC"}}}}, True),
+    (
+        "culling-policy",
+        {"profiles": {"gpu": {"schedule": {"cron": "0 20 * * 1-5", "timezone": "UTC"}}}},
+        True,
+    ),
     ("culling-policy", {"defaults": {"idle_timout": "2h"}}, False),
     ("culling-policy", {"whatever": {}}, False),
     ("quotas", {"period": "week", "groups": {"g": {"cpu_hours": 5}}, "default": {"gpu_hours": 1}}, True),
@@ -250,26 +310,36 @@ def test_services_page_lists_every_role_scope_and_metric(site):
     from apex_hub.services.accounting.config import ACCOUNTING_SCOPES, QUOTA_STOP_SCOPE
 
     text = (site / "reference/services.html").read_text()
-    for scope in [*CULLER_SCOPES, *ACCOUNTING_SCOPES, QUOTA_STOP_SCOPE, restart_scope(),
-                  "servers!user=apex-probe"]:
+    for scope in [
+        *CULLER_SCOPES,
+        *ACCOUNTING_SCOPES,
+        QUOTA_STOP_SCOPE,
+        restart_scope(),
+        "servers!user=apex-probe",
+    ]:
         assert f">{scope}<" in text, scope
-    assert "(with <code class=\"docutils literal notranslate\"><span class=\"pre\">quota_stop:" in text
-    for metric in ("apex_monitoring_status", "apex_monitoring_probe_runs_total",
-                   "apex_monitoring_probe_phase_seconds", "apex_monitoring_component_up"):
+    assert '(with <code class="docutils literal notranslate"><span class="pre">quota_stop:' in text
+    for metric in (
+        "apex_monitoring_status",
+        "apex_monitoring_probe_runs_total",
+        "apex_monitoring_probe_phase_seconds",
+        "apex_monitoring_component_up",
+    ):
         assert f">{metric}<" in text, metric
 
 
 def _hub_rules_table() -> list[tuple[str, list[dict]]]:
     """(what the profile grants, the rules the page says to add) per row of the spawner page's table."""
     text = (DOCS / "how-to" / "spawner.md").read_text()
-    section = text[text.index("## Profile roles and the hub's permissions"):]
+    section = text[text.index("## Profile roles and the hub's permissions") :]
     rows = []
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if not line.startswith("| ") or len(cells) != 2 or cells[0].startswith(("a profile Role", "---")):
             continue
-        flows = [f.replace("…,", 'apiGroups: [""],') for f in
-                 __import__("re").findall(r"`(\{[^`]*\})`", cells[1])]
+        flows = [
+            f.replace("…,", 'apiGroups: [""],') for f in __import__("re").findall(r"`(\{[^`]*\})`", cells[1])
+        ]
         rows.append((cells[0], [yaml.safe_load(f) for f in flows]))
     return rows
 
@@ -291,6 +361,9 @@ def test_the_rules_the_docs_say_to_add_are_the_ones_the_hub_lacks():
     example = Catalogue.from_dict(yaml.safe_load((ROOT / "examples/profiles.yml").read_text()))
     pod_reader = [b for p in example.profiles for b in p.role_bindings if b.name == "pod-reader"]
     assert pod_reader, "examples/profiles.yml has no pod-reader any more: update the table"
-    rules = [{"apiGroups": r.api_groups, "resources": r.resources, "verbs": r.verbs}
-             for b in pod_reader for r in b.role.rules]
+    rules = [
+        {"apiGroups": r.api_groups, "resources": r.resources, "verbs": r.verbs}
+        for b in pod_reader
+        for r in b.role.rules
+    ]
     assert missing(DEFAULT_HUB_RULES, rules) == []

@@ -77,6 +77,7 @@ def profiles_file(tmp_path) -> str:
 
 # -- values.yaml --------------------------------------------------------------------------
 
+
 def test_values_parse_and_have_the_documented_blocks():
     values = load_values()
     hub = values["hub"]
@@ -130,8 +131,12 @@ def test_extra_config_makes_jupyterhub_use_apexspawner(hub_env, profiles_file):
     assert TOKEN_SCOPE in app.custom_scopes
     user_role = next(r for r in app.load_roles if r["name"] == "user")
     # (plus the culler's api/upcoming and the usage page, which answer each user with their own data only)
-    assert user_role["scopes"] == ["self", f"{TOKEN_SCOPE}!user", "access:services!service=apex-culler",
-                                   "access:services!service=apex-accounting"]
+    assert user_role["scopes"] == [
+        "self",
+        f"{TOKEN_SCOPE}!user",
+        "access:services!service=apex-culler",
+        "access:services!service=apex-accounting",
+    ]
 
     authenticator = APExOIDCAuthenticator(config=c)
     assert authenticator.enable_auth_state is True
@@ -153,16 +158,17 @@ def test_the_crypt_key_comes_from_the_operators_secret(hub_env):
 
 
 async def test_apexspawner_settings_are_what_the_values_say(hub_env, profiles_file, sim):
-    from tests.helpers.spawner import HubUser
     from jupyterhub.objects import Hub
 
     from apex_hub.spawner import APExSpawner
+    from tests.helpers.spawner import HubUser
 
     c = chart_config(load_values(), profiles_file)
     sim.make_default()  # KubeSpawner loads a Kubernetes config (in the cluster: in-cluster config)
     c.APExSpawner.k8s_api_host = sim.url  # no API call is made here
-    spawner = APExSpawner(config=c, hub=Hub(), user=HubUser("ada", groups=["apex-large"]),
-                          api_token="t", oauth_client_id="c")
+    spawner = APExSpawner(
+        config=c, hub=Hub(), user=HubUser("ada", groups=["apex-large"]), api_token="t", oauth_client_id="c"
+    )
     assert spawner.profiles_file == profiles_file  # /etc/apex/profiles.yml in the cluster
     assert spawner.hub_namespace == "jhub"
     assert spawner.namespace == "apex-ada" and spawner.enable_user_namespaces
@@ -181,6 +187,7 @@ async def test_apexspawner_settings_are_what_the_values_say(hub_env, profiles_fi
 
 # -- rbac.yaml ----------------------------------------------------------------------------
 
+
 def rbac_objects() -> list[dict]:
     return [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
 
@@ -195,16 +202,24 @@ def allows(rules: list[dict], group: str, resource: str, verb: str) -> bool:
     for rule in rules:
         if rule.get("resourceNames"):
             continue
-        if group in rule.get("apiGroups", []) and resource in rule.get("resources", []) \
-                and verb in rule.get("verbs", []):
+        if (
+            group in rule.get("apiGroups", [])
+            and resource in rule.get("resources", [])
+            and verb in rule.get("verbs", [])
+        ):
             return True
     return False
 
 
 def grants(rules: list[dict]) -> set[tuple[str, str, str]]:
     """Every (group, resource, verb) that ``rules`` name."""
-    return {(g, r, v) for rule in rules for g in rule.get("apiGroups", [])
-            for r in rule.get("resources", []) for v in rule.get("verbs", [])}
+    return {
+        (g, r, v)
+        for rule in rules
+        for g in rule.get("apiGroups", [])
+        for r in rule.get("resources", [])
+        for v in rule.get("verbs", [])
+    }
 
 
 def test_rbac_objects_pass_the_kubernetes_schemas():
@@ -217,8 +232,11 @@ def test_rbac_objects_pass_the_kubernetes_schemas():
 def test_rbac_is_bound_to_the_hub_service_account_and_has_no_wildcards():
     objects = {o["kind"]: o for o in rbac_objects()}
     binding = objects["ClusterRoleBinding"]
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                  "name": objects["ClusterRole"]["metadata"]["name"]}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": objects["ClusterRole"]["metadata"]["name"],
+    }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": "jhub"}]
     for rule in cluster_role_rules():
         assert "nonResourceURLs" not in rule
@@ -245,18 +263,20 @@ def test_the_shipped_profiles_only_grant_what_the_hub_holds():
                         for verb in k8s["verbs"]:
                             assert allows(rules, group, resource, verb), (
                                 f"profile {profile.slug}: role {binding.role_name} grants {verb}"
-                                f" {resource} ({group or 'core'}), which the hub does not hold")
+                                f" {resource} ({group or 'core'}), which the hub does not hold"
+                            )
 
 
 # -- the culler (hub.extraConfig 10-apex-culler) ------------------------------------------
+
 
 def test_the_culler_is_a_hub_managed_service_with_its_role(hub_env):
     from jupyterhub.app import JupyterHub
     from jupyterhub.services.service import Service
 
     from apex_hub.services import CULLER_SCOPES
-    from apex_hub.services.culler import CullingPolicy
     from apex_hub.services.announce import HubAnnouncement
+    from apex_hub.services.culler import CullingPolicy
 
     values = load_values()
     mounts = mount_extra_files(values)
@@ -268,8 +288,15 @@ def test_the_culler_is_a_hub_managed_service_with_its_role(hub_env):
     assert cmd[1:3] == ["-m", "apex_hub.services.culler"] and "python" in Path(cmd[0]).name
     assert f"--policy={mounts['/etc/apex/culling.yaml']}" in cmd
     assert f"--profiles={mounts[PROFILES_PATH]}" in cmd  # session_mode from the spawner's catalogue
-    assert {"--state-dir=/srv/apex/culler", "--interval=1m", "--warn-before=900", "--restart-limit=3",
-            "--restart-window=3600", "--restart-backoff=60", "--dry-run=false"} <= set(cmd)
+    assert {
+        "--state-dir=/srv/apex/culler",
+        "--interval=1m",
+        "--warn-before=900",
+        "--restart-limit=3",
+        "--restart-window=3600",
+        "--restart-backoff=60",
+        "--dry-run=false",
+    } <= set(cmd)
     assert culler["url"] == "http://hub:8182"
     [role] = [r for r in app.load_roles if r["name"] == "apex-culler"]
     assert role["services"] == ["apex-culler"]
@@ -278,14 +305,18 @@ def test_the_culler_is_a_hub_managed_service_with_its_role(hub_env):
     [user_role] = [r for r in app.load_roles if r["name"] == "user"]
     assert "self" in user_role["scopes"] and "access:services!service=apex-culler" in user_role["scopes"]
     assert isinstance(app.template_vars["announcement"], HubAnnouncement)
-    assert app.template_vars["announcement"].sources["culler"][0].path == Path("/srv/apex/culler/upcoming.json")
+    assert app.template_vars["announcement"].sources["culler"][0].path == Path(
+        "/srv/apex/culler/upcoming.json"
+    )
     # the chart's own culler stays off, and the shipped policy is valid
     assert values["cull"]["enabled"] is False
     policy = CullingPolicy.load(mounts["/etc/apex/culling.yaml"])
     assert policy.profiles["gpu"].idle_timeout == 1800
     # the proxy can reach the service's port in the hub pod
     hub = values["hub"]
-    assert {"name": "apex-culler", "port": 8182, "targetPort": 8182, "protocol": "TCP"} in hub["service"]["extraPorts"]
+    assert {"name": "apex-culler", "port": 8182, "targetPort": 8182, "protocol": "TCP"} in hub["service"][
+        "extraPorts"
+    ]
     assert hub["networkPolicy"]["ingress"][0]["ports"] == [{"port": 8182, "protocol": "TCP"}]
     mount = next(m for m in hub["extraVolumeMounts"] if m["name"] == "apex-hub-state")
     assert "/srv/apex/culler".startswith(mount["mountPath"])
@@ -308,30 +339,44 @@ def test_monitoring_is_a_hub_managed_service_with_a_least_privilege_role(hub_env
     assert set(svc) <= set(Service.class_trait_names()), set(svc) - set(Service.class_trait_names())
     cmd = svc["command"]
     assert cmd[1:3] == ["-m", "apex_hub.services.monitoring"]
-    assert {"--profile=jupyterlab", "--public-url=http://proxy-public", "--kube-api=incluster",
-            "--state-dir=/srv/apex/monitoring", "--interval=300"} <= set(cmd), cmd
+    assert {
+        "--profile=jupyterlab",
+        "--public-url=http://proxy-public",
+        "--kube-api=incluster",
+        "--state-dir=/srv/apex/monitoring",
+        "--interval=300",
+    } <= set(cmd), cmd
     assert svc["url"] == "http://hub:8183"
-    assert svc["environment"] == {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443",
-                                  "APEX_MONITORING_METRICS_TOKEN": "from-the-secret"}
+    assert svc["environment"] == {
+        "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+        "KUBERNETES_SERVICE_PORT": "443",
+        "APEX_MONITORING_METRICS_TOKEN": "from-the-secret",
+    }
     [role] = [r for r in app.load_roles if r["name"] == "apex-monitoring"]
     assert role["services"] == ["apex-monitoring"]
     assert role["scopes"] == role_scopes("apex-probe", "apex-probe", proxy_routes=False)
-    assert not any(s.split("!")[0] in ("admin:users", "servers", "tokens") and "!" not in s for s in role["scopes"])
+    assert not any(
+        s.split("!")[0] in ("admin:users", "servers", "tokens") and "!" not in s for s in role["scopes"]
+    )
     assert not app.load_groups  # the authenticator manages groups: the service makes the probe group
     # the probed profile exists in the shipped catalogue and is open to the probe user (no group)
     catalogue = Catalogue.from_file(mounts[PROFILES_PATH])
     assert "jupyterlab" in [p.slug for p in catalogue.for_groups(["apex-probe"])]
     # the proxy reaches 8183 in the hub pod; the history lives on the state claim; the token is optional
     hub = values["hub"]
-    assert {"name": "apex-monitoring", "port": 8183, "targetPort": 8183, "protocol": "TCP"} in \
-        hub["service"]["extraPorts"]
-    assert any(rule["ports"] == [{"port": 8183, "protocol": "TCP"}] for rule in hub["networkPolicy"]["ingress"])
+    assert {"name": "apex-monitoring", "port": 8183, "targetPort": 8183, "protocol": "TCP"} in hub["service"][
+        "extraPorts"
+    ]
+    assert any(
+        rule["ports"] == [{"port": 8183, "protocol": "TCP"}] for rule in hub["networkPolicy"]["ingress"]
+    )
     mount = next(m for m in hub["extraVolumeMounts"] if m["name"] == "apex-hub-state")
     assert "/srv/apex/monitoring".startswith(mount["mountPath"])
     assert hub["extraEnv"]["APEX_MONITORING_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
 
 
 # -- accounting (hub.extraConfig 30-apex-accounting) ----------------------------------------
+
 
 def test_accounting_is_a_hub_managed_service_with_a_least_privilege_role(hub_env, monkeypatch):
     from jupyterhub.app import JupyterHub
@@ -342,17 +387,29 @@ def test_accounting_is_a_hub_managed_service_with_a_least_privilege_role(hub_env
     from apex_hub.services.accounting.web import ADMIN_SCOPE
 
     db = "postgresql+psycopg://acct:pw@db:5432/acct"
-    for key, value in {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443",
-                       "APEX_ACCOUNTING_DB_URL": db}.items():
+    for key, value in {
+        "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+        "KUBERNETES_SERVICE_PORT": "443",
+        "APEX_ACCOUNTING_DB_URL": db,
+    }.items():
         monkeypatch.setenv(key, value)
     values = load_values()
     mounts, app = mount_extra_files(values), JupyterHub(config=chart_config(values))
     services = {s["name"]: s for s in app.services}
     svc, cmd = services["apex-accounting"], services["apex-accounting"]["command"]
-    assert not set(svc) - set(Service.class_trait_names()) and cmd[1:3] == ["-m", "apex_hub.services.accounting"]
-    assert {"--stop-reasons=/srv/apex/culler/stop-reasons.jsonl", "--exclude-groups=apex-probe",
-            f"--quotas={mounts['/etc/apex/quotas.yaml']}", "--quota-stop=true", "--apel-dir=/srv/apex/apel",
-            "--apel-site=APEX-PLACEHOLDER", "--apel-interval=21600"} <= set(cmd), cmd
+    assert not set(svc) - set(Service.class_trait_names()) and cmd[1:3] == [
+        "-m",
+        "apex_hub.services.accounting",
+    ]
+    assert {
+        "--stop-reasons=/srv/apex/culler/stop-reasons.jsonl",
+        "--exclude-groups=apex-probe",
+        f"--quotas={mounts['/etc/apex/quotas.yaml']}",
+        "--quota-stop=true",
+        "--apel-dir=/srv/apex/apel",
+        "--apel-site=APEX-PLACEHOLDER",
+        "--apel-interval=21600",
+    } <= set(cmd), cmd
     assert svc["url"] == "http://hub:8184"
     env = svc["environment"]
     assert env["APEX_ACCOUNTING_DB_URL"] == db  # never on the command line
@@ -360,7 +417,9 @@ def test_accounting_is_a_hub_managed_service_with_a_least_privilege_role(hub_env
     assert len(env["APEX_ACCOUNTING_QUOTA_TOKEN"]) == 64
     assert not any("pw@" in a for a in cmd)
     [role] = [r for r in app.load_roles if r["name"] == "apex-accounting"]
-    assert role["services"] == ["apex-accounting"] and role["scopes"] == ACCOUNTING_SCOPES + [QUOTA_STOP_SCOPE]
+    assert role["services"] == ["apex-accounting"] and role["scopes"] == ACCOUNTING_SCOPES + [
+        QUOTA_STOP_SCOPE
+    ]
     [admins] = [r for r in app.load_roles if r["name"] == "apex-accounting-admin"]
     assert admins["groups"] == ["apex-admins"] and ADMIN_SCOPE in admins["scopes"]
     assert ADMIN_SCOPE in app.custom_scopes
@@ -374,16 +433,22 @@ def test_accounting_is_a_hub_managed_service_with_a_least_privilege_role(hub_env
     assert sources["quota"][0].path == Path("/srv/apex/accounting/quota-warnings.json")
     Quotas.load(mounts["/etc/apex/quotas.yaml"])
     hub = values["hub"]
-    assert {"name": "apex-accounting", "port": 8184, "targetPort": 8184, "protocol": "TCP"} in \
-        hub["service"]["extraPorts"]
-    assert any(rule["ports"] == [{"port": 8184, "protocol": "TCP"}] for rule in hub["networkPolicy"]["ingress"])
+    assert {"name": "apex-accounting", "port": 8184, "targetPort": 8184, "protocol": "TCP"} in hub["service"][
+        "extraPorts"
+    ]
+    assert any(
+        rule["ports"] == [{"port": 8184, "protocol": "TCP"}] for rule in hub["networkPolicy"]["ingress"]
+    )
     assert hub["extraEnv"]["APEX_ACCOUNTING_DB_URL"]["valueFrom"]["secretKeyRef"]["optional"] is True
 
 
 def test_the_admission_policy_passes_the_kubernetes_schemas_and_names_the_hub():
     """helm-values/admission-policy.yaml: a ValidatingAdmissionPolicy + binding (GA in Kubernetes 1.30)."""
     docs = [d for d in yaml.safe_load_all((ROOT / "helm-values" / "admission-policy.yaml").read_text()) if d]
-    assert sorted(d["kind"] for d in docs) == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    assert sorted(d["kind"] for d in docs) == [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ]
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")

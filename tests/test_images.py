@@ -122,15 +122,19 @@ def problems(text: str) -> list[str]:
         if ins.keyword in ("ENV", "ARG"):
             for name, value in _assignments(ins.args):
                 if SECRET_NAME.search(name):
-                    found.append(f"line {ins.line}: {ins.keyword} {name}{'=' + value if value else ''}"
-                                 " looks like a secret; pass secrets at run time (Kubernetes Secrets)")
+                    found.append(
+                        f"line {ins.line}: {ins.keyword} {name}{'=' + value if value else ''}"
+                        " looks like a secret; pass secrets at run time (Kubernetes Secrets)"
+                    )
         if ins.keyword == "RUN":
             command = ins.args
             if re.search(r"\b(curl|wget)\b[^|;&]*\|\s*(sudo\s+)?(ba|z|da)?sh\b", command):
                 found.append(f"line {ins.line}: a downloaded script is piped into a shell")
             for segment in re.split(r"&&|;|\|\|", command):
-                if re.search(r"\bpip3?\s+install\b|\bpython3?\s+-m\s+pip\s+install\b", segment) \
-                        and "--no-cache-dir" not in segment:
+                if (
+                    re.search(r"\bpip3?\s+install\b|\bpython3?\s+-m\s+pip\s+install\b", segment)
+                    and "--no-cache-dir" not in segment
+                ):
                     found.append(f"line {ins.line}: pip install without --no-cache-dir: {segment.strip()}")
     return found
 
@@ -146,10 +150,14 @@ BAD = {
     "secret env": ("FROM python:3.12.7\nENV API_TOKEN=abc\nUSER 1000\n", "looks like a secret"),
     "secret env legacy": ("FROM python:3.12.7\nENV DB_PASSWORD hunter2\nUSER 1000\n", "looks like a secret"),
     "secret arg": ("FROM python:3.12.7\nARG AWS_SECRET_ACCESS_KEY\nUSER 1000\n", "looks like a secret"),
-    "curl sh": ("FROM python:3.12.7\nRUN curl -fsSL https://x.example/i.sh \\\n  | bash\nUSER 1000\n",
-                "piped into a shell"),
-    "pip cache": ("FROM python:3.12.7\nRUN apt-get update && \\\n    pip install apex-hub\nUSER 1000\n",
-                  "without --no-cache-dir"),
+    "curl sh": (
+        "FROM python:3.12.7\nRUN curl -fsSL https://x.example/i.sh \\\n  | bash\nUSER 1000\n",
+        "piped into a shell",
+    ),
+    "pip cache": (
+        "FROM python:3.12.7\nRUN apt-get update && \\\n    pip install apex-hub\nUSER 1000\n",
+        "without --no-cache-dir",
+    ),
     "arg in from": ("ARG BASE=python:latest\nFROM ${BASE}\nUSER 1000\n", "not an exact version"),
 }
 
@@ -161,15 +169,18 @@ def test_the_checker_catches(case):
 
 
 def test_the_checker_accepts_good_forms():
-    text = ("# syntax=docker/dockerfile:1\nARG BASE=python:3.12.7-slim\nFROM ${BASE} AS build\n"
-            "RUN python -m pip install --no-cache-dir \\\n    # a comment inside\n    wheel\n"
-            "FROM quay.io/x/y@sha256:" + "a" * 64 + "\nCOPY --from=build /x /x\n"
-            "ENV KEYRING_BACKEND_NAME_IS_NOT=a PIP_NO_COLOR=1\nUSER 1000:100\n")
+    text = (
+        "# syntax=docker/dockerfile:1\nARG BASE=python:3.12.7-slim\nFROM ${BASE} AS build\n"
+        "RUN python -m pip install --no-cache-dir \\\n    # a comment inside\n    wheel\n"
+        "FROM quay.io/x/y@sha256:" + "a" * 64 + "\nCOPY --from=build /x /x\n"
+        "ENV KEYRING_BACKEND_NAME_IS_NOT=a PIP_NO_COLOR=1\nUSER 1000:100\n"
+    )
     assert problems(text) == []
     assert [i.keyword for i in parse(text)] == ["ARG", "FROM", "RUN", "FROM", "COPY", "ENV", "USER"]
 
 
 # -- the images ----------------------------------------------------------------------------
+
 
 def test_both_images_exist():
     assert {p.parent.name for p in DOCKERFILES} >= {"hub", "singleuser"}

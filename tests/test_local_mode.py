@@ -34,15 +34,26 @@ from tests.helpers.hub import free_port
 pytestmark = pytest.mark.process
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-artifacts" / "local-mode"
 APEX_HUB = Path(sys.executable).parent / "apex-hub"
 KERNEL = "Python (demo, APEx)"
 WAIT = 120_000  # ms: a spawn builds a venv
-USERS = {"alice": ["jupyterlab", "conda", "small"], "bob": ["jupyterlab", "conda", "small", "large"],
-         "carol": ["jupyterlab", "conda"]}
+USERS = {
+    "alice": ["jupyterlab", "conda", "small"],
+    "bob": ["jupyterlab", "conda", "small", "large"],
+    "carol": ["jupyterlab", "conda"],
+}
 # a GET from the page, as JupyterLab makes it: the server wants the _xsrf cookie echoed in a header
 FETCH_JSON = """async (url) => {
     const xsrf = (document.cookie.match(/(?:^|;\\s*)_xsrf=([^;]*)/) || [])[1] || '';
@@ -54,14 +65,32 @@ FETCH_JSON = """async (url) => {
 class LocalMode:
     """``apex-hub local`` as a subprocess; its output is collected line by line."""
 
-    def __init__(self, workdir: Path, command: list[str] | None = None, cwd: Path | None = None,
-                 env: dict | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        command: list[str] | None = None,
+        cwd: Path | None = None,
+        env: dict | None = None,
+    ):
         self.workdir = workdir
         self.port = free_port()
         self.lines: list[str] = []
-        command = (command or [str(APEX_HUB)]) + ["local", "--port", str(self.port), "--workdir", str(workdir)]
-        self.proc = subprocess.Popen(command, cwd=cwd or workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True, env=env)
+        command = (command or [str(APEX_HUB)]) + [
+            "local",
+            "--port",
+            str(self.port),
+            "--workdir",
+            str(workdir),
+        ]
+        self.proc = subprocess.Popen(
+            command,
+            cwd=cwd or workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env=env,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -81,8 +110,10 @@ class LocalMode:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.1)
-        raise AssertionError(f"no {pattern!r} in the output of apex-hub local:\n{self.output()}\n"
-                             f"hub log:\n{self.hub_log()[-4000:]}")
+        raise AssertionError(
+            f"no {pattern!r} in the output of apex-hub local:\n{self.output()}\n"
+            f"hub log:\n{self.hub_log()[-4000:]}"
+        )
 
     def hub_log(self) -> str:
         path = self.workdir / "jupyterhub.log"
@@ -108,7 +139,7 @@ def _processes() -> dict[int, tuple[int, str]]:
         try:
             with open(f"/proc/{entry}/stat") as f:
                 stat = f.read()
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             if fields[0] == "Z":
                 continue
             with open(f"/proc/{entry}/cmdline", "rb") as f:
@@ -146,7 +177,6 @@ def _mentions(pid: int, text: str) -> bool:
 def _alive(pids) -> dict[int, str]:
     procs = _processes()
     return {pid: procs[pid][1] for pid in pids if pid in procs}
-
 
 
 class Tour:
@@ -216,7 +246,8 @@ class Tour:
             page.wait_for_function(
                 "() => (document.querySelector('#progress-log') || {}).textContent"
                 "  && document.querySelector('#progress-log').textContent.includes('Preparing your workspace')",
-                timeout=WAIT)
+                timeout=WAIT,
+            )
             progress_log = page.text_content("#progress-log")
             assert f"Preparing your workspace (namespace apex-{user})" in progress_log, progress_log
             if page.locator("#progress-details summary").is_visible():
@@ -230,23 +261,31 @@ class Tour:
             try:
                 page.wait_for_selector(f".jp-Launcher >> text={KERNEL}", timeout=WAIT)
             except Exception as exc:
-                raise AssertionError(f"no {KERNEL} in the launcher: {exc}\n{self.hub.pod_logs(user)}") from None
+                raise AssertionError(
+                    f"no {KERNEL} in the launcher: {exc}\n{self.hub.pod_logs(user)}"
+                ) from None
             assert KERNEL in launcher.inner_text()
             specs = self.fetch(page, f"/user/{user}/api/kernelspecs")
             assert specs["status"] == 200, specs
             spec = specs["body"]["kernelspecs"]["conda-demo"]["spec"]
-            assert spec["display_name"] == KERNEL and spec["argv"][0].endswith("/.apex/conda/envs/demo/bin/python")
+            assert spec["display_name"] == KERNEL and spec["argv"][0].endswith(
+                "/.apex/conda/envs/demo/bin/python"
+            )
             welcome = self.fetch(page, f"/user/{user}/api/contents/apex/welcome.txt?content=1")
             assert welcome["status"] == 200, welcome
             assert welcome["body"]["content"].startswith(
-                f'Welcome {user}! This is the APEx workspace profile "conda",'), welcome
+                f'Welcome {user}! This is the APEx workspace profile "conda",'
+            ), welcome
             assert f"namespace apex-{user} on kubesim" in welcome["body"]["content"]
             shot(page, f"{tag}-04-jupyterlab")
             # no news prompt: local mode's page config disables JupyterLab's announcements plugin
             disabled = page.evaluate(
-                "() => JSON.parse(document.getElementById('jupyter-config-data').textContent).disabledExtensions")
+                "() => JSON.parse(document.getElementById('jupyter-config-data').textContent).disabledExtensions"
+            )
             assert "@jupyterlab/apputils-extension:announcements" in disabled, disabled
-            assert page.locator("text=Would you like to get notified about official Jupyter news?").count() == 0
+            assert (
+                page.locator("text=Would you like to get notified about official Jupyter news?").count() == 0
+            )
 
             # a notebook on the Conda kernel: run a cell, read its output
             page.locator(".jp-LauncherCard", has_text=KERNEL).first.click()
@@ -255,7 +294,8 @@ class Tour:
             expect(panel.locator(".jp-Toolbar-kernelName").first).to_contain_text(KERNEL, timeout=WAIT)
             # the kernel has started and answered (an execute request sent before that is lost)
             expect(page.locator(".jp-StatusBar-TextItem", has_text=f"{KERNEL} | Idle").first).to_be_visible(
-                timeout=WAIT)
+                timeout=WAIT
+            )
             panel.locator(".jp-Cell .cm-content").first.click()
             page.keyboard.type("import sys; print(sys.prefix, 6 * 7)")
             page.keyboard.press("Shift+Enter")
@@ -264,11 +304,15 @@ class Tour:
                 expect(output).to_contain_text(" 42", timeout=WAIT)
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n{self.hub.pod_logs(user)}") from None
-            assert re.fullmatch(r"\S*/\.apex/conda/envs/demo 42", output.inner_text().strip()), output.inner_text()
+            assert re.fullmatch(r"\S*/\.apex/conda/envs/demo 42", output.inner_text().strip()), (
+                output.inner_text()
+            )
             shot(page, f"{tag}-05-conda-kernel")
 
             # a terminal: the workspace's shell and PATH (the environment's bin, then this venv's)
-            page.locator("button[data-command='launcher:create'], [data-command='launcher:create']").first.click()
+            page.locator(
+                "button[data-command='launcher:create'], [data-command='launcher:create']"
+            ).first.click()
             page.locator(".jp-LauncherCard", has_text="Terminal").last.click()
             terminal = page.locator(".jp-Terminal").last
             expect(terminal).to_be_visible(timeout=WAIT)
@@ -276,8 +320,10 @@ class Tour:
             text = ""
             for _attempt in range(3):  # keys typed before the terminal's websocket is up are lost: type again
                 terminal.click()
-                page.keyboard.type("{ echo SHELL=$SHELL; command -v python pip; jupyter --version; } "
-                                   "> ~/terminal.tmp 2>&1; mv ~/terminal.tmp ~/terminal.txt")
+                page.keyboard.type(
+                    "{ echo SHELL=$SHELL; command -v python pip; jupyter --version; } "
+                    "> ~/terminal.tmp 2>&1; mv ~/terminal.tmp ~/terminal.txt"
+                )
                 page.keyboard.press("Enter")
                 for _ in range(60):
                     got = self.fetch(page, f"/user/{user}/api/contents/terminal.txt?content=1")
@@ -380,7 +426,9 @@ def fresh_shots(directory: Path) -> Path:
 def stop_with_ctrl_c(hub: LocalMode) -> float:
     """SIGINT: everything stops within 20 s, nothing is left behind; returns the seconds it took."""
     deadline = time.monotonic() + 60  # the servers are gone first: their pods and processes
-    while any("jupyterhub-singleuser" in c and "apex-probe" not in c for c in _descendants(hub.proc.pid).values()):
+    while any(
+        "jupyterhub-singleuser" in c and "apex-probe" not in c for c in _descendants(hub.proc.pid).values()
+    ):
         assert time.monotonic() < deadline, _descendants(hub.proc.pid)
         time.sleep(0.2)
     children = _descendants(hub.proc.pid)
@@ -397,8 +445,11 @@ def stop_with_ctrl_c(hub: LocalMode) -> float:
     while _alive(children) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(children), f"left behind after {elapsed:.1f}s: {_alive(children)}"
-    leftovers = {pid: cmd for pid, (_, cmd) in _processes().items()
-                 if pid != os.getpid() and _mentions(pid, str(hub.workdir))}
+    leftovers = {
+        pid: cmd
+        for pid, (_, cmd) in _processes().items()
+        if pid != os.getpid() and _mentions(pid, str(hub.workdir))
+    }
     assert not leftovers, leftovers
     return elapsed
 
@@ -438,24 +489,34 @@ def test_local_mode_in_a_browser(local_mode):
                 tour.run(user, n)
             # the processes behind it: hub, proxy, the three services, all ours
             children = " ".join(_descendants(hub.proc.pid).values())
-            for kind in ("jupyterhub", "configurable-http-proxy", "apex_hub.services.culler",
-                         "apex_hub.services.accounting", "apex_hub.services.monitoring"):
+            for kind in (
+                "jupyterhub",
+                "configurable-http-proxy",
+                "apex_hub.services.culler",
+                "apex_hub.services.accounting",
+                "apex_hub.services.monitoring",
+            ):
                 assert kind in children, (kind, children)
         finally:
             browser.close()
-    unrecognised = [line for line in hub.hub_log().splitlines() if "not recognized" in line.lower()
-                    or "unrecognized" in line.lower()]
+    unrecognised = [
+        line
+        for line in hub.hub_log().splitlines()
+        if "not recognized" in line.lower() or "unrecognized" in line.lower()
+    ]
     assert not unrecognised, unrecognised
     assert "extra_user_scopes" not in hub.hub_log()  # every user reaches the usage page
     elapsed = stop_with_ctrl_c(hub)
     print(f"local mode: whole test {time.monotonic() - started:.1f}s, Ctrl-C to exit {elapsed:.1f}s")
-    (shots / "run.json").write_text(json.dumps({"stop_seconds": round(elapsed, 2),
-                                                "test_seconds": round(time.monotonic() - started, 1)}))
+    (shots / "run.json").write_text(
+        json.dumps({"stop_seconds": round(elapsed, 2), "test_seconds": round(time.monotonic() - started, 1)})
+    )
 
 
 # ---- without a browser: the generated config, the branding, the workspace PATH, the banner ----------
 
-def _load_hub_config(tmp_path: Path, oidc: bool) -> "object":
+
+def _load_hub_config(tmp_path: Path, oidc: bool) -> object:
     """The local-mode jupyterhub_config.py, loaded by a real JupyterHub app (configure() runs for real)."""
     from jupyterhub.app import JupyterHub
 
@@ -463,11 +524,18 @@ def _load_hub_config(tmp_path: Path, oidc: bool) -> "object":
 
     workdir = tmp_path / "work"
     workdir.mkdir()
-    text = local.hub_config(workdir=workdir, port=8000, hub_port=8081, proxy_api_port=8001,
-                            k8s_url="http://127.0.0.1:6443", profiles=local.DEFAULT_PROFILES, password="pw",
-                            oidc=("http://127.0.0.1:9000", "secret") if oidc else None,
-                            proxy="/opt/node_modules/.bin/configurable-http-proxy",
-                            service_ports={"culler": 8182, "accounting": 8184, "monitoring": 8183})
+    text = local.hub_config(
+        workdir=workdir,
+        port=8000,
+        hub_port=8081,
+        proxy_api_port=8001,
+        k8s_url="http://127.0.0.1:6443",
+        profiles=local.DEFAULT_PROFILES,
+        password="pw",
+        oidc=("http://127.0.0.1:9000", "secret") if oidc else None,
+        proxy="/opt/node_modules/.bin/configurable-http-proxy",
+        service_ports={"culler": 8182, "accounting": 8184, "monitoring": 8183},
+    )
     path = workdir / "jupyterhub_config.py"
     path.write_text(text)
     app = JupyterHub()
@@ -481,8 +549,14 @@ def test_the_generated_config_runs_the_services_with_the_branding(tmp_path, oidc
     assert {s["name"] for s in hub.services} == {"apex-culler", "apex-accounting", "apex-monitoring"}
     commands = {s["name"]: " ".join(s["command"]) for s in hub.services}
     assert "--policy=" in commands["apex-culler"] and "localdata/culling.yaml" in commands["apex-culler"]
-    assert "localdata/quotas.yaml" in commands["apex-accounting"] and "--quota-stop=true" in commands["apex-accounting"]
-    assert "--profile=jupyterlab" in commands["apex-monitoring"] and "--interval=300" in commands["apex-monitoring"]
+    assert (
+        "localdata/quotas.yaml" in commands["apex-accounting"]
+        and "--quota-stop=true" in commands["apex-accounting"]
+    )
+    assert (
+        "--profile=jupyterlab" in commands["apex-monitoring"]
+        and "--interval=300" in commands["apex-monitoring"]
+    )
     user_role = next(r for r in hub.load_roles if r["name"] == "user")
     assert "access:services!service=apex-accounting" in user_role["scopes"]  # the usage page for everyone
     assert not hub.get("extra_user_scopes")  # user-wide grants live in the user role (apex_hub.hubconfig)
@@ -529,10 +603,13 @@ def test_a_workspace_path_puts_the_environment_then_the_venv_first(tmp_path):
     env_bin.mkdir(parents=True)
     kernels = tmp_path / "home" / ".apex" / "jupyter" / "kernels" / "conda-demo"
     kernels.mkdir(parents=True)
-    (kernels / "kernel.json").write_text(json.dumps({"argv": [str(env_bin / "python"), "-m", "ipykernel_launcher"]}))
+    (kernels / "kernel.json").write_text(
+        json.dumps({"argv": [str(env_bin / "python"), "-m", "ipykernel_launcher"]})
+    )
     venv_bin = str(Path(sys.executable).parent)
-    path = localpod.workspace_path({"JUPYTER_PATH": str(tmp_path / "home" / ".apex" / "jupyter"),
-                                    "PATH": f"/usr/bin:{venv_bin}:/bin"})
+    path = localpod.workspace_path(
+        {"JUPYTER_PATH": str(tmp_path / "home" / ".apex" / "jupyter"), "PATH": f"/usr/bin:{venv_bin}:/bin"}
+    )
     assert path.split(os.pathsep) == [str(env_bin), venv_bin, "/usr/bin", "/bin"]
     assert localpod.workspace_path({"PATH": "/usr/bin"}).split(os.pathsep) == [venv_bin, "/usr/bin"]
 

@@ -10,10 +10,10 @@ from apex_hub.naming import (
     HASH_LENGTH,
     MIN_LENGTH,
     is_dns_label,
+    is_dns_subdomain,
     legacy_hash,
     legacy_slugify,
     legacy_user_namespace,
-    is_dns_subdomain,
     object_name,
     short_hash,
     slugify,
@@ -83,9 +83,9 @@ def test_hash_is_130_bits_of_sha256_in_base32():
     import base64
     import hashlib
 
-    digest = hashlib.sha256("Alice".encode()).digest()
+    digest = hashlib.sha256(b"Alice").digest()
     assert short_hash("Alice") == base64.b32encode(digest).decode().lower()[:26]
-    assert legacy_hash("Alice") == hashlib.sha256("Alice".encode()).hexdigest()[:8]
+    assert legacy_hash("Alice") == hashlib.sha256(b"Alice").hexdigest()[:8]
 
 
 def _decode_tail(slug):
@@ -122,16 +122,17 @@ def test_a_preimage_is_out_of_reach_by_construction():
         lookalike = "alice-example-org-" + tail
         assert slugify(lookalike) != lookalike
         assert _decode_tail(slugify(lookalike)) == int.from_bytes(
-            hashlib.sha256(lookalike.encode()).digest(), "big") >> (256 - HASH_BITS)
+            hashlib.sha256(lookalike.encode()).digest(), "big"
+        ) >> (256 - HASH_BITS)
     # 2**130 hashes at 10**12 hashes per second (far beyond two cores, or a GPU farm)
-    years = 2 ** HASH_BITS / 10 ** 12 / (3600 * 24 * 365)
-    assert years > 10 ** 19
+    years = 2**HASH_BITS / 10**12 / (3600 * 24 * 365)
+    assert years > 10**19
 
 
 def test_the_former_32_bit_scheme_was_in_reach():
     """Why the change: the 8-hex tail is found by brute force (here 16 of its 32 bits, fast)."""
     target = legacy_hash("alice@example.org")[:4]
-    found = next(f"mallory{n}" for n in range(10 ** 7) if legacy_hash(f"mallory{n}")[:4] == target)
+    found = next(f"mallory{n}" for n in range(10**7) if legacy_hash(f"mallory{n}")[:4] == target)
     assert legacy_hash(found)[:4] == target  # 2**16 tries; 2**32 is minutes on two cores
     assert slugify(found)[-HASH_LENGTH:] != slugify("alice@example.org")[-HASH_LENGTH:]
 
@@ -140,7 +141,8 @@ def test_legacy_slugs_are_the_former_scheme():
     assert legacy_slugify("alice") == "alice"
     assert legacy_slugify("Alice") == "alice-" + legacy_hash("Alice")
     assert legacy_slugify("bob-" + legacy_hash("x")) == "bob-" + legacy_hash("x") + "-" + legacy_hash(
-        "bob-" + legacy_hash("x"))
+        "bob-" + legacy_hash("x")
+    )
     assert legacy_user_namespace("alice@x.org") == "apex-alice-x-org-" + legacy_hash("alice@x.org")
     assert legacy_user_namespace("alice") == user_namespace("alice") == "apex-alice"
     # a plain name that is someone's legacy namespace slug is hashed in the new scheme

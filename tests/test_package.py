@@ -16,21 +16,27 @@ def test_spawner_entry_point_resolves_apex():
 
 
 def test_console_script_documents_kubesim():
-    out = subprocess.run([sys.executable, "-m", "apex_hub.cli", "kubesim", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "apex_hub.cli", "kubesim", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for flag in ("--port", "--kubeconfig", "--kubelet", "--latency", "--fault", "--no-validate"):
         assert flag in out
 
 
 def test_console_script_rejects_a_bad_fault():
-    r = subprocess.run([sys.executable, "-m", "apex_hub.cli", "kubesim", "--fault", "[1]"], capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "apex_hub.cli", "kubesim", "--fault", "[1]"], capture_output=True, text=True
+    )
     assert r.returncode != 0 and "--fault must be a JSON object" in r.stderr
 
 
 async def test_faults_active_from_start():
     async with KubeSim(kubelet=None, faults=[{"verb": "list", "resource": "pods", "status": 503}]) as sim:
         import aiohttp
+
         async with aiohttp.ClientSession() as s:
             async with s.get(f"{sim.url}/api/v1/pods") as r:
                 assert r.status == 503
@@ -41,10 +47,19 @@ async def test_faults_active_from_start():
 def test_every_apex_spawner_option_is_documented():
     from apex_hub.spawner import APExSpawner
 
-    own = {name: trait for name, trait in APExSpawner.class_traits(config=True).items()
-           if name not in KubeSpawner.class_traits(config=True)}
-    assert {"profiles_file", "namespace_prefix", "delete_namespace_on_user_delete", "manifest_kinds",
-            "conda_builder", "secure_pod_defaults"} <= set(own)
+    own = {
+        name: trait
+        for name, trait in APExSpawner.class_traits(config=True).items()
+        if name not in KubeSpawner.class_traits(config=True)
+    }
+    assert {
+        "profiles_file",
+        "namespace_prefix",
+        "delete_namespace_on_user_delete",
+        "manifest_kinds",
+        "conda_builder",
+        "secure_pod_defaults",
+    } <= set(own)
     undocumented = [name for name, trait in own.items() if len((trait.help or "").split()) < 5]
     assert not undocumented
     readme = open("README.md").read()

@@ -16,16 +16,18 @@ import pytest
 from jupyterhub.objects import Hub
 from kubernetes_asyncio import client
 
+from apex_hub.kubesim import KubeSim
 from apex_hub.profiles import Catalogue
 from tests.helpers import z2jh
-from apex_hub.kubesim import KubeSim
 from tests.helpers.spawner import HubUser
 
 VALUES = z2jh.load_values()
 #: A stand-in server: answers HTTP on the --ip/--port KubeSpawner passes (no hub runs in this test).
-SERVER = ("import sys, http.server as h; a = dict(x[2:].split('=', 1) for x in sys.argv[1:] if '=' in x);"
-          " h.HTTPServer((a.get('ip', '0.0.0.0'), int(a.get('port', 8888))), h.SimpleHTTPRequestHandler)"
-          ".serve_forever()")
+SERVER = (
+    "import sys, http.server as h; a = dict(x[2:].split('=', 1) for x in sys.argv[1:] if '=' in x);"
+    " h.HTTPServer((a.get('ip', '0.0.0.0'), int(a.get('port', 8888))), h.SimpleHTTPRequestHandler)"
+    ".serve_forever()"
+)
 CATALOGUE = Catalogue.from_yaml(VALUES["hub"]["extraFiles"]["apex-profiles"]["stringData"], "values")
 
 
@@ -42,8 +44,13 @@ async def psim(monkeypatch, tmp_path):
 
 @pytest.fixture
 def chart_env(monkeypatch):
-    for key, value in {"POD_NAMESPACE": "jhub", "HUB_SERVICE_PORT": "8081", "JUPYTERHUB_CRYPT_KEY": "ab" * 32,
-                       "OAUTH_CLIENT_ID": "apex-hub", "OAUTH_CLIENT_SECRET": "s3cret"}.items():
+    for key, value in {
+        "POD_NAMESPACE": "jhub",
+        "HUB_SERVICE_PORT": "8081",
+        "JUPYTERHUB_CRYPT_KEY": "ab" * 32,
+        "OAUTH_CLIENT_ID": "apex-hub",
+        "OAUTH_CLIENT_SECRET": "s3cret",
+    }.items():
         monkeypatch.setenv(key, value)
 
 
@@ -62,13 +69,19 @@ async def test_every_shipped_profile_starts(psim, chart_env, tmp_path, profile):
     async with psim.api_client() as api:
         v1 = client.CoreV1Api(api)
         await v1.create_namespace({"metadata": {"name": "jhub"}})
-        await v1.create_namespaced_secret("jhub", {  # the pull secret the operator creates (README step 2)
-            "metadata": {"name": "apex-registry"}, "type": "kubernetes.io/dockerconfigjson",
-            "data": {".dockerconfigjson": "eyJhdXRocyI6e319"}})
+        await v1.create_namespaced_secret(
+            "jhub",
+            {  # the pull secret the operator creates (README step 2)
+                "metadata": {"name": "apex-registry"},
+                "type": "kubernetes.io/dockerconfigjson",
+                "data": {".dockerconfigjson": "eyJhdXRocyI6e319"},
+            },
+        )
     [entry] = [p for p in CATALOGUE.profiles if p.slug == profile]
     groups = sorted(entry.groups or [])[:1]  # one group that grants it (none: open to everyone)
-    spawner = APExSpawner(config=c, hub=Hub(), user=HubUser("ada", groups=groups), api_token="t",
-                          oauth_client_id="c")
+    spawner = APExSpawner(
+        config=c, hub=Hub(), user=HubUser("ada", groups=groups), api_token="t", oauth_client_id="c"
+    )
     spawner.user_options = {"profile": profile}
     await spawner.start()
     try:

@@ -23,13 +23,31 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.hub import free_port
-from tests.test_local_mode import (CHROMIUM, CHROMIUM_ARGS, ROOT, LocalMode, Tour, browser_or_skip, fresh_shots,
-                                   stop_with_ctrl_c)
+from tests.test_local_mode import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ROOT,
+    LocalMode,
+    Tour,
+    browser_or_skip,
+    fresh_shots,
+    stop_with_ctrl_c,
+)
 
 pytestmark = pytest.mark.process
 
 SHOTS = ROOT / "test-artifacts" / "local-mode-wheel"
-SKIP = {".git", ".venv", ".venv-z2jh", "node_modules", "test-artifacts", "build", "dist", "__pycache__", ".pytest_cache"}
+SKIP = {
+    ".git",
+    ".venv",
+    ".venv-z2jh",
+    "node_modules",
+    "test-artifacts",
+    "build",
+    "dist",
+    "__pycache__",
+    ".pytest_cache",
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +55,35 @@ def wheel_venv(tmp_path_factory) -> Path:
     """A venv outside the source tree with the apex-hub wheel installed (no editable install in sight)."""
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
-    shutil.copytree(ROOT, src, ignore=lambda d, names: [n for n in names if n in SKIP or n.endswith(".egg-info")])
+    shutil.copytree(
+        ROOT, src, ignore=lambda d, names: [n for n in names if n in SKIP or n.endswith(".egg-info")]
+    )
     dist = tmp / "dist"
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(src)],
-                           capture_output=True, text=True, timeout=600)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert built.returncode == 0, built.stdout + built.stderr
     wheel = next(dist.glob("apex_hub-*.whl"))
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     suite = [p for p in site.getsitepackages() if Path(p).is_relative_to(sys.prefix)]
     (Path(purelib) / "_suite_site_packages.pth").write_text("".join(f"{p}\n" for p in suite))
-    installed = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-                               capture_output=True, text=True, timeout=300)
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert installed.returncode == 0, installed.stdout + installed.stderr
     return venv
 
@@ -64,38 +96,62 @@ def test_the_wheel_carries_local_mode(wheel_venv):
     with zipfile.ZipFile(_wheel_of(wheel_venv)) as whl:
         names = set(whl.namelist())
         meta = email.message_from_bytes(whl.read(next(n for n in names if n.endswith(".dist-info/METADATA"))))
-    for data in ("apex_hub/localdata/profiles.yml", "apex_hub/localdata/culling.yaml", "apex_hub/localdata/quotas.yaml",
-                 "apex_hub/localdata/jupyter-config/labconfig/page_config.json", "apex_hub/localidp/provider.mjs",
-                 "apex_hub/branding/apex-theme/logo.svg", "apex_hub/branding/apex-theme/templates/login.html",
-                 "apex_hub/branding/apex-theme/templates/page.html", "apex_hub/branding/apex-theme/templates/spawn.html"):
+    for data in (
+        "apex_hub/localdata/profiles.yml",
+        "apex_hub/localdata/culling.yaml",
+        "apex_hub/localdata/quotas.yaml",
+        "apex_hub/localdata/jupyter-config/labconfig/page_config.json",
+        "apex_hub/localidp/provider.mjs",
+        "apex_hub/branding/apex-theme/logo.svg",
+        "apex_hub/branding/apex-theme/templates/login.html",
+        "apex_hub/branding/apex-theme/templates/page.html",
+        "apex_hub/branding/apex-theme/templates/spawn.html",
+    ):
         assert data in names, data
-    local = {re.split(r"[<>=; ]", r, maxsplit=1)[0].lower() for r in meta.get_all("Requires-Dist")
-             if re.search(r"""extra\s*==\s*["']local["']""", r)}
+    local = {
+        re.split(r"[<>=; ]", r, maxsplit=1)[0].lower()
+        for r in meta.get_all("Requires-Dist")
+        if re.search(r"""extra\s*==\s*["']local["']""", r)
+    }
     assert {"jupyterlab", "jupyter-server", "ipykernel", "jupyter-server-terminals"} <= local, local
     assert "local" in meta.get_all("Provides-Extra")
     # the licence the metadata names travels with the wheel
-    assert meta["License"] == "BSD-3-Clause" or meta.get("License-Expression") == "BSD-3-Clause", meta["License"]
+    assert meta["License"] == "BSD-3-Clause" or meta.get("License-Expression") == "BSD-3-Clause", meta[
+        "License"
+    ]
     (licence,) = [n for n in names if ".dist-info/" in n and n.endswith("LICENSE")]
     with zipfile.ZipFile(_wheel_of(wheel_venv)) as whl:
         assert whl.read(licence).decode().startswith("BSD 3-Clause License")
     outside = wheel_venv.parent  # not the source tree: `python -c` puts the working directory first
-    where = subprocess.run([str(wheel_venv / "bin" / "python"), "-c", "import apex_hub; print(apex_hub.__file__)"],
-                           capture_output=True, text=True, check=True, cwd=outside).stdout.strip()
+    where = subprocess.run(
+        [str(wheel_venv / "bin" / "python"), "-c", "import apex_hub; print(apex_hub.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=outside,
+    ).stdout.strip()
     assert Path(where).is_relative_to(wheel_venv), where  # the wheel's copy, not the source tree
-    version = subprocess.run([str(wheel_venv / "bin" / "apex-hub"), "--version"], capture_output=True, text=True,
-                             cwd=outside)
+    version = subprocess.run(
+        [str(wheel_venv / "bin" / "apex-hub"), "--version"], capture_output=True, text=True, cwd=outside
+    )
     assert re.fullmatch(r"apex-hub \d+\.\d+\S*", version.stdout.strip()), version.stdout + version.stderr
-    helptext = subprocess.run([str(wheel_venv / "bin" / "apex-hub"), "local", "--help"], capture_output=True,
-                              text=True, cwd=outside).stdout
+    helptext = subprocess.run(
+        [str(wheel_venv / "bin" / "apex-hub"), "local", "--help"], capture_output=True, text=True, cwd=outside
+    ).stdout
     assert "setup.sh" not in helptext  # a wheel user has no scripts/
-    assert "--node-modules DIR" in helptext and "npm install configurable-http-proxy@5" in " ".join(helptext.split())
+    assert "--node-modules DIR" in helptext and "npm install configurable-http-proxy@5" in " ".join(
+        helptext.split()
+    )
 
 
 def _bare_env() -> dict:
     """An environment with neither the suite's node_modules/.bin on PATH nor $APEX_HUB_NODE_MODULES."""
     env = {k: v for k, v in os.environ.items() if k != "APEX_HUB_NODE_MODULES"}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if p and not os.access(os.path.join(p, "configurable-http-proxy"), os.X_OK))
+    env["PATH"] = os.pathsep.join(
+        p
+        for p in env.get("PATH", "").split(os.pathsep)
+        if p and not os.access(os.path.join(p, "configurable-http-proxy"), os.X_OK)
+    )
     # the wheel's venv borrows the suite's packages through a .pth line, which brings no console scripts:
     # the suite's bin stands in for the ones pip would have put into the venv (jupyterhub-singleuser, ...)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
@@ -103,26 +159,48 @@ def _bare_env() -> dict:
 
 
 def test_a_missing_npm_piece_gives_the_command_to_run(wheel_venv, tmp_path):
-    result = subprocess.run([str(wheel_venv / "bin" / "apex-hub"), "local", "--port", str(free_port())],
-                            cwd=tmp_path, env=_bare_env(), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(wheel_venv / "bin" / "apex-hub"), "local", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=_bare_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "configurable-http-proxy (JupyterHub's proxy, an npm package) not found in" in result.stderr
     assert f"{tmp_path / 'node_modules' / '.bin'}" in result.stderr
     assert "npm install configurable-http-proxy@5 oidc-provider@8.8.1" in result.stderr, result.stderr
-    wrong = subprocess.run([str(wheel_venv / "bin" / "apex-hub"), "local", "--node-modules", str(tmp_path / "nm")],
-                           cwd=tmp_path, env=_bare_env(), capture_output=True, text=True, timeout=120)
+    wrong = subprocess.run(
+        [str(wheel_venv / "bin" / "apex-hub"), "local", "--node-modules", str(tmp_path / "nm")],
+        cwd=tmp_path,
+        env=_bare_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert wrong.returncode != 0 and f"--node-modules {tmp_path / 'nm'}: no such directory" in wrong.stderr
 
 
 def test_a_missing_python_piece_gives_the_pip_command(wheel_venv, tmp_path):
     """As if the ``local`` extra were not installed: jupyterlab cannot be imported."""
-    code = ("import sys; sys.modules['jupyterlab'] = None; from apex_hub.cli import main; "
-            f"main(['local', '--port', '{free_port()}'])")
-    result = subprocess.run([str(wheel_venv / "bin" / "python"), "-c", code], cwd=tmp_path, env=_bare_env(),
-                            capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; sys.modules['jupyterlab'] = None; from apex_hub.cli import main; "
+        f"main(['local', '--port', '{free_port()}'])"
+    )
+    result = subprocess.run(
+        [str(wheel_venv / "bin" / "python"), "-c", code],
+        cwd=tmp_path,
+        env=_bare_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
-    assert ("apex-hub local: the single-user server needs jupyterlab, not installed in this environment; "
-            'run: pip install "apex-hub[local]"') in result.stderr, result.stderr
+    assert (
+        "apex-hub local: the single-user server needs jupyterlab, not installed in this environment; "
+        'run: pip install "apex-hub[local]"'
+    ) in result.stderr, result.stderr
 
 
 def test_local_mode_from_the_wheel_in_a_browser(wheel_venv, tmp_path):

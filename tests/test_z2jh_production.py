@@ -73,8 +73,9 @@ async def server_log(env, user: str) -> str:
         v1 = client.CoreV1Api(api)
         for pod in (await v1.list_pod_for_all_namespaces(label_selector="component=singleuser-server")).items:
             if pod.metadata.annotations.get("hub.jupyter.org/username") == user:
-                log = await v1.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace,
-                                                       container="notebook")
+                log = await v1.read_namespaced_pod_log(
+                    pod.metadata.name, pod.metadata.namespace, container="notebook"
+                )
                 return log[-4000:]
     return "(no pod)"
 
@@ -104,9 +105,14 @@ async def env(tmp_path_factory, postgres):  # noqa: F811 - the fixture
             v1 = client.CoreV1Api(api)
             await v1.create_namespace({"metadata": {"name": "jhub"}})
             # the profiles' image pull secret, which the operator creates in the release namespace
-            await v1.create_namespaced_secret("jhub", {
-                "metadata": {"name": "apex-registry"}, "type": "kubernetes.io/dockerconfigjson",
-                "data": {".dockerconfigjson": "eyJhdXRocyI6e319"}})
+            await v1.create_namespaced_secret(
+                "jhub",
+                {
+                    "metadata": {"name": "apex-registry"},
+                    "type": "kubernetes.io/dockerconfigjson",
+                    "data": {".dockerconfigjson": "eyJhdXRocyI6e319"},
+                },
+            )
         hub = HubProcess(work / "hub", "")
         idp = make_idp(hub.url, workdir=work / "idp")
         await idp.start()
@@ -133,7 +139,7 @@ import json, sys
 sys.path.insert(0, {str(ROOT)!r})
 from tests.helpers import z2jh
 # the chart's configuration path, with our values merged over its defaults
-z2jh.chart_config(json.load(open({str(work / 'values.json')!r})), mounts=json.load(open({str(work / 'mounts.json')!r})), c=c)
+z2jh.chart_config(json.load(open({str(work / "values.json")!r})), mounts=json.load(open({str(work / "mounts.json")!r})), c=c)
 # -- what the cluster provides, on loopback (the chart's hub Service, the kubelet, the API server) --
 c.JupyterHub.hub_bind_url = c.JupyterHub.hub_connect_url = "http://127.0.0.1:{hub.hub_port}"
 c.JupyterHub.services.append({{"name": "tester", "api_token": "{hub.token}"}})
@@ -147,11 +153,16 @@ c.APExSpawner.http_timeout = 120
 c.APExSpawner.start_timeout = 120
 """
         (work / "srv").mkdir()
-        hub.env = {"POD_NAMESPACE": "jhub", "HUB_SERVICE_PORT": str(hub.hub_port),
-                   "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32), "OAUTH_CLIENT_ID": CLIENT_ID,
-                   "OAUTH_CLIENT_SECRET": CLIENT_SECRET, "KUBECONFIG": sim.kubeconfig_path,
-                   "APEX_ACCOUNTING_DB_URL": f"{postgres}/{names['acct']}",
-                   "APEX_MONITORING_METRICS_TOKEN": "metrics-" + secrets.token_hex(8)}
+        hub.env = {
+            "POD_NAMESPACE": "jhub",
+            "HUB_SERVICE_PORT": str(hub.hub_port),
+            "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32),
+            "OAUTH_CLIENT_ID": CLIENT_ID,
+            "OAUTH_CLIENT_SECRET": CLIENT_SECRET,
+            "KUBECONFIG": sim.kubeconfig_path,
+            "APEX_ACCOUNTING_DB_URL": f"{postgres}/{names['acct']}",
+            "APEX_MONITORING_METRICS_TOKEN": "metrics-" + secrets.token_hex(8),
+        }
         try:
             async with hub:
                 yield Env(sim, idp, hub, work)
@@ -176,19 +187,22 @@ async def test_alice_logs_in_sees_her_form_spawns_a_gated_profile_and_uses_the_s
         async with http.get(f"{hub.url}/hub/spawn") as r:
             form = await r.text()
             assert r.status == 200, form
-        offered = set(re.findall(r'name="profile"[^>]*value="([^"]+)"', form)) or \
-            set(re.findall(r'value="([^"]+)"[^>]*name="profile"', form))
+        offered = set(re.findall(r'name="profile"[^>]*value="([^"]+)"', form)) or set(
+            re.findall(r'value="([^"]+)"[^>]*name="profile"', form)
+        )
         assert {"jupyterlab", "vscode-small"} <= offered, form[-3000:]
         assert "processing-large" not in offered and "gpu" not in offered
         xsrf = next(c.value for c in http.cookie_jar if c.key == "_xsrf" and c["path"].startswith("/hub"))
-        async with http.post(f"{hub.url}/hub/spawn", data={"profile": "vscode-small", "_xsrf": xsrf},
-                             allow_redirects=False) as r:
+        async with http.post(
+            f"{hub.url}/hub/spawn", data={"profile": "vscode-small", "_xsrf": xsrf}, allow_redirects=False
+        ) as r:
             assert r.status in (302, 303), await r.text()
         await hub.wait_ready("alice", timeout=180)
         # her server, through the proxy: JupyterLab in her browser session (the hub's OAuth to the server) ...
         async with http.get(f"{hub.url}/user/alice/lab") as r:
-            assert r.status == 200 and r.url.path == "/user/alice/lab", \
+            assert r.status == 200 and r.url.path == "/user/alice/lab", (
                 f"{r.url} {r.status}\n{await server_log(env, 'alice')}"
+            )
         # ... and the server's API with a token of hers
         status, token = await hub.api("POST", "/users/alice/tokens", json={"note": "z2jh test"})
         assert status == 201, token
@@ -200,15 +214,20 @@ async def test_alice_logs_in_sees_her_form_spawns_a_gated_profile_and_uses_the_s
         async with http.get(f"{hub.url}/services/apex-accounting/") as r:
             assert r.status == 200, (r.url, await r.text())
             assert "alice" in await r.text()
-        async with http.get(f"{hub.url}/services/apex-culler/api/upcoming", headers={"Accept": "text/html"}) as r:
+        async with http.get(
+            f"{hub.url}/services/apex-culler/api/upcoming", headers={"Accept": "text/html"}
+        ) as r:
             assert r.status == 200, (r.url, await r.text())
             assert isinstance(await r.json(), (dict, list))
     # the pod: the profile's, and nothing privileged or root in it
     async with env.sim.api_client() as api:
         from kubernetes_asyncio import client
 
-        pods = (await client.CoreV1Api(api).list_pod_for_all_namespaces(
-            label_selector="component=singleuser-server")).items
+        pods = (
+            await client.CoreV1Api(api).list_pod_for_all_namespaces(
+                label_selector="component=singleuser-server"
+            )
+        ).items
     [pod] = [p for p in pods if p.metadata.annotations.get("hub.jupyter.org/username") == "alice"]
     spec = pod.spec
     assert pod.metadata.labels["apex.esa.int/profile"] == "vscode-small"
@@ -233,7 +252,9 @@ async def test_the_probe_reports_ok(env):
         if status != 200:
             return None
         result = json.loads(body)
-        return result if result.get("probe", result).get("status") not in (None, "UNKNOWN", "PENDING") else None
+        return (
+            result if result.get("probe", result).get("status") not in (None, "UNKNOWN", "PENDING") else None
+        )
 
     result = await until("a probe result", probe_done, hub)
     probe = result.get("probe", result)

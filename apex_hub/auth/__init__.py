@@ -11,8 +11,14 @@ from .authenticator import APExOIDCAuthenticator
 from .claims import collect_groups, parse_entitlement, primary_group
 from .handlers import CUSTOM_SCOPES, TOKEN_SCOPE
 
-__all__ = ["APExOIDCAuthenticator", "configure", "collect_groups", "parse_entitlement",
-           "primary_group", "TOKEN_SCOPE"]
+__all__ = [
+    "TOKEN_SCOPE",
+    "APExOIDCAuthenticator",
+    "collect_groups",
+    "configure",
+    "parse_entitlement",
+    "primary_group",
+]
 
 
 def configure(c, **authenticator) -> None:

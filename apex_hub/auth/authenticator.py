@@ -55,11 +55,14 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
     # -- the provider -----------------------------------------------------------------------
 
     provider_preset = Enum(
-        list(PRESETS), "generic", config=True,
+        list(PRESETS),
+        "generic",
+        config=True,
         help="""Defaults for a kind of provider: `keycloak` (groups from `groups`, realm and
         client roles), `egi-checkin` (issuer https://aai.egi.eu/auth/realms/egi, user name from
         `voperson_id`, groups from `eduperson_entitlement`) or `generic`. Options you set
-        yourself always win over the preset.""")
+        yourself always win over the preset.""",
+    )
 
     def _preset(self, name: str, fallback: Any = None) -> Any:
         return PRESETS[self.provider_preset].get(name, fallback)
@@ -69,17 +72,21 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
         help="""The OpenID provider's issuer URL, e.g. `https://keycloak.example.org/realms/apex`.
         Everything else (endpoints, keys, scopes) is read from
         `<issuer>/.well-known/openid-configuration`. Explicitly configured `authorize_url`,
-        `token_url` or `userdata_url` are kept.""")
+        `token_url` or `userdata_url` are kept.""",
+    )
 
     @default("oidc_issuer")
     def _oidc_issuer_default(self):
         return self._preset("oidc_issuer", "")
 
     discovery_ttl = Float(
-        3600, config=True,
-        help="Seconds the provider's discovery document is cached (keys are refetched at once on an unknown key id).")
+        3600,
+        config=True,
+        help="Seconds the provider's discovery document is cached (keys are refetched at once on an unknown key id).",
+    )
     id_token_leeway = Float(
-        30, config=True, help="Seconds of clock skew tolerated when checking `exp`/`iat` of ID tokens.")
+        30, config=True, help="Seconds of clock skew tolerated when checking `exp`/`iat` of ID tokens."
+    )
 
     # -- claims -----------------------------------------------------------------------------
 
@@ -104,66 +111,88 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
         return True
 
     group_claims = List(
-        Unicode(), config=True,
+        Unicode(),
+        config=True,
         help="""Claims holding group names, in order (dotted paths into the ID token and
         userinfo: `groups`, `realm_access.roles`, `resource_access.{client_id}.roles`).
-        A leading `/` (Keycloak group paths) is dropped. Default: from `provider_preset`.""")
+        A leading `/` (Keycloak group paths) is dropped. Default: from `provider_preset`.""",
+    )
 
     @default("group_claims")
     def _group_claims_default(self):
         return list(self._preset("group_claims", ["groups"]))
 
     entitlement_claims = List(
-        Unicode(), config=True,
+        Unicode(),
+        config=True,
         help="""Claims holding AARC-G002 entitlement URNs (EGI: `eduperson_entitlement`), e.g.
-        `urn:mace:egi.eu:group:vo.example.org:role=member#aai.egi.eu`.""")
+        `urn:mace:egi.eu:group:vo.example.org:role=member#aai.egi.eu`.""",
+    )
 
     @default("entitlement_claims")
     def _entitlement_claims_default(self):
         return list(self._preset("entitlement_claims", []))
 
     entitlement_roles = List(
-        Unicode(), ["member"], config=True,
-        help="Entitlement roles that make a group membership (`*`: any role).")
+        Unicode(),
+        ["member"],
+        config=True,
+        help="Entitlement roles that make a group membership (`*`: any role).",
+    )
     entitlement_group_template = Unicode(
-        "{group}", config=True,
+        "{group}",
+        config=True,
         help="""JupyterHub group name made from an entitlement: `{group}` is the full group path
-        (`vo.example.org:sub`), `{vo}` the VO, `{role}` the role, e.g. `{group}:{role}`.""")
+        (`vo.example.org:sub`), `{vo}` the VO, `{role}` the role, e.g. `{group}:{role}`.""",
+    )
     primary_groups = List(
-        Unicode(), config=True,
+        Unicode(),
+        config=True,
         help="""Groups that may be a user's primary group (billed by accounting): the first of
         the user's groups, in the provider's order, that is listed here. Empty: `allowed_groups`,
-        or any group when that is empty too.""")
+        or any group when that is empty too.""",
+    )
     service_account_pattern = Unicode(
-        r"^service-account-", config=True,
+        r"^service-account-",
+        config=True,
         help="""User names matching this regular expression are service accounts (Keycloak names
-        client-credentials users `service-account-<client>`) and cannot log in. Empty: no check.""")
+        client-credentials users `service-account-<client>`) and cannot log in. Empty: no check.""",
+    )
 
     # -- refresh ----------------------------------------------------------------------------
 
     refresh_leeway = Float(
-        60, config=True,
+        60,
+        config=True,
         help="""Refresh the access token when it expires within this many seconds (checked
         locally, without calling the provider, on every hub request older than
-        `auth_refresh_age`). The workspace's token file is rewritten after each refresh.""")
+        `auth_refresh_age`). The workspace's token file is rewritten after each refresh.""",
+    )
 
     assumed_token_lifetime = Float(
-        300, config=True,
+        300,
+        config=True,
         help="""Lifetime assumed for an access token whose provider gives neither `expires_in`
-        nor a JWT `exp` (both are usual): it is refreshed after this many seconds.""")
+        nor a JWT `exp` (both are usual): it is refreshed after this many seconds.""",
+    )
 
     # -- logout -----------------------------------------------------------------------------
 
     end_session_on_logout = Bool(
-        True, config=True,
-        help="Send the user to the provider's `end_session_endpoint` on logout (RP-initiated logout).")
+        True,
+        config=True,
+        help="Send the user to the provider's `end_session_endpoint` on logout (RP-initiated logout).",
+    )
     revoke_on_logout = Bool(
-        True, config=True,
-        help="Revoke the refresh token at the provider's `revocation_endpoint` (RFC 7009) on logout.")
+        True,
+        config=True,
+        help="Revoke the refresh token at the provider's `revocation_endpoint` (RFC 7009) on logout.",
+    )
     post_logout_redirect_url = Unicode(
         config=True,
         help="""Where the provider sends the browser after logout (must be registered with the
-        client). Default: the hub's login page, as an absolute URL of the current request.""")
+        client). Default: the hub's login page, as an absolute URL of the current request.""",
+    )
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -183,21 +212,30 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
         return self._provider
 
     async def _fetch_json(self, url: str) -> dict:
-        return await self.httpfetch(url, "OIDC discovery", method="GET",
-                                    headers={"Accept": "application/json"},
-                                    validate_cert=self.validate_server_cert)
+        return await self.httpfetch(
+            url,
+            "OIDC discovery",
+            method="GET",
+            headers={"Accept": "application/json"},
+            validate_cert=self.validate_server_cert,
+        )
 
     async def discover(self) -> None:
         """Fill the endpoints from the issuer's metadata (kept when set explicitly)."""
         if not self.oidc_issuer:
             self.log.error("APExOIDCAuthenticator.oidc_issuer is not set: nobody can log in")
-            raise web.HTTPError(500, "The hub's login is not configured yet (no OpenID provider); the"
-                                     " administrators have been told.")
+            raise web.HTTPError(
+                500,
+                "The hub's login is not configured yet (no OpenID provider); the"
+                " administrators have been told.",
+            )
         try:
             meta = await self.provider.metadata()
         except DiscoveryError as exc:
             self.log.error("OpenID provider discovery failed: %s", exc)
-            raise web.HTTPError(503, "The login service is unreachable; please try again in a minute.") from None
+            raise web.HTTPError(
+                503, "The login service is unreachable; please try again in a minute."
+            ) from None
         if not self.authorize_url:
             self.authorize_url = meta.authorization_endpoint
         if not self.token_url:
@@ -224,11 +262,15 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
         except HTTPClientError as exc:
             # the provider refused the code (spent, expired, for another client): the user's login
             # is what failed, not the hub; neither the page nor the log carries the code
-            self.log.warning("login refused: the provider did not accept the authorization code (%s)",
-                             _reason(exc))
-            raise web.HTTPError(400, "The login could not be completed: the identity provider did not"
-                                     " accept this sign-in (it may have been used already or expired)."
-                                     " Please sign in again.") from None
+            self.log.warning(
+                "login refused: the provider did not accept the authorization code (%s)", _reason(exc)
+            )
+            raise web.HTTPError(
+                400,
+                "The login could not be completed: the identity provider did not"
+                " accept this sign-in (it may have been used already or expired)."
+                " Please sign in again.",
+            ) from None
         finally:
             _expected_nonce.reset(token)
 
@@ -243,8 +285,13 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
             claims = dict(previous)  # a refresh answer need not carry a new ID token
         else:
             try:
-                claims = await verify_id_token(token_info.get("id_token"), self.provider, self.client_id,
-                                               nonce=_expected_nonce.get(), leeway=self.id_token_leeway)
+                claims = await verify_id_token(
+                    token_info.get("id_token"),
+                    self.provider,
+                    self.client_id,
+                    nonce=_expected_nonce.get(),
+                    leeway=self.id_token_leeway,
+                )
             except TokenRejected as exc:
                 self.log.warning("login refused: %s", exc)
                 raise web.HTTPError(403, f"Login refused: {exc}.") from None
@@ -255,7 +302,9 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
             userinfo = await super().token_to_user(token_info)
             if userinfo.get("sub") != claims.get("sub"):
                 self.log.warning("login refused: userinfo subject differs from the ID token's")
-                raise web.HTTPError(403, "Login refused: the provider's user information does not match the ID token.")
+                raise web.HTTPError(
+                    403, "Login refused: the provider's user information does not match the ID token."
+                )
             info.update(userinfo)
         return info
 
@@ -263,8 +312,11 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
         name = super().user_info_to_username(user_info)
         if self.service_account_pattern and re.search(self.service_account_pattern, str(name)):
             self.log.warning("login refused for service account %r", name)
-            raise web.HTTPError(403, f"{name!r} is a service account; service accounts cannot log in"
-                                     " to the workspaces. Use a personal account.")
+            raise web.HTTPError(
+                403,
+                f"{name!r} is a service account; service accounts cannot log in"
+                " to the workspaces. Use a personal account.",
+            )
         return name
 
     def group_claim_paths(self) -> list[str]:
@@ -273,8 +325,13 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
     def build_auth_state_dict(self, token_info, user_info):
         state = super().build_auth_state_dict(token_info, user_info)
         state["expires_at"] = self.access_token_expiry(token_info)
-        groups = collect_groups(user_info, self.group_claim_paths(), self.entitlement_claims,
-                                self.entitlement_roles, self.entitlement_group_template)
+        groups = collect_groups(
+            user_info,
+            self.group_claim_paths(),
+            self.entitlement_claims,
+            self.entitlement_roles,
+            self.entitlement_group_template,
+        )
         state["groups"] = groups
         state["primary_group"] = primary_group(groups, self.primary_groups or self.allowed_groups)
         return state
@@ -324,26 +381,36 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
                 return True
             refresh_token = auth_state.get("refresh_token")
             if not refresh_token:
-                self.log.info("access token of %s expired and there is no refresh token: new login needed", user.name)
+                self.log.info(
+                    "access token of %s expired and there is no refresh token: new login needed", user.name
+                )
                 return self._refresh_failed(user, handler)
             await self.discover()
             token = _previous_claims.set(auth_state.get(self.user_auth_state_key) or {"sub": None})
             try:
-                token_info = await self.get_token_info(handler, self.build_refresh_token_request_params(refresh_token))
+                token_info = await self.get_token_info(
+                    handler, self.build_refresh_token_request_params(refresh_token)
+                )
                 token_info.setdefault("refresh_token", refresh_token)
                 auth_model = await self._token_to_auth_model(token_info)
             except (web.HTTPError, HTTPClientError, OSError, ValueError) as exc:
-                self.log.warning("refreshing the tokens of %s failed (%s): new login needed", user.name,
-                                 _reason(exc))
+                self.log.warning(
+                    "refreshing the tokens of %s failed (%s): new login needed", user.name, _reason(exc)
+                )
                 return self._refresh_failed(user, handler)
             finally:
                 _previous_claims.reset(token)
             if auth_model["name"] != user.name:
-                self.log.warning("refresh for %s returned user %s: new login needed", user.name, auth_model["name"])
+                self.log.warning(
+                    "refresh for %s returned user %s: new login needed", user.name, auth_model["name"]
+                )
                 return False
             await user.save_auth_state(auth_model["auth_state"])  # before the lock is released
-            self.log.info("refreshed the tokens of %s (expires in %.0f s)", user.name,
-                          auth_model["auth_state"]["expires_at"] - time.time())
+            self.log.info(
+                "refreshed the tokens of %s (expires in %.0f s)",
+                user.name,
+                auth_model["auth_state"]["expires_at"] - time.time(),
+            )
             # still under the lock: two refreshes in a row write the Secret in the order they refreshed,
             # so the workspace never ends with the older token
             await self.publish_token(user, auth_model["auth_state"])
@@ -364,9 +431,12 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
         requester = getattr(handler, "_jupyterhub_user", None)
         by_other = requester is not None and requester is not user
         if by_token or by_other:
-            self.log.warning("%s's login could not be refreshed; the %s request keeps the stale login"
-                             " (JupyterHub < 6 cannot ask for a new login there)", user.name,
-                             "API token" if by_token else "cross-user")
+            self.log.warning(
+                "%s's login could not be refreshed; the %s request keeps the stale login"
+                " (JupyterHub < 6 cannot ask for a new login there)",
+                user.name,
+                "API token" if by_token else "cross-user",
+            )
             return True
         return False
 
@@ -379,8 +449,9 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
             try:
                 await publish(auth_state)
             except Exception as exc:  # the refresh itself succeeded; the next one retries
-                self.log.warning("could not update the token of %s's server %r: %s", user.name,
-                                 spawner.name, exc)
+                self.log.warning(
+                    "could not update the token of %s's server %r: %s", user.name, spawner.name, exc
+                )
 
     # -- logout -------------------------------------------------------------------------------
 
@@ -396,10 +467,15 @@ class APExOIDCAuthenticator(GenericOAuthenticator):
         if not self.basic_auth:
             body.update(client_id=self.client_id, client_secret=self.client_secret)
         try:
-            await self.httpfetch(meta.revocation_endpoint, "revoking the refresh token", method="POST",
-                                 parse_json=False, body=urlencode(body),
-                                 headers=self.build_token_info_request_headers(),
-                                 validate_cert=self.validate_server_cert)
+            await self.httpfetch(
+                meta.revocation_endpoint,
+                "revoking the refresh token",
+                method="POST",
+                parse_json=False,
+                body=urlencode(body),
+                headers=self.build_token_info_request_headers(),
+                validate_cert=self.validate_server_cert,
+            )
         except Exception as exc:
             self.log.warning("revoking a refresh token failed: %s", exc)
             return False

@@ -10,13 +10,15 @@ is pure, so it is tested without a provider.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 #: ``urn:mace:egi.eu:group:<vo>[:<subgroup>...][:role=<role>]#<authority>`` (AARC-G002).
 ENTITLEMENT = re.compile(
     r"^urn:(?P<namespace>[^:]+(?::[^:]+)*?):group:(?P<group>[^:#]+(?::[^:#=]+)*?)"
-    r"(?::role=(?P<role>[^#:]+))?(?:#(?P<authority>.+))?$")
+    r"(?::role=(?P<role>[^#:]+))?(?:#(?P<authority>.+))?$"
+)
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,9 @@ class Entitlement:
     authority: str
 
     def name(self, template: str) -> str:
-        return template.format(vo=self.vo, group=self.group, role=self.role,
-                               authority=self.authority, namespace=self.namespace)
+        return template.format(
+            vo=self.vo, group=self.group, role=self.role, authority=self.authority, namespace=self.namespace
+        )
 
 
 def parse_entitlement(urn: str) -> Entitlement | None:
@@ -42,8 +45,13 @@ def parse_entitlement(urn: str) -> Entitlement | None:
     if not m:
         return None
     group = m["group"]
-    return Entitlement(namespace=m["namespace"], vo=group.split(":", 1)[0], group=group,
-                       role=m["role"] or "member", authority=m["authority"] or "")
+    return Entitlement(
+        namespace=m["namespace"],
+        vo=group.split(":", 1)[0],
+        group=group,
+        role=m["role"] or "member",
+        authority=m["authority"] or "",
+    )
 
 
 def claim_value(claims: dict, path: str) -> Any:
@@ -77,11 +85,14 @@ def unique(items: Iterable[str]) -> list[str]:
     return [i for i in items if not (i in seen or seen.add(i))]
 
 
-def collect_groups(claims: dict, group_claims: Iterable[str] = ("groups",),
-                   entitlement_claims: Iterable[str] = (),
-                   entitlement_roles: Iterable[str] = ("member",),
-                   entitlement_template: str = "{group}",
-                   strip_prefix: str = "/") -> list[str]:
+def collect_groups(
+    claims: dict,
+    group_claims: Iterable[str] = ("groups",),
+    entitlement_claims: Iterable[str] = (),
+    entitlement_roles: Iterable[str] = ("member",),
+    entitlement_template: str = "{group}",
+    strip_prefix: str = "/",
+) -> list[str]:
     """The user's groups in the IdP's order, claim by claim.
 
     ``strip_prefix`` drops Keycloak's leading ``/`` of full group paths. Entitlements
@@ -93,7 +104,7 @@ def collect_groups(claims: dict, group_claims: Iterable[str] = ("groups",),
             if isinstance(value, str) and value.strip():
                 value = value.strip()
                 if strip_prefix and value.startswith(strip_prefix):
-                    value = value[len(strip_prefix):]
+                    value = value[len(strip_prefix) :]
                 groups.append(value)
     roles = set(entitlement_roles)
     for path in entitlement_claims:

@@ -15,7 +15,12 @@ from urllib.parse import parse_qsl
 
 from jupyterhub import scopes
 from jupyterhub.apihandlers.base import APIHandler
-from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLoginHandler, OAuthLogoutHandler, _deserialize_state
+from oauthenticator.oauth2 import (
+    OAuthCallbackHandler,
+    OAuthLoginHandler,
+    OAuthLogoutHandler,
+    _deserialize_state,
+)
 from tornado import web
 
 from .idtoken import login_nonce
@@ -79,13 +84,18 @@ class APExLogoutHandler(OAuthLogoutHandler):
             await self.authenticator.revoke_refresh_token(state)
         if user is not None and state:
             # nothing may use these tokens again: the next login brings new ones
-            kept = {k: v for k, v in state.items()
-                    if k not in ("access_token", "refresh_token", "id_token", "token_response")}
+            kept = {
+                k: v
+                for k, v in state.items()
+                if k not in ("access_token", "refresh_token", "id_token", "token_response")
+            }
             await user.save_auth_state(kept)
 
     async def render_logout_page(self):
-        redirect = (self.authenticator.post_logout_redirect_url
-                    or f"{self.request.protocol}://{self.request.host}{self.settings['login_url']}")
+        redirect = (
+            self.authenticator.post_logout_redirect_url
+            or f"{self.request.protocol}://{self.request.host}{self.settings['login_url']}"
+        )
         try:
             url = await self.authenticator.end_session_url(self._apex_auth_state, redirect)
         except Exception as exc:
@@ -111,8 +121,11 @@ class _TokenAPIHandler(APIHandler):
     async def _refreshed(self, user, force: bool):
         model = await self.authenticator.refresh_user(user, self, force=force)
         if not model:
-            raise web.HTTPError(401, f"The login of {user.name} has expired or was revoked; the user"
-                                     " must log in to the hub again.")
+            raise web.HTTPError(
+                401,
+                f"The login of {user.name} has expired or was revoked; the user"
+                " must log in to the hub again.",
+            )
         if isinstance(model, dict):
             # groups and admin flag as JupyterHub's own refresh applies them, with the auth state as
             # stored now: another refresh may have finished meanwhile, and its (rotated) tokens win
@@ -124,11 +137,15 @@ class _TokenAPIHandler(APIHandler):
     def _answer(self, state: dict, with_token: bool = True) -> None:
         self.set_header("Cache-Control", "no-store")
         expires_at = state.get("expires_at")
-        answer = {"expires_at": expires_at,
-                  "expires_in": int(expires_at - time.time()) if expires_at else None}
+        answer = {
+            "expires_at": expires_at,
+            "expires_in": int(expires_at - time.time()) if expires_at else None,
+        }
         if with_token:
-            answer.update(access_token=state.get("access_token"),
-                          token_type=(state.get("token_response") or {}).get("token_type", "Bearer"))
+            answer.update(
+                access_token=state.get("access_token"),
+                token_type=(state.get("token_response") or {}).get("token_type", "Bearer"),
+            )
         self.finish(json.dumps(answer))
 
 
@@ -150,5 +167,7 @@ class OIDCTokenRefreshHandler(_TokenAPIHandler):
 
 def token_api_handlers() -> list:
     define_scopes()
-    return [(r"/api/apex/users/([^/]+)/oidc-token", OIDCTokenHandler),
-            (r"/api/apex/users/([^/]+)/oidc-token/refresh", OIDCTokenRefreshHandler)]
+    return [
+        (r"/api/apex/users/([^/]+)/oidc-token", OIDCTokenHandler),
+        (r"/api/apex/users/([^/]+)/oidc-token/refresh", OIDCTokenRefreshHandler),
+    ]

@@ -22,8 +22,9 @@ class TokenRejected(Exception):
     """The ID token is not acceptable; the message says why (no token content in it)."""
 
 
-async def verify_id_token(token: str, provider: Provider, client_id: str, *, nonce: str | None = None,
-                          leeway: float = 30) -> dict:
+async def verify_id_token(
+    token: str, provider: Provider, client_id: str, *, nonce: str | None = None, leeway: float = 30
+) -> dict:
     """The verified claims of ``token``; :class:`TokenRejected` otherwise."""
     if not token or not isinstance(token, str):
         raise TokenRejected("the provider returned no ID token (is the 'openid' scope requested?)")
@@ -40,14 +41,23 @@ async def verify_id_token(token: str, provider: Provider, client_id: str, *, non
     except Exception as exc:
         raise TokenRejected(f"the ID token's signing key is unknown to the provider: {exc}") from None
     try:
-        claims = jwt.decode(token, key=key, algorithms=[alg], audience=client_id, issuer=meta.issuer,
-                            leeway=leeway, options={"require": ["iss", "aud", "exp", "iat", "sub"]})
+        claims = jwt.decode(
+            token,
+            key=key,
+            algorithms=[alg],
+            audience=client_id,
+            issuer=meta.issuer,
+            leeway=leeway,
+            options={"require": ["iss", "aud", "exp", "iat", "sub"]},
+        )
     except jwt.InvalidSignatureError:
         raise TokenRejected("the ID token's signature does not verify (forged or altered)") from None
     except jwt.ExpiredSignatureError:
         raise TokenRejected("the ID token has expired") from None
     except jwt.InvalidAudienceError:
-        raise TokenRejected(f"the ID token is not meant for this hub (audience is not {client_id!r})") from None
+        raise TokenRejected(
+            f"the ID token is not meant for this hub (audience is not {client_id!r})"
+        ) from None
     except jwt.InvalidIssuerError:
         raise TokenRejected(f"the ID token was not issued by {meta.issuer}") from None
     except jwt.ImmatureSignatureError:

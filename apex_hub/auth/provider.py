@@ -11,14 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
 
 import jwt
 
 #: Asymmetric JWS algorithms accepted for ID tokens (never ``none``, never HMAC).
-ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-                         "ES256", "ES384", "ES512", "EdDSA")
+ASYMMETRIC_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
 
 Fetch = Callable[[str], Awaitable[dict]]
 
@@ -42,15 +52,18 @@ class ProviderMetadata:
     raw: dict = field(default_factory=dict)
 
     @classmethod
-    def from_document(cls, doc: dict, expected_issuer: str) -> "ProviderMetadata":
-        missing = [k for k in ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
-                   if not doc.get(k)]
+    def from_document(cls, doc: dict, expected_issuer: str) -> ProviderMetadata:
+        missing = [
+            k for k in ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri") if not doc.get(k)
+        ]
         if missing:
             raise DiscoveryError(f"the discovery document of {expected_issuer} lacks {', '.join(missing)}")
         if doc["issuer"].rstrip("/") != expected_issuer.rstrip("/"):
             # OpenID Connect Discovery 1.0 §4.3: the issuer must be exactly the one asked for.
-            raise DiscoveryError(f"the discovery document names issuer {doc['issuer']!r}, not the"
-                                 f" configured {expected_issuer!r}; check oidc_issuer")
+            raise DiscoveryError(
+                f"the discovery document names issuer {doc['issuer']!r}, not the"
+                f" configured {expected_issuer!r}; check oidc_issuer"
+            )
         known = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc and k != "raw"}
         return cls(**known, raw=doc)
 
@@ -62,8 +75,14 @@ class ProviderMetadata:
 class Provider:
     """Cached metadata and key set of one issuer, fetched with ``fetch(url) -> json``."""
 
-    def __init__(self, issuer: str, fetch: Fetch, ttl: float = 3600, min_refetch: float = 10,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        issuer: str,
+        fetch: Fetch,
+        ttl: float = 3600,
+        min_refetch: float = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.issuer = issuer.rstrip("/")
         self._fetch, self.ttl, self.min_refetch, self._clock = fetch, ttl, min_refetch, clock
         self._metadata: ProviderMetadata | None = None

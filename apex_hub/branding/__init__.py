@@ -31,8 +31,14 @@ def branding_dir(branding: str | os.PathLike | None) -> Path | None:
     return path
 
 
-def configure(c: Any, branding: str | os.PathLike | None = "apex", *, login_hint: str = "",
-              links: list[tuple[str, str]] | None = None, profiles_help: str = "") -> Path | None:
+def configure(
+    c: Any,
+    branding: str | os.PathLike | None = "apex",
+    *,
+    login_hint: str = "",
+    links: list[tuple[str, str]] | None = None,
+    profiles_help: str = "",
+) -> Path | None:
     """Put ``branding``'s templates first in ``c.JupyterHub.template_paths`` and its logo in ``logo_file``.
 
     ``login_hint`` (HTML) is shown under the sign-in button; ``links`` ((title, URL) pairs, e.g. the
@@ -44,8 +50,9 @@ def configure(c: Any, branding: str | os.PathLike | None = "apex", *, login_hint
     hub = c.JupyterHub
     current = hub.get("template_vars") if hasattr(hub, "get") else None
     template_vars = dict(current or {})
-    template_vars.update(apex_login_hint=login_hint, apex_links=list(links or []),
-                         apex_profiles_help=profiles_help)
+    template_vars.update(
+        apex_login_hint=login_hint, apex_links=list(links or []), apex_profiles_help=profiles_help
+    )
     hub.template_vars = template_vars
     if path is None:
         return None

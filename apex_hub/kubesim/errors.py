@@ -11,8 +11,15 @@ from __future__ import annotations
 class ApiError(Exception):
     """An API failure that the HTTP layer renders as a ``Status`` object."""
 
-    def __init__(self, code: int, reason: str, message: str, *, details: dict | None = None,
-                 retry_after: int | None = None):
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        *,
+        details: dict | None = None,
+        retry_after: int | None = None,
+    ):
         super().__init__(message)
         self.code = code
         self.reason = reason
@@ -44,33 +51,48 @@ def _details(rtype, name, **extra) -> dict:
 
 
 def not_found(rtype, name: str) -> ApiError:
-    return ApiError(404, "NotFound", f'{rtype.key} "{name}" not found',
-                    details=_details(rtype, name))
+    return ApiError(404, "NotFound", f'{rtype.key} "{name}" not found', details=_details(rtype, name))
 
 
 def already_exists(rtype, name: str) -> ApiError:
-    return ApiError(409, "AlreadyExists", f'{rtype.key} "{name}" already exists',
-                    details=_details(rtype, name))
+    return ApiError(
+        409, "AlreadyExists", f'{rtype.key} "{name}" already exists', details=_details(rtype, name)
+    )
 
 
-def conflict(rtype, name: str, why: str = "the object has been modified; please apply your "
-             "changes to the latest version and try again") -> ApiError:
-    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {rtype.key} "{name}": {why}',
-                    details=_details(rtype, name))
+def conflict(
+    rtype,
+    name: str,
+    why: str = "the object has been modified; please apply your changes to the latest version and try again",
+) -> ApiError:
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {rtype.key} "{name}": {why}',
+        details=_details(rtype, name),
+    )
 
 
 def invalid(rtype, name: str, causes: list[tuple[str, str]]) -> ApiError:
     """422 Invalid; ``causes`` are ``(field, message)`` pairs, as the real server lists them."""
     text = ", ".join(f"{field}: {msg}" for field, msg in causes)
-    return ApiError(422, "Invalid", f'{rtype.kind} "{name}" is invalid: {text}',
-                    details=_details(rtype, name, kind=rtype.kind,
-                                     causes=[{"reason": "FieldValueInvalid", "message": m, "field": f}
-                                             for f, m in causes]))
+    return ApiError(
+        422,
+        "Invalid",
+        f'{rtype.kind} "{name}" is invalid: {text}',
+        details=_details(
+            rtype,
+            name,
+            kind=rtype.kind,
+            causes=[{"reason": "FieldValueInvalid", "message": m, "field": f} for f, m in causes],
+        ),
+    )
 
 
 def forbidden(rtype, name: str, why: str) -> ApiError:
-    return ApiError(403, "Forbidden", f'{rtype.key} "{name}" is forbidden: {why}',
-                    details=_details(rtype, name))
+    return ApiError(
+        403, "Forbidden", f'{rtype.key} "{name}" is forbidden: {why}', details=_details(rtype, name)
+    )
 
 
 def bad_request(message: str) -> ApiError:
@@ -81,5 +103,7 @@ def gone(message: str) -> ApiError:
     return ApiError(410, "Expired", message)
 
 
-def method_not_allowed(message: str = "the server does not allow this method on the requested resource") -> ApiError:
+def method_not_allowed(
+    message: str = "the server does not allow this method on the requested resource",
+) -> ApiError:
     return ApiError(405, "MethodNotAllowed", message)

@@ -51,9 +51,15 @@ class Fault:
             self.times = len(self.script)
 
     def matches(self, rec: RequestRecord) -> bool:
-        return all(want is None or want == have for want, have in (
-            (self.verb, rec.verb), (self.resource, rec.resource),
-            (self.namespace, rec.namespace), (self.name, rec.name)))
+        return all(
+            want is None or want == have
+            for want, have in (
+                (self.verb, rec.verb),
+                (self.resource, rec.resource),
+                (self.namespace, rec.namespace),
+                (self.name, rec.name),
+            )
+        )
 
     @property
     def exhausted(self) -> bool:
@@ -65,7 +71,7 @@ class Fault:
         return status
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Fault":
+    def from_dict(cls, d: dict) -> Fault:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "hits"}
         return cls(**known)
 

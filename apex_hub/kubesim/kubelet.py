@@ -111,11 +111,23 @@ class Kubelet:
     probe_interval = 0.1
     stop_timeout = 2.0  # SIGTERM -> SIGKILL on stop()
 
-    def __init__(self, store, mode: str = "instant", workdir: Path | str | None = None, *,
-                 phase_delay: float = 0.0, fail_images: tuple[str, ...] = ("*:broken", "*/broken:*"),
-                 stuck_images: tuple[str, ...] = ("*:stuck",), python: str = sys.executable,
-                 ip_prefix: str = "127.0.0.", first_ip: int = 10, env: dict | None = None,
-                 restart_backoff: float = 1.0, volume_sync_delay: float = 0.0, node_name: str = NODE_NAME):
+    def __init__(
+        self,
+        store,
+        mode: str = "instant",
+        workdir: Path | str | None = None,
+        *,
+        phase_delay: float = 0.0,
+        fail_images: tuple[str, ...] = ("*:broken", "*/broken:*"),
+        stuck_images: tuple[str, ...] = ("*:stuck",),
+        python: str = sys.executable,
+        ip_prefix: str = "127.0.0.",
+        first_ip: int = 10,
+        env: dict | None = None,
+        restart_backoff: float = 1.0,
+        volume_sync_delay: float = 0.0,
+        node_name: str = NODE_NAME,
+    ):
         if mode not in ("instant", "process"):
             raise ValueError(f"mode must be 'instant' or 'process', not {mode!r}")
         self.store, self.mode = store, mode
@@ -155,8 +167,9 @@ class Kubelet:
             p.kill_now.set()
             for task in list(p.tasks):
                 task.cancel()
-        await asyncio.gather(*(t for p in pods for t in list(p.tasks) + [p.teardown] if t),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(t for p in pods for t in list(p.tasks) + [p.teardown] if t), return_exceptions=True
+        )
         await asyncio.gather(*(_stop_processes(p.procs.values(), self.stop_timeout) for p in pods))
         self._pods.clear()
         self._ips.clear()
@@ -191,8 +204,18 @@ class Kubelet:
         mounts; None when the pod does not run here in process mode, or the container is not running.
         """
         p = next((p for p in self._pods.values() if p.key == (namespace, name) and not p.stopping), None)
-        c = next((c for c in p.spec.get("containers", []) + p.spec.get("initContainers", [])
-                  if c["name"] == container), None) if p is not None else None
+        c = (
+            next(
+                (
+                    c
+                    for c in p.spec.get("containers", []) + p.spec.get("initContainers", [])
+                    if c["name"] == container
+                ),
+                None,
+            )
+            if p is not None
+            else None
+        )
         proc = p.procs.get(container) if p is not None else None
         if self.mode != "process" or c is None or proc is None or proc.returncode is not None:
             return None
@@ -256,12 +279,18 @@ class Kubelet:
         if previous is not None and not previous.done():
             await asyncio.wait([previous])  # a pod of the same name is still being cleaned up
         if p.spec.get("nodeName") != self.node_name:
+
             def bind(obj):
                 obj["spec"]["nodeName"] = self.node_name
                 self._render(p, obj.setdefault("status", {}))
+
             self._write(p, bind)
-            self._event(p, "Scheduled", f"Successfully assigned {p.namespace}/{p.name} to {self.node_name}",
-                        component="default-scheduler")
+            self._event(
+                p,
+                "Scheduled",
+                f"Successfully assigned {p.namespace}/{p.name} to {self.node_name}",
+                component="default-scheduler",
+            )
         await asyncio.sleep(self.phase_delay)
         self._allocate_ip(p)
         p.start_time = now_rfc3339()
@@ -318,7 +347,9 @@ class Kubelet:
             self._sync(p)
             await asyncio.sleep(self.phase_delay)
             self._event(p, "BackOff", f'Back-off pulling image "{image}"', type="Warning")
-            cs["state"] = {"waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}}
+            cs["state"] = {
+                "waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}
+            }
             self._sync(p)
             raise PodStalled
         if any(fnmatch.fnmatchcase(image, pat) for pat in self.stuck_images):
@@ -369,12 +400,22 @@ class Kubelet:
             failures = failures + 1 if code else 0
             delay = crash_backoff(self.restart_backoff, failures)
             if failures >= (1 if init else 2):  # a crash loop, or any failed init container
-                self._event(p, "BackOff", f"Back-off restarting failed container {c['name']} in pod "
-                                          f"{p.name}_{p.namespace}({p.uid})", type="Warning")
+                self._event(
+                    p,
+                    "BackOff",
+                    f"Back-off restarting failed container {c['name']} in pod "
+                    f"{p.name}_{p.namespace}({p.uid})",
+                    type="Warning",
+                )
                 cs["lastState"] = cs["state"]
-                cs["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": f"back-off {go_duration(delay)} "
-                                           f"restarting failed container={c['name']} pod={p.name}_{p.namespace}"
-                                           f"({p.uid})"}}
+                cs["state"] = {
+                    "waiting": {
+                        "reason": "CrashLoopBackOff",
+                        "message": f"back-off {go_duration(delay)} "
+                        f"restarting failed container={c['name']} pod={p.name}_{p.namespace}"
+                        f"({p.uid})",
+                    }
+                }
             self._sync(p)
             await asyncio.sleep(delay)
             cs["restartCount"] += 1
@@ -400,11 +441,19 @@ class Kubelet:
         with open(self._pod_dir(*p.key) / f"{c['name']}.log", "ab") as out:
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=out,
-                    stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+                    *argv,
+                    env=env,
+                    cwd=cwd,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                )
             except OSError as e:
                 out.write(f"kubesim: cannot start {argv[0]!r}: {e}\n".encode())
-                self._event(p, "Failed", f"Error: failed to start container {c['name']!r}: {e}", type="Warning")
+                self._event(
+                    p, "Failed", f"Error: failed to start container {c['name']!r}: {e}", type="Warning"
+                )
                 return None
         p.procs[c["name"]] = proc
         if "terminated" in cs["state"]:
@@ -415,11 +464,15 @@ class Kubelet:
 
     def _prepare(self, p: PodRuntime, c: dict) -> tuple[list[str], dict, Path]:
         pod_env = self._container_env(p, c)
-        argv = [VAR_REF.sub(lambda m: pod_env.get(m[1], m[0]), a)
-                for a in list(c.get("command") or []) + list(c.get("args") or [])]
+        argv = [
+            VAR_REF.sub(lambda m: pod_env.get(m[1], m[0]), a)
+            for a in list(c.get("command") or []) + list(c.get("args") or [])
+        ]
         if not argv:
-            raise Missing("CreateContainerError", f"container {c['name']} has no command or args "
-                                                  "(kubesim cannot run an image's entrypoint)")
+            raise Missing(
+                "CreateContainerError",
+                f"container {c['name']} has no command or args (kubesim cannot run an image's entrypoint)",
+            )
         argv = [ANY_ADDRESS.sub(p.ip, a) for a in argv]
         if argv[0] in ("python", "python3"):
             argv[0] = self.python
@@ -460,8 +513,10 @@ class Kubelet:
                 if ref["key"] not in data:
                     if ref.get("optional"):
                         return None
-                    raise Missing("CreateContainerConfigError", f"couldn't find key {ref['key']} in "
-                                                                f"{plural[:-1]} {p.namespace}/{ref['name']}")
+                    raise Missing(
+                        "CreateContainerConfigError",
+                        f"couldn't find key {ref['key']} in {plural[:-1]} {p.namespace}/{ref['name']}",
+                    )
                 return data[ref["key"]]
         if "fieldRef" in source:
             return self._field(p, source["fieldRef"]["fieldPath"])
@@ -473,10 +528,16 @@ class Kubelet:
         m = LABEL_REF.fullmatch(path)
         if m:
             return (meta.get(m[1]) or {}).get(m[2], "")
-        return {"metadata.name": p.name, "metadata.namespace": p.namespace, "metadata.uid": p.uid,
-                "status.podIP": p.ip, "status.podIPs": p.ip, "status.hostIP": HOST_IP,
-                "spec.nodeName": self.node_name,
-                "spec.serviceAccountName": p.spec.get("serviceAccountName", "default")}.get(path, "")
+        return {
+            "metadata.name": p.name,
+            "metadata.namespace": p.namespace,
+            "metadata.uid": p.uid,
+            "status.podIP": p.ip,
+            "status.podIPs": p.ip,
+            "status.hostIP": HOST_IP,
+            "spec.nodeName": self.node_name,
+            "spec.serviceAccountName": p.spec.get("serviceAccountName", "default"),
+        }.get(path, "")
 
     def _config_data(self, p: PodRuntime, plural: str, ref: dict) -> dict[str, str]:
         obj = self._lookup(plural, p.namespace, ref.get("name", ""))
@@ -494,8 +555,11 @@ class Kubelet:
         pod_dir.mkdir(parents=True, exist_ok=True)
         volumes = {v["name"]: v for v in p.spec.get("volumes") or []}
         sources = {name: self._volume_source(p, v, pod_dir) for name, v in volumes.items()}
-        mounts = [m for c in p.spec.get("initContainers", []) + p.spec.get("containers", [])
-                  for m in c.get("volumeMounts") or []]
+        mounts = [
+            m
+            for c in p.spec.get("initContainers", []) + p.spec.get("containers", [])
+            for m in c.get("volumeMounts") or []
+        ]
         p.pinned = set()
         for m in sorted(mounts, key=lambda m: m["mountPath"].rstrip("/").count("/")):  # parents first
             if m["name"] not in sources:
@@ -517,8 +581,11 @@ class Kubelet:
             if "persistentVolumeClaim" in volume:
                 claim = volume["persistentVolumeClaim"]["claimName"]
                 if self._lookup("persistentvolumeclaims", p.namespace, claim) is None:
-                    raise Missing("FailedMount", f'MountVolume.SetUp failed for volume "{volume["name"]}" : '
-                                                 f'persistentvolumeclaim "{claim}" not found')
+                    raise Missing(
+                        "FailedMount",
+                        f'MountVolume.SetUp failed for volume "{volume["name"]}" : '
+                        f'persistentvolumeclaim "{claim}" not found',
+                    )
             elif _config_source(volume):
                 self._volume_files(p, volume)
 
@@ -527,8 +594,11 @@ class Kubelet:
         if "persistentVolumeClaim" in volume:
             claim = volume["persistentVolumeClaim"]["claimName"]
             if self._lookup("persistentvolumeclaims", p.namespace, claim) is None:
-                raise Missing("FailedMount", f'MountVolume.SetUp failed for volume "{volume["name"]}" : '
-                                             f'persistentvolumeclaim "{claim}" not found')
+                raise Missing(
+                    "FailedMount",
+                    f'MountVolume.SetUp failed for volume "{volume["name"]}" : '
+                    f'persistentvolumeclaim "{claim}" not found',
+                )
             target = self.workdir / "pvcs" / p.namespace / claim
             target.mkdir(parents=True, exist_ok=True)
         elif _config_source(volume):
@@ -547,16 +617,21 @@ class Kubelet:
         if obj is None:
             if source.get("optional"):
                 return []
-            raise Missing("FailedMount", f'MountVolume.SetUp failed for volume "{volume["name"]}" : '
-                                         f'{kind.lower()} "{name}" not found')
+            raise Missing(
+                "FailedMount",
+                f'MountVolume.SetUp failed for volume "{volume["name"]}" : {kind.lower()} "{name}" not found',
+            )
         data, mode = _decoded(plural, obj), source.get("defaultMode", 0o444)
         items = source.get("items")
         if not items:
             return [(key, value, mode) for key, value in data.items()]
         missing = [i["key"] for i in items if i["key"] not in data]
         if missing and not source.get("optional"):
-            raise Missing("FailedMount", f'MountVolume.SetUp failed for volume "{volume["name"]}" : '
-                                         f"{kind.lower()} references non-existent config key: {missing[0]}")
+            raise Missing(
+                "FailedMount",
+                f'MountVolume.SetUp failed for volume "{volume["name"]}" : '
+                f"{kind.lower()} references non-existent config key: {missing[0]}",
+            )
         return [(i["path"], data[i["key"]], i.get("mode", mode)) for i in items if i["key"] in data]
 
     # -- ConfigMap and Secret updates -----------------------------------------------------
@@ -583,7 +658,9 @@ class Kubelet:
         if old is not None and all(old.get(f) == obj.get(f) for f in ("data", "binaryData")):
             return  # only its metadata changed
         meta = obj["metadata"]
-        for uid, volume in list(self._volume_users.get((meta.get("namespace", ""), plural, meta["name"]), ())):
+        for uid, volume in list(
+            self._volume_users.get((meta.get("namespace", ""), plural, meta["name"]), ())
+        ):
             p = self._pods.get(uid)
             if p is not None and not p.stopping and volume not in p.resyncs:  # one pending update is enough
                 p.resyncs.add(volume)
@@ -651,21 +728,36 @@ class Kubelet:
 
     def _allocate_ip(self, p: PodRuntime) -> None:
         old = (p.obj.get("status") or {}).get("podIP", "")  # an adopted pod keeps its address
-        suffix = old[len(self.ip_prefix):] if old.startswith(self.ip_prefix) else ""
+        suffix = old[len(self.ip_prefix) :] if old.startswith(self.ip_prefix) else ""
         wanted = [int(suffix)] if suffix.isdigit() else []
-        ports = [port["containerPort"] for c in p.spec.get("containers", []) for port in c.get("ports") or []
-                 if port.get("protocol", "TCP") == "TCP"] if self.mode == "process" else []
+        ports = (
+            [
+                port["containerPort"]
+                for c in p.spec.get("containers", [])
+                for port in c.get("ports") or []
+                if port.get("protocol", "TCP") == "TCP"
+            ]
+            if self.mode == "process"
+            else []
+        )
         # start at a random address: kubesims in other processes (parallel test runs) then rarely
         # pick the same one between the port check and the server binding it
         candidates = list(range(self.first_ip, 255))
         start = random.randrange(len(candidates)) if candidates else 0
         for n in wanted + candidates[start:] + candidates[:start]:
             # skip addresses whose ports another program (e.g. a second kubesim) already uses
-            if n not in self._ips and self.first_ip <= n <= 254 and _ports_free(f"{self.ip_prefix}{n}", ports):
+            if (
+                n not in self._ips
+                and self.first_ip <= n <= 254
+                and _ports_free(f"{self.ip_prefix}{n}", ports)
+            ):
                 self._ips[n], p.ip = p.uid, f"{self.ip_prefix}{n}"
                 return
-        raise PodFailed("FailedCreatePodSandBox", "Failed to create pod sandbox: no IP addresses available "
-                                                  f"in range {self.ip_prefix}{self.first_ip}-{self.ip_prefix}254")
+        raise PodFailed(
+            "FailedCreatePodSandBox",
+            "Failed to create pod sandbox: no IP addresses available "
+            f"in range {self.ip_prefix}{self.first_ip}-{self.ip_prefix}254",
+        )
 
     def _release_ip(self, p: PodRuntime) -> None:
         if p.ip is not None and self._ips.get(int(p.ip.rsplit(".", 1)[1])) == p.uid:
@@ -689,8 +781,9 @@ class Kubelet:
                             self._sync(p)
             await asyncio.sleep(self.retry_interval)
 
-    def _event(self, p: PodRuntime, reason: str, message: str, *, type: str = "Normal",
-               component: str = "kubelet") -> None:
+    def _event(
+        self, p: PodRuntime, reason: str, message: str, *, type: str = "Normal", component: str = "kubelet"
+    ) -> None:
         try:
             self.store.record_event(p.obj, reason, message, type=type, component=component)
         except ApiError as e:
@@ -713,6 +806,7 @@ class Kubelet:
             if obj["metadata"]["uid"] != p.uid:
                 raise PodGone
             mutate(obj)
+
         try:
             p.obj = self.store.update(self._rt("pods"), p.namespace, p.name, guarded)
         except ApiError as e:
@@ -728,18 +822,29 @@ class Kubelet:
         ready = p.phase == "Running" and all(cs["ready"] for cs in p.main.values())
         old = {c["type"]: c for c in status.get("conditions") or []}
         status["conditions"] = []
-        for ctype, ok in (("PodScheduled", True), ("Initialized", p.initialized),
-                          ("ContainersReady", ready), ("Ready", ready)):
+        for ctype, ok in (
+            ("PodScheduled", True),
+            ("Initialized", p.initialized),
+            ("ContainersReady", ready),
+            ("Ready", ready),
+        ):
             value, prev = ("True" if ok else "False"), old.get(ctype, {})
             since = prev.get("lastTransitionTime") if prev.get("status") == value else None
-            status["conditions"].append({"type": ctype, "status": value, "lastTransitionTime": since or now_rfc3339()})
+            status["conditions"].append(
+                {"type": ctype, "status": value, "lastTransitionTime": since or now_rfc3339()}
+            )
         status["phase"] = p.phase
         for key, value in (("reason", p.reason), ("message", p.message)):
             if value:
                 status[key] = value
         if p.ip:
-            status.update(podIP=p.ip, podIPs=[{"ip": p.ip}], hostIP=HOST_IP, hostIPs=[{"ip": HOST_IP}],
-                          startTime=p.start_time)
+            status.update(
+                podIP=p.ip,
+                podIPs=[{"ip": p.ip}],
+                hostIP=HOST_IP,
+                hostIPs=[{"ip": HOST_IP}],
+                startTime=p.start_time,
+            )
         if p.init:
             status["initContainerStatuses"] = copy.deepcopy(list(p.init.values()))
         if p.main:
@@ -769,9 +874,17 @@ def go_duration(seconds: float) -> str:
 
 # -- container statuses -------------------------------------------------------------------
 
+
 def _waiting(c: dict, reason: str) -> dict:
-    return {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False, "started": False,
-            "restartCount": 0, "state": {"waiting": {"reason": reason}}}
+    return {
+        "name": c["name"],
+        "image": c.get("image", ""),
+        "imageID": "",
+        "ready": False,
+        "started": False,
+        "restartCount": 0,
+        "state": {"waiting": {"reason": reason}},
+    }
 
 
 def _set_running(cs: dict) -> None:
@@ -780,18 +893,31 @@ def _set_running(cs: dict) -> None:
 
 def _set_terminated(cs: dict, code: int, started_at: str, reason: str | None = None) -> None:
     reason = reason or ("Completed" if code == 0 else "Error")
-    cs.update(ready=False, started=False, state={"terminated": {
-        "exitCode": code, "reason": reason, "startedAt": started_at, "finishedAt": now_rfc3339()}})
+    cs.update(
+        ready=False,
+        started=False,
+        state={
+            "terminated": {
+                "exitCode": code,
+                "reason": reason,
+                "startedAt": started_at,
+                "finishedAt": now_rfc3339(),
+            }
+        },
+    )
 
 
 # -- readiness ----------------------------------------------------------------------------
 
+
 def _probe_check(c: dict, probe: dict, ip: str):
     """An async check for the container's readiness, or None when it is ready at once."""
+
     def port_of(port):
         if isinstance(port, str) and not port.isdigit():
             return next((p["containerPort"] for p in c.get("ports") or [] if p.get("name") == port), 0)
         return int(port)
+
     if "httpGet" in probe:
         get = probe["httpGet"]
         return lambda: _http_ok(ip, port_of(get.get("port", 80)), get.get("path", "/"))
@@ -817,7 +943,7 @@ def _ports_free(ip: str, ports: list[int]) -> bool:
 async def _tcp_ok(host: str, port: int) -> bool:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     writer.close()
     return True
@@ -827,17 +953,19 @@ async def _http_ok(host: str, port: int, path: str) -> bool:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1)
         try:
-            writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/kubesim\r\n\r\n"
-                         .encode())
+            writer.write(
+                f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/kubesim\r\n\r\n".encode()
+            )
             line = await asyncio.wait_for(reader.readline(), 1)
         finally:
             writer.close()
         return 200 <= int(line.split()[1]) < 400
-    except (OSError, asyncio.TimeoutError, ValueError, IndexError):
+    except (TimeoutError, OSError, ValueError, IndexError):
         return False
 
 
 # -- processes and files ------------------------------------------------------------------
+
 
 def _signal(proc, sig: int) -> None:
     """Signal the container's whole process group (it is its own session)."""

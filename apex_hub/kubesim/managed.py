@@ -104,7 +104,7 @@ def remove_fields(obj: dict, paths: set[tuple], still_owned: set[tuple]) -> None
     # only the outermost removed paths: removing an element removes what is inside it
     outermost = {p for p in paths if not any(p[:i] in paths for i in range(1, len(p)))}
     for path in sorted(outermost, key=len, reverse=True):
-        if path in _IDENTITY or any(o[:len(path)] == path for o in still_owned):
+        if path in _IDENTITY or any(o[: len(path)] == path for o in still_owned):
             continue  # someone still owns it, or something inside it
         parents = [obj]
         for seg in path[:-1]:
@@ -122,7 +122,9 @@ def remove_fields(obj: dict, paths: set[tuple], still_owned: set[tuple]) -> None
                 _drop(parents[depth - 1], path[depth - 1])
 
 
-def conflicts(cur: dict, config: dict, fields: set[tuple], owners: dict[str, set[tuple]]) -> list[tuple[str, tuple]]:
+def conflicts(
+    cur: dict, config: dict, fields: set[tuple], owners: dict[str, set[tuple]]
+) -> list[tuple[str, tuple]]:
     """``(manager, path)`` for each field the config changes that another manager owns."""
     found = []
     for manager, owned in sorted(owners.items()):
@@ -142,7 +144,7 @@ def render_path(path: tuple) -> str:
         if isinstance(seg, str):
             out += f".{seg}"
         elif seg[0] == "k":
-            out += f"[{seg[1]}=\"{seg[2]}\"]"
+            out += f'[{seg[1]}="{seg[2]}"]'
         else:
             out += f"[{seg[1]}]"
     return out

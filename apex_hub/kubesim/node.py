@@ -50,14 +50,29 @@ async def api_client_from(kubeconfig: str | Path) -> client.ApiClient:
     return client.ApiClient(conf)
 
 
-async def call(api: client.ApiClient, method: str, path: str, *, body=None, query=(),
-               content_type: str = "application/json", timeout: float = 30):
+async def call(
+    api: client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    body=None,
+    query=(),
+    content_type: str = "application/json",
+    timeout: float = 30,
+):
     """One raw request; the decoded JSON answer (dict)."""
     return await api.call_api(
-        path, method, query_params=list(query), body=body,
+        path,
+        method,
+        query_params=list(query),
+        body=body,
         header_params={"Accept": "application/json", "Content-Type": content_type},
-        response_types_map={200: "object", 201: "object", 202: "object"}, auth_settings=["BearerToken"],
-        _return_http_data_only=True, _preload_content=True, _request_timeout=timeout)
+        response_types_map={200: "object", 201: "object", 202: "object"},
+        auth_settings=["BearerToken"],
+        _return_http_data_only=True,
+        _preload_content=True,
+        _request_timeout=timeout,
+    )
 
 
 def _pod_path(namespace: str, name: str = "", sub: str = "") -> str:
@@ -68,8 +83,15 @@ def _pod_path(namespace: str, name: str = "", sub: str = "") -> str:
 class RemoteStore:
     """The part of kubesim's ``Store`` the kubelet uses, backed by a remote API server."""
 
-    def __init__(self, node_api: client.ApiClient, scheduler_api: client.ApiClient, node_name: str, *,
-                 schedule_pending: bool = True, namespace_prefix: str = ""):
+    def __init__(
+        self,
+        node_api: client.ApiClient,
+        scheduler_api: client.ApiClient,
+        node_name: str,
+        *,
+        schedule_pending: bool = True,
+        namespace_prefix: str = "",
+    ):
         self.registry = Registry()
         self.node_api, self.scheduler_api = node_api, scheduler_api
         self.node_name, self.schedule_pending = node_name, schedule_pending
@@ -134,18 +156,32 @@ class RemoteStore:
             writer.delete = True
             writer.kick()
 
-    def record_event(self, involved: dict, reason: str, message: str, *, type: str = "Normal",
-                     component: str = "kubelet") -> None:
+    def record_event(
+        self, involved: dict, reason: str, message: str, *, type: str = "Normal", component: str = "kubelet"
+    ) -> None:
         meta = involved["metadata"]
         stamp = now_rfc3339()
-        event = {"apiVersion": "v1", "kind": "Event", "metadata": {
-            "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
-            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": meta["namespace"],
-                               "name": meta["name"], "uid": meta.get("uid")},
-            "reason": reason, "message": message, "type": type,
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "kind": "Pod",
+                "apiVersion": "v1",
+                "namespace": meta["namespace"],
+                "name": meta["name"],
+                "uid": meta.get("uid"),
+            },
+            "reason": reason,
+            "message": message,
+            "type": type,
             "source": {"component": component, "host": self.node_name},
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-            "reportingComponent": component, "reportingInstance": self.node_name}
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+            "reportingComponent": component,
+            "reportingInstance": self.node_name,
+        }
         self.spawn(self._post_event(meta["namespace"], event))
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -159,8 +195,12 @@ class RemoteStore:
         self._pods_rv = ""
         for api, selector in self._pod_sources():
             data = await call(api, "GET", "/api/v1/pods", query=[("fieldSelector", selector)])
-            self._pods.update({(p["metadata"]["namespace"], p["metadata"]["name"]): _typed(p, "Pod")
-                               for p in data.get("items", [])})
+            self._pods.update(
+                {
+                    (p["metadata"]["namespace"], p["metadata"]["name"]): _typed(p, "Pod")
+                    for p in data.get("items", [])
+                }
+            )
             self._rvs[selector] = data["metadata"]["resourceVersion"]
 
     def _pod_sources(self):
@@ -192,14 +232,18 @@ class RemoteStore:
         if node:
             return node == self.node_name
         spec = pod.get("spec", {})
-        return self.schedule_pending and not spec.get("schedulingGates") \
-            and pod["metadata"]["namespace"].startswith(self.namespace_prefix) \
+        return (
+            self.schedule_pending
+            and not spec.get("schedulingGates")
+            and pod["metadata"]["namespace"].startswith(self.namespace_prefix)
             and spec.get("schedulerName", "default-scheduler") == "default-scheduler"
+        )
 
     async def _watch_pods(self, api, selector: str) -> None:
         pending = selector == "spec.nodeName="
-        async for etype, obj in self._list_watch("/api/v1/pods", (("fieldSelector", selector),), api,
-                                                 initial_rv=self._rvs.get(selector, "")):
+        async for etype, obj in self._list_watch(
+            "/api/v1/pods", (("fieldSelector", selector),), api, initial_rv=self._rvs.get(selector, "")
+        ):
             if pending and etype == "DELETED":
                 # leaving "Pending" is mostly being bound (the node's own watch reports it next):
                 # only a pod that is really gone, or bound elsewhere, is dropped
@@ -228,23 +272,27 @@ class RemoteStore:
                 log.warning("node: pod %s/%s: %s", meta["namespace"], meta["name"], e.reason)
                 return
             current = None
-        if current is None or current["metadata"]["uid"] != meta["uid"] \
-                or current["spec"].get("nodeName") not in (None, "", self.node_name):
+        if (
+            current is None
+            or current["metadata"]["uid"] != meta["uid"]
+            or current["spec"].get("nodeName") not in (None, "", self.node_name)
+        ):
             self._apply_pod_event("DELETED", obj)
 
     def _dispatch(self, etype, rtype, obj, old) -> None:
         for listener in self._listeners:
             try:
                 listener(etype, rtype, copy.deepcopy(obj), old)
-            except Exception:  # noqa: BLE001 - one bad event must not stop the watch
+            except Exception:
                 log.exception("node: handling %s of %s %s failed", etype, rtype.key, obj["metadata"]["name"])
 
-    def _writer(self, pod: dict) -> "_PodWriter":
+    def _writer(self, pod: dict) -> _PodWriter:
         uid = pod["metadata"]["uid"]
         writer = self._writers.get(uid)
         if writer is None:
-            writer = self._writers[uid] = _PodWriter(self, pod["metadata"]["namespace"],
-                                                     pod["metadata"]["name"], uid)
+            writer = self._writers[uid] = _PodWriter(
+                self, pod["metadata"]["namespace"], pod["metadata"]["name"], uid
+            )
         return writer
 
     # -- ConfigMaps, Secrets, claims ----------------------------------------------------------
@@ -258,7 +306,9 @@ class RemoteStore:
     async def _fetch_claim(self, key) -> None:
         plural, namespace, name = key
         try:
-            self._objects[key] = await call(self.node_api, "GET", f"/api/v1/namespaces/{namespace}/{plural}/{name}")
+            self._objects[key] = await call(
+                self.node_api, "GET", f"/api/v1/namespaces/{namespace}/{plural}/{name}"
+            )
         except ApiException as e:
             log.debug("node: %s %s/%s not readable yet (%s)", plural, namespace, name, e.status)
             await asyncio.sleep(RETRY_DELAY)  # one try per second at most
@@ -269,8 +319,9 @@ class RemoteStore:
         rtype = self.registry.get("", "v1", plural)
         path = f"/api/v1/namespaces/{namespace}/{plural}"
         query = (("fieldSelector", f"metadata.name={name}"),)
-        async for etype, obj in self._list_watch(path, query, self.node_api, give_up=lambda: not any(
-                ns == namespace for ns, _ in self._pods)):
+        async for etype, obj in self._list_watch(
+            path, query, self.node_api, give_up=lambda: not any(ns == namespace for ns, _ in self._pods)
+        ):
             old = self._objects.get(key)
             if etype == "DELETED":
                 self._objects.pop(key, None)
@@ -296,11 +347,20 @@ class RemoteStore:
                     for item in data.get("items", []):
                         yield "ADDED", _typed(item, _kind(path))
                 response = await api.call_api(
-                    path, "GET", query_params=list(query) + [
-                        ("watch", "true"), ("resourceVersion", rv), ("allowWatchBookmarks", "true"),
-                        ("timeoutSeconds", str(WATCH_SECONDS))],
-                    header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
-                    _preload_content=False, _request_timeout=WATCH_SECONDS + 30)
+                    path,
+                    "GET",
+                    query_params=list(query)
+                    + [
+                        ("watch", "true"),
+                        ("resourceVersion", rv),
+                        ("allowWatchBookmarks", "true"),
+                        ("timeoutSeconds", str(WATCH_SECONDS)),
+                    ],
+                    header_params={"Accept": "application/json"},
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
+                    _request_timeout=WATCH_SECONDS + 30,
+                )
                 try:
                     async for line in response.content:
                         if not line.strip():
@@ -318,7 +378,7 @@ class RemoteStore:
                     response.release()
             except asyncio.CancelledError:
                 raise
-            except (ApiException, aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as e:
+            except (TimeoutError, ApiException, aiohttp.ClientError, ValueError, KeyError) as e:
                 if give_up():
                     return
                 log.debug("node: watch %s failed (%s); again in %.0fs", path, e, RETRY_DELAY)
@@ -328,7 +388,7 @@ class RemoteStore:
     async def _post_event(self, namespace: str, event: dict) -> None:
         try:
             await call(self.node_api, "POST", f"/api/v1/namespaces/{namespace}/events", body=event)
-        except (ApiException, aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, ApiException, aiohttp.ClientError) as e:
             log.debug("node: event %s not recorded: %s", event["reason"], e)
 
 
@@ -357,14 +417,22 @@ class _PodWriter:
                     self.bind = False
                 elif self.status is not None:
                     status = self.status
-                    await call(self.store.node_api, "PATCH", _pod_path(self.namespace, self.name, "status"),
-                               body={"metadata": {"uid": self.uid}, "status": status},
-                               content_type="application/merge-patch+json")
+                    await call(
+                        self.store.node_api,
+                        "PATCH",
+                        _pod_path(self.namespace, self.name, "status"),
+                        body={"metadata": {"uid": self.uid}, "status": status},
+                        content_type="application/merge-patch+json",
+                    )
                     if self.status is status:  # else a newer one came meanwhile: send that too
                         self.status = None
                 else:
-                    await call(self.store.node_api, "DELETE", _pod_path(self.namespace, self.name),
-                               body={"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}})
+                    await call(
+                        self.store.node_api,
+                        "DELETE",
+                        _pod_path(self.namespace, self.name),
+                        body={"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}},
+                    )
                     self.delete = False
                     self.store._writers.pop(self.uid, None)
             except ApiException as e:
@@ -372,18 +440,29 @@ class _PodWriter:
                     self.bind, self.status, self.delete = False, None, False
                     self.store._writers.pop(self.uid, None)
                     break
-                log.warning("node: writing pod %s/%s failed (%s %s); retrying", self.namespace, self.name,
-                            e.status, e.reason)
+                log.warning(
+                    "node: writing pod %s/%s failed (%s %s); retrying",
+                    self.namespace,
+                    self.name,
+                    e.status,
+                    e.reason,
+                )
                 await asyncio.sleep(RETRY_DELAY)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError) as e:
                 log.warning("node: writing pod %s/%s failed (%s); retrying", self.namespace, self.name, e)
                 await asyncio.sleep(RETRY_DELAY)
 
     async def _bind(self) -> None:
-        body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": self.name, "uid": self.uid},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": self.store.node_name}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": self.name, "uid": self.uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": self.store.node_name},
+        }
         try:
-            await call(self.store.scheduler_api, "POST", _pod_path(self.namespace, self.name, "binding"), body=body)
+            await call(
+                self.store.scheduler_api, "POST", _pod_path(self.namespace, self.name, "binding"), body=body
+            )
         except ApiException as e:
             if e.status != 409:  # 409: already bound (by us, before a restart)
                 raise
@@ -392,19 +471,34 @@ class _PodWriter:
 class RemoteNode:
     """A node of a remote API server: registration, heartbeats, and kubesim's kubelet.
 
-        async with RemoteNode("node.kubeconfig", scheduler_kubeconfig="sched.kubeconfig",
-                              workdir=tmp, mode="process") as node:
-            ...   # pods created anywhere on that server now run here
+    async with RemoteNode("node.kubeconfig", scheduler_kubeconfig="sched.kubeconfig",
+                          workdir=tmp, mode="process") as node:
+        ...   # pods created anywhere on that server now run here
     """
 
-    def __init__(self, kubeconfig: str | Path, *, scheduler_kubeconfig: str | Path | None = None,
-                 name: str | None = None, workdir: str | Path, mode: str = "process",
-                 schedule_pending: bool = True, namespace_prefix: str = "", capacity: dict | None = None,
-                 taints: list[dict] | None = None, **kubelet_options):
+    def __init__(
+        self,
+        kubeconfig: str | Path,
+        *,
+        scheduler_kubeconfig: str | Path | None = None,
+        name: str | None = None,
+        workdir: str | Path,
+        mode: str = "process",
+        schedule_pending: bool = True,
+        namespace_prefix: str = "",
+        capacity: dict | None = None,
+        taints: list[dict] | None = None,
+        **kubelet_options,
+    ):
         self.kubeconfig, self.scheduler_kubeconfig = kubeconfig, scheduler_kubeconfig or kubeconfig
         self.name, self.workdir, self.mode = name, Path(workdir), mode
         self.schedule_pending, self.namespace_prefix = schedule_pending, namespace_prefix
-        self.capacity = capacity or {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+        self.capacity = capacity or {
+            "cpu": "16",
+            "memory": "64Gi",
+            "pods": "110",
+            "ephemeral-storage": "100Gi",
+        }
         self.kubelet_options = kubelet_options
         # on a shared cluster: a NoSchedule taint keeps the cluster's own scheduler away
         self.taints = list(taints or [])
@@ -413,25 +507,39 @@ class RemoteNode:
         self._apis: list[client.ApiClient] = []
         self._lease: asyncio.Task | None = None
 
-    async def start(self) -> "RemoteNode":
+    async def start(self) -> RemoteNode:
         node_api = await api_client_from(self.kubeconfig)
-        scheduler_api = node_api if self.scheduler_kubeconfig == self.kubeconfig \
+        scheduler_api = (
+            node_api
+            if self.scheduler_kubeconfig == self.kubeconfig
             else await api_client_from(self.scheduler_kubeconfig)
+        )
         self._apis = list({id(a): a for a in (node_api, scheduler_api)}.values())
         if self.name is None:  # the identity names the node: CN=system:node:<name>
-            review = await call(node_api, "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-                                body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+            review = await call(
+                node_api,
+                "POST",
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+            )
             user = review["status"]["userInfo"]["username"]
             if not user.startswith("system:node:"):
-                raise ValueError(f"the node's kubeconfig authenticates as {user!r}, not system:node:<name>;"
-                                 " pass name=")
-            self.name = user[len("system:node:"):]
+                raise ValueError(
+                    f"the node's kubeconfig authenticates as {user!r}, not system:node:<name>; pass name="
+                )
+            self.name = user[len("system:node:") :]
         await self._register(node_api)
-        self.store = RemoteStore(node_api, scheduler_api, self.name, schedule_pending=self.schedule_pending,
-                                 namespace_prefix=self.namespace_prefix)
+        self.store = RemoteStore(
+            node_api,
+            scheduler_api,
+            self.name,
+            schedule_pending=self.schedule_pending,
+            namespace_prefix=self.namespace_prefix,
+        )
         await self.store.load()
-        self.kubelet = Kubelet(self.store, mode=self.mode, workdir=self.workdir, node_name=self.name,
-                               **self.kubelet_options)
+        self.kubelet = Kubelet(
+            self.store, mode=self.mode, workdir=self.workdir, node_name=self.name, **self.kubelet_options
+        )
         await self.kubelet.start()
         self.store.run()
         self._lease = asyncio.get_running_loop().create_task(self._heartbeat(node_api))
@@ -451,7 +559,7 @@ class RemoteNode:
             await api.close()
         self._apis = []
 
-    async def __aenter__(self) -> "RemoteNode":
+    async def __aenter__(self) -> RemoteNode:
         try:
             return await self.start()
         except BaseException:
@@ -462,47 +570,100 @@ class RemoteNode:
         await self.stop()
 
     async def _register(self, api: client.ApiClient) -> None:
-        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.name, "labels": {
-            "kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux", "apex.esa.int/kubesim": "node"}},
-            "spec": {"taints": self.taints} if self.taints else {}}
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.name,
+                "labels": {
+                    "kubernetes.io/hostname": self.name,
+                    "kubernetes.io/os": "linux",
+                    "apex.esa.int/kubesim": "node",
+                },
+            },
+            "spec": {"taints": self.taints} if self.taints else {},
+        }
         try:
             await call(api, "POST", "/api/v1/nodes", body=node)
         except ApiException as e:
             if e.status != 409:
                 raise
-        await call(api, "PATCH", f"/api/v1/nodes/{self.name}/status", content_type="application/merge-patch+json",
-                   body={"status": self._node_status()})
+        await call(
+            api,
+            "PATCH",
+            f"/api/v1/nodes/{self.name}/status",
+            content_type="application/merge-patch+json",
+            body={"status": self._node_status()},
+        )
 
     def _node_status(self) -> dict:
         stamp = now_rfc3339()
-        return {"capacity": self.capacity, "allocatable": self.capacity,
-                "addresses": [{"type": "InternalIP", "address": HOST_IP}, {"type": "Hostname", "address": self.name}],
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                                "message": "kubesim kubelet is posting ready status",
-                                "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}],
-                "nodeInfo": {"kubeletVersion": "kubesim", "kubeProxyVersion": "", "operatingSystem": "linux",
-                             "architecture": "amd64", "containerRuntimeVersion": "kubesim://process",
-                             "osImage": "kubesim", "kernelVersion": "", "machineID": "", "systemUUID": "",
-                             "bootID": ""}}
+        return {
+            "capacity": self.capacity,
+            "allocatable": self.capacity,
+            "addresses": [
+                {"type": "InternalIP", "address": HOST_IP},
+                {"type": "Hostname", "address": self.name},
+            ],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "kubesim kubelet is posting ready status",
+                    "lastHeartbeatTime": stamp,
+                    "lastTransitionTime": stamp,
+                }
+            ],
+            "nodeInfo": {
+                "kubeletVersion": "kubesim",
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+                "containerRuntimeVersion": "kubesim://process",
+                "osImage": "kubesim",
+                "kernelVersion": "",
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
+            },
+        }
 
     async def _heartbeat(self, api: client.ApiClient) -> None:
         """Renew the node's Lease (the node lifecycle controller's heartbeat) every 10 s."""
         path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.name}"
         while True:
-            lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                     "metadata": {"name": self.name, "namespace": "kube-node-lease"},
-                     "spec": {"holderIdentity": self.name, "leaseDurationSeconds": LEASE_SECONDS,
-                              "renewTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())}}
+            lease = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": "kube-node-lease"},
+                "spec": {
+                    "holderIdentity": self.name,
+                    "leaseDurationSeconds": LEASE_SECONDS,
+                    "renewTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+                },
+            }
             try:
                 try:
-                    await call(api, "PUT", path, body={**lease, "metadata": {
-                        **lease["metadata"], "resourceVersion": (await call(api, "GET", path))["metadata"][
-                            "resourceVersion"]}})
+                    await call(
+                        api,
+                        "PUT",
+                        path,
+                        body={
+                            **lease,
+                            "metadata": {
+                                **lease["metadata"],
+                                "resourceVersion": (await call(api, "GET", path))["metadata"][
+                                    "resourceVersion"
+                                ],
+                            },
+                        },
+                    )
                 except ApiException as e:
                     if e.status != 404:
                         raise
                     await call(api, "POST", path.rsplit("/", 1)[0], body=lease)
-            except (ApiException, aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, ApiException, aiohttp.ClientError) as e:
                 log.warning("node %s: lease renewal failed: %s", self.name, e)
             await asyncio.sleep(10)
 
@@ -537,11 +698,19 @@ def main(argv=None) -> int:
     parser.add_argument("--name", help="node name (default: from the identity)")
     parser.add_argument("--workdir", required=True, help="pods' root filesystems, logs and claims")
     parser.add_argument("--mode", choices=("process", "instant"), default="process")
-    parser.add_argument("--namespace-prefix", default="",
-                        help="schedule only Pending pods of namespaces with this prefix (a shared cluster)")
+    parser.add_argument(
+        "--namespace-prefix",
+        default="",
+        help="schedule only Pending pods of namespaces with this prefix (a shared cluster)",
+    )
     parser.add_argument("--no-schedule", action="store_true", help="run only pods bound to this node")
-    parser.add_argument("--taint", action="append", default=[], metavar="KEY=VALUE:EFFECT",
-                        help="a taint of the Node (repeatable), e.g. apex.esa.int/kubesim=true:NoSchedule")
+    parser.add_argument(
+        "--taint",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE:EFFECT",
+        help="a taint of the Node (repeatable), e.g. apex.esa.int/kubesim=true:NoSchedule",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -550,9 +719,16 @@ def main(argv=None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with RemoteNode(args.kubeconfig, scheduler_kubeconfig=args.scheduler_kubeconfig, name=args.name,
-                              workdir=args.workdir, mode=args.mode, schedule_pending=not args.no_schedule,
-                              namespace_prefix=args.namespace_prefix, taints=[_taint(t) for t in args.taint]) as node:
+        async with RemoteNode(
+            args.kubeconfig,
+            scheduler_kubeconfig=args.scheduler_kubeconfig,
+            name=args.name,
+            workdir=args.workdir,
+            mode=args.mode,
+            schedule_pending=not args.no_schedule,
+            namespace_prefix=args.namespace_prefix,
+            taints=[_taint(t) for t in args.taint],
+        ) as node:
             print(f"node {node.name} ready", flush=True)
             await stop.wait()
 

@@ -15,8 +15,16 @@ import json
 import re
 
 __all__ = [
-    "APPLY_PATCH", "JSON_PATCH", "MERGE_PATCH", "STRATEGIC_MERGE_PATCH", "PatchError",
-    "apply_by_content_type", "apply_patch", "json_patch", "merge_patch", "strategic_merge_patch",
+    "APPLY_PATCH",
+    "JSON_PATCH",
+    "MERGE_PATCH",
+    "STRATEGIC_MERGE_PATCH",
+    "PatchError",
+    "apply_by_content_type",
+    "apply_patch",
+    "json_patch",
+    "merge_patch",
+    "strategic_merge_patch",
 ]
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -56,6 +64,7 @@ class PatchError(ValueError):
 
 # --- JSON merge patch (RFC 7386) -------------------------------------------------------------
 
+
 def merge_patch(target, patch):
     """RFC 7386 merge patch: ``null`` deletes a key, objects merge recursively, all else replaces."""
     if not isinstance(patch, dict):
@@ -79,8 +88,14 @@ def _merge_into(doc: dict, patch: dict) -> None:
 
 # --- JSON patch (RFC 6902) -------------------------------------------------------------------
 
-_OP_FIELDS = {"add": ("value",), "remove": (), "replace": ("value",), "move": ("from",),
-              "copy": ("from",), "test": ("value",)}
+_OP_FIELDS = {
+    "add": ("value",),
+    "remove": (),
+    "replace": ("value",),
+    "move": ("from",),
+    "copy": ("from",),
+    "test": ("value",),
+}
 _ARRAY_INDEX = re.compile(r"0|[1-9][0-9]*")
 
 
@@ -92,7 +107,9 @@ def _pointer(ptr, where: str) -> list[str]:
         return []
     tokens = ptr[1:].split("/")
     if any(re.search(r"~(?![01])", t) for t in tokens):
-        raise PatchError(400, f"{where}: invalid escape in JSON pointer {ptr!r} ('~' must be followed by 0 or 1)")
+        raise PatchError(
+            400, f"{where}: invalid escape in JSON pointer {ptr!r} ('~' must be followed by 0 or 1)"
+        )
     return [t.replace("~1", "/").replace("~0", "~") for t in tokens]
 
 
@@ -176,8 +193,10 @@ def _parse_ops(ops) -> list[tuple[str, str, list[str], list[str] | None, dict]]:
             raise PatchError(400, f"json patch operation #{n} must be an object")
         name = op.get("op")
         if name not in _OP_FIELDS:
-            raise PatchError(400, f"json patch operation #{n}: unknown op {name!r} "
-                                  f"(expected one of {', '.join(_OP_FIELDS)})")
+            raise PatchError(
+                400,
+                f"json patch operation #{n}: unknown op {name!r} (expected one of {', '.join(_OP_FIELDS)})",
+            )
         if "path" not in op:
             raise PatchError(400, f'json patch "{name}" (operation #{n}): missing "path"')
         where = f'json patch "{name}" at {json.dumps(op["path"])}'
@@ -200,8 +219,10 @@ def json_patch(target, ops: list):
         elif name == "replace":
             doc = _replace(doc, path, copy.deepcopy(op["value"]), where)
         elif name == "move":
-            if path[:len(frm)] == frm and len(path) > len(frm):
-                raise PatchError(422, f"{where}: cannot move {json.dumps(op['from'])} into one of its own children")
+            if path[: len(frm)] == frm and len(path) > len(frm):
+                raise PatchError(
+                    422, f"{where}: cannot move {json.dumps(op['from'])} into one of its own children"
+                )
             _resolve(doc, frm, where)
             if path != frm:
                 doc = _add(doc, path, _remove(doc, frm, where), where)
@@ -210,12 +231,16 @@ def json_patch(target, ops: list):
         else:  # test
             actual = _resolve(doc, path, where)
             if not _json_equal(actual, op["value"]):
-                raise PatchError(422, f"{where}: test failed: value is {json.dumps(actual)}, "
-                                      f"expected {json.dumps(op['value'])}")
+                raise PatchError(
+                    422,
+                    f"{where}: test failed: value is {json.dumps(actual)}, "
+                    f"expected {json.dumps(op['value'])}",
+                )
     return doc
 
 
 # --- strategic merge patch -------------------------------------------------------------------
+
 
 def strategic_merge_patch(target, patch):
     """Kubernetes strategic merge patch, for the fields our clients touch.
@@ -251,7 +276,7 @@ def _smp_map(original: dict, patch: dict) -> dict:
     result = dict(original)
     for key, value in patch.items():
         if key.startswith(_DELETE_FROM_PRIMITIVE):
-            field = key[len(_DELETE_FROM_PRIMITIVE):]
+            field = key[len(_DELETE_FROM_PRIMITIVE) :]
             if not isinstance(value, list):
                 raise PatchError(400, f"{key} must be a list of values to delete")
             if isinstance(result.get(field), list):
@@ -288,11 +313,17 @@ def _smp_list(field, original: list, patch: list) -> list:
     result = list(original)
     for el in patch:
         if not isinstance(el, dict):
-            raise PatchError(400, f"{field}: list elements must be objects (merged by {keys[0]!r}), got {el!r}")
+            raise PatchError(
+                400, f"{field}: list elements must be objects (merged by {keys[0]!r}), got {el!r}"
+            )
         key = next((k for k in keys if k in el), None)
         if key is None:
-            raise PatchError(400, f"{field}: element {el!r} does not contain the merge key {' or '.join(keys)!r}")
-        found = [i for i, cur in enumerate(result) if isinstance(cur, dict) and key in cur and cur[key] == el[key]]
+            raise PatchError(
+                400, f"{field}: element {el!r} does not contain the merge key {' or '.join(keys)!r}"
+            )
+        found = [
+            i for i, cur in enumerate(result) if isinstance(cur, dict) and key in cur and cur[key] == el[key]
+        ]
         if _is_directive(el, "delete"):
             result = [cur for i, cur in enumerate(result) if i not in found]
         elif found:
@@ -303,6 +334,7 @@ def _smp_list(field, original: list, patch: list) -> list:
 
 
 # --- server-side apply and dispatch ------------------------------------------------------------
+
 
 def apply_patch(target, patch, field_manager: str | None = None):
     """Simplified server-side apply: create from the applied config, else strategic-merge it in.
@@ -331,5 +363,8 @@ def apply_by_content_type(content_type: str, target, body):
         return strategic_merge_patch(target, body)
     if ctype == APPLY_PATCH:
         return apply_patch(target, body)
-    raise PatchError(415, f"unsupported patch type {content_type!r}: accepted media types are "
-                          f"{JSON_PATCH}, {MERGE_PATCH}, {STRATEGIC_MERGE_PATCH}, {APPLY_PATCH}")
+    raise PatchError(
+        415,
+        f"unsupported patch type {content_type!r}: accepted media types are "
+        f"{JSON_PATCH}, {MERGE_PATCH}, {STRATEGIC_MERGE_PATCH}, {APPLY_PATCH}",
+    )

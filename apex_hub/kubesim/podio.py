@@ -41,8 +41,10 @@ def pick_container(pod: dict, requested: str | None) -> dict:
         elif len(containers) == 1:
             return containers[0]
         else:
-            message = (f"a container name must be specified for pod {name}, choose one of: "
-                       f"[{' '.join(c['name'] for c in containers)}]")
+            message = (
+                f"a container name must be specified for pod {name}, choose one of: "
+                f"[{' '.join(c['name'] for c in containers)}]"
+            )
             if inits:
                 message += f" or one of the init containers: [{' '.join(c['name'] for c in inits)}]"
             raise bad_request(message)
@@ -54,8 +56,14 @@ def pick_container(pod: dict, requested: str | None) -> dict:
 
 def container_status(pod: dict, container: str) -> dict | None:
     status = pod.get("status") or {}
-    return next((cs for cs in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
-                 if cs["name"] == container), None)
+    return next(
+        (
+            cs
+            for cs in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
+            if cs["name"] == container
+        ),
+        None,
+    )
 
 
 def check_started(pod: dict, container: str) -> None:
@@ -64,8 +72,9 @@ def check_started(pod: dict, container: str) -> None:
     waiting = (cs or {}).get("state", {}).get("waiting")
     if cs is None or (waiting is not None and not cs.get("lastState") and not cs.get("restartCount")):
         reason = (waiting or {}).get("reason") or "ContainerCreating"
-        raise bad_request(f'container "{container}" in pod "{pod["metadata"]["name"]}" is waiting to start: '
-                          f"{reason}")
+        raise bad_request(
+            f'container "{container}" in pod "{pod["metadata"]["name"]}" is waiting to start: {reason}'
+        )
 
 
 def tail(text: str, lines: int | None) -> str:
@@ -86,12 +95,16 @@ class PodIO:
 
     def _pod(self, rtype, namespace: str, name: str) -> dict:
         if rtype.kind != "Pod":
-            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+            raise ApiError(
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+            )
         return self.store.get(rtype, namespace, name)
 
     # -- logs -------------------------------------------------------------------------------
 
-    async def log(self, request: web.Request, rtype, namespace: str, name: str, read_logs) -> web.StreamResponse:
+    async def log(
+        self, request: web.Request, rtype, namespace: str, name: str, read_logs
+    ) -> web.StreamResponse:
         q = request.query
         pod = self._pod(rtype, namespace, name)
         container = pick_container(pod, q.get("container"))["name"]
@@ -103,7 +116,9 @@ class PodIO:
         text = tail(read_logs(namespace, name, container) if read_logs else "", lines)
         if q.get("follow") not in TRUE:
             return web.Response(text=text, content_type="text/plain")
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "text/plain", "Transfer-Encoding": "chunked"})
+        resp = web.StreamResponse(
+            status=200, headers={"Content-Type": "text/plain", "Transfer-Encoding": "chunked"}
+        )
         await resp.prepare(request)
         await resp.write(text.encode())
         kubelet = self._kubelet_of()
@@ -137,27 +152,42 @@ class PodIO:
         command = q.getall("command", [])
         if not command:
             raise bad_request("you must specify at least 1 command")
-        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-        if request.headers.get("Upgrade", "").lower() != "websocket" or not set(offered) & set(EXEC_PROTOCOLS):
-            raise bad_request("kubesim serves exec over websockets with the v5.channel.k8s.io or v4.channel.k8s.io"
-                              f" protocol only (offered: {', '.join(offered) or request.headers.get('Upgrade') or 'none'})")
+        offered = [
+            p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+        ]
+        if request.headers.get("Upgrade", "").lower() != "websocket" or not set(offered) & set(
+            EXEC_PROTOCOLS
+        ):
+            raise bad_request(
+                "kubesim serves exec over websockets with the v5.channel.k8s.io or v4.channel.k8s.io"
+                f" protocol only (offered: {', '.join(offered) or request.headers.get('Upgrade') or 'none'})"
+            )
         kubelet = self._kubelet_of()
         prepared = kubelet.exec_command(namespace, name, container, command) if kubelet is not None else None
         if prepared is None:
-            raise bad_request(f'unable to upgrade connection: container not found ("{container}")'
-                              + ("" if kubelet is not None else " (exec needs kubesim's process kubelet)"))
+            raise bad_request(
+                f'unable to upgrade connection: container not found ("{container}")'
+                + ("" if kubelet is not None else " (exec needs kubesim's process kubelet)")
+            )
         argv, env, cwd = prepared
         ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS)
         await ws.prepare(request)
         use_stdin, tty = q.get("stdin") in TRUE, q.get("tty") in TRUE
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, env=env, cwd=cwd, stdin=asyncio.subprocess.PIPE if use_stdin else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT if tty else asyncio.subprocess.PIPE,
-                start_new_session=True)
+                *argv,
+                env=env,
+                cwd=cwd,
+                stdin=asyncio.subprocess.PIPE if use_stdin else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT if tty else asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
         except OSError as e:
-            await ws.send_bytes(bytes([ERROR]) + json.dumps(_failure(
-                f"failed to exec in container: {e}", "InternalError")).encode())
+            await ws.send_bytes(
+                bytes([ERROR])
+                + json.dumps(_failure(f"failed to exec in container: {e}", "InternalError")).encode()
+            )
             await ws.close()
             return ws
         pumps = [asyncio.ensure_future(_pump(proc.stdout, ws, STDOUT))]
@@ -167,9 +197,15 @@ class PodIO:
         try:
             code = await proc.wait()
             await asyncio.gather(*pumps)
-            status = {"metadata": {}, "status": "Success"} if code == 0 else _failure(
-                f"command terminated with non-zero exit code: error executing command {command}, exit code {code}",
-                "NonZeroExitCode", [{"reason": "ExitCode", "message": str(code)}])
+            status = (
+                {"metadata": {}, "status": "Success"}
+                if code == 0
+                else _failure(
+                    f"command terminated with non-zero exit code: error executing command {command}, exit code {code}",
+                    "NonZeroExitCode",
+                    [{"reason": "ExitCode", "message": str(code)}],
+                )
+            )
             await ws.send_bytes(bytes([ERROR]) + json.dumps(status).encode())
         finally:
             reader.cancel()

@@ -70,11 +70,19 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     ResourceType("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
     ResourceType("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",)),
     ResourceType("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",), has_status=True),
-    ResourceType("apps", "v1", "deployments", "Deployment", True, ("deploy",), has_status=True,
-                 categories=("all",)),
+    ResourceType(
+        "apps", "v1", "deployments", "Deployment", True, ("deploy",), has_status=True, categories=("all",)
+    ),
     ResourceType("batch", "v1", "jobs", "Job", True, has_status=True, categories=("all",)),
-    ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
-                 False, ("crd", "crds"), has_status=True),
+    ResourceType(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        ("crd", "crds"),
+        has_status=True,
+    ),
 )
 
 
@@ -100,16 +108,29 @@ class Registry:
         added = []
         for v in spec.get("versions", []) or []:
             if v.get("served", True):
-                added.append(self.register(ResourceType(
-                    spec["group"], v["name"], names["plural"], names["kind"], namespaced,
-                    tuple(names.get("shortNames", []) or ()),
-                    has_status="status" in (v.get("subresources") or {}),
-                    categories=tuple(names.get("categories", []) or ()))))
+                added.append(
+                    self.register(
+                        ResourceType(
+                            spec["group"],
+                            v["name"],
+                            names["plural"],
+                            names["kind"],
+                            namespaced,
+                            tuple(names.get("shortNames", []) or ()),
+                            has_status="status" in (v.get("subresources") or {}),
+                            categories=tuple(names.get("categories", []) or ()),
+                        )
+                    )
+                )
         return added
 
     def unregister_crd(self, crd: dict) -> None:
         spec = crd.get("spec", {})
-        for key in [k for k in self._by_path if k[0] == spec.get("group") and k[2] == spec.get("names", {}).get("plural")]:
+        for key in [
+            k
+            for k in self._by_path
+            if k[0] == spec.get("group") and k[2] == spec.get("names", {}).get("plural")
+        ]:
             rt = self._by_path.pop(key)
             self._by_kind.pop((rt.api_version, rt.kind), None)
 
@@ -128,22 +149,35 @@ class Registry:
         return sorted({rt.version for rt in self._by_path.values() if rt.group == group}, reverse=True)
 
     def api_versions(self) -> dict:
-        return {"kind": "APIVersions", "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
+        return {
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+        }
 
     def api_group(self, group: str) -> dict | None:
         versions = self.versions_of(group)
         if not versions:
             return None
         gvs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
-        return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": gvs,
-                "preferredVersion": gvs[0]}
+        return {
+            "kind": "APIGroup",
+            "apiVersion": "v1",
+            "name": group,
+            "versions": gvs,
+            "preferredVersion": gvs[0],
+        }
 
     def api_group_list(self) -> dict:
         groups = sorted({rt.group for rt in self._by_path.values() if rt.group})
-        return {"kind": "APIGroupList", "apiVersion": "v1",
-                "groups": [{k: v for k, v in self.api_group(g).items() if k not in ("kind", "apiVersion")}
-                           for g in groups]}
+        return {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [
+                {k: v for k, v in self.api_group(g).items() if k not in ("kind", "apiVersion")}
+                for g in groups
+            ],
+        }
 
     def resource_list(self, group: str, version: str) -> dict | None:
         rts = [rt for rt in self._by_path.values() if rt.group == group and rt.version == version]
@@ -151,21 +185,44 @@ class Registry:
             return None
         resources = []
         for rt in sorted(rts, key=lambda r: r.plural):
-            entry = {"name": rt.plural, "singularName": rt.singular, "namespaced": rt.namespaced,
-                     "kind": rt.kind, "verbs": list(rt.verbs)}
+            entry = {
+                "name": rt.plural,
+                "singularName": rt.singular,
+                "namespaced": rt.namespaced,
+                "kind": rt.kind,
+                "verbs": list(rt.verbs),
+            }
             if rt.short_names:
                 entry["shortNames"] = list(rt.short_names)
             if rt.categories:
                 entry["categories"] = list(rt.categories)
             resources.append(entry)
             if rt.has_status:
-                resources.append({"name": f"{rt.plural}/status", "singularName": "", "namespaced": rt.namespaced,
-                                  "kind": rt.kind, "verbs": ["get", "patch", "update"]})
+                resources.append(
+                    {
+                        "name": f"{rt.plural}/status",
+                        "singularName": "",
+                        "namespaced": rt.namespaced,
+                        "kind": rt.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
             if rt.plural == "pods":
-                resources.append({"name": "pods/log", "singularName": "", "namespaced": True,
-                                  "kind": "Pod", "verbs": ["get"]})
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": rt.api_version,
-                "resources": resources}
+                resources.append(
+                    {
+                        "name": "pods/log",
+                        "singularName": "",
+                        "namespaced": True,
+                        "kind": "Pod",
+                        "verbs": ["get"],
+                    }
+                )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": rt.api_version,
+            "resources": resources,
+        }
 
     # -- OpenAPI v3 (only what kubectl needs to hand validation to the server) --------------
 
@@ -190,12 +247,25 @@ class Registry:
         param = {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": True}}
         paths = {}
         for rt in rts:
-            item = f"{base}/namespaces/{{namespace}}/{rt.plural}/{{name}}" if rt.namespaced else \
-                f"{base}/{rt.plural}/{{name}}"
+            item = (
+                f"{base}/namespaces/{{namespace}}/{rt.plural}/{{name}}"
+                if rt.namespaced
+                else f"{base}/{rt.plural}/{{name}}"
+            )
             gvk = {"group": rt.group, "version": rt.version, "kind": rt.kind}
-            paths[item] = {"parameters": [param], "patch": {
-                "operationId": f"patch{rt.kind}", "parameters": [param],
-                "x-kubernetes-action": "patch", "x-kubernetes-group-version-kind": gvk,
-                "responses": {"200": {"description": "OK"}}}}
-        return {"openapi": "3.0.0", "info": {"title": "Kubernetes (kubesim)", "version": version},
-                "paths": paths, "components": {"schemas": {}}}
+            paths[item] = {
+                "parameters": [param],
+                "patch": {
+                    "operationId": f"patch{rt.kind}",
+                    "parameters": [param],
+                    "x-kubernetes-action": "patch",
+                    "x-kubernetes-group-version-kind": gvk,
+                    "responses": {"200": {"description": "OK"}},
+                },
+            }
+        return {
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes (kubesim)", "version": version},
+            "paths": paths,
+            "components": {"schemas": {}},
+        }

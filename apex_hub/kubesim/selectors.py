@@ -9,7 +9,7 @@ valid one must match exactly the same objects.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["SelectorError", "field_selector", "label_selector", "label_selector_from_dict"]
 
@@ -33,15 +33,19 @@ def _check_key(key: str) -> str:
     if slash and not (prefix and len(prefix) <= 253 and _DNS_SUBDOMAIN.fullmatch(prefix)):
         raise SelectorError(f"invalid label key {key!r}: prefix must be a DNS subdomain")
     if not (len(name) <= 63 and _NAME.fullmatch(name)):
-        raise SelectorError(f"invalid label key {key!r}: name must be 1-63 alphanumeric characters, "
-                            "'-', '_' or '.', starting and ending with an alphanumeric character")
+        raise SelectorError(
+            f"invalid label key {key!r}: name must be 1-63 alphanumeric characters, "
+            "'-', '_' or '.', starting and ending with an alphanumeric character"
+        )
     return key
 
 
 def _check_value(value: str) -> str:
     if value and not (len(value) <= 63 and _NAME.fullmatch(value)):
-        raise SelectorError(f"invalid label value {value!r}: must be empty or 1-63 alphanumeric characters, "
-                            "'-', '_' or '.', starting and ending with an alphanumeric character")
+        raise SelectorError(
+            f"invalid label value {value!r}: must be empty or 1-63 alphanumeric characters, "
+            "'-', '_' or '.', starting and ending with an alphanumeric character"
+        )
     return value
 
 
@@ -77,7 +81,7 @@ def _tokenize(expr: str) -> list[tuple[str, str]]:
         if c.isspace():
             i += 1
         elif expr.startswith(("!=", "=="), i):
-            tokens.append(("op", expr[i:i + 2]))
+            tokens.append(("op", expr[i : i + 2]))
             i += 2
         elif c in "=!(),":
             tokens.append(("op", c))
@@ -117,7 +121,9 @@ def _parse_labels(expr: str) -> list[Callable[[dict], bool]]:
     def key_token(after: str) -> str:
         kind, text = take()
         if kind != "id":
-            raise SelectorError(f"expected a label key {after}, found {repr(text) if text else 'end of selector'}")
+            raise SelectorError(
+                f"expected a label key {after}, found {repr(text) if text else 'end of selector'}"
+            )
         return _check_key(text)
 
     reqs = []
@@ -139,12 +145,16 @@ def _parse_labels(expr: str) -> list[Callable[[dict], bool]]:
                     value = vtext
                 elif vkind != "end" and (vkind, vtext) != ("op", ","):
                     raise SelectorError(f"expected a value after {key!r} {text}, found {vtext!r}")
-                reqs.append(_requirement(key, "notin" if text == "!=" else "in", frozenset([_check_value(value)])))
+                reqs.append(
+                    _requirement(key, "notin" if text == "!=" else "in", frozenset([_check_value(value)]))
+                )
             elif kind == "id" and text in ("in", "notin"):
                 take()
                 reqs.append(_requirement(key, text, _set_values(take, key, text)))
             else:
-                raise SelectorError(f"expected an operator (=, ==, !=, in, notin) or ',' after {key!r}, found {text!r}")
+                raise SelectorError(
+                    f"expected an operator (=, ==, !=, in, notin) or ',' after {key!r}, found {text!r}"
+                )
         kind, text = take()
         if kind == "end":
             return reqs
@@ -200,8 +210,9 @@ def label_selector_from_dict(sel: dict | None) -> Callable[[Labels], bool]:
         if not isinstance(key, str):
             raise SelectorError("matchExpressions entry is missing its key")
         if op not in ops:
-            raise SelectorError(f"matchExpressions[{key!r}]: operator {op!r} is not one of In, NotIn, "
-                                "Exists, DoesNotExist")
+            raise SelectorError(
+                f"matchExpressions[{key!r}]: operator {op!r} is not one of In, NotIn, Exists, DoesNotExist"
+            )
         if op in ("In", "NotIn") and not values:
             raise SelectorError(f"matchExpressions[{key!r}]: values must be non-empty for {op}")
         if op in ("Exists", "DoesNotExist") and values:
@@ -232,9 +243,11 @@ def _unescape_field_value(raw: str, term: str) -> str:
     while i < len(raw):
         c = raw[i]
         if c == "\\":
-            nxt = raw[i + 1:i + 2]
+            nxt = raw[i + 1 : i + 2]
             if nxt not in ("\\", ",", "="):
-                raise SelectorError(f"invalid field selector term {term!r}: invalid escape sequence '\\{nxt}'")
+                raise SelectorError(
+                    f"invalid field selector term {term!r}: invalid escape sequence '\\{nxt}'"
+                )
             out.append(nxt)
             i += 2
             continue
@@ -269,13 +282,17 @@ def field_selector(expr: str | None) -> Callable[[dict], bool]:
             continue
         m = re.search(r"!=|==|=", term)
         if m is None:
-            raise SelectorError(f"invalid field selector term {term.strip()!r}: expected one of "
-                                "'=', '==' or '!=' (set-based operators are not supported for fields)")
-        path = term[:m.start()].strip()
+            raise SelectorError(
+                f"invalid field selector term {term.strip()!r}: expected one of "
+                "'=', '==' or '!=' (set-based operators are not supported for fields)"
+            )
+        path = term[: m.start()].strip()
         if not _FIELD_PATH.fullmatch(path):
-            raise SelectorError(f"invalid field selector term {term.strip()!r}: "
-                                f"{path!r} is not a field path like metadata.name")
-        value = _unescape_field_value(term[m.end():].strip(), term.strip())
+            raise SelectorError(
+                f"invalid field selector term {term.strip()!r}: "
+                f"{path!r} is not a field path like metadata.name"
+            )
+        value = _unescape_field_value(term[m.end() :].strip(), term.strip())
         terms.append((path, m.group() == "!=", value))
     if not terms:
         return _match_all

@@ -25,15 +25,24 @@ from .store import Store
 
 log = logging.getLogger("apex_hub.kubesim")
 
-KUBE_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0-kubesim", "gitCommit": "kubesim",
-                "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.22",
-                "compiler": "gc", "platform": "linux/amd64"}
+KUBE_VERSION = {
+    "major": "1",
+    "minor": "31",
+    "gitVersion": "v1.31.0-kubesim",
+    "gitCommit": "kubesim",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.22",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
 TRUE = ("true", "True", "1")
 
 
 def _json(body, status=200, headers=None) -> web.Response:
-    return web.Response(text=json.dumps(body), status=status, content_type="application/json",
-                        headers=headers)
+    return web.Response(
+        text=json.dumps(body), status=status, content_type="application/json", headers=headers
+    )
 
 
 class Route:
@@ -53,8 +62,9 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 class ApiServer:
     """aiohttp application serving a :class:`Store`."""
 
-    def __init__(self, store: Store, faults: Faults, *, bookmark_interval: float = 60.0,
-                 pod_logs=None, kubelet=None):
+    def __init__(
+        self, store: Store, faults: Faults, *, bookmark_interval: float = 60.0, pod_logs=None, kubelet=None
+    ):
         self.store = store
         self.faults = faults
         self.bookmark_interval = bookmark_interval
@@ -82,7 +92,9 @@ class ApiServer:
             if rtype is not None and rtype.namespaced:
                 if len(rest) > 5:
                     raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
-                return Route(rtype, rest[1], rest[3] if len(rest) > 3 else None, rest[4] if len(rest) > 4 else None)
+                return Route(
+                    rtype, rest[1], rest[3] if len(rest) > 3 else None, rest[4] if len(rest) > 4 else None
+                )
         rtype = reg.get(group, version, rest[0]) if rest else None
         if rtype is None or len(rest) > 3:
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -159,12 +171,21 @@ class ApiServer:
         return resp
 
     def _fault_error(self, status: int, fault: Fault) -> ApiError:
-        reason = {409: "Conflict", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable",
-                  504: "Timeout", 403: "Forbidden", 404: "NotFound", 410: "Expired"}.get(status, "InternalError")
+        reason = {
+            409: "Conflict",
+            429: "TooManyRequests",
+            500: "InternalError",
+            503: "ServiceUnavailable",
+            504: "Timeout",
+            403: "Forbidden",
+            404: "NotFound",
+            410: "Expired",
+        }.get(status, "InternalError")
         msg = fault.message or f"kubesim: injected {status} {reason}"
         retry = fault.retry_after if fault.retry_after is not None else (1 if status == 429 else None)
-        return ApiError(status, reason, msg, details={"retryAfterSeconds": retry} if retry else None,
-                        retry_after=retry)
+        return ApiError(
+            status, reason, msg, details={"retryAfterSeconds": retry} if retry else None, retry_after=retry
+        )
 
     @staticmethod
     def _verb(request: web.Request, route: Route) -> str:
@@ -192,7 +213,7 @@ class ApiServer:
                 try:  # clients send JSON (a subset of YAML) as apply bodies: 100x faster to parse
                     return json.loads(raw)
                 except ValueError:
-                    return yaml.load(raw, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+                    return yaml.load(raw, Loader=_YAML_LOADER)
             return json.loads(raw)
         except (ValueError, yaml.YAMLError) as e:
             raise errors.bad_request(f"the body of the request could not be decoded: {e}") from None
@@ -219,15 +240,22 @@ class ApiServer:
             return _json(obj)
         if verb == "list":
             limit = int(q["limit"]) if q.get("limit", "").isdigit() and int(q["limit"]) > 0 else None
-            items, rv, cont = st.list(rt, route.namespace, label_selector_expr=q.get("labelSelector"),
-                                      field_selector_expr=q.get("fieldSelector"), limit=limit,
-                                      continue_token=q.get("continue"))
+            items, rv, cont = st.list(
+                rt,
+                route.namespace,
+                label_selector_expr=q.get("labelSelector"),
+                field_selector_expr=q.get("fieldSelector"),
+                limit=limit,
+                continue_token=q.get("continue"),
+            )
             meta = {"resourceVersion": rv}
             if cont:
                 meta["continue"] = cont
             if _wants_table(request):
                 return _json(_table(rt, items, meta))
-            return _json({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta, "items": items})
+            return _json(
+                {"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta, "items": items}
+            )
         body = await self._body(request)
         if verb == "create":
             if route.name:
@@ -240,10 +268,23 @@ class ApiServer:
             content_type = request.headers.get("Content-Type", "")
             # found against the real API server: an apply that creates answers 201 (and is
             # authorised as "create" there), one that updates 200
-            creates = content_type.split(";")[0].strip() == APPLY_PATCH and st._raw(rt, ns, route.name) is None
-            return _json(st.patch(rt, ns, route.name, content_type, body, subresource=route.subresource,
-                                  dry_run=dry_run, field_manager=q.get("fieldManager"),
-                                  force=q.get("force") in TRUE), 201 if creates else 200)
+            creates = (
+                content_type.split(";")[0].strip() == APPLY_PATCH and st._raw(rt, ns, route.name) is None
+            )
+            return _json(
+                st.patch(
+                    rt,
+                    ns,
+                    route.name,
+                    content_type,
+                    body,
+                    subresource=route.subresource,
+                    dry_run=dry_run,
+                    field_manager=q.get("fieldManager"),
+                    force=q.get("force") in TRUE,
+                ),
+                201 if creates else 200,
+            )
         opts = body if isinstance(body, dict) else {}
         grace = q.get("gracePeriodSeconds", opts.get("gracePeriodSeconds"))
         grace = int(grace) if grace is not None else None
@@ -252,13 +293,33 @@ class ApiServer:
             propagation = "Orphan"
         if verb == "delete":
             dry_run = dry_run or opts.get("dryRun") == ["All"]
-            return _json(st.delete(rt, ns, route.name, grace_period=grace, propagation=propagation,
-                                   preconditions=opts.get("preconditions"), dry_run=dry_run))
-        items = st.delete_collection(rt, route.namespace, label_selector_expr=q.get("labelSelector"),
-                                     field_selector_expr=q.get("fieldSelector"), grace_period=grace,
-                                     propagation=propagation)
-        return _json({"kind": rt.list_kind, "apiVersion": rt.api_version,
-                      "metadata": {"resourceVersion": str(st.rv)}, "items": items})
+            return _json(
+                st.delete(
+                    rt,
+                    ns,
+                    route.name,
+                    grace_period=grace,
+                    propagation=propagation,
+                    preconditions=opts.get("preconditions"),
+                    dry_run=dry_run,
+                )
+            )
+        items = st.delete_collection(
+            rt,
+            route.namespace,
+            label_selector_expr=q.get("labelSelector"),
+            field_selector_expr=q.get("fieldSelector"),
+            grace_period=grace,
+            propagation=propagation,
+        )
+        return _json(
+            {
+                "kind": rt.list_kind,
+                "apiVersion": rt.api_version,
+                "metadata": {"resourceVersion": str(st.rv)},
+                "items": items,
+            }
+        )
 
     def _bind(self, rtype, namespace: str, name: str, body) -> dict:
         """``POST pods/<name>/binding``: what a scheduler does (kubesim's node in node.py uses it)."""
@@ -271,9 +332,14 @@ class ApiServer:
         def bind(pod):
             current = pod.setdefault("spec", {}).get("nodeName")
             if current:
-                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on pods/binding "{name}": pod '
-                                                f'{name} is already assigned to node "{current}"')
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on pods/binding "{name}": pod '
+                    f'{name} is already assigned to node "{current}"',
+                )
             pod["spec"]["nodeName"] = target
+
         self.store.update(rtype, namespace, name, bind)
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
@@ -282,11 +348,17 @@ class ApiServer:
         labels, fields = q.get("labelSelector"), q.get("fieldSelector")
         if route.name:
             fields = ",".join(f for f in (fields, f"metadata.name={route.name}") if f)
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
-                                                       "Transfer-Encoding": "chunked"})
+        resp = web.StreamResponse(
+            status=200, headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+        )
         try:
-            watcher = self.store.watch(route.rtype, route.namespace, label_selector_expr=labels,
-                                       field_selector_expr=fields, resource_version=q.get("resourceVersion"))
+            watcher = self.store.watch(
+                route.rtype,
+                route.namespace,
+                label_selector_expr=labels,
+                field_selector_expr=fields,
+                resource_version=q.get("resourceVersion"),
+            )
         except ApiError as e:
             if e.code != 410:
                 raise
@@ -310,11 +382,21 @@ class ApiServer:
                     wait = min(wait, left) if wait else left
                 try:
                     item = await asyncio.wait_for(watcher.queue.get(), wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if bookmarks and (deadline is None or deadline - time.monotonic() > 0):
-                        await resp.write(json.dumps({"type": "BOOKMARK", "object": {
-                            "kind": route.rtype.kind, "apiVersion": route.rtype.api_version,
-                            "metadata": {"resourceVersion": str(self.store.rv)}}}).encode() + b"\n")
+                        await resp.write(
+                            json.dumps(
+                                {
+                                    "type": "BOOKMARK",
+                                    "object": {
+                                        "kind": route.rtype.kind,
+                                        "apiVersion": route.rtype.api_version,
+                                        "metadata": {"resourceVersion": str(self.store.rv)},
+                                    },
+                                }
+                            ).encode()
+                            + b"\n"
+                        )
                     continue
                 if item is None:
                     if getattr(watcher, "abrupt", False):
@@ -396,19 +478,32 @@ def _pod_cells(o) -> list:
     cs = o.get("status", {}).get("containerStatuses") or []
     ready = sum(1 for c in cs if c.get("ready"))
     status = "Terminating" if o["metadata"].get("deletionTimestamp") else o.get("status", {}).get("phase", "")
-    return [f"{ready}/{len(o.get('spec', {}).get('containers', []))}", status, sum(c.get("restartCount", 0) for c in cs)]
+    return [
+        f"{ready}/{len(o.get('spec', {}).get('containers', []))}",
+        status,
+        sum(c.get("restartCount", 0) for c in cs),
+    ]
 
 
-_ACCESS_MODES = {"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany": "RWX", "ReadWriteOncePod": "RWOP"}
+_ACCESS_MODES = {
+    "ReadWriteOnce": "RWO",
+    "ReadOnlyMany": "ROX",
+    "ReadWriteMany": "RWX",
+    "ReadWriteOncePod": "RWOP",
+}
 
 
 def _pvc_cells(o) -> list:
     spec, status = o.get("spec", {}), o.get("status", {})
     bound = status.get("phase") == "Bound"
-    return [status.get("phase", ""), spec.get("volumeName", "") if bound else "",
-            (status.get("capacity") or {}).get("storage", "") if bound else "",
-            ",".join(_ACCESS_MODES.get(m, m) for m in status.get("accessModes") or []) if bound else "",
-            spec.get("storageClassName", ""), spec.get("volumeAttributesClassName") or "<unset>"]
+    return [
+        status.get("phase", ""),
+        spec.get("volumeName", "") if bound else "",
+        (status.get("capacity") or {}).get("storage", "") if bound else "",
+        ",".join(_ACCESS_MODES.get(m, m) for m in status.get("accessModes") or []) if bound else "",
+        spec.get("storageClassName", ""),
+        spec.get("volumeAttributesClassName") or "<unset>",
+    ]
 
 
 def _data_count(o) -> int:
@@ -420,9 +515,13 @@ def _data_count(o) -> int:
 _COLUMNS = {
     "Pod": ([_column(n) for n in ("Ready", "Status", "Restarts")], _pod_cells),
     "Namespace": ([_column("Status")], lambda o: [o.get("status", {}).get("phase", "")]),
-    "PersistentVolumeClaim": ([_column(n) for n in ("Status", "Volume", "Capacity", "Access Modes", "StorageClass",
-                                                          "VolumeAttributesClass")],
-                              _pvc_cells),
+    "PersistentVolumeClaim": (
+        [
+            _column(n)
+            for n in ("Status", "Volume", "Capacity", "Access Modes", "StorageClass", "VolumeAttributesClass")
+        ],
+        _pvc_cells,
+    ),
     "ConfigMap": ([_column("Data")], lambda o: [_data_count(o)]),
     "Secret": ([_column("Type"), _column("Data")], lambda o: [o.get("type", ""), _data_count(o)]),
 }
@@ -430,15 +529,32 @@ _COLUMNS = {
 
 def _event_row(o) -> list:
     inv, src = o.get("involvedObject") or {}, o.get("source") or {}
-    return [_age(o.get("lastTimestamp") or o.get("firstTimestamp")), o.get("type", ""), o.get("reason", ""),
-            f"{(inv.get('kind') or '').lower()}/{inv.get('name', '')}", inv.get("fieldPath", ""),
-            ", ".join(x for x in (src.get("component"), src.get("host")) if x), o.get("message", ""),
-            _age(o.get("firstTimestamp")), o.get("count", 1), o["metadata"]["name"]]
+    return [
+        _age(o.get("lastTimestamp") or o.get("firstTimestamp")),
+        o.get("type", ""),
+        o.get("reason", ""),
+        f"{(inv.get('kind') or '').lower()}/{inv.get('name', '')}",
+        inv.get("fieldPath", ""),
+        ", ".join(x for x in (src.get("component"), src.get("host")) if x),
+        o.get("message", ""),
+        _age(o.get("firstTimestamp")),
+        o.get("count", 1),
+        o["metadata"]["name"],
+    ]
 
 
-_EVENT_COLUMNS = [_column("Last Seen"), _column("Type"), _column("Reason"), _column("Object"),
-                  _column("Subobject", 1), _column("Source", 1), _column("Message"), _column("First Seen", 1),
-                  _column("Count", 1), _column("Name", 1, "name")]
+_EVENT_COLUMNS = [
+    _column("Last Seen"),
+    _column("Type"),
+    _column("Reason"),
+    _column("Object"),
+    _column("Subobject", 1),
+    _column("Source", 1),
+    _column("Message"),
+    _column("First Seen", 1),
+    _column("Count", 1),
+    _column("Name", 1, "name"),
+]
 
 
 def _table(rtype, items, meta) -> dict:
@@ -451,8 +567,22 @@ def _table(rtype, items, meta) -> dict:
 
         def cells(o):
             return [o["metadata"]["name"], *extra_cells(o), _age(o["metadata"].get("creationTimestamp"))]
-    rows = [{"cells": cells(o),
-             "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}}
-            for o in items]
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns,
-            "rows": rows}
+
+    rows = [
+        {
+            "cells": cells(o),
+            "object": {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": o["metadata"],
+            },
+        }
+        for o in items
+    ]
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": meta,
+        "columnDefinitions": columns,
+        "rows": rows,
+    }

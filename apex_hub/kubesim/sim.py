@@ -1,8 +1,8 @@
 """``KubeSim``: the API server, the store and the kubelet, started together.
 
-    async with KubeSim(kubelet="process") as sim:
-        os.environ["KUBECONFIG"] = sim.kubeconfig_path
-        ...
+async with KubeSim(kubelet="process") as sim:
+    os.environ["KUBECONFIG"] = sim.kubeconfig_path
+    ...
 """
 
 from __future__ import annotations
@@ -34,12 +34,23 @@ class KubeSim:
     deleted namespace stays Terminating (refusing new content), as on a real cluster.
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, kubelet: str | None = "instant",
-                 workdir: str | os.PathLike | None = None, kubeconfig_path: str | os.PathLike | None = None,
-                 validate_schemas: bool | None = None, history_limit: int = 10000,
-                 bookmark_interval: float = 60.0, latency: float = 0.0, seed: int | None = 0,
-                 kubelet_options: dict | None = None, faults: list | None = None,
-                 namespace_deletion_delay: float = 1.0):
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        kubelet: str | None = "instant",
+        workdir: str | os.PathLike | None = None,
+        kubeconfig_path: str | os.PathLike | None = None,
+        validate_schemas: bool | None = None,
+        history_limit: int = 10000,
+        bookmark_interval: float = 60.0,
+        latency: float = 0.0,
+        seed: int | None = 0,
+        kubelet_options: dict | None = None,
+        faults: list | None = None,
+        namespace_deletion_delay: float = 1.0,
+    ):
         if kubelet not in (None, "instant", "process"):
             raise ValueError(f"kubelet must be None, 'instant' or 'process', not {kubelet!r}")
         self.host, self.port = host, port
@@ -50,9 +61,15 @@ class KubeSim:
         if validate_schemas or validate_schemas is None:
             validator = schema_validator()
             if validator is None and validate_schemas:
-                raise RuntimeError("validate_schemas=True needs kubernetes-validate (pip install kubernetes-validate)")
-        self.store = Store(Registry(), history_limit=history_limit, schema_validator=validator,
-                           namespace_deletion_delay=namespace_deletion_delay)
+                raise RuntimeError(
+                    "validate_schemas=True needs kubernetes-validate (pip install kubernetes-validate)"
+                )
+        self.store = Store(
+            Registry(),
+            history_limit=history_limit,
+            schema_validator=validator,
+            namespace_deletion_delay=namespace_deletion_delay,
+        )
         self.faults = Faults(seed)
         self.faults.latency = latency
         for fault in faults or ():
@@ -65,8 +82,10 @@ class KubeSim:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self) -> "KubeSim":
-        self._runner = web.AppRunner(self.api.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+    async def start(self) -> KubeSim:
+        self._runner = web.AppRunner(
+            self.api.app, access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -75,8 +94,9 @@ class KubeSim:
         if self.kubelet_mode:
             from .kubelet import Kubelet
 
-            self.kubelet = Kubelet(self.store, mode=self.kubelet_mode, workdir=self.workdir / "node",
-                                   **self._kubelet_options)
+            self.kubelet = Kubelet(
+                self.store, mode=self.kubelet_mode, workdir=self.workdir / "node", **self._kubelet_options
+            )
             self.api.pod_logs = self.kubelet.logs
             self.api.kubelet = self.kubelet  # what pods/log follow and pods/exec talk to
             await self.kubelet.start()
@@ -93,7 +113,7 @@ class KubeSim:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    async def __aenter__(self) -> "KubeSim":
+    async def __aenter__(self) -> KubeSim:
         return await self.start()
 
     async def __aexit__(self, *exc) -> None:
@@ -107,11 +127,17 @@ class KubeSim:
 
     def kubeconfig(self) -> dict:
         return {
-            "apiVersion": "v1", "kind": "Config", "preferences": {},
+            "apiVersion": "v1",
+            "kind": "Config",
+            "preferences": {},
             "clusters": [{"name": "kubesim", "cluster": {"server": self.url}}],
             "users": [{"name": "kubesim", "user": {"username": "kubesim"}}],
-            "contexts": [{"name": "kubesim", "context": {"cluster": "kubesim", "user": "kubesim",
-                                                         "namespace": "default"}}],
+            "contexts": [
+                {
+                    "name": "kubesim",
+                    "context": {"cluster": "kubesim", "user": "kubesim", "namespace": "default"},
+                }
+            ],
             "current-context": "kubesim",
         }
 

@@ -19,7 +19,7 @@ import random
 import time
 import uuid
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from . import errors, managed
 from .errors import ApiError
@@ -30,8 +30,16 @@ from .validation import validate
 
 log = logging.getLogger("apex_hub.kubesim")
 
-SERVER_METADATA = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
-                   "namespace", "name", "generation", "selfLink")
+SERVER_METADATA = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "namespace",
+    "name",
+    "generation",
+    "selfLink",
+)
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 BOOTSTRAP_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 NODE_NAME = "kubesim-node"
@@ -93,9 +101,15 @@ class Watcher:
 class Store:
     """All objects of all types, with the verbs of the Kubernetes API."""
 
-    def __init__(self, registry: Registry | None = None, *, history_limit: int = 10000,
-                 schema_validator: Callable | None = None, namespace_grace_timeout: float = 60.0,
-                 namespace_deletion_delay: float = 1.0):
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        *,
+        history_limit: int = 10000,
+        schema_validator: Callable | None = None,
+        namespace_grace_timeout: float = 60.0,
+        namespace_deletion_delay: float = 1.0,
+    ):
         self.registry = registry or Registry()
         # the least time a deleted namespace stays Terminating, as a namespace controller takes
         # (found against the real API server: a re-spawn right after a deletion then fails)
@@ -119,10 +133,17 @@ class Store:
         self._applied: dict[str, dict[str, set[tuple]]] = {}  # uid -> apply manager -> fields (managed.py)
         for ns in BOOTSTRAP_NAMESPACES:
             self.create(self._rt("namespaces"), "", {"metadata": {"name": ns}})
-        self.create(self._rt("nodes"), "", {
-            "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME}},
-            "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                       "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"}}})
+        self.create(
+            self._rt("nodes"),
+            "",
+            {
+                "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/hostname": NODE_NAME}},
+                "status": {
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                    "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+                },
+            },
+        )
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -199,9 +220,16 @@ class Store:
     def get(self, rtype: ResourceType, namespace: str, name: str) -> dict:
         return copy.deepcopy(self._must(rtype, namespace, name))
 
-    def list(self, rtype: ResourceType, namespace: str | None = None, *, label_selector_expr: str | None = None,
-             field_selector_expr: str | None = None, limit: int | None = None,
-             continue_token: str | None = None) -> tuple[list[dict], str, str | None]:
+    def list(
+        self,
+        rtype: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector_expr: str | None = None,
+        field_selector_expr: str | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> tuple[list[dict], str, str | None]:
         """Matching objects sorted by (namespace, name), the collection resourceVersion and a continue token."""
         labels = _selector(label_selector, label_selector_expr)
         fields = _selector(field_selector, field_selector_expr)
@@ -228,8 +256,15 @@ class Store:
             items_key = key
         return items, str(self.rv), more
 
-    def watch(self, rtype: ResourceType, namespace: str | None, *, label_selector_expr: str | None = None,
-              field_selector_expr: str | None = None, resource_version: str | None = None) -> Watcher:
+    def watch(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        *,
+        label_selector_expr: str | None = None,
+        field_selector_expr: str | None = None,
+        resource_version: str | None = None,
+    ) -> Watcher:
         """Open a watch; events after ``resource_version`` are replayed, or current objects as ADDED."""
         w = Watcher(rtype, namespace, label_selector_expr, field_selector_expr)
         if resource_version not in (None, "", "0"):
@@ -259,11 +294,13 @@ class Store:
 
     def _check_kind(self, rtype: ResourceType, obj: dict) -> None:
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
-        if kind and kind != rtype.kind or api_version and api_version != rtype.api_version:
+        if (kind and kind != rtype.kind) or (api_version and api_version != rtype.api_version):
             raise errors.bad_request(
                 f"the API version in the data ({api_version}) does not match the expected API version "
-                f"({rtype.api_version})" if kind == rtype.kind else
-                f"{kind} in version \"{api_version}\" cannot be handled as a {rtype.kind}")
+                f"({rtype.api_version})"
+                if kind == rtype.kind
+                else f'{kind} in version "{api_version}" cannot be handled as a {rtype.kind}'
+            )
         obj["kind"], obj["apiVersion"] = rtype.kind, rtype.api_version
 
     def _check_namespace(self, rtype: ResourceType, namespace: str, name: str) -> None:
@@ -271,8 +308,11 @@ class Store:
         if ns is None:
             raise errors.not_found(self._rt("namespaces"), namespace)
         if ns["metadata"].get("deletionTimestamp"):
-            raise errors.forbidden(rtype, name, f"unable to create new content in namespace {namespace} "
-                                                "because it is being terminated")
+            raise errors.forbidden(
+                rtype,
+                name,
+                f"unable to create new content in namespace {namespace} because it is being terminated",
+            )
 
     def create(self, rtype: ResourceType, namespace: str, body: dict, *, dry_run: bool = False) -> dict:
         if not isinstance(body, dict):
@@ -282,8 +322,9 @@ class Store:
         meta = obj.setdefault("metadata", {})
         if rtype.namespaced:
             if meta.get("namespace") and meta["namespace"] != namespace:
-                raise errors.bad_request("the namespace of the provided object does not match the namespace "
-                                         "sent on the request")
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
@@ -322,9 +363,12 @@ class Store:
         spec = pod.get("spec") or {}
         account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
         if self._raw(self._rt("serviceaccounts"), namespace, account) is None:
-            raise errors.forbidden(rtype, pod["metadata"].get("name", ""),
-                                   f"error looking up service account {namespace}/{account}: "
-                                   f'serviceaccount "{account}" not found')
+            raise errors.forbidden(
+                rtype,
+                pod["metadata"].get("name", ""),
+                f"error looking up service account {namespace}/{account}: "
+                f'serviceaccount "{account}" not found',
+            )
 
     def _default(self, rtype: ResourceType, obj: dict) -> None:
         """Fill the fields that the API server and its controllers set on a new object."""
@@ -350,8 +394,11 @@ class Store:
             spec.setdefault("storageClassName", "standard")
             spec.setdefault("volumeMode", "Filesystem")
             spec.setdefault("volumeName", f"pvc-{meta['uid']}")
-            obj["status"] = {"phase": "Bound", "accessModes": spec.get("accessModes", []),
-                             "capacity": {"storage": spec["resources"]["requests"]["storage"]}}
+            obj["status"] = {
+                "phase": "Bound",
+                "accessModes": spec.get("accessModes", []),
+                "capacity": {"storage": spec["resources"]["requests"]["storage"]},
+            }
         elif kind == "Service":
             spec.setdefault("type", "ClusterIP")
             if spec.get("clusterIP") != "None":
@@ -369,17 +416,29 @@ class Store:
             for k, v in string_data.items():
                 data[k] = base64.b64encode(v.encode()).decode()
         elif kind == "CustomResourceDefinition":
-            obj["status"] = {"conditions": [{"type": "Established", "status": "True"}],
-                             "acceptedNames": spec.get("names", {})}
+            obj["status"] = {
+                "conditions": [{"type": "Established", "status": "True"}],
+                "acceptedNames": spec.get("names", {}),
+            }
 
     def _after_create(self, rtype: ResourceType, obj: dict) -> None:
         if rtype.kind == "Namespace":  # the serviceaccount controller's job
-            self.create(self._rt("serviceaccounts"), obj["metadata"]["name"], {"metadata": {"name": "default"}})
+            self.create(
+                self._rt("serviceaccounts"), obj["metadata"]["name"], {"metadata": {"name": "default"}}
+            )
         elif rtype.kind == "CustomResourceDefinition":
             self.registry.register_crd(obj)
 
-    def replace(self, rtype: ResourceType, namespace: str, name: str, body: dict, *,
-                subresource: str | None = None, dry_run: bool = False) -> dict:
+    def replace(
+        self,
+        rtype: ResourceType,
+        namespace: str,
+        name: str,
+        body: dict,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+    ) -> dict:
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request was in an unknown format")
         cur = self._must(rtype, namespace, name)
@@ -387,24 +446,47 @@ class Store:
         self._check_kind(rtype, new)
         meta = new.setdefault("metadata", {})
         if meta.get("name", name) != name:
-            raise errors.bad_request(f"the name of the object ({meta['name']}) does not match the name on the "
-                                     f"URL ({name})")
+            raise errors.bad_request(
+                f"the name of the object ({meta['name']}) does not match the name on the URL ({name})"
+            )
         rv = meta.get("resourceVersion")
         if rv and rv != cur["metadata"]["resourceVersion"]:
             raise errors.conflict(rtype, name)
         return self._update(rtype, cur, new, subresource, dry_run)
 
-    def patch(self, rtype: ResourceType, namespace: str, name: str, content_type: str, body, *,
-              subresource: str | None = None, dry_run: bool = False, field_manager: str | None = None,
-              force: bool = False) -> dict:
+    def patch(
+        self,
+        rtype: ResourceType,
+        namespace: str,
+        name: str,
+        content_type: str,
+        body,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        field_manager: str | None = None,
+        force: bool = False,
+    ) -> dict:
         cur = self._raw(rtype, namespace, name)
         is_apply = content_type.split(";")[0].strip() == APPLY_PATCH
         if is_apply and not field_manager:
-            raise ApiError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
-                                           "is required for apply patch", details={
-                                               "group": "meta.k8s.io", "kind": "PatchOptions", "causes": [{
-                                                   "reason": "FieldValueRequired", "field": "fieldManager",
-                                                   "message": "Required value: is required for apply patch"}]})
+            raise ApiError(
+                422,
+                "Invalid",
+                'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+                "is required for apply patch",
+                details={
+                    "group": "meta.k8s.io",
+                    "kind": "PatchOptions",
+                    "causes": [
+                        {
+                            "reason": "FieldValueRequired",
+                            "field": "fieldManager",
+                            "message": "Required value: is required for apply patch",
+                        }
+                    ],
+                },
+            )
         if cur is None:
             if is_apply:  # server-side apply creates
                 body = dict(body or {}) if isinstance(body, dict) else body
@@ -429,16 +511,23 @@ class Store:
             raise errors.conflict(rtype, name)
         return self._update(rtype, cur, new, subresource, dry_run)
 
-    def _apply(self, rtype: ResourceType, cur: dict, config: dict, manager: str, force: bool,
-               dry_run: bool) -> dict:
+    def _apply(
+        self, rtype: ResourceType, cur: dict, config: dict, manager: str, force: bool, dry_run: bool
+    ) -> dict:
         """Server-side apply onto a live object, with field ownership (see managed.py)."""
         owners = self._applied.get(cur["metadata"]["uid"], {})
         fields = managed.field_set(config)
         others = {m: f for m, f in owners.items() if m != manager}
         clashes = managed.conflicts(cur, config, fields, others)
         if clashes and not force:
-            causes = [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}"',
-                       "field": managed.render_path(p)} for m, p in clashes]
+            causes = [
+                {
+                    "reason": "FieldManagerConflict",
+                    "message": f'conflict with "{m}"',
+                    "field": managed.render_path(p),
+                }
+                for m, p in clashes
+            ]
             raise ApiError(409, "Conflict", managed.conflict_message(clashes), details={"causes": causes})
         others = {m: f - fields if force else f for m, f in others.items()}
         still_owned = set().union(fields, *others.values())
@@ -455,7 +544,10 @@ class Store:
             raise errors.conflict(rtype, cur["metadata"]["name"])
         out = self._update(rtype, cur, new, None, dry_run, applied_by=manager)
         if not dry_run:
-            self._applied[cur["metadata"]["uid"]] = {**{m: f for m, f in others.items() if f}, manager: fields}
+            self._applied[cur["metadata"]["uid"]] = {
+                **{m: f for m, f in others.items() if f},
+                manager: fields,
+            }
         return out
 
     def update(self, rtype: ResourceType, namespace: str, name: str, mutate: Callable[[dict], None]) -> dict:
@@ -497,8 +589,9 @@ class Store:
         if new == cur:
             return copy.deepcopy(cur)  # a no-op write does not bump resourceVersion
         validate(rtype, new, self.schema_validator)
-        if {k: v for k, v in new.items() if k not in ("metadata", "status")} != \
-                {k: v for k, v in cur.items() if k not in ("metadata", "status")}:
+        if {k: v for k, v in new.items() if k not in ("metadata", "status")} != {
+            k: v for k, v in cur.items() if k not in ("metadata", "status")
+        }:
             meta["generation"] = cur["metadata"].get("generation", 1) + 1
         if dry_run:
             return new
@@ -512,16 +605,25 @@ class Store:
 
     # -- deletion -------------------------------------------------------------------------
 
-    def delete(self, rtype: ResourceType, namespace: str, name: str, *, grace_period: int | None = None,
-               propagation: str | None = None, preconditions: dict | None = None,
-               dry_run: bool = False) -> dict:
+    def delete(
+        self,
+        rtype: ResourceType,
+        namespace: str,
+        name: str,
+        *,
+        grace_period: int | None = None,
+        propagation: str | None = None,
+        preconditions: dict | None = None,
+        dry_run: bool = False,
+    ) -> dict:
         cur = self._must(rtype, namespace, name)
         meta = cur["metadata"]
         for key in ("uid", "resourceVersion"):
             want = (preconditions or {}).get(key)
             if want and want != meta.get(key):
-                raise errors.conflict(rtype, name, f"Precondition failed: {key}: {want}, "
-                                                   f"{key} in object meta: {meta.get(key)}")
+                raise errors.conflict(
+                    rtype, name, f"Precondition failed: {key}: {want}, {key} in object meta: {meta.get(key)}"
+                )
         if dry_run:
             return copy.deepcopy(cur)
         propagation = propagation or "Background"
@@ -581,17 +683,41 @@ class Store:
             if rtype is None or self._raw(rtype, namespace, name) is None:
                 continue
             if propagation == "Orphan":
-                self.update(rtype, namespace, name, lambda o: o["metadata"].__setitem__(
-                    "ownerReferences", [r for r in o["metadata"]["ownerReferences"] if r.get("uid") != owner_uid]))
+                self.update(
+                    rtype,
+                    namespace,
+                    name,
+                    lambda o: o["metadata"].__setitem__(
+                        "ownerReferences",
+                        [r for r in o["metadata"]["ownerReferences"] if r.get("uid") != owner_uid],
+                    ),
+                )
             else:
                 self.delete(rtype, namespace, name, propagation="Background")
 
-    def delete_collection(self, rtype: ResourceType, namespace: str | None, *, label_selector_expr=None,
-                          field_selector_expr=None, grace_period=None, propagation=None) -> list[dict]:
-        items, _, _ = self.list(rtype, namespace, label_selector_expr=label_selector_expr,
-                                field_selector_expr=field_selector_expr)
-        return [self.delete(rtype, o["metadata"].get("namespace", ""), o["metadata"]["name"],
-                            grace_period=grace_period, propagation=propagation) for o in items]
+    def delete_collection(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        *,
+        label_selector_expr=None,
+        field_selector_expr=None,
+        grace_period=None,
+        propagation=None,
+    ) -> list[dict]:
+        items, _, _ = self.list(
+            rtype, namespace, label_selector_expr=label_selector_expr, field_selector_expr=field_selector_expr
+        )
+        return [
+            self.delete(
+                rtype,
+                o["metadata"].get("namespace", ""),
+                o["metadata"]["name"],
+                grace_period=grace_period,
+                propagation=propagation,
+            )
+            for o in items
+        ]
 
     async def _terminate_namespace(self, name: str) -> None:
         """The namespace controller: delete everything inside, then the namespace itself."""
@@ -632,23 +758,50 @@ class Store:
         if self._raw(ns_rt, "", name) is None:
             return
         remaining = ", ".join(f"{key} has {n} resource instances" for key, n in sorted(left.items()))
-        content = (("NamespaceContentRemaining", "True", "SomeResourcesRemain", f"Some resources are remaining: "
-                                                                                 f"{remaining}")
-                   if left else ("NamespaceContentRemaining", "False", "ContentRemoved",
-                                 "All content successfully removed"))
+        content = (
+            (
+                "NamespaceContentRemaining",
+                "True",
+                "SomeResourcesRemain",
+                f"Some resources are remaining: {remaining}",
+            )
+            if left
+            else ("NamespaceContentRemaining", "False", "ContentRemoved", "All content successfully removed")
+        )
         wanted = [
-            ("NamespaceDeletionDiscoveryFailure", "False", "ResourcesDiscovered", "All resources successfully discovered"),
-            ("NamespaceDeletionGroupVersionParsingFailure", "False", "ParsedGroupVersions",
-             "All legacy kube types successfully parsed"),
-            ("NamespaceDeletionContentFailure", "False", "ContentDeleted", "All content successfully deleted, "
-                                                                          "may be waiting on finalization"),
+            (
+                "NamespaceDeletionDiscoveryFailure",
+                "False",
+                "ResourcesDiscovered",
+                "All resources successfully discovered",
+            ),
+            (
+                "NamespaceDeletionGroupVersionParsingFailure",
+                "False",
+                "ParsedGroupVersions",
+                "All legacy kube types successfully parsed",
+            ),
+            (
+                "NamespaceDeletionContentFailure",
+                "False",
+                "ContentDeleted",
+                "All content successfully deleted, may be waiting on finalization",
+            ),
             content,
-            ("NamespaceFinalizersRemaining", "True", "SomeFinalizersRemain",
-             "Some content in the namespace has finalizers remaining: "
-             + ", ".join(f"{f} in {n} resource instances" for f, n in sorted(finalizers.items())))
-            if finalizers else
-            ("NamespaceFinalizersRemaining", "False", "ContentHasNoFinalizers", "All content-preserving finalizers "
-                                                                                "finished"),
+            (
+                "NamespaceFinalizersRemaining",
+                "True",
+                "SomeFinalizersRemain",
+                "Some content in the namespace has finalizers remaining: "
+                + ", ".join(f"{f} in {n} resource instances" for f, n in sorted(finalizers.items())),
+            )
+            if finalizers
+            else (
+                "NamespaceFinalizersRemaining",
+                "False",
+                "ContentHasNoFinalizers",
+                "All content-preserving finalizers finished",
+            ),
         ]
 
         def mutate(obj):
@@ -657,15 +810,24 @@ class Store:
             for ctype, status, reason, message in wanted:
                 prev = old.get(ctype, {})
                 since = prev.get("lastTransitionTime") if prev.get("status") == status else None
-                conditions.append({"type": ctype, "status": status, "reason": reason, "message": message,
-                                   "lastTransitionTime": since or now_rfc3339()})
+                conditions.append(
+                    {
+                        "type": ctype,
+                        "status": status,
+                        "reason": reason,
+                        "message": message,
+                        "lastTransitionTime": since or now_rfc3339(),
+                    }
+                )
             obj.setdefault("status", {})["conditions"] = conditions
+
         self.update(ns_rt, "", name, mutate)
 
     # -- events ---------------------------------------------------------------------------
 
-    def record_event(self, involved: dict, reason: str, message: str, *, type: str = "Normal",
-                     component: str = "kubelet") -> dict | None:
+    def record_event(
+        self, involved: dict, reason: str, message: str, *, type: str = "Normal", component: str = "kubelet"
+    ) -> dict | None:
         """Create a core/v1 Event about ``involved``, as kubelet and scheduler do."""
         meta = involved["metadata"]
         namespace = meta.get("namespace", "default")
@@ -679,13 +841,23 @@ class Store:
         self._last_event_ns = stamp_ns
         event = {
             "metadata": {"name": f"{meta['name']}.{stamp_ns:016x}", "namespace": namespace},
-            "involvedObject": {"kind": involved.get("kind"), "apiVersion": involved.get("apiVersion"),
-                               "namespace": namespace, "name": meta["name"], "uid": meta.get("uid"),
-                               "resourceVersion": meta.get("resourceVersion")},
-            "reason": reason, "message": message, "type": type,
+            "involvedObject": {
+                "kind": involved.get("kind"),
+                "apiVersion": involved.get("apiVersion"),
+                "namespace": namespace,
+                "name": meta["name"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message,
+            "type": type,
             "source": {"component": component, "host": NODE_NAME},
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-            "reportingComponent": component, "reportingInstance": NODE_NAME,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+            "reportingComponent": component,
+            "reportingInstance": NODE_NAME,
         }
         return self.create(self._rt("events"), namespace, event)
 
@@ -706,6 +878,7 @@ def _mark_terminating(grace: int, phase: bool = False):
         obj["metadata"]["deletionGracePeriodSeconds"] = grace
         if phase:
             obj.setdefault("status", {})["phase"] = "Terminating"
+
     return mutate
 
 
@@ -716,5 +889,7 @@ def _qos_class(spec: dict) -> str:
         return "BestEffort"
     guaranteed = all(
         (r.get("limits") or {}).get(k) and (r.get("requests") or {}).get(k, r["limits"][k]) == r["limits"][k]
-        for r in resources for k in ("cpu", "memory"))
+        for r in resources
+        for k in ("cpu", "memory")
+    )
     return "Guaranteed" if guaranteed else "Burstable"

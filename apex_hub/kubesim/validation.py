@@ -21,10 +21,14 @@ CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 MAX_CONFIG_BYTES = 1024 * 1024  # ConfigMap and Secret total size limit
 MAX_ANNOTATION_BYTES = 256 * 1024
 
-LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
-             "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc')")
-SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
-                 "'-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com')")
+LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+    "and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc')"
+)
+SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+    "'-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com')"
+)
 
 
 def check_name(name: str, rule: str) -> str | None:
@@ -47,8 +51,10 @@ def _check_qualified_key(key: str) -> str | None:
     if prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix)):
         return "prefix part " + SUBDOMAIN_MSG
     if not name or len(name) > 63 or not QUALIFIED_NAME.match(name):
-        return ("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
-                "with an alphanumeric character, at most 63 characters")
+        return (
+            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+            "with an alphanumeric character, at most 63 characters"
+        )
     return None
 
 
@@ -68,16 +74,23 @@ def validate(rtype, obj: dict, schema_validator=None) -> None:
         if why:
             causes.append(("metadata.labels", f'Invalid value: "{key}": {why}'))
         if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
-            causes.append(("metadata.labels", f'Invalid value: "{value}": a valid label must be an empty string '
-                           "or consist of alphanumeric characters, '-', '_' or '.', and must start and end "
-                           "with an alphanumeric character, at most 63 characters"))
+            causes.append(
+                (
+                    "metadata.labels",
+                    f'Invalid value: "{value}": a valid label must be an empty string '
+                    "or consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+                    "with an alphanumeric character, at most 63 characters",
+                )
+            )
     annotations = meta.get("annotations") or {}
     for key, value in annotations.items():
         why = _check_qualified_key(key)
         if why:
             causes.append(("metadata.annotations", f'Invalid value: "{key}": {why}'))
         if not isinstance(value, str):
-            causes.append(("metadata.annotations", f'Invalid value: {key}: annotation values must be strings'))
+            causes.append(
+                ("metadata.annotations", f"Invalid value: {key}: annotation values must be strings")
+            )
     if sum(len(k) + len(str(v)) for k, v in annotations.items()) > MAX_ANNOTATION_BYTES:
         causes.append(("metadata.annotations", f"Too long: must have at most {MAX_ANNOTATION_BYTES} bytes"))
     checker = _KIND_CHECKS.get(rtype.kind)
@@ -140,8 +153,13 @@ def _config_data(obj):
     for field in ("data", "binaryData", "stringData"):
         for key, value in (obj.get(field) or {}).items():
             if not CONFIG_KEY.match(key) or len(key) > 253:
-                causes.append((f"{field}[{key}]", f'Invalid value: "{key}": a valid config key must consist of '
-                               "alphanumeric characters, '-', '_' or '.'"))
+                causes.append(
+                    (
+                        f"{field}[{key}]",
+                        f'Invalid value: "{key}": a valid config key must consist of '
+                        "alphanumeric characters, '-', '_' or '.'",
+                    )
+                )
             if field == "data" and obj.get("kind") == "Secret":
                 try:
                     size += len(base64.b64decode(value or "", validate=True))
@@ -197,14 +215,18 @@ def schema_validator(kubernetes_version: str | None = None):
     except ImportError:
         return None
     version = kubernetes_version or kubernetes_validate.latest_version()
-    schema_dir = f"v{[v for v in utils.all_versions() if utils.major_minor(v) <= utils.major_minor(version)][-1]}"
+    schema_dir = (
+        f"v{[v for v in utils.all_versions() if utils.major_minor(v) <= utils.major_minor(version)][-1]}"
+    )
     schema_dir += "-local-strict"
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def compiled(api_version: str, kind: str):
         gv = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
         try:
-            schema = utils.schema_contents(f"kubernetes-json-schema/{schema_dir}/{kind.lower()}-{gv}.json", version)
+            schema = utils.schema_contents(
+                f"kubernetes-json-schema/{schema_dir}/{kind.lower()}-{gv}.json", version
+            )
         except FileNotFoundError:
             return None  # custom resources: nothing to check against
         defs = utils.schema_contents(f"kubernetes-json-schema/{schema_dir}/_definitions.json", version)

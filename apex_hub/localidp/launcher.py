@@ -228,7 +228,9 @@ class LocalIdP:
             claims = user.get("claims") or {}
             if not isinstance(claims, dict):
                 raise ValueError(f"LocalIdP users[{i}].claims must be a dict of claim name -> value")
-            checked.append({"username": user["username"], "password": user["password"], "claims": dict(claims)})
+            checked.append(
+                {"username": user["username"], "password": user["password"], "claims": dict(claims)}
+            )
         return copy.deepcopy(checked)
 
     @staticmethod
@@ -273,7 +275,11 @@ class LocalIdP:
             "rotate_refresh_tokens": self.rotate_refresh_tokens,
             # key_ops (e.g. ["sign"] from some JWK exporters) would stop the provider from
             # verifying what it signed (id_token_hint at logout): "use": "sig" says enough
-            "jwks": {"keys": [{k: v for k, v in key.items() if k != "key_ops"} for key in self.private_jwks["keys"]]},
+            "jwks": {
+                "keys": [
+                    {k: v for k, v in key.items() if k != "key_ops"} for key in self.private_jwks["keys"]
+                ]
+            },
             "cookie_keys": [secrets.token_hex(32)],
             "ready_file": str(self._ready_path),
             "oidc_provider_dir": str(package) if package else None,
@@ -337,7 +343,7 @@ class LocalIdP:
                                 if r.status == 200 and (await r.json()).get("issuer") == self.issuer:
                                     return
                                 last_error = f"discovery answered HTTP {r.status}"
-                        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+                        except (TimeoutError, aiohttp.ClientError, ValueError) as e:
                             last_error = f"discovery: {e!r}"
                 if time.monotonic() > deadline:
                     raise fail(f"not ready after {timeout} s ({last_error})")

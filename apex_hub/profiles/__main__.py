@@ -52,13 +52,13 @@ def kinds_to_allow(catalogue: Catalogue) -> list[str]:
     """One line per profile whose manifests need kinds outside the default ``manifest_kinds``."""
     lines = []
     for profile in catalogue:
-        kinds = sorted({kind for m in profile.manifests for kind in m.kinds}
-                       - set(DEFAULT_MANIFEST_KINDS))
+        kinds = sorted({kind for m in profile.manifests for kind in m.kinds} - set(DEFAULT_MANIFEST_KINDS))
         if kinds:
             lines.append(
                 f"NOTE: profile {profile.slug!r}: manifests of kind {', '.join(kinds)} are not in"
                 " the spawner's default manifest_kinds; allow them"
-                f" (c.APExSpawner.manifest_kinds) or every spawn of it is refused")
+                f" (c.APExSpawner.manifest_kinds) or every spawn of it is refused"
+            )
     return lines
 
 
@@ -68,10 +68,12 @@ def rules_to_grant_lines(catalogue: Catalogue) -> list[str]:
 
     lines = []
     for slug, rules in rules_to_grant(catalogue).items():
-        lines.append(f"NOTE: profile {slug!r}: its Roles grant what the hub's default ClusterRole"
-                     " (helm-values/rbac.yaml) does not hold, so Kubernetes would refuse to let the"
-                     " hub create them and the profile is not offered. Add these rules to the"
-                     " hub's ClusterRole and to c.APExSpawner.hub_rules:")
+        lines.append(
+            f"NOTE: profile {slug!r}: its Roles grant what the hub's default ClusterRole"
+            " (helm-values/rbac.yaml) does not hold, so Kubernetes would refuse to let the"
+            " hub create them and the profile is not offered. Add these rules to the"
+            " hub's ClusterRole and to c.APExSpawner.hub_rules:"
+        )
         lines += [f"    - {json.dumps(rule)}" for rule in rules]
     return lines
 

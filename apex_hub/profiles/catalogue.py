@@ -33,8 +33,15 @@ _log = logging.getLogger("apex_hub.profiles")
 
 TOP_LEVEL_FIELDS = ("profiles", "defaults", "allow_security_overrides")
 _IDENTITY_FIELDS = ("slug", "display_name", "description", "default")
-_NAMED_LISTS = ("config_maps", "volumes", "secret_mounts", "init_containers", "manifests",
-                "conda_environments", "role_bindings")
+_NAMED_LISTS = (
+    "config_maps",
+    "volumes",
+    "secret_mounts",
+    "init_containers",
+    "manifests",
+    "conda_environments",
+    "role_bindings",
+)
 
 
 class _UniqueKeyLoader(NoAliasLoader):
@@ -46,8 +53,10 @@ class _UniqueKeyLoader(NoAliasLoader):
             key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (the later value would replace the"
-                    " earlier one); keep only one", key_node.start_mark,
+                    None,
+                    None,
+                    f"duplicate key {key!r} (the later value would replace the earlier one); keep only one",
+                    key_node.start_mark,
                 )
             seen.add(key)
         return super().construct_mapping(node, deep)
@@ -56,7 +65,7 @@ class _UniqueKeyLoader(NoAliasLoader):
 def parse_yaml(text: str, source: str | None = None) -> Any:
     """Parse YAML, turning syntax errors into a ``CatalogueError`` with line/column."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -108,8 +117,11 @@ def _validate(raw: Any, label: str, context: dict) -> tuple[Profile | None, list
 def _check_defaults(defaults: Any, context: dict) -> list[str]:
     if not isinstance(defaults, Mapping):
         return ["defaults: must be a mapping of profile fields"]
-    problems = [f"defaults: {key}: set this per profile, not in defaults"
-                for key in _IDENTITY_FIELDS if key in defaults]
+    problems = [
+        f"defaults: {key}: set this per profile, not in defaults"
+        for key in _IDENTITY_FIELDS
+        if key in defaults
+    ]
     probe = {**defaults, "slug": "defaults", "display_name": "defaults"}
     _, errors = _validate(probe, "defaults", context)
     return problems + errors
@@ -118,8 +130,11 @@ def _check_defaults(defaults: Any, context: dict) -> list[str]:
 def _top_level_problems(data: Any) -> list[str]:
     if not isinstance(data, Mapping):
         return ["the catalogue must be a mapping with a 'profiles' list"]
-    problems = [f"{key}: unknown top-level field; known: {', '.join(TOP_LEVEL_FIELDS)}"
-                for key in data if key not in TOP_LEVEL_FIELDS]
+    problems = [
+        f"{key}: unknown top-level field; known: {', '.join(TOP_LEVEL_FIELDS)}"
+        for key in data
+        if key not in TOP_LEVEL_FIELDS
+    ]
     if not isinstance(data.get("profiles"), list):
         problems.append("profiles: required, and must be a list of profiles")
     if not isinstance(data.get("allow_security_overrides", False), bool):
@@ -292,8 +307,6 @@ class CatalogueFile:
             self.log.error("%s; %s", exc, keeping)
             return
         if self._catalogue is not None:
-            self.log.info(
-                "profiles catalogue %s reloaded: %s", self.path, ", ".join(catalogue.slugs)
-            )
+            self.log.info("profiles catalogue %s reloaded: %s", self.path, ", ".join(catalogue.slugs))
         self.errors = []
         self._catalogue = catalogue

@@ -16,14 +16,22 @@ from typing import Any
 import yaml
 
 from .errors import CatalogueError
-from .overrides import ALLOWED_OVERRIDES
 from .items import cluster_scoped
+from .overrides import ALLOWED_OVERRIDES
 from .templating import escape, has_escapes, has_placeholders
 
 #: The spawner's default ``manifest_kinds`` (apex_hub/spawner/workspace.py
 #: DEFAULT_MANIFEST_KINDS; a test keeps the two equal): other kinds need the operator's consent.
-DEFAULT_MANIFEST_KINDS = ("ConfigMap", "Secret", "Service", "ServiceAccount", "Role",
-                          "RoleBinding", "PersistentVolumeClaim", "NetworkPolicy")
+DEFAULT_MANIFEST_KINDS = (
+    "ConfigMap",
+    "Secret",
+    "Service",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "PersistentVolumeClaim",
+    "NetworkPolicy",
+)
 
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 _JINJA_EXPRESSION = re.compile(r"\{\{\s*(.*?)\s*\}\}", re.S)
@@ -32,8 +40,7 @@ _JINJA_STATEMENT = re.compile(r"\{%.*?%\}|\{#.*?#\}", re.S)
 _APPHUB_NAMESPACE = re.compile(r"jupyter-\{\{\s*(?:spawner\.)?user\.name\s*\}\}")
 WORKSPACE_VOLUME_NOTE = "every profile"
 #: Environment variable names whose literal values are credentials.
-_CREDENTIAL_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|CRYPT|PRIVATE|ACCESS_KEY|API_KEY)",
-                              re.I)
+_CREDENTIAL_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|CRYPT|PRIVATE|ACCESS_KEY|API_KEY)", re.I)
 #: Crossplane kinds ApplicationHub creates as cluster objects (create_cluster_custom_object).
 _CROSSPLANE_OBJECT = ("kubernetes.crossplane.io", "Object")
 _EXPRESSIONS = {
@@ -51,15 +58,38 @@ _EXPRESSIONS = {
     'spawner.user_options["profile"]': "{profile}",
 }
 _PROFILE_KEYS = {
-    "id", "groups", "definition", "config_maps", "volumes", "pod_env_vars", "default_url",
-    "node_selector", "role_bindings", "image_pull_secrets", "init_containers", "manifests",
-    "env_from_config_maps", "env_from_secrets", "secret_mounts",
+    "id",
+    "groups",
+    "definition",
+    "config_maps",
+    "volumes",
+    "pod_env_vars",
+    "default_url",
+    "node_selector",
+    "role_bindings",
+    "image_pull_secrets",
+    "init_containers",
+    "manifests",
+    "env_from_config_maps",
+    "env_from_secrets",
+    "secret_mounts",
 }
 _DEFINITION_KEYS = {"display_name", "description", "slug", "default", "kubespawner_override"}
-_RESOURCE_KEYS = ("image", "cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee",
-                  "extra_resource_limits", "extra_resource_guarantees")
-_AS_FIELD = {"node_selector": "node_selector", "tolerations": "tolerations",
-             "default_url": "default_url", "environment": "env"}
+_RESOURCE_KEYS = (
+    "image",
+    "cpu_limit",
+    "cpu_guarantee",
+    "mem_limit",
+    "mem_guarantee",
+    "extra_resource_limits",
+    "extra_resource_guarantees",
+)
+_AS_FIELD = {
+    "node_selector": "node_selector",
+    "tolerations": "tolerations",
+    "default_url": "default_url",
+    "environment": "env",
+}
 
 
 class _Octal(int):
@@ -171,9 +201,11 @@ class _Converter:
         if raw.get("groups"):
             out["groups"] = list(raw["groups"])
         elif isinstance(raw.get("groups"), list):
-            self.note("groups: [] offered this profile to nobody in ApplicationHub; here an empty"
-                      " list means everyone: it is now OPEN TO EVERY USER (add groups, or"
-                      " session_mode: off, to keep it closed)")
+            self.note(
+                "groups: [] offered this profile to nobody in ApplicationHub; here an empty"
+                " list means everyone: it is now OPEN TO EVERY USER (add groups, or"
+                " session_mode: off, to keep it closed)"
+            )
         self._overrides(definition.get("kubespawner_override") or {}, out)
         if raw.get("node_selector"):
             out["node_selector"] = {**out.get("node_selector", {}), **raw["node_selector"]}
@@ -183,8 +215,15 @@ class _Converter:
             url = str(raw["default_url"])
             out["default_url"] = url if url.startswith("/") else "/" + url
         self._env(raw.get("pod_env_vars") or {}, out)
-        for key in ("config_maps", "volumes", "secret_mounts", "init_containers",
-                    "role_bindings", "image_pull_secrets", "manifests"):
+        for key in (
+            "config_maps",
+            "volumes",
+            "secret_mounts",
+            "init_containers",
+            "role_bindings",
+            "image_pull_secrets",
+            "manifests",
+        ):
             items = getattr(self, "_" + key)(raw.get(key) or [])
             if items:
                 out[key] = items
@@ -197,8 +236,10 @@ class _Converter:
             ref = value.get("from_config_map") if isinstance(value, dict) else None
             if ref and ref.get("name"):
                 ref["name"] = self._renamed(f"pod_env_vars.{name}", ref["name"])
-                self.note(f"pod_env_vars.{name} reads ConfigMap {ref['name']!r}, which the profile"
-                          " does not create: it must exist in each user's namespace before the spawn")
+                self.note(
+                    f"pod_env_vars.{name} reads ConfigMap {ref['name']!r}, which the profile"
+                    " does not create: it must exist in each user's namespace before the spawn"
+                )
         self._credentials(out)
         # ApplicationHub gives a pod only the profile's own volumes (no default claim).
         out["workspace_volume"] = False
@@ -214,8 +255,13 @@ class _Converter:
         made = set()
         for manifest in out.get("manifests") or []:
             content = manifest["content"]
-            docs = (yaml.safe_load_all(content) if isinstance(content, str)
-                    else content if isinstance(content, list) else [content])
+            docs = (
+                yaml.safe_load_all(content)
+                if isinstance(content, str)
+                else content
+                if isinstance(content, list)
+                else [content]
+            )
             for doc in docs:
                 if isinstance(doc, Mapping) and doc.get("kind") in ("Secret", "ExternalSecret"):
                     target = ((doc.get("spec") or {}).get("target") or {}).get("name")
@@ -226,9 +272,11 @@ class _Converter:
             if not out["image_pull_secrets"]:
                 del out["image_pull_secrets"]
             out["workspace_image_pull_secrets"] = inside
-            self.note(f"image_pull_secrets {', '.join(inside)}: made by the profile's own manifests"
-                      " in the user's namespace, so listed in workspace_image_pull_secrets (used"
-                      " there, not copied from the hub namespace)")
+            self.note(
+                f"image_pull_secrets {', '.join(inside)}: made by the profile's own manifests"
+                " in the user's namespace, so listed in workspace_image_pull_secrets (used"
+                " there, not copied from the hub namespace)"
+            )
 
     def _renamed(self, where: str, name: Any) -> Any:
         """Follow a ConfigMap renamed for DNS validity in the fields that refer to it."""
@@ -244,9 +292,11 @@ class _Converter:
             text = "true" if value is True else "false" if value is False else str(value)
             stripped = text.strip().strip("\\\"' ")
             if stripped != text:
-                self.note(f"node_selector.{key}: value {text!r} is not a label value (the API server"
-                          f" refuses such a pod, so ApplicationHub could not start this profile);"
-                          f" now {stripped!r}")
+                self.note(
+                    f"node_selector.{key}: value {text!r} is not a label value (the API server"
+                    f" refuses such a pod, so ApplicationHub could not start this profile);"
+                    f" now {stripped!r}"
+                )
             result[key] = stripped
         return result
 
@@ -254,19 +304,26 @@ class _Converter:
         """Warn loudly about credentials written in clear in the source."""
         for name, value in (out.get("env") or {}).items():
             if isinstance(value, str) and value and _CREDENTIAL_NAME.search(name):
-                self.note(f"WARNING: CREDENTIAL IN CLEAR: env.{name} holds a literal value that"
-                          " looks like a secret; it was carried over as is. Put it in a Secret and"
-                          f" write env.{name}: {{from_secret: {{name: ..., key: ...}}}}")
+                self.note(
+                    f"WARNING: CREDENTIAL IN CLEAR: env.{name} holds a literal value that"
+                    " looks like a secret; it was carried over as is. Put it in a Secret and"
+                    f" write env.{name}: {{from_secret: {{name: ..., key: ...}}}}"
+                )
         for n, manifest in enumerate(out.get("manifests") or []):
             content = manifest["content"]
             docs = content if isinstance(content, list) else [content]
             for doc in docs:
-                if isinstance(doc, Mapping) and doc.get("kind") == "Secret" and (
-                        doc.get("data") or doc.get("stringData")):
-                    self.note(f"WARNING: CREDENTIALS IN CLEAR: manifests[{n}] is a Secret"
-                              f" {(doc.get('metadata') or {}).get('name')!r} with its data inline"
-                              " (base64 is not encryption); it was carried over as is. Create it"
-                              " out of band (or with an ExternalSecret) and refer to it by name")
+                if (
+                    isinstance(doc, Mapping)
+                    and doc.get("kind") == "Secret"
+                    and (doc.get("data") or doc.get("stringData"))
+                ):
+                    self.note(
+                        f"WARNING: CREDENTIALS IN CLEAR: manifests[{n}] is a Secret"
+                        f" {(doc.get('metadata') or {}).get('name')!r} with its data inline"
+                        " (base64 is not encryption); it was carried over as is. Create it"
+                        " out of band (or with an ExternalSecret) and refer to it by name"
+                    )
 
     def _slug(self, definition: Mapping) -> str:
         original = definition.get("slug") or self.raw.get("id") or ""
@@ -312,8 +369,11 @@ class _Converter:
                 if str(value) != str(value).strip():
                     self.note(f"pod_env_vars.{name}: value {value!r} has surrounding spaces; kept")
             elif isinstance(value, Mapping) and set(value) <= {"from_config_map", "from_secret"}:
-                env[name] = {k: {"name": v.get("name"), "key": v.get("key")}
-                             for k, v in value.items() if isinstance(v, Mapping)}
+                env[name] = {
+                    k: {"name": v.get("name"), "key": v.get("key")}
+                    for k, v in value.items()
+                    if isinstance(v, Mapping)
+                }
             else:
                 self.note(f"pod_env_vars.{name}: unsupported value {value!r}; not converted")
         if env:
@@ -330,26 +390,35 @@ class _Converter:
         result = []
         for n, cm in enumerate(items):
             where = f"config_maps[{n}]"
-            self.unknown(where + ".", cm, {"name", "key", "content", "mount_path",
-                                           "default_mode", "readonly", "persist"})
-            item = {"name": self._rename(where, cm.get("name"), f"config-{n}"),
-                    "key": cm.get("key") or cm.get("name")}
+            self.unknown(
+                where + ".",
+                cm,
+                {"name", "key", "content", "mount_path", "default_mode", "readonly", "persist"},
+            )
+            item = {
+                "name": self._rename(where, cm.get("name"), f"config-{n}"),
+                "key": cm.get("key") or cm.get("name"),
+            }
             for key in ("content", "mount_path"):
                 if cm.get(key) is not None:
                     item[key] = cm[key]
             if cm.get("default_mode") is not None:
                 mode = _file_mode(cm["default_mode"])
                 if mode is None:
-                    self.note(f"{where}.default_mode {cm['default_mode']!r} is not a file mode;"
-                              " the default 0644 is used")
+                    self.note(
+                        f"{where}.default_mode {cm['default_mode']!r} is not a file mode;"
+                        " the default 0644 is used"
+                    )
                 else:
                     item["default_mode"] = mode
             item["readonly"] = bool(cm.get("readonly", True))
             item["persist"] = bool(cm.get("persist", True))
             if item.get("content") is None:
-                self.note(f"{where}: no content, so ConfigMap {item['name']!r} is mounted, not"
-                          " created: it must exist in each user's namespace before the spawn (the pod"
-                          " waits for it)")
+                self.note(
+                    f"{where}: no content, so ConfigMap {item['name']!r} is mounted, not"
+                    " created: it must exist in each user's namespace before the spawn (the pod"
+                    " waits for it)"
+                )
             result.append(item)
         return result
 
@@ -357,9 +426,20 @@ class _Converter:
         result = []
         for n, vol in enumerate(items):
             where = f"volumes[{n}]"
-            self.unknown(where + ".", vol, {"name", "claim_name", "size", "storage_class",
-                                            "access_modes", "volume_mount", "persist",
-                                            "annotations"})
+            self.unknown(
+                where + ".",
+                vol,
+                {
+                    "name",
+                    "claim_name",
+                    "size",
+                    "storage_class",
+                    "access_modes",
+                    "volume_mount",
+                    "persist",
+                    "annotations",
+                },
+            )
             mount = vol.get("volume_mount") or {}
             mount_path = mount.get("mount_path") or mount.get("mountPath")
             if not mount_path:
@@ -374,14 +454,17 @@ class _Converter:
             if sub_path:
                 item["sub_path"] = sub_path
             if mount.get("name") not in (None, vol.get("name")):
-                self.note(f"{where}.volume_mount.name {mount['name']!r}: ignored (a mount"
-                          " always uses its volume)")
+                self.note(
+                    f"{where}.volume_mount.name {mount['name']!r}: ignored (a mount always uses its volume)"
+                )
             item["persist"] = bool(vol.get("persist", True))
             if not item["persist"]:
                 if item.get("size"):
                     item["scratch"] = True
-                    self.note(f"{where}: persist: false: a scratch claim (scratch: true), deleted"
-                              " at every stop as in ApplicationHub")
+                    self.note(
+                        f"{where}: persist: false: a scratch claim (scratch: true), deleted"
+                        " at every stop as in ApplicationHub"
+                    )
                 else:
                     self.note(f"{where}: persist: false on an existing claim: kept, not deleted")
             result.append(item)
@@ -391,8 +474,9 @@ class _Converter:
         result = []
         for n, mount in enumerate(items):
             self.unknown(f"secret_mounts[{n}].", mount, {"name", "mount_path", "sub_path"})
-            result.append({k: mount[k] for k in ("name", "mount_path", "sub_path")
-                           if mount.get(k) is not None})
+            result.append(
+                {k: mount[k] for k in ("name", "mount_path", "sub_path") if mount.get(k) is not None}
+            )
         return result
 
     def _init_containers(self, items: list) -> list[dict]:
@@ -411,32 +495,38 @@ class _Converter:
             where = f"role_bindings[{n}]"
             self.unknown(where + ".", binding, {"name", "subjects", "role", "persist"})
             role = binding.get("role") or {}
-            self.unknown(where + ".role.", role,
-                         {"name", "resources", "verbs", "api_groups", "api_group"})
+            self.unknown(where + ".role.", role, {"name", "resources", "verbs", "api_groups", "api_group"})
             if "api_group" in role:
-                self.note(f"{where}.role.api_group {role['api_group']!r}: ignored; the rule"
-                          " uses api_groups")
-            rule = {"api_groups": list(role.get("api_groups") or [""]),
-                    "resources": list(role.get("resources") or []),
-                    "verbs": list(role.get("verbs") or [])}
-            subjects = [{k: s[k] for k in ("kind", "name", "namespace") if s.get(k)}
-                        for s in binding.get("subjects") or []]
+                self.note(f"{where}.role.api_group {role['api_group']!r}: ignored; the rule uses api_groups")
+            rule = {
+                "api_groups": list(role.get("api_groups") or [""]),
+                "resources": list(role.get("resources") or []),
+                "verbs": list(role.get("verbs") or []),
+            }
+            subjects = [
+                {k: s[k] for k in ("kind", "name", "namespace") if s.get(k)}
+                for s in binding.get("subjects") or []
+            ]
             for subject in subjects:
                 if subject.get("kind") == "ServiceAccount" and subject.get("name") == "default":
                     subject["name"] = "workspace"
                     self.service_account = True
-                    self.note(f"{where}.subjects: the 'default' ServiceAccount is now 'workspace',"
-                              " the account the pod runs as here (service_account_token: true"
-                              " mounts its token; without it the pod has no API access)")
+                    self.note(
+                        f"{where}.subjects: the 'default' ServiceAccount is now 'workspace',"
+                        " the account the pod runs as here (service_account_token: true"
+                        " mounts its token; without it the pod has no API access)"
+                    )
             role_name = _name(role.get("name"), f"role-{n}")
             if role_name != role.get("name"):
                 self.note(f"{where}.role: name {role.get('name')!r} is now {role_name!r}")
-            result.append({
-                "name": self._rename(where, binding.get("name"), f"binding-{n}"),
-                "role": {"name": role_name, "rules": [rule]},
-                "subjects": subjects,
-                "persist": bool(binding.get("persist", True)),
-            })
+            result.append(
+                {
+                    "name": self._rename(where, binding.get("name"), f"binding-{n}"),
+                    "role": {"name": role_name, "rules": [rule]},
+                    "subjects": subjects,
+                    "persist": bool(binding.get("persist", True)),
+                }
+            )
         return result
 
     def _image_pull_secrets(self, items: list) -> list[str]:
@@ -476,8 +566,7 @@ class _Converter:
             name = _name(manifest.get("name"), f"manifest-{n}")
             if name != manifest.get("name"):
                 self.note(f"{where}: name {manifest.get('name')!r} is now {name!r}")
-            result.append({"name": name, "content": content,
-                           "persist": bool(manifest.get("persist", True))})
+            result.append({"name": name, "content": content, "persist": bool(manifest.get("persist", True))})
         return result
 
     def _manifest_content(self, where: str, content: Any) -> Any:
@@ -499,23 +588,32 @@ class _Converter:
             api, kind = str(doc.get("apiVersion", "")), str(doc.get("kind", ""))
             inner = ((doc.get("spec") or {}).get("forProvider") or {}).get("manifest")
             if (api.split("/")[0], kind) == _CROSSPLANE_OBJECT and isinstance(inner, Mapping):
-                self.note(f"{at}: Crossplane Object {_meta_name(doc)!r} (cluster-scoped) is"
-                          f" replaced by the {inner.get('kind')} it wraps, created in the user's"
-                          " namespace itself")
+                self.note(
+                    f"{at}: Crossplane Object {_meta_name(doc)!r} (cluster-scoped) is"
+                    f" replaced by the {inner.get('kind')} it wraps, created in the user's"
+                    " namespace itself"
+                )
                 doc, api, kind = inner, str(inner.get("apiVersion", "")), str(inner.get("kind", ""))
             if api.split("/")[0].endswith("crossplane.io") or cluster_scoped(api, kind):
-                self.note(f"{at}: NOT CONVERTED: {kind} {_meta_name(doc)!r} ({api}) is a"
-                          " cluster-scoped object, which apex-hub never creates for a user (it"
-                          " would reach beyond the user's namespace); deploy it another way")
+                self.note(
+                    f"{at}: NOT CONVERTED: {kind} {_meta_name(doc)!r} ({api}) is a"
+                    " cluster-scoped object, which apex-hub never creates for a user (it"
+                    " would reach beyond the user's namespace); deploy it another way"
+                )
                 continue
             if kind not in DEFAULT_MANIFEST_KINDS:
-                self.note(f"{at}: kind {kind} is not in the spawner's default manifest_kinds; the"
-                          f" operator must allow it (c.APExSpawner.manifest_kinds) or the spawn is"
-                          " refused")
+                self.note(
+                    f"{at}: kind {kind} is not in the spawner's default manifest_kinds; the"
+                    f" operator must allow it (c.APExSpawner.manifest_kinds) or the spawn is"
+                    " refused"
+                )
             kept.append(doc)
         if was_text:
-            return content if len(kept) == len(docs) and kept == docs else (
-                yaml.safe_dump_all(kept, sort_keys=False) if kept else None)
+            return (
+                content
+                if len(kept) == len(docs) and kept == docs
+                else (yaml.safe_dump_all(kept, sort_keys=False) if kept else None)
+            )
         return kept if isinstance(content, list) else (kept[0] if kept else None)
 
     def _placeholders(self, obj: Any, path: tuple) -> Any:
@@ -528,14 +626,18 @@ class _Converter:
         where = _path_text(path)
         templated = _is_templated(path)
         if templated and has_placeholders(obj.replace("{{", "\0").replace("}}", "\0")):
-            self.note(f"{where}: a literal {{username}}/{{namespace}}/{{profile}} (ApplicationHub"
-                      " left it alone) is escaped ({{{{namespace}}}}) so that it stays literal")
+            self.note(
+                f"{where}: a literal {{username}}/{{namespace}}/{{profile}} (ApplicationHub"
+                " left it alone) is escaped ({{{{namespace}}}}) so that it stays literal"
+            )
         if "{{" not in obj and "{%" not in obj:
             return escape(obj) if templated else obj
         if _APPHUB_NAMESPACE.search(obj):
             obj = _APPHUB_NAMESPACE.sub("{{ namespace }}", obj)
-            self.note(f"{where}: ApplicationHub's namespace 'jupyter-<user name>' is now"
-                      " {namespace}, the user's namespace here")
+            self.note(
+                f"{where}: ApplicationHub's namespace 'jupyter-<user name>' is now"
+                " {namespace}, the user's namespace here"
+            )
         for statement in _JINJA_STATEMENT.findall(obj):
             self.note(f"{where}: Jinja statement {statement!r} is not supported; edit by hand")
 
@@ -543,14 +645,15 @@ class _Converter:
             expression = re.sub(r"\s+", "", match.group(1))
             mapped = _EXPRESSIONS.get(expression) or _EXPRESSIONS.get(match.group(1).strip())
             if mapped is None:
-                self.note(f"{where}: placeholder {match.group(0)!r} has no equivalent; kept"
-                          " as is, edit by hand")
+                self.note(
+                    f"{where}: placeholder {match.group(0)!r} has no equivalent; kept as is, edit by hand"
+                )
                 return match.group(0)
             return mapped
 
         pieces, last = [], 0
         for match in _JINJA_EXPRESSION.finditer(obj):
-            literal = obj[last:match.start()]
+            literal = obj[last : match.start()]
             pieces += [escape(literal) if templated else literal, replace(match)]
             last = match.end()
         literal = obj[last:]
@@ -564,8 +667,9 @@ def convert(data: Any) -> tuple[dict[str, Any], list[str]]:
     """Convert a parsed EOEPCA ``config.yml``; return ``(our catalogue dict, report)``."""
     if not isinstance(data, Mapping) or not isinstance(data.get("profiles"), list):
         raise CatalogueError(["not an EOEPCA ApplicationHub config: no 'profiles' list"])
-    report = [f"{key}: top-level field with no equivalent; not converted"
-              for key in data if key != "profiles"]
+    report = [
+        f"{key}: top-level field with no equivalent; not converted" for key in data if key != "profiles"
+    ]
     taken: set[str] = set()
     profiles = []
 
@@ -577,7 +681,9 @@ def convert(data: Any) -> tuple[dict[str, Any], list[str]]:
         profiles.append(converter.convert())
         report.extend(converter.notes)
     if profiles:
-        report.append(f"{WORKSPACE_VOLUME_NOTE}: workspace_volume: false: ApplicationHub mounts only"
-                      " a profile's own volumes, so converted profiles do not get the operator's"
-                      " default workspace claim at /home/jovyan (set it to true to add it)")
+        report.append(
+            f"{WORKSPACE_VOLUME_NOTE}: workspace_volume: false: ApplicationHub mounts only"
+            " a profile's own volumes, so converted profiles do not get the operator's"
+            " default workspace claim at /home/jovyan (set it to true to add it)"
+        )
     return {"profiles": profiles}, report

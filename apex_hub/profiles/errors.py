@@ -23,9 +23,7 @@ class CatalogueError(ValueError):
         where = f" {source}" if source else ""
         count = len(self.problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(
-            f"invalid profiles catalogue{where}: {count} problem{'s' * (count != 1)}\n{lines}"
-        )
+        super().__init__(f"invalid profiles catalogue{where}: {count} problem{'s' * (count != 1)}\n{lines}")
 
 
 class ProfileError(Exception):

@@ -71,9 +71,7 @@ def _sub_path(value: str) -> str:
 
 def _config_key(value: str) -> str:
     if len(value) > 253 or not _CONFIG_KEY.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid ConfigMap key: use letters, digits, '-', '_' and '.'"
-        )
+        raise ValueError(f"{value!r} is not a valid ConfigMap key: use letters, digits, '-', '_' and '.'")
     return value
 
 

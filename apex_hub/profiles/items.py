@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
+from . import yamlsafe
 from .fields import (
     CONFIGMAP_MAX_BYTES,
     AbsolutePath,
@@ -27,7 +28,6 @@ from .fields import (
     SubPath,
     TemplatedName,
 )
-from . import yamlsafe
 from .templating import EXAMPLE_VALUES, render, render_tree
 
 
@@ -73,9 +73,9 @@ class VolumeItem(StrictModel):
     claim_name: TemplatedName | None = None
     size: Quantity | None = None
     storage_class: str | None = None
-    access_modes: list[
-        Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
-    ] = Field(default_factory=lambda: ["ReadWriteOnce"], min_length=1)
+    access_modes: list[Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]] = Field(
+        default_factory=lambda: ["ReadWriteOnce"], min_length=1
+    )
     annotations: dict[str, LooseStr] = Field(default_factory=dict)
     mount_path: AbsolutePath
     sub_path: SubPath | None = None
@@ -213,18 +213,25 @@ def _documents(content: str | dict | list, values: Mapping[str, str] | None) -> 
 CLUSTER_SCOPED_KINDS: dict[str, frozenset[str]] = {
     "": frozenset({"Namespace", "Node", "PersistentVolume", "ComponentStatus"}),
     "rbac.authorization.k8s.io": frozenset({"ClusterRole", "ClusterRoleBinding"}),
-    "storage.k8s.io": frozenset({"StorageClass", "CSIDriver", "CSINode", "VolumeAttachment",
-                                 "VolumeAttributesClass"}),
+    "storage.k8s.io": frozenset(
+        {"StorageClass", "CSIDriver", "CSINode", "VolumeAttachment", "VolumeAttributesClass"}
+    ),
     "apiextensions.k8s.io": frozenset({"CustomResourceDefinition"}),
     "apiregistration.k8s.io": frozenset({"APIService"}),
     "scheduling.k8s.io": frozenset({"PriorityClass"}),
     "node.k8s.io": frozenset({"RuntimeClass"}),
     "networking.k8s.io": frozenset({"IngressClass", "IPAddress", "ServiceCIDR"}),
     "certificates.k8s.io": frozenset({"CertificateSigningRequest", "ClusterTrustBundle"}),
-    "admissionregistration.k8s.io": frozenset({
-        "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration",
-        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
-        "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"}),
+    "admissionregistration.k8s.io": frozenset(
+        {
+            "ValidatingWebhookConfiguration",
+            "MutatingWebhookConfiguration",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "MutatingAdmissionPolicy",
+            "MutatingAdmissionPolicyBinding",
+        }
+    ),
     "flowcontrol.apiserver.k8s.io": frozenset({"FlowSchema", "PriorityLevelConfiguration"}),
     "policy": frozenset({"PodSecurityPolicy"}),
 }
@@ -255,7 +262,8 @@ class ManifestItem(StrictModel):
                     f"{doc['kind']} ({doc['apiVersion']}) is cluster-scoped: one object shared by"
                     " every user, which one user's spawn would take over and whose stop would"
                     " delete it; profile manifests must be namespaced objects (they are created"
-                    " in the user's own namespace)")
+                    " in the user's own namespace)"
+                )
         return content
 
     def documents(self, values: Mapping[str, str] | None = None) -> list[dict]:

@@ -46,8 +46,10 @@ def _is_dict_list(v: Any) -> bool:
 
 
 _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "image_pull_policy": (lambda v: v in ("Always", "IfNotPresent", "Never"),
-                          "'Always', 'IfNotPresent' or 'Never'"),
+    "image_pull_policy": (
+        lambda v: v in ("Always", "IfNotPresent", "Never"),
+        "'Always', 'IfNotPresent' or 'Never'",
+    ),
     "lifecycle_hooks": (_is_dict, "a mapping such as {postStart: {exec: {command: [...]}}}"),
     "extra_labels": (_is_str_dict, "a mapping of strings"),
     "extra_annotations": (_is_str_dict, "a mapping of strings"),
@@ -61,8 +63,10 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "uid": (_is_optional_int, "a user id (integer)"),
     "gid": (_is_optional_int, "a group id (integer)"),
     "fs_gid": (_is_optional_int, "a group id (integer)"),
-    "supplemental_gids": (lambda v: isinstance(v, list) and all(_is_int(x) for x in v),
-                          "a list of group ids"),
+    "supplemental_gids": (
+        lambda v: isinstance(v, list) and all(_is_int(x) for x in v),
+        "a list of group ids",
+    ),
     "node_affinity_required": (_is_dict_list, "a list of node selector terms"),
     "node_affinity_preferred": (_is_dict_list, "a list of preferred scheduling terms"),
     "pod_affinity_required": (_is_dict_list, "a list of pod affinity terms"),
@@ -107,21 +111,50 @@ _POD_ALWAYS_FORBIDDEN = {
 #: Pod fields that weaken isolation (host namespaces, identity, scheduling around taints,
 #: another container runtime, processes shared with other containers).
 _POD_SECURITY_KEYS = {
-    "securityContext", "security_context", "hostNetwork", "host_network", "hostPID",
-    "host_pid", "hostIPC", "host_ipc", "hostUsers", "host_users", "serviceAccountName",
-    "service_account_name", "serviceAccount", "service_account",
-    "automountServiceAccountToken", "automount_service_account_token",
-    "nodeName", "node_name", "runtimeClassName", "runtime_class_name",
-    "shareProcessNamespace", "share_process_namespace", "hostAliases", "host_aliases",
+    "securityContext",
+    "security_context",
+    "hostNetwork",
+    "host_network",
+    "hostPID",
+    "host_pid",
+    "hostIPC",
+    "host_ipc",
+    "hostUsers",
+    "host_users",
+    "serviceAccountName",
+    "service_account_name",
+    "serviceAccount",
+    "service_account",
+    "automountServiceAccountToken",
+    "automount_service_account_token",
+    "nodeName",
+    "node_name",
+    "runtimeClassName",
+    "runtime_class_name",
+    "shareProcessNamespace",
+    "share_process_namespace",
+    "hostAliases",
+    "host_aliases",
 }
 _CONTAINER_SECURITY_KEYS = {"securityContext", "security_context"}
 
 #: Keys of a container securityContext (Kubernetes spelling).
-SECURITY_CONTEXT_KEYS = frozenset({
-    "allowPrivilegeEscalation", "appArmorProfile", "capabilities", "privileged",
-    "procMount", "readOnlyRootFilesystem", "runAsGroup", "runAsNonRoot", "runAsUser",
-    "seLinuxOptions", "seccompProfile", "windowsOptions",
-})
+SECURITY_CONTEXT_KEYS = frozenset(
+    {
+        "allowPrivilegeEscalation",
+        "appArmorProfile",
+        "capabilities",
+        "privileged",
+        "procMount",
+        "readOnlyRootFilesystem",
+        "runAsGroup",
+        "runAsNonRoot",
+        "runAsUser",
+        "seLinuxOptions",
+        "seccompProfile",
+        "windowsOptions",
+    }
+)
 
 _SECURITY_HINT = "set 'allow_security_overrides: true' at the top of the catalogue to allow it"
 
@@ -134,9 +167,7 @@ def override_problems(overrides: Mapping[str, Any], allow_security: bool) -> lis
             problems.append(f"{name}: use the profile field {FIELD_FOR_TRAIT[name]!r} instead")
             continue
         if name not in _CHECKS:
-            problems.append(
-                f"{name}: not an allowed override; allowed: {', '.join(sorted(_CHECKS))}"
-            )
+            problems.append(f"{name}: not an allowed override; allowed: {', '.join(sorted(_CHECKS))}")
             continue
         check, expected = _CHECKS[name]
         if not check(value):
@@ -157,9 +188,7 @@ def _security_problems(name: str, value: Any, allow_security: bool) -> list[str]
     elif name == "extra_container_config" and not allow_security:
         for key in value:
             if key in _CONTAINER_SECURITY_KEYS:
-                problems.append(
-                    f"{name}.{key}: use the profile field 'security_context'; {_SECURITY_HINT}"
-                )
+                problems.append(f"{name}.{key}: use the profile field 'security_context'; {_SECURITY_HINT}")
         problems.extend(container_problems(value, name, allow_security, own_context=False))
     elif not allow_security and name in _ROOT_IDS and _is_root(value):
         problems.append(f"{name}: {_ROOT_IDS[name]}; {_SECURITY_HINT}")
@@ -167,17 +196,21 @@ def _security_problems(name: str, value: Any, allow_security: bool) -> list[str]
 
 
 #: Identity traits whose 0 means root (user or group).
-_ROOT_IDS = {"uid": "0 runs the server as root", "gid": "0 runs the server in the root group",
-             "fs_gid": "0 gives the volumes to the root group",
-             "supplemental_gids": "0 adds the root group"}
+_ROOT_IDS = {
+    "uid": "0 runs the server as root",
+    "gid": "0 runs the server in the root group",
+    "fs_gid": "0 gives the volumes to the root group",
+    "supplemental_gids": "0 adds the root group",
+}
 
 
 def _is_root(value: Any) -> bool:
     return value == 0 or (isinstance(value, list) and 0 in value)
 
 
-def container_problems(container: Mapping[str, Any], where: str, allow_security: bool,
-                       own_context: bool = True) -> list[str]:
+def container_problems(
+    container: Mapping[str, Any], where: str, allow_security: bool, own_context: bool = True
+) -> list[str]:
     """The one gate for a container the spawner writes (init containers, extra container config).
 
     Without ``allow_security_overrides`` a container may not bring its own securityContext
@@ -188,21 +221,27 @@ def container_problems(container: Mapping[str, Any], where: str, allow_security:
         return []
     problems = []
     if own_context:
-        problems += [f"{where}.{key}: a container may not bring its own securityContext (it gets"
-                     f" the restricted defaults); {_SECURITY_HINT}"
-                     for key in container if key in _CONTAINER_SECURITY_KEYS]
+        problems += [
+            f"{where}.{key}: a container may not bring its own securityContext (it gets"
+            f" the restricted defaults); {_SECURITY_HINT}"
+            for key in container
+            if key in _CONTAINER_SECURITY_KEYS
+        ]
     for number, port in enumerate(container.get("ports") or []):
         if isinstance(port, Mapping):
             for key in ("hostPort", "host_port", "hostIP", "host_ip"):
                 if port.get(key) not in (None, 0, ""):
-                    problems.append(f"{where}.ports[{number}].{key}: publishes a port on the"
-                                    f" node; {_SECURITY_HINT}")
+                    problems.append(
+                        f"{where}.ports[{number}].{key}: publishes a port on the node; {_SECURITY_HINT}"
+                    )
     for key in ("volumeMounts", "volume_mounts"):
         for number, mount in enumerate(container.get(key) or []):
-            if isinstance(mount, Mapping) and (mount.get("mountPropagation") or mount.get(
-                    "mount_propagation")) not in (None, "None"):
-                problems.append(f"{where}.{key}[{number}].mountPropagation: shares mounts with"
-                                f" the node; {_SECURITY_HINT}")
+            if isinstance(mount, Mapping) and (
+                mount.get("mountPropagation") or mount.get("mount_propagation")
+            ) not in (None, "None"):
+                problems.append(
+                    f"{where}.{key}[{number}].mountPropagation: shares mounts with the node; {_SECURITY_HINT}"
+                )
     return problems
 
 

@@ -14,9 +14,7 @@ import re
 
 # Kubernetes' quantity grammar: a signed decimal number with an optional binary
 # suffix (Ki..Ei), decimal suffix (n u m k M G T P E) or exponent.
-_QUANTITY = re.compile(
-    r"^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$"
-)
+_QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$")
 _MEMORY = re.compile(r"^(\d+(\.\d*)?|\.\d+)(K|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _MEMORY_FACTORS = {
     None: 1,

@@ -19,7 +19,6 @@ from .fields import (
     DNSLabel,
     EnvName,
     LabelValue,
-    LooseStr,
     Memory,
     NonEmptyStr,
     ObjectName,
@@ -30,8 +29,8 @@ from .fields import (
     TemplatedName,
 )
 from .items import (
-    ConfigMapItem,
     CondaEnvironment,
+    ConfigMapItem,
     EnvValue,
     ManifestItem,
     RoleBindingItem,
@@ -42,7 +41,6 @@ from .items import (
 from .overrides import container_problems, override_problems, security_context_problems
 from .quantities import check_quantity, memory_bytes
 from .templating import EXAMPLE_VALUES, render, render_tree
-
 
 _QUOTA_KEYS = {"hard", "scopes", "scopeSelector"}
 _LIMIT_RANGE_KEYS = {"limits"}
@@ -205,8 +203,7 @@ class Profile(StrictModel):
                 f"mem_guarantee: {self.mem_guarantee} is more than mem_limit"
                 f" {self.mem_limit}; a guarantee cannot exceed the limit"
             )
-        for field in ("config_maps", "volumes", "manifests", "conda_environments",
-                      "role_bindings"):
+        for field in ("config_maps", "volumes", "manifests", "conda_environments", "role_bindings"):
             for name in _duplicates([item.name for item in getattr(self, field)]):
                 problems.append(f"{field}: the name {name!r} is used more than once")
         shared = {c.name for c in self.config_maps} & {v.name for v in self.volumes}
@@ -268,25 +265,30 @@ class Profile(StrictModel):
                 for c in self.config_maps
             ],
             "manifests": [
-                m.model_copy(update={"content": render_tree(m.content, values)})
-                for m in self.manifests
+                m.model_copy(update={"content": render_tree(m.content, values)}) for m in self.manifests
             ],
             "env": {k: text(v) if isinstance(v, str) else v for k, v in self.env.items()},
             "init_containers": render_tree(self.init_containers, values),
             "volumes": [
-                v.model_copy(update={
-                    "claim_name": text(v.claim_name),
-                    "annotations": render_tree(v.annotations, values),
-                })
+                v.model_copy(
+                    update={
+                        "claim_name": text(v.claim_name),
+                        "annotations": render_tree(v.annotations, values),
+                    }
+                )
                 for v in self.volumes
             ],
             "secret_mounts": [s.model_copy(update={"name": text(s.name)}) for s in self.secret_mounts],
             "workspace_image_pull_secrets": [text(n) for n in self.workspace_image_pull_secrets],
             "role_bindings": [
-                b.model_copy(update={"subjects": [
-                    s.model_copy(update={"name": text(s.name), "namespace": text(s.namespace)})
-                    for s in b.subjects
-                ]})
+                b.model_copy(
+                    update={
+                        "subjects": [
+                            s.model_copy(update={"name": text(s.name), "namespace": text(s.namespace)})
+                            for s in b.subjects
+                        ]
+                    }
+                )
                 for b in self.role_bindings
             ],
         }

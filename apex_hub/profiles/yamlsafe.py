@@ -14,8 +14,10 @@ from typing import Any
 
 import yaml
 
-ALIAS_HINT = ("YAML aliases are not allowed (they can expand without bound); write the value"
-              " out, or share it through 'defaults'")
+ALIAS_HINT = (
+    "YAML aliases are not allowed (they can expand without bound); write the value"
+    " out, or share it through 'defaults'"
+)
 
 
 class NoAliasLoader(yaml.SafeLoader):
@@ -25,15 +27,16 @@ class NoAliasLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.composer.ComposerError(
-                None, None, f"alias *{event.anchor}: {ALIAS_HINT}", event.start_mark)
+                None, None, f"alias *{event.anchor}: {ALIAS_HINT}", event.start_mark
+            )
         return super().compose_node(parent, index)
 
 
 def load(text: str) -> Any:
     """One YAML document (``yaml.safe_load`` without aliases)."""
-    return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 - a SafeLoader
+    return yaml.load(text, Loader=NoAliasLoader)
 
 
 def load_all(text: str) -> list[Any]:
     """Every document of a YAML stream, without aliases."""
-    return list(yaml.load_all(text, Loader=NoAliasLoader))  # noqa: S506 - a SafeLoader
+    return list(yaml.load_all(text, Loader=NoAliasLoader))

@@ -7,12 +7,12 @@ from typing import Any
 from ..hubconfig import current_list as _current_list
 
 CULLER_SCOPES = [
-    "list:users",           # GET /users
+    "list:users",  # GET /users
     "read:users:name",
-    "read:users:groups",    # group policies
+    "read:users:groups",  # group policies
     "read:users:activity",
-    "read:servers",         # server models: started, last_activity, pending, user_options
-    "delete:servers",       # stop
+    "read:servers",  # server models: started, last_activity, pending, user_options
+    "delete:servers",  # stop
 ]
 RESTART_SCOPE = "start:servers"  # restart always-on servers (JupyterHub 6; 5.5 has only "servers")
 
@@ -24,8 +24,9 @@ def restart_scope() -> str:
     return resolve(RESTART_SCOPE, quiet=True)
 
 
-def configure(c: Any, culler: dict | None = None, monitoring: dict | None = None,
-              accounting: dict | None = None) -> None:
+def configure(
+    c: Any, culler: dict | None = None, monitoring: dict | None = None, accounting: dict | None = None
+) -> None:
     """Add the APEx services to a JupyterHub config ``c``.
 
     ``culler``: the culling service's options (``policy`` is required), listed with their meaning in
@@ -49,8 +50,9 @@ def configure(c: Any, culler: dict | None = None, monitoring: dict | None = None
     if culler is not None:
         from .culler.config import configure_culler
 
-        configure_culler(c, culler, scopes=CULLER_SCOPES, restart_scope_name=RESTART_SCOPE,
-                         current_list=_current_list)
+        configure_culler(
+            c, culler, scopes=CULLER_SCOPES, restart_scope_name=RESTART_SCOPE, current_list=_current_list
+        )
     if monitoring is not None:
         from .monitoring.config import configure_monitoring
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger("apex_hub.services")
 
@@ -68,7 +69,7 @@ class HubAnnouncement:
         self.fallback = fallback
         self.sources: dict[str, tuple[JSONFile, Render]] = {}
 
-    def add_source(self, name: str, path: str | os.PathLike, render: Render) -> "HubAnnouncement":
+    def add_source(self, name: str, path: str | os.PathLike, render: Render) -> HubAnnouncement:
         """Add (or replace) the source ``name``: the JSON file at ``path``, turned into lines by ``render``."""
         self.sources[name] = (JSONFile(path), render)
         return self
@@ -78,7 +79,7 @@ class HubAnnouncement:
         for source, (file, render) in self.sources.items():
             try:
                 out += render(file.read(), name)
-            except Exception:  # noqa: BLE001 - a malformed file must not break the hub's pages
+            except Exception:
                 log.exception("announcement source %s (%s): cannot render", source, file.path)
         return out
 
@@ -102,8 +103,11 @@ def install(c: Any, name: str, path: str | os.PathLike, render: Render) -> HubAn
     elif previous is None or isinstance(previous, str):
         banner = HubAnnouncement(fallback=previous)
     else:
-        log.warning("c.JupyterHub.template_vars['announcement'] is the operator's own: %s warnings are not shown"
-                    " on the hub's pages", name)
+        log.warning(
+            "c.JupyterHub.template_vars['announcement'] is the operator's own: %s warnings are not shown"
+            " on the hub's pages",
+            name,
+        )
         return None
     template_vars["announcement"] = banner.add_source(name, os.path.abspath(path), render)
     c.JupyterHub.template_vars = template_vars

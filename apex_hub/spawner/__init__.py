@@ -10,5 +10,13 @@ from .kube import Kube, KubeError
 from .spawner import APExSpawner
 from .workspace import Owner, Plan, Settings, WorkspaceError, plan_workspace
 
-__all__ = ["APExSpawner", "Kube", "KubeError", "Owner", "Plan", "Settings", "WorkspaceError",
-           "plan_workspace"]
+__all__ = [
+    "APExSpawner",
+    "Kube",
+    "KubeError",
+    "Owner",
+    "Plan",
+    "Settings",
+    "WorkspaceError",
+    "plan_workspace",
+]

@@ -72,8 +72,10 @@ def choose_builder(requested: str) -> str:
     for tool in ("micromamba", "mamba", "conda"):
         if shutil.which(tool):
             return tool
-    raise SystemExit("no Conda tool (micromamba, mamba, conda) in this image; set the"
-                     " profile's builder to 'venv' or use an image with Conda")
+    raise SystemExit(
+        "no Conda tool (micromamba, mamba, conda) in this image; set the"
+        " profile's builder to 'venv' or use an image with Conda"
+    )
 
 
 PARENT_PTH = "_apex_parent_venv.pth"
@@ -89,8 +91,12 @@ def parent_venv_site_packages() -> list[str]:
 
 
 def site_packages(prefix: Path) -> Path:
-    out = subprocess.run([str(prefix / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [str(prefix / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return Path(out.stdout.strip())
 
 
@@ -108,8 +114,12 @@ def link_parent_venv(prefix: Path) -> None:
 def kernel_problem(prefix: Path) -> str | None:
     """Why the environment's Python cannot run a Jupyter kernel, or None when it can."""
     try:
-        done = subprocess.run([str(prefix / "bin" / "python"), "-c", "import ipykernel"],
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [str(prefix / "bin" / "python"), "-c", "import ipykernel"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
     if done.returncode != 0:
@@ -121,11 +131,14 @@ def build(builder: str, spec: Path, prefix: Path) -> None:
     if builder == "venv":
         reqs = pip_requirements(spec.read_text())
         pip = [] if reqs else ["--without-pip"]
-        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", *pip, str(prefix)], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--system-site-packages", *pip, str(prefix)], check=True
+        )
         link_parent_venv(prefix)
         if reqs:
-            subprocess.run([str(prefix / "bin" / "python"), "-m", "pip", "install", "--no-input", *reqs],
-                           check=True)
+            subprocess.run(
+                [str(prefix / "bin" / "python"), "-m", "pip", "install", "--no-input", *reqs], check=True
+            )
     elif builder == "conda":
         subprocess.run(["conda", "env", "create", "--prefix", str(prefix), "--file", str(spec)], check=True)
     else:
@@ -179,14 +192,26 @@ def main() -> int:
                 shutil.rmtree(prefix)
             staging.rename(prefix)
             if builder == "venv":  # a venv's scripts name their prefix: keep the final one valid
-                subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
-                                "--upgrade", str(prefix)], check=True)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "venv",
+                        "--system-site-packages",
+                        "--without-pip",
+                        "--upgrade",
+                        str(prefix),
+                    ],
+                    check=True,
+                )
             log(f"environment {name}: built in {time.monotonic() - started:.1f} s")
         problem = kernel_problem(prefix)
         if problem:
             shutil.rmtree(kernels / f"{KERNEL_PREFIX}{name}", ignore_errors=True)
-            log(f"environment {name}: NO KERNEL: its Python cannot import ipykernel ({problem}); add"
-                f" ipykernel to the environment's dependencies")
+            log(
+                f"environment {name}: NO KERNEL: its Python cannot import ipykernel ({problem}); add"
+                f" ipykernel to the environment's dependencies"
+            )
             continue
         write_kernel(kernels, name, titles.get(name, name), prefix, digest)
     for kdir in kernels.glob(f"{KERNEL_PREFIX}*"):

@@ -29,17 +29,32 @@ DEFAULT_HUB_RULES: tuple[dict, ...] = (
     {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["list", "watch"]},
-    {"apiGroups": [""], "resources": ["configmaps", "secrets", "services", "serviceaccounts"],
-     "verbs": ["create", "patch", "deletecollection"]},
+    {
+        "apiGroups": [""],
+        "resources": ["configmaps", "secrets", "services", "serviceaccounts"],
+        "verbs": ["create", "patch", "deletecollection"],
+    },
     {"apiGroups": [""], "resources": ["resourcequotas", "limitranges"], "verbs": ["create", "patch"]},
-    {"apiGroups": [""], "resources": ["persistentvolumeclaims"],
-     "verbs": ["get", "create", "patch", "deletecollection"]},
-    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
-     "verbs": ["create", "patch", "deletecollection"]},
-    {"apiGroups": [RBAC_GROUP], "resources": ["roles"],
-     "verbs": ["create", "patch", "deletecollection", "bind"]},
-    {"apiGroups": [RBAC_GROUP], "resources": ["rolebindings"],
-     "verbs": ["create", "patch", "deletecollection"]},
+    {
+        "apiGroups": [""],
+        "resources": ["persistentvolumeclaims"],
+        "verbs": ["get", "create", "patch", "deletecollection"],
+    },
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["create", "patch", "deletecollection"],
+    },
+    {
+        "apiGroups": [RBAC_GROUP],
+        "resources": ["roles"],
+        "verbs": ["create", "patch", "deletecollection", "bind"],
+    },
+    {
+        "apiGroups": [RBAC_GROUP],
+        "resources": ["rolebindings"],
+        "verbs": ["create", "patch", "deletecollection"],
+    },
 )
 
 
@@ -72,9 +87,12 @@ def _resource_covered(resources: Iterable[str], resource: str) -> bool:
 
 def _covers(rule: Mapping[str, Any], need: Need) -> bool:
     names = list(rule.get("resourceNames") or [])
-    return (_has(rule.get("verbs"), need.verb) and _has(rule.get("apiGroups"), need.group)
-            and _resource_covered(rule.get("resources"), need.resource)
-            and (not names or (need.name is not None and need.name in names)))
+    return (
+        _has(rule.get("verbs"), need.verb)
+        and _has(rule.get("apiGroups"), need.group)
+        and _resource_covered(rule.get("resources"), need.resource)
+        and (not names or (need.name is not None and need.name in names))
+    )
 
 
 def needs(rules: Iterable[Mapping[str, Any]]) -> list[Need]:
@@ -105,16 +123,30 @@ def _may(held, verb: str, resource: str, name: str | None = None) -> bool:
 
 def _rbac_documents(profile) -> list[dict]:
     """The profile's manifest objects of the RBAC API group (rendered with example values)."""
-    return [doc for item in profile.manifests for doc in item.documents(EXAMPLE_VALUES)
-            if str(doc.get("apiVersion", "")).startswith(RBAC_GROUP + "/")]
+    return [
+        doc
+        for item in profile.manifests
+        for doc in item.documents(EXAMPLE_VALUES)
+        if str(doc.get("apiVersion", "")).startswith(RBAC_GROUP + "/")
+    ]
 
 
 def _roles(profile, docs: list[dict]) -> list[tuple[str, str, list[dict], bool]]:
     """Every Role the profile makes: (where, name, rules, bound by the profile itself)."""
-    roles = [(f"role_bindings[{b.name}]", b.role_name, [r.to_k8s() for r in b.role.rules], True)
-             for b in profile.role_bindings]
-    roles += [(f"manifests Role {doc['metadata']['name']!r}", doc["metadata"]["name"],
-               list(doc.get("rules") or []), False) for doc in docs if doc.get("kind") == "Role"]
+    roles = [
+        (f"role_bindings[{b.name}]", b.role_name, [r.to_k8s() for r in b.role.rules], True)
+        for b in profile.role_bindings
+    ]
+    roles += [
+        (
+            f"manifests Role {doc['metadata']['name']!r}",
+            doc["metadata"]["name"],
+            list(doc.get("rules") or []),
+            False,
+        )
+        for doc in docs
+        if doc.get("kind") == "Role"
+    ]
     return roles
 
 
@@ -131,12 +163,16 @@ def profile_problems(profile, held: Iterable[Mapping[str, Any]]) -> list[str]:
     for where, name, rules, bound in roles:
         gap = missing(held, rules)
         if gap and not escalate:
-            problems.append(f"{where}: Role {name!r} grants what the hub does not hold:"
-                            f" {'; '.join('{' + n.as_rule() + '}' for n in gap)}")
+            problems.append(
+                f"{where}: Role {name!r} grants what the hub does not hold:"
+                f" {'; '.join('{' + n.as_rule() + '}' for n in gap)}"
+            )
         elif gap and bound and not _may(held, "bind", "roles", name):
-            problems.append(f"{where}: binding Role {name!r} needs {{apiGroups: [\"{RBAC_GROUP}\"],"
-                            " resources: [roles], verbs: [bind]}} (the hub may create it, with"
-                            " escalate, but not bind it)")
+            problems.append(
+                f'{where}: binding Role {name!r} needs {{apiGroups: ["{RBAC_GROUP}"],'
+                " resources: [roles], verbs: [bind]}} (the hub may create it, with"
+                " escalate, but not bind it)"
+            )
     made = {name for _, name, _, _ in roles}
     for doc in docs:
         if doc.get("kind") != "RoleBinding":
@@ -145,18 +181,23 @@ def profile_problems(profile, held: Iterable[Mapping[str, Any]]) -> list[str]:
         kind, name = ref.get("kind"), ref.get("name", "")
         where = f"manifests RoleBinding {doc['metadata']['name']!r}"
         if kind == "ClusterRole" and not _may(held, "bind", "clusterroles", name):
-            problems.append(f"{where}: binds ClusterRole {name!r}, which needs {{apiGroups:"
-                            f' ["{RBAC_GROUP}"], resources: [clusterroles], verbs: [bind],'
-                            f" resourceNames: [{name}]}} (the ClusterRole's own rules are not"
-                            " known before the spawn)")
+            problems.append(
+                f"{where}: binds ClusterRole {name!r}, which needs {{apiGroups:"
+                f' ["{RBAC_GROUP}"], resources: [clusterroles], verbs: [bind],'
+                f" resourceNames: [{name}]}} (the ClusterRole's own rules are not"
+                " known before the spawn)"
+            )
         elif kind == "Role" and name not in made and not _may(held, "bind", "roles", name):
-            problems.append(f"{where}: binds Role {name!r}, which is not part of the profile; that"
-                            f' needs {{apiGroups: ["{RBAC_GROUP}"], resources: [roles], verbs: [bind]}}')
+            problems.append(
+                f"{where}: binds Role {name!r}, which is not part of the profile; that"
+                f' needs {{apiGroups: ["{RBAC_GROUP}"], resources: [roles], verbs: [bind]}}'
+            )
     return problems
 
 
-def rules_to_grant(profiles: Iterable[Any], held: Iterable[Mapping[str, Any]] = DEFAULT_HUB_RULES
-                   ) -> dict[str, list[dict]]:
+def rules_to_grant(
+    profiles: Iterable[Any], held: Iterable[Mapping[str, Any]] = DEFAULT_HUB_RULES
+) -> dict[str, list[dict]]:
     """Per profile slug, the PolicyRules the hub lacks to create that profile's Roles.
 
     Why: a migrated catalogue (EOEPCA profiles grant ``pods/exec`` or ``batch/jobs``) is
@@ -176,5 +217,6 @@ def rules_to_grant(profiles: Iterable[Any], held: Iterable[Mapping[str, Any]] = 
         if grouped:
             out[profile.slug] = [
                 {"apiGroups": [g], "resources": [r], "verbs": v, **({"resourceNames": [n]} if n else {})}
-                for (g, r, n), v in grouped.items()]
+                for (g, r, n), v in grouped.items()
+            ]
     return out

@@ -91,8 +91,10 @@ def is_namespace_terminating(exc: BaseException) -> bool:
 
 def terminating(obj: dict | None) -> bool:
     """True when ``obj`` (a Namespace, a claim) is being deleted."""
-    return bool(obj) and ((obj.get("status") or {}).get("phase") == "Terminating"
-                          or bool((obj.get("metadata") or {}).get("deletionTimestamp")))
+    return bool(obj) and (
+        (obj.get("status") or {}).get("phase") == "Terminating"
+        or bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+    )
 
 
 def retry_after(exc: ApiException) -> float | None:
@@ -124,8 +126,15 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, asyncio.TimeoutError | aiohttp.ClientError | ConnectionError)
 
 
-async def with_retries(call: Callable[[], Awaitable[T]], what: str, *, timeout: float,
-                       log: logging.Logger, first_delay: float = 0.1, max_delay: float = 5.0) -> T:
+async def with_retries(
+    call: Callable[[], Awaitable[T]],
+    what: str,
+    *,
+    timeout: float,
+    log: logging.Logger,
+    first_delay: float = 0.1,
+    max_delay: float = 5.0,
+) -> T:
     """``await call()`` until it succeeds, retrying transient failures until ``timeout`` s.
 
     Backoff is exponential with full jitter; a ``Retry-After`` is honoured. A
@@ -140,7 +149,7 @@ async def with_retries(call: Callable[[], Awaitable[T]], what: str, *, timeout: 
         attempt += 1
         try:
             return await call()
-        except Exception as exc:  # noqa: BLE001 - sorted into transient or not below
+        except Exception as exc:
             if not is_transient(exc):
                 raise
             wait = retry_after(exc) if isinstance(exc, ApiException) else None
@@ -159,8 +168,14 @@ async def with_retries(call: Callable[[], Awaitable[T]], what: str, *, timeout: 
 class Kube:
     """Generic, retried Kubernetes calls over a kubernetes_asyncio ``ApiClient``."""
 
-    def __init__(self, api_client: ApiClient, log: logging.Logger, *, request_timeout: float = 10,
-                 retry_timeout: float = 60):
+    def __init__(
+        self,
+        api_client: ApiClient,
+        log: logging.Logger,
+        *,
+        request_timeout: float = 10,
+        retry_timeout: float = 60,
+    ):
         self.api_client = api_client
         self.log = log
         self.request_timeout = request_timeout
@@ -177,8 +192,9 @@ class Kube:
             found = await self._call("GET", base, what=f"discover {api_version}")
             for res in found.get("resources", []):
                 if res.get("kind") == kind and "/" not in res.get("name", ""):
-                    self._types[key] = ResourceType(api_version, kind, res["name"],
-                                                    bool(res.get("namespaced")))
+                    self._types[key] = ResourceType(
+                        api_version, kind, res["name"], bool(res.get("namespaced"))
+                    )
                     break
             else:
                 raise KubeError(f"the cluster does not serve {kind} in {api_version}", 404)
@@ -186,16 +202,32 @@ class Kube:
 
     # -- calls ----------------------------------------------------------------------------
 
-    async def _call(self, method: str, path: str, *, what: str, query=None, body=None,
-                    content_type: str = "application/json") -> Any:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        query=None,
+        body=None,
+        content_type: str = "application/json",
+    ) -> Any:
         async def once():
-            return await asyncio.wait_for(self.api_client.call_api(
-                path, method, query_params=list(query or []),
-                header_params={"Accept": "application/json", "Content-Type": content_type},
-                body=body, response_types_map={200: "object", 201: "object", 202: "object"},
-                auth_settings=["BearerToken"], _return_http_data_only=True,
-                _preload_content=True, _request_timeout=self.request_timeout,
-            ), self.request_timeout)
+            return await asyncio.wait_for(
+                self.api_client.call_api(
+                    path,
+                    method,
+                    query_params=list(query or []),
+                    header_params={"Accept": "application/json", "Content-Type": content_type},
+                    body=body,
+                    response_types_map={200: "object", 201: "object", 202: "object"},
+                    auth_settings=["BearerToken"],
+                    _return_http_data_only=True,
+                    _preload_content=True,
+                    _request_timeout=self.request_timeout,
+                ),
+                self.request_timeout,
+            )
 
         return await with_retries(once, what, timeout=self.retry_timeout, log=self.log)
 
@@ -206,7 +238,10 @@ class Kube:
         ns = (namespace or obj["metadata"].get("namespace")) if rtype.namespaced else None
         what = f"apply {obj['kind']} {ns + '/' if ns else ''}{name}"
         return await self._call(
-            "PATCH", rtype.path(ns, name), what=what, body=obj,
+            "PATCH",
+            rtype.path(ns, name),
+            what=what,
+            body=obj,
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             content_type="application/apply-patch+yaml",
         )
@@ -220,8 +255,9 @@ class Kube:
         rtype = await self.resource_type(obj["apiVersion"], obj["kind"])
         ns = (namespace or obj["metadata"].get("namespace")) if rtype.namespaced else None
         try:
-            await self._call("POST", rtype.path(ns), body=obj,
-                             what=f"create {obj['kind']} {obj['metadata']['name']}")
+            await self._call(
+                "POST", rtype.path(ns), body=obj, what=f"create {obj['kind']} {obj['metadata']['name']}"
+            )
             return True
         except ApiException as exc:
             if exc.status == 409:
@@ -238,13 +274,23 @@ class Kube:
                 return None
             raise
 
-    async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-                     propagation: str = "Background") -> bool:
+    async def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        propagation: str = "Background",
+    ) -> bool:
         """Delete one object; False when it was already gone."""
         rtype = await self.resource_type(api_version, kind)
         try:
-            await self._call("DELETE", rtype.path(namespace, name), what=f"delete {kind} {name}",
-                             body={"propagationPolicy": propagation})
+            await self._call(
+                "DELETE",
+                rtype.path(namespace, name),
+                what=f"delete {kind} {name}",
+                body={"propagationPolicy": propagation},
+            )
             return True
         except ApiException as exc:
             if exc.status == 404:
@@ -255,9 +301,13 @@ class Kube:
         """Delete every ``kind`` in ``namespace`` matching the label ``selector``."""
         rtype = await self.resource_type(api_version, kind)
         try:
-            await self._call("DELETE", rtype.path(namespace), query=[("labelSelector", selector)],
-                             what=f"delete {rtype.plural} in {namespace} with {selector}",
-                             body={"propagationPolicy": "Background"})
+            await self._call(
+                "DELETE",
+                rtype.path(namespace),
+                query=[("labelSelector", selector)],
+                what=f"delete {rtype.plural} in {namespace} with {selector}",
+                body={"propagationPolicy": "Background"},
+            )
         except ApiException as exc:
             if exc.status != 404:  # the namespace (or the kind) is gone: nothing left
                 raise

@@ -38,8 +38,12 @@ def server_label(server_name: str, legacy: bool = False) -> str:
 
 def ownership(user_slug: str, server_name: str, profile: str | None, persist: bool) -> dict[str, str]:
     """The labels of one object.  ``server_name=None`` marks a per-user object."""
-    labels = {MANAGED_BY: MANAGER, PART_OF: "apex-workspace", USER: user_slug,
-              PERSIST: "true" if persist else "false"}
+    labels = {
+        MANAGED_BY: MANAGER,
+        PART_OF: "apex-workspace",
+        USER: user_slug,
+        PERSIST: "true" if persist else "false",
+    }
     if server_name is not None:
         labels[SERVER] = server_label(server_name)
     if profile:
@@ -47,11 +51,15 @@ def ownership(user_slug: str, server_name: str, profile: str | None, persist: bo
     return labels
 
 
-def server_selector(user_slug: str, server_name: str, persist: bool | None = False,
-                    legacy: bool = False) -> str:
+def server_selector(
+    user_slug: str, server_name: str, persist: bool | None = False, legacy: bool = False
+) -> str:
     """Label selector for the objects of one server (non-persistent ones by default)."""
-    parts = [f"{MANAGED_BY}={MANAGER}", f"{USER}={user_slug}",
-             f"{SERVER}={server_label(server_name, legacy)}"]
+    parts = [
+        f"{MANAGED_BY}={MANAGER}",
+        f"{USER}={user_slug}",
+        f"{SERVER}={server_label(server_name, legacy)}",
+    ]
     if persist is not None:
         parts.append(f"{PERSIST}={'true' if persist else 'false'}")
     return ",".join(parts)

@@ -35,10 +35,15 @@ def token_secret(owner: Owner, profile: str | None, auth_state: dict) -> dict | 
     if auth_state.get("token_response", {}).get("token_type"):
         data["token_type"] = auth_state["token_response"]["token_type"]
     return {
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": secret_name(owner.server_name), "namespace": owner.namespace,
-                     "labels": L.ownership(owner.user_slug, owner.server_name, profile, False),
-                     "annotations": {L.USERNAME_ANNOTATION: owner.username}},
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": secret_name(owner.server_name),
+            "namespace": owner.namespace,
+            "labels": L.ownership(owner.user_slug, owner.server_name, profile, False),
+            "annotations": {L.USERNAME_ANNOTATION: owner.username},
+        },
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
     }
 
@@ -51,5 +56,7 @@ def token_mount(server_name: str, mount_path: str) -> tuple[dict, dict]:
 
 def token_env(mount_path: str, token_url: str) -> list[dict]:
     """Where code finds the token: the file, and the hub URL that returns a fresh one."""
-    return [{"name": "APEX_OIDC_TOKEN_FILE", "value": mount_path.rstrip("/") + "/" + TOKEN_KEY},
-            {"name": "APEX_OIDC_TOKEN_URL", "value": token_url}]
+    return [
+        {"name": "APEX_OIDC_TOKEN_FILE", "value": mount_path.rstrip("/") + "/" + TOKEN_KEY},
+        {"name": "APEX_OIDC_TOKEN_URL", "value": token_url},
+    ]

@@ -33,8 +33,7 @@ class NamespaceRefused(Exception):
         self.user_message = user_message
 
 
-def reserved_reason(namespace: str, hub_namespace: str | None,
-                    protected: Iterable[str] = ()) -> str | None:
+def reserved_reason(namespace: str, hub_namespace: str | None, protected: Iterable[str] = ()) -> str | None:
     """Why ``namespace`` can never be a user namespace, or None."""
     if hub_namespace and namespace == hub_namespace:
         return "it is the hub's own namespace"
@@ -51,8 +50,10 @@ def owner_problem(namespace: dict, username: str) -> str | None:
     labels = meta.get("labels") or {}
     owner = (meta.get("annotations") or {}).get(L.USERNAME_ANNOTATION)
     if labels.get(L.MANAGED_BY) != L.MANAGER or owner is None:
-        return (f"it was not created by apex-hub for a user (label {L.MANAGED_BY}="
-                f"{labels.get(L.MANAGED_BY)!r}, annotation {L.USERNAME_ANNOTATION}={owner!r})")
+        return (
+            f"it was not created by apex-hub for a user (label {L.MANAGED_BY}="
+            f"{labels.get(L.MANAGED_BY)!r}, annotation {L.USERNAME_ANNOTATION}={owner!r})"
+        )
     if owner != username:
         return f"it belongs to user {owner!r} (annotation {L.USERNAME_ANNOTATION})"
     return None
@@ -65,4 +66,5 @@ def refusal(namespace: str, username: str, reason: str) -> NamespaceRefused:
         " nothing was written. Check the namespace, and the user's spawner state, by hand.",
         f"Your workspace cannot be prepared: the namespace {namespace} exists and is not yours."
         " Nothing was changed and your server was not started; the administrators have been"
-        " told.")
+        " told.",
+    )

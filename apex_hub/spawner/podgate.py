@@ -63,9 +63,14 @@ def pod_problems(pod: dict[str, Any]) -> list[str]:
         problems.append("the pod names its node (nodeName), bypassing the scheduler")
     for volume in spec.get("volumes") or []:
         if volume.get("hostPath"):
-            problems.append(f"volume {volume.get('name')!r} mounts the node's {volume['hostPath'].get('path')!r}")
-    for kind, key in (("container", "containers"), ("init container", "initContainers"),
-                      ("ephemeral container", "ephemeralContainers")):
+            problems.append(
+                f"volume {volume.get('name')!r} mounts the node's {volume['hostPath'].get('path')!r}"
+            )
+    for kind, key in (
+        ("container", "containers"),
+        ("init container", "initContainers"),
+        ("ephemeral container", "ephemeralContainers"),
+    ):
         for container in spec.get(key) or []:
             problems += _container_problems(kind, container)
     return problems

@@ -50,18 +50,22 @@ from .workspace import (
 )
 
 #: Kinds a stop always sweeps for this server's non-persistent objects.
-SWEPT_KINDS = ("v1/ConfigMap", "v1/Secret", "rbac.authorization.k8s.io/v1/Role",
-               "rbac.authorization.k8s.io/v1/RoleBinding")
-_FALLBACK_CATALOGUE = {"profiles": [{"slug": "default", "display_name": "Default environment",
-                                     "default": True}]}
+SWEPT_KINDS = (
+    "v1/ConfigMap",
+    "v1/Secret",
+    "rbac.authorization.k8s.io/v1/Role",
+    "rbac.authorization.k8s.io/v1/RoleBinding",
+)
+_FALLBACK_CATALOGUE = {
+    "profiles": [{"slug": "default", "display_name": "Default environment", "default": True}]
+}
 _FILES: dict[str, CatalogueFile] = {}
 #: (profile, problem) pairs already logged: the form is drawn often.
 _LOGGED_RBAC: set[tuple[str, str]] = set()
 #: True only inside KubeSpawner's pod-create call (its 409 path stops the old pod from
 #: there): that stop must keep the workspace. A context variable, so that a stop the hub
 #: runs concurrently (another task) during the create window still sweeps.
-_REPLACING_POD: contextvars.ContextVar[bool] = contextvars.ContextVar("apex_replacing_pod",
-                                                                       default=False)
+_REPLACING_POD: contextvars.ContextVar[bool] = contextvars.ContextVar("apex_replacing_pod", default=False)
 
 
 class NamespaceTerminating(Exception):
@@ -83,137 +87,192 @@ class APExSpawner(KubeSpawner):
     # -- the catalogue --------------------------------------------------------------------
 
     profiles_file = Unicode(
-        "", config=True,
+        "",
+        config=True,
         help="""Path of the profiles catalogue (YAML; see examples/profiles.yml), usually a
         ConfigMap mounted into the hub. Re-read when it changes; an invalid edit is logged
-        and the last good version stays in use. Takes precedence over `profiles_catalogue`.""")
+        and the last good version stays in use. Takes precedence over `profiles_catalogue`.""",
+    )
     profiles_catalogue = Dict(
         config=True,
         help="""The profiles catalogue as a dict (the same structure as the YAML file), for
         configuration in Python. Used when `profiles_file` is empty. With neither, one
-        'default' profile with the spawner's own settings is offered.""")
+        'default' profile with the spawner's own settings is offered.""",
+    )
 
     hub_rules = List(
-        Dict(), [dict(r) for r in DEFAULT_HUB_RULES], allow_none=True, config=True,
+        Dict(),
+        [dict(r) for r in DEFAULT_HUB_RULES],
+        allow_none=True,
+        config=True,
         help="""The RBAC rules the hub's ServiceAccount holds in user namespaces (Kubernetes
         PolicyRules, camelCase). Default: the ClusterRole of helm-values/rbac.yaml. Kubernetes
         lets the hub create a profile's Role only if it holds everything the Role grants (or
         `escalate`), so a profile whose role_bindings or Role/RoleBinding manifests grant more
         is left out of the form and refused at spawn, with an error in the hub log naming the
         profile, the binding and the missing rules. List here what you added to the hub's
-        ClusterRole. None: no check (the API server still refuses, at spawn, with a 403).""")
+        ClusterRole. None: no check (the API server still refuses, at spawn, with a 403).""",
+    )
 
     # -- the namespace --------------------------------------------------------------------
 
     namespace_prefix = Unicode(
-        "apex-", config=True,
+        "apex-",
+        config=True,
         help="""Prefix of user namespaces: `<prefix><user slug>`. The slug is stable and
         collision-free (`Alice`, `alice`, `a.lice`, `alice@x.org` get different namespaces)
-        and the whole name is cut to 63 characters with a hash.""")
+        and the whole name is cut to 63 characters with a hash.""",
+    )
     namespace_labels = Dict(
-        config=True, help="Extra labels on every user namespace (applied on every spawn).")
+        config=True, help="Extra labels on every user namespace (applied on every spawn)."
+    )
     namespace_annotations = Dict(
-        config=True, help="Extra annotations on every user namespace (applied on every spawn).")
+        config=True, help="Extra annotations on every user namespace (applied on every spawn)."
+    )
     protected_namespaces = List(
-        Unicode(), config=True,
+        Unicode(),
+        config=True,
         help="""Namespaces that are never used as a user namespace, in addition to the hub's
         (`hub_namespace`), `default` and `kube-*`: a user whose namespace name would be one of
-        them cannot start a server (e.g. with `namespace_prefix = ""`).""")
+        them cannot start a server (e.g. with `namespace_prefix = ""`).""",
+    )
     delete_namespace_on_user_delete = Bool(
-        False, config=True,
+        False,
+        config=True,
         help="""Delete the user's namespace, with every PersistentVolumeClaim in it, when the
-        user is deleted from JupyterHub. Off by default: the data outlives the account.""")
+        user is deleted from JupyterHub. Off by default: the data outlives the account.""",
+    )
 
     # -- guard rails ----------------------------------------------------------------------
 
     workspace_service_account = Unicode(
-        "workspace", allow_none=True, config=True,
+        "workspace",
+        allow_none=True,
+        config=True,
         help="""ServiceAccount created in each user namespace for the server pod, with no API
         token mounted unless the profile says `service_account_token: true` (then the pod
         mounts it and can use what the profile's `role_bindings` grant this account). None:
-        use the namespace's `default` account, and refuse profiles that ask for the token.""")
+        use the namespace's `default` account, and refuse profiles that ask for the token.""",
+    )
     network_policy = Bool(
-        True, config=True,
+        True,
+        config=True,
         help="""Create a default-deny ingress NetworkPolicy in each user namespace that admits
-        only the hub and proxy pods (`hub_pod_labels` in `hub_namespace`).""")
+        only the hub and proxy pods (`hub_pod_labels` in `hub_namespace`).""",
+    )
     hub_namespace = Unicode(
         config=True,
         help="""Namespace of the hub: where image pull secrets are copied from and which the
-        NetworkPolicy admits. Default: $POD_NAMESPACE, else the service account's namespace.""")
+        NetworkPolicy admits. Default: $POD_NAMESPACE, else the service account's namespace.""",
+    )
     hub_pod_labels = Dict(
-        {"hub.jupyter.org/network-access-singleuser": "true"}, config=True,
+        {"hub.jupyter.org/network-access-singleuser": "true"},
+        config=True,
         help="""Labels of the pods in `hub_namespace` that may reach user servers, and that user
         servers may reach (Z2JH gives this label to the hub and the proxy). Selected by
-        namespace and pod labels, which every NetworkPolicy implementation (Cilium too) honours.""")
+        namespace and pod labels, which every NetworkPolicy implementation (Cilium too) honours.""",
+    )
     network_policy_egress = Bool(
-        True, config=True,
+        True,
+        config=True,
         help="""Restrict egress from user pods (with `network_policy`): DNS (port 53), the hub
         and proxy pods, the pods of the user's own namespace, and the internet
         (`egress_allowed_cidrs`) except `egress_blocked_cidrs`. Replaces the Z2JH chart's
-        privileged `block-cloud-metadata` init container.""")
+        privileged `block-cloud-metadata` init container.""",
+    )
     egress_allowed_cidrs = List(
-        Unicode(), ["0.0.0.0/0"], config=True,
+        Unicode(),
+        ["0.0.0.0/0"],
+        config=True,
         help="""Where user pods may connect outside the cluster (NetworkPolicy ipBlock). Empty:
-        no internet, only DNS, the hub and the user's own namespace.""")
+        no internet, only DNS, the hub and the user's own namespace.""",
+    )
     egress_blocked_cidrs = List(
-        Unicode(), ["169.254.169.254/32"], config=True,
+        Unicode(),
+        ["169.254.169.254/32"],
+        config=True,
         help="""Excepted from `egress_allowed_cidrs`: by default the cloud metadata endpoint
         (node credentials on most clouds). Add private ranges to keep workspaces away from
-        in-cluster services that are reached by IP.""")
+        in-cluster services that are reached by IP.""",
+    )
     resource_quota = Dict(
-        None, allow_none=True, config=True,
+        None,
+        allow_none=True,
+        config=True,
         help="""ResourceQuota spec for every user namespace (e.g. `{"hard": {"requests.cpu":
-        "8"}}`); a profile's `resource_quota` replaces it. None: no quota.""")
+        "8"}}`); a profile's `resource_quota` replaces it. None: no quota.""",
+    )
     limit_range = Dict(
-        None, allow_none=True, config=True,
-        help="""LimitRange spec for every user namespace; a profile's `limit_range` replaces it.""")
+        None,
+        allow_none=True,
+        config=True,
+        help="""LimitRange spec for every user namespace; a profile's `limit_range` replaces it.""",
+    )
     manifest_kinds = List(
-        Unicode(), list(DEFAULT_MANIFEST_KINDS), config=True,
+        Unicode(),
+        list(DEFAULT_MANIFEST_KINDS),
+        config=True,
         help="""Kinds that a profile's `manifests` may create in the user namespace, as `Kind`
-        or `apiVersion/Kind`. Anything else is refused before any object is written.""")
+        or `apiVersion/Kind`. Anything else is refused before any object is written.""",
+    )
     secure_pod_defaults = Bool(
-        True, config=True,
+        True,
+        config=True,
         help="""Run server pods under Kubernetes' "restricted" Pod Security Standard
         (runAsNonRoot, no privilege escalation, all capabilities dropped, seccomp
         RuntimeDefault). A profile's `security_context` (allowed by the catalogue's
-        `allow_security_overrides`) is merged on top.""")
+        `allow_security_overrides`) is merged on top.""",
+    )
 
     # -- storage and Conda ----------------------------------------------------------------
 
     workspace_volume = Dict(
-        {"name": "workspace", "size": "10Gi", "mount_path": "/home/jovyan"}, allow_none=True,
+        {"name": "workspace", "size": "10Gi", "mount_path": "/home/jovyan"},
+        allow_none=True,
         config=True,
         help="""The persistent workspace volume every profile gets (profile volume fields);
-        a profile volume with the same name replaces it. None: only the profiles' volumes.""")
+        a profile volume with the same name replaces it. None: only the profiles' volumes.""",
+    )
     workspace_volume_name = Unicode(
-        "workspace", config=True,
-        help="Name of the volume that Conda environments are built into.")
+        "workspace", config=True, help="Name of the volume that Conda environments are built into."
+    )
     conda_builder = Unicode(
-        "auto", config=True,
+        "auto",
+        config=True,
         help="""How environments are built in the init container: `auto` (micromamba, mamba or
         conda from the image), one of those, or `venv` (no Conda: a Python venv with the
-        image's packages plus the file's `pip:` list).""")
+        image's packages plus the file's `pip:` list).""",
+    )
     conda_specs_path = Unicode(
-        "/etc/apex/conda", config=True,
-        help="Where the environment files and their build script are mounted in the init container.")
+        "/etc/apex/conda",
+        config=True,
+        help="Where the environment files and their build script are mounted in the init container.",
+    )
     condarc_path = Unicode(
-        "/etc/conda/.condarc", config=True,
-        help="Where a profile's `condarc` is mounted (a path Conda reads system-wide).")
+        "/etc/conda/.condarc",
+        config=True,
+        help="Where a profile's `condarc` is mounted (a path Conda reads system-wide).",
+    )
 
     # -- the user's access token -----------------------------------------------------------
 
     oidc_token_mount_path = Unicode(
-        "/var/run/secrets/apex/oidc", allow_none=True, config=True,
+        "/var/run/secrets/apex/oidc",
+        allow_none=True,
+        config=True,
         help="""Directory where the user's OpenID Connect access token is mounted (file
         `access_token`, plus `expires_at`), from a Secret rewritten on every token refresh
         (needs `enable_auth_state` and the APEx authenticator). The server also gets
         `APEX_OIDC_TOKEN_FILE` and `APEX_OIDC_TOKEN_URL` (a hub API URL returning a fresh token
-        for the server's own `JUPYTERHUB_API_TOKEN`). None or empty: no token in the workspace.""")
+        for the server's own `JUPYTERHUB_API_TOKEN`). None or empty: no token in the workspace.""",
+    )
 
     @default("server_token_scopes")
     def _default_server_token_scopes(self):
         from jupyterhub.scopes import scope_definitions
+
         from ..auth.handlers import TOKEN_SCOPE
+
         wanted = ["access:servers!server", "users:activity!user"]
         if TOKEN_SCOPE in scope_definitions:  # defined by apex_hub.auth
             wanted.append(f"{TOKEN_SCOPE}!user")
@@ -222,16 +281,19 @@ class APExSpawner(KubeSpawner):
     # -- API behaviour --------------------------------------------------------------------
 
     provision_concurrency = Int(
-        16, config=True, help="How many workspace objects are written at the same time.")
+        16, config=True, help="How many workspace objects are written at the same time."
+    )
     namespace_deletion_wait = Float(
-        90, config=True,
+        90,
+        config=True,
         help="""How long (seconds) a spawn waits for the user's previous namespace to finish
         being deleted (Kubernetes refuses new objects in a Terminating namespace) before it
         re-creates the namespace; the spawn page says "your previous workspace is still being
         deleted". After that the spawn fails and asks the user to try again shortly. The same
         bound applies to a scratch claim of the server's previous run that is still being
         deleted (`volumes[].scratch`). Keep it well below `start_timeout`, which bounds the
-        whole start.""")
+        whole start.""",
+    )
 
     @default("hub_namespace")
     def _default_hub_namespace(self):
@@ -270,9 +332,11 @@ class APExSpawner(KubeSpawner):
             return
         if configured and not APExSpawner._warned_profile_list:
             APExSpawner._warned_profile_list = True  # once per hub process, not per spawner
-            self.log.warning("KubeSpawner.profile_list is set (singleuser.profileList in the Z2JH"
-                             " chart) but is ignored: APExSpawner offers the profiles of its"
-                             " catalogue (APExSpawner.profiles_file). Move the profiles there.")
+            self.log.warning(
+                "KubeSpawner.profile_list is set (singleuser.profileList in the Z2JH"
+                " chart) but is ignored: APExSpawner offers the profiles of its"
+                " catalogue (APExSpawner.profiles_file). Move the profiles there."
+            )
         self.profile_list = self._profile_entries
 
     @default("apply_user_options")
@@ -286,8 +350,12 @@ class APExSpawner(KubeSpawner):
     def _default_common_labels(self):
         # KubeSpawner's, except that the pods say who manages them (its common labels would
         # otherwise overwrite our ownership label with "kubespawner")
-        return {"app.kubernetes.io/name": "jupyterhub", L.MANAGED_BY: L.MANAGER,
-                "app": "jupyterhub", "heritage": "jupyterhub"}
+        return {
+            "app.kubernetes.io/name": "jupyterhub",
+            L.MANAGED_BY: L.MANAGER,
+            "app": "jupyterhub",
+            "heritage": "jupyterhub",
+        }
 
     @default("events_enabled")
     def _default_events(self):
@@ -348,8 +416,11 @@ class APExSpawner(KubeSpawner):
         except CatalogueError as exc:
             self.log.error("%s", exc)
             return []
-        entries = [p.profile_list_entry() for p in visible
-                   if not self._rbac_problems(p) and not self._token_problem(p)]
+        entries = [
+            p.profile_list_entry()
+            for p in visible
+            if not self._rbac_problems(p) and not self._token_problem(p)
+        ]
         if entries and not any(e["default"] for e in entries):
             entries[0] = {**entries[0], "default": True}
         return entries
@@ -362,11 +433,13 @@ class APExSpawner(KubeSpawner):
         """
         if not profile.service_account_token or self.workspace_service_account:
             return None
-        return ("asks for the workspace ServiceAccount's API token (service_account_token:"
-                " true), but the operator disabled that account"
-                " (APExSpawner.workspace_service_account is empty); set"
-                " APExSpawner.workspace_service_account (default 'workspace'), or remove"
-                " service_account_token from the profile")
+        return (
+            "asks for the workspace ServiceAccount's API token (service_account_token:"
+            " true), but the operator disabled that account"
+            " (APExSpawner.workspace_service_account is empty); set"
+            " APExSpawner.workspace_service_account (default 'workspace'), or remove"
+            " service_account_token from the profile"
+        )
 
     def _rbac_problems(self, profile: Profile) -> list[str]:
         """What the hub could not create of ``profile`` (RBAC escalation); logged once each."""
@@ -376,17 +449,23 @@ class APExSpawner(KubeSpawner):
         for problem in problems:
             if (profile.slug, problem) not in _LOGGED_RBAC:
                 _LOGGED_RBAC.add((profile.slug, problem))
-                self.log.error("profile %r cannot be started by the hub (Kubernetes RBAC escalation"
-                               " prevention), so it is not offered: %s. Grant the hub these rules"
-                               " (helm-values/rbac.yaml) and list them in APExSpawner.hub_rules,"
-                               " or remove them from the profile", profile.slug, problem)
+                self.log.error(
+                    "profile %r cannot be started by the hub (Kubernetes RBAC escalation"
+                    " prevention), so it is not offered: %s. Grant the hub these rules"
+                    " (helm-values/rbac.yaml) and list them in APExSpawner.hub_rules,"
+                    " or remove them from the profile",
+                    profile.slug,
+                    problem,
+                )
         return problems
 
     async def _render_options_form_dynamically(self, current_spawner):
         entries = self._profile_entries()
         if not entries:
-            return ("<div class='alert alert-warning'>No server profile is available to you yet."
-                    " Ask an administrator to add you to a group that has access.</div>")
+            return (
+                "<div class='alert alert-warning'>No server profile is available to you yet."
+                " Ask an administrator to add you to a group that has access.</div>"
+            )
         return self._render_options_form(entries)
 
     # -- spawn: the gate ------------------------------------------------------------------
@@ -398,12 +477,14 @@ class APExSpawner(KubeSpawner):
         """
         options = self.user_options or {}
         if not isinstance(options, dict):
-            raise web.HTTPError(400, "user_options must be an object such as {\"profile\": \"jupyterlab\"}")
+            raise web.HTTPError(400, 'user_options must be an object such as {"profile": "jupyterlab"}')
         unknown = sorted(set(options) - {"profile"})
         if unknown:
             raise web.HTTPError(
-                403, f"Only a profile can be chosen when starting a server; these options are not"
-                     f" accepted: {', '.join(map(str, unknown))}.")
+                403,
+                f"Only a profile can be chosen when starting a server; these options are not"
+                f" accepted: {', '.join(map(str, unknown))}.",
+            )
         slug = options.get("profile")
         if slug is not None and not isinstance(slug, str):
             raise web.HTTPError(400, "user_options.profile must be a profile slug (a string)")
@@ -411,31 +492,44 @@ class APExSpawner(KubeSpawner):
             catalogue = self.catalogue()
         except CatalogueError as exc:
             self.log.error("%s", exc)
-            raise web.HTTPError(503, "The server profiles are misconfigured; the administrators"
-                                     " have been told. Please try again later.") from None
+            raise web.HTTPError(
+                503,
+                "The server profiles are misconfigured; the administrators"
+                " have been told. Please try again later.",
+            ) from None
         groups = self.group_names()
         try:
             profile = catalogue.authorize(slug, groups)
         except ProfileError as exc:
-            self.log.warning("refused profile %r for %s (groups %s): %s", slug, self.user.name,
-                             groups, exc)
+            self.log.warning("refused profile %r for %s (groups %s): %s", slug, self.user.name, groups, exc)
             raise web.HTTPError(exc.status_code, str(exc)) from None
         problems = self._rbac_problems(profile)
         if problems:
-            raise web.HTTPError(500, f"Profile {profile.slug!r} cannot be started: the hub is not"
-                                     f" allowed to create its roles ({'; '.join(problems)}). The"
-                                     " administrators have been told.")
+            raise web.HTTPError(
+                500,
+                f"Profile {profile.slug!r} cannot be started: the hub is not"
+                f" allowed to create its roles ({'; '.join(problems)}). The"
+                " administrators have been told.",
+            )
         if profile.session_mode == "off":
-            raise web.HTTPError(403, f"Profile {profile.slug!r} is switched off: servers cannot be"
-                                     " started from it at the moment.")
+            raise web.HTTPError(
+                403,
+                f"Profile {profile.slug!r} is switched off: servers cannot be started from it at the moment.",
+            )
         self._allow_security = catalogue.allow_security_overrides
         self.apply_profile(profile)
 
     #: Traits a profile sets besides its ``kubespawner_traits()``.
-    _PROFILE_TRAITS = ("default_url", "container_security_context", "pod_security_context",
-                       "extra_labels", "image_pull_secrets", "service_account",
-                       "automount_service_account_token", *(n for pair in ((
-                           "cpu_limit", "cpu_guarantee"), ("mem_limit", "mem_guarantee")) for n in pair))
+    _PROFILE_TRAITS = (
+        "default_url",
+        "container_security_context",
+        "pod_security_context",
+        "extra_labels",
+        "image_pull_secrets",
+        "service_account",
+        "automount_service_account_token",
+        *(n for pair in (("cpu_limit", "cpu_guarantee"), ("mem_limit", "mem_guarantee")) for n in pair),
+    )
     #: A profile that sets one of a pair sets both: the other is not inherited from the
     #: operator's (or the chart's, e.g. its 1G mem_guarantee) KubeSpawner settings.
     _RESOURCE_PAIRS = (("cpu_limit", "cpu_guarantee"), ("mem_limit", "mem_guarantee"))
@@ -468,9 +562,11 @@ class APExSpawner(KubeSpawner):
         if self.secure_pod_defaults:
             self.container_security_context = {**RESTRICTED_CONTAINER, **(profile.security_context or {})}
             self.pod_security_context = {**RESTRICTED_POD, **self.pod_security_context}
-        self.extra_labels = {**self.extra_labels,
-                             **L.ownership(self.user_slug, self.server_name, profile.slug, False),
-                             "hub.jupyter.org/network-access-hub": "true"}
+        self.extra_labels = {
+            **self.extra_labels,
+            **L.ownership(self.user_slug, self.server_name, profile.slug, False),
+            "hub.jupyter.org/network-access-hub": "true",
+        }
         why = self._token_problem(profile)
         if why:
             self.log.error("profile %r %s", profile.slug, why)
@@ -480,7 +576,8 @@ class APExSpawner(KubeSpawner):
             # the pod's field wins over the ServiceAccount's automountServiceAccountToken: false
             self.automount_service_account_token = profile.service_account_token
         rendered = self._with_workspace_volume(profile).render(
-            username=self.user_slug, namespace=self.namespace)
+            username=self.user_slug, namespace=self.namespace
+        )
         owner = self._owner()
         try:
             self.plan = plan_workspace(owner, rendered, self.settings(), self.image)
@@ -537,8 +634,11 @@ class APExSpawner(KubeSpawner):
 
     def _with_workspace_volume(self, profile: Profile) -> Profile:
         """The profile plus the operator's workspace claim, unless it opted out or has its own."""
-        if (not self.workspace_volume or not profile.workspace_volume
-                or any(v.name == self.workspace_volume["name"] for v in profile.volumes)):
+        if (
+            not self.workspace_volume
+            or not profile.workspace_volume
+            or any(v.name == self.workspace_volume["name"] for v in profile.volumes)
+        ):
             return profile
         return profile.model_copy(update={"volumes": [VolumeItem(**self.workspace_volume), *profile.volumes]})
 
@@ -547,26 +647,32 @@ class APExSpawner(KubeSpawner):
             namespace_labels=dict(self.namespace_labels),
             namespace_annotations=dict(self.namespace_annotations),
             service_account=self.workspace_service_account,
-            network_policy=self.network_policy, hub_namespace=self.hub_namespace,
+            network_policy=self.network_policy,
+            hub_namespace=self.hub_namespace,
             hub_pod_labels=dict(self.hub_pod_labels),
             network_policy_egress=self.network_policy_egress,
             egress_allowed_cidrs=tuple(self.egress_allowed_cidrs),
             egress_blocked_cidrs=tuple(self.egress_blocked_cidrs),
-            resource_quota=self.resource_quota, limit_range=self.limit_range,
+            resource_quota=self.resource_quota,
+            limit_range=self.limit_range,
             manifest_kinds=tuple(self.manifest_kinds),
             workspace_volume=self.workspace_volume_name,
-            conda_builder=self.conda_builder, conda_specs_path=self.conda_specs_path,
+            conda_builder=self.conda_builder,
+            conda_specs_path=self.conda_specs_path,
             condarc_path=self.condarc_path,
             container_security_context=dict(self.container_security_context or {})
-            if self.secure_pod_defaults else {},
+            if self.secure_pod_defaults
+            else {},
             init_container_resources=self._server_resources(),
         )
 
     def _server_resources(self) -> dict:
         """CPU and memory requests/limits of the server container, as KubeSpawner sets them."""
         requests, limits = {}, {}
-        for target, cpu, mem in ((requests, self.cpu_guarantee, self.mem_guarantee),
-                                 (limits, self.cpu_limit, self.mem_limit)):
+        for target, cpu, mem in (
+            (requests, self.cpu_guarantee, self.mem_guarantee),
+            (limits, self.cpu_limit, self.mem_limit),
+        ):
             if cpu:
                 target["cpu"] = f"{cpu:g}"
             if mem:
@@ -576,8 +682,12 @@ class APExSpawner(KubeSpawner):
     # -- spawn: the workspace -------------------------------------------------------------
 
     def kube(self) -> Kube:
-        return Kube(self.api.api_client, self.log, request_timeout=self.k8s_api_request_timeout,
-                    retry_timeout=self.k8s_api_request_retry_timeout)
+        return Kube(
+            self.api.api_client,
+            self.log,
+            request_timeout=self.k8s_api_request_timeout,
+            retry_timeout=self.k8s_api_request_retry_timeout,
+        )
 
     def report(self, message: str, progress: int | None = None) -> None:
         """Show ``message`` on the spawn page (and in the hub log)."""
@@ -633,16 +743,25 @@ class APExSpawner(KubeSpawner):
                 raise KubeError(self._still_deleting_message()) from None
 
     def _still_deleting_message(self) -> str:
-        return (f"your previous workspace (namespace {self.namespace}) is still being deleted by"
-                " Kubernetes; please try again in a minute or two")
+        return (
+            f"your previous workspace (namespace {self.namespace}) is still being deleted by"
+            " Kubernetes; please try again in a minute or two"
+        )
 
     async def _await_namespace_deletion(self, kube: Kube) -> None:
         """Poll (bounded by ``namespace_deletion_wait``) until the namespace is gone."""
-        self.report(f"Your previous workspace is still being deleted (namespace {self.namespace});"
-                    " waiting for Kubernetes to finish before creating it again", 10)
+        self.report(
+            f"Your previous workspace is still being deleted (namespace {self.namespace});"
+            " waiting for Kubernetes to finish before creating it again",
+            10,
+        )
         if not await self._wait_while_terminating(kube, "Namespace", self.namespace):
-            self.log.warning("%s: namespace %s still Terminating after %g s", self._log_name,
-                             self.namespace, self.namespace_deletion_wait)
+            self.log.warning(
+                "%s: namespace %s still Terminating after %g s",
+                self._log_name,
+                self.namespace,
+                self.namespace_deletion_wait,
+            )
             raise KubeError(self._still_deleting_message())
         self.report(f"Previous workspace deleted; creating namespace {self.namespace} again", 12)
 
@@ -658,8 +777,7 @@ class APExSpawner(KubeSpawner):
                 self.log.warning("namespace %s is gone; creating it again", self.namespace)
                 self._namespace_verified = None
         copied = list(self.plan.copy_secrets)
-        sources = asyncio.gather(*(kube.read("v1", "Secret", name, self.hub_namespace)
-                                   for name in copied))
+        sources = asyncio.gather(*(kube.read("v1", "Secret", name, self.hub_namespace) for name in copied))
         try:
             existed = await self._claim_namespace(kube)
         except BaseException:
@@ -675,13 +793,20 @@ class APExSpawner(KubeSpawner):
             rtype = await kube.resource_type(obj["apiVersion"], obj["kind"])
             if not rtype.namespaced:
                 slug = self._profile_slug or "default"
-                self.log.error("profile %s: %s %s (%s) is cluster-scoped in this cluster; refused",
-                               slug, obj["kind"], obj["metadata"]["name"], obj["apiVersion"])
+                self.log.error(
+                    "profile %s: %s %s (%s) is cluster-scoped in this cluster; refused",
+                    slug,
+                    obj["kind"],
+                    obj["metadata"]["name"],
+                    obj["apiVersion"],
+                )
                 raise web.HTTPError(
-                    500, f"Profile {slug!r} cannot be started: its manifest {obj['kind']}"
-                         f" {obj['metadata']['name']!r} ({obj['apiVersion']}) is cluster-scoped, so"
-                         " it would be shared with every other user; profile manifests must be"
-                         " namespaced objects.")
+                    500,
+                    f"Profile {slug!r} cannot be started: its manifest {obj['kind']}"
+                    f" {obj['metadata']['name']!r} ({obj['apiVersion']}) is cluster-scoped, so"
+                    " it would be shared with every other user; profile manifests must be"
+                    " namespaced objects.",
+                )
 
     def _refuse_reserved(self, namespace: str) -> None:
         reason = reserved_reason(namespace, self.hub_namespace, self.protected_namespaces)
@@ -695,10 +820,14 @@ class APExSpawner(KubeSpawner):
         when the new name does not exist but the legacy one does and names this very user,
         the legacy namespace is kept (data, claims and all).
         """
-        legacy = None if self._namespace_from_state else legacy_user_namespace(
-            self.user.name, self.namespace_prefix)
-        if legacy in (None, self.namespace) or reserved_reason(legacy, self.hub_namespace,
-                                                               self.protected_namespaces):
+        legacy = (
+            None
+            if self._namespace_from_state
+            else legacy_user_namespace(self.user.name, self.namespace_prefix)
+        )
+        if legacy in (None, self.namespace) or reserved_reason(
+            legacy, self.hub_namespace, self.protected_namespaces
+        ):
             legacy = None
             # No migration to consider: create first. A create that succeeds made the
             # namespace ours (one round trip for a new user); one that exists (409) is read
@@ -710,8 +839,12 @@ class APExSpawner(KubeSpawner):
         if found is None and legacy:
             old = await kube.read("v1", "Namespace", legacy)
             if old is not None and owner_problem(old, self.user.name) is None:
-                self.log.warning("%s: keeping namespace %s made by the former naming scheme"
-                                 " (new name %s)", self._log_name, legacy, self.namespace)
+                self.log.warning(
+                    "%s: keeping namespace %s made by the former naming scheme (new name %s)",
+                    self._log_name,
+                    legacy,
+                    self.namespace,
+                )
                 self._use_namespace(legacy)
                 found = old
         if found is not None:
@@ -740,8 +873,9 @@ class APExSpawner(KubeSpawner):
         from an old spawner state may predate the ownership checks.
         """
         ns = self.namespace
-        if self._namespace_refused == ns or reserved_reason(ns, self.hub_namespace,
-                                                            self.protected_namespaces):
+        if self._namespace_refused == ns or reserved_reason(
+            ns, self.hub_namespace, self.protected_namespaces
+        ):
             self.log.warning("%s: not touching namespace %s (not this user's)", self._log_name, ns)
             return False
         if self._namespace_verified == ns:
@@ -776,12 +910,17 @@ class APExSpawner(KubeSpawner):
         async def copy(name):
             source = sources.get(name) or await kube.read("v1", "Secret", name, self.hub_namespace)
             if source is None:
-                raise KubeError(f"image pull secret {name} not found in the hub namespace"
-                                f" {self.hub_namespace}; create it there first")
+                raise KubeError(
+                    f"image pull secret {name} not found in the hub namespace"
+                    f" {self.hub_namespace}; create it there first"
+                )
             await apply(self._copied_secret(source))
 
-        self.report(f"Writing {len(plan.objects) + len(plan.copy_secrets)} configuration objects"
-                    f" and {len(plan.claims)} volume claims", 15)
+        self.report(
+            f"Writing {len(plan.objects) + len(plan.copy_secrets)} configuration objects"
+            f" and {len(plan.claims)} volume claims",
+            15,
+        )
         tasks = ([apply(plan.namespace)] if with_namespace else []) + [apply(o) for o in plan.objects]
         tasks += [copy(n) for n in plan.copy_secrets] + [claim(c) for c in plan.claims]
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -790,7 +929,9 @@ class APExSpawner(KubeSpawner):
             raise NamespaceTerminating(self.namespace)
         if errors:
             raise next((e for e in errors if isinstance(e, ApiException) and e.status == 404), errors[0])
-        kinds = sorted({o["kind"] for o in plan.objects + plan.claims} | ({"Secret"} if plan.copy_secrets else set()))
+        kinds = sorted(
+            {o["kind"] for o in plan.objects + plan.claims} | ({"Secret"} if plan.copy_secrets else set())
+        )
         self.report(f"Workspace ready ({', '.join(kinds)}); starting your server", 35)
 
     async def _renew_scratch(self, kube: Kube, obj: dict) -> bool:
@@ -799,17 +940,27 @@ class APExSpawner(KubeSpawner):
         name = obj["metadata"]["name"]
         if not terminating(await kube.read("v1", "PersistentVolumeClaim", name, self.namespace)):
             return False  # a live claim (the last stop could not delete it): used as it is
-        self.report(f"Scratch storage {name} of your previous session is still being deleted;"
-                    " waiting for Kubernetes to finish")
+        self.report(
+            f"Scratch storage {name} of your previous session is still being deleted;"
+            " waiting for Kubernetes to finish"
+        )
         if not await self._wait_while_terminating(kube, "PersistentVolumeClaim", name, self.namespace):
-            self.log.warning("%s: scratch claim %s/%s still being deleted after %g s",
-                             self._log_name, self.namespace, name, self.namespace_deletion_wait)
-            raise KubeError(f"the scratch storage {name} of your previous session is still"
-                            " being deleted by Kubernetes; please try again in a minute or two")
+            self.log.warning(
+                "%s: scratch claim %s/%s still being deleted after %g s",
+                self._log_name,
+                self.namespace,
+                name,
+                self.namespace_deletion_wait,
+            )
+            raise KubeError(
+                f"the scratch storage {name} of your previous session is still"
+                " being deleted by Kubernetes; please try again in a minute or two"
+            )
         return await kube.create_if_absent(obj)
 
-    async def _wait_while_terminating(self, kube: Kube, kind: str, name: str,
-                                      namespace: str | None = None) -> bool:
+    async def _wait_while_terminating(
+        self, kube: Kube, kind: str, name: str, namespace: str | None = None
+    ) -> bool:
         """Poll while the object is being deleted, backing off from 0.2 s to 2 s, for at most
         ``namespace_deletion_wait``; False when it is still being deleted then."""
         loop = asyncio.get_running_loop()
@@ -823,11 +974,21 @@ class APExSpawner(KubeSpawner):
         return True
 
     def _copied_secret(self, source: dict) -> dict:
-        meta = {"name": source["metadata"]["name"], "namespace": self.namespace,
-                "labels": L.ownership(self.user_slug, None, None, True),
-                "annotations": {L.USERNAME_ANNOTATION: self.user.name,
-                                "apex.esa.int/copied-from": f"{self.hub_namespace}/{source['metadata']['name']}"}}
-        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": source.get("type", "Opaque")}
+        meta = {
+            "name": source["metadata"]["name"],
+            "namespace": self.namespace,
+            "labels": L.ownership(self.user_slug, None, None, True),
+            "annotations": {
+                L.USERNAME_ANNOTATION: self.user.name,
+                "apex.esa.int/copied-from": f"{self.hub_namespace}/{source['metadata']['name']}",
+            },
+        }
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": meta,
+            "type": source.get("type", "Opaque"),
+        }
         if source.get("data"):
             secret["data"] = source["data"]
         return secret
@@ -845,8 +1006,7 @@ class APExSpawner(KubeSpawner):
         container.env_from = list(container.env_from or []) + plan.env_from or None
         container.volume_mounts = list(container.volume_mounts or []) + plan.volume_mounts
         pod.spec.init_containers = plan.init_containers + list(pod.spec.init_containers or []) or None
-        pod.metadata.annotations = {**(pod.metadata.annotations or {}),
-                                    L.USERNAME_ANNOTATION: self.user.name}
+        pod.metadata.annotations = {**(pod.metadata.annotations or {}), L.USERNAME_ANNOTATION: self.user.name}
         group = self._auth_state.get("primary_group") or next(iter(self.group_names()), None)
         if group:
             pod.metadata.annotations[L.GROUP_ANNOTATION] = group
@@ -860,21 +1020,29 @@ class APExSpawner(KubeSpawner):
         problems = pod_problems(self.api.api_client.sanitize_for_serialization(pod))
         if problems:
             slug = self._profile_slug or "default"
-            self.log.error("refusing the pod of %s (profile %s): %s. Remove the setting (for the"
-                           " Z2JH chart's block-cloud-metadata init container:"
-                           " singleuser.cloudMetadata.blockWithIptables: false; the NetworkPolicy"
-                           " blocks the endpoint), or set allow_security_overrides: true in the"
-                           " catalogue", self._log_name, slug, "; ".join(problems))
-            raise web.HTTPError(500, f"Profile {slug!r} cannot be started: its pod would weaken"
-                                     f" workspace isolation ({'; '.join(problems)}). The"
-                                     " administrators have been told.")
+            self.log.error(
+                "refusing the pod of %s (profile %s): %s. Remove the setting (for the"
+                " Z2JH chart's block-cloud-metadata init container:"
+                " singleuser.cloudMetadata.blockWithIptables: false; the NetworkPolicy"
+                " blocks the endpoint), or set allow_security_overrides: true in the"
+                " catalogue",
+                self._log_name,
+                slug,
+                "; ".join(problems),
+            )
+            raise web.HTTPError(
+                500,
+                f"Profile {slug!r} cannot be started: its pod would weaken"
+                f" workspace isolation ({'; '.join(problems)}). The"
+                " administrators have been told.",
+            )
 
     async def _make_create_pod_request(self, pod, request_timeout):
         # On 409 KubeSpawner stops the old pod from in here: that stop must keep the workspace.
         token = _REPLACING_POD.set(True)
         try:
             return await super()._make_create_pod_request(pod, request_timeout)
-        except Exception as exc:  # noqa: BLE001 - sorted by is_transient; the rest is raised
+        except Exception as exc:
             # KubeSpawner gives up on these (a 5xx, a connection reset by a load balancer or
             # an API server restart); another try usually works
             if is_transient(exc):
@@ -886,9 +1054,10 @@ class APExSpawner(KubeSpawner):
 
     async def _make_delete_pod_request(self, pod_name, delete_options, grace_seconds, request_timeout):
         try:
-            return await super()._make_delete_pod_request(pod_name, delete_options, grace_seconds,
-                                                          request_timeout)
-        except Exception as exc:  # noqa: BLE001 - as in _make_create_pod_request
+            return await super()._make_delete_pod_request(
+                pod_name, delete_options, grace_seconds, request_timeout
+            )
+        except Exception as exc:
             if is_transient(exc):
                 self.log.warning("deleting pod %s failed (%s); retrying", pod_name, describe(exc))
                 return False
@@ -916,7 +1085,7 @@ class APExSpawner(KubeSpawner):
                 break
             try:
                 await asyncio.wait_for(self._progress_changed.wait(), 1)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         async for event in super().progress():
             if "progress" in event:
@@ -947,8 +1116,7 @@ class APExSpawner(KubeSpawner):
             kinds.discard("v1/PersistentVolumeClaim")
         kinds = sorted(kinds)
         selectors = [L.server_selector(self.user_slug, self.server_name, persist)]
-        legacy = L.server_selector(legacy_slugify(self.user.name), self.server_name, persist,
-                                   legacy=True)
+        legacy = L.server_selector(legacy_slugify(self.user.name), self.server_name, persist, legacy=True)
         if legacy != selectors[0]:  # objects labelled before the 130-bit names
             selectors.append(legacy)
         kube = self.kube()
@@ -959,11 +1127,17 @@ class APExSpawner(KubeSpawner):
             jobs.append(("v1/PersistentVolumeClaim", L.scratch_selector(self.user_slug, self.server_name)))
         results = await asyncio.gather(
             *(kube.delete_collection(*_split_kind(k), self.namespace, s) for k, s in jobs),
-            return_exceptions=True)
+            return_exceptions=True,
+        )
         for (kind, _), result in zip(jobs, results):
             if isinstance(result, BaseException):
-                self.log.error("could not delete %s of %s in %s (%s); the next stop retries",
-                               kind, self._log_name, self.namespace, result)
+                self.log.error(
+                    "could not delete %s of %s in %s (%s); the next stop retries",
+                    kind,
+                    self._log_name,
+                    self.namespace,
+                    result,
+                )
 
     async def delete_forever(self):
         """The user (or a named server) is deleted: remove what belonged to the server.

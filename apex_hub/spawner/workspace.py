@@ -39,8 +39,16 @@ RESTRICTED_CONTAINER = {
 RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 #: Kinds that ``manifests`` may create unless the operator says otherwise.
-DEFAULT_MANIFEST_KINDS = ("ConfigMap", "Secret", "Service", "ServiceAccount", "Role", "RoleBinding",
-                          "PersistentVolumeClaim", "NetworkPolicy")
+DEFAULT_MANIFEST_KINDS = (
+    "ConfigMap",
+    "Secret",
+    "Service",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "PersistentVolumeClaim",
+    "NetworkPolicy",
+)
 
 
 class WorkspaceError(ValueError):
@@ -57,7 +65,8 @@ class Settings:
     network_policy: bool = True
     hub_namespace: str = "default"
     hub_pod_labels: dict[str, str] = field(
-        default_factory=lambda: {"hub.jupyter.org/network-access-singleuser": "true"})
+        default_factory=lambda: {"hub.jupyter.org/network-access-singleuser": "true"}
+    )
     network_policy_egress: bool = True
     egress_allowed_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
     egress_blocked_cidrs: tuple[str, ...] = ("169.254.169.254/32",)
@@ -102,14 +111,18 @@ class Plan:
     @property
     def scratch_claims(self) -> list[str]:
         """Names of the claims deleted at every stop of the server (``volumes[].scratch``)."""
-        return [c["metadata"]["name"] for c in self.claims
-                if c["metadata"]["labels"].get(L.SCRATCH) == "true"]
+        return [
+            c["metadata"]["name"] for c in self.claims if c["metadata"]["labels"].get(L.SCRATCH) == "true"
+        ]
 
     @property
     def server_kinds(self) -> list[str]:
         """``apiVersion/Kind`` of the per-server objects (to delete them on stop)."""
-        kinds = {f"{o['apiVersion']}/{o['kind']}" for o in self.objects
-                 if o["metadata"]["labels"].get(L.PERSIST) == "false"}
+        kinds = {
+            f"{o['apiVersion']}/{o['kind']}"
+            for o in self.objects
+            if o["metadata"]["labels"].get(L.PERSIST) == "false"
+        }
         return sorted(kinds)
 
 
@@ -149,13 +162,16 @@ class _Builder:
 
     # -- metadata -----------------------------------------------------------------------
 
-    def meta(self, name: str, *, per_user: bool = False, persist: bool = False,
-             annotations: dict | None = None) -> dict:
+    def meta(
+        self, name: str, *, per_user: bool = False, persist: bool = False, annotations: dict | None = None
+    ) -> dict:
         server = None if per_user else self.owner.server_name
-        meta = {"name": name, "namespace": self.owner.namespace,
-                "labels": L.ownership(self.owner.user_slug, server, self.profile.slug,
-                                      persist or per_user),
-                "annotations": {L.USERNAME_ANNOTATION: self.owner.username, **(annotations or {})}}
+        meta = {
+            "name": name,
+            "namespace": self.owner.namespace,
+            "labels": L.ownership(self.owner.user_slug, server, self.profile.slug, persist or per_user),
+            "annotations": {L.USERNAME_ANNOTATION: self.owner.username, **(annotations or {})},
+        }
         return meta
 
     def add(self, api_version: str, kind: str, metadata: dict, **body) -> dict:
@@ -167,21 +183,34 @@ class _Builder:
         s = self.settings
         labels = {**s.namespace_labels, **L.ownership(self.owner.user_slug, None, None, True)}
         labels.pop(L.PERSIST)
-        return {"apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": self.owner.namespace, "labels": labels,
-                             "annotations": {**s.namespace_annotations,
-                                             L.USERNAME_ANNOTATION: self.owner.username}}}
+        return {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": self.owner.namespace,
+                "labels": labels,
+                "annotations": {**s.namespace_annotations, L.USERNAME_ANNOTATION: self.owner.username},
+            },
+        }
 
     # -- guard rails ----------------------------------------------------------------------
 
     def guard_rails(self) -> None:
         s, p = self.settings, self.profile
         if s.service_account:
-            self.add("v1", "ServiceAccount", self.meta(s.service_account, per_user=True),
-                     automountServiceAccountToken=False)
+            self.add(
+                "v1",
+                "ServiceAccount",
+                self.meta(s.service_account, per_user=True),
+                automountServiceAccountToken=False,
+            )
         if s.network_policy:
-            self.add("networking.k8s.io/v1", "NetworkPolicy", self.meta(NETWORK_POLICY, per_user=True),
-                     spec=network_policy_spec(s))
+            self.add(
+                "networking.k8s.io/v1",
+                "NetworkPolicy",
+                self.meta(NETWORK_POLICY, per_user=True),
+                spec=network_policy_spec(s),
+            )
         quota = p.resource_quota if p.resource_quota is not None else s.resource_quota
         if quota:
             self.add("v1", "ResourceQuota", self.meta(QUOTA, per_user=True), spec=_stringify(quota))
@@ -191,8 +220,9 @@ class _Builder:
         for binding in p.role_bindings:
             role_name = self.name(binding.role_name, binding.persist)
             meta = self.meta(role_name, persist=binding.persist)
-            self.add("rbac.authorization.k8s.io/v1", "Role", meta,
-                     rules=[r.to_k8s() for r in binding.role.rules])
+            self.add(
+                "rbac.authorization.k8s.io/v1", "Role", meta, rules=[r.to_k8s() for r in binding.role.rules]
+            )
             subjects = []
             for subject in binding.subjects:
                 item = {"kind": subject.kind, "name": subject.name}
@@ -201,11 +231,13 @@ class _Builder:
                 else:
                     item["apiGroup"] = "rbac.authorization.k8s.io"
                 subjects.append(item)
-            self.add("rbac.authorization.k8s.io/v1", "RoleBinding",
-                     self.meta(self.name(binding.name, binding.persist), persist=binding.persist),
-                     roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                              "name": role_name},
-                     subjects=subjects)
+            self.add(
+                "rbac.authorization.k8s.io/v1",
+                "RoleBinding",
+                self.meta(self.name(binding.name, binding.persist), persist=binding.persist),
+                roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name},
+                subjects=subjects,
+            )
         for name in p.image_pull_secrets:
             self.plan.copy_secrets.append(name)
             self.plan.image_pull_secrets.append(name)
@@ -240,15 +272,28 @@ class _Builder:
             if item.content is not None:
                 name = self.name(item.name, item.persist)
                 data = {item.key: item.content}
-                self.add("v1", "ConfigMap",
-                         self.meta(name, persist=item.persist,
-                                   annotations={L.CONTENT_HASH_ANNOTATION: content_hash(data)}),
-                         data=data)
+                self.add(
+                    "v1",
+                    "ConfigMap",
+                    self.meta(
+                        name,
+                        persist=item.persist,
+                        annotations={L.CONTENT_HASH_ANNOTATION: content_hash(data)},
+                    ),
+                    data=data,
+                )
             if item.mount_path:
-                self.plan.volumes.append({"name": item.name, "configMap": {
-                    "name": name, "defaultMode": item.default_mode}})
-                self.plan.volume_mounts.append({"name": item.name, "mountPath": item.mount_path,
-                                                "subPath": item.key, "readOnly": item.readonly})
+                self.plan.volumes.append(
+                    {"name": item.name, "configMap": {"name": name, "defaultMode": item.default_mode}}
+                )
+                self.plan.volume_mounts.append(
+                    {
+                        "name": item.name,
+                        "mountPath": item.mount_path,
+                        "subPath": item.key,
+                        "readOnly": item.readonly,
+                    }
+                )
 
     def volumes(self) -> None:
         for item in self.profile.volumes:
@@ -259,18 +304,23 @@ class _Builder:
             else:
                 claim = self.name(item.name, item.persist)
             if item.size is not None:
-                spec = {"accessModes": list(item.access_modes),
-                        "resources": {"requests": {"storage": item.size}}}
+                spec = {
+                    "accessModes": list(item.access_modes),
+                    "resources": {"requests": {"storage": item.size}},
+                }
                 if item.storage_class:
                     spec["storageClassName"] = item.storage_class
-                meta = self.meta(claim, per_user=item.persist, persist=item.persist,
-                                 annotations=dict(item.annotations))
+                meta = self.meta(
+                    claim, per_user=item.persist, persist=item.persist, annotations=dict(item.annotations)
+                )
                 if item.scratch:
                     meta["labels"][L.SCRATCH] = "true"
-                self.plan.claims.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                                         "metadata": meta, "spec": spec})
-            self.plan.volumes.append({"name": item.name, "persistentVolumeClaim": {
-                "claimName": claim, "readOnly": item.readonly}})
+                self.plan.claims.append(
+                    {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
+                )
+            self.plan.volumes.append(
+                {"name": item.name, "persistentVolumeClaim": {"claimName": claim, "readOnly": item.readonly}}
+            )
             mount = {"name": item.name, "mountPath": item.mount_path, "readOnly": item.readonly}
             if item.sub_path:
                 mount["subPath"] = item.sub_path
@@ -289,14 +339,23 @@ class _Builder:
                 self.plan.env.append({"name": name, "value": value})
             elif value.from_config_map is not None:
                 ref = value.from_config_map
-                self.plan.env.append({"name": name, "valueFrom": {
-                    "configMapKeyRef": {"name": self.ref(ref.name), "key": ref.key}}})
+                self.plan.env.append(
+                    {
+                        "name": name,
+                        "valueFrom": {"configMapKeyRef": {"name": self.ref(ref.name), "key": ref.key}},
+                    }
+                )
             else:
                 ref = value.from_secret
-                self.plan.env.append({"name": name, "valueFrom": {
-                    "secretKeyRef": {"name": self.ref(ref.name), "key": ref.key}}})
-        self.plan.env_from += [{"configMapRef": {"name": self.ref(n)}}
-                               for n in self.profile.env_from_config_maps]
+                self.plan.env.append(
+                    {
+                        "name": name,
+                        "valueFrom": {"secretKeyRef": {"name": self.ref(ref.name), "key": ref.key}},
+                    }
+                )
+        self.plan.env_from += [
+            {"configMapRef": {"name": self.ref(n)}} for n in self.profile.env_from_config_maps
+        ]
         self.plan.env_from += [{"secretRef": {"name": self.ref(n)}} for n in self.profile.env_from_secrets]
 
     def init_containers(self) -> None:
@@ -304,8 +363,11 @@ class _Builder:
             container = dict(container)
             # the restricted defaults are always underneath: a container that brings a partial
             # securityContext (allowed only with allow_security_overrides) keeps the rest
-            context = {**self.settings.container_security_context, **(self.profile.security_context or {}),
-                       **(container.get("securityContext") or {})}
+            context = {
+                **self.settings.container_security_context,
+                **(self.profile.security_context or {}),
+                **(container.get("securityContext") or {}),
+            }
             if context:
                 container["securityContext"] = context
             if not container.get("resources") and init_resources(self.settings):
@@ -321,14 +383,16 @@ class _Builder:
                     raise WorkspaceError(
                         f"profile {self.profile.slug!r}: manifests[{item.name}]: kind {kind!r} is not"
                         f" allowed; the operator allows: {', '.join(sorted(allowed)) or 'none'}"
-                        " (APExSpawner.manifest_kinds)")
+                        " (APExSpawner.manifest_kinds)"
+                    )
                 meta = dict(doc["metadata"])
                 ns = meta.get("namespace")
                 if ns not in (None, self.owner.namespace):
                     raise WorkspaceError(
                         f"profile {self.profile.slug!r}: manifests[{item.name}]: {kind}"
                         f" {meta['name']!r} names namespace {ns!r}; manifests are applied in the"
-                        " user's own namespace only: remove metadata.namespace")
+                        " user's own namespace only: remove metadata.namespace"
+                    )
                 mine = self.meta(self.name(meta["name"], item.persist), persist=item.persist)
                 mine["labels"] = {**(meta.get("labels") or {}), **mine["labels"]}
                 mine["annotations"] = {**(meta.get("annotations") or {}), **mine["annotations"]}
@@ -344,9 +408,12 @@ class _Builder:
             body["roleRef"] = {**body["roleRef"], "name": self.ref(body["roleRef"].get("name", ""))}
         body["subjects"] = [
             {**s, "name": self.ref(s.get("name", ""))}
-            if isinstance(s, dict) and s.get("kind") == "ServiceAccount"
-            and s.get("namespace") in (None, self.owner.namespace) else s
-            for s in body.get("subjects") or []]
+            if isinstance(s, dict)
+            and s.get("kind") == "ServiceAccount"
+            and s.get("namespace") in (None, self.owner.namespace)
+            else s
+            for s in body.get("subjects") or []
+        ]
         return body
 
     # -- Conda ----------------------------------------------------------------------------
@@ -355,14 +422,20 @@ class _Builder:
         p, s = self.profile, self.settings
         root = self._workspace_root() if p.conda_environments else None
         if p.condarc is None and root is not None:  # generated: `conda activate <name>` finds them
-            p = self.profile = p.model_copy(update={"condarc": (
-                f"envs_dirs:\n  - {root}/.apex/conda/envs\npkgs_dirs:\n  - {root}/.apex/conda/pkgs\n")})
+            p = self.profile = p.model_copy(
+                update={
+                    "condarc": (
+                        f"envs_dirs:\n  - {root}/.apex/conda/envs\npkgs_dirs:\n  - {root}/.apex/conda/pkgs\n"
+                    )
+                }
+            )
         if p.condarc is not None:
             condarc = self.name(CONDARC_CONFIGMAP, False)
             self.add("v1", "ConfigMap", self.meta(condarc), data={"condarc": p.condarc})
             self.plan.volumes.append({"name": CONDARC_VOLUME, "configMap": {"name": condarc}})
-            self.plan.volume_mounts.append({"name": CONDARC_VOLUME, "mountPath": s.condarc_path,
-                                            "subPath": "condarc", "readOnly": True})
+            self.plan.volume_mounts.append(
+                {"name": CONDARC_VOLUME, "mountPath": s.condarc_path, "subPath": "condarc", "readOnly": True}
+            )
         if not p.conda_environments:
             return
         workspace = next(m for m in self.plan.volume_mounts if m["name"] == s.workspace_volume)
@@ -370,23 +443,39 @@ class _Builder:
         script = (Path(__file__).parent / "conda_build.py").read_text()
         data["build.py"] = script
         conda = self.name(CONDA_CONFIGMAP, False)
-        self.add("v1", "ConfigMap", self.meta(conda,
-                 annotations={L.CONTENT_HASH_ANNOTATION: content_hash(data)}), data=data)
+        self.add(
+            "v1",
+            "ConfigMap",
+            self.meta(conda, annotations={L.CONTENT_HASH_ANNOTATION: content_hash(data)}),
+            data=data,
+        )
         self.plan.volumes.append({"name": CONDA_VOLUME, "configMap": {"name": conda}})
         envs, kernels = f"{root}/.apex/conda/envs", f"{root}/.apex/jupyter/kernels"
-        env = [{"name": "APEX_CONDA_ENVS", "value": envs},
-               {"name": "APEX_KERNELS_DIR", "value": kernels},
-               {"name": "APEX_CONDA_BUILDER", "value": s.conda_builder},
-               {"name": "APEX_CONDA_TITLES", "value": json.dumps(
-                   {e.name: e.title for e in p.conda_environments})}]
+        env = [
+            {"name": "APEX_CONDA_ENVS", "value": envs},
+            {"name": "APEX_KERNELS_DIR", "value": kernels},
+            {"name": "APEX_CONDA_BUILDER", "value": s.conda_builder},
+            {
+                "name": "APEX_CONDA_TITLES",
+                "value": json.dumps({e.name: e.title for e in p.conda_environments}),
+            },
+        ]
         mounts = [dict(workspace), {"name": CONDA_VOLUME, "mountPath": s.conda_specs_path, "readOnly": True}]
         if p.condarc is not None:
             env.append({"name": "CONDARC", "value": s.condarc_path})
-            mounts.append({"name": CONDARC_VOLUME, "mountPath": s.condarc_path, "subPath": "condarc",
-                           "readOnly": True})
+            mounts.append(
+                {"name": CONDARC_VOLUME, "mountPath": s.condarc_path, "subPath": "condarc", "readOnly": True}
+            )
         context = {**s.container_security_context, **(p.security_context or {})}
-        init = {"name": CONDA_INIT, "image": self.image, "command": ["python3", f"{s.conda_specs_path}/build.py"],
-                "workingDir": root, "env": env, "volumeMounts": mounts, "securityContext": context}
+        init = {
+            "name": CONDA_INIT,
+            "image": self.image,
+            "command": ["python3", f"{s.conda_specs_path}/build.py"],
+            "workingDir": root,
+            "env": env,
+            "volumeMounts": mounts,
+            "securityContext": context,
+        }
         if init_resources(s):
             init["resources"] = init_resources(s)
         self.plan.init_containers.insert(0, init)
@@ -406,31 +495,41 @@ class _Builder:
                 f" {s.workspace_volume!r}, and this profile has workspace_volume: false (no"
                 " operator workspace claim) and no volume of that name; add a volume named"
                 f" {s.workspace_volume!r} to the profile, or remove workspace_volume: false"
-                " (or set APExSpawner.workspace_volume_name to one of its volumes)")
+                " (or set APExSpawner.workspace_volume_name to one of its volumes)"
+            )
         if workspace is None:
             raise WorkspaceError(
                 f"profile {p.slug!r}: conda_environments are built into the workspace volume"
                 f" {s.workspace_volume!r}, which this profile does not mount; add a volume named"
-                f" {s.workspace_volume!r} (or set APExSpawner.workspace_volume_name)")
+                f" {s.workspace_volume!r} (or set APExSpawner.workspace_volume_name)"
+            )
         return workspace["mountPath"].rstrip("/")
 
     def check_names(self) -> None:
         names = [v["name"] for v in self.plan.volumes]
         clash = sorted({n for n in names if names.count(n) > 1})
         if clash:
-            raise WorkspaceError(f"profile {self.profile.slug!r}: more than one pod volume is named"
-                                 f" {', '.join(clash)}; rename the profile's item")
+            raise WorkspaceError(
+                f"profile {self.profile.slug!r}: more than one pod volume is named"
+                f" {', '.join(clash)}; rename the profile's item"
+            )
         for obj in self.plan.objects + self.plan.claims:
-            size = sum(len(k.encode()) + len(v.encode()) for k, v in (obj.get("data") or {}).items()
-                       if isinstance(v, str))
+            size = sum(
+                len(k.encode()) + len(v.encode())
+                for k, v in (obj.get("data") or {}).items()
+                if isinstance(v, str)
+            )
             if obj["kind"] == "ConfigMap" and size > CONFIGMAP_MAX_BYTES:
                 raise WorkspaceError(
                     f"profile {self.profile.slug!r}: ConfigMap {obj['metadata']['name']!r} would hold"
                     f" {size} bytes, over Kubernetes' limit of {CONFIGMAP_MAX_BYTES} (1 MiB); split"
-                    " the environments over profiles or ship large files in the image")
+                    " the environments over profiles or ship large files in the image"
+                )
             if not is_dns_subdomain(obj["metadata"]["name"]):
-                raise WorkspaceError(f"profile {self.profile.slug!r}: {obj['kind']} name"
-                                     f" {obj['metadata']['name']!r} is not a valid Kubernetes name")
+                raise WorkspaceError(
+                    f"profile {self.profile.slug!r}: {obj['kind']} name"
+                    f" {obj['metadata']['name']!r} is not a valid Kubernetes name"
+                )
 
 
 def init_resources(s: Settings) -> dict:
@@ -454,16 +553,24 @@ def network_policy_spec(s: Settings) -> dict:
     out, DNS, the hub and proxy, the user's own pods, and the internet except the cloud
     metadata endpoint (``egress_blocked_cidrs``).
     """
-    hub = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": s.hub_namespace}},
-           "podSelector": {"matchLabels": dict(s.hub_pod_labels)}}
+    hub = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": s.hub_namespace}},
+        "podSelector": {"matchLabels": dict(s.hub_pod_labels)},
+    }
     own = {"podSelector": {}}
     spec = {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [hub, own]}]}
     if s.network_policy_egress:
         dns = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
         egress = [dns, {"to": [hub, own]}]
-        internet = [{"ipBlock": {"cidr": cidr, "except": [b for b in s.egress_blocked_cidrs
-                                                           if _same_family(b, cidr)]}}
-                    for cidr in s.egress_allowed_cidrs]
+        internet = [
+            {
+                "ipBlock": {
+                    "cidr": cidr,
+                    "except": [b for b in s.egress_blocked_cidrs if _same_family(b, cidr)],
+                }
+            }
+            for cidr in s.egress_allowed_cidrs
+        ]
         for peer in internet:
             if not peer["ipBlock"]["except"]:
                 del peer["ipBlock"]["except"]
@@ -482,9 +589,12 @@ def _same_family(a: str, b: str) -> bool:
 def _stringify(spec: Any) -> Any:
     """Quantities as strings (YAML gives ``10`` for ``"10"``; Kubernetes wants strings)."""
     if isinstance(spec, dict):
-        return {k: _stringify(v) if k not in ("hard", "max", "min", "default", "defaultRequest",
-                                              "maxLimitRequestRatio")
-                else {r: str(q) for r, q in v.items()} for k, v in spec.items()}
+        return {
+            k: _stringify(v)
+            if k not in ("hard", "max", "min", "default", "defaultRequest", "maxLimitRequestRatio")
+            else {r: str(q) for r, q in v.items()}
+            for k, v in spec.items()
+        }
     if isinstance(spec, list):
         return [_stringify(v) for v in spec]
     return spec

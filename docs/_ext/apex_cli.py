@@ -91,9 +91,12 @@ def parser_markdown(title: str, parser: argparse.ArgumentParser, level: int = 2)
         lines += [_cell(parser.description), ""]
     usage = parser.format_usage().removeprefix("usage: ").strip()
     lines += ["```text", usage, "```", ""]
-    actions = [a for a in parser._actions
-               if not isinstance(a, (argparse._SubParsersAction, argparse._HelpAction))
-               and a.help != argparse.SUPPRESS]
+    actions = [
+        a
+        for a in parser._actions
+        if not isinstance(a, (argparse._SubParsersAction, argparse._HelpAction))
+        and a.help != argparse.SUPPRESS
+    ]
     if actions:
         lines += ["| argument | value | default | description |", "|---|---|---|---|"]
         lines += [_option_row(a) for a in actions]

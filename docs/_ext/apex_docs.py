@@ -11,15 +11,14 @@ from __future__ import annotations
 import posixpath
 from pathlib import Path
 
+import apex_cli
+import apex_schemas
+import apex_services
 from docutils import nodes
 from docutils.parsers.rst import directives
 from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
-
-import apex_cli
-import apex_schemas
-import apex_services
 
 SCHEMA_DIR = "schemas"
 
@@ -29,7 +28,9 @@ class _MarkdownDirective(SphinxDirective):
 
     def render(self, text: str) -> list[nodes.Node]:
         container = nodes.container()
-        self.state.nested_parse(StringList(text.splitlines()), self.content_offset, container, match_titles=True)
+        self.state.nested_parse(
+            StringList(text.splitlines()), self.content_offset, container, match_titles=True
+        )
         return container.children
 
 
@@ -93,15 +94,20 @@ class ConfigDirective(_MarkdownDirective):
         if inherited:
             rst.append(f"   :exclude-members: {', '.join(inherited)}")
         upstream = self.options.get("upstream", "its base classes")
-        text = "\n".join([
-            "```{eval-rst}", *rst, "```", "",
-            "(inherited-options)=",
-            "## Inherited options",
-            "",
-            f"Options inherited unchanged from {upstream}; they are documented there:",
-            "",
-            ", ".join(f"`{n}`" for n in inherited) + ".",
-        ])
+        text = "\n".join(
+            [
+                "```{eval-rst}",
+                *rst,
+                "```",
+                "",
+                "(inherited-options)=",
+                "## Inherited options",
+                "",
+                f"Options inherited unchanged from {upstream}; they are documented there:",
+                "",
+                ", ".join(f"`{n}`" for n in inherited) + ".",
+            ]
+        )
         return self.render(text)
 
 

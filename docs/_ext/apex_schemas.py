@@ -27,8 +27,11 @@ _DURATION = {
     ],
     "default": None,
 }
-_NO_SCHEDULE = {"type": "string", "enum": ["never", "none", "off"],
-                "description": "no scheduled shutdown in this section"}
+_NO_SCHEDULE = {
+    "type": "string",
+    "enum": ["never", "none", "off"],
+    "description": "no scheduled shutdown in this section",
+}
 
 
 def _input_forms() -> dict:
@@ -37,17 +40,29 @@ def _input_forms() -> dict:
 
     return {
         fields._scalar_to_str: {"type": ["string", "number", "boolean"]},
-        quantities.check_quantity: {"type": ["string", "number"],
-                                    "description": "a Kubernetes quantity such as 1, '10Gi' or '500m'"},
-        quantities.check_memory: {"type": ["string", "integer"],
-                                  "description": "bytes, or a size such as '4G' or '512Mi' (K/M/G/T are powers of 1024)"},
-        quantities.check_cpu: {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}],
-                               "description": "cores, e.g. 0.5, or millicores such as '500m'"},
-        fields._file_mode: {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 0o777},
-                                      {"type": "string", "pattern": "^(0o)?[0-7]{1,4}$"}],
-                            "description": "an octal file mode such as 0644"},
-        fields._session_mode: {"enum": ["on-demand", "always-on", "off", False],
-                               "description": "on-demand, always-on or off (YAML reads a bare off as false)"},
+        quantities.check_quantity: {
+            "type": ["string", "number"],
+            "description": "a Kubernetes quantity such as 1, '10Gi' or '500m'",
+        },
+        quantities.check_memory: {
+            "type": ["string", "integer"],
+            "description": "bytes, or a size such as '4G' or '512Mi' (K/M/G/T are powers of 1024)",
+        },
+        quantities.check_cpu: {
+            "anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}],
+            "description": "cores, e.g. 0.5, or millicores such as '500m'",
+        },
+        fields._file_mode: {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": 0o777},
+                {"type": "string", "pattern": "^(0o)?[0-7]{1,4}$"},
+            ],
+            "description": "an octal file mode such as 0644",
+        },
+        fields._session_mode: {
+            "enum": ["on-demand", "always-on", "off", False],
+            "description": "on-demand, always-on or off (YAML reads a bare off as false)",
+        },
     }
 
 
@@ -79,13 +94,21 @@ def _clean(node: Any) -> Any:
 
 
 def _model_schema(model) -> dict:
-    return _clean(model.model_json_schema(mode="validation", ref_template="#/$defs/{model}",
-                                          schema_generator=_input_generator()))
+    return _clean(
+        model.model_json_schema(
+            mode="validation", ref_template="#/$defs/{model}", schema_generator=_input_generator()
+        )
+    )
 
 
 def _describe(schema: dict, title: str, description: str, file_id: str) -> dict:
-    return {"$schema": SCHEMA_DIALECT, "$id": BASE_ID + file_id, "title": title,
-            "description": description, **schema}
+    return {
+        "$schema": SCHEMA_DIALECT,
+        "$id": BASE_ID + file_id,
+        "title": title,
+        "description": description,
+        **schema,
+    }
 
 
 def catalogue_schema() -> dict:
@@ -98,8 +121,10 @@ def catalogue_schema() -> dict:
     defaults = copy.deepcopy(profile)
     defaults.pop("required", None)
     defaults["title"] = "ProfileDefaults"
-    defaults["description"] = ("Fields merged into every profile (mappings key by key, named lists by"
-                               " name, anything else replaced by the profile's own value).")
+    defaults["description"] = (
+        "Fields merged into every profile (mappings key by key, named lists by"
+        " name, anything else replaced by the profile's own value)."
+    )
     defs["Profile"] = profile
     defs["ProfileDefaults"] = defaults
     top = {
@@ -107,21 +132,30 @@ def catalogue_schema() -> dict:
         "additionalProperties": False,
         "required": ["profiles"],
         "properties": {
-            "profiles": {"type": "array", "items": {"$ref": "#/$defs/Profile"},
-                         "description": "The profiles, in the order the spawn page shows them."},
-            "defaults": {"$ref": "#/$defs/ProfileDefaults",
-                         "description": "Profile fields merged into every profile."},
+            "profiles": {
+                "type": "array",
+                "items": {"$ref": "#/$defs/Profile"},
+                "description": "The profiles, in the order the spawn page shows them.",
+            },
+            "defaults": {
+                "$ref": "#/$defs/ProfileDefaults",
+                "description": "Profile fields merged into every profile.",
+            },
             "allow_security_overrides": {
-                "type": "boolean", "default": False,
+                "type": "boolean",
+                "default": False,
                 "description": "Let profiles set security_context and security-relevant overrides.",
             },
         },
         "$defs": defs,
     }
     assert set(top["properties"]) == set(TOP_LEVEL_FIELDS), "catalogue top-level fields changed"
-    return _describe(top, "apex-hub profiles catalogue",
-                     "The profiles catalogue read by APExSpawner (profiles_file).",
-                     "catalogue.schema.json")
+    return _describe(
+        top,
+        "apex-hub profiles catalogue",
+        "The profiles catalogue read by APExSpawner (profiles_file).",
+        "catalogue.schema.json",
+    )
 
 
 def culling_policy_schema() -> dict:
@@ -134,9 +168,12 @@ def culling_policy_schema() -> dict:
         rule["properties"][name] = {**_DURATION, "title": rule["properties"][name].get("title", name)}
     schedule = rule["properties"]["schedule"]
     schedule["anyOf"] = [*schedule["anyOf"], _NO_SCHEDULE]
-    return _describe(schema, "apex-hub culling and session policy",
-                     "The policy file of the culling service (apex_hub.services.culler).",
-                     "culling-policy.schema.json")
+    return _describe(
+        schema,
+        "apex-hub culling and session policy",
+        "The policy file of the culling service (apex_hub.services.culler).",
+        "culling-policy.schema.json",
+    )
 
 
 def quotas_schema() -> dict:
@@ -147,28 +184,44 @@ def quotas_schema() -> dict:
         "type": "object",
         "minProperties": 1,
         "additionalProperties": False,
-        "properties": {metric: {"type": "number", "minimum": 0, "description": f"budget in {unit}"}
-                       for metric, unit in METRICS.items()},
+        "properties": {
+            metric: {"type": "number", "minimum": 0, "description": f"budget in {unit}"}
+            for metric, unit in METRICS.items()
+        },
         "description": "Budgets per metric, e.g. {cpu_hours: 500}.",
     }
     schema = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "period": {"enum": list(PERIODS), "default": "month",
-                       "description": "UTC calendar period the budgets apply to (week: from Monday)."},
-            "groups": {"type": "object", "additionalProperties": {"$ref": "#/$defs/Budget"},
-                       "description": "Budgets of the sessions charged to each group (all members together)."},
-            "users": {"type": "object", "additionalProperties": {"$ref": "#/$defs/Budget"},
-                      "description": "Budgets of each user's own sessions."},
-            "default": {"$ref": "#/$defs/Budget",
-                        "description": "Budget of users with no budget of their own."},
+            "period": {
+                "enum": list(PERIODS),
+                "default": "month",
+                "description": "UTC calendar period the budgets apply to (week: from Monday).",
+            },
+            "groups": {
+                "type": "object",
+                "additionalProperties": {"$ref": "#/$defs/Budget"},
+                "description": "Budgets of the sessions charged to each group (all members together).",
+            },
+            "users": {
+                "type": "object",
+                "additionalProperties": {"$ref": "#/$defs/Budget"},
+                "description": "Budgets of each user's own sessions.",
+            },
+            "default": {
+                "$ref": "#/$defs/Budget",
+                "description": "Budget of users with no budget of their own.",
+            },
         },
         "$defs": {"Budget": budget},
     }
-    return _describe(schema, "apex-hub quotas",
-                     "The quota file of the accounting service (apex_hub.services.accounting).",
-                     "quotas.schema.json")
+    return _describe(
+        schema,
+        "apex-hub quotas",
+        "The quota file of the accounting service (apex_hub.services.accounting).",
+        "quotas.schema.json",
+    )
 
 
 SCHEMAS = {
@@ -233,8 +286,10 @@ def _object_table(name: str, obj: dict, prefix: str) -> list[str]:
     lines += ["| field | type | default | description |", "|---|---|---|---|"]
     for field, prop in props.items():
         req = " (required)" if field in required else ""
-        lines.append(f"| `{field}`{req} | {_cell(_type_of(prop, prefix))} | {_cell(_default(prop))} "
-                     f"| {_cell(prop.get('description', ''))} |")
+        lines.append(
+            f"| `{field}`{req} | {_cell(_type_of(prop, prefix))} | {_cell(_default(prop))} "
+            f"| {_cell(prop.get('description', ''))} |"
+        )
     return lines + [""]
 
 

@@ -37,13 +37,17 @@ def roles_markdown() -> str:
         always_on = Path(tmp) / "always-on.yaml"
         always_on.write_text("defaults: {session_mode: always-on}\n")
         smallest = _roles({"policy": str(data / "culling.yaml"), "profiles_file": ""}, {})
-        full = _roles({"policy": str(always_on), "profiles_file": ""},
-                      {"quotas": str(data / "quotas.yaml"), "quota_stop": True})
+        full = _roles(
+            {"policy": str(always_on), "profiles_file": ""},
+            {"quotas": str(data / "quotas.yaml"), "quota_stop": True},
+        )
     lines = ["| role | given to | scopes | description |", "|---|---|---|---|"]
     for name, role in full.items():
         base = smallest.get(name, {}).get("scopes", [])
-        scopes = [f"`{s}`" if s in base else f"`{s}` ({FULL_OPTIONS_NOTE.get(name, 'with more options')})"
-                  for s in role.get("scopes", [])]
+        scopes = [
+            f"`{s}`" if s in base else f"`{s}` ({FULL_OPTIONS_NOTE.get(name, 'with more options')})"
+            for s in role.get("scopes", [])
+        ]
         who = ", ".join(role.get("services", [])) or ", ".join(role.get("users", [])) or "every user"
         lines.append(f"| `{name}` | {who} | {', '.join(scopes)} | {role.get('description', '')} |")
     return "\n".join(lines) + "\n"

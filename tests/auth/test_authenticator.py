@@ -19,8 +19,9 @@ pytestmark = [pytest.mark.process, pytest.mark.asyncio(loop_scope="module")]
 
 
 def authenticator(idp, **options) -> APExOIDCAuthenticator:
-    return APExOIDCAuthenticator(oidc_issuer=idp.issuer, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
-                                 userdata_url="", **options)
+    return APExOIDCAuthenticator(
+        oidc_issuer=idp.issuer, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, userdata_url="", **options
+    )
 
 
 async def test_presets_fill_what_is_not_configured():
@@ -39,8 +40,13 @@ async def test_presets_fill_what_is_not_configured():
 
 async def test_a_real_login_becomes_an_auth_model_with_ordered_groups(idp):
     tokens = await code_flow_tokens(idp, "alice", "alice-pw", nonce="n-1")
-    auth = authenticator(idp, provider_preset="egi-checkin", username_claim="preferred_username",
-                         group_claims=["groups"], allowed_groups={"students", "vo.apex.esa.int"})
+    auth = authenticator(
+        idp,
+        provider_preset="egi-checkin",
+        username_claim="preferred_username",
+        group_claims=["groups"],
+        allowed_groups={"students", "vo.apex.esa.int"},
+    )
     nonce = _expected_nonce.set("n-1")
     try:
         model = await auth._token_to_auth_model(tokens)
@@ -54,16 +60,27 @@ async def test_a_real_login_becomes_an_auth_model_with_ordered_groups(idp):
     assert abs(state["expires_at"] - (time.time() + int(tokens["expires_in"]))) < 30
 
 
-@pytest.mark.parametrize("tamper, message", [
-    (lambda t, idp: {**t, "id_token": _resigned(t["id_token"], idp, aud="another-client")},
-     "Login refused: the ID token is not meant for this hub"),
-    (lambda t, idp: {**t, "id_token": _resigned(t["id_token"], idp, exp=int(time.time()) - 600)},
-     "Login refused: the ID token has expired"),
-    (lambda t, idp: {**t, "id_token": t["id_token"][:-8] + "AAAAAAAA"},
-     "Login refused: the ID token's signature does not verify"),
-    (lambda t, idp: {k: v for k, v in t.items() if k != "id_token"},
-     "Login refused: the provider returned no ID token"),
-])
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (
+            lambda t, idp: {**t, "id_token": _resigned(t["id_token"], idp, aud="another-client")},
+            "Login refused: the ID token is not meant for this hub",
+        ),
+        (
+            lambda t, idp: {**t, "id_token": _resigned(t["id_token"], idp, exp=int(time.time()) - 600)},
+            "Login refused: the ID token has expired",
+        ),
+        (
+            lambda t, idp: {**t, "id_token": t["id_token"][:-8] + "AAAAAAAA"},
+            "Login refused: the ID token's signature does not verify",
+        ),
+        (
+            lambda t, idp: {k: v for k, v in t.items() if k != "id_token"},
+            "Login refused: the provider returned no ID token",
+        ),
+    ],
+)
 async def test_bad_id_tokens_refuse_the_login_with_a_log_line(idp, caplog, tamper, message):
     tokens = await code_flow_tokens(idp, "bob", "bob-pw", nonce="n-2")
     auth = authenticator(idp)
@@ -128,7 +145,9 @@ async def test_access_token_expiry():
 def _resigned(token: str, idp, **changes) -> str:
     claims = jwt.decode(token, options={"verify_signature": False})
     key = idp.private_jwks["keys"][0]
-    return jwt.encode({**claims, **changes}, jwt.PyJWK(key).key, algorithm="RS256", headers={"kid": key["kid"]})
+    return jwt.encode(
+        {**claims, **changes}, jwt.PyJWK(key).key, algorithm="RS256", headers={"kid": key["kid"]}
+    )
 
 
 async def test_refresh_locks_are_shared_while_held_and_not_kept_forever():
@@ -147,7 +166,7 @@ async def test_refresh_locks_are_shared_while_held_and_not_kept_forever():
 
     await asyncio.gather(refresh("alice", "a1"), refresh("alice", "a2"), refresh("bob", "b"))
     assert order.index("a1 out") < order.index("a2 in")  # alice's two refreshes never overlap
-    assert order.index("b in") < order.index("a1 out")   # bob does not wait for alice
+    assert order.index("b in") < order.index("a1 out")  # bob does not wait for alice
     for n in range(1000):
         async with authenticator._lock(f"user-{n}"):
             pass

@@ -24,8 +24,8 @@ from tests.helpers.hub import HubProcess, apex_hub_config
 from tests.helpers.oidc import CLIENT_ID, CLIENT_SECRET, grant_lines, make_idp, skip_without_idp
 
 pytestmark = [pytest.mark.process, pytest.mark.asyncio(loop_scope="module")]
-ACCESS_TTL = 16      # seconds an access token lives at the provider
-LEEWAY = 10          # the hub refreshes when fewer seconds than this remain (6 s after a login)
+ACCESS_TTL = 16  # seconds an access token lives at the provider
+LEEWAY = 10  # the hub refreshes when fewer seconds than this remain (6 s after a login)
 NEVER = "http://never.invalid/"  # follow every redirect to the last page
 TOKEN_DIR = "/home/jovyan/oidc"  # under the server's root so the contents API can read it
 
@@ -62,14 +62,23 @@ async def env(tmp_path_factory):
     skip_without_idp()
     work = tmp_path_factory.mktemp("oidc-hub")
     profiles = work / "profiles.yml"
-    profiles.write_text(yaml.safe_dump({"profiles": [
-        {"slug": "lab", "display_name": "JupyterLab", "default": True},
-        {"slug": "large", "display_name": "Large", "groups": ["apex-large"]}]}))
+    profiles.write_text(
+        yaml.safe_dump(
+            {
+                "profiles": [
+                    {"slug": "lab", "display_name": "JupyterLab", "default": True},
+                    {"slug": "large", "display_name": "Large", "groups": ["apex-large"]},
+                ]
+            }
+        )
+    )
     async with KubeSim(kubelet="process", workdir=work / "sim") as sim:
         hub = HubProcess(work / "hub", "")
         idp = make_idp(hub.url, access_token_ttl=ACCESS_TTL, id_token_ttl=300, workdir=work / "idp")
         await idp.start()
-        hub.config = apex_hub_config(sim.url, str(profiles)) + f"""
+        hub.config = (
+            apex_hub_config(sim.url, str(profiles))
+            + f"""
 c.JupyterHub.load_roles[0]["scopes"].append("admin:auth_state")
 from apex_hub.auth import configure
 configure(c, oidc_issuer="{idp.issuer}", client_id="{CLIENT_ID}", client_secret="{CLIENT_SECRET}",
@@ -80,6 +89,7 @@ c.Authenticator.auth_refresh_age = 1
 c.APExSpawner.workspace_volume = {{"name": "workspace", "size": "1Gi", "mount_path": "/home/jovyan"}}
 c.APExSpawner.oidc_token_mount_path = "{TOKEN_DIR}"
 """
+        )
         hub.env = {"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32), "KUBECONFIG": sim.kubeconfig_path}
         try:
             async with hub:
@@ -109,10 +119,13 @@ async def test_admin_group_makes_an_admin(env):
     assert (await env.model("bob"))["admin"] is True
 
 
-@pytest.mark.parametrize("user, message", [
-    ("eve", "Sorry"),  # not in an allowed group: JupyterHub's 403 page
-    ("service-account-robot", "service accounts cannot log in"),
-])
+@pytest.mark.parametrize(
+    "user, message",
+    [
+        ("eve", "Sorry"),  # not in an allowed group: JupyterHub's 403 page
+        ("service-account-robot", "service accounts cannot log in"),
+    ],
+)
 async def test_refused_logins(env, user, message):
     async with env.browser() as http:
         _, resp = await env.login(http, user)
@@ -138,7 +151,9 @@ async def test_refresh_before_expiry_rotates_the_refresh_token(env):
     assert after["access_token"] != before["access_token"]
     assert after["refresh_token"] != before["refresh_token"]  # rotated by the provider
     assert after["expires_at"] > before["expires_at"]
-    assert [line for line in grant_lines(env.idp, "refresh_token") if "sub=carol" in line and line.endswith("ok")]
+    assert [
+        line for line in grant_lines(env.idp, "refresh_token") if "sub=carol" in line and line.endswith("ok")
+    ]
 
 
 async def test_concurrent_requests_refresh_once(env):
@@ -163,10 +178,16 @@ async def test_revoked_refresh_token_means_a_new_login(env):
     async with env.browser() as http:
         await env.login(http, "carol")
         state = await env.auth_state("carol")
-        meta = (await (await http.get(env.idp.discovery_url)).json())
-        async with http.post(meta["revocation_endpoint"], data={
-                "token": state["refresh_token"], "token_type_hint": "refresh_token",
-                "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}) as r:
+        meta = await (await http.get(env.idp.discovery_url)).json()
+        async with http.post(
+            meta["revocation_endpoint"],
+            data={
+                "token": state["refresh_token"],
+                "token_type_hint": "refresh_token",
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+            },
+        ) as r:
             assert r.status == 200
         await env.wait_until_near_expiry("carol")
         async with http.get(f"{env.hub.url}/hub/home", allow_redirects=False) as r:
@@ -188,7 +209,9 @@ async def test_the_token_file_in_the_pod_follows_refreshes(env):
     await env.hub.wait_ready("alice", timeout=90)
 
     async def token_file() -> str | None:
-        status, text = await env.hub.request("GET", "/user/alice/api/contents/oidc/access_token?content=1&format=text&type=file")
+        status, text = await env.hub.request(
+            "GET", "/user/alice/api/contents/oidc/access_token?content=1&format=text&type=file"
+        )
         return (yaml.safe_load(text) or {}).get("content") if status == 200 else None
 
     first = (await env.auth_state("alice"))["access_token"]
@@ -267,10 +290,16 @@ async def test_logout_revokes_and_ends_the_provider_session(env):
         state = await env.auth_state("bob")
         url, resp = await submit_form(http, f"{env.hub.url}/hub/logout", f"{env.hub.url}/hub/login")
         assert resp is None, (url, resp and resp.status)  # back at the hub's login page, via the provider
-        meta = (await (await http.get(env.idp.discovery_url)).json())
-        async with http.post(meta["token_endpoint"], data={
-                "grant_type": "refresh_token", "refresh_token": state["refresh_token"],
-                "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}) as r:
+        meta = await (await http.get(env.idp.discovery_url)).json()
+        async with http.post(
+            meta["token_endpoint"],
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": state["refresh_token"],
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+            },
+        ) as r:
             assert r.status == 400 and (await r.json())["error"] == "invalid_grant"
         # the provider session is over: the next login asks for the password again
         url, resp = await follow_login_page(http, env)
@@ -280,6 +309,7 @@ async def test_logout_revokes_and_ends_the_provider_session(env):
 
 async def follow_login_page(http, env):
     from apex_hub.localidp import follow_until
+
     return await follow_until(http, "GET", f"{env.hub.url}/hub/oauth_login", NEVER)
 
 
@@ -305,4 +335,6 @@ async def test_a_spent_authorization_code_with_a_fresh_state_is_a_clear_400_and_
             assert spent not in page
     log = env.hub.log()
     assert "did not accept the authorization code" in log
-    assert spent not in log and "Traceback" not in log.split("did not accept the authorization code")[-1][:2000]
+    assert (
+        spent not in log and "Traceback" not in log.split("did not accept the authorization code")[-1][:2000]
+    )

@@ -39,8 +39,15 @@ def mint(idp, claims: dict, key: dict | None = None, kid: str | None = None, **o
     jwk = key or idp.private_jwks["keys"][0]
     signing = jwt.PyJWK(jwk)
     now = int(time.time())
-    body = {"iss": idp.issuer, "aud": CLIENT_ID, "sub": "alice", "iat": now, "exp": now + 300,
-            "nonce": "n-1", **claims}
+    body = {
+        "iss": idp.issuer,
+        "aud": CLIENT_ID,
+        "sub": "alice",
+        "iat": now,
+        "exp": now + 300,
+        "nonce": "n-1",
+        **claims,
+    }
     body.update(overrides)
     return jwt.encode(body, signing.key, algorithm="RS256", headers={"kid": kid or jwk["kid"]})
 
@@ -60,14 +67,17 @@ async def test_a_real_login_token_verifies_with_its_claims(idp):
     assert len(fetch.calls) == before
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200}, "has expired"),
-    ({"aud": "someone-else"}, "not meant for this hub"),
-    ({"iss": "http://127.0.0.1:1/evil"}, "was not issued by"),
-    ({"nonce": "n-other"}, "nonce does not match"),
-    ({"aud": [CLIENT_ID, "other"], "azp": "other"}, "several audiences"),
-    ({"iat": int(time.time()) + 3600}, "not valid yet"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200}, "has expired"),
+        ({"aud": "someone-else"}, "not meant for this hub"),
+        ({"iss": "http://127.0.0.1:1/evil"}, "was not issued by"),
+        ({"nonce": "n-other"}, "nonce does not match"),
+        ({"aud": [CLIENT_ID, "other"], "azp": "other"}, "several audiences"),
+        ({"iat": int(time.time()) + 3600}, "not valid yet"),
+    ],
+)
 async def test_altered_tokens_are_refused(idp, overrides, message):
     token = mint(idp, {}, **overrides)
     with pytest.raises(TokenRejected, match=message):
@@ -77,13 +87,18 @@ async def test_altered_tokens_are_refused(idp, overrides, message):
 async def test_forged_signature_is_refused(idp):
     impostor = generate_jwks(kid=idp.private_jwks["keys"][0]["kid"])["keys"][0]  # same kid, other key
     with pytest.raises(TokenRejected, match="signature does not verify"):
-        await verify_id_token(mint(idp, {}, key=impostor), Provider(idp.issuer, Counting()), CLIENT_ID, nonce="n-1")
+        await verify_id_token(
+            mint(idp, {}, key=impostor), Provider(idp.issuer, Counting()), CLIENT_ID, nonce="n-1"
+        )
 
 
 async def test_unsigned_and_symmetric_tokens_are_refused(idp):
     none_token = jwt.encode({"iss": idp.issuer, "aud": CLIENT_ID, "sub": "alice"}, None, algorithm="none")
-    hs_token = jwt.encode({"iss": idp.issuer, "aud": CLIENT_ID, "sub": "alice"}, "s3cret-for-tests-but-long-enough-32b",
-                          algorithm="HS256")
+    hs_token = jwt.encode(
+        {"iss": idp.issuer, "aud": CLIENT_ID, "sub": "alice"},
+        "s3cret-for-tests-but-long-enough-32b",
+        algorithm="HS256",
+    )
     for token in (none_token, hs_token, "not-a-jwt", ""):
         with pytest.raises(TokenRejected):
             await verify_id_token(token, Provider(idp.issuer, Counting()), CLIENT_ID)

@@ -99,16 +99,22 @@ async def authorize_url(http, idp, scope="openid offline_access"):
     verifier, challenge = pkce_pair()
     state, nonce = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     meta = await discovery(http, idp)
-    url = meta["authorization_endpoint"] + "?" + urlencode({
-        "response_type": "code",
-        "client_id": CLIENT_ID,
-        "redirect_uri": CALLBACK,
-        "scope": scope,
-        "state": state,
-        "nonce": nonce,
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-    })
+    url = (
+        meta["authorization_endpoint"]
+        + "?"
+        + urlencode(
+            {
+                "response_type": "code",
+                "client_id": CLIENT_ID,
+                "redirect_uri": CALLBACK,
+                "scope": scope,
+                "state": state,
+                "nonce": nonce,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
+        )
+    )
     return url, verifier, state, nonce
 
 
@@ -180,7 +186,9 @@ async def test_code_flow_with_pkce(idp, http):
     for name, value in ALICE_CLAIMS.items():
         assert claims[name] == value, name
 
-    async with http.get(meta["userinfo_endpoint"], headers={"Authorization": f"Bearer {body['access_token']}"}) as r:
+    async with http.get(
+        meta["userinfo_endpoint"], headers={"Authorization": f"Bearer {body['access_token']}"}
+    ) as r:
         assert r.status == 200
         info = await r.json()
     assert info["sub"] == "alice"
@@ -255,7 +263,9 @@ async def test_no_rotation_when_disabled(http):
     async with make_idp(rotate_refresh_tokens=False) as idp:
         body, _ = await tokens_for_alice(http, idp)
         for _ in range(2):
-            status, out = await token(http, idp, grant_type="refresh_token", refresh_token=body["refresh_token"])
+            status, out = await token(
+                http, idp, grant_type="refresh_token", refresh_token=body["refresh_token"]
+            )
             assert status == 200, out
             assert out["refresh_token"] == body["refresh_token"]
 
@@ -306,11 +316,17 @@ async def test_restart_with_new_keys(idp, http):
 async def test_end_session(idp, http):
     body, _ = await tokens_for_alice(http, idp)
     meta = await discovery(http, idp)
-    url = meta["end_session_endpoint"] + "?" + urlencode({
-        "id_token_hint": body["id_token"],
-        "post_logout_redirect_uri": AFTER_LOGOUT,
-        "state": "bye",
-    })
+    url = (
+        meta["end_session_endpoint"]
+        + "?"
+        + urlencode(
+            {
+                "id_token_hint": body["id_token"],
+                "post_logout_redirect_uri": AFTER_LOGOUT,
+                "state": "bye",
+            }
+        )
+    )
     # the page: one auto-submitting form with hidden xsrf and logout=yes
     async with http.get(url) as r:
         page = await r.text()
@@ -367,7 +383,9 @@ def test_start_failure_reports_the_log(tmp_path):
 
 
 def test_invalid_client_metadata_fails_the_start(tmp_path):
-    idp = LocalIdP(users=[], clients=[{"client_id": "c", "client_secret": "s", "redirect_uris": []}], workdir=tmp_path)
+    idp = LocalIdP(
+        users=[], clients=[{"client_id": "c", "client_secret": "s", "redirect_uris": []}], workdir=tmp_path
+    )
     with pytest.raises(LocalIdPError, match="client c: .*redirect_uris"):
         idp.start_sync()
     assert idp.pid is None

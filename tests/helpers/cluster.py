@@ -38,13 +38,26 @@ def chart_hub_rbac(namespace: str = HUB_NAMESPACE) -> list[dict]:
     """
     meta = {"name": "hub", "namespace": namespace, "labels": {"app": "jupyterhub", "component": "hub"}}
     return [
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": dict(meta), "rules": [
-            {"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims", "secrets", "services"],
-             "verbs": ["get", "watch", "list", "create", "delete"]},
-            {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": dict(meta),
-         "subjects": [{"kind": "ServiceAccount", "name": HUB_SERVICE_ACCOUNT, "namespace": namespace}],
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hub"}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": dict(meta),
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["pods", "persistentvolumeclaims", "secrets", "services"],
+                    "verbs": ["get", "watch", "list", "create", "delete"],
+                },
+                {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": dict(meta),
+            "subjects": [{"kind": "ServiceAccount", "name": HUB_SERVICE_ACCOUNT, "namespace": namespace}],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hub"},
+        },
     ]
 
 
@@ -106,13 +119,20 @@ class Cluster:
         async with await self.admin_client() as api:
             kube = Kube(api, log, retry_timeout=60)
             await kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": HUB_NAMESPACE}})
-            await kube.apply({"apiVersion": "v1", "kind": "ServiceAccount",
-                              "metadata": {"name": HUB_SERVICE_ACCOUNT, "namespace": HUB_NAMESPACE}})
+            await kube.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {"name": HUB_SERVICE_ACCOUNT, "namespace": HUB_NAMESPACE},
+                }
+            )
             for doc in chart_hub_rbac() + helm_manifests("rbac.yaml", "admission-policy.yaml"):
                 await kube.apply(doc)
             token = await client.CoreV1Api(api).create_namespaced_service_account_token(
-                HUB_SERVICE_ACCOUNT, HUB_NAMESPACE,
-                {"spec": {"audiences": None, "expirationSeconds": TOKEN_SECONDS}})
+                HUB_SERVICE_ACCOUNT,
+                HUB_NAMESPACE,
+                {"spec": {"audiences": None, "expirationSeconds": TOKEN_SECONDS}},
+            )
         self._write_hub_kubeconfig(token.status.token)
         await self._wait_for_controllers()
         await self._wait_for_policy()
@@ -133,8 +153,10 @@ class Cluster:
                         break
                     except ApiException as e:
                         if e.status != 404 or time.monotonic() > deadline:
-                            raise RuntimeError(f"no default ServiceAccount in {namespace}: is the controller"
-                                               " manager running?") from e
+                            raise RuntimeError(
+                                f"no default ServiceAccount in {namespace}: is the controller"
+                                " manager running?"
+                            ) from e
                     await asyncio.sleep(0.5)
 
     async def _wait_for_policy(self, timeout: float = 120) -> None:
@@ -151,9 +173,18 @@ class Cluster:
             while True:
                 try:
                     await api.call_api(
-                        path, "PATCH", query_params=[("dryRun", "All")], body={"metadata": {"labels": {"x": "y"}}},
-                        header_params={"Content-Type": "application/merge-patch+json", "Accept": "application/json"},
-                        auth_settings=["BearerToken"], _preload_content=True, response_types_map={})
+                        path,
+                        "PATCH",
+                        query_params=[("dryRun", "All")],
+                        body={"metadata": {"labels": {"x": "y"}}},
+                        header_params={
+                            "Content-Type": "application/merge-patch+json",
+                            "Accept": "application/json",
+                        },
+                        auth_settings=["BearerToken"],
+                        _preload_content=True,
+                        response_types_map={},
+                    )
                     last = "the dry-run patch was allowed"
                 except ApiException as e:
                     if e.status == 403 and "apex-hub-confinement" in (e.body or ""):
@@ -162,18 +193,33 @@ class Cluster:
                         raise
                     last = e.body or str(e)
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the admission policy is not enforced after {timeout:.0f}s; last: {last}")
+                    raise RuntimeError(
+                        f"the admission policy is not enforced after {timeout:.0f}s; last: {last}"
+                    )
                 await asyncio.sleep(0.5)
 
     def _write_hub_kubeconfig(self, token: str) -> None:
         entry = copy.deepcopy(self._cluster_entry)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.hub_kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "preferences": {}, "clusters": [entry],
-            "users": [{"name": "hub", "user": {"token": token}}],
-            "contexts": [{"name": "hub", "context": {"cluster": entry["name"], "user": "hub",
-                                                     "namespace": HUB_NAMESPACE}}],
-            "current-context": "hub"}, sort_keys=False))
+        self.hub_kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "preferences": {},
+                    "clusters": [entry],
+                    "users": [{"name": "hub", "user": {"token": token}}],
+                    "contexts": [
+                        {
+                            "name": "hub",
+                            "context": {"cluster": entry["name"], "user": "hub", "namespace": HUB_NAMESPACE},
+                        }
+                    ],
+                    "current-context": "hub",
+                },
+                sort_keys=False,
+            )
+        )
         self.hub_kubeconfig.chmod(0o600)
 
     # -- test conveniences ------------------------------------------------------------------
@@ -214,20 +260,40 @@ class NodeProcess:
             from tests.helpers.controlplane import write_kubeconfig
 
             cert, key = cp.client_certificate("node", f"system:node:{self.name}", ("system:nodes",))
-            node = write_kubeconfig(self.workdir / "node.kubeconfig", cp.url, cp.ca_path, cert=cert, key=key,
-                                    user="node")
+            node = write_kubeconfig(
+                self.workdir / "node.kubeconfig", cp.url, cp.ca_path, cert=cert, key=key, user="node"
+            )
             cert, key = cp.client_certificate("scheduler", "system:kube-scheduler")
-            scheduler = write_kubeconfig(self.workdir / "scheduler.kubeconfig", cp.url, cp.ca_path, cert=cert,
-                                         key=key, user="scheduler")
+            scheduler = write_kubeconfig(
+                self.workdir / "scheduler.kubeconfig",
+                cp.url,
+                cp.ca_path,
+                cert=cert,
+                key=key,
+                user="scheduler",
+            )
             args += ["--kubeconfig", str(node), "--scheduler-kubeconfig", str(scheduler)]
         else:
-            args += ["--kubeconfig", str(cluster.admin_kubeconfig), "--name", "apex-kubesim-node",
-                     "--namespace-prefix", "apex-", "--taint", f"{KUBESIM_NODE_LABEL}=node:NoSchedule"]
+            args += [
+                "--kubeconfig",
+                str(cluster.admin_kubeconfig),
+                "--name",
+                "apex-kubesim-node",
+                "--namespace-prefix",
+                "apex-",
+                "--taint",
+                f"{KUBESIM_NODE_LABEL}=node:NoSchedule",
+            ]
             self.name = "apex-kubesim-node"
         self.log_path = self.workdir / "node.log"
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "apex_hub.kubesim.node", *args], stdout=out,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "apex_hub.kubesim.node", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def wait_ready(self, timeout: float = 120) -> None:
         import time

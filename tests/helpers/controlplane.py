@@ -33,8 +33,15 @@ BUILD_SCRIPT = REPO / "tests" / "controlplane" / "build.sh"
 NO_GO = 3  # build.sh's exit code when there is no Go toolchain
 #: Service ClusterIPs on loopback: no kube-proxy runs, but if anything ever dials one it stays on-host.
 SERVICE_CIDR = "127.0.100.0/24"
-ADMISSION_PLUGINS = ("NamespaceLifecycle", "ServiceAccount", "ResourceQuota", "LimitRanger", "PodSecurity",
-                     "NodeRestriction", "ValidatingAdmissionPolicy")
+ADMISSION_PLUGINS = (
+    "NamespaceLifecycle",
+    "ServiceAccount",
+    "ResourceQuota",
+    "LimitRanger",
+    "PodSecurity",
+    "NodeRestriction",
+    "ValidatingAdmissionPolicy",
+)
 READY_TIMEOUT = 180.0  # generous: two cores shared with other test runs
 
 
@@ -63,18 +70,22 @@ def free_port() -> int:
 
 # -- certificates ------------------------------------------------------------------------------
 
+
 def _key():
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def _pem_key(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _name(cn: str, orgs=()) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
-                     + [x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+        + [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    )
 
 
 class CertificateAuthority:
@@ -82,16 +93,21 @@ class CertificateAuthority:
 
     def __init__(self):
         self.key = _key()
-        now = datetime.datetime.now(datetime.timezone.utc)
-        self.cert = (x509.CertificateBuilder().subject_name(_name("apex-hub test CA"))
-                     .issuer_name(_name("apex-hub test CA")).public_key(self.key.public_key())
-                     .serial_number(x509.random_serial_number())
-                     .not_valid_before(now - datetime.timedelta(hours=1))
-                     .not_valid_after(now + datetime.timedelta(days=7))
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                     .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False),
-                                    critical=True)
-                     .sign(self.key, hashes.SHA256()))
+        now = datetime.datetime.now(datetime.UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name("apex-hub test CA"))
+            .issuer_name(_name("apex-hub test CA"))
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=7))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+            )
+            .sign(self.key, hashes.SHA256())
+        )
 
     @property
     def pem(self) -> bytes:
@@ -100,39 +116,77 @@ class CertificateAuthority:
     def issue(self, cn: str, orgs=(), *, server_names=(), server_ips=()) -> tuple[bytes, bytes]:
         """(certificate PEM, key PEM): a client certificate, or a serving one with SANs."""
         key = _key()
-        now = datetime.datetime.now(datetime.timezone.utc)
-        usage = x509.ExtendedKeyUsageOID.SERVER_AUTH if (server_names or server_ips) \
+        now = datetime.datetime.now(datetime.UTC)
+        usage = (
+            x509.ExtendedKeyUsageOID.SERVER_AUTH
+            if (server_names or server_ips)
             else x509.ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = (x509.CertificateBuilder().subject_name(_name(cn, orgs)).issuer_name(self.cert.subject)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(hours=1))
-                   .not_valid_after(now + datetime.timedelta(days=7))
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        )
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn, orgs))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=7))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
         if server_names or server_ips:
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName(n) for n in server_names]
-                + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]), critical=False)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName(n) for n in server_names]
+                    + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]
+                ),
+                critical=False,
+            )
         cert = builder.sign(self.key, hashes.SHA256())
         return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
 
 
-def write_kubeconfig(path: Path, url: str, ca_path: Path, *, cert: Path | None = None, key: Path | None = None,
-                     token: str | None = None, user: str = "admin", namespace: str = "default") -> Path:
+def write_kubeconfig(
+    path: Path,
+    url: str,
+    ca_path: Path,
+    *,
+    cert: Path | None = None,
+    key: Path | None = None,
+    token: str | None = None,
+    user: str = "admin",
+    namespace: str = "default",
+) -> Path:
     creds = {"token": token} if token else {"client-certificate": str(cert), "client-key": str(key)}
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "preferences": {},
-        "clusters": [{"name": "apex-controlplane", "cluster": {"server": url, "certificate-authority": str(ca_path)}}],
-        "users": [{"name": user, "user": creds}],
-        "contexts": [{"name": user, "context": {"cluster": "apex-controlplane", "user": user,
-                                                "namespace": namespace}}],
-        "current-context": user,
-    }, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "preferences": {},
+                "clusters": [
+                    {
+                        "name": "apex-controlplane",
+                        "cluster": {"server": url, "certificate-authority": str(ca_path)},
+                    }
+                ],
+                "users": [{"name": user, "user": creds}],
+                "contexts": [
+                    {
+                        "name": user,
+                        "context": {"cluster": "apex-controlplane", "user": user, "namespace": namespace},
+                    }
+                ],
+                "current-context": user,
+            },
+            sort_keys=False,
+        )
+    )
     path.chmod(0o600)
     return path
 
 
 # -- the processes ----------------------------------------------------------------------------
+
 
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager, started from ``bin_dir`` under ``workdir``."""
@@ -145,7 +199,7 @@ class ControlPlane:
         self.ca: CertificateAuthority | None = None
 
     @classmethod
-    def build_and_start(cls, workdir: Path) -> "ControlPlane":
+    def build_and_start(cls, workdir: Path) -> ControlPlane:
         cp = cls(build(), workdir)
         try:
             cp.start()
@@ -182,35 +236,65 @@ class ControlPlane:
         self._make_pki()
         etcd_port, peer_port, self.port = free_port(), free_port(), free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
-        self._spawn("etcd", [
-            "--name=apex", f"--data-dir={self.workdir / 'etcd'}", f"--listen-client-urls={etcd_url}",
-            f"--advertise-client-urls={etcd_url}", f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-cluster=apex=http://127.0.0.1:{peer_port}", "--unsafe-no-fsync",
-            "--log-level=warn"])
+        self._spawn(
+            "etcd",
+            [
+                "--name=apex",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=apex=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
         self._wait(lambda: _http_ok(f"{etcd_url}/health"), "etcd")
         p = self.pki
-        self._spawn("kube-apiserver", [
-            f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-            f"--secure-port={self.port}", f"--tls-cert-file={p / 'apiserver.crt'}",
-            f"--tls-private-key-file={p / 'apiserver.key'}", f"--client-ca-file={self.ca_path}",
-            f"--service-account-key-file={p / 'sa.pub'}", f"--service-account-signing-key-file={p / 'sa.key'}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
-            f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
-            # the default reconciler would publish 127.0.0.1 in the "kubernetes" Endpoints, which
-            # validation refuses for loopback: nothing here needs that Service
-            "--endpoint-reconciler-type=none", f"--cert-dir={p}", "--profiling=false", "--v=1"])
+        self._spawn(
+            "kube-apiserver",
+            [
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.port}",
+                f"--tls-cert-file={p / 'apiserver.crt'}",
+                f"--tls-private-key-file={p / 'apiserver.key'}",
+                f"--client-ca-file={self.ca_path}",
+                f"--service-account-key-file={p / 'sa.pub'}",
+                f"--service-account-signing-key-file={p / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
+                # the default reconciler would publish 127.0.0.1 in the "kubernetes" Endpoints, which
+                # validation refuses for loopback: nothing here needs that Service
+                "--endpoint-reconciler-type=none",
+                f"--cert-dir={p}",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
         self._write_kubeconfigs()
         self._wait(self._ready, "kube-apiserver")
-        self._spawn("kube-controller-manager", [
-            f"--kubeconfig={self.workdir / 'controller-manager.kubeconfig'}",
-            f"--authentication-kubeconfig={self.workdir / 'controller-manager.kubeconfig'}",
-            f"--authorization-kubeconfig={self.workdir / 'controller-manager.kubeconfig'}",
-            "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
-            "--use-service-account-credentials=true", f"--root-ca-file={self.ca_path}",
-            f"--service-account-private-key-file={p / 'sa.key'}", f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--profiling=false", "--v=1"])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={self.workdir / 'controller-manager.kubeconfig'}",
+                f"--authentication-kubeconfig={self.workdir / 'controller-manager.kubeconfig'}",
+                f"--authorization-kubeconfig={self.workdir / 'controller-manager.kubeconfig'}",
+                "--bind-address=127.0.0.1",
+                "--secure-port=0",
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                f"--root-ca-file={self.ca_path}",
+                f"--service-account-private-key-file={p / 'sa.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
 
     def stop(self) -> None:
         """SIGTERM in reverse start order, SIGKILL after a grace period; no process left behind."""
@@ -227,7 +311,9 @@ class ControlPlane:
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}; last log lines:\n{self.log_tail(name)}")
+                raise RuntimeError(
+                    f"{name} exited with {proc.returncode}; last log lines:\n{self.log_tail(name)}"
+                )
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         try:
@@ -247,28 +333,50 @@ class ControlPlane:
         self.ca = CertificateAuthority()
         self._write("ca.crt", self.ca.pem)
         service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
-        cert, key = self.ca.issue("kube-apiserver", server_ips=("127.0.0.1", service_ip), server_names=(
-            "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local"))
+        cert, key = self.ca.issue(
+            "kube-apiserver",
+            server_ips=("127.0.0.1", service_ip),
+            server_names=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
+        )
         self._write("apiserver.crt", cert)
         self._write("apiserver.key", key)
         sa = _key()
         self._write("sa.key", _pem_key(sa))
-        self._write("sa.pub", sa.public_key().public_bytes(serialization.Encoding.PEM,
-                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
+        self._write(
+            "sa.pub",
+            sa.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+        )
         self.client_certificate("admin", "apex-admin", ("system:masters",))
         self.client_certificate("controller-manager", "system:kube-controller-manager")
 
     def _write_kubeconfigs(self) -> None:
         for name in ("admin", "controller-manager"):
-            write_kubeconfig(self.workdir / f"{name}.kubeconfig", self.url, self.ca_path,
-                             cert=self.pki / f"{name}.crt", key=self.pki / f"{name}.key", user=name)
+            write_kubeconfig(
+                self.workdir / f"{name}.kubeconfig",
+                self.url,
+                self.ca_path,
+                cert=self.pki / f"{name}.crt",
+                key=self.pki / f"{name}.key",
+                user=name,
+            )
 
     def _spawn(self, name: str, args: list[str]) -> None:
         with open(self.workdir / f"{name}.log", "ab") as out:
-            self.procs[name] = subprocess.Popen([str(self.bin_dir / name), *args], stdout=out,
-                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                start_new_session=True)
+            self.procs[name] = subprocess.Popen(
+                [str(self.bin_dir / name), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def _wait(self, ready, what: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -306,8 +414,10 @@ def main(argv=None) -> int:
     except ControlPlaneUnavailable as e:
         print(f"controlplane: {e}", file=sys.stderr)
         return NO_GO
-    print(f"Kubernetes {cp.version} at {cp.url}\nexport KUBECONFIG={cp.admin_kubeconfig}\nCtrl-C stops it.",
-          flush=True)
+    print(
+        f"Kubernetes {cp.version} at {cp.url}\nexport KUBECONFIG={cp.admin_kubeconfig}\nCtrl-C stops it.",
+        flush=True,
+    )
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
@@ -320,6 +430,7 @@ def main(argv=None) -> int:
         cp.stop()
         if not args.workdir:
             import shutil
+
             shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

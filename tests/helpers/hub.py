@@ -57,7 +57,7 @@ class HubProcess:
         path.write_text(textwrap.dedent(base) + textwrap.dedent(self.config))
         return path
 
-    async def start(self, timeout: float = 60) -> "HubProcess":
+    async def start(self, timeout: float = 60) -> HubProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self._config_file()
         env = {**os.environ, **self.env}
@@ -67,8 +67,17 @@ class HubProcess:
             raise RuntimeError("configurable-http-proxy not found: run scripts/setup.sh")
         self._log = open(self.log_path, "wb")
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "jupyterhub", "-f", str(config), cwd=self.workdir, env=env,
-            stdout=self._log, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+            sys.executable,
+            "-m",
+            "jupyterhub",
+            "-f",
+            str(config),
+            cwd=self.workdir,
+            env=env,
+            stdout=self._log,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
@@ -90,14 +99,20 @@ class HubProcess:
         headers = {"Authorization": f"token {self.token}"}
         async with aiohttp.ClientSession() as s:
             async with s.request(method, f"{self.url}/hub/api{path}", headers=headers, **kw) as r:
-                body = await r.json(content_type=None) if r.content_type == "application/json" else await r.text()
+                body = (
+                    await r.json(content_type=None)
+                    if r.content_type == "application/json"
+                    else await r.text()
+                )
                 return r.status, body
 
     async def request(self, method: str, path: str, **kw):
         """A request through the proxy (e.g. ``/user/alice/api/status``) with the tester's token."""
         headers = {"Authorization": f"token {self.token}"}
         async with aiohttp.ClientSession() as s:
-            async with s.request(method, f"{self.url}{path}", headers=headers, allow_redirects=False, **kw) as r:
+            async with s.request(
+                method, f"{self.url}{path}", headers=headers, allow_redirects=False, **kw
+            ) as r:
                 return r.status, await r.text()
 
     async def get(self, path: str, **kw):
@@ -109,10 +124,16 @@ class HubProcess:
         import re
 
         async with session.get(f"{self.url}/hub/login") as r:
-            xsrf = r.cookies["_xsrf"].value if "_xsrf" in r.cookies else \
-                re.search(r'name="_xsrf" value="([^"]+)"', await r.text()).group(1)
-        async with session.post(f"{self.url}/hub/login", data={"username": user, "password": password, "_xsrf": xsrf},
-                                allow_redirects=False) as r:
+            xsrf = (
+                r.cookies["_xsrf"].value
+                if "_xsrf" in r.cookies
+                else re.search(r'name="_xsrf" value="([^"]+)"', await r.text()).group(1)
+            )
+        async with session.post(
+            f"{self.url}/hub/login",
+            data={"username": user, "password": password, "_xsrf": xsrf},
+            allow_redirects=False,
+        ) as r:
             assert r.status == 302, await r.text()  # logged in
 
     async def wait_ready(self, user: str, server: str = "", timeout: float = 60) -> dict:
@@ -133,7 +154,7 @@ class HubProcess:
             self.proc.terminate()
             try:
                 await asyncio.wait_for(self.proc.wait(), 15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
         pidfile = self.workdir / "proxy.pid"
@@ -159,7 +180,9 @@ class HubProcess:
 ROOT_ARGS = ["--allow-root"] if os.geteuid() == 0 else []
 
 
-def apex_hub_config(sim_url: str, profiles: str, image: str = "quay.io/jupyterhub/k8s-singleuser-sample:4.0.0") -> str:
+def apex_hub_config(
+    sim_url: str, profiles: str, image: str = "quay.io/jupyterhub/k8s-singleuser-sample:4.0.0"
+) -> str:
     """Config lines for a hub with APExSpawner on a process-mode kubesim at ``sim_url``.
 
     Groups are made through the REST API (the tester gets ``admin:groups``); the kubelet runs pods as

@@ -32,19 +32,44 @@ class HubUser:
 CATALOGUE = {
     "defaults": {"cpu_guarantee": 0.1, "mem_guarantee": "256M"},
     "profiles": [
-        {"slug": "lab", "display_name": "JupyterLab", "default": True, "cpu_limit": 1,
-         "mem_limit": "1G",
-         "config_maps": [{"name": "bashrc", "key": ".bashrc", "mount_path": "/home/jovyan/.bashrc",
-                          "content": "export PS1='{username}@{namespace} $ '\n"}],
-         "env": {"APEX_PROFILE": "{profile}"}},
-        {"slug": "large", "display_name": "Large", "groups": ["apex-large"], "cpu_limit": 4,
-         "mem_limit": "8G"},
+        {
+            "slug": "lab",
+            "display_name": "JupyterLab",
+            "default": True,
+            "cpu_limit": 1,
+            "mem_limit": "1G",
+            "config_maps": [
+                {
+                    "name": "bashrc",
+                    "key": ".bashrc",
+                    "mount_path": "/home/jovyan/.bashrc",
+                    "content": "export PS1='{username}@{namespace} $ '\n",
+                }
+            ],
+            "env": {"APEX_PROFILE": "{profile}"},
+        },
+        {
+            "slug": "large",
+            "display_name": "Large",
+            "groups": ["apex-large"],
+            "cpu_limit": 4,
+            "mem_limit": "8G",
+        },
     ],
 }
 
 
-def make_spawner(sim, name="alice", uid=1, groups=(), catalogue=None, user_options=None,
-                 server_name="", kubespawner=None, **traits) -> APExSpawner:
+def make_spawner(
+    sim,
+    name="alice",
+    uid=1,
+    groups=(),
+    catalogue=None,
+    user_options=None,
+    server_name="",
+    kubespawner=None,
+    **traits,
+) -> APExSpawner:
     """An APExSpawner on ``sim``; ``traits`` go to ``c.APExSpawner``, ``kubespawner`` (a dict)
     to ``c.KubeSpawner`` (the section the Z2JH chart writes)."""
     c = Config()
@@ -61,9 +86,14 @@ def make_spawner(sim, name="alice", uid=1, groups=(), catalogue=None, user_optio
         setattr(c.APExSpawner, key, value)
     for key, value in (kubespawner or {}).items():
         setattr(c.KubeSpawner, key, value)
-    spawner = APExSpawner(hub=Hub(), user=HubUser(name, uid, groups), config=c, api_token="t",
-                          oauth_client_id="c",
-                           orm_spawner=SimpleNamespace(name=server_name, server=None) if server_name else None)
+    spawner = APExSpawner(
+        hub=Hub(),
+        user=HubUser(name, uid, groups),
+        config=c,
+        api_token="t",
+        oauth_client_id="c",
+        orm_spawner=SimpleNamespace(name=server_name, server=None) if server_name else None,
+    )
     spawner.user_options = dict(user_options or {})
     return spawner
 
@@ -105,9 +135,14 @@ async def seed_hub_secret(sim, name="apex-registry"):
     async with sim.api_client() as api:
         v1 = client.CoreV1Api(api)
         await v1.create_namespace({"metadata": {"name": "jhub"}})
-        await v1.create_namespaced_secret("jhub", {
-            "metadata": {"name": name}, "type": "kubernetes.io/dockerconfigjson",
-            "data": {".dockerconfigjson": "eyJhdXRocyI6e319"}})
+        await v1.create_namespaced_secret(
+            "jhub",
+            {
+                "metadata": {"name": name},
+                "type": "kubernetes.io/dockerconfigjson",
+                "data": {".dockerconfigjson": "eyJhdXRocyI6e319"},
+            },
+        )
 
 
 async def refused_start(spawner, caplog, status: int = 500) -> str:

@@ -49,8 +49,10 @@ CHART_DEFAULTS: dict[str, Any] = {
     "singleuser": {
         "profileList": [],
         "cloudMetadata": {"blockWithIptables": True, "ip": "169.254.169.254"},
-        "networkTools": {"image": {"name": "quay.io/jupyterhub/k8s-network-tools", "tag": CHART_VERSION},
-                         "resources": {}},
+        "networkTools": {
+            "image": {"name": "quay.io/jupyterhub/k8s-network-tools", "tag": CHART_VERSION},
+            "resources": {},
+        },
         "memory": {"limit": None, "guarantee": "1G"},
         "cpu": {"limit": None, "guarantee": None},
         "extraLabels": {"hub.jupyter.org/network-access-hub": "true"},
@@ -69,13 +71,28 @@ CHART_DEFAULTS: dict[str, Any] = {
         "extraContainers": [],
     },
     "scheduling": {"userScheduler": {"enabled": True}, "podPriority": {"enabled": False}},
-    "cull": {"enabled": True, "users": False, "adminUsers": True, "removeNamedServers": False,
-             "timeout": 3600, "every": 600, "concurrency": 10, "maxAge": 0},
+    "cull": {
+        "enabled": True,
+        "users": False,
+        "adminUsers": True,
+        "removeNamedServers": False,
+        "timeout": 3600,
+        "every": 600,
+        "concurrency": 10,
+        "maxAge": 0,
+    },
     "debug": {"enabled": False},
 }
 
-UNMODELLED = ("proxy.*", "ingress.*", "prePuller.*", "singleuser.storage.dynamic/static details",
-              "scheduling.userPods.nodeAffinity", "imagePullSecret(s)", "hub.jupyter_config.d files")
+UNMODELLED = (
+    "proxy.*",
+    "ingress.*",
+    "prePuller.*",
+    "singleuser.storage.dynamic/static details",
+    "scheduling.userPods.nodeAffinity",
+    "imagePullSecret(s)",
+    "hub.jupyter_config.d files",
+)
 
 
 def merge_values(defaults: dict, values: dict) -> dict:
@@ -121,8 +138,9 @@ def write_extra_files(values: dict, directory: str | None = None) -> dict[str, s
     return mounts
 
 
-def chart_config(values: dict, *, mounts: dict[str, str] | None = None, release: str = "apex",
-                 c: Config | None = None) -> Config:
+def chart_config(
+    values: dict, *, mounts: dict[str, str] | None = None, release: str = "apex", c: Config | None = None
+) -> Config:
     """The Config chart 4.4.0's jupyterhub_config.py builds from merged ``values``.
 
     ``mounts`` maps ``hub.extraFiles`` mount paths to local files: references to a mount path in the
@@ -143,21 +161,37 @@ def chart_config(values: dict, *, mounts: dict[str, str] | None = None, release:
         _set_if_not_none(c.JupyterHub, "db_url", db.get("url"))
     c.JupyterHub.hub_bind_url = "http://:8081"
     c.JupyterHub.hub_connect_url = "http://hub:8081"
-    c.KubeSpawner.common_labels = {"app": "jupyterhub", "app.kubernetes.io/name": "jupyterhub",
-                                   "app.kubernetes.io/instance": release, "release": release,
-                                   "heritage": "jupyterhub", "chart": f"jupyterhub-{CHART_VERSION}",
-                                   "helm.sh/chart": f"jupyterhub-{CHART_VERSION}",
-                                   "app.kubernetes.io/managed-by": "kubespawner"}
+    c.KubeSpawner.common_labels = {
+        "app": "jupyterhub",
+        "app.kubernetes.io/name": "jupyterhub",
+        "app.kubernetes.io/instance": release,
+        "release": release,
+        "heritage": "jupyterhub",
+        "chart": f"jupyterhub-{CHART_VERSION}",
+        "helm.sh/chart": f"jupyterhub-{CHART_VERSION}",
+        "app.kubernetes.io/managed-by": "kubespawner",
+    }
     c.KubeSpawner.namespace = os.environ.get("POD_NAMESPACE", "default")
     _set_if_not_none(c.Spawner, "consecutive_failure_limit", hub.get("consecutiveFailureLimit"))
-    for trait, key in (("start_timeout", "startTimeout"), ("events_enabled", "events"),
-                       ("extra_labels", "extraLabels"), ("extra_annotations", "extraAnnotations"),
-                       ("uid", "uid"), ("fs_gid", "fsGid"), ("service_account", "serviceAccountName"),
-                       ("node_selector", "nodeSelector"), ("init_containers", "initContainers"),
-                       ("extra_containers", "extraContainers"), ("mem_limit", "memory.limit"),
-                       ("mem_guarantee", "memory.guarantee"), ("cpu_limit", "cpu.limit"),
-                       ("cpu_guarantee", "cpu.guarantee"), ("environment", "extraEnv"),
-                       ("profile_list", "profileList"), ("extra_pod_config", "extraPodConfig")):
+    for trait, key in (
+        ("start_timeout", "startTimeout"),
+        ("events_enabled", "events"),
+        ("extra_labels", "extraLabels"),
+        ("extra_annotations", "extraAnnotations"),
+        ("uid", "uid"),
+        ("fs_gid", "fsGid"),
+        ("service_account", "serviceAccountName"),
+        ("node_selector", "nodeSelector"),
+        ("init_containers", "initContainers"),
+        ("extra_containers", "extraContainers"),
+        ("mem_limit", "memory.limit"),
+        ("mem_guarantee", "memory.guarantee"),
+        ("cpu_limit", "cpu.limit"),
+        ("cpu_guarantee", "cpu.guarantee"),
+        ("environment", "extraEnv"),
+        ("profile_list", "profileList"),
+        ("extra_pod_config", "extraPodConfig"),
+    ):
         _set_if_not_none(c.KubeSpawner, trait, _get(single, key))
     image = _get(single, "image.name")
     if image:
@@ -173,10 +207,19 @@ def chart_config(values: dict, *, mounts: dict[str, str] | None = None, release:
     c.JupyterHub.load_roles = []
     cull = values.get("cull", {})
     if cull.get("enabled"):
-        c.JupyterHub.services.append({"name": "cull-idle", "command": [
-            "python3", "-m", "jupyterhub_idle_culler", f"--timeout={cull.get('timeout')}"]})
-        c.JupyterHub.load_roles.append({"name": "cull-idle", "services": ["cull-idle"], "scopes": [
-            "list:users", "read:users:activity", "read:servers", "delete:servers"]})
+        c.JupyterHub.services.append(
+            {
+                "name": "cull-idle",
+                "command": ["python3", "-m", "jupyterhub_idle_culler", f"--timeout={cull.get('timeout')}"],
+            }
+        )
+        c.JupyterHub.load_roles.append(
+            {
+                "name": "cull-idle",
+                "services": ["cull-idle"],
+                "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            }
+        )
     for name, service in (hub.get("services") or {}).items():
         c.JupyterHub.services.append({"name": name, **{k: v for k, v in service.items() if k != "apiToken"}})
     for name, role in (hub.get("loadRoles") or {}).items():
@@ -187,11 +230,30 @@ def chart_config(values: dict, *, mounts: dict[str, str] | None = None, release:
     metadata = single.get("cloudMetadata") or {}
     if metadata.get("blockWithIptables") is True:
         tools = _get(single, "networkTools.image") or {}
-        c.KubeSpawner.init_containers = list(c.KubeSpawner.get("init_containers") or []) + [{
-            "name": "block-cloud-metadata", "image": f"{tools.get('name')}:{tools.get('tag')}",
-            "command": ["iptables", "--append", "OUTPUT", "--protocol", "tcp", "--destination",
-                        metadata["ip"], "--destination-port", "80", "--jump", "DROP"],
-            "securityContext": {"privileged": True, "runAsUser": 0, "capabilities": {"add": ["NET_ADMIN"]}}}]
+        c.KubeSpawner.init_containers = list(c.KubeSpawner.get("init_containers") or []) + [
+            {
+                "name": "block-cloud-metadata",
+                "image": f"{tools.get('name')}:{tools.get('tag')}",
+                "command": [
+                    "iptables",
+                    "--append",
+                    "OUTPUT",
+                    "--protocol",
+                    "tcp",
+                    "--destination",
+                    metadata["ip"],
+                    "--destination-port",
+                    "80",
+                    "--jump",
+                    "DROP",
+                ],
+                "securityContext": {
+                    "privileged": True,
+                    "runAsUser": 0,
+                    "capabilities": {"add": ["NET_ADMIN"]},
+                },
+            }
+        ]
     if _get(values, "debug.enabled"):
         c.JupyterHub.log_level = "DEBUG"
     c.CryptKeeper.keys = ["cd" * 32]  # the chart seeds a key of its own in its Secret
@@ -212,5 +274,11 @@ def chart_config(values: dict, *, mounts: dict[str, str] | None = None, release:
     return c
 
 
-__all__ = ["CHART_DEFAULTS", "CHART_VERSION", "chart_config", "load_values", "merge_values",
-           "write_extra_files"]
+__all__ = [
+    "CHART_DEFAULTS",
+    "CHART_VERSION",
+    "chart_config",
+    "load_values",
+    "merge_values",
+    "write_extra_files",
+]

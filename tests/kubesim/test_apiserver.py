@@ -12,8 +12,12 @@ from apex_hub.kubesim import Fault, KubeSim
 
 
 def pod(name, labels=None, **spec):
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}},
-            "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}], **spec}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}], **spec},
+    }
 
 
 def cm(name, data=None, labels=None):
@@ -34,6 +38,7 @@ async def new_ns(v1, name):
 
 # -- discovery ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", ["/api", "/api/", "/apis", "/apis/", "/version", "/version/"])
 async def test_discovery_roots(sim, path):
     status, body, _ = await raw(sim, "GET", path)
@@ -44,15 +49,30 @@ async def test_discovery_roots(sim, path):
 async def test_discovery_lists_every_required_resource(sim, api):
     core = await client.CoreV1Api(api).get_api_resources()
     names = {r.name for r in core.resources}
-    assert {"namespaces", "pods", "configmaps", "secrets", "services", "endpoints", "events",
-            "serviceaccounts", "persistentvolumeclaims", "resourcequotas", "limitranges",
-            "pods/status", "pods/log"} <= names
+    assert {
+        "namespaces",
+        "pods",
+        "configmaps",
+        "secrets",
+        "services",
+        "endpoints",
+        "events",
+        "serviceaccounts",
+        "persistentvolumeclaims",
+        "resourcequotas",
+        "limitranges",
+        "pods/status",
+        "pods/log",
+    } <= names
     groups = {g.name: g for g in (await client.ApisApi(api).get_api_versions()).groups}
-    for group, version, plural in [("rbac.authorization.k8s.io", "v1", "roles"),
-                                   ("rbac.authorization.k8s.io", "v1", "clusterrolebindings"),
-                                   ("networking.k8s.io", "v1", "networkpolicies"),
-                                   ("networking.k8s.io", "v1", "ingresses"),
-                                   ("apps", "v1", "deployments"), ("batch", "v1", "jobs")]:
+    for group, version, plural in [
+        ("rbac.authorization.k8s.io", "v1", "roles"),
+        ("rbac.authorization.k8s.io", "v1", "clusterrolebindings"),
+        ("networking.k8s.io", "v1", "networkpolicies"),
+        ("networking.k8s.io", "v1", "ingresses"),
+        ("apps", "v1", "deployments"),
+        ("batch", "v1", "jobs"),
+    ]:
         assert groups[group].preferred_version.version == version
         status, body, _ = await raw(sim, "GET", f"/apis/{group}/{version}")
         assert plural in {r["name"] for r in body["resources"]}
@@ -61,6 +81,7 @@ async def test_discovery_lists_every_required_resource(sim, api):
 
 
 # -- create / get / list ------------------------------------------------------------------
+
 
 async def test_create_sets_server_metadata(sim, v1):
     before = sim.store.rv
@@ -75,7 +96,9 @@ async def test_create_sets_server_metadata(sim, v1):
 
 
 async def test_generate_name_and_dry_run(sim, v1):
-    made = await v1.create_namespaced_config_map("default", {"metadata": {"generateName": "gen-"}, "data": {}})
+    made = await v1.create_namespaced_config_map(
+        "default", {"metadata": {"generateName": "gen-"}, "data": {}}
+    )
     assert made.metadata.name.startswith("gen-") and len(made.metadata.name) == 9
     dry = await v1.create_namespaced_config_map("default", cm("dry"), dry_run="All")
     assert dry.metadata.name == "dry"
@@ -103,8 +126,9 @@ async def test_list_has_collection_resource_version_and_pages(sim, v1):
         page = await v1.list_namespaced_config_map("default", limit=2, _continue=page.metadata._continue)
         names += [i.metadata.name for i in page.items]
     assert names == ["p0", "p1", "p2", "p3", "p4"]
-    again = await v1.list_namespaced_config_map("default", resource_version=full.metadata.resource_version,
-                                                resource_version_match="NotOlderThan")
+    again = await v1.list_namespaced_config_map(
+        "default", resource_version=full.metadata.resource_version, resource_version_match="NotOlderThan"
+    )
     assert len(again.items) == 5
 
 
@@ -117,6 +141,7 @@ async def test_all_namespaces_list(v1):
 
 
 # -- errors --------------------------------------------------------------------------------
+
 
 async def test_not_found_and_already_exists_are_status_objects(v1):
     with pytest.raises(ApiException) as e:
@@ -179,6 +204,7 @@ async def test_bad_label_selector_is_400(v1):
 
 # -- update / patch -----------------------------------------------------------------------
 
+
 async def test_replace_checks_resource_version(v1):
     made = await v1.create_namespaced_config_map("default", cm("r"))
     made.data = {"k": "new"}
@@ -194,8 +220,16 @@ async def test_replace_checks_resource_version(v1):
 
 async def test_noop_update_keeps_resource_version_and_generation_counts_spec_changes(sim, api):
     apps = client.AppsV1Api(api)
-    dep = {"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {
-        "metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}}}}
+    dep = {
+        "metadata": {"name": "d"},
+        "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "x:1"}]},
+            },
+        },
+    }
     made = await apps.create_namespaced_deployment("default", dep)
     same = await apps.patch_namespaced_deployment("d", "default", {"metadata": {"labels": {}}})
     assert same.metadata.resource_version == made.metadata.resource_version
@@ -209,9 +243,13 @@ async def test_merge_patch(sim, api):
     v1 = client.CoreV1Api(api)
     await v1.create_namespaced_config_map("default", cm("m", {"a": "1", "b": "2"}))
     api.set_default_header("Content-Type", "application/merge-patch+json")
-    status, body, _ = await raw(sim, "PATCH", "/api/v1/namespaces/default/configmaps/m",
-                                data=json.dumps({"data": {"a": None, "c": "3"}}),
-                                headers={"Content-Type": "application/merge-patch+json"})
+    status, body, _ = await raw(
+        sim,
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/m",
+        data=json.dumps({"data": {"a": None, "c": "3"}}),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
     assert status == 200 and body["data"] == {"b": "2", "c": "3"}
 
 
@@ -220,9 +258,13 @@ async def test_json_patch_and_its_errors(sim, v1):
     ops = [{"op": "add", "path": "/data/b", "value": "2"}, {"op": "remove", "path": "/data/a"}]
     patched = await v1.patch_namespaced_config_map("j", "default", ops)  # a list goes as json-patch
     assert patched.data == {"b": "2"}
-    status, body, _ = await raw(sim, "PATCH", "/api/v1/namespaces/default/configmaps/j",
-                                data=json.dumps([{"op": "test", "path": "/data/b", "value": "9"}]),
-                                headers={"Content-Type": "application/json-patch+json"})
+    status, body, _ = await raw(
+        sim,
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/j",
+        data=json.dumps([{"op": "test", "path": "/data/b", "value": "9"}]),
+        headers={"Content-Type": "application/json-patch+json"},
+    )
     assert status == 422 and body["kind"] == "Status"
 
 
@@ -232,9 +274,18 @@ async def test_strategic_merge_patch_merges_containers_env_volumes_by_key(v1):
     p["spec"]["containers"].append({"name": "side", "image": "busybox:1.36"})
     p["spec"]["volumes"] = [{"name": "v1", "emptyDir": {}}]
     await v1.create_namespaced_pod("default", p)
-    patched = await v1.patch_namespaced_pod("s", "default", {"spec": {
-        "containers": [{"name": "c", "env": [{"name": "B", "value": "two"}, {"name": "C", "value": "3"}]}],
-        "volumes": [{"name": "v2", "emptyDir": {}}]}})
+    patched = await v1.patch_namespaced_pod(
+        "s",
+        "default",
+        {
+            "spec": {
+                "containers": [
+                    {"name": "c", "env": [{"name": "B", "value": "two"}, {"name": "C", "value": "3"}]}
+                ],
+                "volumes": [{"name": "v2", "emptyDir": {}}],
+            }
+        },
+    )
     main = patched.spec.containers[0]
     assert [c.name for c in patched.spec.containers] == ["c", "side"]
     assert main.image == "busybox:1.36"
@@ -263,6 +314,7 @@ async def test_status_subresource_is_separate(sim, v1):
 
 
 # -- delete -------------------------------------------------------------------------------
+
 
 async def test_delete_and_deletecollection_by_label(v1):
     for i, team in enumerate(["a", "a", "b"]):
@@ -350,16 +402,32 @@ async def test_new_namespace_gets_default_service_account(v1):
 
 # -- selectors -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("selector,expected", [
-    ("tier=web", {"w1", "w2"}), ("tier==web", {"w1", "w2"}), ("tier!=web", {"d1", "none"}),
-    ("tier in (web,db)", {"w1", "w2", "d1"}), ("tier notin (web)", {"d1", "none"}),
-    ("tier", {"w1", "w2", "d1"}), ("!tier", {"none"}), ("tier=web,env=prod", {"w1"}),
-])
+
+@pytest.mark.parametrize(
+    "selector,expected",
+    [
+        ("tier=web", {"w1", "w2"}),
+        ("tier==web", {"w1", "w2"}),
+        ("tier!=web", {"d1", "none"}),
+        ("tier in (web,db)", {"w1", "w2", "d1"}),
+        ("tier notin (web)", {"d1", "none"}),
+        ("tier", {"w1", "w2", "d1"}),
+        ("!tier", {"none"}),
+        ("tier=web,env=prod", {"w1"}),
+    ],
+)
 async def test_label_selectors(v1, selector, expected):
-    for name, labels in [("w1", {"tier": "web", "env": "prod"}), ("w2", {"tier": "web"}),
-                         ("d1", {"tier": "db"}), ("none", {})]:
+    for name, labels in [
+        ("w1", {"tier": "web", "env": "prod"}),
+        ("w2", {"tier": "web"}),
+        ("d1", {"tier": "db"}),
+        ("none", {}),
+    ]:
         await v1.create_namespaced_config_map("default", cm(name, labels=labels))
-    got = {i.metadata.name for i in (await v1.list_namespaced_config_map("default", label_selector=selector)).items}
+    got = {
+        i.metadata.name
+        for i in (await v1.list_namespaced_config_map("default", label_selector=selector)).items
+    }
     assert got == expected
 
 
@@ -372,16 +440,21 @@ async def test_field_selectors(sim, v1):
     by_ns = await v1.list_pod_for_all_namespaces(field_selector="metadata.namespace!=fs")
     assert "a" not in {p.metadata.name for p in by_ns.items}
     for _ in range(100):
-        running = await v1.list_pod_for_all_namespaces(field_selector="status.phase=Running,spec.nodeName=kubesim-node")
+        running = await v1.list_pod_for_all_namespaces(
+            field_selector="status.phase=Running,spec.nodeName=kubesim-node"
+        )
         if len(running.items) == 2:
             break
         await asyncio.sleep(0.02)
     assert {p.metadata.name for p in running.items} == {"a", "b"}
-    events = await v1.list_namespaced_event("fs", field_selector="involvedObject.kind=Pod,involvedObject.name=a")
+    events = await v1.list_namespaced_event(
+        "fs", field_selector="involvedObject.kind=Pod,involvedObject.name=a"
+    )
     assert events.items and all(e.involved_object.name == "a" for e in events.items)
 
 
 # -- watch --------------------------------------------------------------------------------
+
 
 async def collect(gen, n, timeout=5):
     out = []
@@ -391,6 +464,7 @@ async def collect(gen, n, timeout=5):
             out.append(event)
             if len(out) >= n:
                 break
+
     await asyncio.wait_for(run(), timeout)
     return out
 
@@ -398,7 +472,9 @@ async def collect(gen, n, timeout=5):
 @pytest.mark.parametrize("flag", ["true", "True", "1"])
 async def test_watch_flag_spellings(sim, flag):
     async with aiohttp.ClientSession() as s:
-        async with s.get(f"{sim.url}/api/v1/namespaces/default/configmaps?watch={flag}&timeoutSeconds=1") as r:
+        async with s.get(
+            f"{sim.url}/api/v1/namespaces/default/configmaps?watch={flag}&timeoutSeconds=1"
+        ) as r:
             assert r.status == 200
             async with aiohttp.ClientSession() as s2:
                 await s2.post(f"{sim.url}/api/v1/namespaces/default/configmaps", json=cm("w"))
@@ -414,11 +490,21 @@ async def test_watch_resumes_after_resource_version(v1):
     await v1.patch_namespaced_config_map("after1", "default", {"data": {"k": "changed"}})
     await v1.delete_namespaced_config_map("before", "default")
     w = watch.Watch()
-    events = await collect(w.stream(v1.list_namespaced_config_map, "default",
-                                    resource_version=listed.metadata.resource_version, timeout_seconds=2), 3)
+    events = await collect(
+        w.stream(
+            v1.list_namespaced_config_map,
+            "default",
+            resource_version=listed.metadata.resource_version,
+            timeout_seconds=2,
+        ),
+        3,
+    )
     await w.close()
     assert [(e["type"], e["object"].metadata.name) for e in events] == [
-        ("ADDED", "after1"), ("MODIFIED", "after1"), ("DELETED", "before")]
+        ("ADDED", "after1"),
+        ("MODIFIED", "after1"),
+        ("DELETED", "before"),
+    ]
 
 
 async def test_watch_without_version_starts_with_current_objects(v1):
@@ -434,11 +520,15 @@ async def test_watch_too_old_version_is_410_gone(sim, v1):
     old = str(sim.store.rv)
     await v1.create_namespaced_config_map("default", cm("y"))
     sim.store.compact()
-    status, _, _ = await raw(sim, "GET", f"/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={old}")
+    status, _, _ = await raw(
+        sim, "GET", f"/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={old}"
+    )
     assert status == 200  # a real API server reports it as an ERROR event in the stream
     w = watch.Watch()
     with pytest.raises(ApiException) as e:
-        async for _ in w.stream(v1.list_namespaced_config_map, "default", resource_version=old, timeout_seconds=1):
+        async for _ in w.stream(
+            v1.list_namespaced_config_map, "default", resource_version=old, timeout_seconds=1
+        ):
             pass
     await w.close()
     assert e.value.status == 410
@@ -467,8 +557,16 @@ async def test_watch_with_selector_reports_transitions(sim, v1):
     await v1.patch_namespaced_config_map("t", "default", {"metadata": {"labels": {"sel": "yes"}}})
     await v1.patch_namespaced_config_map("t", "default", {"metadata": {"labels": {"sel": "no"}}})
     w = watch.Watch()
-    events = await collect(w.stream(v1.list_namespaced_config_map, "default", label_selector="sel=yes",
-                                    resource_version=rv, timeout_seconds=2), 2)
+    events = await collect(
+        w.stream(
+            v1.list_namespaced_config_map,
+            "default",
+            label_selector="sel=yes",
+            resource_version=rv,
+            timeout_seconds=2,
+        ),
+        2,
+    )
     await w.close()
     assert [e["type"] for e in events] == ["ADDED", "DELETED"]
 
@@ -484,6 +582,7 @@ async def test_dropped_watch_ends_stream(sim):
 
 # -- events --------------------------------------------------------------------------------
 
+
 async def test_pod_events_are_recorded(sim, v1):
     await v1.create_namespaced_pod("default", pod("ev"))
     for _ in range(100):
@@ -496,6 +595,7 @@ async def test_pod_events_are_recorded(sim, v1):
 
 
 # -- faults and measurement ---------------------------------------------------------------
+
 
 async def test_injected_500_once_then_success(sim, v1):
     sim.inject(verb="create", resource="configmaps", status=500)
@@ -553,14 +653,17 @@ async def test_request_log_counts_per_verb_and_resource(sim, v1):
     await v1.read_namespaced_config_map("c1", "default")
     await v1.list_namespaced_config_map("default")
     counts = sim.counts()
-    assert counts["create configmaps"] == 1 and counts["get configmaps"] == 1 and counts["list configmaps"] == 1
+    assert (
+        counts["create configmaps"] == 1 and counts["get configmaps"] == 1 and counts["list configmaps"] == 1
+    )
     rec = [r for r in sim.requests if r.verb == "create"][0]
     assert rec.namespace == "default" and rec.status == 201
 
 
 async def test_runtime_admin_endpoints(sim):
-    status, _, _ = await raw(sim, "POST", "/kubesim/faults", json={"verb": "get", "resource": "namespaces",
-                                                                   "status": 500})
+    status, _, _ = await raw(
+        sim, "POST", "/kubesim/faults", json={"verb": "get", "resource": "namespaces", "status": 500}
+    )
     assert status == 200
     assert (await raw(sim, "GET", "/api/v1/namespaces/default"))[0] == 500
     await raw(sim, "POST", "/kubesim/latency", json={"seconds": 0.01})
@@ -573,18 +676,40 @@ async def test_runtime_admin_endpoints(sim):
 
 # -- custom resources ---------------------------------------------------------------------
 
+
 async def test_custom_resource_definition_is_served(sim, api):
     ext = client.ApiextensionsV1Api(api)
-    await ext.create_custom_resource_definition({
-        "metadata": {"name": "workspaces.apex.esa.int"},
-        "spec": {"group": "apex.esa.int", "scope": "Namespaced",
-                 "names": {"plural": "workspaces", "singular": "workspace", "kind": "Workspace"},
-                 "versions": [{"name": "v1alpha1", "served": True, "storage": True,
-                               "schema": {"openAPIV3Schema": {"type": "object"}}}]}})
+    await ext.create_custom_resource_definition(
+        {
+            "metadata": {"name": "workspaces.apex.esa.int"},
+            "spec": {
+                "group": "apex.esa.int",
+                "scope": "Namespaced",
+                "names": {"plural": "workspaces", "singular": "workspace", "kind": "Workspace"},
+                "versions": [
+                    {
+                        "name": "v1alpha1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {"openAPIV3Schema": {"type": "object"}},
+                    }
+                ],
+            },
+        }
+    )
     custom = client.CustomObjectsApi(api)
     made = await custom.create_namespaced_custom_object(
-        "apex.esa.int", "v1alpha1", "default", "workspaces",
-        {"apiVersion": "apex.esa.int/v1alpha1", "kind": "Workspace", "metadata": {"name": "ws"}, "spec": {"x": 1}})
+        "apex.esa.int",
+        "v1alpha1",
+        "default",
+        "workspaces",
+        {
+            "apiVersion": "apex.esa.int/v1alpha1",
+            "kind": "Workspace",
+            "metadata": {"name": "ws"},
+            "spec": {"x": 1},
+        },
+    )
     assert made["metadata"]["uid"]
     got = await custom.list_namespaced_custom_object("apex.esa.int", "v1alpha1", "default", "workspaces")
     assert [i["metadata"]["name"] for i in got["items"]] == ["ws"]

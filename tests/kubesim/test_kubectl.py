@@ -1,6 +1,5 @@
 """kubesim standalone (``apex-hub kubesim``) driven by a real kubectl."""
 
-import asyncio
 import json
 import shutil
 import subprocess
@@ -46,9 +45,23 @@ def standalone(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kubectl")
     kubeconfig = tmp / "kubeconfig"
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "apex_hub.cli", "kubesim", "--port", str(port),
-                             "--kubeconfig", str(kubeconfig), "--kubelet", "instant"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "apex_hub.cli",
+            "kubesim",
+            "--port",
+            str(port),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--kubelet",
+            "instant",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 30
     while not kubeconfig.exists() and time.time() < deadline:
         time.sleep(0.1)
@@ -60,8 +73,13 @@ def standalone(tmp_path_factory):
 
 
 def kubectl(kubeconfig, *args, stdin=None, check=True):
-    r = subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), *args], input=stdin, capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [KUBECTL, "--kubeconfig", str(kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if check:
         assert r.returncode == 0, r.stderr
     return r
@@ -77,11 +95,22 @@ def test_kubectl_get_apply_delete(standalone):
     assert "configmap/settings configured" in out and "role.rbac.authorization.k8s.io/reader unchanged" in out
     cm = json.loads(kubectl(kubeconfig, "get", "configmap", "settings", "-n", "team-a", "-o", "json").stdout)
     assert cm["data"] == {"mode": "two"}
-    out = kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-",
-                  stdin=MANIFESTS.replace("{mode}", "three")).stdout
+    out = kubectl(
+        kubeconfig,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "-",
+        stdin=MANIFESTS.replace("{mode}", "three"),
+    ).stdout
     assert "serverside-applied" in out
-    assert kubectl(kubeconfig, "get", "cm", "-n", "team-a", "-l", "app=demo", "-o",
-                   "jsonpath={.items[0].data.mode}").stdout == "three"
+    assert (
+        kubectl(
+            kubeconfig, "get", "cm", "-n", "team-a", "-l", "app=demo", "-o", "jsonpath={.items[0].data.mode}"
+        ).stdout
+        == "three"
+    )
     table = kubectl(kubeconfig, "get", "roles", "-n", "team-a").stdout
     assert table.split()[:2] == ["NAME", "AGE"] and "reader" in table
 
@@ -140,14 +169,28 @@ def test_kubectl_tables_have_the_real_columns(standalone):
     def table(*args):
         lines = kubectl(kubeconfig, "get", *args, "-n", "tables").stdout.splitlines()
         return [line.split() for line in lines]
+
     secrets = table("secrets")
-    assert secrets[0] == ["NAME", "TYPE", "DATA", "AGE"] and secrets[1][:3] == ["token", "kubernetes.io/basic-auth", "2"]
+    assert secrets[0] == ["NAME", "TYPE", "DATA", "AGE"] and secrets[1][:3] == [
+        "token",
+        "kubernetes.io/basic-auth",
+        "2",
+    ]
     configmaps = table("configmaps", "settings")
     assert configmaps[0] == ["NAME", "DATA", "AGE"] and configmaps[1][:2] == ["settings", "3"]
     pvc = kubectl(kubeconfig, "get", "pvc", "-n", "tables").stdout.splitlines()
     # as kubectl prints it against kube-apiserver 1.35 (checked on the real lane)
-    assert pvc[0].split() == ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS", "MODES", "STORAGECLASS",
-                              "VOLUMEATTRIBUTESCLASS", "AGE"]
+    assert pvc[0].split() == [
+        "NAME",
+        "STATUS",
+        "VOLUME",
+        "CAPACITY",
+        "ACCESS",
+        "MODES",
+        "STORAGECLASS",
+        "VOLUMEATTRIBUTESCLASS",
+        "AGE",
+    ]
     row = pvc[1].split()
     assert row[0] == "home" and row[1] == "Bound" and row[2].startswith("pvc-")
     assert row[3:7] == ["10Gi", "RWO", "standard", "<unset>"]

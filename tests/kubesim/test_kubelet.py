@@ -31,6 +31,7 @@ async def pod_when(v1, ns, name, pred, timeout=5.0):
     async def check():
         pod = await v1.read_namespaced_pod(name, ns)
         return pod if pred(pod) else None
+
     return await wait_for(check, timeout)
 
 
@@ -70,7 +71,7 @@ async def answers(url):
     try:
         await http_get(url)
         return True
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         return False
 
 
@@ -91,24 +92,37 @@ async def instant():
 
 @pytest.fixture
 async def process(tmp_path):
-    async with KubeSim(kubelet="process", workdir=tmp_path,
-                       kubelet_options={"restart_backoff": 0.2, "env": {"FROM_KUBELET": "yes"}}) as sim:
+    async with KubeSim(
+        kubelet="process",
+        workdir=tmp_path,
+        kubelet_options={"restart_backoff": 0.2, "env": {"FROM_KUBELET": "yes"}},
+    ) as sim:
         async with sim.api_client() as api:
             yield sim, client.CoreV1Api(api)
 
 
 # -- instant mode -------------------------------------------------------------------------
 
+
 async def test_instant_pod_runs_with_ip_ready_containers_and_events(instant):
     sim, v1 = instant
-    await v1.create_namespaced_pod("default", pod(
-        "web", [{"name": "notebook", "image": "jupyter/base:1", "ports": [{"containerPort": 8888}]}],
-        initContainers=[{"name": "setup", "image": "busybox:1"}]))
+    await v1.create_namespaced_pod(
+        "default",
+        pod(
+            "web",
+            [{"name": "notebook", "image": "jupyter/base:1", "ports": [{"containerPort": 8888}]}],
+            initContainers=[{"name": "setup", "image": "busybox:1"}],
+        ),
+    )
     p = await pod_when(v1, "default", "web", lambda p: p.status.phase == "Running")
     assert p.spec.node_name == "kubesim-node"
     assert p.status.pod_ip.startswith("127.0.0.") and p.status.host_ip == "127.0.0.1" and p.status.start_time
     assert {c.type: c.status for c in p.status.conditions} == {
-        "PodScheduled": "True", "Initialized": "True", "ContainersReady": "True", "Ready": "True"}
+        "PodScheduled": "True",
+        "Initialized": "True",
+        "ContainersReady": "True",
+        "Ready": "True",
+    }
     (cs,) = p.status.container_statuses
     assert cs.ready and cs.started and cs.restart_count == 0 and cs.state.running.started_at
     assert cs.image == "jupyter/base:1" and cs.image_id
@@ -146,8 +160,15 @@ async def test_phase_delay_shows_pending_first():
 async def test_broken_image_stays_pending_with_pull_errors(instant):
     sim, v1 = instant
     await v1.create_namespaced_pod("default", pod("bad", [{"name": "c", "image": "quay.io/nope:broken"}]))
-    p = await pod_when(v1, "default", "bad", lambda p: p.status.container_statuses and
-                       p.status.container_statuses[0].state.waiting.reason == "ImagePullBackOff")
+    p = await pod_when(
+        v1,
+        "default",
+        "bad",
+        lambda p: (
+            p.status.container_statuses
+            and p.status.container_statuses[0].state.waiting.reason == "ImagePullBackOff"
+        ),
+    )
     assert p.status.phase == "Pending" and not is_ready(p)
     warnings = [(e.reason, e.message) for e in await events(v1, "default", "bad") if e.type == "Warning"]
     assert warnings[0][0] == "Failed" and 'Failed to pull image "quay.io/nope:broken"' in warnings[0][1]
@@ -200,24 +221,44 @@ ENV_DUMP = """
 
 async def test_process_pod_serves_configmap_over_http_with_env(process):
     sim, v1 = process
-    await v1.create_namespaced_config_map("default", {"metadata": {"name": "site"}, "data": {
-        "index.html": "hello from a configmap", "greeting": "hi"}})
-    await v1.create_namespaced_secret("default", {"metadata": {"name": "creds"}, "stringData": {"password": "s3cret"}})
-    web = {"name": "web", "image": "python:3.11", "workingDir": "/srv/site",
-           "command": ["python", "-m", "http.server", "8888", "--bind", "0.0.0.0"],
-           "ports": [{"name": "http", "containerPort": 8888}],
-           "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}},
-           "volumeMounts": [{"name": "site", "mountPath": "/srv/site"}]}
-    dump = py("dump", ENV_DUMP, volumeMounts=[{"name": "out", "mountPath": "/out"}],
-              env=[{"name": "LITERAL", "value": "plain"},
-                   {"name": "SERVICE_URL", "value": "http://0.0.0.0:8888/user/x/"},
-                   {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "site", "key": "greeting"}}},
-                   {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
-                   {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                   {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-              envFrom=[{"configMapRef": {"name": "site"}, "prefix": "CM_"}])
-    await v1.create_namespaced_pod("default", pod("web", [web, dump], volumes=[
-        {"name": "site", "configMap": {"name": "site"}}, {"name": "out", "emptyDir": {}}]))
+    await v1.create_namespaced_config_map(
+        "default",
+        {"metadata": {"name": "site"}, "data": {"index.html": "hello from a configmap", "greeting": "hi"}},
+    )
+    await v1.create_namespaced_secret(
+        "default", {"metadata": {"name": "creds"}, "stringData": {"password": "s3cret"}}
+    )
+    web = {
+        "name": "web",
+        "image": "python:3.11",
+        "workingDir": "/srv/site",
+        "command": ["python", "-m", "http.server", "8888", "--bind", "0.0.0.0"],
+        "ports": [{"name": "http", "containerPort": 8888}],
+        "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}},
+        "volumeMounts": [{"name": "site", "mountPath": "/srv/site"}],
+    }
+    dump = py(
+        "dump",
+        ENV_DUMP,
+        volumeMounts=[{"name": "out", "mountPath": "/out"}],
+        env=[
+            {"name": "LITERAL", "value": "plain"},
+            {"name": "SERVICE_URL", "value": "http://0.0.0.0:8888/user/x/"},
+            {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "site", "key": "greeting"}}},
+            {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        ],
+        envFrom=[{"configMapRef": {"name": "site"}, "prefix": "CM_"}],
+    )
+    await v1.create_namespaced_pod(
+        "default",
+        pod(
+            "web",
+            [web, dump],
+            volumes=[{"name": "site", "configMap": {"name": "site"}}, {"name": "out", "emptyDir": {}}],
+        ),
+    )
     p = await pod_when(v1, "default", "web", is_ready)
     ip = p.status.pod_ip
     assert p.status.phase == "Running" and all(c.ready for c in p.status.container_statuses)
@@ -226,8 +267,9 @@ async def test_process_pod_serves_configmap_over_http_with_env(process):
 
     root = sim.kubelet.pod_root("default", "web")
     assert oct((root / "srv/site/index.html").stat().st_mode & 0o777) == oct(0o444)
-    dumped = json.loads((await wait_for(lambda: (root / "out/env.json").exists() and root / "out/env.json"))
-                        .read_text())
+    dumped = json.loads(
+        (await wait_for(lambda: (root / "out/env.json").exists() and root / "out/env.json")).read_text()
+    )
     env = dumped["env"]
     assert env["LITERAL"] == "plain" and env["GREETING"] == "hi" and env["PASSWORD"] == "s3cret"
     assert env["POD_NAME"] == "web" and env["POD_IP"] == ip and env["CM_greeting"] == "hi"
@@ -246,21 +288,34 @@ async def test_process_pod_serves_configmap_over_http_with_env(process):
 
 async def test_init_container_and_pvc_outlive_the_pod(process, tmp_path):
     sim, v1 = process
-    await v1.create_namespaced_persistent_volume_claim("default", {
-        "metadata": {"name": "data"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    await v1.create_namespaced_persistent_volume_claim(
+        "default",
+        {
+            "metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+    )
     volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]
-    init = py("init", "import os; open(os.environ['KUBESIM_ROOT'] + '/data/init.txt', 'w').write('from init')",
-              volumeMounts=[{"name": "data", "mountPath": "/data"}])
-    main = py("main", """
+    init = py(
+        "init",
+        "import os; open(os.environ['KUBESIM_ROOT'] + '/data/init.txt', 'w').write('from init')",
+        volumeMounts=[{"name": "data", "mountPath": "/data"}],
+    )
+    main = py(
+        "main",
+        """
         import os, time
         root = os.environ["KUBESIM_ROOT"]
         seen = open(root + "/data/init.txt").read()
         open(root + "/data/main.txt", "w").write("main saw: " + seen)
         time.sleep(60)
-    """, volumeMounts=[{"name": "data", "mountPath": "/data"}])
-    await v1.create_namespaced_pod("default", pod("first", [main], initContainers=[init], volumes=volumes,
-                                                  terminationGracePeriodSeconds=1))
+    """,
+        volumeMounts=[{"name": "data", "mountPath": "/data"}],
+    )
+    await v1.create_namespaced_pod(
+        "default",
+        pod("first", [main], initContainers=[init], volumes=volumes, terminationGracePeriodSeconds=1),
+    )
     p = await pod_when(v1, "default", "first", is_ready)
     assert p.status.init_container_statuses[0].state.terminated.exit_code == 0
     claim_dir = tmp_path / "node" / "pvcs" / "default" / "data"
@@ -270,8 +325,11 @@ async def test_init_container_and_pvc_outlive_the_pod(process, tmp_path):
     assert (claim_dir / "main.txt").read_text() == "main saw: from init"
 
     # a second pod gets the claim as its home directory (and working directory)
-    reader = py("reader", "print(open('main.txt').read())", volumeMounts=[
-        {"name": "data", "mountPath": "/home/jovyan"}])
+    reader = py(
+        "reader",
+        "print(open('main.txt').read())",
+        volumeMounts=[{"name": "data", "mountPath": "/home/jovyan"}],
+    )
     await v1.create_namespaced_pod("default", pod("second", [reader], volumes=volumes, restartPolicy="Never"))
     p = await pod_when(v1, "default", "second", lambda p: p.status.phase == "Succeeded")
     assert p.status.container_statuses[0].state.terminated.reason == "Completed"
@@ -280,41 +338,75 @@ async def test_init_container_and_pvc_outlive_the_pod(process, tmp_path):
 
 async def test_crashing_container_restarts_and_never_policy_fails(process):
     sim, v1 = process
-    await v1.create_namespaced_pod("default", pod("crash", [py("c", "import sys; print('boom'); sys.exit(3)")]))
-    p = await pod_when(v1, "default", "crash", lambda p: p.status.container_statuses[0].restart_count >= 2,
-                       timeout=60)
+    await v1.create_namespaced_pod(
+        "default", pod("crash", [py("c", "import sys; print('boom'); sys.exit(3)")])
+    )
+    p = await pod_when(
+        v1, "default", "crash", lambda p: p.status.container_statuses[0].restart_count >= 2, timeout=60
+    )
     cs = p.status.container_statuses[0]
     assert cs.last_state.terminated.exit_code == 3 and cs.last_state.terminated.reason == "Error"
     assert p.status.phase == "Running"
     assert "BackOff" in [e.reason for e in await events(v1, "default", "crash")]
     assert sim.kubelet.logs("default", "crash").count("boom") >= 2
 
-    await v1.create_namespaced_pod("default", pod("once", [py("c", "raise SystemExit(1)")], restartPolicy="Never"))
+    await v1.create_namespaced_pod(
+        "default", pod("once", [py("c", "raise SystemExit(1)")], restartPolicy="Never")
+    )
     p = await pod_when(v1, "default", "once", lambda p: p.status.phase == "Failed")
     term = p.status.container_statuses[0].state.terminated
-    assert term.exit_code == 1 and term.reason == "Error" and p.status.container_statuses[0].restart_count == 0
-
+    assert (
+        term.exit_code == 1 and term.reason == "Error" and p.status.container_statuses[0].restart_count == 0
+    )
 
 
 async def test_failing_init_container_blocks_or_fails_the_pod(process):
     sim, v1 = process
     main = py("main", "import time; time.sleep(60)")
-    await v1.create_namespaced_pod("default", pod("retry", [main], initContainers=[py("init", "raise SystemExit(2)")]))
-    p = await pod_when(v1, "default", "retry", lambda p: p.status.init_container_statuses[0].restart_count >= 1)
-    assert p.status.phase == "Pending" and p.status.container_statuses[0].state.waiting.reason == "PodInitializing"
+    await v1.create_namespaced_pod(
+        "default", pod("retry", [main], initContainers=[py("init", "raise SystemExit(2)")])
+    )
+    p = await pod_when(
+        v1, "default", "retry", lambda p: p.status.init_container_statuses[0].restart_count >= 1
+    )
+    assert (
+        p.status.phase == "Pending"
+        and p.status.container_statuses[0].state.waiting.reason == "PodInitializing"
+    )
     assert p.status.init_container_statuses[0].last_state.terminated.exit_code == 2
     assert "BackOff" in [e.reason for e in await events(v1, "default", "retry")]
-    await v1.create_namespaced_pod("default", pod("never", [main], initContainers=[py("init", "raise SystemExit(2)")],
-                                                  restartPolicy="Never"))
+    await v1.create_namespaced_pod(
+        "default",
+        pod("never", [main], initContainers=[py("init", "raise SystemExit(2)")], restartPolicy="Never"),
+    )
     p = await pod_when(v1, "default", "never", lambda p: p.status.phase == "Failed")
     assert p.status.init_container_statuses[0].state.terminated.exit_code == 2
 
+
 async def test_missing_configmap_fails_mount_until_created(process):
     sim, v1 = process
-    await v1.create_namespaced_pod("default", pod("waits", [py("c", "import time; time.sleep(60)", volumeMounts=[
-        {"name": "cfg", "mountPath": "/etc/app/app.conf", "subPath": "app.conf"}])],
-        volumes=[{"name": "cfg", "configMap": {"name": "app", "items": [
-            {"key": "conf", "path": "app.conf", "mode": 0o600}]}}]))
+    await v1.create_namespaced_pod(
+        "default",
+        pod(
+            "waits",
+            [
+                py(
+                    "c",
+                    "import time; time.sleep(60)",
+                    volumeMounts=[{"name": "cfg", "mountPath": "/etc/app/app.conf", "subPath": "app.conf"}],
+                )
+            ],
+            volumes=[
+                {
+                    "name": "cfg",
+                    "configMap": {
+                        "name": "app",
+                        "items": [{"key": "conf", "path": "app.conf", "mode": 0o600}],
+                    },
+                }
+            ],
+        ),
+    )
     await wait_for(lambda: events(v1, "default", "waits"))
     await asyncio.sleep(0.3)
     assert (await v1.read_namespaced_pod("waits", "default")).status.phase == "Pending"
@@ -340,9 +432,14 @@ async def test_stop_leaves_no_process_behind(tmp_path):
         sim.kubelet.stop_timeout = 0.5
         async with sim.api_client() as api:
             v1 = client.CoreV1Api(api)
-            await v1.create_namespaced_pod("default", pod("stubborn", [
-                py("c", stubborn, volumeMounts=[{"name": "out", "mountPath": "/out"}])],
-                volumes=[{"name": "out", "emptyDir": {}}]))
+            await v1.create_namespaced_pod(
+                "default",
+                pod(
+                    "stubborn",
+                    [py("c", stubborn, volumeMounts=[{"name": "out", "mountPath": "/out"}])],
+                    volumes=[{"name": "out", "emptyDir": {}}],
+                ),
+            )
             pids_file = sim.kubelet.pod_root("default", "stubborn") / "out" / "pids"
             await wait_for(lambda: pids_file.exists() and pids_file.read_text())
             pids = [int(x) for x in pids_file.read_text().split()]

@@ -60,20 +60,39 @@ async def process(tmp_path):
 
 async def test_secret_changes_reach_a_running_pod_but_not_its_subpath_mount(process):
     sim, v1 = process
-    await v1.create_namespaced_secret("default", {"metadata": {"name": "token"}, "stringData": {
-        "access": "1" * BIG, "extra": "e1"}})
-    await v1.create_namespaced_config_map("default", {"metadata": {"name": "barrier"}, "data": {
-        "n": "0", "old": "o"}})
-    sleeper = py("pinned", "import time; time.sleep(60)", volumeMounts=[
-        {"name": "token", "mountPath": "/etc/pinned/access", "subPath": "access"},
-        {"name": "barrier", "mountPath": "/etc/barrier"}])
+    await v1.create_namespaced_secret(
+        "default", {"metadata": {"name": "token"}, "stringData": {"access": "1" * BIG, "extra": "e1"}}
+    )
+    await v1.create_namespaced_config_map(
+        "default", {"metadata": {"name": "barrier"}, "data": {"n": "0", "old": "o"}}
+    )
+    sleeper = py(
+        "pinned",
+        "import time; time.sleep(60)",
+        volumeMounts=[
+            {"name": "token", "mountPath": "/etc/pinned/access", "subPath": "access"},
+            {"name": "barrier", "mountPath": "/etc/barrier"},
+        ],
+    )
     watcher = py("watcher", WATCHER, volumeMounts=[{"name": "token", "mountPath": "/var/run/token"}])
-    await v1.create_namespaced_pod("default", pod("app", [watcher, sleeper], volumes=[
-        {"name": "token", "secret": {"secretName": "token", "defaultMode": 0o440}},
-        {"name": "barrier", "configMap": {"name": "barrier"}}]))
+    await v1.create_namespaced_pod(
+        "default",
+        pod(
+            "app",
+            [watcher, sleeper],
+            volumes=[
+                {"name": "token", "secret": {"secretName": "token", "defaultMode": 0o440}},
+                {"name": "barrier", "configMap": {"name": "barrier"}},
+            ],
+        ),
+    )
     await pod_when(v1, "default", "app", is_ready)
     root = sim.kubelet.pod_root("default", "app")
-    token, extra, pinned = root / "var/run/token/access", root / "var/run/token/extra", root / "etc/pinned/access"
+    token, extra, pinned = (
+        root / "var/run/token/access",
+        root / "var/run/token/extra",
+        root / "etc/pinned/access",
+    )
     assert content(token) == "1" * BIG and content(extra) == "e1" and content(pinned) == "1" * BIG
 
     # the watcher has read the first value (a loaded machine may start its process late)
@@ -95,8 +114,9 @@ async def test_secret_changes_reach_a_running_pod_but_not_its_subpath_mount(proc
     assert content(token) == "2" * BIG and content(pinned) == "1" * BIG
 
     # created again: its content is mounted again
-    await v1.create_namespaced_secret("default", {"metadata": {"name": "token"}, "stringData": {
-        "access": "3", "extra": "e3"}})
+    await v1.create_namespaced_secret(
+        "default", {"metadata": {"name": "token"}, "stringData": {"access": "3", "extra": "e3"}}
+    )
     await until(token, "3")
     await until(extra, "e3")
     assert content(pinned) == "1" * BIG
@@ -106,25 +126,59 @@ async def test_secret_changes_reach_a_running_pod_but_not_its_subpath_mount(proc
 
 async def test_configmap_items_and_modes_follow_apply_and_replace(process):
     sim, v1 = process
-    await v1.create_namespaced_config_map("default", {"metadata": {"name": "settings"}, "data": {
-        "lab.json": '{"theme": "light"}', "condarc": "channels: [conda-forge]", "unused": "x"}})
-    items = [{"key": "lab.json", "path": "lab/settings.json", "mode": 0o600}, {"key": "condarc", "path": ".condarc"}]
-    await v1.create_namespaced_pod("default", pod("lab", [py("c", "import time; time.sleep(60)", volumeMounts=[
-        {"name": "settings", "mountPath": "/etc/jupyter"},
-        {"name": "settings", "mountPath": "/home/jovyan/.condarc", "subPath": ".condarc"}])],
-        volumes=[{"name": "settings", "configMap": {"name": "settings", "items": items, "defaultMode": 0o444}}]))
+    await v1.create_namespaced_config_map(
+        "default",
+        {
+            "metadata": {"name": "settings"},
+            "data": {"lab.json": '{"theme": "light"}', "condarc": "channels: [conda-forge]", "unused": "x"},
+        },
+    )
+    items = [
+        {"key": "lab.json", "path": "lab/settings.json", "mode": 0o600},
+        {"key": "condarc", "path": ".condarc"},
+    ]
+    await v1.create_namespaced_pod(
+        "default",
+        pod(
+            "lab",
+            [
+                py(
+                    "c",
+                    "import time; time.sleep(60)",
+                    volumeMounts=[
+                        {"name": "settings", "mountPath": "/etc/jupyter"},
+                        {"name": "settings", "mountPath": "/home/jovyan/.condarc", "subPath": ".condarc"},
+                    ],
+                )
+            ],
+            volumes=[
+                {"name": "settings", "configMap": {"name": "settings", "items": items, "defaultMode": 0o444}}
+            ],
+        ),
+    )
     await pod_when(v1, "default", "lab", is_ready)
     root = sim.kubelet.pod_root("default", "lab")
-    lab, condarc, home_condarc = (root / "etc/jupyter/lab/settings.json", root / "etc/jupyter/.condarc",
-                                  root / "home/jovyan/.condarc")
+    lab, condarc, home_condarc = (
+        root / "etc/jupyter/lab/settings.json",
+        root / "etc/jupyter/.condarc",
+        root / "home/jovyan/.condarc",
+    )
     assert content(lab) == '{"theme": "light"}' and content(condarc) == "channels: [conda-forge]"
     assert not (root / "etc/jupyter/unused").exists()
 
     # server-side apply changes both projected keys
-    await v1.patch_namespaced_config_map("settings", "default", {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
-        "data": {"lab.json": '{"theme": "dark"}', "condarc": "channels: [defaults]", "unused": "x"}},
-        field_manager="test", _content_type="application/apply-patch+yaml")
+    await v1.patch_namespaced_config_map(
+        "settings",
+        "default",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "settings"},
+            "data": {"lab.json": '{"theme": "dark"}', "condarc": "channels: [defaults]", "unused": "x"},
+        },
+        field_manager="test",
+        _content_type="application/apply-patch+yaml",
+    )
     await until(lab, '{"theme": "dark"}')
     await until(condarc, "channels: [defaults]")
     assert lab.stat().st_mode & 0o777 == 0o600 and condarc.stat().st_mode & 0o777 == 0o444
@@ -143,16 +197,28 @@ async def test_configmap_items_and_modes_follow_apply_and_replace(process):
 
 
 async def test_optional_secret_created_later_and_sync_delay(tmp_path):
-    async with KubeSim(kubelet="process", workdir=tmp_path, kubelet_options={"volume_sync_delay": 1.0}) as sim:
+    async with KubeSim(
+        kubelet="process", workdir=tmp_path, kubelet_options={"volume_sync_delay": 1.0}
+    ) as sim:
         async with sim.api_client() as api:
             v1 = client.CoreV1Api(api)
-            sleeper = py("c", "import time; time.sleep(60)", volumeMounts=[{"name": "creds", "mountPath": "/creds"}])
-            await v1.create_namespaced_pod("default", pod("later", [sleeper], volumes=[
-                {"name": "creds", "secret": {"secretName": "creds", "optional": True}}]))
+            sleeper = py(
+                "c", "import time; time.sleep(60)", volumeMounts=[{"name": "creds", "mountPath": "/creds"}]
+            )
+            await v1.create_namespaced_pod(
+                "default",
+                pod(
+                    "later",
+                    [sleeper],
+                    volumes=[{"name": "creds", "secret": {"secretName": "creds", "optional": True}}],
+                ),
+            )
             await pod_when(v1, "default", "later", is_ready)
             root = sim.kubelet.pod_root("default", "later")
             assert (root / "creds").is_dir() and content(root / "creds/key") is None
             created = time.monotonic()
-            await v1.create_namespaced_secret("default", {"metadata": {"name": "creds"}, "stringData": {"key": "k"}})
+            await v1.create_namespaced_secret(
+                "default", {"metadata": {"name": "creds"}, "stringData": {"key": "k"}}
+            )
             await until(root / "creds/key", "k")
             assert time.monotonic() - created >= 0.9  # not before the configured delay

@@ -58,8 +58,14 @@ async def wait_for(pred, timeout=10):
 
 
 async def test_start_poll_stop_with_user_namespace_and_pvc(ksim):
-    spawner = make_spawner(ksim, "alice", 1, storage_pvc_ensure=True, storage_capacity="1Gi",
-                           pvc_name_template="claim-{username}")
+    spawner = make_spawner(
+        ksim,
+        "alice",
+        1,
+        storage_pvc_ensure=True,
+        storage_capacity="1Gi",
+        pvc_name_template="claim-{username}",
+    )
     assert await spawner.poll() == 1  # nothing running yet
     url = await spawner.start()
     pod = ksim.store.get(ksim.store._rt("pods"), "ks-alice", "jupyter-alice")
@@ -80,8 +86,13 @@ async def test_decoy_pod_never_reaches_the_reflector(ksim):
     async with ksim.api_client() as api:
         v1 = client.CoreV1Api(api)
         await v1.create_namespace({"metadata": {"name": "other-team"}})
-        await v1.create_namespaced_pod("other-team", {"metadata": {"name": "decoy", "labels": {"app": "else"}},
-                                                      "spec": {"containers": [{"name": "c", "image": "x:1"}]}})
+        await v1.create_namespaced_pod(
+            "other-team",
+            {
+                "metadata": {"name": "decoy", "labels": {"app": "else"}},
+                "spec": {"containers": [{"name": "c", "image": "x:1"}]},
+            },
+        )
     spawner = make_spawner(ksim, "bob", 2)
     await spawner.start()
     pods = spawner.pod_reflector.pods
@@ -137,6 +148,9 @@ async def test_spawn_progress_shows_kubelet_events(ksim):
     async def read():
         async for event in spawner.progress():
             messages.append(event["message"])
+
     await asyncio.wait_for(read(), 5)
-    assert any("Successfully assigned ks-frank/jupyter-frank" in m for m in messages) and any("Started container" in m for m in messages), messages
+    assert any("Successfully assigned ks-frank/jupyter-frank" in m for m in messages) and any(
+        "Started container" in m for m in messages
+    ), messages
     await spawner.stop()

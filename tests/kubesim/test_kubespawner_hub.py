@@ -39,8 +39,11 @@ c.KubeSpawner.http_timeout = 60
 
 async def test_hub_spawns_real_singleuser_on_kubesim(tmp_path):
     async with KubeSim(kubelet="process", workdir=tmp_path / "sim") as sim:
-        async with HubProcess(tmp_path / "hub", CONFIG.format(url=sim.url, root_args=ROOT_ARGS),
-                              env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
+        async with HubProcess(
+            tmp_path / "hub",
+            CONFIG.format(url=sim.url, root_args=ROOT_ARGS),
+            env={"KUBECONFIG": sim.kubeconfig_path},
+        ) as hub:
             assert (await hub.api("POST", "/users/alice"))[0] == 201
             status, _ = await hub.api("POST", "/users/alice/server")
             assert status in (201, 202), hub.log()[-3000:]
@@ -53,8 +56,11 @@ async def test_hub_spawns_real_singleuser_on_kubesim(tmp_path):
             status, body = await hub.get("/user/alice/api/status")
             assert status == 200 and '"started"' in body
             # the PVC is mounted as the home directory: a notebook file saved now outlives the pod
-            status, _ = await hub.request("PUT", "/user/alice/api/contents/kept.txt",
-                                          json={"type": "file", "format": "text", "content": "data"})
+            status, _ = await hub.request(
+                "PUT",
+                "/user/alice/api/contents/kept.txt",
+                json={"type": "file", "format": "text", "content": "data"},
+            )
             assert status in (200, 201)
             await stop_server(hub, "alice")
             # a second start gets the same claim back, with the file in it

@@ -34,20 +34,33 @@ async def cluster(tmp_path):
 
 
 def pod(name, script, volumes=(), mounts=()):
-    return {"metadata": {"name": name}, "spec": {
-        "containers": [{"name": "main", "image": "python:3", "command": [sys.executable, "-c", script],
-                        "volumeMounts": list(mounts)}],
-        "volumes": list(volumes), "terminationGracePeriodSeconds": 1}}
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "python:3",
+                    "command": [sys.executable, "-c", script],
+                    "volumeMounts": list(mounts),
+                }
+            ],
+            "volumes": list(volumes),
+            "terminationGracePeriodSeconds": 1,
+        },
+    }
 
 
 async def test_a_pending_pod_is_bound_run_and_reported(cluster):
     sim, node, v1 = cluster
-    await v1.create_namespaced_pod("default", pod("hello", "print('hello from the node', flush=True)\n"
-                                                           "import time; time.sleep(600)"))
+    await v1.create_namespaced_pod(
+        "default", pod("hello", "print('hello from the node', flush=True)\nimport time; time.sleep(600)")
+    )
 
     async def running():
         p = await v1.read_namespaced_pod("hello", "default")
         return p if p.status.phase == "Running" else None
+
     p = await eventually(running)
     assert p.spec.node_name == "remote-1"
     assert p.status.pod_ip.startswith("127.0.0.")
@@ -63,9 +76,15 @@ async def test_a_pending_pod_is_bound_run_and_reported(cluster):
 async def test_configmap_volumes_follow_their_object(cluster, tmp_path):
     sim, node, v1 = cluster
     await v1.create_namespaced_config_map("default", {"metadata": {"name": "cfg"}, "data": {"k": "one"}})
-    await v1.create_namespaced_pod("default", pod(
-        "reader", "import time; time.sleep(600)", volumes=[{"name": "c", "configMap": {"name": "cfg"}}],
-        mounts=[{"name": "c", "mountPath": "/etc/cfg"}]))
+    await v1.create_namespaced_pod(
+        "default",
+        pod(
+            "reader",
+            "import time; time.sleep(600)",
+            volumes=[{"name": "c", "configMap": {"name": "cfg"}}],
+            mounts=[{"name": "c", "mountPath": "/etc/cfg"}],
+        ),
+    )
     path = node.kubelet.pod_root("default", "reader") / "etc" / "cfg" / "k"
     await eventually(lambda: _contains(path, "one"))
     await v1.patch_namespaced_config_map("cfg", "default", {"data": {"k": "two"}})

@@ -40,7 +40,9 @@ async def running(v1, name, ns="default", timeout=60, or_done=False):
     deadline = time.monotonic() + timeout
     while True:
         pod = await v1.read_namespaced_pod(name, ns)
-        if pod.status.phase == "Running" and all(cs.state.running for cs in pod.status.container_statuses or []):
+        if pod.status.phase == "Running" and all(
+            cs.state.running for cs in pod.status.container_statuses or []
+        ):
             return pod
         if or_done and pod.status.phase == "Succeeded":
             return pod
@@ -57,9 +59,18 @@ async def raw_log(sim, name, **params):
 
 async def test_tail_lines_and_the_400s_of_a_real_server(psim):
     sim, v1 = psim
-    await v1.create_namespaced_pod("default", {"metadata": {"name": "two"}, "spec": {"containers": [
-        py("a", "for i in range(5): print('line', i, flush=True)\nimport time; time.sleep(600)"),
-        py("b", "import time; time.sleep(600)")]}})
+    await v1.create_namespaced_pod(
+        "default",
+        {
+            "metadata": {"name": "two"},
+            "spec": {
+                "containers": [
+                    py("a", "for i in range(5): print('line', i, flush=True)\nimport time; time.sleep(600)"),
+                    py("b", "import time; time.sleep(600)"),
+                ]
+            },
+        },
+    )
     await running(v1, "two")
     deadline = time.monotonic() + 60
     while (await raw_log(sim, "two", container="a"))[1].count("\n") < 5:
@@ -78,25 +89,46 @@ async def test_tail_lines_and_the_400s_of_a_real_server(psim):
 async def test_a_container_that_has_not_started_has_no_log_yet(tmp_path):
     async with KubeSim(kubelet=None) as sim:  # no node: the pod stays Pending
         async with sim.api_client() as api:
-            await client.CoreV1Api(api).create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": {
-                "containers": [{"name": "main", "image": "x", "command": ["true"]}]}})
+            await client.CoreV1Api(api).create_namespaced_pod(
+                "default",
+                {
+                    "metadata": {"name": "p"},
+                    "spec": {"containers": [{"name": "main", "image": "x", "command": ["true"]}]},
+                },
+            )
         status, text = await raw_log(sim, "p")
         assert status == 400 and 'container "main" in pod "p" is waiting to start: ContainerCreating' in text
 
 
 async def test_follow_streams_until_the_container_stops(psim):
     sim, v1 = psim
-    await v1.create_namespaced_pod("default", {"metadata": {"name": "ticker"}, "spec": {
-        "restartPolicy": "Never", "containers": [py("main", """
+    await v1.create_namespaced_pod(
+        "default",
+        {
+            "metadata": {"name": "ticker"},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    py(
+                        "main",
+                        """
             import sys, time
             for i in range(3):
                 print('tick', i, flush=True)
                 time.sleep(0.3)
-        """)]}})
+        """,
+                    )
+                ],
+            },
+        },
+    )
     await running(v1, "ticker", or_done=True)  # a loaded machine may see it only once it is done
     async with aiohttp.ClientSession() as s:
-        async with s.get(f"{sim.url}/api/v1/namespaces/default/pods/ticker/log", params={"follow": "true"},
-                         timeout=aiohttp.ClientTimeout(total=120)) as r:
+        async with s.get(
+            f"{sim.url}/api/v1/namespaces/default/pods/ticker/log",
+            params={"follow": "true"},
+            timeout=aiohttp.ClientTimeout(total=120),
+        ) as r:
             assert r.status == 200
             text = (await r.read()).decode()  # returns only once the container has exited
     assert text == "tick 0\ntick 1\ntick 2\n"
@@ -111,8 +143,11 @@ async def exec_ws(sim, name, command, protocol="v5.channel.k8s.io", stdin: bytes
         params.append(("stdin", "true"))
     out, err, status = b"", b"", None
     async with aiohttp.ClientSession() as s:
-        async with s.ws_connect(f"{sim.url.replace('http', 'ws')}/api/v1/namespaces/default/pods/{name}/exec",
-                                params=params, protocols=[protocol]) as ws:
+        async with s.ws_connect(
+            f"{sim.url.replace('http', 'ws')}/api/v1/namespaces/default/pods/{name}/exec",
+            params=params,
+            protocols=[protocol],
+        ) as ws:
             assert ws.protocol == protocol
             if stdin is not None:
                 await ws.send_bytes(b"\x00" + stdin)
@@ -132,12 +167,31 @@ async def exec_ws(sim, name, command, protocol="v5.channel.k8s.io", stdin: bytes
 @pytest.mark.parametrize("protocol", ["v5.channel.k8s.io", "v4.channel.k8s.io"])
 async def test_exec_runs_in_the_container_and_reports_the_exit_code(psim, protocol):
     sim, v1 = psim
-    await v1.create_namespaced_pod("default", {"metadata": {"name": "box"}, "spec": {"containers": [
-        {**py("main", "import time; time.sleep(600)"), "env": [{"name": "GREETING", "value": "hi"}]}]}})
+    await v1.create_namespaced_pod(
+        "default",
+        {
+            "metadata": {"name": "box"},
+            "spec": {
+                "containers": [
+                    {
+                        **py("main", "import time; time.sleep(600)"),
+                        "env": [{"name": "GREETING", "value": "hi"}],
+                    }
+                ]
+            },
+        },
+    )
     await running(v1, "box")
-    out, err, status = await exec_ws(sim, "box", [sys.executable, "-c",
-                                                  "import os, sys; print(os.environ['GREETING']); "
-                                                  "print('oops', file=sys.stderr)"], protocol)
+    out, err, status = await exec_ws(
+        sim,
+        "box",
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; print(os.environ['GREETING']); print('oops', file=sys.stderr)",
+        ],
+        protocol,
+    )
     assert (out, err, status) == ("hi\n", "oops\n", {"metadata": {}, "status": "Success"})
     out, err, status = await exec_ws(sim, "box", [sys.executable, "-c", "raise SystemExit(3)"], protocol)
     assert status["status"] == "Failure" and status["reason"] == "NonZeroExitCode"
@@ -149,8 +203,10 @@ async def test_exec_runs_in_the_container_and_reports_the_exit_code(psim, protoc
 
 async def test_exec_errors(psim):
     sim, v1 = psim
-    await v1.create_namespaced_pod("default", {"metadata": {"name": "box"}, "spec": {"containers": [
-        py("main", "import time; time.sleep(600)")]}})
+    await v1.create_namespaced_pod(
+        "default",
+        {"metadata": {"name": "box"}, "spec": {"containers": [py("main", "import time; time.sleep(600)")]}},
+    )
     await running(v1, "box")
     async with aiohttp.ClientSession() as s:
         url = f"{sim.url}/api/v1/namespaces/default/pods/box/exec"
@@ -167,15 +223,25 @@ async def test_exec_errors(psim):
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 async def test_kubectl_exec_and_logs(psim):
     sim, v1 = psim
-    await v1.create_namespaced_pod("default", {"metadata": {"name": "box"}, "spec": {"containers": [
-        py("main", "print('started', flush=True)\nimport time; time.sleep(600)")]}})
+    await v1.create_namespaced_pod(
+        "default",
+        {
+            "metadata": {"name": "box"},
+            "spec": {
+                "containers": [py("main", "print('started', flush=True)\nimport time; time.sleep(600)")]
+            },
+        },
+    )
     await running(v1, "box")
 
     def kubectl(*args):
-        return subprocess.run([KUBECTL, "--kubeconfig", sim.kubeconfig_path, *args], capture_output=True,
-                              text=True, timeout=120)
-    done = await asyncio.to_thread(kubectl, "exec", "box", "--", sys.executable, "-c",
-                                   "print('inside'); raise SystemExit(7)")
+        return subprocess.run(
+            [KUBECTL, "--kubeconfig", sim.kubeconfig_path, *args], capture_output=True, text=True, timeout=120
+        )
+
+    done = await asyncio.to_thread(
+        kubectl, "exec", "box", "--", sys.executable, "-c", "print('inside'); raise SystemExit(7)"
+    )
     assert done.stdout == "inside\n" and done.returncode == 7, done.stderr
     done = await asyncio.to_thread(kubectl, "logs", "box", "--tail=1")
     assert done.stdout == "started\n", done.stderr
@@ -187,14 +253,27 @@ async def test_a_process_that_left_the_containers_session_goes_with_the_pod(psim
 
     sim, v1 = psim
     pidfile = tmp_path / "grandchild.pid"
-    await v1.create_namespaced_pod("default", {"metadata": {"name": "parent"}, "spec": {
-        "terminationGracePeriodSeconds": 1, "containers": [py("main", f"""
+    await v1.create_namespaced_pod(
+        "default",
+        {
+            "metadata": {"name": "parent"},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [
+                    py(
+                        "main",
+                        f"""
             import subprocess, sys, time
             child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
                                      start_new_session=True)
             open({str(pidfile)!r}, "w").write(str(child.pid))
             time.sleep(600)
-        """)]}})
+        """,
+                    )
+                ],
+            },
+        },
+    )
     deadline = time.monotonic() + 60
     while not (pidfile.exists() and pidfile.read_text()):
         assert time.monotonic() < deadline

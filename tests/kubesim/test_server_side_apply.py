@@ -22,9 +22,12 @@ async def apply(sim, body, manager, force=False, url=URL):
 
 
 def cfg(labels=None, data=None):
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "cfg", **({"labels": labels} if labels is not None else {})},
-            **({"data": data} if data is not None else {})}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cfg", **({"labels": labels} if labels is not None else {})},
+        **({"data": data} if data is not None else {}),
+    }
 
 
 async def test_apply_removes_fields_the_manager_no_longer_sends(sim):
@@ -60,11 +63,13 @@ async def test_conflict_between_managers_is_409_unless_forced(sim):
     status, body = await apply(sim, cfg({"a": "2"}), "operator")
     assert status == 409 and body["reason"] == "Conflict"
     assert body["message"] == 'Apply failed with 1 conflict: conflict with "hub": .metadata.labels.a'
-    assert body["details"]["causes"] == [{"reason": "FieldManagerConflict", "message": 'conflict with "hub"',
-                                          "field": ".metadata.labels.a"}]
+    assert body["details"]["causes"] == [
+        {"reason": "FieldManagerConflict", "message": 'conflict with "hub"', "field": ".metadata.labels.a"}
+    ]
     status, body = await apply(sim, cfg({"a": "2"}, {"x": "2"}), "operator")
-    assert status == 409 and body["message"] == ('Apply failed with 2 conflicts: conflicts with "hub":\n'
-                                                 "- .data.x\n- .metadata.labels.a")
+    assert status == 409 and body["message"] == (
+        'Apply failed with 2 conflicts: conflicts with "hub":\n- .data.x\n- .metadata.labels.a'
+    )
     status, out = await apply(sim, cfg({"a": "2"}), "operator", force=True)
     assert status == 200 and out["metadata"]["labels"] == {"a": "2"}
     _, out = await apply(sim, cfg(data={"x": "1"}), "hub")  # "a" now belongs to operator: kept
@@ -80,11 +85,27 @@ async def test_a_non_apply_write_takes_the_fields_it_changes(sim, v1):
 
 async def test_keyed_list_elements_dropped_from_apply_are_removed(sim):
     def deployment(*env):
-        return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
-                {"name": "c", "image": "nginx:1.27", **({"env": [{"name": n, "value": "1"} for n in env]}
-                                                        if env else {})}]}}}}
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "c",
+                                "image": "nginx:1.27",
+                                **({"env": [{"name": n, "value": "1"} for n in env]} if env else {}),
+                            }
+                        ]
+                    },
+                },
+            },
+        }
+
     url = "/apis/apps/v1/namespaces/default/deployments/web"
     assert (await apply(sim, deployment("A", "B"), "hub", url=url))[0] == 201
     _, out = await apply(sim, deployment("A"), "hub", url=url)
@@ -98,8 +119,10 @@ async def test_apply_without_field_manager_is_invalid(sim):
         async with s.patch(sim.url + URL, data=json.dumps(cfg()), headers=APPLY) as r:
             assert r.status == 422
             body = await r.json()
-            assert body["message"] == ('PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
-                                       "is required for apply patch")
+            assert body["message"] == (
+                'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+                "is required for apply patch"
+            )
             assert body["details"]["causes"][0]["field"] == "fieldManager"
 
 
@@ -113,15 +136,23 @@ async def test_recreated_object_starts_without_owners(sim, v1):
 
 # -- the pure functions ---------------------------------------------------------------------
 
+
 def test_field_set_and_removal():
-    config = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "1"},
-                                                              "finalizers": ["x"]},
-              "spec": {"containers": [{"name": "c", "args": ["1", "2"]}]}}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "labels": {"a": "1"}, "finalizers": ["x"]},
+        "spec": {"containers": [{"name": "c", "args": ["1", "2"]}]},
+    }
     fields = managed.field_set(config)
     c = ("k", "name", "c")
-    assert fields == {("metadata", "labels", "a"), ("metadata", "finalizers", ("v", '"x"')),
-                      ("spec", "containers", c), ("spec", "containers", c, "name"),
-                      ("spec", "containers", c, "args")}
+    assert fields == {
+        ("metadata", "labels", "a"),
+        ("metadata", "finalizers", ("v", '"x"')),
+        ("spec", "containers", c),
+        ("spec", "containers", c, "name"),
+        ("spec", "containers", c, "args"),
+    }
     live = json.loads(json.dumps(config))
     managed.remove_fields(live, {("spec", "containers", c, "args"), ("metadata", "labels", "a")}, set())
     assert live["spec"]["containers"] == [{"name": "c"}] and "labels" not in live["metadata"]
@@ -129,9 +160,12 @@ def test_field_set_and_removal():
     assert live["spec"]["containers"] == [{"name": "c"}]  # still owned inside: kept
 
 
-@pytest.mark.parametrize("path, text", [
-    (("metadata", "labels", "a"), ".metadata.labels.a"),
-    (("spec", "containers", ("k", "name", "c"), "image"), '.spec.containers[name="c"].image'),
-])
+@pytest.mark.parametrize(
+    "path, text",
+    [
+        (("metadata", "labels", "a"), ".metadata.labels.a"),
+        (("spec", "containers", ("k", "name", "c"), "image"), '.spec.containers[name="c"].image'),
+    ],
+)
 def test_render_path(path, text):
     assert managed.render_path(path) == text

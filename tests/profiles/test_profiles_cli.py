@@ -14,7 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def run(*args):
     return subprocess.run(
         [sys.executable, "-m", "apex_hub.profiles", *map(str, args)],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
 
 
@@ -22,16 +25,23 @@ def test_check_ok():
     result = run("check", ROOT / "examples" / "profiles.yml")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK: ")
-    for slug in ("jupyterlab (default)", "conda-sentinel", "vscode-small", "processing-large",
-                 "gpu", "desktop"):
+    for slug in (
+        "jupyterlab (default)",
+        "conda-sentinel",
+        "vscode-small",
+        "processing-large",
+        "gpu",
+        "desktop",
+    ):
         assert f"  {slug}" in result.stdout
     assert "[groups: apex-large]" in result.stdout
 
 
 def test_check_errors(tmp_path):
     bad = tmp_path / "bad.yml"
-    bad.write_text("profiles:\n  - slug: gpu-large\n    display_name: GPU\n"
-                   "    cpu_limit: lots\n    colour: red\n")
+    bad.write_text(
+        "profiles:\n  - slug: gpu-large\n    display_name: GPU\n    cpu_limit: lots\n    colour: red\n"
+    )
     result = run("check", bad)
     assert result.returncode == 1
     assert "2 problems" in result.stderr
@@ -60,8 +70,7 @@ def test_convert_eoepca(tmp_path):
     result = run("convert-eoepca", ROOT / "examples" / "eoepca-config.yml", out)
     assert result.returncode == 0, result.stderr
     assert "converted 1 profile" in result.stdout
-    assert "image_pull_secrets[0] ('cr-config'): the inline credentials in 'data' were NOT" \
-        in result.stdout
+    assert "image_pull_secrets[0] ('cr-config'): the inline credentials in 'data' were NOT" in result.stdout
     assert f"OK: {out} validates" in result.stdout
     assert Catalogue.from_file(out).slugs == ["apex-coder-medium"]
     assert run("check", out).returncode == 0
@@ -69,11 +78,24 @@ def test_convert_eoepca(tmp_path):
 
 def test_convert_eoepca_invalid_result(tmp_path):
     source = tmp_path / "config.yml"
-    source.write_text(yaml.safe_dump({"profiles": [{
-        "id": "p", "groups": [], "node_selector": {},
-        "definition": {"display_name": "P", "slug": "p",
-                       "kubespawner_override": {"cpu_limit": "lots", "mem_limit": "1G",
-                                                "image": "x"}}}]}))
+    source.write_text(
+        yaml.safe_dump(
+            {
+                "profiles": [
+                    {
+                        "id": "p",
+                        "groups": [],
+                        "node_selector": {},
+                        "definition": {
+                            "display_name": "P",
+                            "slug": "p",
+                            "kubespawner_override": {"cpu_limit": "lots", "mem_limit": "1G", "image": "x"},
+                        },
+                    }
+                ]
+            }
+        )
+    )
     out = tmp_path / "out.yml"
     result = run("convert-eoepca", source, out)
     assert result.returncode == 1

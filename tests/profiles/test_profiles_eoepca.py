@@ -37,7 +37,10 @@ def test_example_converts_and_validates():
     assert init.default_mode == 0o644 and not init.persist
     workspace, calrissian = profile.volumes
     assert (workspace.claim_name, workspace.size, workspace.mount_path) == (
-        "workspace-claim", "50Gi", "/workspace")
+        "workspace-claim",
+        "50Gi",
+        "/workspace",
+    )
     assert calrissian.access_modes == ["ReadWriteMany"] and not calrissian.persist
     assert calrissian.annotations == {"apex.esa.int/owner": "{username}"}
     (binding,) = profile.role_bindings
@@ -47,7 +50,10 @@ def test_example_converts_and_validates():
     assert profile.image_pull_secrets == ["cr-config"]
     (container,) = profile.init_containers
     assert container["volumeMounts"][1] == {
-        "name": "init", "mountPath": "/opt/init/.init.sh", "subPath": "init"}
+        "name": "init",
+        "mountPath": "/opt/init/.init.sh",
+        "subPath": "init",
+    }
     assert profile.manifests[0].kinds == ["ServiceAccount"]
     assert profile.secret_mounts[0].sub_path == "credentials"
 
@@ -87,40 +93,75 @@ NULL_HEAVY = {
             "id": "profile_jupyter_lab",
             "groups": ["group-c"],
             "definition": {
-                "display_name": "Jupyter Lab", "description": None,
-                "slug": "eoepca_jupyter_lab", "default": False,
+                "display_name": "Jupyter Lab",
+                "description": None,
+                "slug": "eoepca_jupyter_lab",
+                "default": False,
                 "kubespawner_override": {
-                    "cpu_limit": 2, "cpu_guarantee": None, "mem_limit": "6G",
-                    "mem_guarantee": None, "image": "jupyter/scipy-notebook",
-                    "extra_resource_limits": {}, "extra_resource_guarantees": {},
+                    "cpu_limit": 2,
+                    "cpu_guarantee": None,
+                    "mem_limit": "6G",
+                    "mem_guarantee": None,
+                    "image": "jupyter/scipy-notebook",
+                    "extra_resource_limits": {},
+                    "extra_resource_guarantees": {},
                 },
             },
-            "config_maps": [], "default_url": None, "image_pull_secrets": [],
-            "init_containers": [], "manifests": None, "node_selector": {},
+            "config_maps": [],
+            "default_url": None,
+            "image_pull_secrets": [],
+            "init_containers": [],
+            "manifests": None,
+            "node_selector": {},
             "role_bindings": None,
             "pod_env_vars": {"HOME": "/workspace", "CONDA_ENVS_PATH": " /workspace/.envs"},
-            "volumes": [{
-                "name": "workspace-volume", "claim_name": "workspace-claim", "size": "50Gi",
-                "storage_class": "standard", "access_modes": ["ReadWriteOnce"],
-                "volume_mount": {"name": "workspace-volume", "mount_path": "/workspace"},
-                "persist": True,
-            }],
+            "volumes": [
+                {
+                    "name": "workspace-volume",
+                    "claim_name": "workspace-claim",
+                    "size": "50Gi",
+                    "storage_class": "standard",
+                    "access_modes": ["ReadWriteOnce"],
+                    "volume_mount": {"name": "workspace-volume", "mount_path": "/workspace"},
+                    "persist": True,
+                }
+            ],
         },
         {
             "id": "eoepca_jupyter_lab",  # its slug collides with the first one's
             "groups": [],
-            "definition": {"display_name": "Second", "slug": "eoepca-jupyter-lab",
-                           "kubespawner_override": {
-                               "cpu_limit": 1, "mem_limit": "1G", "image": "x",
-                               "privileged": True, "start_timeout": 100,
-                               "environment": {"A": "b"}}},
+            "definition": {
+                "display_name": "Second",
+                "slug": "eoepca-jupyter-lab",
+                "kubespawner_override": {
+                    "cpu_limit": 1,
+                    "mem_limit": "1G",
+                    "image": "x",
+                    "privileged": True,
+                    "start_timeout": 100,
+                    "environment": {"A": "b"},
+                },
+            },
             "node_selector": {},
             "favourite_colour": "blue",
-            "config_maps": [{"name": "Init_Script", "key": "init",
-                             "content": "{% if x %}y{% endif %}",
-                             "mount_path": "/opt/init.sh", "readonly": True}],
-            "init_containers": [{"name": "c", "image": "busybox", "volume_mounts": [
-                {"name": "Init_Script", "mount_path": "/opt/init.sh", "sub_path": "init"}]}],
+            "config_maps": [
+                {
+                    "name": "Init_Script",
+                    "key": "init",
+                    "content": "{% if x %}y{% endif %}",
+                    "mount_path": "/opt/init.sh",
+                    "readonly": True,
+                }
+            ],
+            "init_containers": [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "volume_mounts": [
+                        {"name": "Init_Script", "mount_path": "/opt/init.sh", "sub_path": "init"}
+                    ],
+                }
+            ],
             "secret_mounts": [{"name": "s", "mount_path": "/{{ spawner.user.name }}"}],
         },
     ],

@@ -20,16 +20,22 @@ from apex_hub.profiles import Catalogue, convert_eoepca
 from apex_hub.profiles.__main__ import kinds_to_allow
 from apex_hub.profiles.eoepca import DEFAULT_MANIFEST_KINDS, dump_yaml
 from apex_hub.spawner.escalation import DEFAULT_HUB_RULES, rules_to_grant
-from tests.helpers.spawner import make_spawner, objects
-from tests.helpers.spawner import ksim  # noqa: F401 - a fixture
+from tests.helpers.spawner import (
+    ksim,  # noqa: F401 - a fixture
+    make_spawner,
+    objects,
+)
 
-CONFIGS = Path(os.environ.get("APEX_EOEPCA_CONFIGS")
-               or Path(__file__).resolve().parents[2] / ".." / "shared" / "eoepca-configs")
+CONFIGS = Path(
+    os.environ.get("APEX_EOEPCA_CONFIGS")
+    or Path(__file__).resolve().parents[2] / ".." / "shared" / "eoepca-configs"
+)
 FILES = sorted(CONFIGS.glob("*.yml")) if CONFIGS.is_dir() else []
 USERS = ("alice", "Jane.Doe@Example.org")
 
 pytestmark = pytest.mark.skipif(
-    not FILES, reason=f"the real ApplicationHub configs are not here ({CONFIGS}): not a shared checkout")
+    not FILES, reason=f"the real ApplicationHub configs are not here ({CONFIGS}): not a shared checkout"
+)
 
 
 def converted(path: Path):
@@ -59,14 +65,25 @@ def test_converts_and_passes_check(path):
 
 
 EXTERNAL_SECRET_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
     "metadata": {"name": "externalsecrets.external-secrets.io"},
-    "spec": {"group": "external-secrets.io", "scope": "Namespaced",
-             "names": {"plural": "externalsecrets", "singular": "externalsecret",
-                       "kind": "ExternalSecret"},
-             "versions": [{"name": "v1beta1", "served": True, "storage": True,
-                           "schema": {"openAPIV3Schema": {
-                               "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    "spec": {
+        "group": "external-secrets.io",
+        "scope": "Namespaced",
+        "names": {"plural": "externalsecrets", "singular": "externalsecret", "kind": "ExternalSecret"},
+        "versions": [
+            {
+                "name": "v1beta1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}
 
 
 async def prepare_cluster(sim, catalogue):
@@ -76,9 +93,14 @@ async def prepare_cluster(sim, catalogue):
         v1 = client.CoreV1Api(api)
         await v1.create_namespace({"metadata": {"name": "jhub"}})
         for name in sorted({n for p in catalogue for n in p.image_pull_secrets}):
-            await v1.create_namespaced_secret("jhub", {
-                "metadata": {"name": name}, "type": "kubernetes.io/dockerconfigjson",
-                "data": {".dockerconfigjson": "eyJhdXRocyI6e319"}})
+            await v1.create_namespaced_secret(
+                "jhub",
+                {
+                    "metadata": {"name": name},
+                    "type": "kubernetes.io/dockerconfigjson",
+                    "data": {".dockerconfigjson": "eyJhdXRocyI6e319"},
+                },
+            )
         await client.ApiextensionsV1Api(api).create_custom_resource_definition(EXTERNAL_SECRET_CRD)
 
 
@@ -117,17 +139,30 @@ async def the_operators_part(sim, profile, spawner, start):
             wanted = []
             for es in objects(sim, "externalsecrets", group="external-secrets.io", version="v1beta1"):
                 target = (es["spec"].get("target") or {}).get("name") or es["metadata"]["name"]
-                wanted.append((es["metadata"]["namespace"], "secrets", target,
-                               {d["secretKey"] for d in es["spec"].get("data", [])}))
+                wanted.append(
+                    (
+                        es["metadata"]["namespace"],
+                        "secrets",
+                        target,
+                        {d["secretKey"] for d in es["spec"].get("data", [])},
+                    )
+                )
             for pod in objects(sim, "pods", spawner.namespace):
                 if pod["metadata"]["name"] == spawner.pod_name:
-                    wanted += [(spawner.namespace, plural, name, keys)
-                               for plural, name, keys in _references(pod) if name not in created]
+                    wanted += [
+                        (spawner.namespace, plural, name, keys)
+                        for plural, name, keys in _references(pod)
+                        if name not in created
+                    ]
             for namespace, plural, name, keys in wanted:
                 if not any(o["metadata"]["name"] == name for o in objects(sim, plural, namespace)):
-                    await create[plural](namespace, {"metadata": {"name": name},
-                                                     ("stringData" if plural == "secrets" else "data"):
-                                                     {k: "provided" for k in keys or {"value"}}})
+                    await create[plural](
+                        namespace,
+                        {
+                            "metadata": {"name": name},
+                            ("stringData" if plural == "secrets" else "data"): dict.fromkeys(keys or {"value"}, "provided"),
+                        },
+                    )
             await asyncio.wait([task], timeout=0.05)
     return await task
 
@@ -137,20 +172,29 @@ async def test_every_profile_spawns_for_both_users(ksim, path):
     data, _, catalogue = converted(path)
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))["profiles"]
     await prepare_cluster(ksim, catalogue)
-    kinds = sorted(set(DEFAULT_MANIFEST_KINDS) | {k for p in catalogue for m in p.manifests
-                                                  for k in m.kinds})
+    kinds = sorted(set(DEFAULT_MANIFEST_KINDS) | {k for p in catalogue for m in p.manifests for k in m.kinds})
     grants = rules_to_grant(catalogue)
     for profile in catalogue:
         extra = grants.get(profile.slug, [])
         if extra:
             # With the default hub ClusterRole, such a profile is refused before anything is
             # written, naming the rules the converter's report told the operator to grant.
-            refused = make_spawner(ksim, USERS[0], groups=profile.groups, catalogue=data,
-                                   user_options={"profile": profile.slug}, manifest_kinds=kinds)
+            refused = make_spawner(
+                ksim,
+                USERS[0],
+                groups=profile.groups,
+                catalogue=data,
+                user_options={"profile": profile.slug},
+                manifest_kinds=kinds,
+            )
+
             def written():
-                return [(o["metadata"].get("namespace"), o["metadata"]["name"]) for kind in
-                        ("namespaces", "pods", "configmaps", "persistentvolumeclaims")
-                        for o in objects(ksim, kind)]
+                return [
+                    (o["metadata"].get("namespace"), o["metadata"]["name"])
+                    for kind in ("namespaces", "pods", "configmaps", "persistentvolumeclaims")
+                    for o in objects(ksim, kind)
+                ]
+
             before = written()
             with pytest.raises(web.HTTPError) as info:
                 await refused.start()
@@ -159,17 +203,29 @@ async def test_every_profile_spawns_for_both_users(ksim, path):
             assert extra[0]["resources"][0] in info.value.log_message
             assert written() == before
         for user in USERS:
-            spawner = make_spawner(ksim, user, groups=profile.groups, catalogue=data,
-                                   user_options={"profile": profile.slug}, manifest_kinds=kinds,
-                                   hub_rules=[*DEFAULT_HUB_RULES, *extra])
+            spawner = make_spawner(
+                ksim,
+                user,
+                groups=profile.groups,
+                catalogue=data,
+                user_options={"profile": profile.slug},
+                manifest_kinds=kinds,
+                hub_rules=[*DEFAULT_HUB_RULES, *extra],
+            )
             try:
                 await the_operators_part(ksim, profile, spawner, spawner.start())
             except TimeoutError:
-                events = [f"{e['involvedObject']['name']}: {e['reason']}: {e['message']}"
-                          for e in objects(ksim, "events", spawner.namespace) if e["type"] == "Warning"]
+                events = [
+                    f"{e['involvedObject']['name']}: {e['reason']}: {e['message']}"
+                    for e in objects(ksim, "events", spawner.namespace)
+                    if e["type"] == "Warning"
+                ]
                 raise AssertionError(f"{profile.slug} for {user}: {events}") from None
-            (pod,) = [p for p in objects(ksim, "pods", spawner.namespace)
-                      if p["metadata"]["name"] == spawner.pod_name]
+            (pod,) = [
+                p
+                for p in objects(ksim, "pods", spawner.namespace)
+                if p["metadata"]["name"] == spawner.pod_name
+            ]
             spec = pod["spec"]
             selector = spec.get("nodeSelector") or {}
             assert selector == {**selector, **profile.node_selector}
@@ -188,8 +244,11 @@ async def check_workspace_fields(sim, profile, spawner, spec):
     what = (profile.slug, spawner.user.name)
     rendered = profile.render(username=spawner.user_slug, namespace=spawner.namespace)
     claims = {v.name: v.claim_name or v.name for v in rendered.volumes}
-    mounted = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", [])
-               if "persistentVolumeClaim" in v}
+    mounted = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in spec.get("volumes", [])
+        if "persistentVolumeClaim" in v
+    }
     assert mounted == claims, what  # the profile's own, and no operator workspace claim
     operator = spawner.workspace_volume["name"]
     assert (operator in mounted) == (operator in claims), what

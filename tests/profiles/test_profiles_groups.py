@@ -10,12 +10,16 @@ from apex_hub.profiles import (
     UnknownProfile,
 )
 
-CATALOGUE = Catalogue.from_dict({"profiles": [
-    {"slug": "open", "display_name": "Open to all"},
-    {"slug": "small", "display_name": "Small", "groups": ["apex-small", "apex-large"]},
-    {"slug": "large", "display_name": "Large", "groups": ["apex-large"], "default": True},
-    {"slug": "secret-gpu", "display_name": "GPU", "groups": ["apex-gpu"]},
-]})
+CATALOGUE = Catalogue.from_dict(
+    {
+        "profiles": [
+            {"slug": "open", "display_name": "Open to all"},
+            {"slug": "small", "display_name": "Small", "groups": ["apex-small", "apex-large"]},
+            {"slug": "large", "display_name": "Large", "groups": ["apex-large"], "default": True},
+            {"slug": "secret-gpu", "display_name": "GPU", "groups": ["apex-gpu"]},
+        ]
+    }
+)
 
 
 def slugs(profiles):
@@ -26,8 +30,7 @@ def test_for_groups_keeps_file_order():
     assert slugs(CATALOGUE.for_groups([])) == ["open"]
     assert slugs(CATALOGUE.for_groups(["apex-small"])) == ["open", "small"]
     assert slugs(CATALOGUE.for_groups(["apex-large"])) == ["open", "small", "large"]
-    assert slugs(CATALOGUE.for_groups(("apex-gpu", "apex-small"))) == [
-        "open", "small", "secret-gpu"]
+    assert slugs(CATALOGUE.for_groups(("apex-gpu", "apex-small"))) == ["open", "small", "secret-gpu"]
     assert slugs(CATALOGUE.for_groups(iter(["other"]))) == ["open"]
 
 
@@ -77,8 +80,7 @@ def test_default_is_per_user():
 
 
 def test_no_profile_available():
-    gated = Catalogue.from_dict({"profiles": [
-        {"slug": "a", "display_name": "A", "groups": ["g"]}]})
+    gated = Catalogue.from_dict({"profiles": [{"slug": "a", "display_name": "A", "groups": ["g"]}]})
     assert gated.for_groups(["h"]) == []
     assert gated.default_for(["h"]) is None
     with pytest.raises(NoProfileAvailable) as info:

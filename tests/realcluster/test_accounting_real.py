@@ -26,9 +26,13 @@ async def until(check, timeout=120):
 
 async def test_a_real_workspace_is_accounted_and_closed(hub, node, admin, tmp_path):
     name = user()
-    svc = AccountingService(Ledger(f"sqlite:///{tmp_path}/ledger.sqlite"),
-                            hub=HubClient("http://127.0.0.1:9", "unused", tries=1),
-                            kube=kube_factory(str(hub.hub_kubeconfig)), interval=3600, watch_timeout=30)
+    svc = AccountingService(
+        Ledger(f"sqlite:///{tmp_path}/ledger.sqlite"),
+        hub=HubClient("http://127.0.0.1:9", "unused", tries=1),
+        kube=kube_factory(str(hub.hub_kubeconfig)),
+        interval=3600,
+        watch_timeout=30,
+    )
     svc.groups = {name: ["apex-small"]}  # what the hub round would have said
     task = asyncio.create_task(svc.watch_pods())
     s = spawner(hub, name, catalogue())
@@ -39,7 +43,7 @@ async def test_a_real_workspace_is_accounted_and_closed(hub, node, admin, tmp_pa
         claims = (await client.CoreV1Api(admin).list_namespaced_persistent_volume_claim(s.namespace)).items
         sizes = sorted(c.spec.resources.requests["storage"] for c in claims)
         assert sizes == ["10Gi", "1Gi"]  # the workspace volume and the profile's scratch
-        assert session["pvc_bytes"] == 11 * 2 ** 30  # read as the hub ("get persistentvolumeclaims")
+        assert session["pvc_bytes"] == 11 * 2**30  # read as the hub ("get persistentvolumeclaims")
         assert session["cpu"] > 0
         await s.stop()
         await until(lambda: svc.ledger.session(session["id"])["stop"] is not None)

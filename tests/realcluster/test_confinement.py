@@ -22,8 +22,12 @@ MANAGED = {"app.kubernetes.io/managed-by": "apex-hub"}
 
 
 def configmap(namespace, name="probe"):
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
-            "data": {"a": "b"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"a": "b"},
+    }
 
 
 async def refused(call) -> str:
@@ -45,7 +49,9 @@ async def foreign(admin):
     v1 = client.CoreV1Api(admin)
     name = f"team-{uuid.uuid4().hex[:8]}"
     await v1.create_namespace({"metadata": {"name": name}})
-    await v1.create_namespaced_secret(name, {"metadata": {"name": "db"}, "stringData": {"password": "s3cret"}})
+    await v1.create_namespaced_secret(
+        name, {"metadata": {"name": "db"}, "stringData": {"password": "s3cret"}}
+    )
     yield name
     await v1.delete_namespace(name)
 
@@ -53,16 +59,25 @@ async def foreign(admin):
 async def test_the_hub_cannot_write_in_kube_system(hub_kube):
     message = await refused(hub_kube.apply(configmap("kube-system")))
     assert POLICY in message and "not in kube-system" in message, message
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", "namespace": "kube-system"},
-           "spec": {"containers": [{"name": "x", "image": "busybox"}]}}
-    message = await refused(hub_kube._call("POST", "/api/v1/namespaces/kube-system/pods", body=pod,
-                                           what="create a pod"))
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "x", "namespace": "kube-system"},
+        "spec": {"containers": [{"name": "x", "image": "busybox"}]},
+    }
+    message = await refused(
+        hub_kube._call("POST", "/api/v1/namespaces/kube-system/pods", body=pod, what="create a pod")
+    )
     assert POLICY in message, message
 
 
 async def test_the_hub_cannot_patch_and_so_read_a_foreign_secret(hub_kube, foreign):
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": foreign},
-              "stringData": {"password": "mine now"}}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "db", "namespace": foreign},
+        "stringData": {"password": "mine now"},
+    }
     message = await refused(hub_kube.apply(secret))
     assert POLICY in message and f"not in {foreign}" in message, message
     assert "s3cret" not in message
@@ -85,12 +100,16 @@ async def test_the_hub_writes_in_namespaces_it_manages_and_cannot_unlabel_them(h
         created = await hub_kube.apply(configmap("apex-confined"))
         assert created["data"] == {"a": "b"}
         await hub_kube.apply(configmap(HUB_NAMESPACE))  # its own namespace too
-        unlabelled = {"apiVersion": "v1", "kind": "Namespace",
-                      "metadata": {"name": "apex-confined", "labels": {"app.kubernetes.io/managed-by": "other"}}}
+        unlabelled = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "apex-confined", "labels": {"app.kubernetes.io/managed-by": "other"}},
+        }
         message = await refused(hub_kube.apply(unlabelled))
         assert "may not remove that label" in message, message
-        message = await refused(hub_kube.apply({"apiVersion": "v1", "kind": "Namespace",
-                                                "metadata": {"name": "apex-unlabelled"}}))
+        message = await refused(
+            hub_kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apex-unlabelled"}})
+        )
         assert POLICY in message, message
     finally:
         await client.CoreV1Api(admin).delete_namespace("apex-confined")
@@ -99,8 +118,12 @@ async def test_the_hub_writes_in_namespaces_it_manages_and_cannot_unlabel_them(h
 async def test_cluster_scoped_writes_are_refused(hub_kube):
     # RBAC already refuses a ClusterRole to the hub; the policy refuses it too (defence in depth
     # against a wider ClusterRole an operator might add)
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "mine"},
-            "rules": []}
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "mine"},
+        "rules": [],
+    }
     message = await refused(hub_kube.apply(role))
     assert "forbidden" in message.lower(), message
 
@@ -110,21 +133,32 @@ async def test_exec_granted_by_an_operator_is_still_confined(real_cluster, admin
     policy confines those CONNECT requests as well."""
     rbac = client.RbacAuthorizationV1Api(admin)
     name = f"apex-test-exec-{uuid.uuid4().hex[:6]}"
-    await rbac.create_cluster_role({"metadata": {"name": name}, "rules": [
-        {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]}]})
-    await rbac.create_cluster_role_binding({
-        "metadata": {"name": name}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                                "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": "hub", "namespace": HUB_NAMESPACE}]})
+    await rbac.create_cluster_role(
+        {
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]}],
+        }
+    )
+    await rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "hub", "namespace": HUB_NAMESPACE}],
+        }
+    )
     try:
         async with await real_cluster.hub_client() as api:
             for namespace in (foreign, "kube-system"):
                 for _ in range(240):  # RBAC sees the new binding within moments
                     with pytest.raises(ApiException) as info:
-                        await api.call_api(f"/api/v1/namespaces/{namespace}/pods/any/exec", "POST",
-                                           query_params=[("command", "true"), ("stdout", "true")],
-                                           auth_settings=["BearerToken"], response_types_map={},
-                                           header_params={"Accept": "application/json"})
+                        await api.call_api(
+                            f"/api/v1/namespaces/{namespace}/pods/any/exec",
+                            "POST",
+                            query_params=[("command", "true"), ("stdout", "true")],
+                            auth_settings=["BearerToken"],
+                            response_types_map={},
+                            header_params={"Accept": "application/json"},
+                        )
                     if "cannot create resource" not in (info.value.body or ""):
                         break
                     await asyncio.sleep(0.5)

@@ -23,19 +23,29 @@ ROLES = {
     "job-runner": [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}],
     "log-writer": [{"apiGroups": [""], "resources": ["pods/log"], "verbs": ["create", "delete"]}],
     "secret-writer": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch"]}],
-    "named-reader": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"],
-                      "resourceNames": ["settings"]}],
+    "named-reader": [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": ["settings"]}
+    ],
     "pod-star": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["*"]}],
 }
 
 
 async def real_answer(kube, namespace, name, rules):
     """None when the real server would create the Role; else its refusal."""
-    body = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": f"{name}-{uuid.uuid4().hex[:6]}", "namespace": namespace}, "rules": rules}
+    body = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": f"{name}-{uuid.uuid4().hex[:6]}", "namespace": namespace},
+        "rules": rules,
+    }
     try:
-        await kube._call("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
-                         what=f"create Role {name}", body=body, query=[("dryRun", "All")])
+        await kube._call(
+            "POST",
+            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+            what=f"create Role {name}",
+            body=body,
+            query=[("dryRun", "All")],
+        )
         return None
     except ApiException as exc:
         assert exc.status == 403, exc
@@ -61,13 +71,22 @@ async def test_the_escalation_check_agrees_with_the_real_api_server(hub, node):
 
 
 async def test_a_profile_the_hub_cannot_create_is_refused_before_any_write(hub, node, admin):
-    cat = catalogue(role_bindings=[{"name": "job-runner", "role": {"rules": [
-        {"api_groups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}]},
-        "subjects": [{"kind": "ServiceAccount", "name": "default"}]}])
+    cat = catalogue(
+        role_bindings=[
+            {
+                "name": "job-runner",
+                "role": {"rules": [{"api_groups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}]},
+                "subjects": [{"kind": "ServiceAccount", "name": "default"}],
+            }
+        ]
+    )
     s = spawner(hub, user(), cat)
     with pytest.raises(HTTPError) as info:
         await s.start()
     assert info.value.status_code == 500
-    assert "Profile 'full' cannot be started: the hub is not allowed to create its roles" in info.value.log_message
+    assert (
+        "Profile 'full' cannot be started: the hub is not allowed to create its roles"
+        in info.value.log_message
+    )
     assert 'apiGroups: ["batch"], resources: [jobs], verbs: [create]' in info.value.log_message
     assert await _gone(admin, f"/api/v1/namespaces/{s.namespace}")

@@ -11,7 +11,14 @@ from kubespawner.clients import load_config
 from apex_hub.spawner import labels as L
 from tests.helpers.faultproxy import FaultProxy
 from tests.realcluster.test_spawner_real import (  # noqa: F401 - pull_secret is an autouse fixture
-    catalogue, eventually, pull_secret, read, spawner, user, _gone)
+    _gone,
+    catalogue,
+    eventually,
+    pull_secret,
+    read,
+    spawner,
+    user,
+)
 
 pytestmark = pytest.mark.realcluster
 
@@ -25,7 +32,9 @@ def fresh_client_config():
     load_config.cache_clear()
 
 
-async def test_connections_refused_and_cut_under_the_spawner_lose_nothing(hub, node, admin, fresh_client_config):
+async def test_connections_refused_and_cut_under_the_spawner_lose_nothing(
+    hub, node, admin, fresh_client_config
+):
     async with FaultProxy(hub.url) as proxy:
         s = spawner(hub, user(), catalogue(), k8s_api_host=proxy.url)
         ns = s.namespace
@@ -35,7 +44,9 @@ async def test_connections_refused_and_cut_under_the_spawner_lose_nothing(hub, n
             assert url and proxy.dropped == 3
             pod = await read(admin, f"/api/v1/namespaces/{ns}/pods/{s.pod_name}")
             assert pod["status"]["phase"] == "Running"
-            cms = await read(admin, f"/api/v1/namespaces/{ns}/configmaps?labelSelector={L.MANAGED_BY}%3D{L.MANAGER}")
+            cms = await read(
+                admin, f"/api/v1/namespaces/{ns}/configmaps?labelSelector={L.MANAGED_BY}%3D{L.MANAGER}"
+            )
             assert {"bashrc", "settings"} <= {c["metadata"]["name"] for c in cms["items"]}
             claims = await read(admin, f"/api/v1/namespaces/{ns}/persistentvolumeclaims")
             assert claims["items"]
@@ -47,9 +58,13 @@ async def test_connections_refused_and_cut_under_the_spawner_lose_nothing(hub, n
             await s.stop()
             await eventually(lambda: _gone(admin, f"/api/v1/namespaces/{ns}/pods/{s.pod_name}"))
             after = await read(admin, f"/api/v1/namespaces/{ns}/persistentvolumeclaims")
-            assert [c["metadata"]["uid"] for c in after["items"]] == [c["metadata"]["uid"] for c in claims["items"]]
+            assert [c["metadata"]["uid"] for c in after["items"]] == [
+                c["metadata"]["uid"] for c in claims["items"]
+            ]
             kept = await read(admin, f"/api/v1/namespaces/{ns}/configmaps/settings")
-            assert kept["data"] == {"s.json": "{}"}, "the persistent ConfigMap must survive the faults and the stop"
+            assert kept["data"] == {"s.json": "{}"}, (
+                "the persistent ConfigMap must survive the faults and the stop"
+            )
             assert proxy.dropped == 5
 
             # a second spawn through the same faults finds everything in place and patches it
@@ -57,7 +72,9 @@ async def test_connections_refused_and_cut_under_the_spawner_lose_nothing(hub, n
             proxy.drop(1)
             assert await s.start()
             again = await read(admin, f"/api/v1/namespaces/{ns}/persistentvolumeclaims")
-            assert [c["metadata"]["uid"] for c in again["items"]] == [c["metadata"]["uid"] for c in claims["items"]]
+            assert [c["metadata"]["uid"] for c in again["items"]] == [
+                c["metadata"]["uid"] for c in claims["items"]
+            ]
         finally:
             await s.stop()
             s.delete_namespace_on_user_delete = True

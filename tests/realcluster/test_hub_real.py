@@ -3,6 +3,7 @@ hub's ServiceAccount, spawns a real ``jupyterhub-singleuser`` that kubesim's nod
 """
 
 import json
+from datetime import UTC
 
 import pytest
 import yaml
@@ -14,19 +15,34 @@ from tests.helpers.hub import HubProcess, apex_hub_config
 
 pytestmark = pytest.mark.realcluster
 IMAGE = "quay.io/jupyterhub/k8s-singleuser-sample:4.0.0"
-CATALOGUE = {"profiles": [{
-    "slug": "sci", "display_name": "Science", "default": True,
-    "config_maps": [{"name": "motd", "key": "motd.txt", "mount_path": "/home/jovyan/apex/motd.txt",
-                     "content": "Welcome {username}, this is {profile} on a real API server.\n"}],
-    "env": {"APEX_GREETING": "hello {username}"}}]}
+CATALOGUE = {
+    "profiles": [
+        {
+            "slug": "sci",
+            "display_name": "Science",
+            "default": True,
+            "config_maps": [
+                {
+                    "name": "motd",
+                    "key": "motd.txt",
+                    "mount_path": "/home/jovyan/apex/motd.txt",
+                    "content": "Welcome {username}, this is {profile} on a real API server.\n",
+                }
+            ],
+            "env": {"APEX_GREETING": "hello {username}"},
+        }
+    ]
+}
 
 
 async def test_a_real_single_user_server_through_the_hub(real_cluster, node, tmp_path):
     profiles = tmp_path / "profiles.yml"
     profiles.write_text(yaml.safe_dump(CATALOGUE, sort_keys=False))
-    config = apex_hub_config(real_cluster.url, str(profiles), IMAGE) + \
-        "c.APExSpawner.delete_namespace_on_user_delete = True\n" + \
-        "".join(f"c.APExSpawner.{k} = {v!r}\n" for k, v in real_cluster.spawner_traits.items())
+    config = (
+        apex_hub_config(real_cluster.url, str(profiles), IMAGE)
+        + "c.APExSpawner.delete_namespace_on_user_delete = True\n"
+        + "".join(f"c.APExSpawner.{k} = {v!r}\n" for k, v in real_cluster.spawner_traits.items())
+    )
     user, ns = "erin", user_namespace("erin")
     env = {"KUBECONFIG": str(real_cluster.hub_kubeconfig)}
     async with HubProcess(tmp_path / "hub", config, env=env) as hub:
@@ -89,22 +105,32 @@ async def test_a_culler_round_stops_a_real_server_and_keeps_its_claim(real_clust
     """The culler decides through the hub's API; the stop reaches the real API server: the idle
     server's pod goes, its claim stays, the server still inside its timeout keeps running."""
     import secrets
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from apex_hub.services.culler import CullerService, CullingPolicy
 
-    catalogue = {"profiles": [
-        {"slug": "lab", "display_name": "Lab", "default": True,
-         "volumes": [{"name": "home", "size": "1Gi", "mount_path": "/home/jovyan/work"}]},
-        {"slug": "long", "display_name": "Long runs"}]}
+    catalogue = {
+        "profiles": [
+            {
+                "slug": "lab",
+                "display_name": "Lab",
+                "default": True,
+                "volumes": [{"name": "home", "size": "1Gi", "mount_path": "/home/jovyan/work"}],
+            },
+            {"slug": "long", "display_name": "Long runs"},
+        ]
+    }
     profiles, policy_file, state = tmp_path / "profiles.yml", tmp_path / "culling.yaml", tmp_path / "state"
     profiles.write_text(yaml.safe_dump(catalogue, sort_keys=False))
-    policy_file.write_text(yaml.safe_dump({"defaults": {"idle_timeout": "2h"},
-                                           "profiles": {"lab": {"idle_timeout": "30m"}}}))
+    policy_file.write_text(
+        yaml.safe_dump({"defaults": {"idle_timeout": "2h"}, "profiles": {"lab": {"idle_timeout": "30m"}}})
+    )
     token = secrets.token_hex(16)
-    config = apex_hub_config(real_cluster.url, str(profiles), IMAGE) + \
-        "".join(f"c.APExSpawner.{k} = {v!r}\n" for k, v in real_cluster.spawner_traits.items()) + \
-        CULLER_CONFIG.format(policy=policy_file, state=state, token=token)
+    config = (
+        apex_hub_config(real_cluster.url, str(profiles), IMAGE)
+        + "".join(f"c.APExSpawner.{k} = {v!r}\n" for k, v in real_cluster.spawner_traits.items())
+        + CULLER_CONFIG.format(policy=policy_file, state=state, token=token)
+    )
     env = {"KUBECONFIG": str(real_cluster.hub_kubeconfig)}
     async with HubProcess(tmp_path / "hub", config, env=env) as hub:
         for name, profile in (("gina", "lab"), ("hugo", "long")):
@@ -113,9 +139,14 @@ async def test_a_culler_round_stops_a_real_server_and_keeps_its_claim(real_clust
             assert status in (201, 202), (body, hub.log()[-3000:])
         for name in ("gina", "hugo"):
             await hub.wait_ready(name, timeout=180)
-        later = datetime.now(timezone.utc) + timedelta(hours=1)  # past lab's 30 min, inside the 2 h default
-        svc = CullerService(CullingPolicy.load(policy_file), api_url=f"{hub.url}/hub/api", api_token=token,
-                            state_dir=state, clock=lambda: later)
+        later = datetime.now(UTC) + timedelta(hours=1)  # past lab's 30 min, inside the 2 h default
+        svc = CullerService(
+            CullingPolicy.load(policy_file),
+            api_url=f"{hub.url}/hub/api",
+            api_token=token,
+            state_dir=state,
+            clock=lambda: later,
+        )
         try:
             report = await svc.run_once()
         finally:
@@ -127,7 +158,10 @@ async def test_a_culler_round_stops_a_real_server_and_keeps_its_claim(real_clust
             gina, hugo = user_namespace("gina"), user_namespace("hugo")
             await _eventually(lambda: _no_pods(v1, gina))
             claims = (await v1.list_namespaced_persistent_volume_claim(gina)).items
-            assert sorted(c.metadata.name for c in claims) == ["home", "workspace"]  # the profile's and the default
+            assert sorted(c.metadata.name for c in claims) == [
+                "home",
+                "workspace",
+            ]  # the profile's and the default
             assert [p.status.phase for p in (await v1.list_namespaced_pod(hugo)).items] == ["Running"]
             _, model = await hub.api("GET", "/users/gina")
             assert "" not in (model.get("servers") or {}), model

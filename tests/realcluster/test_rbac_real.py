@@ -19,9 +19,17 @@ pytestmark = pytest.mark.realcluster
 
 
 def spawner(cluster, **traits):
-    return make_spawner(cluster, "ada", catalogue=copy.deepcopy(EVERYTHING), cmd=SERVE, start_timeout=180,
-                        http_timeout=180, conda_builder="venv", delete_namespace_on_user_delete=True,
-                        **{**cluster.spawner_traits, **traits})
+    return make_spawner(
+        cluster,
+        "ada",
+        catalogue=copy.deepcopy(EVERYTHING),
+        cmd=SERVE,
+        start_timeout=180,
+        http_timeout=180,
+        conda_builder="venv",
+        delete_namespace_on_user_delete=True,
+        **{**cluster.spawner_traits, **traits},
+    )
 
 
 async def test_the_whole_lifecycle_is_allowed_by_rbac_yaml(hub, node, admin):

@@ -22,23 +22,62 @@ from tests.helpers.spawner import make_spawner
 pytestmark = pytest.mark.realcluster
 SERVE = [sys.executable, "-m", "http.server", "8888", "--bind", "0.0.0.0"]
 PROFILE = {
-    "slug": "full", "display_name": "Everything", "default": True,
-    "cpu_limit": 1, "cpu_guarantee": 0.1, "mem_limit": "512M", "mem_guarantee": "128M",
-    "config_maps": [{"name": "bashrc", "key": ".bashrc", "mount_path": "/home/jovyan/.bashrc",
-                     "content": "export NS={namespace}\n"},
-                    {"name": "settings", "key": "s.json", "mount_path": "/etc/apex/s.json",
-                     "content": "{}", "persist": True}],
+    "slug": "full",
+    "display_name": "Everything",
+    "default": True,
+    "cpu_limit": 1,
+    "cpu_guarantee": 0.1,
+    "mem_limit": "512M",
+    "mem_guarantee": "128M",
+    "config_maps": [
+        {
+            "name": "bashrc",
+            "key": ".bashrc",
+            "mount_path": "/home/jovyan/.bashrc",
+            "content": "export NS={namespace}\n",
+        },
+        {
+            "name": "settings",
+            "key": "s.json",
+            "mount_path": "/etc/apex/s.json",
+            "content": "{}",
+            "persist": True,
+        },
+    ],
     "volumes": [{"name": "scratch", "size": "1Gi", "mount_path": "/scratch", "persist": False}],
     "env": {"APEX_PROFILE": "{profile}"},
-    "role_bindings": [{"name": "pod-reader", "role": {"rules": [
-        {"resources": ["pods"], "verbs": ["get", "list", "watch"]},
-        {"resources": ["pods/log"], "verbs": ["get"]}]},
-        "subjects": [{"kind": "ServiceAccount", "name": "default"}]}],
-    "manifests": [{"name": "dask", "content": {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "dask"},
-        "spec": {"selector": {"app": "dask"}, "ports": [{"port": 8786}]}}}],
-    "limit_range": {"limits": [{"type": "Container", "defaultRequest": {"cpu": "50m", "memory": "64Mi"},
-                                "default": {"cpu": "500m", "memory": "256Mi"}}]},
+    "role_bindings": [
+        {
+            "name": "pod-reader",
+            "role": {
+                "rules": [
+                    {"resources": ["pods"], "verbs": ["get", "list", "watch"]},
+                    {"resources": ["pods/log"], "verbs": ["get"]},
+                ]
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "default"}],
+        }
+    ],
+    "manifests": [
+        {
+            "name": "dask",
+            "content": {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "dask"},
+                "spec": {"selector": {"app": "dask"}, "ports": [{"port": 8786}]},
+            },
+        }
+    ],
+    "limit_range": {
+        "limits": [
+            {
+                "type": "Container",
+                "defaultRequest": {"cpu": "50m", "memory": "64Mi"},
+                "default": {"cpu": "500m", "memory": "256Mi"},
+            }
+        ]
+    },
     "resource_quota": {"hard": {"requests.cpu": "4", "persistentvolumeclaims": "5"}},
 }
 
@@ -65,17 +104,28 @@ async def pull_secret(real_cluster):
     async with await real_cluster.admin_client() as api:
         v1 = client.CoreV1Api(api)
         try:
-            await v1.create_namespaced_secret(HUB_NAMESPACE, {
-                "metadata": {"name": "apex-registry"}, "type": "kubernetes.io/dockerconfigjson",
-                "data": {".dockerconfigjson": "eyJhdXRocyI6e319"}})
+            await v1.create_namespaced_secret(
+                HUB_NAMESPACE,
+                {
+                    "metadata": {"name": "apex-registry"},
+                    "type": "kubernetes.io/dockerconfigjson",
+                    "data": {".dockerconfigjson": "eyJhdXRocyI6e319"},
+                },
+            )
         except ApiException as e:
             if e.status != 409:
                 raise
 
 
 async def read(admin, path):
-    return await admin.call_api(path, "GET", response_types_map={200: "object"}, auth_settings=["BearerToken"],
-                                _return_http_data_only=True, header_params={"Accept": "application/json"})
+    return await admin.call_api(
+        path,
+        "GET",
+        response_types_map={200: "object"},
+        auth_settings=["BearerToken"],
+        _return_http_data_only=True,
+        header_params={"Accept": "application/json"},
+    )
 
 
 async def eventually(check, timeout=120, interval=0.5):
@@ -103,8 +153,10 @@ async def test_first_spawn_provisions_everything_through_the_real_rbac_and_admis
         pod = await read(admin, f"/api/v1/namespaces/{ns}/pods/{s.pod_name}")
         assert pod["spec"]["nodeName"] == node.name and pod["status"]["phase"] == "Running"
         # admission by the real plugins: ServiceAccount (token volume), LimitRanger (defaults)
-        assert any(v["name"].startswith("kube-api-access-") for v in pod["spec"]["volumes"]) \
+        assert (
+            any(v["name"].startswith("kube-api-access-") for v in pod["spec"]["volumes"])
             or pod["spec"].get("automountServiceAccountToken") is False
+        )
         quota = await read(admin, f"/api/v1/namespaces/{ns}/resourcequotas")
         used = await eventually(lambda: _quota_used(admin, ns))
         assert used.get("requests.cpu"), quota
@@ -172,9 +224,15 @@ async def _gone(admin, path):
 
 async def test_a_profile_role_granting_more_than_the_hub_holds_is_refused_by_rbac_escalation(hub, node):
     """RBAC escalation prevention: the hub may not create a Role with rules it does not hold."""
-    cat = catalogue(role_bindings=[{"name": "job-runner", "role": {"rules": [
-        {"api_groups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}]},
-        "subjects": [{"kind": "ServiceAccount", "name": "default"}]}])
+    cat = catalogue(
+        role_bindings=[
+            {
+                "name": "job-runner",
+                "role": {"rules": [{"api_groups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}]},
+                "subjects": [{"kind": "ServiceAccount", "name": "default"}],
+            }
+        ]
+    )
     s = spawner(hub, user(), cat, hub_rules=None)  # our early check off: what does the real server say?
     try:
         with pytest.raises(Exception) as info:
@@ -203,11 +261,24 @@ async def test_a_workspace_service_account_exists_before_its_pod(hub, node, admi
 
 
 async def test_conda_init_container_passes_a_requests_cpu_quota_without_a_limit_range(hub, node, tmp_path):
-    cat = catalogue(limit_range=None, conda_environments=[
-        {"name": "eo", "display_name": "Python (EO)", "environment_yml": "name: eo\ndependencies: [python]\n"}])
+    cat = catalogue(
+        limit_range=None,
+        conda_environments=[
+            {
+                "name": "eo",
+                "display_name": "Python (EO)",
+                "environment_yml": "name: eo\ndependencies: [python]\n",
+            }
+        ],
+    )
     cat["profiles"][0].pop("limit_range")
-    s = spawner(hub, user(), cat, workspace_volume={"name": "workspace", "size": "1Gi",
-                                                   "mount_path": "/home/jovyan"}, conda_builder="venv")
+    s = spawner(
+        hub,
+        user(),
+        cat,
+        workspace_volume={"name": "workspace", "size": "1Gi", "mount_path": "/home/jovyan"},
+        conda_builder="venv",
+    )
     try:
         await s.start()
     finally:
@@ -232,6 +303,7 @@ async def test_the_token_secret_refresh_reaches_the_running_pods_files(hub, node
                 return token_file.read_text() == expected
             except OSError:
                 return False
+
         await eventually(lambda: content("first-token"))
         assert await s.publish_oidc_token({"access_token": "second-token", "expires_at": time.time() + 600})
         await eventually(lambda: content("second-token"))

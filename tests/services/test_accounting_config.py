@@ -23,10 +23,17 @@ def test_least_privilege_role_and_no_quota_hook_without_quotas(tmp_path):
     assert svc["environment"]["APEX_ACCOUNTING_DB_URL"] == f"sqlite:///{tmp_path}/accounting.sqlite"
     assert svc["oauth_client_allowed_scopes"] == [ADMIN_SCOPE]
     role, user_role = c.JupyterHub.load_roles
-    assert user_role == {"name": "user", "description": user_role["description"],
-                         "scopes": ["self", "access:services!service=apex-accounting"]}
-    assert role == {"name": "apex-accounting", "description": "APEx accounting: read users and groups",
-                    "scopes": ACCOUNTING_SCOPES, "services": ["apex-accounting"]}
+    assert user_role == {
+        "name": "user",
+        "description": user_role["description"],
+        "scopes": ["self", "access:services!service=apex-accounting"],
+    }
+    assert role == {
+        "name": "apex-accounting",
+        "description": "APEx accounting: read users and groups",
+        "scopes": ACCOUNTING_SCOPES,
+        "services": ["apex-accounting"],
+    }
     assert QUOTA_STOP_SCOPE not in role["scopes"]
     assert "pre_spawn_hook" not in c.Spawner
     assert "extra_user_scopes" not in c.JupyterHub  # JupyterHub 5.5 has none; 6 ignores it beside a user role
@@ -51,10 +58,13 @@ def test_quotas_add_the_hook_chained_with_an_existing_one_and_stop_scope(tmp_pat
     assert len(token) == 64 and token not in " ".join(c.JupyterHub.services[-1]["command"])
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"colour": "red"}, "unknown key"),
-    ({"apel": {"dir": "/x"}}, "apel needs 'dir' and 'site'"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"colour": "red"}, "unknown key"),
+        ({"apel": {"dir": "/x"}}, "apel needs 'dir' and 'site'"),
+    ],
+)
 def test_bad_options_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
         configure(Config(), accounting=options)
@@ -65,10 +75,25 @@ def test_a_bad_quota_file_stops_the_hub_config_and_the_cli(tmp_path):
     bad.write_text("groups:\n  g: {cpu: 1}\n")
     with pytest.raises(QuotaError, match=r"quotas.yaml: groups.g.cpu: unknown metric"):
         configure(Config(), accounting={"quotas": str(bad)})
-    r = subprocess.run([sys.executable, "-m", "apex_hub.services.accounting", f"--quotas={bad}", "--check"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "apex_hub.services.accounting", f"--quotas={bad}", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "groups.g.cpu: unknown metric" in r.stderr
     bad.write_text("period: month\n")
-    r = subprocess.run([sys.executable, "-m", "apex_hub.services.accounting", f"--quotas={bad}", "--check",
-                        f"--db-url=sqlite:///{tmp_path}/sub/l.sqlite"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "apex_hub.services.accounting",
+            f"--quotas={bad}",
+            "--check",
+            f"--db-url=sqlite:///{tmp_path}/sub/l.sqlite",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0 and (tmp_path / "sub" / "l.sqlite").exists(), r.stderr

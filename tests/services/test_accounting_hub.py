@@ -18,7 +18,7 @@ import io
 import json
 import os
 import signal
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -74,7 +74,9 @@ async def until(what: str, check, timeout: float = 90, hub: HubProcess | None = 
             if last:
                 return last
         await asyncio.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})\n{hub.log()[-5000:] if hub else ''}")
+    raise AssertionError(
+        f"{what}: not within {timeout}s (last: {last!r})\n{hub.log()[-5000:] if hub else ''}"
+    )
 
 
 async def sessions(hub: HubProcess, **params) -> list[dict]:
@@ -103,22 +105,38 @@ async def wait_stopped(hub: HubProcess, user: str, timeout: float = 90) -> None:
     async def gone():
         _, model = await hub.api("GET", f"/users/{user}")
         return "" not in (model.get("servers") or {})
+
     await until(f"{user}'s server stopped", gone, timeout, hub)
 
 
 async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the fixture
-    profiles, quotas, state, apel_dir = (tmp_path / "profiles.yml", tmp_path / "quotas.yaml", tmp_path / "state",
-                                         tmp_path / "apel")
+    profiles, quotas, state, apel_dir = (
+        tmp_path / "profiles.yml",
+        tmp_path / "quotas.yaml",
+        tmp_path / "state",
+        tmp_path / "apel",
+    )
     state.mkdir()
     profiles.write_text(yaml.safe_dump(CATALOGUE))
     quotas.write_text(yaml.safe_dump(QUOTAS))
     async with KubeSim(kubelet="process", workdir=tmp_path / "sim") as sim:
         config = apex_hub_config(sim.url, profiles) + CONFIG.format(
-            port=free_port(), db_url=db_url, state=state, quotas=quotas, apel=apel_dir,
-            kubeconfig=sim.kubeconfig_path, metrics_token=METRICS_TOKEN)
+            port=free_port(),
+            db_url=db_url,
+            state=state,
+            quotas=quotas,
+            apel=apel_dir,
+            kubeconfig=sim.kubeconfig_path,
+            metrics_token=METRICS_TOKEN,
+        )
         async with HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
-            for name, group in (("alice", "apex-small"), ("bob", "apex-probe"), ("carol", None), ("dave", None),
-                                ("ada", None)):
+            for name, group in (
+                ("alice", "apex-small"),
+                ("bob", "apex-probe"),
+                ("carol", None),
+                ("dave", None),
+                ("ada", None),
+            ):
                 assert (await hub.api("POST", f"/users/{name}"))[0] in (201, 409)  # ada: made by her role
                 if group:
                     assert (await hub.api("POST", f"/groups/{group}"))[0] in (201, 409)
@@ -132,25 +150,45 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
             # 1. alice's session, with the requested resources; bob (apex-probe) is never recorded
             async def alice_recorded():
                 return [s for s in await sessions(hub) if s["user"] == "alice"]
+
             [first] = await until("alice's session recorded", alice_recorded, hub=hub)
             ns = sim.store._table(sim.store._rt("pods"))
-            pod = next(o for (n, _), o in ns.items() if o["metadata"]["annotations"].get("apex.esa.int/username")
-                       == "alice")
+            pod = next(
+                o
+                for (n, _), o in ns.items()
+                if o["metadata"]["annotations"].get("apex.esa.int/username") == "alice"
+            )
             assert first["id"] == pod["metadata"]["uid"]
-            assert (first["user"], first["server"], first["group"], first["profile"], first["status"]) == \
-                ("alice", "", "apex-small", "lab", "running")
-            assert (first["cpu"], first["memory_bytes"], first["gpu"], first["pvc_bytes"]) == \
-                (0.5, 256 * 2 ** 20, 0.0, 2 ** 30)
+            assert (first["user"], first["server"], first["group"], first["profile"], first["status"]) == (
+                "alice",
+                "",
+                "apex-small",
+                "lab",
+                "running",
+            )
+            assert (first["cpu"], first["memory_bytes"], first["gpu"], first["pvc_bytes"]) == (
+                0.5,
+                256 * 2**20,
+                0.0,
+                2**30,
+            )
             assert first["image"] == pod["spec"]["containers"][0]["image"]
-            assert (first["namespace"], first["pod"]) == (pod["metadata"]["namespace"], pod["metadata"]["name"])
+            assert (first["namespace"], first["pod"]) == (
+                pod["metadata"]["namespace"],
+                pod["metadata"]["name"],
+            )
             assert first["stop"] is None and first["stop_reason"] is None
 
             async def metrics():
                 status, text = await hub.get(f"{PREFIX}/metrics")
                 assert status == 200, text
                 return text
-            text = await until("bob excluded", lambda: _metric(metrics, "apex_accounting_excluded_sessions_total",
-                                                               at_least=1), hub=hub)
+
+            text = await until(
+                "bob excluded",
+                lambda: _metric(metrics, "apex_accounting_excluded_sessions_total", at_least=1),
+                hub=hub,
+            )
             assert "apex_accounting_watching 1.0" in text
             assert [s for s in await sessions(hub) if s["user"] == "bob"] == []
 
@@ -163,10 +201,11 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
             status, body = await hub.get(f"{PREFIX}/api/quota/carol")
             quota = json.loads(body)
             assert status == 200 and quota["allowed"] is False
-            assert quota["budgets"] == [{"scope": "user", "name": "carol", "metric": "cpu_hours", "budget": 0.0,
-                                         "usage": 0.0}]
+            assert quota["budgets"] == [
+                {"scope": "user", "name": "carol", "metric": "cpu_hours", "budget": 0.0, "usage": 0.0}
+            ]
             reset = datetime.fromisoformat(quota["reset"])
-            assert reset.day == 1 and reset > datetime.now(timezone.utc)
+            assert reset.day == 1 and reset > datetime.now(UTC)
 
             # 3. dave's budget (0.01 CPU-hours = 72 s at 0.5 cores) runs out while his server runs
             status, body = await hub.api("POST", "/users/dave/server", json={"profile": "lab"})
@@ -177,6 +216,7 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
             async def dave_closed():
                 got = [s for s in await sessions(hub, user="dave") if s["stop"]]
                 return got
+
             [dave] = await until("dave's session closed", dave_closed, hub=hub)
             assert dave["stop_reason"] == "quota" and dave["status"] == "stopped"
             status, body = await hub.get(f"{PREFIX}/api/events?session={dave['id']}")
@@ -190,9 +230,17 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
             os.kill(pid, signal.SIGKILL)
             assert (await hub.api("DELETE", "/users/alice/server"))[0] in (202, 204)
             await wait_stopped(hub, "alice")
-            culler_line = {"event": "stop", "time": datetime.now(timezone.utc).isoformat(), "user": "alice",
-                           "server": "", "profile": "lab", "reason": "idle", "detail": "idle for 2h",
-                           "dry_run": False, "started": first["start"]}
+            culler_line = {
+                "event": "stop",
+                "time": datetime.now(UTC).isoformat(),
+                "user": "alice",
+                "server": "",
+                "profile": "lab",
+                "reason": "idle",
+                "detail": "idle for 2h",
+                "dry_run": False,
+                "started": first["start"],
+            }
             with open(state / "stop-reasons.jsonl", "a") as f:
                 f.write(json.dumps({**culler_line, "dry_run": True}) + "\n")  # ignored
                 f.write(json.dumps(culler_line) + "\n")
@@ -203,8 +251,10 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
             async def both_alice():
                 got = [s for s in await sessions(hub, user="alice")]
                 return got if len(got) == 2 and got[0]["stop"] else None
-            old, new = await until("service restarted by the hub with both of alice's sessions", both_alice,
-                                   timeout=120, hub=hub)
+
+            old, new = await until(
+                "service restarted by the hub with both of alice's sessions", both_alice, timeout=120, hub=hub
+            )
             assert service_pids(marker) and service_pids(marker) != [pid]
             assert old["id"] == first["id"] and old["stop_reason"] == "idle" and old["status"] == "stopped"
             assert old["stop"] >= old["start"]
@@ -222,8 +272,12 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
             status, body = await hub.get(f"{PREFIX}/api/usage?by=user&period=month&since=2000-01-01")
             rows = {r["user"]: r for r in json.loads(body)["items"]}
             assert set(rows) == {"alice", "dave"} and rows["alice"]["sessions"] == 2
-            assert rows["dave"]["cpu_hours"] == pytest.approx(0.5 * rows["dave"]["wall_hours"], rel=1e-3)  # 6 decimals
-            status, body = await hub.get(f"{PREFIX}/api/usage?by=group&period=day&format=csv&since=2000-01-01")
+            assert rows["dave"]["cpu_hours"] == pytest.approx(
+                0.5 * rows["dave"]["wall_hours"], rel=1e-3
+            )  # 6 decimals
+            status, body = await hub.get(
+                f"{PREFIX}/api/usage?by=group&period=day&format=csv&since=2000-01-01"
+            )
             assert status == 200
             table = list(csv.DictReader(io.StringIO(body)))
             assert {r["group"] for r in table} == {"apex-small", ""}
@@ -238,15 +292,27 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
                 r = records[s["id"]]
                 start, stop = (int(datetime.fromisoformat(s[k]).timestamp()) for k in ("start", "stop"))
                 assert r == {
-                    "VMUUID": s["id"], "SiteName": "APEX-TEST", "CloudComputeService": "hub.example.org",
-                    "MachineName": f"{s['namespace']}/{s['pod']}", "LocalUserId": s["user"],
+                    "VMUUID": s["id"],
+                    "SiteName": "APEX-TEST",
+                    "CloudComputeService": "hub.example.org",
+                    "MachineName": f"{s['namespace']}/{s['pod']}",
+                    "LocalUserId": s["user"],
                     **({"LocalGroupId": s["group"]} if s["group"] else {}),
                     "GlobalUserName": s["user"],
                     "FQAN": f"/{s['group']}/Role=NULL/Capability=NULL" if s["group"] else "None",
-                    "Status": "completed", "StartTime": str(start), "EndTime": str(stop), "SuspendDuration": "0",
-                    "WallDuration": str(stop - start), "CpuDuration": str(round(0.5 * (stop - start))),
-                    "CpuCount": "1", "PublicIPCount": "0", "Memory": "256", "Disk": "2",
-                    "ImageId": s["image"], "CloudType": "apex-hub"}
+                    "Status": "completed",
+                    "StartTime": str(start),
+                    "EndTime": str(stop),
+                    "SuspendDuration": "0",
+                    "WallDuration": str(stop - start),
+                    "CpuDuration": str(round(0.5 * (stop - start))),
+                    "CpuCount": "1",
+                    "PublicIPCount": "0",
+                    "Memory": "256",
+                    "Disk": "2",
+                    "ImageId": s["image"],
+                    "CloudType": "apex-hub",
+                }
             status, body = await hub.request("POST", f"{PREFIX}/api/apel")
             assert json.loads(body)["files"] == []
 
@@ -267,15 +333,21 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
             async with aiohttp.ClientSession() as s:
                 async with s.get(f"{hub.url}{PREFIX}/metrics") as r:
                     assert r.status == 403, await r.text()
-                async with s.get(f"{hub.url}{PREFIX}/metrics", headers={"Authorization": "Bearer wrong"}) as r:
+                async with s.get(
+                    f"{hub.url}{PREFIX}/metrics", headers={"Authorization": "Bearer wrong"}
+                ) as r:
                     assert r.status == 403
-                async with s.get(f"{hub.url}{PREFIX}/metrics",
-                                 headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) as r:
+                async with s.get(
+                    f"{hub.url}{PREFIX}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+                ) as r:
                     assert r.status == 200 and "apex_accounting_watching" in await r.text()
 
             # 7b. malformed query arguments are the caller's error (400, naming the argument), not a 500
-            for query, word in (("since=yesterday", "since"), ("until=2026-13-45", "until"),
-                                ("since=2026-12-01&until=2026-11-01", "since must not be after until")):
+            for query, word in (
+                ("since=yesterday", "since"),
+                ("until=2026-13-45", "until"),
+                ("since=2026-12-01&until=2026-11-01", "since must not be after until"),
+            ):
                 status, body = await hub.request("GET", f"{PREFIX}/api/sessions?{query}")
                 assert status == 400 and word in body, (query, status, body)
 
@@ -291,22 +363,32 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
             async def watching_again():
                 text = await _metric(metrics, "apex_accounting_relists_total", at_least=1)
                 return text if text and "apex_accounting_watching 1.0" in text else None
+
             await until("the service back after the hub restart", watching_again, hub=hub)
-            assert [(s["id"], s["stop"]) for s in await sessions(hub, user="alice")] == \
-                [(old["id"], old["stop"]), (new["id"], None)]
+            assert [(s["id"], s["stop"]) for s in await sessions(hub, user="alice")] == [
+                (old["id"], old["stop"]),
+                (new["id"], None),
+            ]
             assert (await hub.api("DELETE", "/users/alice/server"))[0] in (202, 204)
 
             async def new_closed():
                 got = await sessions(hub, user="alice")
                 return got if got[-1]["stop"] else None
+
             *_, last = await until("alice's stop after the hub restart", new_closed, hub=hub)
             assert (last["id"], last["stop_reason"]) == (new["id"], "user")
             assert len(await sessions(hub)) == 3
 
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "accounting"
 
 
@@ -338,7 +420,9 @@ async def usage_pages(hub: HubProcess, users: set[str]) -> None:
                 await page.screenshot(path=str(SHOTS / f"usage-{user}.png"), full_page=True)
                 if user == "dave":
                     message = await page.inner_text("#quota-message")
-                    assert "Usage budget exhausted: dave's budget of 0.01 CPU-hours per month" in message, message
+                    assert "Usage budget exhausted: dave's budget of 0.01 CPU-hours per month" in message, (
+                        message
+                    )
                     # over budget: the warning box on top, as in the hub's banner
                     warning = await page.inner_text("#quota-warning")
                     assert warning.startswith("You have used up your CPU-hour budget for "), warning
@@ -366,8 +450,12 @@ async def _metric(fetch, name: str, at_least: float):
     return None
 
 
-WARN_CATALOGUE = {"profiles": [{"slug": "lab", "display_name": "JupyterLab", "default": True},
-                               {"slug": "long", "display_name": "Long runs"}]}
+WARN_CATALOGUE = {
+    "profiles": [
+        {"slug": "lab", "display_name": "JupyterLab", "default": True},
+        {"slug": "long", "display_name": "Long runs"},
+    ]
+}
 WARN_CONFIG = """
 from apex_hub.services import configure
 c.JupyterHub.template_vars = {{"announcement": "Maintenance on Friday"}}  # the operator's own text
@@ -388,24 +476,49 @@ async def test_quota_warning_on_the_hub_pages_and_the_usage_page(tmp_path):
     from apex_hub.services.accounting.db import Ledger, Observation
     from apex_hub.services.accounting.reports import period_start
 
-    profiles, quotas, policy, state = (tmp_path / "profiles.yml", tmp_path / "quotas.yaml", tmp_path / "culling.yaml",
-                                       tmp_path / "state")
+    profiles, quotas, policy, state = (
+        tmp_path / "profiles.yml",
+        tmp_path / "quotas.yaml",
+        tmp_path / "culling.yaml",
+        tmp_path / "state",
+    )
     profiles.write_text(yaml.safe_dump(WARN_CATALOGUE))
-    quotas.write_text(yaml.safe_dump({"groups": {"apex-small": {"cpu_hours": 100}}, "default": {"cpu_hours": 1000}}))
-    policy.write_text(yaml.safe_dump({"defaults": {"idle_timeout": "2h"}, "profiles": {"long": {"max_age": "1h30m"}}}))
+    quotas.write_text(
+        yaml.safe_dump({"groups": {"apex-small": {"cpu_hours": 100}}, "default": {"cpu_hours": 1000}})
+    )
+    policy.write_text(
+        yaml.safe_dump({"defaults": {"idle_timeout": "2h"}, "profiles": {"long": {"max_age": "1h30m"}}})
+    )
     db_url = f"sqlite:///{tmp_path / 'acct.sqlite'}"
     # earlier this month: 92.3 CPU-hours charged to apex-small (92 %, and her server adds a little)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     since = period_start(now, "month")
     hours = max((now - since).total_seconds(), 60) / 3600
     ledger = Ledger(db_url)
-    ledger.observe(Observation(id="earlier", user="erin", start=since, stop=since + (now - since) / 2,
-                               cpu=2 * 92.3 / hours, group="apex-small", profile="lab"), source="test", now=now)
+    ledger.observe(
+        Observation(
+            id="earlier",
+            user="erin",
+            start=since,
+            stop=since + (now - since) / 2,
+            cpu=2 * 92.3 / hours,
+            group="apex-small",
+            profile="lab",
+        ),
+        source="test",
+        now=now,
+    )
     ledger.close()
     async with KubeSim(kubelet="process", workdir=tmp_path / "sim") as sim:
         config = apex_hub_config(sim.url, profiles) + WARN_CONFIG.format(
-            policy=policy, culler=tmp_path / "culler", port=free_port(), db_url=db_url, state=state, quotas=quotas,
-            kubeconfig=sim.kubeconfig_path)
+            policy=policy,
+            culler=tmp_path / "culler",
+            port=free_port(),
+            db_url=db_url,
+            state=state,
+            quotas=quotas,
+            kubeconfig=sim.kubeconfig_path,
+        )
         async with HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
             for name in ("erin", "frank"):
                 assert (await hub.api("POST", f"/users/{name}"))[0] == 201
@@ -415,25 +528,33 @@ async def test_quota_warning_on_the_hub_pages_and_the_usage_page(tmp_path):
                 status, body = await hub.api("POST", f"/users/{name}/server", json={"profile": "long"})
                 assert status in (201, 202), (body, hub.log()[-3000:])
                 await hub.wait_ready(name, timeout=90)
-            quota_line = "You have used 92% of your CPU-hour budget for " + since.strftime("%B") + \
-                " (92 of 100 CPU-hours, group apex-small); servers are stopped when it is used up. It resets on "
+            quota_line = (
+                "You have used 92% of your CPU-hour budget for "
+                + since.strftime("%B")
+                + " (92 of 100 CPU-hours, group apex-small); servers are stopped when it is used up. It resets on "
+            )
 
             async def page(session, path):
                 async with session.get(f"{hub.url}{path}") as r:
                     assert r.status == 200, (r.status, await r.text())
                     return await r.text()
 
-            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as erin, \
-                    aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as frank:
+            async with (
+                aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as erin,
+                aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as frank,
+            ):
                 await hub.login(erin, "erin")
                 await hub.login(frank, "frank")
 
                 # the banner of /hub/home: both warnings (the culler's stop first), then the operator's text
                 async def erin_banner():
                     html = await page(erin, "/hub/home")
-                    banner = html.split('class="container text-center announcement alert alert-warning">', 1)[-1]
+                    banner = html.split('class="container text-center announcement alert alert-warning">', 1)[
+                        -1
+                    ]
                     banner = banner.split("</div>", 1)[0]
                     return banner if quota_line in banner and "will be stopped at" in banner else None
+
                 banner = await until("erin's banner with both warnings", erin_banner, hub=hub)
                 # a culler without a url serves no API (JupyterHub still passes it a port-0 URL)
                 assert "api/upcoming on" not in hub.log()

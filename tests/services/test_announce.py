@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from traitlets.config import Config
 
@@ -17,7 +17,7 @@ from apex_hub.services.accounting.service import AccountingService
 from apex_hub.services.announce import HubAnnouncement, write_json
 from apex_hub.services.culler.announce import UPCOMING_FILE, UpcomingAnnouncement, upcoming_lines
 
-UTC = timezone.utc
+UTC = UTC
 DEC = datetime(2026, 12, 1, tzinfo=UTC)
 JAN = datetime(2027, 1, 1, tzinfo=UTC)
 
@@ -28,12 +28,34 @@ class User:
 
 
 def upcoming(user: str, detail: str = "max_age 1:30:00") -> dict:
-    return {"time": "2026-12-02T10:00:00+00:00", "warn_before": 900, "users": {user: [
-        {"server": "", "profile": "long", "stops": [
-            {"reason": "max-age", "at": "2026-12-02T10:10:00+00:00", "timezone": "UTC", "detail": detail,
-             "warning": True},
-            {"reason": "idle", "at": "2026-12-02T12:00:00+00:00", "timezone": "UTC", "detail": "idle",
-             "warning": False}]}]}}
+    return {
+        "time": "2026-12-02T10:00:00+00:00",
+        "warn_before": 900,
+        "users": {
+            user: [
+                {
+                    "server": "",
+                    "profile": "long",
+                    "stops": [
+                        {
+                            "reason": "max-age",
+                            "at": "2026-12-02T10:10:00+00:00",
+                            "timezone": "UTC",
+                            "detail": detail,
+                            "warning": True,
+                        },
+                        {
+                            "reason": "idle",
+                            "at": "2026-12-02T12:00:00+00:00",
+                            "timezone": "UTC",
+                            "detail": "idle",
+                            "warning": False,
+                        },
+                    ],
+                }
+            ]
+        },
+    }
 
 
 def status(user: str, *limits: Limit) -> QuotaStatus:
@@ -41,32 +63,55 @@ def status(user: str, *limits: Limit) -> QuotaStatus:
 
 
 def quota_file(*warnings: dict) -> dict:
-    return {"time": "2026-12-02T10:00:00+00:00", "warn_fraction": 0.9, "users": {w["user"]: w for w in warnings}}
+    return {
+        "time": "2026-12-02T10:00:00+00:00",
+        "warn_fraction": 0.9,
+        "users": {w["user"]: w for w in warnings},
+    }
 
 
 def test_quota_warning_text():
-    near = status("erin", Limit("group", "apex-small", "cpu_hours", 500, 460.4),
-                  Limit("user", "erin", "gpu_hours", 10, 1))
+    near = status(
+        "erin",
+        Limit("group", "apex-small", "cpu_hours", 500, 460.4),
+        Limit("user", "erin", "gpu_hours", 10, 1),
+    )
     w = near.warning(0.9, stop=True)
     assert [b["metric"] for b in w["budgets"]] == ["cpu_hours"]  # only the budget at 90 % or more
-    assert w["message"] == ("You have used 92% of your CPU-hour budget for December (460 of 500 CPU-hours, group"
-                            " apex-small); servers are stopped when it is used up. It resets on 2027-01-01 00:00 UTC.")
+    assert w["message"] == (
+        "You have used 92% of your CPU-hour budget for December (460 of 500 CPU-hours, group"
+        " apex-small); servers are stopped when it is used up. It resets on 2027-01-01 00:00 UTC."
+    )
     assert (w["user"], w["allowed"], w["fraction"], w["reset"]) == ("erin", True, 0.9208, JAN.isoformat())
     assert near.warning(0.95, stop=True) is None
-    over = status("dave", Limit("user", "dave", "cpu_hours", 0.01, 0.0123),
-                  Limit("default", "dave", "gpu_hours", 2, 1.9))
+    over = status(
+        "dave",
+        Limit("user", "dave", "cpu_hours", 0.01, 0.0123),
+        Limit("default", "dave", "gpu_hours", 2, 1.9),
+    )
     w = over.warning(0.9, stop=False)
     assert [b["metric"] for b in w["budgets"]] == ["cpu_hours", "gpu_hours"]  # the worst first
     assert w["allowed"] is False
-    assert w["budgets"][0]["message"] == ("You have used up your CPU-hour budget for December (0.0123 of 0.01"
-                                          " CPU-hours): new servers cannot be started. It resets on 2027-01-01"
-                                          " 00:00 UTC.")
-    assert w["budgets"][1]["message"].startswith("You have used 95% of your GPU-hour budget for December (1.9 of 2 ")
+    assert w["budgets"][0]["message"] == (
+        "You have used up your CPU-hour budget for December (0.0123 of 0.01"
+        " CPU-hours): new servers cannot be started. It resets on 2027-01-01"
+        " 00:00 UTC."
+    )
+    assert w["budgets"][1]["message"].startswith(
+        "You have used 95% of your GPU-hour budget for December (1.9 of 2 "
+    )
     assert "new servers cannot be started when it is used up" in w["budgets"][1]["message"]
-    week = QuotaStatus("erin", "week", datetime(2026, 11, 30, tzinfo=UTC), DEC + timedelta(days=6),
-                       [Limit("user", "erin", "wall_hours", 10, 9.5)])
-    assert "server-hour budget for the week of 2026-11-30 (9.5 of 10 server-hours)" in \
-        week.warning(0.9, stop=True)["message"]
+    week = QuotaStatus(
+        "erin",
+        "week",
+        datetime(2026, 11, 30, tzinfo=UTC),
+        DEC + timedelta(days=6),
+        [Limit("user", "erin", "wall_hours", 10, 9.5)],
+    )
+    assert (
+        "server-hour budget for the week of 2026-11-30 (9.5 of 10 server-hours)"
+        in week.warning(0.9, stop=True)["message"]
+    )
 
 
 def test_one_banner_for_both_sources(tmp_path):
@@ -83,8 +128,11 @@ def test_one_banner_for_both_sources(tmp_path):
     write_json(culler / UPCOMING_FILE, upcoming("erin", detail="max_age <script>x</script>"))
     text = banner(User("erin"))
     lines = text.split("<br>")
-    assert lines == ["Your server will be stopped at 10:10 UTC (max-age: max_age &lt;script&gt;x&lt;/script&gt;)."
-                     " Save your work.", "Maintenance on <b>Friday</b>"]
+    assert lines == [
+        "Your server will be stopped at 10:10 UTC (max-age: max_age &lt;script&gt;x&lt;/script&gt;)."
+        " Save your work.",
+        "Maintenance on <b>Friday</b>",
+    ]
     assert banner(User("frank")) == "Maintenance on <b>Friday</b>"
 
     # both sources: the stop first, then the quota warning, escaped
@@ -92,9 +140,11 @@ def test_one_banner_for_both_sources(tmp_path):
     write_json(accounting / WARNINGS_FILE, quota_file(near))
     lines = banner(User("erin")).split("<br>")
     assert len(lines) == 3 and lines[0].startswith("Your server will be stopped at 10:10 UTC")
-    assert lines[1] == ("You have used 93% of your CPU-hour budget for December (93 of 100 CPU-hours, group"
-                        " &lt;i&gt;g&lt;/i&gt;); servers are stopped when it is used up. It resets on 2027-01-01"
-                        " 00:00 UTC.")
+    assert lines[1] == (
+        "You have used 93% of your CPU-hour budget for December (93 of 100 CPU-hours, group"
+        " &lt;i&gt;g&lt;/i&gt;); servers are stopped when it is used up. It resets on 2027-01-01"
+        " 00:00 UTC."
+    )
     assert lines[2] == "Maintenance on <b>Friday</b>"
 
     # the quota source only (the culler's file now has nobody): no operator text → just the warning
@@ -120,7 +170,12 @@ def test_configure_installs_one_announcement(tmp_path):
     policy, quotas = tmp_path / "culling.yaml", tmp_path / "quotas.yaml"
     policy.write_text("defaults: {idle_timeout: 1h}\n")
     quotas.write_text("default: {cpu_hours: 10}\n")
-    culler = {"policy": str(policy), "state_dir": str(tmp_path / "c"), "warn_before": "15m", "profiles_file": ""}
+    culler = {
+        "policy": str(policy),
+        "state_dir": str(tmp_path / "c"),
+        "warn_before": "15m",
+        "profiles_file": "",
+    }
     accounting = {"quotas": str(quotas), "state_dir": str(tmp_path / "a")}
 
     # both services: one callable, both files; the operator's string stays as the fallback
@@ -130,14 +185,20 @@ def test_configure_installs_one_announcement(tmp_path):
     banner = c.JupyterHub.template_vars["announcement"]
     assert isinstance(banner, HubAnnouncement) and banner.fallback == "Maintenance on Friday"
     assert {k: v[0].path for k, v in banner.sources.items()} == {
-        "culler": tmp_path / "c" / UPCOMING_FILE, "quota": tmp_path / "a" / WARNINGS_FILE}
+        "culler": tmp_path / "c" / UPCOMING_FILE,
+        "quota": tmp_path / "a" / WARNINGS_FILE,
+    }
     assert c.JupyterHub.template_vars["other"] == 1
     [acct] = [s for s in c.JupyterHub.services if s["name"] == "apex-accounting"]
     assert f"--state-dir={tmp_path / 'a'}" in acct["command"]
     # configuring again replaces the sources, it does not nest announcements
     configure(c, culler=culler, accounting=accounting)
     again = c.JupyterHub.template_vars["announcement"]
-    assert again is banner and list(again.sources) == ["culler", "quota"] and again.fallback == "Maintenance on Friday"
+    assert (
+        again is banner
+        and list(again.sources) == ["culler", "quota"]
+        and again.fallback == "Maintenance on Friday"
+    )
 
     # accounting with quotas alone installs it; without quotas, or with announcement False, nothing
     c = Config()
@@ -155,6 +216,7 @@ def test_configure_installs_one_announcement(tmp_path):
     # an operator's own callable is left alone
     def mine(user):
         return "mine"
+
     c = Config()
     c.JupyterHub.template_vars = {"announcement": mine}
     configure(c, culler=culler, accounting=accounting)
@@ -170,17 +232,34 @@ async def test_the_service_writes_the_current_quota_warnings(tmp_path):
 
     def session(uid, user, cpu_hours, *, running):
         # cpu × (now - the period's start) = cpu_hours this month (running: up to now, a little more)
-        ledger.observe(Observation(id=uid, user=user, start=since, stop=None if running else since + span,
-                                   cpu=cpu_hours / (span.total_seconds() / 3600), group="apex-small"),
-                       source="test", now=now)
+        ledger.observe(
+            Observation(
+                id=uid,
+                user=user,
+                start=since,
+                stop=None if running else since + span,
+                cpu=cpu_hours / (span.total_seconds() / 3600),
+                group="apex-small",
+            ),
+            source="test",
+            now=now,
+        )
 
     session("e1", "erin", 92.3, running=True)  # 92 % of 100: warned
-    session("f1", "frank", 50, running=True)   # 50 %: not warned
-    session("g1", "gina", 11, running=False)   # over 10, but not running: not checked
-    quotas = Quotas.from_dict({"users": {"erin": {"cpu_hours": 100}, "frank": {"cpu_hours": 100},
-                                         "gina": {"cpu_hours": 10}}})
-    svc = AccountingService(ledger, hub=None, kube=None, quotas=quotas, quota_warn_fraction=0.9,
-                            state_dir=tmp_path / "state", clock=lambda: now + timedelta(seconds=1))
+    session("f1", "frank", 50, running=True)  # 50 %: not warned
+    session("g1", "gina", 11, running=False)  # over 10, but not running: not checked
+    quotas = Quotas.from_dict(
+        {"users": {"erin": {"cpu_hours": 100}, "frank": {"cpu_hours": 100}, "gina": {"cpu_hours": 10}}}
+    )
+    svc = AccountingService(
+        ledger,
+        hub=None,
+        kube=None,
+        quotas=quotas,
+        quota_warn_fraction=0.9,
+        state_dir=tmp_path / "state",
+        clock=lambda: now + timedelta(seconds=1),
+    )
     await svc.enforce_quotas()
     data = json.loads((tmp_path / "state" / WARNINGS_FILE).read_text())
     assert list(data["users"]) == ["erin"] and data["warn_fraction"] == 0.9
@@ -199,8 +278,14 @@ async def test_the_service_writes_the_current_quota_warnings(tmp_path):
 
     # a restarted service with a larger budget reads the file back, checks erin again, and clears it
     bigger = Quotas.from_dict({"users": {"erin": {"cpu_hours": 1000}}})
-    svc2 = AccountingService(ledger, hub=None, kube=None, quotas=bigger, state_dir=tmp_path / "state",
-                             clock=lambda: now + timedelta(seconds=2))
+    svc2 = AccountingService(
+        ledger,
+        hub=None,
+        kube=None,
+        quotas=bigger,
+        state_dir=tmp_path / "state",
+        clock=lambda: now + timedelta(seconds=2),
+    )
     assert list(svc2.quota_warnings) == ["erin"]
     await svc2.enforce_quotas()
     assert json.loads((tmp_path / "state" / WARNINGS_FILE).read_text())["users"] == {}

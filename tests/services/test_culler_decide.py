@@ -2,30 +2,49 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from apex_hub.services.culler.decide import decide
 from apex_hub.services.culler.policy import CullingPolicy
 
-UTC = timezone.utc
-POLICY = CullingPolicy.from_data({
-    "defaults": {"idle_timeout": "2h", "max_age": "1d",
-                 "schedule": {"cron": "0 20 * * 1-5", "timezone": "Europe/Rome"}},
-    "profiles": {"gpu": {"idle_timeout": "30m", "max_age": "8h"},
-                 "svc": {"session_mode": "always-on"},
-                 "nosched": {"schedule": "never"}, "inherit": {"schedule": None}},
-    "groups": {"students": {"idle_timeout": "1h"}, "ops": {"session_mode": "always-on"},
-               "banned": {"session_mode": "off"}, "trial": {"dry_run": True}},
-})
+UTC = UTC
+POLICY = CullingPolicy.from_data(
+    {
+        "defaults": {
+            "idle_timeout": "2h",
+            "max_age": "1d",
+            "schedule": {"cron": "0 20 * * 1-5", "timezone": "Europe/Rome"},
+        },
+        "profiles": {
+            "gpu": {"idle_timeout": "30m", "max_age": "8h"},
+            "svc": {"session_mode": "always-on"},
+            "nosched": {"schedule": "never"},
+            "inherit": {"schedule": None},
+        },
+        "groups": {
+            "students": {"idle_timeout": "1h"},
+            "ops": {"session_mode": "always-on"},
+            "banned": {"session_mode": "off"},
+            "trial": {"dry_run": True},
+        },
+    }
+)
 # Monday 23 Nov 2026, 10:00 UTC (11:00 in Rome)
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 
 def server(profile="lab", started=T0, last_activity=None, **kw):
-    model = {"name": "", "ready": True, "pending": None, "stopped": False, "url": "/user/alice/",
-             "started": started.isoformat(), "last_activity": (last_activity or started).isoformat(),
-             "user_options": {"profile": profile} if profile else {}}
+    model = {
+        "name": "",
+        "ready": True,
+        "pending": None,
+        "stopped": False,
+        "url": "/user/alice/",
+        "started": started.isoformat(),
+        "last_activity": (last_activity or started).isoformat(),
+        "user_options": {"profile": profile} if profile else {},
+    }
     model.update(kw)
     return model
 
@@ -63,8 +82,11 @@ def test_schedule_crossing_its_time():
     # a missed tick still stops it: the culler was down until 23:00
     assert decide(busy, [], datetime(2026, 11, 23, 22, 0, tzinfo=UTC), POLICY).reason == "schedule"
     # started after 20:00: not stopped until the next occurrence (Tuesday 20:00)
-    late = server("lab", started=datetime(2026, 11, 23, 19, 30, tzinfo=UTC),
-                  last_activity=datetime(2026, 11, 24, 18, 0, tzinfo=UTC))
+    late = server(
+        "lab",
+        started=datetime(2026, 11, 23, 19, 30, tzinfo=UTC),
+        last_activity=datetime(2026, 11, 24, 18, 0, tzinfo=UTC),
+    )
     assert decide(late, [], datetime(2026, 11, 24, 18, 59, tzinfo=UTC), POLICY).action == "keep"
     assert decide(late, [], datetime(2026, 11, 24, 19, 0, tzinfo=UTC), POLICY).reason == "schedule"
     # a profile that switches the schedule off; null = inherit (still scheduled)
@@ -77,8 +99,16 @@ def test_always_on_is_kept_and_restarted():
     old = server("svc", started=T0 - timedelta(days=30), last_activity=T0 - timedelta(days=30))
     assert decide(old, [], T0, POLICY).action == "keep"
     assert decide(server("lab", started=T0 - timedelta(days=3)), ["ops"], T0, POLICY).action == "keep"
-    stopped = {"name": "", "ready": False, "pending": None, "stopped": True, "started": None,
-               "last_activity": T0.isoformat(), "user_options": {"profile": "svc"}, "url": "/user/a/"}
+    stopped = {
+        "name": "",
+        "ready": False,
+        "pending": None,
+        "stopped": True,
+        "started": None,
+        "last_activity": T0.isoformat(),
+        "user_options": {"profile": "svc"},
+        "url": "/user/a/",
+    }
     d = decide(stopped, [], T0, POLICY)
     assert (d.action, d.reason) == ("restart", "always-on")
     # on-demand stopped servers and never-started ones are left alone

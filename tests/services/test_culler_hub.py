@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
@@ -20,8 +20,12 @@ from tests.helpers.hub import HubProcess, apex_hub_config
 
 pytestmark = [pytest.mark.process]
 
-CATALOGUE = {"profiles": [{"slug": "lab", "display_name": "JupyterLab", "default": True},
-                          {"slug": "long", "display_name": "Long runs"}]}
+CATALOGUE = {
+    "profiles": [
+        {"slug": "lab", "display_name": "JupyterLab", "default": True},
+        {"slug": "long", "display_name": "Long runs"},
+    ]
+}
 POLICY = {
     "defaults": {"idle_timeout": "2h"},
     "profiles": {"lab": {"idle_timeout": "30m"}},
@@ -60,10 +64,15 @@ async def test_culler_against_a_real_hub(tmp_path):
     policy_file.write_text(yaml.safe_dump(POLICY))
     token = secrets.token_hex(16)
     async with KubeSim(kubelet="process", workdir=tmp_path / "sim") as sim:
-        config = apex_hub_config(sim.url, profiles) + CONFIG.format(policy=policy_file, state=state,
-                                                                    token=token)
+        config = apex_hub_config(sim.url, profiles) + CONFIG.format(
+            policy=policy_file, state=state, token=token
+        )
         async with HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
-            for name, groups, profile in (("alice", (), "lab"), ("bob", ("ops",), "lab"), ("carol", (), "long")):
+            for name, groups, profile in (
+                ("alice", (), "lab"),
+                ("bob", ("ops",), "lab"),
+                ("carol", (), "long"),
+            ):
                 assert (await hub.api("POST", f"/users/{name}"))[0] == 201
                 for g in groups:
                     assert (await hub.api("POST", f"/groups/{g}"))[0] in (201, 409)
@@ -74,12 +83,13 @@ async def test_culler_against_a_real_hub(tmp_path):
                 await hub.wait_ready(name, timeout=90)
 
             policy = CullingPolicy.load(policy_file)
-            later = datetime.now(timezone.utc) + timedelta(hours=1)  # past lab's 30m, not the default 2h
+            later = datetime.now(UTC) + timedelta(hours=1)  # past lab's 30m, not the default 2h
             api_url = f"{hub.url}/hub/api"
 
             # 1. dry-run: logs and records, stops nothing
-            dry = CullerService(policy, api_url=api_url, api_token=token, state_dir=state, dry_run=True,
-                                clock=lambda: later)
+            dry = CullerService(
+                policy, api_url=api_url, api_token=token, state_dir=state, dry_run=True, clock=lambda: later
+            )
             report = await dry.run_once()
             await dry.close()
             assert report.errors == []
@@ -89,13 +99,24 @@ async def test_culler_against_a_real_hub(tmp_path):
                 _, model = await hub.api("GET", f"/users/{name}")
                 assert model["servers"][""]["ready"], model
             [rec] = records(state)
-            assert (rec["user"], rec["server"], rec["profile"], rec["reason"], rec["dry_run"]) == \
-                ("alice", "", "lab", "idle", True)
+            assert (rec["user"], rec["server"], rec["profile"], rec["reason"], rec["dry_run"]) == (
+                "alice",
+                "",
+                "lab",
+                "idle",
+                True,
+            )
 
             # 2. for real: alice (lab, idle 30m) is stopped through jupyterhub-idle-culler; bob (ops:
             # always-on) and carol (default 2h) are kept
-            svc = CullerService(policy, api_url=api_url, api_token=token, state_dir=state, clock=lambda: later,
-                                sleep=_no_sleep)
+            svc = CullerService(
+                policy,
+                api_url=api_url,
+                api_token=token,
+                state_dir=state,
+                clock=lambda: later,
+                sleep=_no_sleep,
+            )
             report = await svc.run_once()
             assert report.errors == [], report.errors
             assert [(c.user, c.decision.reason) for c in report.stopped] == [("alice", "idle")]
@@ -103,8 +124,13 @@ async def test_culler_against_a_real_hub(tmp_path):
             recs = records(state)
             assert len(recs) == 2
             real = recs[1]
-            assert (real["user"], real["server"], real["profile"], real["reason"], real["dry_run"]) == \
-                ("alice", "", "lab", "idle", False)
+            assert (real["user"], real["server"], real["profile"], real["reason"], real["dry_run"]) == (
+                "alice",
+                "",
+                "lab",
+                "idle",
+                False,
+            )
             assert real["time"] == later.isoformat() and "idle_timeout 0:30:00" in real["detail"]
             for name in ("bob", "carol"):
                 _, model = await hub.api("GET", f"/users/{name}")
@@ -141,13 +167,19 @@ async def _no_sleep(_seconds):
 
 async def _api(hub: HubProcess, token: str, method: str, path: str):
     async with aiohttp.ClientSession() as s:
-        async with s.request(method, f"{hub.url}/hub/api{path}", headers={"Authorization": f"token {token}"}) as r:
+        async with s.request(
+            method, f"{hub.url}/hub/api{path}", headers={"Authorization": f"token {token}"}
+        ) as r:
             return r.status, await r.json(content_type=None)
 
 
-HUB_CATALOGUE = {"profiles": [{"slug": "lab", "display_name": "JupyterLab", "default": True},
-                              {"slug": "long", "display_name": "Long runs"},
-                              {"slug": "svc", "display_name": "Service", "session_mode": "always-on"}]}
+HUB_CATALOGUE = {
+    "profiles": [
+        {"slug": "lab", "display_name": "JupyterLab", "default": True},
+        {"slug": "long", "display_name": "Long runs"},
+        {"slug": "svc", "display_name": "Service", "session_mode": "always-on"},
+    ]
+}
 HUB_POLICY = {
     "defaults": {"idle_timeout": "2h"},
     "profiles": {"lab": {"idle_timeout": "30m"}, "long": {"max_age": "1h30m"}},
@@ -183,8 +215,9 @@ async def test_culler_started_by_the_hub(tmp_path):
     profiles.write_text(yaml.safe_dump(HUB_CATALOGUE))
     policy_file.write_text(yaml.safe_dump(HUB_POLICY))
     async with KubeSim(kubelet="process", workdir=tmp_path / "sim") as sim:
-        config = apex_hub_config(sim.url, profiles) + HUB_STARTED.format(policy=policy_file, state=state,
-                                                                         port=free_port())
+        config = apex_hub_config(sim.url, profiles) + HUB_STARTED.format(
+            policy=policy_file, state=state, port=free_port()
+        )
         async with HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
             for name, profile in (("alice", "lab"), ("bob", "svc"), ("carol", "long")):
                 assert (await hub.api("POST", f"/users/{name}"))[0] == 201
@@ -194,16 +227,24 @@ async def test_culler_started_by_the_hub(tmp_path):
             # alice (lab: idle 30m; the culler's clock is 1h ahead) is stopped once ready, with a reason
             async def alice_stopped():
                 return [r for r in records(state) if r["user"] == "alice" and r.get("event") == "stop"]
+
             [rec] = await wait_for(alice_stopped, "alice's stop record", hub, timeout=120)
-            assert (rec["server"], rec["profile"], rec["reason"], rec["dry_run"]) == ("", "lab", "idle", False)
+            assert (rec["server"], rec["profile"], rec["reason"], rec["dry_run"]) == (
+                "",
+                "lab",
+                "idle",
+                False,
+            )
             assert "idle_timeout 0:30:00" in rec["detail"]
             await wait_stopped(hub, "alice")
             assert "Starting managed service apex-culler" in hub.log()
 
             # carol (long: max_age 1h30m, 30 minutes to go on the culler's clock) is kept and warned
             await hub.wait_ready("carol", timeout=90)
+
             async def carol_warned():
                 return [r for r in records(state) if r["user"] == "carol" and r.get("event") == "warning"]
+
             [warning] = await wait_for(carol_warned, "carol's warning", hub)
             assert warning["reason"] == "max-age" and warning["profile"] == "long"
 
@@ -214,9 +255,13 @@ async def test_culler_started_by_the_hub(tmp_path):
                     page = await r.text()
                 assert "Your server will be stopped at" in page and "max-age" in page, page[:3000]
                 # a browser reaches api/upcoming through the hub's OAuth (no token, the hub login)
-                async with s.get(f"{hub.url}/services/apex-culler/api/upcoming",
-                                 headers={"Accept": "text/html,application/json"}) as r:
-                    assert r.status == 200 and "/hub/api/oauth2/authorize" in str(r.history[0].headers["Location"])
+                async with s.get(
+                    f"{hub.url}/services/apex-culler/api/upcoming",
+                    headers={"Accept": "text/html,application/json"},
+                ) as r:
+                    assert r.status == 200 and "/hub/api/oauth2/authorize" in str(
+                        r.history[0].headers["Location"]
+                    )
                     assert (await r.json())["user"] == "carol"
 
             # the upcoming stops at /services/apex-culler/api/upcoming: each user sees only their own
@@ -233,7 +278,10 @@ async def test_culler_started_by_the_hub(tmp_path):
                 assert mine["user"] == "carol" and mine["warn_before"] == 2700
                 [srv] = mine["servers"]
                 assert srv["profile"] == "long"
-                assert [(x["reason"], x["warning"]) for x in srv["stops"]] == [("max-age", True), ("idle", False)]
+                assert [(x["reason"], x["warning"]) for x in srv["stops"]] == [
+                    ("max-age", True),
+                    ("idle", False),
+                ]
                 async with s.get(url, headers={"Authorization": f"token {tokens['alice']}"}) as r:
                     assert (r.status, (await r.json())["servers"]) == (200, [])
                 async with s.get(url, allow_redirects=False) as r:
@@ -245,6 +293,8 @@ async def test_culler_started_by_the_hub(tmp_path):
             await wait_stopped(hub, "bob")
             srv = await hub.wait_ready("bob", timeout=90)
             assert srv["user_options"] == {"profile": "svc"}
-            assert [(r["user"], r["reason"]) for r in records(state) if r["user"] == "bob"] == [("bob", "external")]
+            assert [(r["user"], r["reason"]) for r in records(state) if r["user"] == "bob"] == [
+                ("bob", "external")
+            ]
             _, carol = await hub.api("GET", "/users/carol")
             assert carol["servers"][""]["ready"]

@@ -4,21 +4,23 @@ pagination, schedule crossing with an injected clock, never stopping twice; conf
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
 from traitlets.config import Config
 
-from apex_hub.services import CULLER_SCOPES, RESTART_SCOPE, restart_scope, configure
+from apex_hub.services import CULLER_SCOPES, RESTART_SCOPE, configure, restart_scope
 from apex_hub.services.culler import CullerService, CullingPolicy, PolicyError
 from apex_hub.services.culler.service import HubAPIError, HubClient
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # Monday, 11:00 in Rome
-POLICY = CullingPolicy.from_data({
-    "defaults": {"idle_timeout": "1d", "schedule": {"cron": "0 20 * * 1-5", "timezone": "Europe/Rome"}},
-})
+POLICY = CullingPolicy.from_data(
+    {
+        "defaults": {"idle_timeout": "1d", "schedule": {"cron": "0 20 * * 1-5", "timezone": "Europe/Rome"}},
+    }
+)
 
 
 class FakeHub:
@@ -27,10 +29,26 @@ class FakeHub:
     def __init__(self, n_users=3):
         self.fail: list[int] = []
         self.requests: list[tuple[str, str]] = []
-        self.users = {f"u{i}": {"kind": "user", "name": f"u{i}", "groups": [], "servers": {"": {
-            "name": "", "ready": True, "pending": None, "stopped": False, "url": f"/user/u{i}/",
-            "started": T0.isoformat(), "last_activity": T0.isoformat(),
-            "user_options": {"profile": "lab"}}}} for i in range(n_users)}
+        self.users = {
+            f"u{i}": {
+                "kind": "user",
+                "name": f"u{i}",
+                "groups": [],
+                "servers": {
+                    "": {
+                        "name": "",
+                        "ready": True,
+                        "pending": None,
+                        "stopped": False,
+                        "url": f"/user/u{i}/",
+                        "started": T0.isoformat(),
+                        "last_activity": T0.isoformat(),
+                        "user_options": {"profile": "lab"},
+                    }
+                },
+            }
+            for i in range(n_users)
+        }
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -46,9 +64,16 @@ class FakeHub:
     spawn_fails = True
 
     def stopped_server(self, name: str, profile: str = "svc") -> None:
-        self.users[name]["servers"][""] = {"name": "", "ready": False, "pending": None, "stopped": True,
-                                           "url": f"/user/{name}/", "started": None, "last_activity": None,
-                                           "user_options": {"profile": profile}}
+        self.users[name]["servers"][""] = {
+            "name": "",
+            "ready": False,
+            "pending": None,
+            "stopped": True,
+            "url": f"/user/{name}/",
+            "started": None,
+            "last_activity": None,
+            "user_options": {"profile": profile},
+        }
 
     async def start(self, request):
         name = request.match_info["name"]
@@ -71,12 +96,23 @@ class FakeHub:
         items = list(self.users.values())
         if request.query.get("state") in ("active", "ready"):
             items = [u for u in items if u["servers"]]
-        page = items[offset:offset + limit]
-        nxt = {"offset": offset + limit, "limit": limit, "url": f"{request.url.with_query({**request.query, 'offset': offset + limit})}"} \
-            if offset + limit < len(items) else None
+        page = items[offset : offset + limit]
+        nxt = (
+            {
+                "offset": offset + limit,
+                "limit": limit,
+                "url": f"{request.url.with_query({**request.query, 'offset': offset + limit})}",
+            }
+            if offset + limit < len(items)
+            else None
+        )
         if request.headers.get("Accept") == "application/jupyterhub-pagination+json":
-            return web.json_response({"items": page, "_pagination": {"offset": offset, "limit": limit,
-                                                                     "total": len(items), "next": nxt}})
+            return web.json_response(
+                {
+                    "items": page,
+                    "_pagination": {"offset": offset, "limit": limit, "total": len(items), "next": nxt},
+                }
+            )
         return web.json_response(items)
 
     async def get_user(self, request):
@@ -114,14 +150,22 @@ class Clock:
 def sleeper(log):
     async def sleep(seconds):
         log.append(seconds)
+
     return sleep
 
 
 async def test_retries_with_backoff_then_paginates(fake, tmp_path):
     slept: list[float] = []
     fake.fail = [503, 502, 500]
-    svc = CullerService(POLICY, api_url=fake.url, api_token="t", state_dir=tmp_path, clock=Clock(T0),
-                        sleep=sleeper(slept), backoff=1.0)
+    svc = CullerService(
+        POLICY,
+        api_url=fake.url,
+        api_token="t",
+        state_dir=tmp_path,
+        clock=Clock(T0),
+        sleep=sleeper(slept),
+        backoff=1.0,
+    )
     report = await svc.run_once()
     await svc.close()
     assert len(report.decisions) == 3  # 3 users over 2 pages
@@ -150,16 +194,25 @@ async def test_gives_up_on_4xx_and_after_n_tries(fake, tmp_path):
 async def test_loop_survives_hub_outage(fake, tmp_path):
     fake.fail = [503] * 10
     slept: list[float] = []
-    svc = CullerService(POLICY, api_url=fake.url, api_token="t", state_dir=tmp_path, clock=Clock(T0),
-                        sleep=sleeper(slept), tries=2, interval=30)
+    svc = CullerService(
+        POLICY,
+        api_url=fake.url,
+        api_token="t",
+        state_dir=tmp_path,
+        clock=Clock(T0),
+        sleep=sleeper(slept),
+        tries=2,
+        interval=30,
+    )
     await svc.run_forever(iterations=3)  # must not raise
     assert slept.count(30) == 2
 
 
 async def test_schedule_crossing_with_injected_clock_and_no_double_stop(fake, tmp_path):
     clock = Clock(datetime(2026, 11, 23, 18, 59, 30, tzinfo=UTC))  # 19:59:30 in Rome
-    svc = CullerService(POLICY, api_url=fake.url, api_token="t", state_dir=tmp_path, clock=clock,
-                        sleep=sleeper([]))
+    svc = CullerService(
+        POLICY, api_url=fake.url, api_token="t", state_dir=tmp_path, clock=clock, sleep=sleeper([])
+    )
     report = await svc.run_once()
     assert report.stopped == [] and not [r for r in fake.requests if r[0] == "DELETE"]
     clock.now += timedelta(minutes=1)  # 20:00:30 in Rome: the schedule has passed
@@ -173,8 +226,9 @@ async def test_schedule_crossing_with_injected_clock_and_no_double_stop(fake, tm
     report = await svc.run_once()
     assert report.stopped == [] and len([r for r in fake.requests if r[0] == "DELETE"]) == 3
     lines = [json.loads(line) for line in (tmp_path / "stop-reasons.jsonl").read_text().splitlines()]
-    assert [(r["user"], r["reason"], r["profile"], r["dry_run"]) for r in lines] == \
-        [(u, "schedule", "lab", False) for u in ("u0", "u1", "u2")]
+    assert [(r["user"], r["reason"], r["profile"], r["dry_run"]) for r in lines] == [
+        (u, "schedule", "lab", False) for u in ("u0", "u1", "u2")
+    ]
     assert all(r["time"] == "2026-11-23T19:00:30+00:00" for r in lines)
     # the servers are gone: told apart from external stops once, then forgotten (months of rounds)
     assert len(svc._stopped_by_us) == 3
@@ -188,8 +242,15 @@ async def test_schedule_crossing_with_injected_clock_and_no_double_stop(fake, tm
 
 async def test_dry_run_stops_nothing_and_records_once(fake, tmp_path):
     clock = Clock(T0 + timedelta(days=2))
-    svc = CullerService(POLICY, api_url=fake.url, api_token="t", state_dir=tmp_path, clock=clock,
-                        sleep=sleeper([]), dry_run=True)
+    svc = CullerService(
+        POLICY,
+        api_url=fake.url,
+        api_token="t",
+        state_dir=tmp_path,
+        clock=clock,
+        sleep=sleeper([]),
+        dry_run=True,
+    )
     for _ in range(2):
         report = await svc.run_once()
         assert len(report.would_stop) == 3
@@ -208,8 +269,14 @@ def test_configure(tmp_path):
     configure(c, culler={"policy": str(policy), "state_dir": "/srv/culler", "dry_run": True})
     svc = c.JupyterHub.services[-1]
     assert svc["name"] == "apex-culler" and c.JupyterHub.services[0]["name"] == "other"
-    assert svc["command"][1:] == ["-m", "apex_hub.services.culler", f"--policy={policy}", "--interval=60",
-                                  "--dry-run=true", "--state-dir=/srv/culler"]
+    assert svc["command"][1:] == [
+        "-m",
+        "apex_hub.services.culler",
+        f"--policy={policy}",
+        "--interval=60",
+        "--dry-run=true",
+        "--state-dir=/srv/culler",
+    ]
     [role] = c.JupyterHub.load_roles
     assert role["services"] == ["apex-culler"] and role["scopes"] == CULLER_SCOPES  # no restarts needed
     # always-on somewhere -> may start servers; configure twice -> one service, one role
@@ -248,8 +315,15 @@ async def test_always_on_restarts_are_rate_limited_with_backoff(fake, tmp_path):
         del fake.users[name]
     fake.stopped_server("u0")
     clock = Clock(T0)
-    svc = CullerService(ALWAYS_ON, api_url=fake.url, api_token="t", state_dir=tmp_path, clock=clock,
-                        sleep=sleeper([]), restarts=RestartLimiter(limit=3, window=3600, backoff=60))
+    svc = CullerService(
+        ALWAYS_ON,
+        api_url=fake.url,
+        api_token="t",
+        state_dir=tmp_path,
+        clock=clock,
+        sleep=sleeper([]),
+        restarts=RestartLimiter(limit=3, window=3600, backoff=60),
+    )
 
     async def round_at(seconds: float):
         clock.now = T0 + timedelta(seconds=seconds)
@@ -271,8 +345,10 @@ async def test_always_on_restarts_are_rate_limited_with_backoff(fake, tmp_path):
     assert report.held_back and posts() == 3
     [gave_up] = [r for r in ledger(tmp_path) if r["event"] == "restart-limit"]
     assert (gave_up["user"], gave_up["reason"], gave_up["failures"]) == ("u0", "always-on", 3)
-    assert "3 restarts within 1:00:00, the limit is 3: giving up until 2026-11-23T11:00:00+00:00" \
+    assert (
+        "3 restarts within 1:00:00, the limit is 3: giving up until 2026-11-23T11:00:00+00:00"
         in gave_up["detail"]
+    )
     await round_at(1800)
     assert posts() == 3 and len([r for r in ledger(tmp_path) if r["event"] == "restart-limit"]) == 1
     # an hour after the first restart one slot is free again; this time the spawn works
@@ -293,8 +369,16 @@ async def test_a_refused_restart_backs_off_at_once(fake, tmp_path):
     fake.stopped_server("u0")
     fake.start_status = 500
     clock = Clock(T0)
-    svc = CullerService(ALWAYS_ON, api_url=fake.url, api_token="t", state_dir=tmp_path, clock=clock,
-                        sleep=sleeper([]), tries=1, restarts=RestartLimiter(limit=5, window=3600, backoff=60))
+    svc = CullerService(
+        ALWAYS_ON,
+        api_url=fake.url,
+        api_token="t",
+        state_dir=tmp_path,
+        clock=clock,
+        sleep=sleeper([]),
+        tries=1,
+        restarts=RestartLimiter(limit=5, window=3600, backoff=60),
+    )
     report = await svc.run_once()
     assert report.restarted == [] and "restart u0/" in report.errors[0] and "500" in report.errors[0]
     assert svc.restarts.failures(("u0", "")) == 1
@@ -308,16 +392,25 @@ async def test_a_refused_restart_backs_off_at_once(fake, tmp_path):
 
 async def test_session_mode_from_the_catalogue(fake, tmp_path):
     profiles = tmp_path / "profiles.yml"
-    profiles.write_text("profiles:\n"
-                        "  - {slug: lab, display_name: Lab, default: true}\n"
-                        "  - {slug: svc, display_name: Service, session_mode: always-on}\n"
-                        "  - {slug: retired, display_name: Retired, session_mode: off}\n")
+    profiles.write_text(
+        "profiles:\n"
+        "  - {slug: lab, display_name: Lab, default: true}\n"
+        "  - {slug: svc, display_name: Service, session_mode: always-on}\n"
+        "  - {slug: retired, display_name: Retired, session_mode: off}\n"
+    )
     fake.stopped_server("u0", "svc")  # always-on in the catalogue: restarted
     fake.users["u1"]["servers"][""]["user_options"] = {"profile": "retired"}  # off: stopped
     fake.stopped_server("u2", "lab")  # on-demand: left stopped
     policy = CullingPolicy.from_data({"defaults": {"idle_timeout": "1d"}})
-    svc = CullerService(policy, api_url=fake.url, api_token="t", state_dir=tmp_path, clock=Clock(T0),
-                        sleep=sleeper([]), catalogue=profiles)
+    svc = CullerService(
+        policy,
+        api_url=fake.url,
+        api_token="t",
+        state_dir=tmp_path,
+        clock=Clock(T0),
+        sleep=sleeper([]),
+        catalogue=profiles,
+    )
     report = await svc.run_once()
     assert [c.user for c in report.restarted] == ["u0"]
     assert [(c.user, c.decision.reason) for c in report.stopped] == [("u1", "session-off")]
@@ -325,11 +418,20 @@ async def test_session_mode_from_the_catalogue(fake, tmp_path):
     assert report.stopped[0].decision.policy.sources == ("catalogue.retired",)
     # the policy file's profile section overrides the catalogue; the catalogue is re-read when it changes
     policy = CullingPolicy.from_data({"profiles": {"svc": {"session_mode": "on-demand"}}})
-    svc2 = CullerService(policy, api_url=fake.url, api_token="t", state_dir=tmp_path / "2", clock=Clock(T0),
-                         sleep=sleeper([]), catalogue=profiles)
+    svc2 = CullerService(
+        policy,
+        api_url=fake.url,
+        api_token="t",
+        state_dir=tmp_path / "2",
+        clock=Clock(T0),
+        sleep=sleeper([]),
+        catalogue=profiles,
+    )
     fake.stopped_server("u0", "svc")
     assert (await svc2.run_once()).restarted == []
-    profiles.write_text("profiles:\n  - {slug: lab, display_name: Lab, default: true, session_mode: always-on}\n")
+    profiles.write_text(
+        "profiles:\n  - {slug: lab, display_name: Lab, default: true, session_mode: always-on}\n"
+    )
     report = await svc2.run_once()
     assert [c.user for c in report.restarted] == ["u2"]  # lab is always-on now
     await svc.close()
@@ -337,22 +439,37 @@ async def test_session_mode_from_the_catalogue(fake, tmp_path):
     # a catalogue that cannot be read at start is refused
     (tmp_path / "bad.yml").write_text("profiles: [{slug: x}]\n")
     from apex_hub.profiles.errors import CatalogueError
+
     with pytest.raises(CatalogueError, match="display_name"):
-        CullerService(policy, api_url=fake.url, api_token="t", state_dir=tmp_path, catalogue=tmp_path / "bad.yml")
+        CullerService(
+            policy, api_url=fake.url, api_token="t", state_dir=tmp_path, catalogue=tmp_path / "bad.yml"
+        )
 
 
 async def test_warning_before_a_scheduled_stop(fake, tmp_path):
     from apex_hub.services.culler.announce import UpcomingAnnouncement
 
     clock = Clock(datetime(2026, 11, 23, 18, 40, tzinfo=UTC))  # 19:40 in Rome, the stop is at 20:00
-    svc = CullerService(POLICY, api_url=fake.url, api_token="t", state_dir=tmp_path, clock=clock,
-                        sleep=sleeper([]), warn_before=900)
+    svc = CullerService(
+        POLICY,
+        api_url=fake.url,
+        api_token="t",
+        state_dir=tmp_path,
+        clock=clock,
+        sleep=sleeper([]),
+        warn_before=900,
+    )
     await svc.run_once()
     upcoming = svc.upcoming_for("u0")
     [srv] = upcoming["servers"]
     assert srv["server"] == "" and srv["profile"] == "lab"
-    assert srv["stops"][0] == {"reason": "schedule", "at": "2026-11-23T20:00:00+01:00", "warning": False,
-                               "timezone": "Europe/Rome", "detail": "scheduled shutdown '0 20 * * 1-5' Europe/Rome"}
+    assert srv["stops"][0] == {
+        "reason": "schedule",
+        "at": "2026-11-23T20:00:00+01:00",
+        "warning": False,
+        "timezone": "Europe/Rome",
+        "detail": "scheduled shutdown '0 20 * * 1-5' Europe/Rome",
+    }
     assert ledger(tmp_path) == []
     banner = UpcomingAnnouncement(tmp_path, fallback=None)
     assert banner(HubUserName("u0")) is None
@@ -391,8 +508,14 @@ async def test_many_stops_are_confirmed_with_one_listing(tmp_path):
     await site.start()
     url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hub/api"
     try:
-        svc = CullerService(POLICY, api_url=url, api_token="t", state_dir=tmp_path, sleep=sleeper([]),
-                            clock=Clock(datetime(2026, 11, 23, 19, 0, 30, tzinfo=UTC)))
+        svc = CullerService(
+            POLICY,
+            api_url=url,
+            api_token="t",
+            state_dir=tmp_path,
+            sleep=sleeper([]),
+            clock=Clock(datetime(2026, 11, 23, 19, 0, 30, tzinfo=UTC)),
+        )
         report = await svc.run_once()
         await svc.close()
     finally:
@@ -411,19 +534,31 @@ def test_configure_options(tmp_path):
 
     policy, profiles = tmp_path / "culling.yaml", tmp_path / "profiles.yml"
     policy.write_text("defaults: {idle_timeout: 1h}\n")
-    profiles.write_text("profiles:\n  - {slug: lab, display_name: Lab}\n"
-                        "  - {slug: svc, display_name: Svc, session_mode: always-on}\n")
+    profiles.write_text(
+        "profiles:\n  - {slug: lab, display_name: Lab}\n"
+        "  - {slug: svc, display_name: Svc, session_mode: always-on}\n"
+    )
     c = Config()
     c.APExSpawner.profiles_file = str(profiles)
     c.JupyterHub.template_vars = {"announcement": "Maintenance on Friday"}
-    configure(c, culler={"policy": str(policy), "state_dir": str(tmp_path), "warn_before": "15m",
-                         "url": "http://127.0.0.1:8182", "restart_limit": 2, "restart_window": "30m",
-                         "restart_backoff": "10s"})
+    configure(
+        c,
+        culler={
+            "policy": str(policy),
+            "state_dir": str(tmp_path),
+            "warn_before": "15m",
+            "url": "http://127.0.0.1:8182",
+            "restart_limit": 2,
+            "restart_window": "30m",
+            "restart_backoff": "10s",
+        },
+    )
     [svc] = c.JupyterHub.services
     # the spawner's catalogue is read by default; always-on in it -> the role may start servers
     assert f"--profiles={profiles}" in svc["command"]
-    assert {"--warn-before=900", "--restart-limit=2", "--restart-window=1800", "--restart-backoff=10"} \
-        <= set(svc["command"])
+    assert {"--warn-before=900", "--restart-limit=2", "--restart-window=1800", "--restart-backoff=10"} <= set(
+        svc["command"]
+    )
     assert svc["url"] == "http://127.0.0.1:8182" and svc["display"] is False
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
     assert roles["apex-culler"]["scopes"] == CULLER_SCOPES + [restart_scope()]
@@ -440,13 +575,18 @@ def test_configure_options(tmp_path):
     configure(c, culler={"policy": str(policy), "profiles_file": "", "url": "http://127.0.0.1:8182"})
     assert not any(a.startswith("--profiles") for a in c.JupyterHub.services[0]["command"])
     assert c.JupyterHub.load_roles[-1]["scopes"] == CULLER_SCOPES
-    assert c.JupyterHub.load_roles[0]["scopes"] == ["self", "custom:x!user", "access:services!service=apex-culler"]
+    assert c.JupyterHub.load_roles[0]["scopes"] == [
+        "self",
+        "custom:x!user",
+        "access:services!service=apex-culler",
+    ]
     with pytest.raises(ValueError, match="unknown key.*warn_befor"):
         configure(Config(), culler={"policy": str(policy), "warn_befor": "15m"})
     with pytest.raises(PolicyError, match="warn_before: '15 minutes' is not a duration"):
         configure(Config(), culler={"policy": str(policy), "warn_before": "15 minutes"})
     profiles.write_text("profiles:\n  - {slug: lab, display_name: Lab, session_mode: sometimes}\n")
     from apex_hub.profiles.errors import CatalogueError
+
     with pytest.raises(CatalogueError, match="session_mode"):
         configure(Config(), culler={"policy": str(policy), "profiles_file": str(profiles)})
 
@@ -481,7 +621,11 @@ async def test_a_service_answers_503_while_starting_then_its_application():
     try:
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{port}/services/x/") as r:
-                assert (r.status, r.headers["Retry-After"], await r.json()) == (503, "1", {"status": "starting"})
+                assert (r.status, r.headers["Retry-After"], await r.json()) == (
+                    503,
+                    "1",
+                    {"status": "starting"},
+                )
 
             class Ready(web.RequestHandler):
                 def get(self):

@@ -38,21 +38,36 @@ FIRST_IP = 100 + secrets.randbelow(120)
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-artifacts" / "monitoring"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 # a profile whose kernels die at start: its PYTHONPATH shadows ipykernel_launcher
 DEAD_KERNEL = {
     "env": {"PYTHONPATH": "/home/jovyan/.dead-kernel"},
-    "config_maps": [{"name": "dead-kernel", "key": "ipykernel_launcher.py",
-                     "mount_path": "/home/jovyan/.dead-kernel/ipykernel_launcher.py",
-                     "content": "raise SystemExit('this kernel is broken')\n"}],
+    "config_maps": [
+        {
+            "name": "dead-kernel",
+            "key": "ipykernel_launcher.py",
+            "mount_path": "/home/jovyan/.dead-kernel/ipykernel_launcher.py",
+            "content": "raise SystemExit('this kernel is broken')\n",
+        }
+    ],
 }
 
 
 def catalogue(probe: dict | None = None) -> dict:
-    return {"profiles": [{"slug": "lab", "display_name": "JupyterLab", "default": True},
-                         {"slug": "probe", "display_name": "Monitoring probe", **(probe or {})}]}
+    return {
+        "profiles": [
+            {"slug": "lab", "display_name": "JupyterLab", "default": True},
+            {"slug": "probe", "display_name": "Monitoring probe", **(probe or {})},
+        ]
+    }
 
 
 CONFIG = """
@@ -76,7 +91,9 @@ configure(c, monitoring={{
 
 
 class Env:
-    def __init__(self, sim: KubeSim, hub: HubProcess, tmp: Path, chp_api: str, chp_token: str, metrics_token: str):
+    def __init__(
+        self, sim: KubeSim, hub: HubProcess, tmp: Path, chp_api: str, chp_token: str, metrics_token: str
+    ):
         self.sim, self.hub, self.tmp = sim, hub, tmp
         self.chp_api, self.chp_token, self.metrics_token = chp_api, chp_token, metrics_token
         self.profiles, self.pause = tmp / "profiles.yml", tmp / "pause"
@@ -96,7 +113,9 @@ class Env:
 
     async def metrics(self) -> str:
         async with aiohttp.ClientSession() as s:
-            async with s.get(self.base + "metrics", headers={"Authorization": f"Bearer {self.metrics_token}"}) as r:
+            async with s.get(
+                self.base + "metrics", headers={"Authorization": f"Bearer {self.metrics_token}"}
+            ) as r:
                 assert r.status == 200, await r.text()
                 return await r.text()
 
@@ -105,17 +124,36 @@ class Env:
         t0 = time.time()
         self.pause.unlink(missing_ok=True)
         try:
-            probe_id = await poll(lambda st: next((r["id"] for r in [st["probe"]["running"] or {}, *st["history"]]
-                                                   if r and r["started"] >= t0), None), self, 60, "a probe start")
+            probe_id = await poll(
+                lambda st: next(
+                    (
+                        r["id"]
+                        for r in [st["probe"]["running"] or {}, *st["history"]]
+                        if r and r["started"] >= t0
+                    ),
+                    None,
+                ),
+                self,
+                60,
+                "a probe start",
+            )
         finally:
             self.pause.touch()
-        return await poll(lambda st: next((r for r in st["history"] if r["id"] == probe_id), None),
-                          self, timeout, f"the result of probe {probe_id}")
+        return await poll(
+            lambda st: next((r for r in st["history"] if r["id"] == probe_id), None),
+            self,
+            timeout,
+            f"the result of probe {probe_id}",
+        )
 
     async def chp(self, method: str, path: str, body=None):
         async with aiohttp.ClientSession() as s:
-            async with s.request(method, f"{self.chp_api}/api/routes{path}", json=body,
-                                 headers={"Authorization": f"token {self.chp_token}"}) as r:
+            async with s.request(
+                method,
+                f"{self.chp_api}/api/routes{path}",
+                json=body,
+                headers={"Authorization": f"token {self.chp_token}"},
+            ) as r:
                 return r.status, await r.text()
 
     async def probe_server(self) -> dict | None:
@@ -137,8 +175,10 @@ async def poll(pick, env: Env, timeout: float, what: str):
         if found:
             return found
         await asyncio.sleep(0.5)
-    raise AssertionError(f"no {what} in {timeout}s; last status: {json.dumps(st, indent=1)[:3000]}\n"
-                         f"hub log:\n{env.hub.log()[-5000:]}")
+    raise AssertionError(
+        f"no {what} in {timeout}s; last status: {json.dumps(st, indent=1)[:3000]}\n"
+        f"hub log:\n{env.hub.log()[-5000:]}"
+    )
 
 
 async def wait_no_probe_server(env: Env, timeout: float = 60) -> None:
@@ -155,16 +195,29 @@ async def wait_no_probe_server(env: Env, timeout: float = 60) -> None:
 async def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("monitoring")
     (tmp / "pause").touch()  # no probe until a test asks for one
-    chp_api, chp_token, metrics_token = f"http://127.0.0.1:{free_port()}", secrets.token_hex(16), secrets.token_hex(8)
+    chp_api, chp_token, metrics_token = (
+        f"http://127.0.0.1:{free_port()}",
+        secrets.token_hex(16),
+        secrets.token_hex(8),
+    )
     async with KubeSim(kubelet="process", workdir=tmp / "sim", kubelet_options={"first_ip": FIRST_IP}) as sim:
         profiles = tmp / "profiles.yml"
         profiles.write_text(yaml.safe_dump(catalogue(), sort_keys=False))
         config = apex_hub_config(sim.url, profiles, IMAGE) + CONFIG.format(
-            chp_api=chp_api, acc_port=free_port(), python=sys.executable, port=free_port(), ready=READY_TIMEOUT,
-            stale=STALE_AFTER, pause=tmp / "pause", state=tmp / "state", kubeconfig=sim.kubeconfig_path,
-            metrics_token=metrics_token)
-        async with HubProcess(tmp / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path,
-                                                        "CONFIGPROXY_AUTH_TOKEN": chp_token}) as hub:
+            chp_api=chp_api,
+            acc_port=free_port(),
+            python=sys.executable,
+            port=free_port(),
+            ready=READY_TIMEOUT,
+            stale=STALE_AFTER,
+            pause=tmp / "pause",
+            state=tmp / "state",
+            kubeconfig=sim.kubeconfig_path,
+            metrics_token=metrics_token,
+        )
+        async with HubProcess(
+            tmp / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path, "CONFIGPROXY_AUTH_TOKEN": chp_token}
+        ) as hub:
             yield Env(sim, hub, tmp, chp_api, chp_token, metrics_token)
 
 
@@ -195,8 +248,16 @@ async def test_healthy_probe(env):
     _, tokens = await env.hub.api("GET", f"/users/{PROBE}/tokens")
     assert [t for t in tokens["api_tokens"] if "apex-monitoring" in (t.get("note") or "")] == [], tokens
 
-    st = await poll(lambda s: s if set(s["components"]) >= {"hub_api", "proxy", "proxy_routes", "kubernetes",
-                                                              "services"} else None, env, 30, "components")
+    st = await poll(
+        lambda s: (
+            s
+            if set(s["components"]) >= {"hub_api", "proxy", "proxy_routes", "kubernetes", "services"}
+            else None
+        ),
+        env,
+        30,
+        "components",
+    )
     assert st["probe"]["status"] == "OK", st["probe"]
     for name, check in st["components"].items():
         assert check["status"] == "OK", (name, check)
@@ -255,7 +316,9 @@ async def test_stuck_pod_is_critical_after_the_ready_timeout(env):
 async def test_dead_proxy_route_is_critical(env):
     env.set_probe_profile()
     # a stale route in configurable-http-proxy: the probe's status path goes to an address nobody serves
-    status, body = await env.chp("POST", f"/user/{PROBE}/api/status", {"target": f"http://127.0.0.1:{free_port()}"})
+    status, body = await env.chp(
+        "POST", f"/user/{PROBE}/api/status", {"target": f"http://127.0.0.1:{free_port()}"}
+    )
     assert status == 201, body
     try:
         result = await env.probe_once()
@@ -264,24 +327,28 @@ async def test_dead_proxy_route_is_critical(env):
     assert result["status"] == "CRITICAL", result
     assert result["failed_phase"] == "proxy", result
     assert "dead proxy route" in result["message"] and "HTTP 503" in result["message"], result["message"]
-    assert "server_ready" in result["phases"] and "proxy" not in result["phases"]  # the server itself was fine
+    assert (
+        "server_ready" in result["phases"] and "proxy" not in result["phases"]
+    )  # the server itself was fine
     await wait_no_probe_server(env)
 
 
 async def test_missing_proxy_route_is_critical(env):
     # what configurable-http-proxy does without the probe's route: its default route sends the request
     # to the hub (here only for the status path, so that the hub cannot re-add it under the probe)
-    status, body = await env.chp("POST", f"/user/{PROBE}/api/status",
-                                 {"target": f"http://127.0.0.1:{env.hub.hub_port}"})
+    status, body = await env.chp(
+        "POST", f"/user/{PROBE}/api/status", {"target": f"http://127.0.0.1:{env.hub.hub_port}"}
+    )
     assert status == 201, body
     try:
         result = await env.probe_once()
     finally:
         assert (await env.chp("DELETE", f"/user/{PROBE}/api/status"))[0] == 204
     assert result["status"] == "CRITICAL" and result["failed_phase"] == "proxy", result
-    assert result["message"].startswith("proxy: no proxy route to the probe's server: "
-                                        f"GET /user/{PROBE}/api/status reached the hub (HTTP 302 to /hub/"), \
-        result["message"]
+    assert result["message"].startswith(
+        "proxy: no proxy route to the probe's server: "
+        f"GET /user/{PROBE}/api/status reached the hub (HTTP 302 to /hub/"
+    ), result["message"]
     await wait_no_probe_server(env)
 
 
@@ -298,15 +365,28 @@ async def test_dead_kernel_is_a_warning(env):
 
 async def test_proxy_routes_against_the_hubs_servers(env):
     def routes_check(code: int, text: str):
-        return lambda st: st if st["components"]["proxy_routes"]["code"] == code and \
-            text in st["components"]["proxy_routes"]["message"] else None
+        return lambda st: (
+            st
+            if st["components"]["proxy_routes"]["code"] == code
+            and text in st["components"]["proxy_routes"]["message"]
+            else None
+        )
 
     # a route for a server the hub does not run: WARNING
-    ghost = {"target": f"http://127.0.0.1:{free_port()}", "jupyterhub": True, "user": "ghost", "server_name": ""}
+    ghost = {
+        "target": f"http://127.0.0.1:{free_port()}",
+        "jupyterhub": True,
+        "user": "ghost",
+        "server_name": "",
+    }
     assert (await env.chp("POST", "/user/ghost", ghost))[0] == 201
     try:
-        await poll(routes_check(1, "proxy routes for servers the hub does not run: /user/ghost/"), env, 30,
-                   "a WARNING for the stale route")
+        await poll(
+            routes_check(1, "proxy routes for servers the hub does not run: /user/ghost/"),
+            env,
+            30,
+            "a WARNING for the stale route",
+        )
     finally:
         assert (await env.chp("DELETE", "/user/ghost"))[0] == 204
     # a running server whose route is gone: CRITICAL
@@ -316,8 +396,12 @@ async def test_proxy_routes_against_the_hubs_servers(env):
     await env.hub.wait_ready("alice", timeout=90)
     await poll(routes_check(0, "1 running server(s), all routed"), env, 30, "alice's server routed")
     assert (await env.chp("DELETE", "/user/alice"))[0] == 204
-    st = await poll(routes_check(2, "running servers without a proxy route: alice/"), env, 30,
-                    "a CRITICAL for the missing route")
+    st = await poll(
+        routes_check(2, "running servers without a proxy route: alice/"),
+        env,
+        30,
+        "a CRITICAL for the missing route",
+    )
     assert st["code"] == 2 and "proxy_routes: running servers without a proxy route" in st["message"]
     assert metric(await env.metrics(), "apex_monitoring_component_up", component="proxy_routes") == 0
     assert (await env.hub.api("DELETE", "/users/alice/server"))[0] in (202, 204)
@@ -326,8 +410,12 @@ async def test_proxy_routes_against_the_hubs_servers(env):
 
 async def test_a_stale_result_turns_critical(env):
     assert env.pause.exists()  # no probe runs: the last result ages
-    st = await poll(lambda s: s if s["probe"]["code"] == 2 and "stale" in s["probe"]["message"] else None,
-                    env, STALE_AFTER + 60, "a stale probe verdict")
+    st = await poll(
+        lambda s: s if s["probe"]["code"] == 2 and "stale" in s["probe"]["message"] else None,
+        env,
+        STALE_AFTER + 60,
+        "a stale probe verdict",
+    )
     assert st["code"] == 2 and st["status"] == "CRITICAL"
     assert "last probe result is stale" in st["message"], st["message"]
     assert metric(await env.metrics(), "apex_monitoring_probe_stale") == 1
@@ -353,8 +441,12 @@ async def test_a_killed_service_cleans_up_after_restart(env):
     os.kill(model["pid"], signal.SIGKILL)
 
     # the hub restarts its managed service; the new process stops the probe server left behind
-    st = await poll(lambda s: s if "stopped the probe server" in s["startup_cleanup"] else None,
-                    env, 180, "a start-up cleanup")
+    st = await poll(
+        lambda s: s if "stopped the probe server" in s["startup_cleanup"] else None,
+        env,
+        180,
+        "a start-up cleanup",
+    )
     assert "deleted 1 probe token(s)" in st["startup_cleanup"], st["startup_cleanup"]
     await wait_no_probe_server(env)
     _, new = await env.hub.api("GET", f"/services/{SERVICE}")
@@ -379,12 +471,18 @@ async def test_status_page_in_chromium(env):
                 response = page.goto(env.base)
                 page.screenshot(path=str(SHOTS / "status-page.png"), full_page=True)
                 rows = page.eval_on_selector_all(
-                    "#history tr.probe", "rs => rs.map(r => [...r.querySelectorAll('td')].map(td => td.innerText))")
-                return {"status": response.status, "title": page.title(),
-                        "overall": page.inner_text("#overall .badge"),
-                        "components": page.eval_on_selector_all("#components tr[data-component]",
-                                                                "rs => rs.map(r => r.dataset.component)"),
-                        "rows": rows}
+                    "#history tr.probe",
+                    "rs => rs.map(r => [...r.querySelectorAll('td')].map(td => td.innerText))",
+                )
+                return {
+                    "status": response.status,
+                    "title": page.title(),
+                    "overall": page.inner_text("#overall .badge"),
+                    "components": page.eval_on_selector_all(
+                        "#components tr[data-component]", "rs => rs.map(r => r.dataset.component)"
+                    ),
+                    "rows": rows,
+                }
             finally:
                 browser.close()
 

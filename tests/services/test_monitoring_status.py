@@ -9,8 +9,20 @@ import pytest
 from traitlets.config import Config
 
 from apex_hub.services import configure
-from apex_hub.services.monitoring import (CRITICAL, OK, UNKNOWN, WARNING, Check, MonitoringService, ProbeResult,
-                                          ProbeSettings, Settings, overall, probe_verdict, worst)
+from apex_hub.services.monitoring import (
+    CRITICAL,
+    OK,
+    UNKNOWN,
+    WARNING,
+    Check,
+    MonitoringService,
+    ProbeResult,
+    ProbeSettings,
+    Settings,
+    overall,
+    probe_verdict,
+    worst,
+)
 from apex_hub.services.monitoring.__main__ import bind_address, parser, settings_from
 from apex_hub.services.monitoring.web import render
 
@@ -43,30 +55,45 @@ def test_staleness_with_an_injected_clock():
 def test_overall_names_every_part_that_is_not_ok():
     probe = Check(OK, "fine", 0)
     assert overall(probe, {"hub_api": Check(OK, "up", 0)}) == (OK, "all checks OK")
-    code, message = overall(probe, {"hub_api": Check(OK, "up", 0), "kubernetes": Check(CRITICAL, "refused", 0),
-                                    "services": Check(WARNING, "slow", 0)})
+    code, message = overall(
+        probe,
+        {
+            "hub_api": Check(OK, "up", 0),
+            "kubernetes": Check(CRITICAL, "refused", 0),
+            "services": Check(WARNING, "slow", 0),
+        },
+    )
     assert code == CRITICAL
     assert message == "kubernetes: refused; services: slow"
 
 
 def test_default_staleness_covers_the_longest_probe():
-    s = Settings(interval=300, stale_intervals=3, probe=ProbeSettings(ready_timeout=300, proxy_timeout=15,
-                                                                      kernel_timeout=60, stop_timeout=120))
+    s = Settings(
+        interval=300,
+        stale_intervals=3,
+        probe=ProbeSettings(ready_timeout=300, proxy_timeout=15, kernel_timeout=60, stop_timeout=120),
+    )
     assert s.staleness() == 3 * 300 + 300 + 15 + 60 + 120
     assert Settings(stale_after=42).staleness() == 42
 
 
 async def test_metrics_and_status_follow_the_injected_clock():
     now = [10_000.0]
-    service = MonitoringService(Settings(api_url="http://127.0.0.1:1/hub/api", api_token="t", interval=10,
-                                         stale_after=30), clock=lambda: now[0])
+    service = MonitoringService(
+        Settings(api_url="http://127.0.0.1:1/hub/api", api_token="t", interval=10, stale_after=30),
+        clock=lambda: now[0],
+    )
     try:
         assert service.status()["probe"]["status"] == "UNKNOWN"
-        ok = result(OK, finished=now[0], phases={"spawn_request": 0.1, "server_ready": 3.0, "proxy": 0.02,
-                                                 "kernel": 1.0, "stop": 2.0})
+        ok = result(
+            OK,
+            finished=now[0],
+            phases={"spawn_request": 0.1, "server_ready": 3.0, "proxy": 0.02, "kernel": 1.0, "stop": 2.0},
+        )
         service.history.append(ok)
         service.metrics.probe(ok)
         from prometheus_client import generate_latest
+
         text = generate_latest(service.metrics.registry).decode()
         assert "apex_monitoring_probe_success 1.0" in text
         assert "apex_monitoring_probe_stale 0.0" in text
@@ -84,13 +111,29 @@ async def test_metrics_and_status_follow_the_injected_clock():
 
 
 def test_the_page_escapes_messages():
-    st = {"service": "apex-monitoring", "status": "CRITICAL", "code": CRITICAL, "message": "<script>x</script>",
-          "time": "now", "components": {"hub_api": Check(OK, "<b>up</b>", 0).to_json()},
-          "probe": {**Check(CRITICAL, "<img src=x>", 0).to_json(), "user": "apex-probe", "profile": "probe",
-                    "interval_seconds": 300, "stale_after_seconds": 900, "last_success_at": None,
-                    "running": None, "paused": False},
-          "history": [result(CRITICAL, message="<i>bad</i>", failed_phase="proxy",
-                             phases={"spawn_request": 0.5}).to_json()]}
+    st = {
+        "service": "apex-monitoring",
+        "status": "CRITICAL",
+        "code": CRITICAL,
+        "message": "<script>x</script>",
+        "time": "now",
+        "components": {"hub_api": Check(OK, "<b>up</b>", 0).to_json()},
+        "probe": {
+            **Check(CRITICAL, "<img src=x>", 0).to_json(),
+            "user": "apex-probe",
+            "profile": "probe",
+            "interval_seconds": 300,
+            "stale_after_seconds": 900,
+            "last_success_at": None,
+            "running": None,
+            "paused": False,
+        },
+        "history": [
+            result(
+                CRITICAL, message="<i>bad</i>", failed_phase="proxy", phases={"spawn_request": 0.5}
+            ).to_json()
+        ],
+    }
     html = render(st)
     for raw in ("<script>x</script>", "<b>up</b>", "<img src=x>", "<i>bad</i>"):
         assert raw not in html
@@ -104,23 +147,44 @@ def test_configure_adds_the_service_its_role_and_the_probe_group(monkeypatch):
     c.JupyterHub.ip, c.JupyterHub.port = "0.0.0.0", 8000
     c.JupyterHub.services = [{"name": "other"}]
     c.JupyterHub.load_groups = {"apex-probe": {"users": ["old-probe"]}}
-    configure(c, monitoring={"profile": "probe", "interval": 60, "kernel": False, "metrics_token": "m3tr1cs",
-                             "services": ["apex-culler", "apex-accounting"]})
+    configure(
+        c,
+        monitoring={
+            "profile": "probe",
+            "interval": 60,
+            "kernel": False,
+            "metrics_token": "m3tr1cs",
+            "services": ["apex-culler", "apex-accounting"],
+        },
+    )
     [other, svc] = c.JupyterHub.services
     assert other == {"name": "other"}
     assert svc["name"] == "apex-monitoring" and svc["url"] == "http://127.0.0.1:8183"
     cmd = svc["command"]
     assert cmd[:3] == [sys.executable, "-m", "apex_hub.services.monitoring"]
-    assert {"--public-url=http://127.0.0.1:8000", "--profile=probe", "--interval=60", "--no-kernel",
-            "--kube-api=/etc/kube/config", "--services=apex-culler,apex-accounting"} <= set(cmd), cmd
+    assert {
+        "--public-url=http://127.0.0.1:8000",
+        "--profile=probe",
+        "--interval=60",
+        "--no-kernel",
+        "--kube-api=/etc/kube/config",
+        "--services=apex-culler,apex-accounting",
+    } <= set(cmd), cmd
     assert not any("m3tr1cs" in a for a in cmd)  # the token is not on the command line ...
     assert svc["environment"] == {"APEX_MONITORING_METRICS_TOKEN": "m3tr1cs"}  # ... but in the environment
     [role] = c.JupyterHub.load_roles
     assert role["services"] == ["apex-monitoring"]
     from apex_hub.hubconfig import jupyterhub_version
 
-    expected = ["admin:users!user=apex-probe", "servers!user=apex-probe", "tokens!user=apex-probe",
-                "list:services", "read:services", "admin:groups!group=apex-probe", "groups!group=apex-probe"]
+    expected = [
+        "admin:users!user=apex-probe",
+        "servers!user=apex-probe",
+        "tokens!user=apex-probe",
+        "list:services",
+        "read:services",
+        "admin:groups!group=apex-probe",
+        "groups!group=apex-probe",
+    ]
     if jupyterhub_version() < (6, 1):  # 5.5 checks tokens!user= of a service as if the user were a service
         expected.append("tokens!service=apex-probe")
     assert role["scopes"] == expected
@@ -138,8 +202,15 @@ def test_configure_adds_the_service_its_role_and_the_probe_group(monkeypatch):
 
 def test_configure_with_proxy_routes_adds_only_what_that_check_reads():
     c = Config()
-    configure(c, monitoring={"profile": "probe", "proxy_routes": True, "probe_user": "probe-bot",
-                             "public_url": "https://hub.example.org"})
+    configure(
+        c,
+        monitoring={
+            "profile": "probe",
+            "proxy_routes": True,
+            "probe_user": "probe-bot",
+            "public_url": "https://hub.example.org",
+        },
+    )
     [role] = c.JupyterHub.load_roles
     assert {"proxy", "list:users", "read:servers"} <= set(role["scopes"])
     assert "servers!user=probe-bot" in role["scopes"]
@@ -147,11 +218,14 @@ def test_configure_with_proxy_routes_adds_only_what_that_check_reads():
     assert "--public-url=https://hub.example.org" in c.JupyterHub.services[0]["command"]
 
 
-@pytest.mark.parametrize("options, error", [
-    ({}, "'profile' (the profile slug the probe spawns) is required"),
-    ({"profile": "p", "intervall": 5}, "unknown option(s) intervall"),
-    ({"profile": "p", "kernel_failure": "fatal"}, "'kernel_failure' must be 'warning' or 'critical'"),
-])
+@pytest.mark.parametrize(
+    "options, error",
+    [
+        ({}, "'profile' (the profile slug the probe spawns) is required"),
+        ({"profile": "p", "intervall": 5}, "unknown option(s) intervall"),
+        ({"profile": "p", "kernel_failure": "fatal"}, "'kernel_failure' must be 'warning' or 'critical'"),
+    ],
+)
 def test_configure_refuses_bad_options(options, error):
     with pytest.raises(ValueError) as info:
         configure(Config(), monitoring=options)
@@ -171,11 +245,16 @@ async def test_page_auth_hub_guards_the_page_and_status_but_not_metrics(monkeypa
     from apex_hub.services.monitoring.web import make_app
     from tests.helpers.hub import free_port
 
-    for var, value in {"JUPYTERHUB_API_URL": "http://127.0.0.1:1/hub/api", "JUPYTERHUB_API_TOKEN": "t",
-                       "JUPYTERHUB_CLIENT_ID": "service-apex-monitoring", "JUPYTERHUB_SERVICE_NAME": "apex-monitoring",
-                       "JUPYTERHUB_SERVICE_PREFIX": "/services/apex-monitoring/",
-                       "JUPYTERHUB_OAUTH_CALLBACK_URL": "/services/apex-monitoring/oauth_callback",
-                       "JUPYTERHUB_BASE_URL": "/", "JUPYTERHUB_HOST": ""}.items():
+    for var, value in {
+        "JUPYTERHUB_API_URL": "http://127.0.0.1:1/hub/api",
+        "JUPYTERHUB_API_TOKEN": "t",
+        "JUPYTERHUB_CLIENT_ID": "service-apex-monitoring",
+        "JUPYTERHUB_SERVICE_NAME": "apex-monitoring",
+        "JUPYTERHUB_SERVICE_PREFIX": "/services/apex-monitoring/",
+        "JUPYTERHUB_OAUTH_CALLBACK_URL": "/services/apex-monitoring/oauth_callback",
+        "JUPYTERHUB_BASE_URL": "/",
+        "JUPYTERHUB_HOST": "",
+    }.items():
         monkeypatch.setenv(var, value)
     service = MonitoringService(Settings(api_url="http://127.0.0.1:1/hub/api", api_token="t"))
     app = make_app(service, "/services/apex-monitoring/", metrics_token="m", page_auth=True)
@@ -209,11 +288,14 @@ async def test_proxy_answers_are_told_apart():
         assert problem(200, "", '{"started": "x", "last_activity": "y", "kernels": 0}') is None
         assert "answered 200 but not the server's status" in problem(200, "", "<html><title>Hub</title>")
         assert problem(302, "/hub/user/apex-probe/api/status?redirects=1", "").startswith(
-            "no proxy route to the probe's server")
+            "no proxy route to the probe's server"
+        )
         assert "not running (HTTP 424)" in problem(424, "", "")
         assert "token was refused (HTTP 403)" in problem(403, "", "")
         dead = problem(503, "", "<!DOCTYPE HTML><html><head><title>JupyterHub</title></head><body>...")
-        assert dead == ("dead proxy route: GET /user/apex-probe/api/status answered HTTP 503 from the proxy "
-                        "(the route's target does not answer): an HTML page (JupyterHub)")
+        assert dead == (
+            "dead proxy route: GET /user/apex-probe/api/status answered HTTP 503 from the proxy "
+            "(the route's target does not answer): an HTML page (JupyterHub)"
+        )
     finally:
         await hub.close()

@@ -10,8 +10,15 @@ from apex_hub.services.culler.service import StopLog
 
 
 def stop(n: int, **extra) -> dict:
-    return {"time": f"2026-12-02T10:{n // 60:02d}:{n % 60:02d}+00:00", "user": f"u{n}", "server": "",
-            "reason": "idle", "dry_run": False, "started": f"2026-12-02T09:00:{n % 60:02d}+00:00", **extra}
+    return {
+        "time": f"2026-12-02T10:{n // 60:02d}:{n % 60:02d}+00:00",
+        "user": f"u{n}",
+        "server": "",
+        "reason": "idle",
+        "dry_run": False,
+        "started": f"2026-12-02T09:00:{n % 60:02d}+00:00",
+        **extra,
+    }
 
 
 def test_the_log_rotates_past_max_bytes_and_remembers_both_files(tmp_path):
@@ -21,7 +28,7 @@ def test_the_log_rotates_past_max_bytes_and_remembers_both_files(tmp_path):
     current = [json.loads(line) for line in log.path.read_text().splitlines()]
     rotated = [json.loads(line) for line in log.rotated.read_text().splitlines()]
     assert log.path.stat().st_size <= 1000 and log.rotated.stat().st_size <= 1000
-    assert [r["user"] for r in rotated + current] == [f"u{n}" for n in range(30)][-len(rotated + current):]
+    assert [r["user"] for r in rotated + current] == [f"u{n}" for n in range(30)][-len(rotated + current) :]
     # a record of either file is not written again, before or after a restart
     for again in (log, StopLog(tmp_path, max_bytes=1000)):
         before = log.path.read_bytes()

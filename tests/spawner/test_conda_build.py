@@ -16,11 +16,16 @@ SCRIPT = Path(conda_build.__file__)
 
 
 def run(specs: Path, root: Path, builder="venv", titles=None, python=sys.executable):
-    env = {"APEX_CONDA_ENVS": str(root / "envs"), "APEX_KERNELS_DIR": str(root / "kernels"),
-           "APEX_CONDA_BUILDER": builder, "APEX_CONDA_TITLES": json.dumps(titles or {}),
-           "PATH": "/usr/bin:/bin"}
-    return subprocess.run([python, str(specs / "build.py")], env=env, capture_output=True,
-                          text=True, timeout=120)
+    env = {
+        "APEX_CONDA_ENVS": str(root / "envs"),
+        "APEX_KERNELS_DIR": str(root / "kernels"),
+        "APEX_CONDA_BUILDER": builder,
+        "APEX_CONDA_TITLES": json.dumps(titles or {}),
+        "PATH": "/usr/bin:/bin",
+    }
+    return subprocess.run(
+        [python, str(specs / "build.py")], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture
@@ -103,6 +108,7 @@ def _run_in_kernel(kernels: Path, name: str, code: str) -> str:
     out: list[str] = []
     try:
         kc.wait_for_ready(timeout=120)
+
         def collect(msg):
             if msg["msg_type"] == "stream":
                 out.append(msg["content"]["text"])

@@ -14,15 +14,17 @@ from jupyterhub.spawner import Spawner
 from kubespawner import KubeSpawner
 
 from apex_hub.spawner import APExSpawner
-
 from tests.helpers.spawner import make_spawner
 
 #: name -> (parameters, is a coroutine function, overridden by APExSpawner)
 PRIVATES = {
     "_ensure_namespace": (["self"], True, True),
     "_make_create_pod_request": (["self", "pod", "request_timeout"], True, True),
-    "_make_delete_pod_request": (["self", "pod_name", "delete_options", "grace_seconds",
-                                  "request_timeout"], True, True),
+    "_make_delete_pod_request": (
+        ["self", "pod_name", "delete_options", "grace_seconds", "request_timeout"],
+        True,
+        True,
+    ),
     "_render_options_form_dynamically": (["self", "current_spawner"], True, True),
     "_render_options_form": (["self", "profile_list"], False, False),
     "_apply_overrides": (["self", "spawner_override"], False, False),
@@ -39,7 +41,8 @@ def test_the_kubespawner_privates_we_use_keep_their_signature(name):
     upstream = getattr(KubeSpawner, name)
     upstream = getattr(upstream, "func", upstream)  # a traitlets @default handler (_namespace_default)
     assert list(inspect.signature(upstream).parameters) == params, (
-        f"KubeSpawner.{name}{inspect.signature(upstream)} changed; APExSpawner expects ({', '.join(params)})")
+        f"KubeSpawner.{name}{inspect.signature(upstream)} changed; APExSpawner expects ({', '.join(params)})"
+    )
     assert inspect.iscoroutinefunction(upstream) is is_coroutine, f"KubeSpawner.{name}: async changed"
     if overridden:
         ours = getattr(APExSpawner, name)
@@ -51,8 +54,9 @@ def test_the_upstream_behaviour_we_rely_on_is_still_there():
     start = inspect.getsource(KubeSpawner._start)
     # our workspace is provisioned from KubeSpawner's namespace step, after the options
     assert "await self.load_user_options()" in start and "await self._ensure_namespace()" in start
-    assert start.index("load_user_options") < start.index("_ensure_namespace") < start.index(
-        "get_pod_manifest"), "the order load options -> namespace -> pod changed"
+    assert (
+        start.index("load_user_options") < start.index("_ensure_namespace") < start.index("get_pod_manifest")
+    ), "the order load options -> namespace -> pod changed"
     # the 409 replacement stops the old pod from inside the create call (see _REPLACING_POD)
     create = inspect.getsource(KubeSpawner._make_create_pod_request)
     assert "409" in create and "self.stop(True)" in create

@@ -14,16 +14,18 @@ from __future__ import annotations
 import copy
 from collections import Counter
 
-from tests.helpers.spawner import make_spawner, obj
-from tests.helpers.spawner import seed_hub_secret
+from tests.helpers.spawner import make_spawner, obj, seed_hub_secret
 from tests.test_helm_values import allows, cluster_role_rules, grants
 
 HUB_NAMESPACE = "jhub"
 RBAC_GROUP = "rbac.authorization.k8s.io"
 #: The hub's Role in its own namespace, as Z2JH 4.x templates/hub/rbac.yaml ships it.
 Z2JH_HUB_ROLE = [
-    {"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims", "secrets", "services"],
-     "verbs": ["get", "watch", "list", "create", "delete"]},
+    {
+        "apiGroups": [""],
+        "resources": ["pods", "persistentvolumeclaims", "secrets", "services"],
+        "verbs": ["get", "watch", "list", "create", "delete"],
+    },
     {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]},
 ]
 #: Permissions of the ClusterRole that no request of the run uses, and why they are there.
@@ -43,50 +45,99 @@ NOT_REQUESTED = {
 
 
 def _manifest(name, kind, api_version="v1", persist=False, **body):
-    return {"name": name, "persist": persist,
-            "content": {"apiVersion": api_version, "kind": kind, "metadata": {"name": name}, **body}}
+    return {
+        "name": name,
+        "persist": persist,
+        "content": {"apiVersion": api_version, "kind": kind, "metadata": {"name": name}, **body},
+    }
 
 
 #: A profile that makes the spawner write every kind of object it can write.
 EVERYTHING = {
     "defaults": {"image_pull_secrets": ["apex-registry"]},
-    "profiles": [{
-        "slug": "everything", "display_name": "Everything", "default": True,
-        "cpu_limit": 1, "mem_limit": "1G",
-        "config_maps": [{"name": "bashrc", "key": ".bashrc", "mount_path": "/home/jovyan/.bashrc",
-                         "content": "export NS={namespace}\n"},
-                        {"name": "settings", "key": "s.json", "mount_path": "/etc/apex/s.json",
-                         "content": "{}", "persist": True}],
-        "volumes": [{"name": "scratch", "size": "1Gi", "mount_path": "/scratch", "persist": False}],
-        "role_bindings": [{"name": "pod-reader", "role": {"rules": [
-            {"resources": ["pods"], "verbs": ["get", "list", "watch"]},
-            {"resources": ["pods/log"], "verbs": ["get"]}]},
-            "subjects": [{"kind": "ServiceAccount", "name": "workspace"}]}],
-        # One manifest of each kind APExSpawner allows by default.
-        "manifests": [
-            _manifest("dask", "Service", spec={"selector": {"app": "dask"}, "ports": [{"port": 8786}]}),
-            _manifest("extra-cm", "ConfigMap", data={"a": "b"}),
-            _manifest("extra-secret", "Secret", stringData={"token": "x"}),
-            _manifest("dask-worker", "ServiceAccount"),
-            _manifest("dask-role", "Role", RBAC_GROUP + "/v1",
-                      rules=[{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]),
-            _manifest("dask-binding", "RoleBinding", RBAC_GROUP + "/v1",
-                      roleRef={"apiGroup": RBAC_GROUP, "kind": "Role", "name": "dask-role"},
-                      subjects=[{"kind": "ServiceAccount", "name": "dask-worker",
-                                 "namespace": "{namespace}"}]),
-            _manifest("allow-dask", "NetworkPolicy", "networking.k8s.io/v1",
-                      spec={"podSelector": {"matchLabels": {"app": "dask"}},
-                            "policyTypes": ["Ingress"], "ingress": [{}]}),
-            # persist: a stop must never delete a claim (see the report on persist: false)
-            _manifest("dask-data", "PersistentVolumeClaim", persist=True,
-                      spec={"accessModes": ["ReadWriteOnce"],
-                            "resources": {"requests": {"storage": "1Gi"}}}),
-        ],
-        "conda_environments": [{"name": "eo", "display_name": "Python (EO)",
-                                "environment_yml": "name: eo\ndependencies: [python=3.11, ipykernel]\n"}],
-        "resource_quota": {"hard": {"requests.cpu": "8", "persistentvolumeclaims": "10"}},
-        "limit_range": {"limits": [{"type": "Container", "defaultRequest": {"cpu": "100m"}}]},
-    }],
+    "profiles": [
+        {
+            "slug": "everything",
+            "display_name": "Everything",
+            "default": True,
+            "cpu_limit": 1,
+            "mem_limit": "1G",
+            "config_maps": [
+                {
+                    "name": "bashrc",
+                    "key": ".bashrc",
+                    "mount_path": "/home/jovyan/.bashrc",
+                    "content": "export NS={namespace}\n",
+                },
+                {
+                    "name": "settings",
+                    "key": "s.json",
+                    "mount_path": "/etc/apex/s.json",
+                    "content": "{}",
+                    "persist": True,
+                },
+            ],
+            "volumes": [{"name": "scratch", "size": "1Gi", "mount_path": "/scratch", "persist": False}],
+            "role_bindings": [
+                {
+                    "name": "pod-reader",
+                    "role": {
+                        "rules": [
+                            {"resources": ["pods"], "verbs": ["get", "list", "watch"]},
+                            {"resources": ["pods/log"], "verbs": ["get"]},
+                        ]
+                    },
+                    "subjects": [{"kind": "ServiceAccount", "name": "workspace"}],
+                }
+            ],
+            # One manifest of each kind APExSpawner allows by default.
+            "manifests": [
+                _manifest("dask", "Service", spec={"selector": {"app": "dask"}, "ports": [{"port": 8786}]}),
+                _manifest("extra-cm", "ConfigMap", data={"a": "b"}),
+                _manifest("extra-secret", "Secret", stringData={"token": "x"}),
+                _manifest("dask-worker", "ServiceAccount"),
+                _manifest(
+                    "dask-role",
+                    "Role",
+                    RBAC_GROUP + "/v1",
+                    rules=[{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}],
+                ),
+                _manifest(
+                    "dask-binding",
+                    "RoleBinding",
+                    RBAC_GROUP + "/v1",
+                    roleRef={"apiGroup": RBAC_GROUP, "kind": "Role", "name": "dask-role"},
+                    subjects=[{"kind": "ServiceAccount", "name": "dask-worker", "namespace": "{namespace}"}],
+                ),
+                _manifest(
+                    "allow-dask",
+                    "NetworkPolicy",
+                    "networking.k8s.io/v1",
+                    spec={
+                        "podSelector": {"matchLabels": {"app": "dask"}},
+                        "policyTypes": ["Ingress"],
+                        "ingress": [{}],
+                    },
+                ),
+                # persist: a stop must never delete a claim (see the report on persist: false)
+                _manifest(
+                    "dask-data",
+                    "PersistentVolumeClaim",
+                    persist=True,
+                    spec={"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                ),
+            ],
+            "conda_environments": [
+                {
+                    "name": "eo",
+                    "display_name": "Python (EO)",
+                    "environment_yml": "name: eo\ndependencies: [python=3.11, ipykernel]\n",
+                }
+            ],
+            "resource_quota": {"hard": {"requests.cpu": "8", "persistentvolumeclaims": "10"}},
+            "limit_range": {"limits": [{"type": "Container", "defaultRequest": {"cpu": "100m"}}]},
+        }
+    ],
 }
 
 
@@ -113,8 +164,9 @@ async def _lifecycle(sim) -> None:
     await default.stop()
     await default.start()  # the second start finds everything in place
     await default.stop()
-    named = make_spawner(sim, "ada", catalogue=catalogue, server_name="run1",
-                         delete_namespace_on_user_delete=True)
+    named = make_spawner(
+        sim, "ada", catalogue=catalogue, server_name="run1", delete_namespace_on_user_delete=True
+    )
     await named.start()
     await named.stop()
     await named.delete_forever()  # the named server's objects, its claims included
@@ -126,8 +178,9 @@ async def _lifecycle(sim) -> None:
 async def test_rbac_allows_every_request_and_holds_nothing_unused(ksim):
     await _lifecycle(ksim)
     requests = list(ksim.requests)
-    counts = Counter((r.verb, _group(r.path) if r.verb != "discovery" else "", r.resource, r.namespace)
-                     for r in requests)
+    counts = Counter(
+        (r.verb, _group(r.path) if r.verb != "discovery" else "", r.resource, r.namespace) for r in requests
+    )
     summary = "\n".join(f"{n:3} {k}" for k, n in sorted(counts.items(), key=str))
     rules = cluster_role_rules()
 
@@ -149,13 +202,20 @@ async def test_rbac_allows_every_request_and_holds_nothing_unused(ksim):
         assert r.status < 400 or (r.verb, r.resource, r.status) in (
             ("create", "persistentvolumeclaims", 409),  # a kept claim
             ("create", "namespaces", 409),  # create-first of a namespace that exists: then read
-            ("get", "namespaces", 404)), r              # the ownership check (legacy names, stop)
-    assert not denied, "requests the hub's RBAC would refuse:\n" + "\n".join(sorted(set(denied))) \
-        + "\n\nall requests:\n" + summary
+            ("get", "namespaces", 404),
+        ), r  # the ownership check (legacy names, stop)
+    assert not denied, (
+        "requests the hub's RBAC would refuse:\n"
+        + "\n".join(sorted(set(denied)))
+        + "\n\nall requests:\n"
+        + summary
+    )
 
     unused = sorted(set(grants(rules)) - used - set(NOT_REQUESTED))
-    assert not unused, f"ClusterRole permissions never used (remove them or justify them): {unused}" \
+    assert not unused, (
+        f"ClusterRole permissions never used (remove them or justify them): {unused}"
         f"\n\nall requests:\n{summary}"
+    )
     stale = sorted(k for k in NOT_REQUESTED if k in used or k not in grants(rules))
     assert not stale, f"NOT_REQUESTED entries that are used or not granted: {stale}"
 

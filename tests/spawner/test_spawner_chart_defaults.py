@@ -27,28 +27,32 @@ async def test_an_operators_profile_list_is_ignored_with_a_warning(ksim, caplog,
     monkeypatch.setattr(APExSpawner, "_warned_profile_list", False)
     listed = [{"display_name": "Chart profile", "slug": "chart", "kubespawner_override": {"image": "evil"}}]
     spawner = make_spawner(ksim, "bea", kubespawner={"profile_list": listed})
-    assert "KubeSpawner.profile_list is set (singleuser.profileList in the Z2JH chart) but is ignored" \
+    assert (
+        "KubeSpawner.profile_list is set (singleuser.profileList in the Z2JH chart) but is ignored"
         in caplog.text
+    )
     html = await spawner.options_form(spawner)
     assert "Chart profile" not in html and "JupyterLab" in html
 
 
 async def test_a_profiles_resources_win_over_the_charts_guarantee(ksim):
-    catalogue = {"profiles": [
-        {"slug": "small", "display_name": "Small", "default": True, "mem_limit": "512M", "cpu_limit": 1},
-        {"slug": "bare", "display_name": "Bare"},
-    ]}
+    catalogue = {
+        "profiles": [
+            {"slug": "small", "display_name": "Small", "default": True, "mem_limit": "512M", "cpu_limit": 1},
+            {"slug": "bare", "display_name": "Bare"},
+        ]
+    }
     spawner = make_spawner(ksim, "cleo", catalogue=catalogue, kubespawner=CHART)
     await spawner.start()
     resources = obj(ksim, "pods", "apex-cleo", spawner.pod_name)["spec"]["containers"][0]["resources"]
     # the profile set a 512M limit and no guarantee: not the chart's 1G (which would exceed it)
-    assert resources["limits"]["memory"] == 512 * 1024 ** 2
+    assert resources["limits"]["memory"] == 512 * 1024**2
     assert "memory" not in (resources.get("requests") or {})
     await spawner.stop()
     spawner.user_options = {"profile": "bare"}  # sets no resources: the operator's values apply
     await spawner.start()
     resources = obj(ksim, "pods", "apex-cleo", spawner.pod_name)["spec"]["containers"][0]["resources"]
-    assert resources["requests"]["memory"] == 1024 ** 3
+    assert resources["requests"]["memory"] == 1024**3
     await spawner.stop()
 
 
@@ -56,5 +60,5 @@ async def test_the_catalogue_defaults_are_the_place_for_shared_resources(ksim):
     spawner = make_spawner(ksim, "dina", catalogue=CATALOGUE, kubespawner=CHART)
     await spawner.start()
     resources = obj(ksim, "pods", "apex-dina", spawner.pod_name)["spec"]["containers"][0]["resources"]
-    assert resources["requests"]["memory"] == 256 * 1024 ** 2  # catalogue defaults, not the chart's 1G
+    assert resources["requests"]["memory"] == 256 * 1024**2  # catalogue defaults, not the chart's 1G
     await spawner.stop()

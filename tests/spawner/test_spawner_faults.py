@@ -14,18 +14,27 @@ def statuses(sim, verb, resource):
     return [r.status for r in sim.requests if r.verb == verb and r.resource == resource]
 
 
-@pytest.mark.parametrize("verb, resource, status", [
-    ("create", "namespaces", 500),
-    ("patch", "configmaps", 429),
-    ("patch", "networkpolicies", 503),
-    ("patch", "serviceaccounts", 0),  # connection dropped
-    ("create", "persistentvolumeclaims", 500),
-    ("create", "pods", 500),
-    ("create", "pods", 429),
-])
+@pytest.mark.parametrize(
+    "verb, resource, status",
+    [
+        ("create", "namespaces", 500),
+        ("patch", "configmaps", 429),
+        ("patch", "networkpolicies", 503),
+        ("patch", "serviceaccounts", 0),  # connection dropped
+        ("create", "persistentvolumeclaims", 500),
+        ("create", "pods", 500),
+        ("create", "pods", 429),
+    ],
+)
 async def test_a_transient_failure_is_retried_and_the_spawn_succeeds(ksim, verb, resource, status):
-    ksim.inject(verb=verb, resource=resource, status=status, times=2, retry_after=0 if status == 429 else None,
-                message="etcdserver: request timed out")
+    ksim.inject(
+        verb=verb,
+        resource=resource,
+        status=status,
+        times=2,
+        retry_after=0 if status == 429 else None,
+        message="etcdserver: request timed out",
+    )
     spawner = make_spawner(ksim, "walt")
     url = await spawner.start()
     assert url.startswith("http://127.0.0.")
@@ -82,8 +91,9 @@ async def test_dropped_watches_during_a_spawn_do_not_fail_it(ksim):
 
 
 async def test_a_persistent_failure_fails_with_a_clear_message_and_a_retry_converges(ksim):
-    ksim.inject(verb="patch", resource="configmaps", status=500, times=None,
-                message="etcdserver: leader changed")
+    ksim.inject(
+        verb="patch", resource="configmaps", status=500, times=None, message="etcdserver: leader changed"
+    )
     spawner = make_spawner(ksim, "ada", k8s_api_request_retry_timeout=2)
     with pytest.raises(HTTPError) as e:
         await spawner.start()
@@ -102,8 +112,13 @@ async def test_a_persistent_failure_fails_with_a_clear_message_and_a_retry_conve
 
 
 async def test_a_forbidden_write_is_not_retried(ksim):
-    ksim.inject(verb="patch", resource="networkpolicies", status=403, times=None,
-                message="networkpolicies is forbidden: User cannot patch")
+    ksim.inject(
+        verb="patch",
+        resource="networkpolicies",
+        status=403,
+        times=None,
+        message="networkpolicies is forbidden: User cannot patch",
+    )
     spawner = make_spawner(ksim, "bea")
     with pytest.raises(HTTPError) as e:
         await spawner.start()

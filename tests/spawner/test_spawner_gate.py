@@ -35,12 +35,15 @@ async def test_a_member_of_the_group_gets_the_profile(ksim):
     await spawner.stop()
 
 
-@pytest.mark.parametrize("options, status, words", [
-    ({"profile": "lab", "image": "evil:latest"}, 403, "not accepted: image"),
-    ({"profile": "lab", "kubespawner_override": {"privileged": True}}, 403, "kubespawner_override"),
-    ({"profile": "nope"}, 400, "There is no profile 'nope'. Choose one of: lab."),
-    ({"profile": ["lab"]}, 400, "must be a profile slug"),
-])
+@pytest.mark.parametrize(
+    "options, status, words",
+    [
+        ({"profile": "lab", "image": "evil:latest"}, 403, "not accepted: image"),
+        ({"profile": "lab", "kubespawner_override": {"privileged": True}}, 403, "kubespawner_override"),
+        ({"profile": "nope"}, 400, "There is no profile 'nope'. Choose one of: lab."),
+        ({"profile": ["lab"]}, 400, "must be a profile slug"),
+    ],
+)
 async def test_tampered_user_options_are_refused(ksim, options, status, words):
     spawner = make_spawner(ksim, "oscar", user_options=options)
     error = await refused(spawner)
@@ -118,10 +121,17 @@ async def test_an_oversized_configmap_is_refused_before_any_api_call(ksim, caplo
 
 async def test_the_next_profile_does_not_inherit_the_previous_ones_settings(ksim):
     catalogue = copy.deepcopy(CATALOGUE)
-    catalogue["profiles"][1].update({"node_selector": {"pool": "gpu"},
-                                     "kubespawner_override": {"extra_labels": {"tier": "large"}}})
-    spawner = make_spawner(ksim, "wanda", groups=["apex-large"], catalogue=catalogue,
-                           user_options={"profile": "large"}, node_selector={"zone": "a"})
+    catalogue["profiles"][1].update(
+        {"node_selector": {"pool": "gpu"}, "kubespawner_override": {"extra_labels": {"tier": "large"}}}
+    )
+    spawner = make_spawner(
+        ksim,
+        "wanda",
+        groups=["apex-large"],
+        catalogue=catalogue,
+        user_options={"profile": "large"},
+        node_selector={"zone": "a"},
+    )
     await spawner.start()
     pod = obj(ksim, "pods", "apex-wanda", spawner.pod_name)
     assert pod["spec"]["nodeSelector"] == {"zone": "a", "pool": "gpu"}

@@ -31,12 +31,26 @@ ENV_TITLE = "Python (science, APEx)"
 CATALOGUE = {
     "profiles": [
         {"slug": "lab", "display_name": "JupyterLab", "default": True},
-        {"slug": "sci", "display_name": "Science",
-         "config_maps": [{"name": "motd", "key": "motd.txt", "mount_path": "/home/jovyan/apex/motd.txt",
-                          "content": "Welcome {username}, this is {profile}.\n"}],
-         "env": {"APEX_GREETING": "hello {username}"},
-         "conda_environments": [{"name": ENV_NAME, "display_name": ENV_TITLE,
-                                 "environment_yml": f"name: {ENV_NAME}\ndependencies:\n  - python\n"}]},
+        {
+            "slug": "sci",
+            "display_name": "Science",
+            "config_maps": [
+                {
+                    "name": "motd",
+                    "key": "motd.txt",
+                    "mount_path": "/home/jovyan/apex/motd.txt",
+                    "content": "Welcome {username}, this is {profile}.\n",
+                }
+            ],
+            "env": {"APEX_GREETING": "hello {username}"},
+            "conda_environments": [
+                {
+                    "name": ENV_NAME,
+                    "display_name": ENV_TITLE,
+                    "environment_yml": f"name: {ENV_NAME}\ndependencies:\n  - python\n",
+                }
+            ],
+        },
         {"slug": "large", "display_name": "Large", "groups": ["apex-large"]},
     ],
 }
@@ -55,7 +69,9 @@ class Env:
         return self.sim.store._raw(self.sim.store._rt(plural), namespace, name)
 
     def pod(self, namespace: str) -> dict:
-        pods = [o for (ns, _), o in self.sim.store._table(self.sim.store._rt("pods")).items() if ns == namespace]
+        pods = [
+            o for (ns, _), o in self.sim.store._table(self.sim.store._rt("pods")).items() if ns == namespace
+        ]
         assert len(pods) == 1, pods
         return pods[0]
 
@@ -105,8 +121,9 @@ async def test_group_gate_holds_against_the_rest_api(env):
     assert "apex-large" not in body["message"]  # the required groups are not revealed
 
     # KubeSpawner settings smuggled in next to a profile the user may have
-    status, body = await hub.api("POST", "/users/mallory/server",
-                                 json={"profile": "lab", "image": "evil:latest"})
+    status, body = await hub.api(
+        "POST", "/users/mallory/server", json={"profile": "lab", "image": "evil:latest"}
+    )
     assert status == 403, body
     assert "not accepted: image" in body["message"], body
 
@@ -118,8 +135,9 @@ async def test_group_gate_holds_against_the_rest_api(env):
     # nothing of mallory's reached Kubernetes: the gate runs before the namespace is made
     namespace = user_namespace("mallory")
     assert env.raw("namespaces", "", namespace) is None
-    assert not [r for r in env.sim.requests
-                if r.namespace == namespace and r.verb in ("create", "patch", "update")]
+    assert not [
+        r for r in env.sim.requests if r.namespace == namespace and r.verb in ("create", "patch", "update")
+    ]
     _, model = await hub.api("GET", "/users/mallory")
     assert not model["servers"] and not model["pending"]
 
@@ -152,8 +170,12 @@ async def test_workspace_files_env_and_conda_kernel_built_once(env):
     python = kernel["argv"][0]
     assert python.endswith(f"/.apex/conda/envs/{ENV_NAME}/bin/python")
     # a real interpreter in the user's workspace volume
-    assert subprocess.run([python, "-c", "import sys; assert sys.prefix != sys.base_prefix"],
-                          timeout=30).returncode == 0
+    assert (
+        subprocess.run(
+            [python, "-c", "import sys; assert sys.prefix != sys.base_prefix"], timeout=30
+        ).returncode
+        == 0
+    )
     claim_dir = env.sim.workdir / "node" / "pvcs" / ns / "workspace"
     marker = claim_dir / ".apex" / "conda" / "envs" / ENV_NAME / ".apex-hash"
     built = (marker.read_text(), marker.stat().st_mtime_ns, (marker.parent / "pyvenv.cfg").stat().st_ino)
@@ -187,8 +209,11 @@ async def test_workspace_files_env_and_conda_kernel_built_once(env):
     log = await env.pod_log(ns, pod["metadata"]["name"], "conda-environments")
     assert f"environment {ENV_NAME}: unchanged" in log and "reusing" in log, log
     assert "building" not in log, log
-    assert (marker.read_text(), marker.stat().st_mtime_ns,
-            (marker.parent / "pyvenv.cfg").stat().st_ino) == built
+    assert (
+        marker.read_text(),
+        marker.stat().st_mtime_ns,
+        (marker.parent / "pyvenv.cfg").stat().st_ino,
+    ) == built
     status, body = await hub.get(f"/user/{user}/api/kernelspecs")
     assert status == 200 and f"conda-{ENV_NAME}" in json.loads(body)["kernelspecs"], body
     status, body = await hub.get(f"/user/{user}/api/contents/apex/motd.txt")
@@ -226,9 +251,15 @@ async def test_a_spawn_into_someone_elses_namespace_is_refused_through_the_hub(e
     alice_pod = env.pod(alice_ns)["metadata"]["name"]
     victim_ns = user_namespace("mallory2")
     async with env.sim.api_client() as api:
-        await client.CoreV1Api(api).create_namespace({"metadata": {
-            "name": victim_ns, "labels": {"app.kubernetes.io/managed-by": "apex-hub"},
-            "annotations": {"apex.esa.int/username": "alice"}}})
+        await client.CoreV1Api(api).create_namespace(
+            {
+                "metadata": {
+                    "name": victim_ns,
+                    "labels": {"app.kubernetes.io/managed-by": "apex-hub"},
+                    "annotations": {"apex.esa.int/username": "alice"},
+                }
+            }
+        )
     env.sim.reset_log()
     await env.user("mallory2")
     status, body = await hub.api("POST", "/users/mallory2/server", json={"profile": "lab"})
@@ -238,16 +269,22 @@ async def test_a_spawn_into_someone_elses_namespace_is_refused_through_the_hub(e
             break
         await asyncio.sleep(0.1)
     assert not model.get("servers"), model
-    assert "SECURITY: refusing namespace apex-mallory2 for user 'mallory2': it belongs to user 'alice'" \
+    assert (
+        "SECURITY: refusing namespace apex-mallory2 for user 'mallory2': it belongs to user 'alice'"
         in hub.log()
+    )
     # the refusal comes back on the POST itself (202 only if the hub were slower than its
     # slow_spawn_timeout; the log line above is then the user's message on the progress page)
     assert status in (403, 202), body
     if status == 403:
         assert "the namespace apex-mallory2 exists and is not yours" in body["message"], body
         assert "alice" not in body["message"]
-    writes = [r for r in env.sim.requests if r.verb in ("create", "patch", "update", "delete", "deletecollection")
-              and (r.namespace in (victim_ns, alice_ns) or r.name == victim_ns)]
+    writes = [
+        r
+        for r in env.sim.requests
+        if r.verb in ("create", "patch", "update", "delete", "deletecollection")
+        and (r.namespace in (victim_ns, alice_ns) or r.name == victim_ns)
+    ]
     assert not writes, writes
     assert env.raw("pods", alice_ns, alice_pod) is not None  # alice's server still runs
     await stop_server(hub, "alice")

@@ -14,7 +14,6 @@ from tornado.web import HTTPError
 
 from apex_hub.naming import legacy_user_namespace, user_namespace
 from apex_hub.spawner import labels as L
-
 from tests.helpers.spawner import make_spawner, obj
 
 WRITES = ("create", "patch", "update", "delete", "deletecollection")
@@ -31,15 +30,30 @@ async def plant_namespace(sim, name, owner=None, managed=True, configmap=True):
         v1 = client.CoreV1Api(api)
         await v1.create_namespace({"metadata": meta})
         if configmap:
-            await v1.create_namespaced_config_map(name, {
-                "metadata": {"name": "bashrc", "labels": {L.MANAGED_BY: L.MANAGER, L.USER: "x",
-                                                          L.SERVER: "default", L.PERSIST: "false"}},
-                "data": {".bashrc": "the victim's file\n"}})
+            await v1.create_namespaced_config_map(
+                name,
+                {
+                    "metadata": {
+                        "name": "bashrc",
+                        "labels": {
+                            L.MANAGED_BY: L.MANAGER,
+                            L.USER: "x",
+                            L.SERVER: "default",
+                            L.PERSIST: "false",
+                        },
+                    },
+                    "data": {".bashrc": "the victim's file\n"},
+                },
+            )
 
 
 def writes_in(sim, namespace):
-    return [r for r in sim.requests if r.verb in WRITES
-            and (r.namespace == namespace or (r.resource == "namespaces" and r.name == namespace))]
+    return [
+        r
+        for r in sim.requests
+        if r.verb in WRITES
+        and (r.namespace == namespace or (r.resource == "namespaces" and r.name == namespace))
+    ]
 
 
 async def refused(spawner) -> HTTPError:
@@ -58,8 +72,9 @@ async def test_a_colliding_namespace_of_another_user_is_refused_and_left_untouch
     assert error.status_code == 403
     assert f"the namespace {victim_ns} exists and is not yours" in error.log_message
     assert "alice" not in error.log_message  # the user is not told whose it is
-    assert (f"SECURITY: refusing namespace {victim_ns} for user 'mallory': it belongs to user"
-            " 'alice@example.org'") in caplog.text
+    assert (
+        f"SECURITY: refusing namespace {victim_ns} for user 'mallory': it belongs to user 'alice@example.org'"
+    ) in caplog.text
     assert not writes_in(ksim, victim_ns), writes_in(ksim, victim_ns)
     after = obj(ksim, "namespaces", "", victim_ns)
     assert after["metadata"]["labels"] == before["metadata"]["labels"]
@@ -86,8 +101,14 @@ async def test_an_old_state_pointing_at_the_victims_namespace_is_refused(ksim, c
     alice = make_spawner(ksim, "alice")
     await alice.start()
     mallory = make_spawner(ksim, "mallory")
-    mallory.load_state({"namespace": alice.namespace, "pod_name": alice.pod_name,
-                        "kubespawner_version": "7.0.0", "apex_namespace_ready": True})
+    mallory.load_state(
+        {
+            "namespace": alice.namespace,
+            "pod_name": alice.pod_name,
+            "kubespawner_version": "7.0.0",
+            "apex_namespace_ready": True,
+        }
+    )
     ksim.reset_log()
     # the restarted hub polls mallory's "running" server: stopped, so its route to alice's pod goes
     assert await mallory.poll() == 1
@@ -96,7 +117,7 @@ async def test_an_old_state_pointing_at_the_victims_namespace_is_refused(ksim, c
     await mallory.stop()
     assert not writes_in(ksim, alice.namespace)
     # a token refresh for mallory does not write a Secret into alice's namespace either
-    assert await mallory.publish_oidc_token({"access_token": "mallory's", "expires_at": 2 ** 31}) is False
+    assert await mallory.publish_oidc_token({"access_token": "mallory's", "expires_at": 2**31}) is False
     assert not writes_in(ksim, alice.namespace)
     error = await refused(mallory)
     assert error.status_code == 403 and "SECURITY: refusing namespace apex-alice" in caplog.text
@@ -112,24 +133,30 @@ async def test_a_namespace_not_created_for_a_user_is_refused(ksim, caplog):
         ksim.reset_log()
         error = await refused(make_spawner(ksim, user))
         assert error.status_code == 403, user
-        assert f"refusing namespace {namespace} for user '{user}': it was not created by apex-hub" \
-            in caplog.text
+        assert (
+            f"refusing namespace {namespace} for user '{user}': it was not created by apex-hub" in caplog.text
+        )
         assert not writes_in(ksim, namespace)
 
 
-@pytest.mark.parametrize("user, prefix, hub_namespace, why", [
-    ("jhub", "", "jhub", "it is the hub's own namespace"),
-    ("hub", "", "hub", "it is the hub's own namespace"),
-    ("default", "", "jhub", "system namespace"),
-    ("kube-system", "", "jhub", "system namespace"),
-    ("public", "kube-", "jhub", "system namespace"),
-    ("monitoring", "", "jhub", "APExSpawner.protected_namespaces"),
-])
-async def test_the_hubs_and_system_namespaces_are_refused_without_asking(ksim, caplog, user, prefix,
-                                                                         hub_namespace, why):
+@pytest.mark.parametrize(
+    "user, prefix, hub_namespace, why",
+    [
+        ("jhub", "", "jhub", "it is the hub's own namespace"),
+        ("hub", "", "hub", "it is the hub's own namespace"),
+        ("default", "", "jhub", "system namespace"),
+        ("kube-system", "", "jhub", "system namespace"),
+        ("public", "kube-", "jhub", "system namespace"),
+        ("monitoring", "", "jhub", "APExSpawner.protected_namespaces"),
+    ],
+)
+async def test_the_hubs_and_system_namespaces_are_refused_without_asking(
+    ksim, caplog, user, prefix, hub_namespace, why
+):
     ksim.reset_log()
-    spawner = make_spawner(ksim, user, namespace_prefix=prefix, hub_namespace=hub_namespace,
-                           protected_namespaces=["monitoring"])
+    spawner = make_spawner(
+        ksim, user, namespace_prefix=prefix, hub_namespace=hub_namespace, protected_namespaces=["monitoring"]
+    )
     error = await refused(spawner)
     assert error.status_code == 403 and "is not yours" in error.log_message
     assert why in caplog.text
@@ -177,9 +204,20 @@ async def test_objects_labelled_by_the_former_scheme_are_swept_too(ksim):
     from apex_hub.naming import legacy_slugify
 
     async with ksim.api_client() as api:
-        await client.CoreV1Api(api).create_namespaced_config_map(spawner.namespace, {"metadata": {
-            "name": "left-by-old-hub", "labels": {L.MANAGED_BY: L.MANAGER, L.USER: legacy_slugify(name),
-                                                  L.SERVER: "default", L.PERSIST: "false"}}})
+        await client.CoreV1Api(api).create_namespaced_config_map(
+            spawner.namespace,
+            {
+                "metadata": {
+                    "name": "left-by-old-hub",
+                    "labels": {
+                        L.MANAGED_BY: L.MANAGER,
+                        L.USER: legacy_slugify(name),
+                        L.SERVER: "default",
+                        L.PERSIST: "false",
+                    },
+                }
+            },
+        )
     await spawner.stop()
     assert obj(ksim, "configmaps", spawner.namespace, "left-by-old-hub") is None
 

@@ -15,7 +15,6 @@ from tornado.web import HTTPError
 
 from apex_hub.profiles import Catalogue, CatalogueError
 from apex_hub.spawner import labels as L
-
 from tests.helpers.spawner import CATALOGUE, make_spawner, obj
 
 RBAC = "rbac.authorization.k8s.io"
@@ -28,15 +27,18 @@ def with_manifests(*docs, **profile_fields):
     return catalogue
 
 
-@pytest.mark.parametrize("api_version, kind", [
-    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-    ("v1", "Namespace"),
-    ("v1", "PersistentVolume"),
-    ("storage.k8s.io/v1", "StorageClass"),
-    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
-    ("cert-manager.io/v1", "ClusterIssuer"),
-])
+@pytest.mark.parametrize(
+    "api_version, kind",
+    [
+        ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+        ("v1", "Namespace"),
+        ("v1", "PersistentVolume"),
+        ("storage.k8s.io/v1", "StorageClass"),
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+        ("cert-manager.io/v1", "ClusterIssuer"),
+    ],
+)
 def test_known_cluster_scoped_kinds_are_refused_at_catalogue_load(api_version, kind):
     data = with_manifests({"apiVersion": api_version, "kind": kind, "metadata": {"name": "shared"}})
     with pytest.raises(CatalogueError) as e:
@@ -47,30 +49,50 @@ def test_known_cluster_scoped_kinds_are_refused_at_catalogue_load(api_version, k
 
 
 async def register_cluster_crd(sim):
-    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-           "metadata": {"name": "releases.example.org"},
-           "spec": {"group": "example.org", "scope": "Cluster",
-                    "names": {"plural": "releases", "singular": "release", "kind": "Release"},
-                    "versions": [{"name": "v1", "served": True, "storage": True,
-                                  "schema": {"openAPIV3Schema": {"type": "object",
-                                                                 "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "releases.example.org"},
+        "spec": {
+            "group": "example.org",
+            "scope": "Cluster",
+            "names": {"plural": "releases", "singular": "release", "kind": "Release"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+    }
     async with sim.api_client() as api:
         await client.ApiextensionsV1Api(api).create_custom_resource_definition(crd)
 
 
 async def test_a_crd_the_cluster_serves_cluster_wide_is_refused_at_spawn_before_any_write(ksim, caplog):
     await register_cluster_crd(ksim)
-    release = {"apiVersion": "example.org/v1", "kind": "Release", "metadata": {"name": "shared"},
-               "spec": {"chart": "x"}}
+    release = {
+        "apiVersion": "example.org/v1",
+        "kind": "Release",
+        "metadata": {"name": "shared"},
+        "spec": {"chart": "x"},
+    }
     catalogue = with_manifests(release)
     Catalogue.from_dict(catalogue)  # an unknown kind passes the catalogue: discovery decides
-    spawner = make_spawner(ksim, "bob", catalogue=catalogue, manifest_kinds=["ConfigMap", "example.org/v1/Release"])
+    spawner = make_spawner(
+        ksim, "bob", catalogue=catalogue, manifest_kinds=["ConfigMap", "example.org/v1/Release"]
+    )
     ksim.reset_log()
     with pytest.raises(HTTPError) as e:
         await spawner.start()
     assert e.value.status_code == 500
-    assert ("Profile 'lab' cannot be started: its manifest Release 'shared' (example.org/v1) is"
-            " cluster-scoped") in e.value.log_message
+    assert (
+        "Profile 'lab' cannot be started: its manifest Release 'shared' (example.org/v1) is cluster-scoped"
+    ) in e.value.log_message
     assert "profile lab: Release shared (example.org/v1) is cluster-scoped" in caplog.text
     assert not [r for r in ksim.requests if r.verb in ("create", "patch", "update")]
     await spawner.stop()
@@ -78,18 +100,32 @@ async def test_a_crd_the_cluster_serves_cluster_wide_is_refused_at_spawn_before_
 
 async def test_named_servers_get_their_own_manifest_objects_and_references_resolve(ksim):
     docs = [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dask-config"},
-         "data": {"workers": "2"}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "dask-config"},
+            "data": {"workers": "2"},
+        },
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "dask"}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "dask"},
-         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "dask"},
-         "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "dask"},
-         "subjects": [{"kind": "ServiceAccount", "name": "dask"}]},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "dask"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "dask"},
+            "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "dask"},
+            "subjects": [{"kind": "ServiceAccount", "name": "dask"}],
+        },
     ]
-    catalogue = with_manifests(*docs, env={"WORKERS": {"from_config_map": {"name": "dask-config",
-                                                                           "key": "workers"}}},
-                               env_from_config_maps=["dask-config"])
+    catalogue = with_manifests(
+        *docs,
+        env={"WORKERS": {"from_config_map": {"name": "dask-config", "key": "workers"}}},
+        env_from_config_maps=["dask-config"],
+    )
     default = make_spawner(ksim, "carl", catalogue=catalogue)
     run2 = make_spawner(ksim, "carl", server_name="run2", catalogue=catalogue)
     await default.start()

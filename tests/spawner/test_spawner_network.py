@@ -7,11 +7,12 @@ import pytest
 from traitlets import TraitError
 
 from apex_hub.spawner.workspace import NETWORK_POLICY
-
 from tests.helpers.spawner import make_spawner, obj
 
-HUB_PEER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jhub"}},
-            "podSelector": {"matchLabels": {"hub.jupyter.org/network-access-singleuser": "true"}}}
+HUB_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jhub"}},
+    "podSelector": {"matchLabels": {"hub.jupyter.org/network-access-singleuser": "true"}},
+}
 OWN = {"podSelector": {}}
 DNS = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
 
@@ -28,10 +29,14 @@ async def policy_of(ksim, user, **traits):
 async def test_default_policy_admits_hub_and_proxy_and_blocks_the_metadata_endpoint(ksim):
     spec, init = await policy_of(ksim, "nora")
     assert spec == {
-        "podSelector": {}, "policyTypes": ["Ingress", "Egress"],
+        "podSelector": {},
+        "policyTypes": ["Ingress", "Egress"],
         "ingress": [{"from": [HUB_PEER, OWN]}],
-        "egress": [DNS, {"to": [HUB_PEER, OWN]},
-                   {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}]}],
+        "egress": [
+            DNS,
+            {"to": [HUB_PEER, OWN]},
+            {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}]},
+        ],
     }
     # selectors only: no private-IP ipBlock for cluster traffic (Cilium ignores those for pods)
     assert all("ipBlock" not in peer for rule in spec["ingress"] for peer in rule["from"])
@@ -39,11 +44,18 @@ async def test_default_policy_admits_hub_and_proxy_and_blocks_the_metadata_endpo
 
 
 async def test_egress_options(ksim):
-    spec, _ = await policy_of(ksim, "omar", egress_allowed_cidrs=["0.0.0.0/0", "::/0"],
-                              egress_blocked_cidrs=["169.254.169.254/32", "10.0.0.0/8", "fd00:ec2::254/128"])
-    assert spec["egress"][2] == {"to": [
-        {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32", "10.0.0.0/8"]}},
-        {"ipBlock": {"cidr": "::/0", "except": ["fd00:ec2::254/128"]}}]}
+    spec, _ = await policy_of(
+        ksim,
+        "omar",
+        egress_allowed_cidrs=["0.0.0.0/0", "::/0"],
+        egress_blocked_cidrs=["169.254.169.254/32", "10.0.0.0/8", "fd00:ec2::254/128"],
+    )
+    assert spec["egress"][2] == {
+        "to": [
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32", "10.0.0.0/8"]}},
+            {"ipBlock": {"cidr": "::/0", "except": ["fd00:ec2::254/128"]}},
+        ]
+    }
     spec, _ = await policy_of(ksim, "pia", egress_allowed_cidrs=[])
     assert spec["egress"] == [DNS, {"to": [HUB_PEER, OWN]}]  # no internet at all
     spec, _ = await policy_of(ksim, "quin", network_policy_egress=False)

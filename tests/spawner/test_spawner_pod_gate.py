@@ -12,11 +12,23 @@ from tests.helpers.spawner import CATALOGUE, make_spawner, obj, objects
 
 #: What Z2JH 4.4 adds with singleuser.cloudMetadata.blockWithIptables: true (the default).
 CHART_METADATA_BLOCKER = {
-    "name": "block-cloud-metadata", "image": "quay.io/jupyterhub/k8s-network-tools:4.4.0",
-    "command": ["iptables", "--append", "OUTPUT", "--protocol", "tcp", "--destination",
-                "169.254.169.254", "--destination-port", "80", "--jump", "DROP"],
-    "securityContext": {"runAsUser": 0, "privileged": True,
-                        "capabilities": {"add": ["NET_ADMIN"]}}}
+    "name": "block-cloud-metadata",
+    "image": "quay.io/jupyterhub/k8s-network-tools:4.4.0",
+    "command": [
+        "iptables",
+        "--append",
+        "OUTPUT",
+        "--protocol",
+        "tcp",
+        "--destination",
+        "169.254.169.254",
+        "--destination-port",
+        "80",
+        "--jump",
+        "DROP",
+    ],
+    "securityContext": {"runAsUser": 0, "privileged": True, "capabilities": {"add": ["NET_ADMIN"]}},
+}
 
 
 async def test_the_charts_privileged_init_container_is_refused_with_a_hint(ksim, caplog):
@@ -33,12 +45,17 @@ async def test_the_charts_privileged_init_container_is_refused_with_a_hint(ksim,
     await spawner.stop()
 
 
-@pytest.mark.parametrize("extra, words", [
-    ({"extra_pod_config": {"hostNetwork": True}}, "the pod sets hostNetwork"),
-    ({"extra_container_config": {"ports": [{"containerPort": 8888, "hostPort": 8888}]}},
-     "publishes host port 8888"),
-    ({"privileged": True}, "container 'notebook' is privileged"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ({"extra_pod_config": {"hostNetwork": True}}, "the pod sets hostNetwork"),
+        (
+            {"extra_container_config": {"ports": [{"containerPort": 8888, "hostPort": 8888}]}},
+            "publishes host port 8888",
+        ),
+        ({"privileged": True}, "container 'notebook' is privileged"),
+    ],
+)
 async def test_operator_traits_that_weaken_the_pod_are_refused(ksim, extra, words):
     spawner = make_spawner(ksim, "hank", **extra)
     with pytest.raises(HTTPError) as e:
@@ -51,8 +68,12 @@ async def test_with_the_operators_opt_in_the_profile_gets_what_it_asks(ksim):
     catalogue = copy.deepcopy(CATALOGUE)
     catalogue["allow_security_overrides"] = True
     catalogue["profiles"][0]["init_containers"] = [
-        {"name": "root-step", "image": "busybox:1.36", "securityContext": {"runAsUser": 0,
-                                                                           "runAsNonRoot": False}}]
+        {
+            "name": "root-step",
+            "image": "busybox:1.36",
+            "securityContext": {"runAsUser": 0, "runAsNonRoot": False},
+        }
+    ]
     spawner = make_spawner(ksim, "ivy", catalogue=catalogue)
     await spawner.start()
     pod = obj(ksim, "pods", "apex-ivy", spawner.pod_name)

@@ -9,11 +9,13 @@ import time
 
 from apex_hub.spawner import labels as L
 from apex_hub.spawner.oidc_token import SECRET
-
 from tests.helpers.spawner import make_spawner, obj
 
-AUTH_STATE = {"access_token": "token-1", "expires_at": int(time.time()) + 600,
-              "token_response": {"token_type": "Bearer"}}
+AUTH_STATE = {
+    "access_token": "token-1",
+    "expires_at": int(time.time()) + 600,
+    "token_response": {"token_type": "Bearer"},
+}
 
 
 async def eventually(predicate, what, tries=400, pause=0.05):
@@ -31,8 +33,9 @@ async def test_a_stop_during_the_pod_create_window_still_sweeps(ksim):
     ksim.inject(verb="create", resource="pods", status=None, delay=5)
     start = asyncio.ensure_future(spawner.start())
     try:
-        await eventually(lambda: obj(ksim, "pods", "apex-rita", spawner.pod_name) is not None,
-                         "the pod to be created")
+        await eventually(
+            lambda: obj(ksim, "pods", "apex-rita", spawner.pod_name) is not None, "the pod to be created"
+        )
         assert not start.done()
         assert obj(ksim, "secrets", "apex-rita", SECRET) is not None
         await spawner.stop(now=True)  # the user (or the culler) stops meanwhile

@@ -21,16 +21,20 @@ async def hold_and_delete_namespace(sim, namespace):
     """Delete ``namespace`` behind the hub's back, kept Terminating by a finalizer."""
     async with sim.api_client() as api:
         v1 = client.CoreV1Api(api)
-        await v1.create_namespaced_config_map(namespace, {
-            "metadata": {"name": "held", "finalizers": [HOLD]}, "data": {}})
+        await v1.create_namespaced_config_map(
+            namespace, {"metadata": {"name": "held", "finalizers": [HOLD]}, "data": {}}
+        )
         await v1.delete_namespace(namespace)
 
 
 async def release(sim, namespace):
     async with sim.api_client() as api:
         await client.CoreV1Api(api).patch_namespaced_config_map(
-            "held", namespace, [{"op": "remove", "path": "/metadata/finalizers"}],
-            _content_type="application/json-patch+json")
+            "held",
+            namespace,
+            [{"op": "remove", "path": "/metadata/finalizers"}],
+            _content_type="application/json-patch+json",
+        )
 
 
 async def until(check, attempts=1200):
@@ -77,7 +81,7 @@ async def test_a_namespace_that_stays_terminating_fails_the_spawn_with_a_clear_m
     try:
         try:
             await spawner.start()
-        except Exception as exc:  # noqa: BLE001 - the message is what is checked
+        except Exception as exc:
             message = str(getattr(exc, "log_message", None) or exc)
         else:
             raise AssertionError("the spawn should have failed")
@@ -98,8 +102,14 @@ async def test_a_cold_spawn_into_a_terminating_namespace_waits_too(ksim):
     start = asyncio.ensure_future(spawner.start())
     await until(lambda: any("still being deleted" in m for m in messages(spawner)) or start.done())
     assert not start.done(), start.result()
-    writes = [r for r in ksim.requests if r.verb in ("patch", "create") and r.namespace == spawner.namespace
-              and r.resource != "namespaces" and r.status == 403]
+    writes = [
+        r
+        for r in ksim.requests
+        if r.verb in ("patch", "create")
+        and r.namespace == spawner.namespace
+        and r.resource != "namespaces"
+        and r.status == 403
+    ]
     assert writes == [], "the cold path must not write into a Terminating namespace"
     await release(ksim, spawner.namespace)
     assert (await start).startswith("http://127.0.0.")

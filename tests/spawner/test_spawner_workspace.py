@@ -14,48 +14,90 @@ from apex_hub.profiles import convert_eoepca
 from apex_hub.spawner import labels as L
 from apex_hub.spawner.escalation import DEFAULT_HUB_RULES
 from apex_hub.spawner.workspace import NETWORK_POLICY
-
-from tests.helpers.spawner import CATALOGUE, make_spawner, obj, objects, seed_hub_secret, write_catalogue
+from tests.helpers.spawner import CATALOGUE, make_spawner, obj, seed_hub_secret, write_catalogue
 
 K8S_VERSION = "1.30.0"
 FULL = {
     "defaults": {"image_pull_secrets": ["apex-registry"]},
-    "profiles": [{
-        "slug": "full", "display_name": "Everything", "default": True,
-        "cpu_limit": 2, "cpu_guarantee": 0.5, "mem_limit": "4G", "mem_guarantee": "1G",
-        "extra_resource_limits": {"nvidia.com/gpu": "1"},
-        "node_selector": {"pool": "user"},
-        "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        "config_maps": [
-            {"name": "bashrc", "key": ".bashrc", "mount_path": "/home/jovyan/.bashrc",
-             "content": "export NS={namespace}\n", "default_mode": 0o600},
-            {"name": "settings", "key": "settings.json", "mount_path": "/etc/apex/settings.json",
-             "content": '{"theme": "dark", "user": "{username}"}', "persist": True},
-            {"name": "existing-cm", "key": "a", "mount_path": "/etc/existing/a"},
-        ],
-        "volumes": [{"name": "scratch", "size": "5Gi", "storage_class": "fast",
-                     "access_modes": ["ReadWriteMany"], "mount_path": "/scratch",
-                     "annotations": {"backup": "no"}, "persist": False},
-                    {"name": "shared", "claim_name": "team-data", "mount_path": "/data",
-                     "readonly": True}],
-        "env": {"LITERAL": "x", "FROM_CM": {"from_config_map": {"name": "settings", "key": "settings.json"}},
-                "FROM_SECRET": {"from_secret": {"name": "creds", "key": "token"}}},
-        "env_from_config_maps": ["settings"],
-        "secret_mounts": [{"name": "creds", "mount_path": "/var/run/secrets/apex"}],
-        "init_containers": [{"name": "prepare", "image": "busybox:1.36", "command": ["true"]}],
-        "role_bindings": [{"name": "pod-reader", "role": {"rules": [
-            {"resources": ["pods"], "verbs": ["get", "list"]}]},
-            "subjects": [{"kind": "ServiceAccount", "name": "workspace"}]}],
-        "manifests": [{"name": "svc", "content": {
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "dask-{username}"},
-            "spec": {"selector": {"app": "dask"}, "ports": [{"port": 8786}]}}}],
-        "resource_quota": {"hard": {"requests.cpu": 8, "persistentvolumeclaims": "5"}},
-        "limit_range": {"limits": [{"type": "Container", "defaultRequest": {"cpu": "100m"}}]},
-        "conda_environments": [{"name": "eo", "display_name": "Python (EO)",
-                                "environment_yml": "name: eo\ndependencies: [python=3.11, ipykernel]\n"}],
-        "condarc": "channels: [conda-forge]\n",
-    }],
+    "profiles": [
+        {
+            "slug": "full",
+            "display_name": "Everything",
+            "default": True,
+            "cpu_limit": 2,
+            "cpu_guarantee": 0.5,
+            "mem_limit": "4G",
+            "mem_guarantee": "1G",
+            "extra_resource_limits": {"nvidia.com/gpu": "1"},
+            "node_selector": {"pool": "user"},
+            "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "config_maps": [
+                {
+                    "name": "bashrc",
+                    "key": ".bashrc",
+                    "mount_path": "/home/jovyan/.bashrc",
+                    "content": "export NS={namespace}\n",
+                    "default_mode": 0o600,
+                },
+                {
+                    "name": "settings",
+                    "key": "settings.json",
+                    "mount_path": "/etc/apex/settings.json",
+                    "content": '{"theme": "dark", "user": "{username}"}',
+                    "persist": True,
+                },
+                {"name": "existing-cm", "key": "a", "mount_path": "/etc/existing/a"},
+            ],
+            "volumes": [
+                {
+                    "name": "scratch",
+                    "size": "5Gi",
+                    "storage_class": "fast",
+                    "access_modes": ["ReadWriteMany"],
+                    "mount_path": "/scratch",
+                    "annotations": {"backup": "no"},
+                    "persist": False,
+                },
+                {"name": "shared", "claim_name": "team-data", "mount_path": "/data", "readonly": True},
+            ],
+            "env": {
+                "LITERAL": "x",
+                "FROM_CM": {"from_config_map": {"name": "settings", "key": "settings.json"}},
+                "FROM_SECRET": {"from_secret": {"name": "creds", "key": "token"}},
+            },
+            "env_from_config_maps": ["settings"],
+            "secret_mounts": [{"name": "creds", "mount_path": "/var/run/secrets/apex"}],
+            "init_containers": [{"name": "prepare", "image": "busybox:1.36", "command": ["true"]}],
+            "role_bindings": [
+                {
+                    "name": "pod-reader",
+                    "role": {"rules": [{"resources": ["pods"], "verbs": ["get", "list"]}]},
+                    "subjects": [{"kind": "ServiceAccount", "name": "workspace"}],
+                }
+            ],
+            "manifests": [
+                {
+                    "name": "svc",
+                    "content": {
+                        "apiVersion": "v1",
+                        "kind": "Service",
+                        "metadata": {"name": "dask-{username}"},
+                        "spec": {"selector": {"app": "dask"}, "ports": [{"port": 8786}]},
+                    },
+                }
+            ],
+            "resource_quota": {"hard": {"requests.cpu": 8, "persistentvolumeclaims": "5"}},
+            "limit_range": {"limits": [{"type": "Container", "defaultRequest": {"cpu": "100m"}}]},
+            "conda_environments": [
+                {
+                    "name": "eo",
+                    "display_name": "Python (EO)",
+                    "environment_yml": "name: eo\ndependencies: [python=3.11, ipykernel]\n",
+                }
+            ],
+            "condarc": "channels: [conda-forge]\n",
+        }
+    ],
 }
 
 
@@ -72,18 +114,28 @@ async def provide_in_workspace(sim, spawner, start, objects):
         await asyncio.sleep(0.05)
     async with sim.api_client() as api:
         v1 = client.CoreV1Api(api)
-        create = {"configmaps": v1.create_namespaced_config_map, "secrets": v1.create_namespaced_secret,
-                  "persistentvolumeclaims": v1.create_namespaced_persistent_volume_claim}
+        create = {
+            "configmaps": v1.create_namespaced_config_map,
+            "secrets": v1.create_namespaced_secret,
+            "persistentvolumeclaims": v1.create_namespaced_persistent_volume_claim,
+        }
         for plural, body in objects:
             await create[plural](spawner.namespace, body)
     return await task
 
 
 #: What FULL refers to without creating it: an existing ConfigMap and claim mounted, a Secret read and mounted.
-FULL_PROVIDED = [("configmaps", {"metadata": {"name": "existing-cm"}, "data": {"a": "1"}}),
-                 ("secrets", {"metadata": {"name": "creds"}, "stringData": {"token": "t0k"}}),
-                 ("persistentvolumeclaims", {"metadata": {"name": "team-data"}, "spec": {
-                     "accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}})]
+FULL_PROVIDED = [
+    ("configmaps", {"metadata": {"name": "existing-cm"}, "data": {"a": "1"}}),
+    ("secrets", {"metadata": {"name": "creds"}, "stringData": {"token": "t0k"}}),
+    (
+        "persistentvolumeclaims",
+        {
+            "metadata": {"name": "team-data"},
+            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}},
+        },
+    ),
+]
 
 
 async def started_full(sim, name):
@@ -103,9 +155,14 @@ def _quantities(resources):
         v = str(v)
         return float(v[:-1]) / 1000 if v.endswith("m") else float(v)
 
-    return {kind: {k: cores(v) if k == "cpu" else memory_bytes(str(v))
-                   for k, v in (resources.get(kind) or {}).items() if k in ("cpu", "memory")}
-            for kind in ("requests", "limits")}
+    return {
+        kind: {
+            k: cores(v) if k == "cpu" else memory_bytes(str(v))
+            for k, v in (resources.get(kind) or {}).items()
+            if k in ("cpu", "memory")
+        }
+        for kind in ("requests", "limits")
+    }
 
 
 async def test_init_containers_get_the_servers_cpu_and_memory_for_quota_admission(ksim):
@@ -113,8 +170,14 @@ async def test_init_containers_get_the_servers_cpu_and_memory_for_quota_admissio
     no requests (found against the real API server): they mirror the server container's."""
     catalogue = copy.deepcopy(FULL)
     profile = catalogue["profiles"][0]
-    profile["init_containers"].append({"name": "sized", "image": "busybox:1.36", "command": ["true"],
-                                       "resources": {"requests": {"cpu": "10m"}}})
+    profile["init_containers"].append(
+        {
+            "name": "sized",
+            "image": "busybox:1.36",
+            "command": ["true"],
+            "resources": {"requests": {"cpu": "10m"}},
+        }
+    )
     del profile["limit_range"]
     await seed_hub_secret(ksim)
     spawner = make_spawner(ksim, "ivy", catalogue=catalogue)
@@ -130,13 +193,22 @@ async def test_init_containers_get_the_servers_cpu_and_memory_for_quota_admissio
 
 
 async def test_init_containers_state_no_resources_when_the_server_states_none(ksim):
-    catalogue = {"profiles": [{"slug": "bare", "display_name": "Bare", "default": True,
-                               "init_containers": [{"name": "prepare", "image": "busybox:1.36"}]}]}
+    catalogue = {
+        "profiles": [
+            {
+                "slug": "bare",
+                "display_name": "Bare",
+                "default": True,
+                "init_containers": [{"name": "prepare", "image": "busybox:1.36"}],
+            }
+        ]
+    }
     spawner = make_spawner(ksim, "jon", catalogue=catalogue, workspace_volume=None)
     await spawner.start()
     spec = obj(ksim, "pods", spawner.namespace, spawner.pod_name)["spec"]
     assert "resources" not in spec["initContainers"][0] or not any(
-        spec["initContainers"][0]["resources"].values())
+        spec["initContainers"][0]["resources"].values()
+    )
 
 
 async def test_first_spawn_creates_every_object_with_the_right_fields(ksim):
@@ -156,14 +228,22 @@ async def test_first_spawn_creates_every_object_with_the_right_fields(ksim):
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "jhub"}
     assert peer["podSelector"]["matchLabels"] == {"hub.jupyter.org/network-access-singleuser": "true"}
     assert obj(ksim, "resourcequotas", ns, "apex-quota")["spec"]["hard"] == {
-        "requests.cpu": "8", "persistentvolumeclaims": "5"}
+        "requests.cpu": "8",
+        "persistentvolumeclaims": "5",
+    }
     assert obj(ksim, "limitranges", ns, "apex-limits")["spec"]["limits"][0]["type"] == "Container"
 
     bashrc = obj(ksim, "configmaps", ns, "bashrc")
     assert bashrc["data"] == {".bashrc": "export NS=apex-alice\n"}
     labels = bashrc["metadata"]["labels"]
-    assert labels == {L.MANAGED_BY: "apex-hub", L.PART_OF: "apex-workspace", L.USER: "alice",
-                      L.SERVER: "default", L.PROFILE: "full", L.PERSIST: "false"}
+    assert labels == {
+        L.MANAGED_BY: "apex-hub",
+        L.PART_OF: "apex-workspace",
+        L.USER: "alice",
+        L.SERVER: "default",
+        L.PROFILE: "full",
+        L.PERSIST: "false",
+    }
     assert obj(ksim, "configmaps", ns, "settings")["metadata"]["labels"][L.PERSIST] == "true"
     assert obj(ksim, "configmaps", ns, "settings")["data"]["settings.json"].endswith('"user": "alice"}')
     existing = obj(ksim, "configmaps", ns, "existing-cm")  # mounted, not created: the operator's
@@ -207,8 +287,12 @@ async def test_first_spawn_creates_every_object_with_the_right_fields(ksim):
     assert main["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert main["resources"]["limits"]["nvidia.com/gpu"] == "1"
     mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
-    assert mounts["/home/jovyan/.bashrc"] == {"name": "bashrc", "mountPath": "/home/jovyan/.bashrc",
-                                              "subPath": ".bashrc", "readOnly": True}
+    assert mounts["/home/jovyan/.bashrc"] == {
+        "name": "bashrc",
+        "mountPath": "/home/jovyan/.bashrc",
+        "subPath": ".bashrc",
+        "readOnly": True,
+    }
     assert mounts["/data"]["readOnly"] is True and mounts["/home/jovyan"]["name"] == "workspace"
     assert mounts["/etc/conda/.condarc"]["subPath"] == "condarc"
     volumes = {v["name"]: v for v in spec["volumes"]}
@@ -231,8 +315,17 @@ async def test_every_planned_manifest_passes_the_kubernetes_schemas(ksim):
     plan = spawner.plan
     manifests = [plan.namespace, *plan.objects, *plan.claims]
     assert {m["kind"] for m in manifests} >= {
-        "Namespace", "ServiceAccount", "NetworkPolicy", "ResourceQuota", "LimitRange", "ConfigMap",
-        "PersistentVolumeClaim", "Role", "RoleBinding", "Service"}
+        "Namespace",
+        "ServiceAccount",
+        "NetworkPolicy",
+        "ResourceQuota",
+        "LimitRange",
+        "ConfigMap",
+        "PersistentVolumeClaim",
+        "Role",
+        "RoleBinding",
+        "Service",
+    }
     pod = spawner.api.api_client.sanitize_for_serialization(await spawner.get_pod_manifest())
     manifests.append({"apiVersion": "v1", "kind": "Pod", **pod})
     for manifest in manifests:
@@ -273,14 +366,20 @@ async def test_stop_keeps_claims_and_persistent_objects_and_sweeps_the_rest(ksim
     ns = spawner.namespace
     # an object from an earlier spawn with another profile, found only by its labels
     stale = copy.deepcopy(obj(ksim, "configmaps", ns, "bashrc"))
-    stale["metadata"] = {"name": "from-old-profile", "labels": {
-        **stale["metadata"]["labels"], L.PROFILE: "old"}}
+    stale["metadata"] = {
+        "name": "from-old-profile",
+        "labels": {**stale["metadata"]["labels"], L.PROFILE: "old"},
+    }
     ksim.store.create(ksim.store._rt("configmaps"), ns, stale)
     await spawner.stop()
 
-    for plural, name in [("persistentvolumeclaims", "workspace"), ("persistentvolumeclaims", "scratch"),
-                         ("configmaps", "settings"), ("serviceaccounts", "workspace"),
-                         ("secrets", "apex-registry")]:
+    for plural, name in [
+        ("persistentvolumeclaims", "workspace"),
+        ("persistentvolumeclaims", "scratch"),
+        ("configmaps", "settings"),
+        ("serviceaccounts", "workspace"),
+        ("secrets", "apex-registry"),
+    ]:
         assert obj(ksim, plural, ns, name) is not None, (plural, name)
     assert obj(ksim, "networkpolicies", ns, NETWORK_POLICY, "networking.k8s.io") is not None
     assert obj(ksim, "namespaces", "", ns) is not None
@@ -302,7 +401,9 @@ async def test_stop_sweeps_only_its_own_server(ksim):
     own = obj(ksim, "configmaps", ns, "bashrc-named-gpu-run")
     assert own["metadata"]["labels"][L.SERVER] == "named-gpu-run"
     pod = obj(ksim, "pods", ns, second.pod_name)
-    assert {"name": "bashrc", "configMap": {"name": "bashrc-named-gpu-run", "defaultMode": 0o644}} in pod["spec"]["volumes"]
+    assert {"name": "bashrc", "configMap": {"name": "bashrc-named-gpu-run", "defaultMode": 0o644}} in pod[
+        "spec"
+    ]["volumes"]
     await second.stop()
     assert obj(ksim, "configmaps", ns, "bashrc-named-gpu-run") is None
     assert obj(ksim, "configmaps", ns, "bashrc")["metadata"]["labels"][L.SERVER] == "default"
@@ -328,10 +429,18 @@ async def test_delete_forever_keeps_the_namespace_unless_enabled(ksim):
 
 async def test_delete_forever_of_a_named_server_removes_only_that_servers_scratch(ksim):
     catalogue = copy.deepcopy(CATALOGUE)
-    catalogue["profiles"][0]["volumes"] = [{"name": "scratch", "size": "1Gi", "mount_path": "/scratch",
-                                            "claim_name": "scratch-{profile}", "persist": False}]
-    named = make_spawner(ksim, "gil", server_name="run1", catalogue=catalogue,
-                         delete_namespace_on_user_delete=True)
+    catalogue["profiles"][0]["volumes"] = [
+        {
+            "name": "scratch",
+            "size": "1Gi",
+            "mount_path": "/scratch",
+            "claim_name": "scratch-{profile}",
+            "persist": False,
+        }
+    ]
+    named = make_spawner(
+        ksim, "gil", server_name="run1", catalogue=catalogue, delete_namespace_on_user_delete=True
+    )
     await named.start()
     await named.stop()
     assert obj(ksim, "persistentvolumeclaims", "apex-gil", "scratch-lab") is not None  # stop keeps it
@@ -341,8 +450,16 @@ async def test_delete_forever_of_a_named_server_removes_only_that_servers_scratc
     assert obj(ksim, "namespaces", "", "apex-gil") is not None  # a named server never takes it
 
 
-HOSTILE = ["Alice", "alice", "a.lice", "alice@x.org", "ü" * 3 + "zoë", "x" * 200,
-           "robert'); DROP TABLE--", "日本語"]
+HOSTILE = [
+    "Alice",
+    "alice",
+    "a.lice",
+    "alice@x.org",
+    "ü" * 3 + "zoë",
+    "x" * 200,
+    "robert'); DROP TABLE--",
+    "日本語",
+]
 
 
 async def test_hostile_names_get_distinct_valid_namespaces_and_spawn(ksim):
@@ -372,14 +489,28 @@ async def test_a_converted_applicationhub_config_spawns(ksim):
     # its pod-reader Role grants create/delete on pods/log: the operator grants the hub those
     # too (helm-values/rbac.yaml lists the EOEPCA extras) and says so in hub_rules
     extra = {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["create", "delete"]}
-    spawner = make_spawner(ksim, "hana", groups=["apex-dev"], catalogue=converted,
-                           user_options={"profile": converted["profiles"][0]["slug"]},
-                           hub_rules=[*map(dict, DEFAULT_HUB_RULES), extra])
+    spawner = make_spawner(
+        ksim,
+        "hana",
+        groups=["apex-dev"],
+        catalogue=converted,
+        user_options={"profile": converted["profiles"][0]["slug"]},
+        hub_rules=[*map(dict, DEFAULT_HUB_RULES), extra],
+    )
     # the S3 credentials its secret_mounts name and the endpoints its env reads are the operator's to
     # provide in the workspace (a kubelet leaves the pod waiting until they exist)
-    await provide_in_workspace(ksim, spawner, spawner.start(), [
-        ("secrets", {"metadata": {"name": "apex-s3-credentials"}, "stringData": {"key": "k"}}),
-        ("configmaps", {"metadata": {"name": "apex-endpoints"}, "data": {"stac": "https://stac.example.org/"}})])
+    await provide_in_workspace(
+        ksim,
+        spawner,
+        spawner.start(),
+        [
+            ("secrets", {"metadata": {"name": "apex-s3-credentials"}, "stringData": {"key": "k"}}),
+            (
+                "configmaps",
+                {"metadata": {"name": "apex-endpoints"}, "data": {"stac": "https://stac.example.org/"}},
+            ),
+        ],
+    )
     ns = spawner.namespace
     bash = obj(ksim, "configmaps", ns, "bash-rc")
     assert 'export WORKSPACE_NAMESPACE="apex-hana"' in bash["data"]["bash-rc"]
@@ -412,12 +543,24 @@ async def test_progress_shows_each_workspace_step_then_pod_events(ksim):
     await spawner.stop()
 
 
-@pytest.mark.parametrize("manifest, message", [
-    ({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "miner"},
-      "spec": {"selector": {}, "template": {}}}, "kind 'Deployment' is not allowed"),
-    ({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "kube-system"}},
-     "names namespace 'kube-system'"),
-])
+@pytest.mark.parametrize(
+    "manifest, message",
+    [
+        (
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "miner"},
+                "spec": {"selector": {}, "template": {}},
+            },
+            "kind 'Deployment' is not allowed",
+        ),
+        (
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "kube-system"}},
+            "names namespace 'kube-system'",
+        ),
+    ],
+)
 async def test_manifests_outside_the_allow_list_are_refused_before_any_write(ksim, manifest, message):
     from tornado.web import HTTPError
 
@@ -433,11 +576,17 @@ async def test_manifests_outside_the_allow_list_are_refused_before_any_write(ksi
 
 async def test_an_allowed_custom_kind_is_applied(ksim):
     catalogue = copy.deepcopy(CATALOGUE)
-    catalogue["profiles"][0]["manifests"] = [{"name": "job", "persist": True, "content": (
-        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: warmup-{username}}\n"
-        "spec: {template: {spec: {restartPolicy: Never, containers: [{name: w, image: 'busybox:1'}]}}}\n")}]
-    spawner = make_spawner(ksim, "kim", catalogue=catalogue,
-                           manifest_kinds=["ConfigMap", "batch/v1/Job"])
+    catalogue["profiles"][0]["manifests"] = [
+        {
+            "name": "job",
+            "persist": True,
+            "content": (
+                "apiVersion: batch/v1\nkind: Job\nmetadata: {name: warmup-{username}}\n"
+                "spec: {template: {spec: {restartPolicy: Never, containers: [{name: w, image: 'busybox:1'}]}}}\n"
+            ),
+        }
+    ]
+    spawner = make_spawner(ksim, "kim", catalogue=catalogue, manifest_kinds=["ConfigMap", "batch/v1/Job"])
     await spawner.start()
     job = obj(ksim, "jobs", "apex-kim", "warmup-kim", "batch")
     assert job["metadata"]["labels"][L.PERSIST] == "true"
@@ -492,15 +641,26 @@ async def test_a_namespace_deleted_behind_the_hubs_back_is_recreated(ksim):
 
 async def test_a_stop_keeps_claims_made_by_non_persistent_manifests_too(ksim):
     catalogue = copy.deepcopy(CATALOGUE)
-    catalogue["profiles"][0]["manifests"] = [{"name": "extra", "content": {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "extra"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}]
-    catalogue["profiles"][0]["volumes"] = [{"name": "scratch", "size": "1Gi", "mount_path": "/scratch",
-                                            "persist": False}]
+    catalogue["profiles"][0]["manifests"] = [
+        {
+            "name": "extra",
+            "content": {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "extra"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            },
+        }
+    ]
+    catalogue["profiles"][0]["volumes"] = [
+        {"name": "scratch", "size": "1Gi", "mount_path": "/scratch", "persist": False}
+    ]
     spawner = make_spawner(ksim, "quincy", catalogue=catalogue)
     await spawner.start()
     await spawner.stop()
     assert "v1/PersistentVolumeClaim" in spawner.get_state()["apex_server_kinds"]
     for claim in ("extra", "scratch", "workspace"):
         assert obj(ksim, "persistentvolumeclaims", "apex-quincy", claim) is not None, claim
-    assert not [r for r in ksim.requests if r.resource == "persistentvolumeclaims" and r.verb.startswith("delete")]
+    assert not [
+        r for r in ksim.requests if r.resource == "persistentvolumeclaims" and r.verb.startswith("delete")
+    ]

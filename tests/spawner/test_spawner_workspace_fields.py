@@ -11,7 +11,6 @@ from kubernetes_asyncio import client
 from tornado.web import HTTPError
 
 from apex_hub.spawner import labels as L
-
 from tests.helpers.spawner import make_spawner, obj, objects, refused_start, seed_hub_secret
 
 CONDA = [{"name": "eo", "environment_yml": "name: eo\ndependencies: [python=3.11]\n"}]
@@ -22,8 +21,11 @@ def pod_spec(sim, spawner) -> dict:
 
 
 def pod_claims(sim, spawner) -> list[str]:
-    return [v["persistentVolumeClaim"]["claimName"] for v in pod_spec(sim, spawner)["volumes"]
-            if "persistentVolumeClaim" in v]
+    return [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod_spec(sim, spawner)["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
 
 
 def claim_names(sim, namespace) -> set[str]:
@@ -36,11 +38,18 @@ def writes(sim) -> list:
 
 # -- workspace_volume ----------------------------------------------------------------------
 
-OWN_VOLUMES = {"profiles": [
-    {"slug": "own", "display_name": "Own volumes only", "default": True, "workspace_volume": False,
-     "volumes": [{"name": "data", "size": "1Gi", "mount_path": "/data"}]},
-    {"slug": "lab", "display_name": "Lab"},
-]}
+OWN_VOLUMES = {
+    "profiles": [
+        {
+            "slug": "own",
+            "display_name": "Own volumes only",
+            "default": True,
+            "workspace_volume": False,
+            "volumes": [{"name": "data", "size": "1Gi", "mount_path": "/data"}],
+        },
+        {"slug": "lab", "display_name": "Lab"},
+    ]
+}
 
 
 async def test_workspace_volume_false_gets_only_the_profiles_own_volumes(ksim):
@@ -76,13 +85,24 @@ async def test_conda_without_a_workspace_volume_is_refused_before_any_write(ksim
 
 # -- service_account_token -----------------------------------------------------------------
 
-TOKEN = {"profiles": [
-    {"slug": "cwl", "display_name": "CWL runner", "default": True, "service_account_token": True,
-     "role_bindings": [{"name": "pod-manager", "role": {"rules": [
-         {"resources": ["pods"], "verbs": ["get", "list"]}]},
-         "subjects": [{"kind": "ServiceAccount", "name": "workspace"}]}]},
-    {"slug": "lab", "display_name": "Lab"},
-]}
+TOKEN = {
+    "profiles": [
+        {
+            "slug": "cwl",
+            "display_name": "CWL runner",
+            "default": True,
+            "service_account_token": True,
+            "role_bindings": [
+                {
+                    "name": "pod-manager",
+                    "role": {"rules": [{"resources": ["pods"], "verbs": ["get", "list"]}]},
+                    "subjects": [{"kind": "ServiceAccount", "name": "workspace"}],
+                }
+            ],
+        },
+        {"slug": "lab", "display_name": "Lab"},
+    ]
+}
 
 
 async def test_service_account_token_mounts_the_workspace_accounts_token(ksim):
@@ -123,14 +143,28 @@ async def test_a_token_without_the_workspace_account_is_refused(ksim, caplog, ac
 
 # -- volumes[].scratch ---------------------------------------------------------------------
 
-SCRATCH = {"profiles": [{
-    "slug": "cwl", "display_name": "CWL runner", "default": True, "workspace_volume": False,
-    "volumes": [
-        {"name": "calrissian", "claim_name": "calrissian-claim", "size": "1Gi",
-         "mount_path": "/calrissian", "persist": False, "scratch": True},
-        {"name": "work", "claim_name": "workspace-claim", "size": "1Gi", "mount_path": "/workspace"},
-        {"name": "tmp", "size": "1Gi", "mount_path": "/tmp/run", "persist": False},
-    ]}]}
+SCRATCH = {
+    "profiles": [
+        {
+            "slug": "cwl",
+            "display_name": "CWL runner",
+            "default": True,
+            "workspace_volume": False,
+            "volumes": [
+                {
+                    "name": "calrissian",
+                    "claim_name": "calrissian-claim",
+                    "size": "1Gi",
+                    "mount_path": "/calrissian",
+                    "persist": False,
+                    "scratch": True,
+                },
+                {"name": "work", "claim_name": "workspace-claim", "size": "1Gi", "mount_path": "/workspace"},
+                {"name": "tmp", "size": "1Gi", "mount_path": "/tmp/run", "persist": False},
+            ],
+        }
+    ]
+}
 
 
 async def test_a_stop_deletes_its_servers_scratch_claims_and_nothing_else(ksim):
@@ -175,8 +209,10 @@ async def terminating_scratch_claim(sim, spawner) -> str:
     await spawner.start()
     async with sim.api_client() as api:
         await client.CoreV1Api(api).patch_namespaced_persistent_volume_claim(
-            "calrissian-claim", spawner.namespace,
-            {"metadata": {"finalizers": ["kubernetes.io/pvc-protection"]}})
+            "calrissian-claim",
+            spawner.namespace,
+            {"metadata": {"finalizers": ["kubernetes.io/pvc-protection"]}},
+        )
     await spawner.stop()
     claim = obj(sim, "persistentvolumeclaims", spawner.namespace, "calrissian-claim")
     assert claim["metadata"]["deletionTimestamp"]
@@ -197,7 +233,8 @@ async def test_a_spawn_waits_for_the_last_stops_scratch_claim_to_go(ksim):
     assert not start.done()
     async with ksim.api_client() as api:  # the last pod using it is gone: deletion completes
         await client.CoreV1Api(api).patch_namespaced_persistent_volume_claim(
-            "calrissian-claim", spawner.namespace, {"metadata": {"finalizers": None}})
+            "calrissian-claim", spawner.namespace, {"metadata": {"finalizers": None}}
+        )
     await start
     claim = obj(ksim, "persistentvolumeclaims", spawner.namespace, "calrissian-claim")
     assert claim["metadata"]["uid"] != old and not claim["metadata"].get("deletionTimestamp")
@@ -212,8 +249,10 @@ async def test_a_scratch_claim_that_stays_being_deleted_fails_the_spawn_clearly(
     with pytest.raises(HTTPError) as info:
         await spawner.start()
     assert info.value.status_code == 500
-    assert ("the scratch storage calrissian-claim of your previous session is still being deleted"
-            in info.value.log_message)
+    assert (
+        "the scratch storage calrissian-claim of your previous session is still being deleted"
+        in info.value.log_message
+    )
     assert obj(ksim, "pods", spawner.namespace, spawner.pod_name) is None
 
 
@@ -221,12 +260,27 @@ async def test_a_scratch_claim_that_stays_being_deleted_fails_the_spawn_clearly(
 
 PULL = {
     "defaults": {"image_pull_secrets": ["apex-registry"]},
-    "profiles": [{
-        "slug": "own-registry", "display_name": "Own registry", "default": True,
-        "workspace_image_pull_secrets": ["regcred-{username}"],
-        "manifests": [{"name": "regcred", "content": {
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "regcred-{username}"},
-            "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "e30="}}}]}]}
+    "profiles": [
+        {
+            "slug": "own-registry",
+            "display_name": "Own registry",
+            "default": True,
+            "workspace_image_pull_secrets": ["regcred-{username}"],
+            "manifests": [
+                {
+                    "name": "regcred",
+                    "content": {
+                        "apiVersion": "v1",
+                        "kind": "Secret",
+                        "metadata": {"name": "regcred-{username}"},
+                        "type": "kubernetes.io/dockerconfigjson",
+                        "data": {".dockerconfigjson": "e30="},
+                    },
+                }
+            ],
+        }
+    ],
+}
 
 
 async def test_workspace_pull_secrets_are_used_where_the_manifests_make_them(ksim):
@@ -238,16 +292,22 @@ async def test_workspace_pull_secrets_are_used_where_the_manifests_make_them(ksi
     await default.start()
     await named.start()
     ns = default.namespace
-    assert pod_spec(ksim, default)["imagePullSecrets"] == [{"name": "apex-registry"},
-                                                          {"name": "regcred-yuri"}]
+    assert pod_spec(ksim, default)["imagePullSecrets"] == [
+        {"name": "apex-registry"},
+        {"name": "regcred-yuri"},
+    ]
     # a named server's copy of the manifest is renamed, and the pod follows it
-    assert pod_spec(ksim, named)["imagePullSecrets"] == [{"name": "apex-registry"},
-                                                        {"name": "regcred-yuri-named-gpu"}]
+    assert pod_spec(ksim, named)["imagePullSecrets"] == [
+        {"name": "apex-registry"},
+        {"name": "regcred-yuri-named-gpu"},
+    ]
     made = obj(ksim, "secrets", ns, "regcred-yuri")
     assert made["metadata"]["labels"][L.PROFILE] == "own-registry"
     assert "apex.esa.int/copied-from" not in made["metadata"]["annotations"]
-    assert obj(ksim, "secrets", ns, "apex-registry")["metadata"]["annotations"][
-        "apex.esa.int/copied-from"] == "jhub/apex-registry"
+    assert (
+        obj(ksim, "secrets", ns, "apex-registry")["metadata"]["annotations"]["apex.esa.int/copied-from"]
+        == "jhub/apex-registry"
+    )
     assert obj(ksim, "secrets", "jhub", "regcred-yuri") is None
     await named.stop()
     await default.stop()

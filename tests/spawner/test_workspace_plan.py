@@ -17,11 +17,16 @@ def profile(**fields):
 
 
 def test_conda_gets_a_generated_condarc_pointing_at_the_workspace():
-    plan = plan_workspace(OWNER, profile(conda_environments=[
-        {"name": "eo", "environment_yml": "dependencies: [python]\n"}]), Settings(), "img:1")
+    plan = plan_workspace(
+        OWNER,
+        profile(conda_environments=[{"name": "eo", "environment_yml": "dependencies: [python]\n"}]),
+        Settings(),
+        "img:1",
+    )
     condarc = next(o for o in plan.objects if o["metadata"]["name"] == "apex-condarc")
     assert condarc["data"]["condarc"] == (
-        "envs_dirs:\n  - /home/jovyan/.apex/conda/envs\npkgs_dirs:\n  - /home/jovyan/.apex/conda/pkgs\n")
+        "envs_dirs:\n  - /home/jovyan/.apex/conda/envs\npkgs_dirs:\n  - /home/jovyan/.apex/conda/pkgs\n"
+    )
     init = plan.init_containers[0]
     assert init["name"] == "conda-environments" and init["image"] == "img:1"
     assert init["workingDir"] == "/home/jovyan"
@@ -36,8 +41,17 @@ def test_a_profiles_own_condarc_wins():
 
 
 def test_conda_without_the_workspace_volume_is_refused():
-    bare = Catalogue.from_dict({"profiles": [{"slug": "p", "display_name": "P", "conda_environments": [
-        {"name": "eo", "environment_yml": "dependencies: [python]\n"}]}]}).profiles[0]
+    bare = Catalogue.from_dict(
+        {
+            "profiles": [
+                {
+                    "slug": "p",
+                    "display_name": "P",
+                    "conda_environments": [{"name": "eo", "environment_yml": "dependencies: [python]\n"}],
+                }
+            ]
+        }
+    ).profiles[0]
     with pytest.raises(WorkspaceError, match="built into the workspace volume 'workspace'"):
         plan_workspace(OWNER, bare, Settings(), None)
 
@@ -59,11 +73,20 @@ def test_the_raw_user_name_only_reaches_annotations():
 
 def test_named_servers_get_their_own_objects_and_references_follow():
     owner = Owner("bob", "bob", "apex-bob", "gpu run")
-    plan = plan_workspace(owner, profile(
-        volumes=[WORKSPACE, {"name": "scratch", "size": "1Gi", "mount_path": "/scratch", "persist": False}],
-        config_maps=[{"name": "cfg", "key": "k", "content": "v", "mount_path": "/etc/cfg"}],
-        env={"K": {"from_config_map": {"name": "cfg", "key": "k"}}},
-        env_from_config_maps=["cfg"]), Settings(), None)
+    plan = plan_workspace(
+        owner,
+        profile(
+            volumes=[
+                WORKSPACE,
+                {"name": "scratch", "size": "1Gi", "mount_path": "/scratch", "persist": False},
+            ],
+            config_maps=[{"name": "cfg", "key": "k", "content": "v", "mount_path": "/etc/cfg"}],
+            env={"K": {"from_config_map": {"name": "cfg", "key": "k"}}},
+            env_from_config_maps=["cfg"],
+        ),
+        Settings(),
+        None,
+    )
     cm = next(o for o in plan.objects if o["kind"] == "ConfigMap")
     assert cm["metadata"]["name"].startswith("cfg-named-gpu-run")
     name = cm["metadata"]["name"]
@@ -73,7 +96,10 @@ def test_named_servers_get_their_own_objects_and_references_follow():
     assert plan.claims[0]["metadata"]["name"] == "workspace"  # shared by the user's servers
     scratch = plan.claims[1]["metadata"]["name"]
     assert scratch.startswith("scratch-named-gpu-run")  # a server's own scratch space
-    assert {"name": "scratch", "persistentVolumeClaim": {"claimName": scratch, "readOnly": False}} in plan.volumes
+    assert {
+        "name": "scratch",
+        "persistentVolumeClaim": {"claimName": scratch, "readOnly": False},
+    } in plan.volumes
 
 
 def test_workspace_pull_secrets_are_named_where_the_manifests_make_them():
@@ -83,13 +109,24 @@ def test_workspace_pull_secrets_are_named_where_the_manifests_make_them():
     p = profile(
         image_pull_secrets=["hub-cr"],
         workspace_image_pull_secrets=["own", "targeted", "untargeted"],
-        manifests=[{"name": "s", "content": [
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "own"}},
-            {**external, "metadata": {"name": "targeted"}, "spec": {"target": {"name": "targeted"}}},
-            {**external, "metadata": {"name": "untargeted"}, "spec": {}}]}])
+        manifests=[
+            {
+                "name": "s",
+                "content": [
+                    {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "own"}},
+                    {**external, "metadata": {"name": "targeted"}, "spec": {"target": {"name": "targeted"}}},
+                    {**external, "metadata": {"name": "untargeted"}, "spec": {}},
+                ],
+            }
+        ],
+    )
     settings = Settings(manifest_kinds=("Secret", "ExternalSecret"))
     assert plan_workspace(OWNER, p, settings, None).image_pull_secrets == [
-        "hub-cr", "own", "targeted", "untargeted"]
+        "hub-cr",
+        "own",
+        "targeted",
+        "untargeted",
+    ]
     named = Owner(OWNER.username, OWNER.user_slug, OWNER.namespace, "gpu")
     plan = plan_workspace(named, p, settings, None)
     assert plan.image_pull_secrets == ["hub-cr", "own-named-gpu", "targeted", "untargeted-named-gpu"]
@@ -98,9 +135,19 @@ def test_workspace_pull_secrets_are_named_where_the_manifests_make_them():
 
 def test_scratch_claims_are_labelled_and_per_server():
     """The label is what a stop selects them by; a named server's scratch claim is its own."""
-    p = profile(volumes=[WORKSPACE, {"name": "calrissian", "claim_name": "calrissian-claim",
-                                     "size": "1Gi", "mount_path": "/calrissian", "persist": False,
-                                     "scratch": True}])
+    p = profile(
+        volumes=[
+            WORKSPACE,
+            {
+                "name": "calrissian",
+                "claim_name": "calrissian-claim",
+                "size": "1Gi",
+                "mount_path": "/calrissian",
+                "persist": False,
+                "scratch": True,
+            },
+        ]
+    )
     named = Owner(OWNER.username, OWNER.user_slug, OWNER.namespace, "gpu")
     for owner, name in ((OWNER, "calrissian-claim"), (named, "calrissian-claim-named-gpu")):
         plan = plan_workspace(owner, p, Settings(), None)

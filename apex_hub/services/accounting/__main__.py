@@ -20,23 +20,44 @@ from ..culler.__main__ import _bool  # the same true/false flags as the culler's
 
 def parser() -> argparse.ArgumentParser:
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="python -m apex_hub.services.accounting", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--db-url", default=env("APEX_ACCOUNTING_DB_URL", "sqlite:///accounting.sqlite"),
-                   help="SQLAlchemy URL of the ledger (sqlite:///path, postgresql+psycopg://...); "
-                        "env APEX_ACCOUNTING_DB_URL (use it for passwords)")
-    p.add_argument("--stop-reasons", default=env("APEX_ACCOUNTING_STOP_REASONS", ""),
-                   help="the culler's stop-reasons.jsonl")
-    p.add_argument("--exclude-groups", default="apex-probe",
-                   help="comma-separated JupyterHub groups whose members are not recorded")
+    p = argparse.ArgumentParser(
+        prog="python -m apex_hub.services.accounting",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--db-url",
+        default=env("APEX_ACCOUNTING_DB_URL", "sqlite:///accounting.sqlite"),
+        help="SQLAlchemy URL of the ledger (sqlite:///path, postgresql+psycopg://...); "
+        "env APEX_ACCOUNTING_DB_URL (use it for passwords)",
+    )
+    p.add_argument(
+        "--stop-reasons",
+        default=env("APEX_ACCOUNTING_STOP_REASONS", ""),
+        help="the culler's stop-reasons.jsonl",
+    )
+    p.add_argument(
+        "--exclude-groups",
+        default="apex-probe",
+        help="comma-separated JupyterHub groups whose members are not recorded",
+    )
     p.add_argument("--interval", type=float, default=60.0, help="seconds between hub rounds (default 60)")
     p.add_argument("--watch-timeout", type=int, default=300, help="seconds per pod watch request")
     p.add_argument("--quotas", default="", help="quota YAML file (budgets per user/group/period)")
-    p.add_argument("--quota-stop", type=_bool, nargs="?", const=True, default=False,
-                   help="stop running servers over budget (needs delete:servers)")
+    p.add_argument(
+        "--quota-stop",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="stop running servers over budget (needs delete:servers)",
+    )
     p.add_argument("--quota-warn", type=float, default=0.9, help="warn at this fraction of a budget")
-    p.add_argument("--state-dir", default=env("APEX_ACCOUNTING_STATE_DIR", "."),
-                   help="where quota-warnings.json goes (read by the hub's banner; default: the working directory)")
+    p.add_argument(
+        "--state-dir",
+        default=env("APEX_ACCOUNTING_STATE_DIR", "."),
+        help="where quota-warnings.json goes (read by the hub's banner; default: the working directory)",
+    )
     p.add_argument("--apel-dir", default="", help="directory of APEL files for ssmsend")
     p.add_argument("--apel-site", default="", help="APEL SiteName (GOCDB)")
     p.add_argument("--apel-service", default="", help="APEL CloudComputeService")
@@ -47,8 +68,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="kubeconfig (default: in-cluster)")
     p.add_argument("--k8s-api-host", default="", help="Kubernetes API URL (tests; overrides kubeconfig)")
     p.add_argument("--port", type=int, default=0, help="listen port (default from JUPYTERHUB_SERVICE_URL)")
-    p.add_argument("--check", type=_bool, nargs="?", const=True, default=False,
-                   help="validate the quota file, migrate the database, exit")
+    p.add_argument(
+        "--check",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="validate the quota file, migrate the database, exit",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -58,8 +85,10 @@ async def run(args, quotas) -> None:
 
     # on the URL's host when it is an IP (127.0.0.1 locally), on all interfaces for a name (http://hub:8184);
     # answering (503) before the imports and the migration below: JupyterHub 5.5 waits only ~10 s
-    host, port = listen_address(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"),
-                                str(args.port) if args.port else None)
+    host, port = listen_address(
+        os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"),
+        str(args.port) if args.port else None,
+    )
     server = listen_early(host, port)
     from ..culler.service import HubClient
     from .apel import ApelSettings
@@ -70,19 +99,36 @@ async def run(args, quotas) -> None:
     ledger = Ledger(args.db_url)
     hub = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
     svc = AccountingService(
-        ledger, hub=hub, kube=kube_factory(args.kubeconfig, args.k8s_api_host or None),
+        ledger,
+        hub=hub,
+        kube=kube_factory(args.kubeconfig, args.k8s_api_host or None),
         stop_reasons=args.stop_reasons or None,
         exclude_groups=[g.strip() for g in args.exclude_groups.split(",") if g.strip()],
-        interval=args.interval, watch_timeout=args.watch_timeout, quotas=quotas, quota_stop=args.quota_stop,
-        quota_warn_fraction=args.quota_warn, state_dir=args.state_dir)
+        interval=args.interval,
+        watch_timeout=args.watch_timeout,
+        quotas=quotas,
+        quota_stop=args.quota_stop,
+        quota_warn_fraction=args.quota_warn,
+        state_dir=args.state_dir,
+    )
     apel_settings = None
     if args.apel_dir:
-        apel_settings = ApelSettings(args.apel_dir, args.apel_site, args.apel_service, args.apel_cloud_type,
-                                     args.apel_benchmark_type, args.apel_benchmark)
+        apel_settings = ApelSettings(
+            args.apel_dir,
+            args.apel_site,
+            args.apel_service,
+            args.apel_cloud_type,
+            args.apel_benchmark_type,
+            args.apel_benchmark,
+        )
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-    app = App(svc, prefix=prefix, apel_settings=apel_settings,
-              quota_token=os.environ.get("APEX_ACCOUNTING_QUOTA_TOKEN", ""),
-              metrics_token=os.environ.get("APEX_ACCOUNTING_METRICS_TOKEN", ""))
+    app = App(
+        svc,
+        prefix=prefix,
+        apel_settings=apel_settings,
+        quota_token=os.environ.get("APEX_ACCOUNTING_QUOTA_TOKEN", ""),
+        metrics_token=os.environ.get("APEX_ACCOUNTING_METRICS_TOKEN", ""),
+    )
     serve(server, app.tornado)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -95,12 +141,13 @@ async def run(args, quotas) -> None:
             await asyncio.sleep(args.apel_interval)
             try:
                 app.export_apel()
-            except Exception:  # noqa: BLE001 - next time
+            except Exception:
                 logging.getLogger("apex_hub.accounting").exception("APEL export failed")
 
     apel_task = asyncio.create_task(apel_loop()) if apel_settings else None
-    logging.getLogger("apex_hub.accounting").info("accounting service listening on %s:%s (prefix %s)",
-                                                  host, port, prefix)
+    logging.getLogger("apex_hub.accounting").info(
+        "accounting service listening on %s:%s (prefix %s)", host, port, prefix
+    )
     await stop.wait()
     if apel_task:
         apel_task.cancel()
@@ -111,7 +158,9 @@ async def run(args, quotas) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="[%(levelname).1s %(asctime)s %(name)s] %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="[%(levelname).1s %(asctime)s %(name)s] %(message)s"
+    )
     from .quota import QuotaError, Quotas
 
     quotas = None
@@ -126,12 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.check:
         from .db import upgrade
+
         upgrade(args.db_url)
         print("ok")
         return 0
     missing = [v for v in ("JUPYTERHUB_API_URL", "JUPYTERHUB_API_TOKEN") if not os.environ.get(v)]
     if missing:
-        print(f"apex accounting: {', '.join(missing)} not set (run it as a JupyterHub service)", file=sys.stderr)
+        print(
+            f"apex accounting: {', '.join(missing)} not set (run it as a JupyterHub service)", file=sys.stderr
+        )
         return 2
     asyncio.run(run(args, quotas))
     return 0

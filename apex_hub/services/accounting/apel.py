@@ -52,10 +52,34 @@ from .db import Ledger, utcnow
 
 HEADER = "APEL-cloud-message: v0.4"
 SEPARATOR = "%%"
-FIELDS = ("VMUUID", "SiteName", "CloudComputeService", "MachineName", "LocalUserId", "LocalGroupId",
-          "GlobalUserName", "FQAN", "Status", "StartTime", "EndTime", "SuspendDuration", "WallDuration",
-          "CpuDuration", "CpuCount", "NetworkType", "NetworkInbound", "NetworkOutbound", "PublicIPCount",
-          "Memory", "Disk", "BenchmarkType", "Benchmark", "StorageRecordId", "ImageId", "CloudType")
+FIELDS = (
+    "VMUUID",
+    "SiteName",
+    "CloudComputeService",
+    "MachineName",
+    "LocalUserId",
+    "LocalGroupId",
+    "GlobalUserName",
+    "FQAN",
+    "Status",
+    "StartTime",
+    "EndTime",
+    "SuspendDuration",
+    "WallDuration",
+    "CpuDuration",
+    "CpuCount",
+    "NetworkType",
+    "NetworkInbound",
+    "NetworkOutbound",
+    "PublicIPCount",
+    "Memory",
+    "Disk",
+    "BenchmarkType",
+    "Benchmark",
+    "StorageRecordId",
+    "ImageId",
+    "CloudType",
+)
 
 
 @dataclass
@@ -91,8 +115,8 @@ def record(s: dict, cfg: ApelSettings) -> dict[str, str]:
         "CpuDuration": str(round(s["cpu"] * wall)),
         "CpuCount": str(math.ceil(s["cpu"])),
         "PublicIPCount": "0",
-        "Memory": str(round(s["memory_bytes"] / 2 ** 20)),
-        "Disk": "" if s.get("pvc_bytes") is None else str(math.ceil(s["pvc_bytes"] / 10 ** 9)),
+        "Memory": str(round(s["memory_bytes"] / 2**20)),
+        "Disk": "" if s.get("pvc_bytes") is None else str(math.ceil(s["pvc_bytes"] / 10**9)),
         "BenchmarkType": cfg.benchmark_type if cfg.benchmark is not None else "",
         "Benchmark": "" if cfg.benchmark is None else repr(float(cfg.benchmark)),
         "ImageId": s["image"],
@@ -125,7 +149,9 @@ def parse(text: str) -> list[dict[str, str]]:
     return out
 
 
-def export(ledger: Ledger, cfg: ApelSettings, now: datetime | None = None, limit: int | None = None) -> list[Path]:
+def export(
+    ledger: Ledger, cfg: ApelSettings, now: datetime | None = None, limit: int | None = None
+) -> list[Path]:
     """Write every stopped, not yet exported session (at most ``limit``); returns the files written."""
     now = now or utcnow()
     directory = Path(cfg.directory)

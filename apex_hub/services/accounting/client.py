@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -29,7 +30,9 @@ class QuotaExceeded(web.HTTPError):
         self.reason = "Forbidden"
 
 
-async def check_quota(url: str, user: str, token: str, *, timeout: float = 10.0, fail_open: bool = True) -> dict:
+async def check_quota(
+    url: str, user: str, token: str, *, timeout: float = 10.0, fail_open: bool = True
+) -> dict:
     """Ask the accounting service about ``user``; raise :class:`QuotaExceeded` (403) when over budget.
 
     ``url``: the service's base URL including its prefix. ``fail_open``: when the service cannot be
@@ -37,8 +40,10 @@ async def check_quota(url: str, user: str, token: str, *, timeout: float = 10.0,
     """
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s:
-            async with s.get(f"{url.rstrip('/')}/api/quota/{quote(user, safe='')}",
-                             headers={"Authorization": f"Bearer {token}"}) as r:
+            async with s.get(
+                f"{url.rstrip('/')}/api/quota/{quote(user, safe='')}",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as r:
                 body = await r.json(content_type=None)
                 if r.status != 200:
                     raise RuntimeError(f"HTTP {r.status}: {body}")
@@ -46,14 +51,17 @@ async def check_quota(url: str, user: str, token: str, *, timeout: float = 10.0,
         if fail_open:
             log.warning("quota check for %s failed (%s): allowing the spawn", user, exc)
             return {"user": user, "allowed": True, "error": str(exc)}
-        raise web.HTTPError(503, f"the usage quota cannot be checked right now ({exc}); try again later") from None
+        raise web.HTTPError(
+            503, f"the usage quota cannot be checked right now ({exc}); try again later"
+        ) from None
     if not body.get("allowed", True):
         raise QuotaExceeded(body)
     return body
 
 
-def pre_spawn_hook(url: str, token: str, *, fail_open: bool = True,
-                   then: Callable[[Any], Any] | None = None) -> Callable[[Any], Any]:
+def pre_spawn_hook(
+    url: str, token: str, *, fail_open: bool = True, then: Callable[[Any], Any] | None = None
+) -> Callable[[Any], Any]:
     """A ``pre_spawn_hook`` that checks the quota, then calls ``then(spawner)`` (an existing hook)."""
 
     async def hook(spawner):

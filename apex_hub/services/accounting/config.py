@@ -13,13 +13,13 @@ from .web import ADMIN_SCOPE
 
 KEYS = {
     "db_url": "SQLAlchemy URL of the ledger (default sqlite:///<state_dir>/accounting.sqlite); put a password in"
-              " environment APEX_ACCOUNTING_DB_URL instead",
+    " environment APEX_ACCOUNTING_DB_URL instead",
     "state_dir": "where quota-warnings.json (for the hub's banner) and, by default, the SQLite ledger go"
-                 " (default: the hub's working directory)",
+    " (default: the hub's working directory)",
     "url": "the service's own URL, proxied at /services/<name>/ (default http://127.0.0.1:10101; in Kubernetes"
-           " e.g. http://hub:10101)",
+    " e.g. http://hub:10101)",
     "stop_reasons": "the culler's stop-reasons.jsonl (default: <culler state_dir>/stop-reasons.jsonl when"
-                    " given as culler_state_dir, else none)",
+    " given as culler_state_dir, else none)",
     "culler_state_dir": "the culler's state_dir (sets stop_reasons)",
     "exclude_groups": "JupyterHub groups whose members are never recorded (default ['apex-probe'])",
     "interval": "seconds between hub rounds: groups, stop reasons, quota checks, heartbeat (default 60)",
@@ -31,7 +31,7 @@ KEYS = {
     "fail_open": "allow spawns when the service cannot be reached (default True)",
     "apel": "dict: dir, site (required), service, cloud_type, benchmark_type, benchmark, interval (seconds)",
     "metrics_token": "bearer token Prometheus sends for /metrics (passed in the service's environment;"
-                     " without one, /metrics needs a hub token with the accounting admin scope)",
+    " without one, /metrics needs a hub token with the accounting admin scope)",
     "admin_users": "users given the accounting admin scope (reports, every user's usage)",
     "admin_groups": "groups given the accounting admin scope",
     "admin_services": "services given the accounting admin scope",
@@ -48,20 +48,32 @@ QUOTA_STOP_SCOPE = "delete:servers"
 def configure_accounting(c: Any, options: dict, *, current_list) -> None:
     unknown = sorted(set(options) - set(KEYS))
     if unknown:
-        raise ValueError(f"configure(c, accounting={{...}}): unknown key(s) {', '.join(unknown)};"
-                         f" known: {', '.join(KEYS)}")
+        raise ValueError(
+            f"configure(c, accounting={{...}}): unknown key(s) {', '.join(unknown)}; known: {', '.join(KEYS)}"
+        )
     from .quota import Quotas
 
     name = options.get("name", "apex-accounting")
     state_dir = os.path.abspath(options.get("state_dir") or ".")
     db_url = options.get("db_url") or f"sqlite:///{os.path.join(state_dir, 'accounting.sqlite')}"
     url = options.get("url", "http://127.0.0.1:10101")
-    cmd = [sys.executable, "-m", "apex_hub.services.accounting", f"--interval={float(options.get('interval', 60)):g}",
-           f"--exclude-groups={','.join(options.get('exclude_groups', ['apex-probe']))}", f"--state-dir={state_dir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "apex_hub.services.accounting",
+        f"--interval={float(options.get('interval', 60)):g}",
+        f"--exclude-groups={','.join(options.get('exclude_groups', ['apex-probe']))}",
+        f"--state-dir={state_dir}",
+    ]
     env: dict[str, str] = {"APEX_ACCOUNTING_DB_URL": db_url}
     # managed services do not inherit the hub's environment: pass on how to reach Kubernetes
-    env.update({k: os.environ[k] for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBECONFIG")
-                if os.environ.get(k)})
+    env.update(
+        {
+            k: os.environ[k]
+            for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBECONFIG")
+            if os.environ.get(k)
+        }
+    )
     if options.get("metrics_token"):
         env["APEX_ACCOUNTING_METRICS_TOKEN"] = str(options["metrics_token"])
     stop_reasons = options.get("stop_reasons")
@@ -87,30 +99,61 @@ def configure_accounting(c: Any, options: dict, *, current_list) -> None:
     apel = options.get("apel")
     if apel:
         if not apel.get("dir") or not apel.get("site"):
-            raise ValueError("configure(c, accounting={...}): apel needs 'dir' and 'site' (the GOCDB site name)")
-        cmd += [f"--apel-dir={os.path.abspath(apel['dir'])}", f"--apel-site={apel['site']}",
-                f"--apel-interval={float(apel.get('interval', 3600)):g}"]
-        for key, flag in (("service", "apel-service"), ("cloud_type", "apel-cloud-type"),
-                          ("benchmark_type", "apel-benchmark-type"), ("benchmark", "apel-benchmark")):
+            raise ValueError(
+                "configure(c, accounting={...}): apel needs 'dir' and 'site' (the GOCDB site name)"
+            )
+        cmd += [
+            f"--apel-dir={os.path.abspath(apel['dir'])}",
+            f"--apel-site={apel['site']}",
+            f"--apel-interval={float(apel.get('interval', 3600)):g}",
+        ]
+        for key, flag in (
+            ("service", "apel-service"),
+            ("cloud_type", "apel-cloud-type"),
+            ("benchmark_type", "apel-benchmark-type"),
+            ("benchmark", "apel-benchmark"),
+        ):
             if apel.get(key) not in (None, ""):
                 cmd.append(f"--{flag}={apel[key]}")
     cmd += list(options.get("extra_args", []))
-    service: dict[str, Any] = {"name": name, "command": cmd, "url": url, "oauth_no_confirm": True,
-                               "oauth_client_allowed_scopes": [ADMIN_SCOPE],
-                               "environment": {**env, **dict(options.get("environment") or {})}}
-    c.JupyterHub.services = [s for s in current_list(c.JupyterHub, "services") if s.get("name") != name] + [service]
+    service: dict[str, Any] = {
+        "name": name,
+        "command": cmd,
+        "url": url,
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": [ADMIN_SCOPE],
+        "environment": {**env, **dict(options.get("environment") or {})},
+    }
+    c.JupyterHub.services = [s for s in current_list(c.JupyterHub, "services") if s.get("name") != name] + [
+        service
+    ]
     custom = dict(c.JupyterHub.get("custom_scopes") or {}) if hasattr(c.JupyterHub, "get") else {}
-    custom[ADMIN_SCOPE] = {"description": "Read every user's accounting: sessions, usage reports, APEL export."}
+    custom[ADMIN_SCOPE] = {
+        "description": "Read every user's accounting: sessions, usage reports, APEL export."
+    }
     c.JupyterHub.custom_scopes = custom
-    roles = [r for r in current_list(c.JupyterHub, "load_roles") if r.get("name") not in (name, f"{name}-admin")]
-    roles.append({"name": name, "description": "APEx accounting: read users and groups"
-                  + (", stop servers over budget" if QUOTA_STOP_SCOPE in scopes else ""),
-                  "scopes": scopes, "services": [name]})
+    roles = [
+        r for r in current_list(c.JupyterHub, "load_roles") if r.get("name") not in (name, f"{name}-admin")
+    ]
+    roles.append(
+        {
+            "name": name,
+            "description": "APEx accounting: read users and groups"
+            + (", stop servers over budget" if QUOTA_STOP_SCOPE in scopes else ""),
+            "scopes": scopes,
+            "services": [name],
+        }
+    )
     admins = {k: list(options.get(f"admin_{k}") or []) for k in ("users", "groups", "services")}
     if any(admins.values()):
-        roles.append({"name": f"{name}-admin", "description": "APEx accounting admins: every user's usage",
-                      "scopes": [ADMIN_SCOPE, f"access:services!service={name}"],
-                      **{k: v for k, v in admins.items() if v}})
+        roles.append(
+            {
+                "name": f"{name}-admin",
+                "description": "APEx accounting admins: every user's usage",
+                "scopes": [ADMIN_SCOPE, f"access:services!service={name}"],
+                **{k: v for k, v in admins.items() if v},
+            }
+        )
     c.JupyterHub.load_roles = roles
     # every user may open the usage page (their own usage only): in the user role, which JupyterHub 5.5
     # and 6 both honour (5.5 has no extra_user_scopes; 6 ignores it once the user role is redefined)

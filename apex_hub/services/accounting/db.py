@@ -18,24 +18,39 @@ The schema is created and upgraded by the Alembic migrations in ``migrations/`` 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
-from sqlalchemy import (BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, create_engine,
-                        event, func, insert, select, update)
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator):
@@ -49,10 +64,10 @@ class UTCDateTime(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: the ledger stores UTC, give a time zone")
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
 
     def process_result_value(self, value, dialect):
-        return None if value is None else value.replace(tzinfo=timezone.utc)
+        return None if value is None else value.replace(tzinfo=UTC)
 
 
 class epoch_seconds(FunctionElement):
@@ -177,26 +192,44 @@ class Observation:
     detail: dict = field(default_factory=dict)
 
     def fields(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("id", "user", "user_slug", "server", "namespace", "pod", "group",
-                                               "profile", "image", "cpu", "memory_bytes", "gpu", "pvc_bytes",
-                                               "start")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "id",
+                "user",
+                "user_slug",
+                "server",
+                "namespace",
+                "pod",
+                "group",
+                "profile",
+                "image",
+                "cpu",
+                "memory_bytes",
+                "gpu",
+                "pvc_bytes",
+                "start",
+            )
+        }
 
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``)."""
     kw: dict[str, Any] = {"future": True}
     if url.startswith("sqlite:///") and ":memory:" not in url:  # SQLite makes the file, not its directory
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("sqlite"):
         kw["connect_args"] = {"timeout": 30}
     engine = create_engine(url, **kw)
     if url.startswith("sqlite"):
+
         @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # noqa: ANN001
+        def _pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+
     return engine
 
 
@@ -234,8 +267,9 @@ class Ledger:
         with self.engine.begin() as conn:
             return self._observe(conn, obs, source, now or utcnow())
 
-    def observe_many(self, observations: Iterable[Observation], *, source: str,
-                     now: datetime | None = None) -> list[list[str]]:
+    def observe_many(
+        self, observations: Iterable[Observation], *, source: str, now: datetime | None = None
+    ) -> list[list[str]]:
         """:meth:`observe` for many sessions in one transaction (a re-list, a backfill): sessions new to
         the ledger are inserted in bulk, known ones go through :meth:`observe`'s rules one by one."""
         now = now or utcnow()
@@ -245,7 +279,9 @@ class Ledger:
             ids = list({o.id for o in items})
             known: set[str] = set()
             for i in range(0, len(ids), 500):
-                known.update(conn.execute(select(Session.id).where(Session.id.in_(ids[i:i + 500]))).scalars())
+                known.update(
+                    conn.execute(select(Session.id).where(Session.id.in_(ids[i : i + 500]))).scalars()
+                )
             rows, events, later = [], [], []
             for n, o in enumerate(items):
                 if o.id in known:
@@ -253,15 +289,30 @@ class Ledger:
                     continue
                 known.add(o.id)  # a second observation of it in this batch takes the careful path
                 row = {**o.fields(), "status": "running", "recorded": now, "stop": None, "stop_reason": None}
-                events.append({"session_id": o.id, "time": o.start, "recorded": now, "kind": "opened",
-                               "source": source, "data": _json({k: v for k, v in o.fields().items() if k != "id"})})
+                events.append(
+                    {
+                        "session_id": o.id,
+                        "time": o.start,
+                        "recorded": now,
+                        "kind": "opened",
+                        "source": source,
+                        "data": _json({k: v for k, v in o.fields().items() if k != "id"}),
+                    }
+                )
                 results[n].append("opened")
                 if o.stop is not None:
                     stop = max(o.stop, o.start)
                     row.update(stop=stop, status="stopped", stop_reason=o.stop_reason)
-                    events.append({"session_id": o.id, "time": stop, "recorded": now, "kind": "stopped",
-                                   "source": source,
-                                   "data": _json({"stop": stop.isoformat(), "reason": o.stop_reason, **o.detail})})
+                    events.append(
+                        {
+                            "session_id": o.id,
+                            "time": stop,
+                            "recorded": now,
+                            "kind": "stopped",
+                            "source": source,
+                            "data": _json({"stop": stop.isoformat(), "reason": o.stop_reason, **o.detail}),
+                        }
+                    )
                     results[n].append("stopped")
                 rows.append(row)
             if rows:
@@ -277,8 +328,15 @@ class Ledger:
         if row is None:
             values = {**obs.fields(), "status": "running", "recorded": now}
             conn.execute(insert(Session).values(**values))
-            self._event(conn, obs.id, obs.start, now, "opened", source,
-                        {k: v for k, v in obs.fields().items() if k != "id"})
+            self._event(
+                conn,
+                obs.id,
+                obs.start,
+                now,
+                "opened",
+                source,
+                {k: v for k, v in obs.fields().items() if k != "id"},
+            )
             written.append("opened")
             row = {**values, "stop": None, "stop_reason": None}
         changes: dict[str, Any] = {}
@@ -291,11 +349,19 @@ class Ledger:
         if row["stop"] is None and obs.stop is not None:
             stop = max(obs.stop, row["start"])
             changes.update(stop=stop, status="stopped")
-            self._event(conn, obs.id, stop, now, "stopped", source,
-                        {"stop": stop.isoformat(), "reason": obs.stop_reason, **obs.detail})
+            self._event(
+                conn,
+                obs.id,
+                stop,
+                now,
+                "stopped",
+                source,
+                {"stop": stop.isoformat(), "reason": obs.stop_reason, **obs.detail},
+            )
             written.append("stopped")
         if obs.stop_reason and REASON_PRIORITY.get(obs.stop_reason, 9) > REASON_PRIORITY.get(
-                changes.get("stop_reason", row["stop_reason"]), 9):
+            changes.get("stop_reason", row["stop_reason"]), 9
+        ):
             changes["stop_reason"] = obs.stop_reason
             if "stopped" not in written:
                 self._event(conn, obs.id, now, now, "reason", source, {"reason": obs.stop_reason})
@@ -304,28 +370,49 @@ class Ledger:
             conn.execute(update(Session).where(Session.id == obs.id).values(**changes))
         return written
 
-    def set_reason(self, session_id: str, reason: str, *, source: str, detail: dict | None = None,
-                   now: datetime | None = None) -> bool:
+    def set_reason(
+        self,
+        session_id: str,
+        reason: str,
+        *,
+        source: str,
+        detail: dict | None = None,
+        now: datetime | None = None,
+    ) -> bool:
         """Attach a more specific stop reason (the culler's, ``quota``); never overwrites a specific one."""
         now = now or utcnow()
         with self.engine.begin() as conn:
-            current = conn.execute(select(Session.stop_reason).where(Session.id == session_id)).scalar_one_or_none()
+            current = conn.execute(
+                select(Session.stop_reason).where(Session.id == session_id)
+            ).scalar_one_or_none()
             if REASON_PRIORITY.get(current, 9) >= REASON_PRIORITY.get(reason, 9) or current == reason:
                 return False
             conn.execute(update(Session).where(Session.id == session_id).values(stop_reason=reason))
             self._event(conn, session_id, now, now, "reason", source, {"reason": reason, **(detail or {})})
         return True
 
-    def add_event(self, session_id: str, kind: str, *, source: str, data: dict | None = None,
-                  time: datetime | None = None) -> None:
+    def add_event(
+        self,
+        session_id: str,
+        kind: str,
+        *,
+        source: str,
+        data: dict | None = None,
+        time: datetime | None = None,
+    ) -> None:
         now = utcnow()
         with self.engine.begin() as conn:
             self._event(conn, session_id, time or now, now, kind, source, data or {})
 
     @staticmethod
-    def _event(conn, session_id: str, time: datetime, now: datetime, kind: str, source: str, data: dict) -> None:
-        conn.execute(insert(SessionEvent).values(session_id=session_id, time=time, recorded=now, kind=kind,
-                                                 source=source, data=_json(data)))
+    def _event(
+        conn, session_id: str, time: datetime, now: datetime, kind: str, source: str, data: dict
+    ) -> None:
+        conn.execute(
+            insert(SessionEvent).values(
+                session_id=session_id, time=time, recorded=now, kind=kind, source=source, data=_json(data)
+            )
+        )
 
     def set_state(self, key: str, value: str) -> None:
         with self.engine.begin() as conn:
@@ -337,7 +424,9 @@ class Ledger:
 
     def get_state(self, key: str) -> str | None:
         with self.engine.connect() as conn:
-            return conn.execute(select(ServiceState.value).where(ServiceState.key == key)).scalar_one_or_none()
+            return conn.execute(
+                select(ServiceState.value).where(ServiceState.key == key)
+            ).scalar_one_or_none()
 
     # ---- reads -------------------------------------------------------------------------
 
@@ -346,18 +435,45 @@ class Ledger:
             row = conn.execute(select(Session).where(Session.id == session_id)).mappings().first()
             return dict(row) if row else None
 
-    def sessions(self, *, user: str | None = None, running: bool | None = None, since: datetime | None = None,
-                 until: datetime | None = None, ids: Iterable[str] | None = None) -> list[dict]:
+    def sessions(
+        self,
+        *,
+        user: str | None = None,
+        running: bool | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        ids: Iterable[str] | None = None,
+    ) -> list[dict]:
         """Sessions (as dicts) overlapping ``[since, until)``, oldest first."""
         return list(self.iter_sessions(user=user, running=running, since=since, until=until, ids=ids))
 
-    def iter_sessions(self, *, user: str | None = None, running: bool | None = None,
-                      since: datetime | None = None, until: datetime | None = None,
-                      ids: Iterable[str] | None = None, groups: Iterable[str] | None = None,
-                      usage_only: bool = False, outside: Any = None) -> Iterator[dict]:
+    def iter_sessions(
+        self,
+        *,
+        user: str | None = None,
+        running: bool | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        ids: Iterable[str] | None = None,
+        groups: Iterable[str] | None = None,
+        usage_only: bool = False,
+        outside: Any = None,
+    ) -> Iterator[dict]:
         """``usage_only``: only the columns reports and quotas need (faster over many rows)."""
-        cols = (Session.user, Session.group, Session.profile, Session.cpu, Session.memory_bytes, Session.gpu,
-                Session.start, Session.stop) if usage_only else (Session,)
+        cols = (
+            (
+                Session.user,
+                Session.group,
+                Session.profile,
+                Session.cpu,
+                Session.memory_bytes,
+                Session.gpu,
+                Session.start,
+                Session.stop,
+            )
+            if usage_only
+            else (Session,)
+        )
         q = select(*cols).order_by(Session.start, Session.id)
         if user is not None:
             q = q.where(Session.user == user)
@@ -379,26 +495,43 @@ class Ledger:
             for row in conn.execution_options(stream_results=True, yield_per=5000).execute(q).mappings():
                 yield dict(row)
 
-    def usage_split(self, since: datetime, until: datetime, period: str,
-                    by: str) -> tuple[list[tuple], Iterator[dict]]:
+    def usage_split(
+        self, since: datetime, until: datetime, period: str, by: str
+    ) -> tuple[list[tuple], Iterator[dict]]:
         """Usage of ``[since, until)`` in two parts: SQL sums (``(period label, key, sessions, seconds,
         cpu·s, memory-bytes·s, gpu·s)``) over the stopped sessions that lie inside one period and the
         window, and an iterator over every other overlapping session (running, crossing a period
         boundary or the window's edges) for :func:`reports.usage` to clip in Python."""
         key = {"user": Session.user, "group": Session.group, "profile": Session.profile}[by]
         start_label, stop_label = period_label(Session.start, period), period_label(Session.stop, period)
-        inside = (Session.stop.is_not(None)) & (Session.start >= since) & (Session.stop <= until) & \
-            (start_label == stop_label)
+        inside = (
+            (Session.stop.is_not(None))
+            & (Session.start >= since)
+            & (Session.stop <= until)
+            & (start_label == stop_label)
+        )
         seconds = epoch_seconds(Session.stop) - epoch_seconds(Session.start)
-        q = (select(start_label, key, func.count(), func.sum(seconds), func.sum(Session.cpu * seconds),
-                    func.sum(Session.memory_bytes * seconds), func.sum(Session.gpu * seconds))
-             .where(inside).group_by(start_label, key))
+        q = (
+            select(
+                start_label,
+                key,
+                func.count(),
+                func.sum(seconds),
+                func.sum(Session.cpu * seconds),
+                func.sum(Session.memory_bytes * seconds),
+                func.sum(Session.gpu * seconds),
+            )
+            .where(inside)
+            .group_by(start_label, key)
+        )
         with self.engine.connect() as conn:
             sums = [tuple(r) for r in conn.execute(q)]
         rest = self.iter_sessions(since=since, until=until, usage_only=True, outside=inside)
         return sums, rest
 
-    def events(self, session_id: str | None = None, *, after: int = 0, limit: int | None = None) -> list[dict]:
+    def events(
+        self, session_id: str | None = None, *, after: int = 0, limit: int | None = None
+    ) -> list[dict]:
         """Events in the order written; ``after`` (an event id) and ``limit`` page through them."""
         q = select(SessionEvent).where(SessionEvent.id > after).order_by(SessionEvent.id)
         if session_id is not None:
@@ -411,8 +544,10 @@ class Ledger:
     def count(self) -> tuple[int, int]:
         """(sessions, events)."""
         with self.engine.connect() as conn:
-            return (conn.execute(select(func.count()).select_from(Session)).scalar_one(),
-                    conn.execute(select(func.count()).select_from(SessionEvent)).scalar_one())
+            return (
+                conn.execute(select(func.count()).select_from(Session)).scalar_one(),
+                conn.execute(select(func.count()).select_from(SessionEvent)).scalar_one(),
+            )
 
     def open_sessions(self) -> list[dict]:
         return self.sessions(running=True)
@@ -421,9 +556,12 @@ class Ledger:
 
     def unexported(self, limit: int | None = None, after: str = "") -> list[dict]:
         """Stopped sessions that no APEL file holds yet, by id (``after``: keyset paging)."""
-        q = (select(Session).outerjoin(ApelExport, ApelExport.session_id == Session.id)
-             .where(ApelExport.session_id.is_(None), Session.stop.is_not(None), Session.id > after)
-             .order_by(Session.id))
+        q = (
+            select(Session)
+            .outerjoin(ApelExport, ApelExport.session_id == Session.id)
+            .where(ApelExport.session_id.is_(None), Session.stop.is_not(None), Session.id > after)
+            .order_by(Session.id)
+        )
         if limit:
             q = q.limit(limit)
         with self.engine.connect() as conn:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -40,10 +40,19 @@ HUB_USERNAME_ANNOTATION = "hub.jupyter.org/username"
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu", "gpu.intel.com/i915")
 
 _QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$")
-_FACTORS = {None: Decimal(1), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
-            "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9, "T": Decimal(10) ** 12,
-            "P": Decimal(10) ** 15, "E": Decimal(10) ** 18,
-            **{s + "i": Decimal(1024) ** (i + 1) for i, s in enumerate("KMGTPE")}}
+_FACTORS = {
+    None: Decimal(1),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "P": Decimal(10) ** 15,
+    "E": Decimal(10) ** 18,
+    **{s + "i": Decimal(1024) ** (i + 1) for i, s in enumerate("KMGTPE")},
+}
 
 
 def quantity(value: object) -> Decimal:
@@ -65,13 +74,16 @@ def parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def is_session_pod(pod: dict) -> bool:
     labels = (pod.get("metadata") or {}).get("labels") or {}
-    return (labels.get(COMPONENT) == SINGLEUSER and labels.get(L.PART_OF) == "apex-workspace"
-            and bool(labels.get(L.USER)))
+    return (
+        labels.get(COMPONENT) == SINGLEUSER
+        and labels.get(L.PART_OF) == "apex-workspace"
+        and bool(labels.get(L.USER))
+    )
 
 
 def pod_user(pod: dict) -> str | None:
@@ -91,13 +103,18 @@ def requested(pod: dict) -> tuple[float, int, float]:
 
         cpu += pick("cpu")
         mem += pick("memory")
-        gpu += sum((pick(k) for k in set(req) | set(lim) if k in GPU_RESOURCES or k.endswith("/gpu")), Decimal(0))
+        gpu += sum(
+            (pick(k) for k in set(req) | set(lim) if k in GPU_RESOURCES or k.endswith("/gpu")), Decimal(0)
+        )
     return float(cpu), int(mem), float(gpu)
 
 
 def claims(pod: dict) -> list[str]:
-    return [v["persistentVolumeClaim"]["claimName"] for v in (pod.get("spec") or {}).get("volumes") or []
-            if v.get("persistentVolumeClaim")]
+    return [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in (pod.get("spec") or {}).get("volumes") or []
+        if v.get("persistentVolumeClaim")
+    ]
 
 
 def stop_time(pod: dict, *, deleted: bool, now: datetime) -> tuple[datetime | None, str | None]:
@@ -109,8 +126,10 @@ def stop_time(pod: dict, *, deleted: bool, now: datetime) -> tuple[datetime | No
         # the request time (to within the watch latency); seen later, the deletionTimestamp bounds it
         return min(parse_time(meta["deletionTimestamp"]), now), "user"
     if status.get("phase") in ("Succeeded", "Failed"):
-        ends = [parse_time(((cs.get("state") or {}).get("terminated") or {}).get("finishedAt"))
-                for cs in status.get("containerStatuses") or []]
+        ends = [
+            parse_time(((cs.get("state") or {}).get("terminated") or {}).get("finishedAt"))
+            for cs in status.get("containerStatuses") or []
+        ]
         ends = [e for e in ends if e]
         return (max(ends) if ends else now), "external"
     if deleted:
@@ -118,8 +137,9 @@ def stop_time(pod: dict, *, deleted: bool, now: datetime) -> tuple[datetime | No
     return None, None
 
 
-def observation(pod: dict, *, deleted: bool = False, now: datetime, group: str | None = None,
-                pvc_bytes: int | None = None) -> Observation | None:
+def observation(
+    pod: dict, *, deleted: bool = False, now: datetime, group: str | None = None, pvc_bytes: int | None = None
+) -> Observation | None:
     """The session a pod is, or None (not ours, or never started)."""
     if not is_session_pod(pod):
         return None
@@ -134,15 +154,28 @@ def observation(pod: dict, *, deleted: bool = False, now: datetime, group: str |
     cpu, mem, gpu = requested(pod)
     stop, reason = stop_time(pod, deleted=deleted, now=now)
     return Observation(
-        id=meta["uid"], user=user, user_slug=labels.get(L.USER, ""), server=ann.get(SERVERNAME_ANNOTATION, ""),
-        namespace=meta.get("namespace", ""), pod=meta.get("name", ""),
-        group=ann.get(GROUP_ANNOTATION) or group, profile=labels.get(L.PROFILE, ""), image=main.get("image", ""),
-        cpu=cpu, memory_bytes=mem, gpu=gpu, pvc_bytes=pvc_bytes, start=start, stop=stop, stop_reason=reason,
+        id=meta["uid"],
+        user=user,
+        user_slug=labels.get(L.USER, ""),
+        server=ann.get(SERVERNAME_ANNOTATION, ""),
+        namespace=meta.get("namespace", ""),
+        pod=meta.get("name", ""),
+        group=ann.get(GROUP_ANNOTATION) or group,
+        profile=labels.get(L.PROFILE, ""),
+        image=main.get("image", ""),
+        cpu=cpu,
+        memory_bytes=mem,
+        gpu=gpu,
+        pvc_bytes=pvc_bytes,
+        start=start,
+        stop=stop,
+        stop_reason=reason,
         detail={"phase": status.get("phase")} if stop else {},
     )
 
 
 # ---- the culler's stop reasons ----------------------------------------------------------
+
 
 @dataclass
 class StopRecord:
@@ -195,7 +228,7 @@ class StopReasonsFile:
             data = f.read()
         if not whole_lines:
             return data if data.endswith(b"\n") or not data else data + b"\n"
-        return data[:data.rfind(b"\n") + 1]  # a line still being written waits for the next read
+        return data[: data.rfind(b"\n") + 1]  # a line still being written waits for the next read
 
     @staticmethod
     def _parse(data: bytes) -> list[StopRecord]:
@@ -205,8 +238,16 @@ class StopReasonsFile:
                 rec = json.loads(line)
                 if rec.get("dry_run") or rec.get("event", "stop") != "stop":
                     continue  # would-be stops, warnings, restart give-ups
-                out.append(StopRecord(rec["user"], rec.get("server") or "", parse_time(rec["time"]), rec["reason"],
-                                      parse_time(rec.get("started")), rec.get("detail") or ""))
+                out.append(
+                    StopRecord(
+                        rec["user"],
+                        rec.get("server") or "",
+                        parse_time(rec["time"]),
+                        rec["reason"],
+                        parse_time(rec.get("started")),
+                        rec.get("detail") or "",
+                    )
+                )
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
         return out

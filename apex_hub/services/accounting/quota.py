@@ -29,10 +29,18 @@ from ...profiles.yamlsafe import load as load_yaml
 from .db import Ledger
 from .reports import next_period, period_start, total
 
-METRICS = {"cpu_hours": "CPU-hours", "memory_gib_hours": "GiB-hours of memory", "gpu_hours": "GPU-hours",
-           "wall_hours": "server-hours"}
-BUDGET_NAMES = {"cpu_hours": "CPU-hour", "memory_gib_hours": "memory (GiB-hour)", "gpu_hours": "GPU-hour",
-                "wall_hours": "server-hour"}
+METRICS = {
+    "cpu_hours": "CPU-hours",
+    "memory_gib_hours": "GiB-hours of memory",
+    "gpu_hours": "GPU-hours",
+    "wall_hours": "server-hours",
+}
+BUDGET_NAMES = {
+    "cpu_hours": "CPU-hour",
+    "memory_gib_hours": "memory (GiB-hour)",
+    "gpu_hours": "GPU-hour",
+    "wall_hours": "server-hour",
+}
 PERIODS = ("day", "week", "month")
 #: the current quota warnings, written by the service every round, read by the hub's banner
 WARNINGS_FILE = "quota-warnings.json"
@@ -125,13 +133,17 @@ class QuotaStatus:
         if self.allowed:
             return f"within budget: {worst.describe(self.period)}; resets {reset}"
         over = [lim for lim in self.limits if lim.over]
-        return ("Usage budget exhausted: " + "; ".join(lim.describe(self.period) for lim in over)
-                + f". It resets on {reset}.")
+        return (
+            "Usage budget exhausted: "
+            + "; ".join(lim.describe(self.period) for lim in over)
+            + f". It resets on {reset}."
+        )
 
     def warning_text(self, lim: Limit, *, stop: bool) -> str:
         """What the user reads about one budget near or over its limit."""
-        used = f"{_amount(lim.usage)} of {lim.budget:g} {METRICS[lim.metric]}" + \
-            (f", group {lim.name}" if lim.scope == "group" else "")
+        used = f"{_amount(lim.usage)} of {lim.budget:g} {METRICS[lim.metric]}" + (
+            f", group {lim.name}" if lim.scope == "group" else ""
+        )
         what = f"your {BUDGET_NAMES[lim.metric]} budget for {period_label(self.period, self.since)} ({used})"
         reset = f"It resets on {self.reset.strftime('%Y-%m-%d %H:%M UTC')}."
         if lim.over:
@@ -142,22 +154,54 @@ class QuotaStatus:
 
     def warning(self, fraction: float, *, stop: bool) -> dict | None:
         """The user's quota warning (the budgets at ``fraction`` of their limit or over it), or None."""
-        near = sorted((lim for lim in self.limits if lim.over or lim.fraction >= fraction),
-                      key=lambda lim: -lim.fraction)
+        near = sorted(
+            (lim for lim in self.limits if lim.over or lim.fraction >= fraction),
+            key=lambda lim: -lim.fraction,
+        )
         if not near:
             return None
-        budgets = [{"scope": lim.scope, "name": lim.name, "metric": lim.metric, "budget": lim.budget,
-                    "usage": round(lim.usage, 6), "fraction": round(lim.fraction, 4),
-                    "message": self.warning_text(lim, stop=stop)} for lim in near]
-        return {"user": self.user, "allowed": self.allowed, "period": self.period, "since": self.since.isoformat(),
-                "reset": self.reset.isoformat(), "fraction": budgets[0]["fraction"],
-                "message": " ".join(b["message"] for b in budgets), "budgets": budgets}
+        budgets = [
+            {
+                "scope": lim.scope,
+                "name": lim.name,
+                "metric": lim.metric,
+                "budget": lim.budget,
+                "usage": round(lim.usage, 6),
+                "fraction": round(lim.fraction, 4),
+                "message": self.warning_text(lim, stop=stop),
+            }
+            for lim in near
+        ]
+        return {
+            "user": self.user,
+            "allowed": self.allowed,
+            "period": self.period,
+            "since": self.since.isoformat(),
+            "reset": self.reset.isoformat(),
+            "fraction": budgets[0]["fraction"],
+            "message": " ".join(b["message"] for b in budgets),
+            "budgets": budgets,
+        }
 
     def as_dict(self) -> dict:
-        return {"user": self.user, "allowed": self.allowed, "period": self.period,
-                "since": self.since.isoformat(), "reset": self.reset.isoformat(), "message": self.message,
-                "budgets": [{"scope": lim.scope, "name": lim.name, "metric": lim.metric, "budget": lim.budget,
-                             "usage": round(lim.usage, 6)} for lim in self.limits]}
+        return {
+            "user": self.user,
+            "allowed": self.allowed,
+            "period": self.period,
+            "since": self.since.isoformat(),
+            "reset": self.reset.isoformat(),
+            "message": self.message,
+            "budgets": [
+                {
+                    "scope": lim.scope,
+                    "name": lim.name,
+                    "metric": lim.metric,
+                    "budget": lim.budget,
+                    "usage": round(lim.usage, 6),
+                }
+                for lim in self.limits
+            ],
+        }
 
 
 @dataclass
@@ -168,13 +212,14 @@ class Quotas:
     default: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "quotas") -> "Quotas":
+    def from_dict(cls, data: Any, source: str = "quotas") -> Quotas:
         if not isinstance(data, dict):
             raise QuotaError(f"{source}: expected a mapping with period, groups, users, default")
         unknown = set(data) - {"period", "groups", "users", "default"}
         if unknown:
-            raise QuotaError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}; "
-                             "use period, groups, users, default")
+            raise QuotaError(
+                f"{source}: unknown field(s) {', '.join(sorted(unknown))}; use period, groups, users, default"
+            )
         period = data.get("period", "month")
         if period not in PERIODS:
             raise QuotaError(f"{source}: period: {period!r} is not one of {', '.join(PERIODS)}")
@@ -188,7 +233,7 @@ class Quotas:
         return cls(period, sections["groups"], sections["users"], default)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Quotas":
+    def load(cls, path: str | Path) -> Quotas:
         path = Path(path)
         try:
             data = load_yaml(path.read_text()) or {}  # no aliases: a small file cannot expand without bound
@@ -202,12 +247,19 @@ class Quotas:
         reset = _next(since, self.period)
         status = QuotaStatus(user, self.period, since, reset)
         own = self.users.get(user)
-        scopes = [("user", user, own, {"user": user})] if own else \
-            ([("default", user, self.default, {"user": user})] if self.default else [])
+        scopes = (
+            [("user", user, own, {"user": user})]
+            if own
+            else ([("default", user, self.default, {"user": user})] if self.default else [])
+        )
         scopes += [("group", g, self.groups[g], {"groups": [g]}) for g in groups if g in self.groups]
         for scope, name, budget, query in scopes:
-            used = total(ledger.iter_sessions(since=since, until=now, usage_only=True, **query), since=since, until=now)
-            status.limits += [Limit(scope, name, metric, limit, used[metric]) for metric, limit in budget.items()]
+            used = total(
+                ledger.iter_sessions(since=since, until=now, usage_only=True, **query), since=since, until=now
+            )
+            status.limits += [
+                Limit(scope, name, metric, limit, used[metric]) for metric, limit in budget.items()
+            ]
         return status if status.limits else None
 
 

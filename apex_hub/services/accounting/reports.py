@@ -15,16 +15,17 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-GIB = 1024 ** 3
+GIB = 1024**3
 KEYS = ("user", "group", "profile")
 METRICS = ("sessions", "wall_hours", "cpu_hours", "memory_gib_hours", "gpu_hours")
 
 
 def period_start(t: datetime, period: str) -> datetime:
-    t = t.astimezone(timezone.utc)
+    t = t.astimezone(UTC)
     if period == "day":
         return t.replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "month":
@@ -46,16 +47,23 @@ def session_usage(s: dict, since: datetime, until: datetime) -> dict[str, float]
     """One session's usage inside ``[since, until)``."""
     start, stop = max(s["start"], since), min(s["stop"] or until, until)
     hours = max((stop - start).total_seconds(), 0.0) / 3600.0
-    return {"wall_hours": hours, "cpu_hours": s["cpu"] * hours,
-            "memory_gib_hours": s["memory_bytes"] / GIB * hours, "gpu_hours": s["gpu"] * hours}
+    return {
+        "wall_hours": hours,
+        "cpu_hours": s["cpu"] * hours,
+        "memory_gib_hours": s["memory_bytes"] / GIB * hours,
+        "gpu_hours": s["gpu"] * hours,
+    }
 
 
-def ledger_usage(ledger, *, since: datetime, until: datetime, period: str = "month",
-                 by: str = "user") -> list[dict]:
+def ledger_usage(
+    ledger, *, since: datetime, until: datetime, period: str = "month", by: str = "user"
+) -> list[dict]:
     """:func:`usage` over the ledger: stopped sessions inside one period are summed in SQL, the rest
     (running, crossing a period boundary or the window's edges) are clipped here."""
     if by not in KEYS or period not in ("day", "month"):
-        raise ValueError(f"by must be one of {', '.join(KEYS)} and period day or month, not {by!r}, {period!r}")
+        raise ValueError(
+            f"by must be one of {', '.join(KEYS)} and period day or month, not {by!r}, {period!r}"
+        )
     sums, rest = ledger.usage_split(since, until, period, by)
     acc: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0.0])
     for label, key, n, seconds, cpu_s, mem_s, gpu_s in sums:
@@ -68,8 +76,15 @@ def ledger_usage(ledger, *, since: datetime, until: datetime, period: str = "mon
     return usage(rest, since=since, until=until, period=period, by=by, acc=acc)
 
 
-def usage(sessions: Iterable[dict], *, since: datetime, until: datetime, period: str = "month",
-          by: str = "user", acc: dict | None = None) -> list[dict]:
+def usage(
+    sessions: Iterable[dict],
+    *,
+    since: datetime,
+    until: datetime,
+    period: str = "month",
+    by: str = "user",
+    acc: dict | None = None,
+) -> list[dict]:
     """Rows ``{period, <by>, sessions, wall_hours, cpu_hours, memory_gib_hours, gpu_hours}``, sorted.
     ``acc``: sums to add to (from :func:`ledger_usage`)."""
     if by not in KEYS:
@@ -93,8 +108,14 @@ def usage(sessions: Iterable[dict], *, since: datetime, until: datetime, period:
             p = end
             if p >= hi:
                 break
-    return [{"period": k[0], by: k[1], **{m: (v if m == "sessions" else round(v, 6)) for m, v in zip(METRICS, vals)}}
-            for k, vals in sorted(acc.items())]
+    return [
+        {
+            "period": k[0],
+            by: k[1],
+            **{m: (v if m == "sessions" else round(v, 6)) for m, v in zip(METRICS, vals)},
+        }
+        for k, vals in sorted(acc.items())
+    ]
 
 
 def total(sessions: Iterable[dict], *, since: datetime, until: datetime) -> dict[str, float]:
@@ -107,8 +128,24 @@ def total(sessions: Iterable[dict], *, since: datetime, until: datetime) -> dict
     return {"sessions": n, **out}
 
 
-SESSION_FIELDS = ("id", "user", "group", "profile", "server", "namespace", "pod", "image", "cpu", "memory_bytes",
-                  "gpu", "pvc_bytes", "start", "stop", "stop_reason", "status")
+SESSION_FIELDS = (
+    "id",
+    "user",
+    "group",
+    "profile",
+    "server",
+    "namespace",
+    "pod",
+    "image",
+    "cpu",
+    "memory_bytes",
+    "gpu",
+    "pvc_bytes",
+    "start",
+    "stop",
+    "stop_reason",
+    "status",
+)
 
 
 def session_json(s: dict) -> dict:
@@ -150,4 +187,4 @@ def parse_when(text: str | None, default: datetime) -> datetime:
     if len(text) == 7:
         text += "-01"
     t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)

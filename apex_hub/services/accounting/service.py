@@ -24,10 +24,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -35,8 +36,17 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from ..announce import JSONFile, write_json
 from ..culler.service import HubAPIError, HubClient, server_path
 from .db import Ledger, Observation, utcnow
-from .ingest import (GROUP_ANNOTATION, POD_SELECTOR, StopRecord, StopReasonsFile, claims, matches, observation,
-                     pod_user, quantity)
+from .ingest import (
+    GROUP_ANNOTATION,
+    POD_SELECTOR,
+    StopReasonsFile,
+    StopRecord,
+    claims,
+    matches,
+    observation,
+    pod_user,
+    quantity,
+)
 from .quota import WARNINGS_FILE
 
 log = logging.getLogger("apex_hub.accounting")
@@ -92,8 +102,9 @@ class AccountingService:
         self.warnings_file = Path(state_dir) / WARNINGS_FILE
         # user -> their current quota warning (QuotaStatus.warning); users without a running server
         # stay here (and are checked again every round) until their usage drops below the fraction
-        self.quota_warnings: dict[str, dict] = dict(JSONFile(self.warnings_file).read().get("users") or {}) \
-            if quotas is not None else {}
+        self.quota_warnings: dict[str, dict] = (
+            dict(JSONFile(self.warnings_file).read().get("users") or {}) if quotas is not None else {}
+        )
         self.stats = Stats()
         self.groups: dict[str, list[str]] = {}  # user -> JupyterHub groups, from the last hub round
         self.hub_servers: dict[str, dict] = {}  # user -> servers, from the last hub round
@@ -141,16 +152,21 @@ class AccountingService:
                 try:
                     async with self.kube() as api:
                         resp = await client.CoreV1Api(api).read_namespaced_persistent_volume_claim(
-                            name, ns, _preload_content=False)
+                            name, ns, _preload_content=False
+                        )
                         pvc = json.loads(await resp.read())
-                    size = (((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
+                    size = (((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}).get(
+                        "storage"
+                    )
                     self._pvc_cache[key] = int(quantity(size)) if size else 0
                 except ApiException as exc:
                     if exc.status == 403:  # the hub's ClusterRole lacks get on claims: sizes stay unknown
-                        log.warning("cannot read claim sizes (%s): Disk is left out of the records", exc.reason)
+                        log.warning(
+                            "cannot read claim sizes (%s): Disk is left out of the records", exc.reason
+                        )
                         self._pvc_forbidden = True
                     return None
-                except Exception as exc:  # noqa: BLE001 - size unknown, filled in later
+                except Exception as exc:
                     log.warning("cannot read claim %s/%s: %s", ns, name, exc)
                     return None
             if self._pvc_cache[key] is None:
@@ -194,7 +210,9 @@ class AccountingService:
             user, uid = pod_user(pod), (pod.get("metadata") or {}).get("uid")
             known, group = self._group_for(user or "")
             if not user or not uid or not known or self.excluded(user) or self.ledger.session(uid) is None:
-                await self.handle_pod(pod, source=source)  # the careful path: deferral, exclusion, claim sizes
+                await self.handle_pod(
+                    pod, source=source
+                )  # the careful path: deferral, exclusion, claim sizes
                 continue
             has_group = bool(((pod.get("metadata") or {}).get("annotations") or {}).get(GROUP_ANNOTATION))
             obs = observation(pod, now=now, group=None if has_group else group)
@@ -220,7 +238,8 @@ class AccountingService:
         self.stats.relists += 1
         async with self.kube() as api:
             resp = await client.CoreV1Api(api).list_pod_for_all_namespaces(
-                label_selector=POD_SELECTOR, _preload_content=False)
+                label_selector=POD_SELECTOR, _preload_content=False
+            )
             body = json.loads(await resp.read())
         pods = body.get("items") or []
         log.info("pod listing: %d server pods", len(pods))
@@ -236,12 +255,16 @@ class AccountingService:
             if rec is not None:
                 stop, reason, detail = rec.time, rec.reason, {"estimated": True, "from": "culler"}
             elif self._first_list and heartbeat:
-                stop, reason, detail = max(datetime.fromisoformat(heartbeat), s["start"]), "external", \
-                    {"estimated": True, "from": "last heartbeat"}
+                stop, reason, detail = (
+                    max(datetime.fromisoformat(heartbeat), s["start"]),
+                    "external",
+                    {"estimated": True, "from": "last heartbeat"},
+                )
             else:
                 stop, reason, detail = now, "external", {"estimated": True, "from": "relist"}
-            obs = Observation(id=s["id"], user=s["user"], start=s["start"], stop=stop, stop_reason=reason,
-                              detail=detail)
+            obs = Observation(
+                id=s["id"], user=s["user"], start=s["start"], stop=stop, stop_reason=reason, detail=detail
+            )
             self._write(obs, source)
         self._first_list = False
         return body.get("metadata", {}).get("resourceVersion", "")
@@ -257,9 +280,13 @@ class AccountingService:
                 while True:
                     async with self.kube() as api:
                         w = watch.Watch()
-                        async with w.stream(client.CoreV1Api(api).list_pod_for_all_namespaces,
-                                            label_selector=POD_SELECTOR, resource_version=rv,
-                                            allow_watch_bookmarks=True, timeout_seconds=self.watch_timeout) as s:
+                        async with w.stream(
+                            client.CoreV1Api(api).list_pod_for_all_namespaces,
+                            label_selector=POD_SELECTOR,
+                            resource_version=rv,
+                            allow_watch_bookmarks=True,
+                            timeout_seconds=self.watch_timeout,
+                        ) as s:
                             async for ev in s:
                                 raw = ev["raw_object"]
                                 rv = (raw.get("metadata") or {}).get("resourceVersion") or rv
@@ -277,7 +304,7 @@ class AccountingService:
                     continue
                 self.stats.kube_errors += 1
                 log.warning("pod watch failed: %s; re-listing in %.0fs", exc, backoff)
-            except Exception as exc:  # noqa: BLE001 - keep watching
+            except Exception as exc:
                 self.stats.watching.clear()
                 self.stats.kube_errors += 1
                 log.warning("pod watch failed: %r; re-listing in %.0fs", exc, backoff)
@@ -303,9 +330,13 @@ class AccountingService:
         unmatched = []
         now = self.clock()
         for rec in records:
-            sessions = [s for s in self.ledger.sessions(user=rec.user, since=rec.time - self.slack,
-                                                        until=rec.time + self.slack)
-                        if matches(rec, s, self.slack)]
+            sessions = [
+                s
+                for s in self.ledger.sessions(
+                    user=rec.user, since=rec.time - self.slack, until=rec.time + self.slack
+                )
+                if matches(rec, s, self.slack)
+            ]
             if not sessions:
                 if now - rec.time < timedelta(days=1):
                     unmatched.append(rec)
@@ -323,7 +354,7 @@ class AccountingService:
     async def hub_round(self) -> None:
         try:
             users = await self.hub.users()
-        except Exception as exc:  # noqa: BLE001 - hub down or restarting: try next round
+        except Exception as exc:
             self.stats.hub_errors += 1
             log.warning("hub listing failed: %s", exc)
             users = None
@@ -344,7 +375,7 @@ class AccountingService:
                 await self.hub_round()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - survive; next round
+            except Exception as exc:
                 log.exception("accounting round failed: %s", exc)
             await asyncio.sleep(self.interval)
 
@@ -383,8 +414,10 @@ class AccountingService:
         self.quota_warnings = warnings
         try:
             self.warnings_file.parent.mkdir(parents=True, exist_ok=True)
-            write_json(self.warnings_file, {"time": now.isoformat(), "warn_fraction": self.quota_warn_fraction,
-                                            "users": warnings})
+            write_json(
+                self.warnings_file,
+                {"time": now.isoformat(), "warn_fraction": self.quota_warn_fraction, "users": warnings},
+            )
         except OSError as exc:  # the banner stays as it was; the ledger events are written
             log.error("cannot write %s: %s", self.warnings_file, exc)
 
@@ -403,7 +436,7 @@ class AccountingService:
             if exc.status != 404:  # 404: already gone
                 log.error("cannot stop %s/%s (next round again): %s", session["user"], session["server"], exc)
                 return
-        except Exception as exc:  # noqa: BLE001 - hub unreachable: next round again
+        except Exception as exc:
             log.error("cannot stop %s/%s (next round again): %s", session["user"], session["server"], exc)
             return
         self._stop_requested.add(session["id"])
@@ -412,8 +445,10 @@ class AccountingService:
 
     async def start(self) -> None:
         await self.hub_round()  # groups first, so the first listing needs no deferral
-        self._tasks = [asyncio.create_task(self.watch_pods(), name="pod-watch"),
-                       asyncio.create_task(self._hub_loop_after_first(), name="hub-loop")]
+        self._tasks = [
+            asyncio.create_task(self.watch_pods(), name="pod-watch"),
+            asyncio.create_task(self._hub_loop_after_first(), name="hub-loop"),
+        ]
 
     async def _hub_loop_after_first(self) -> None:
         await asyncio.sleep(self.interval)
@@ -425,7 +460,7 @@ class AccountingService:
         for t in self._tasks:
             try:
                 await t
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            except (asyncio.CancelledError, Exception):
                 pass
         self._tasks = []
         await self.hub.close()

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import secrets
 import html
 import json
+import secrets
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -84,8 +84,11 @@ class Base(HubOAuthenticated, web.RequestHandler):
         try:
             return reports.parse_when(text, default)
         except (TypeError, ValueError):
-            raise web.HTTPError(400, f"{name} must be a date or time such as 2026-11, 2026-11-23 or"
-                                     f" 2026-11-23T08:00:00Z, not {text[:40]!r}") from None
+            raise web.HTTPError(
+                400,
+                f"{name} must be a date or time such as 2026-11, 2026-11-23 or"
+                f" 2026-11-23T08:00:00Z, not {text[:40]!r}",
+            ) from None
 
     def send(self, rows: list[dict], fields: list[str], name: str) -> None:
         if self.get_argument("format", "json") == "csv":
@@ -103,8 +106,11 @@ class SessionsHandler(Base):
         since, until = self.window()
         user = self.get_argument("user", None)
         rows = await asyncio.to_thread(  # off the event loop: the pod watch keeps going
-            lambda: [reports.session_json(s) for s in self.svc.ledger.iter_sessions(user=user, since=since,
-                                                                                     until=until)])
+            lambda: [
+                reports.session_json(s)
+                for s in self.svc.ledger.iter_sessions(user=user, since=since, until=until)
+            ]
+        )
         self.send(rows, list(reports.SESSION_FIELDS), "sessions")
 
 
@@ -115,8 +121,9 @@ class UsageHandler(Base):
         if period not in ("day", "month") or by not in reports.KEYS:
             raise web.HTTPError(400, "period must be day or month; by must be user, group or profile")
         since, until = self.window(period)
-        rows = await asyncio.to_thread(reports.ledger_usage, self.svc.ledger, since=since, until=until,
-                                       period=period, by=by)
+        rows = await asyncio.to_thread(
+            reports.ledger_usage, self.svc.ledger, since=since, until=until, period=period, by=by
+        )
         self.send(rows, ["period", by, *reports.METRICS], f"usage-{by}-{period}")
 
 
@@ -124,11 +131,15 @@ class EventsHandler(Base):
     async def get(self) -> None:
         self.require_admin()
         try:
-            after, limit = int(self.get_argument("after", "0")), min(int(self.get_argument("limit", "10000")), 100000)
+            after, limit = (
+                int(self.get_argument("after", "0")),
+                min(int(self.get_argument("limit", "10000")), 100000),
+            )
         except ValueError:
             raise web.HTTPError(400, "after and limit must be integers") from None
-        rows = await asyncio.to_thread(self.svc.ledger.events, self.get_argument("session", None), after=after,
-                                       limit=limit)
+        rows = await asyncio.to_thread(
+            self.svc.ledger.events, self.get_argument("session", None), after=after, limit=limit
+        )
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"items": rows}, default=str))
 
@@ -153,8 +164,11 @@ class QuotaHandler(Base):
 
     async def get(self, user: str) -> None:
         model = self.api_user()
-        if not (model.get("kind") == "quota-token" or self.is_admin(model)
-                or (model.get("kind") == "user" and model.get("name") == user)):
+        if not (
+            model.get("kind") == "quota-token"
+            or self.is_admin(model)
+            or (model.get("kind") == "user" and model.get("name") == user)
+        ):
             raise web.HTTPError(403, f"only {user}, an accounting admin or the spawner may read this quota")
         if self.svc.quotas is None:
             result = {"user": user, "allowed": True, "budgets": [], "message": "no quotas configured"}
@@ -163,8 +177,11 @@ class QuotaHandler(Base):
             if groups is None:
                 groups = await self.svc.user_groups(user)
             status = self.svc.quotas.check(self.svc.ledger, user, groups, now=self.svc.clock())
-            result = status.as_dict() if status else {"user": user, "allowed": True, "budgets": [],
-                                                      "message": f"{user} has no budget"}
+            result = (
+                status.as_dict()
+                if status
+                else {"user": user, "allowed": True, "budgets": [], "message": f"{user} has no budget"}
+            )
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(result))
 
@@ -210,8 +227,9 @@ class Collector:
         g = GaugeMetricFamily("apex_accounting_last_round_timestamp_seconds", "time of the last hub round")
         g.add_metric([], st.last_hub_round.timestamp() if st.last_hub_round else 0)
         yield g
-        running = GaugeMetricFamily("apex_accounting_running_sessions", "open sessions by profile",
-                                    labels=["profile"])
+        running = GaugeMetricFamily(
+            "apex_accounting_running_sessions", "open sessions by profile", labels=["profile"]
+        )
         by_profile: dict[str, int] = {}
         for s in svc.ledger.open_sessions():
             by_profile[s["profile"]] = by_profile.get(s["profile"], 0) + 1
@@ -235,23 +253,33 @@ def _chart(days: list[tuple[str, float]], budget: float | None, label: str) -> s
     top = max([total, budget or 0, 1e-9]) * 1.1
     n = max(len(cum), 1)
     bw = (w - 2 * pad) / n
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{html.escape(label)}" '
-             f'width="{w}" height="{h}" viewBox="0 0 {w} {h}" class="chart">',
-             f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#555"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{html.escape(label)}" '
+        f'width="{w}" height="{h}" viewBox="0 0 {w} {h}" class="chart">',
+        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#555"/>',
+    ]
     for i, (d, v) in enumerate(cum):
         bh = (h - 2 * pad) * v / top
         x = pad + i * bw
-        parts.append(f'<rect class="bar" x="{x + 1:.1f}" y="{h - pad - bh:.1f}" width="{max(bw - 2, 1):.1f}" '
-                     f'height="{bh:.1f}" fill="#3b7dd8"><title>{d}: {v:.2f}</title></rect>')
+        parts.append(
+            f'<rect class="bar" x="{x + 1:.1f}" y="{h - pad - bh:.1f}" width="{max(bw - 2, 1):.1f}" '
+            f'height="{bh:.1f}" fill="#3b7dd8"><title>{d}: {v:.2f}</title></rect>'
+        )
     if budget:
         y = h - pad - (h - 2 * pad) * budget / top
-        parts.append(f'<line class="budget" x1="{pad}" y1="{y:.1f}" x2="{w - pad}" y2="{y:.1f}" stroke="#c0392b" '
-                     f'stroke-dasharray="6 4"/><text x="{w - pad}" y="{y - 4:.1f}" text-anchor="end" '
-                     f'font-size="12" fill="#c0392b">budget {budget:g}</text>')
+        parts.append(
+            f'<line class="budget" x1="{pad}" y1="{y:.1f}" x2="{w - pad}" y2="{y:.1f}" stroke="#c0392b" '
+            f'stroke-dasharray="6 4"/><text x="{w - pad}" y="{y - 4:.1f}" text-anchor="end" '
+            f'font-size="12" fill="#c0392b">budget {budget:g}</text>'
+        )
     if cum:
-        parts.append(f'<text x="{pad}" y="{h - pad + 16}" font-size="11">{cum[0][0]}</text>'
-                     f'<text x="{w - pad}" y="{h - pad + 16}" font-size="11" text-anchor="end">{cum[-1][0]}</text>')
-    parts.append(f'<text x="{pad}" y="{pad - 12}" font-size="12">{html.escape(label)} (cumulative)</text></svg>')
+        parts.append(
+            f'<text x="{pad}" y="{h - pad + 16}" font-size="11">{cum[0][0]}</text>'
+            f'<text x="{w - pad}" y="{h - pad + 16}" font-size="11" text-anchor="end">{cum[-1][0]}</text>'
+        )
+    parts.append(
+        f'<text x="{pad}" y="{pad - 12}" font-size="12">{html.escape(label)} (cumulative)</text></svg>'
+    )
     return "".join(parts)
 
 
@@ -272,12 +300,17 @@ class PageHandler(Base):
         svc = self.svc
         now = svc.clock()
         period = svc.quotas.period if svc.quotas else "month"
-        since = reports.period_start(now, "month") if period == "month" else \
-            now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
-                days=now.weekday() if period == "week" else 0)
-        body = [f"<h1>Usage of {html.escape(user)}</h1>",
-                f"<p>Period: {since.date()} to now ({now.strftime('%Y-%m-%d %H:%M')} UTC). Units: requested "
-                "resources × wall time.</p>"]
+        since = (
+            reports.period_start(now, "month")
+            if period == "month"
+            else now.replace(hour=0, minute=0, second=0, microsecond=0)
+            - timedelta(days=now.weekday() if period == "week" else 0)
+        )
+        body = [
+            f"<h1>Usage of {html.escape(user)}</h1>",
+            f"<p>Period: {since.date()} to now ({now.strftime('%Y-%m-%d %H:%M')} UTC). Units: requested "
+            "resources × wall time.</p>",
+        ]
         mine = list(svc.ledger.iter_sessions(user=user, since=since, until=now))
         tot = reports.total(mine, since=since, until=now)
         status = None
@@ -289,47 +322,76 @@ class PageHandler(Base):
         budget = None
         warning = status.warning(svc.quota_warn_fraction, stop=svc.quota_stop) if status else None
         if warning:  # the same sentences as the hub's banner, at the top of the page
-            body.insert(1, '<div id="quota-warning" class="warning" role="alert">'
-                        + "<br>".join(quota.warning_html(warning)) + "</div>")
+            body.insert(
+                1,
+                '<div id="quota-warning" class="warning" role="alert">'
+                + "<br>".join(quota.warning_html(warning))
+                + "</div>",
+            )
         if status:
             cpu = [lim for lim in status.limits if lim.metric == "cpu_hours"]
             budget = cpu[0].budget if cpu else None
             rows = "".join(
                 f'<tr class="{"over" if lim.over else ""}"><td>{html.escape(lim.scope)} {html.escape(lim.name)}</td>'
                 f"<td>{html.escape(lim.metric)}</td><td>{lim.usage:.2f}</td><td>{lim.budget:g}</td></tr>"
-                for lim in status.limits)
-            body.append(f'<h2>Budget</h2><p id="quota-message">{html.escape(status.message)}</p>'
-                        f"<table id=budget><tr><th>budget</th><th>metric</th><th>used</th><th>limit</th></tr>"
-                        f"{rows}</table>")
+                for lim in status.limits
+            )
+            body.append(
+                f'<h2>Budget</h2><p id="quota-message">{html.escape(status.message)}</p>'
+                f"<table id=budget><tr><th>budget</th><th>metric</th><th>used</th><th>limit</th></tr>"
+                f"{rows}</table>"
+            )
         else:
             body.append('<p id="quota-message">No budget applies.</p>')
-        daily = {r["period"]: r["cpu_hours"] for r in reports.usage(mine, since=since, until=now, period="day")}
+        daily = {
+            r["period"]: r["cpu_hours"] for r in reports.usage(mine, since=since, until=now, period="day")
+        }
         days, d = [], since
         while d <= now:
             days.append((d.strftime("%Y-%m-%d"), daily.get(d.strftime("%Y-%m-%d"), 0.0)))
             d += timedelta(days=1)
         body.append("<h2>CPU-hours</h2>" + _chart(days, budget, "CPU-hours"))
-        body.append("<table id=totals><tr>" + "".join(f"<th>{m}</th>" for m in reports.METRICS) + "</tr><tr>"
-                    + "".join(f"<td>{tot[m]:.2f}</td>" if m != "sessions" else f"<td>{tot[m]}</td>"
-                              for m in reports.METRICS) + "</tr></table>")
+        body.append(
+            "<table id=totals><tr>"
+            + "".join(f"<th>{m}</th>" for m in reports.METRICS)
+            + "</tr><tr>"
+            + "".join(
+                f"<td>{tot[m]:.2f}</td>" if m != "sessions" else f"<td>{tot[m]}</td>" for m in reports.METRICS
+            )
+            + "</tr></table>"
+        )
         if admin:
-            rows = await asyncio.to_thread(reports.ledger_usage, svc.ledger, since=since, until=now,
-                                           period="month", by="user")
+            rows = await asyncio.to_thread(
+                reports.ledger_usage, svc.ledger, since=since, until=now, period="month", by="user"
+            )
             prefix = self.app.prefix
-            body.append("<h2>All users</h2><table id=everyone><tr><th>user</th><th>sessions</th><th>cpu_hours</th>"
-                        "<th>memory_gib_hours</th><th>gpu_hours</th></tr>" + "".join(
-                            f'<tr><td><a href="{prefix}?user={quote(r["user"])}">{html.escape(r["user"])}</a></td>'
-                            f"<td>{r['sessions']}</td><td>{r['cpu_hours']:.2f}</td>"
-                            f"<td>{r['memory_gib_hours']:.2f}</td><td>{r['gpu_hours']:.2f}</td></tr>"
-                            for r in rows) + "</table>")
+            body.append(
+                "<h2>All users</h2><table id=everyone><tr><th>user</th><th>sessions</th><th>cpu_hours</th>"
+                "<th>memory_gib_hours</th><th>gpu_hours</th></tr>"
+                + "".join(
+                    f'<tr><td><a href="{prefix}?user={quote(r["user"])}">{html.escape(r["user"])}</a></td>'
+                    f"<td>{r['sessions']}</td><td>{r['cpu_hours']:.2f}</td>"
+                    f"<td>{r['memory_gib_hours']:.2f}</td><td>{r['gpu_hours']:.2f}</td></tr>"
+                    for r in rows
+                )
+                + "</table>"
+            )
         self.finish(PAGE.format(body="".join(body)))
 
 
 class App:
     """Builds the tornado application around an :class:`AccountingService`."""
 
-    def __init__(self, service: Any, *, prefix: str = "/", apel_settings: apel.ApelSettings | None = None,
-                 quota_token: str = "", metrics_token: str = "", cookie_secret: bytes | None = None):
+    def __init__(
+        self,
+        service: Any,
+        *,
+        prefix: str = "/",
+        apel_settings: apel.ApelSettings | None = None,
+        quota_token: str = "",
+        metrics_token: str = "",
+        cookie_secret: bytes | None = None,
+    ):
         self.service, self.prefix, self.apel, self.quota_token = service, prefix, apel_settings, quota_token
         self.metrics_token = metrics_token
         self.apel_records = 0
@@ -346,7 +408,7 @@ class App:
             ("api/quota/([^/]+)", QuotaHandler, kw),
             ("metrics", MetricsHandler, kw),
         ]
-        handlers = [(url_path_join(prefix, path), h, *( [a] if a else [])) for path, h, a in routes]
+        handlers = [(url_path_join(prefix, path), h, *([a] if a else [])) for path, h, a in routes]
         self.tornado = web.Application(handlers, cookie_secret=cookie_secret or secrets.token_bytes(32))
 
     def export_apel(self) -> list:

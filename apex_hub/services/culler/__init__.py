@@ -7,13 +7,37 @@ service that ``apex_hub.services.configure(c, culler={...})`` sets up).
 
 from .announce import UPCOMING_FILE, UpcomingAnnouncement
 from .decide import Decision, Upcoming, decide, upcoming_stops
-from .policy import (CullingPolicy, PolicyError, ResolvedPolicy, Rule, Schedule, next_shutdown,
-                     parse_duration, previous_shutdown)
+from .policy import (
+    CullingPolicy,
+    PolicyError,
+    ResolvedPolicy,
+    Rule,
+    Schedule,
+    next_shutdown,
+    parse_duration,
+    previous_shutdown,
+)
 from .restarts import RestartLimiter
 from .service import STOP_REASONS_FILE, CullerService, HubClient, StopLog
 
 __all__ = [
-    "CullerService", "CullingPolicy", "Decision", "HubClient", "PolicyError", "ResolvedPolicy", "RestartLimiter",
-    "Rule", "STOP_REASONS_FILE", "Schedule", "StopLog", "UPCOMING_FILE", "Upcoming", "UpcomingAnnouncement",
-    "decide", "next_shutdown", "parse_duration", "previous_shutdown", "upcoming_stops",
+    "STOP_REASONS_FILE",
+    "UPCOMING_FILE",
+    "CullerService",
+    "CullingPolicy",
+    "Decision",
+    "HubClient",
+    "PolicyError",
+    "ResolvedPolicy",
+    "RestartLimiter",
+    "Rule",
+    "Schedule",
+    "StopLog",
+    "Upcoming",
+    "UpcomingAnnouncement",
+    "decide",
+    "next_shutdown",
+    "parse_duration",
+    "previous_shutdown",
+    "upcoming_stops",
 ]

@@ -29,8 +29,10 @@ def upcoming_lines(data: dict, name: str) -> list[str]:
             label = f"server '{srv['server']}'" if srv["server"] else "server"
             at = datetime.fromisoformat(stop["at"]).strftime("%H:%M")
             when = f"{at} {stop.get('timezone') or 'UTC'}"
-            lines.append(f"Your {html.escape(label)} will be stopped at {html.escape(when)}"
-                         f" ({html.escape(stop['reason'])}: {html.escape(stop['detail'])}). Save your work.")
+            lines.append(
+                f"Your {html.escape(label)} will be stopped at {html.escape(when)}"
+                f" ({html.escape(stop['reason'])}: {html.escape(stop['detail'])}). Save your work."
+            )
     return lines
 
 

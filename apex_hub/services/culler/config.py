@@ -15,13 +15,13 @@ KEYS = {
     "interval": "seconds or '1m' between rounds (default 60)",
     "dry_run": "log and record what would be stopped, stop nothing",
     "profiles_file": "the profiles catalogue whose session_mode applies (default: c.APExSpawner.profiles_file;"
-                     " '' for none)",
+    " '' for none)",
     "warn_before": "warn this long before a schedule / max-age stop, e.g. '15m' (default: no warnings)",
     "announcement": "show the warnings as the banner of the hub's pages (default True when warn_before)",
     "url": "the service's URL, which the hub proxies at /services/<name>/ (e.g. 'http://127.0.0.1:8182'"
-           " locally, 'http://hub:8182' in Kubernetes); enables api/upcoming",
+    " locally, 'http://hub:8182' in Kubernetes); enables api/upcoming",
     "user_access": "with url: add access:services!service=<name> to the 'user' role, so that browsers"
-                   " reach api/upcoming through the hub's OAuth (default True)",
+    " reach api/upcoming through the hub's OAuth (default True)",
     "restart": "grant start:servers when something is always-on (default True)",
     "restart_limit": "at most this many always-on restarts of a server per restart_window (default 3)",
     "restart_window": "default '1h'",
@@ -54,16 +54,26 @@ def _duration(options: dict, key: str) -> float | None:
         raise PolicyError(f"configure(c, culler={{...}}): {key}: {exc}") from None
 
 
-def configure_culler(c: Any, options: dict, *, scopes: list[str], restart_scope_name: str, current_list) -> None:
+def configure_culler(
+    c: Any, options: dict, *, scopes: list[str], restart_scope_name: str, current_list
+) -> None:
     unknown = sorted(set(options) - set(KEYS))
     if unknown:
-        raise ValueError(f"configure(c, culler={{...}}): unknown key(s) {', '.join(unknown)}; known: {', '.join(KEYS)}")
+        raise ValueError(
+            f"configure(c, culler={{...}}): unknown key(s) {', '.join(unknown)}; known: {', '.join(KEYS)}"
+        )
     if "policy" not in options:
         raise ValueError("configure(c, culler={...}): 'policy' (path of the policy file) is required")
     policy = CullingPolicy.load(options["policy"])  # raises PolicyError naming section and field
     name = options.get("name", "apex-culler")
-    cmd = [sys.executable, "-m", "apex_hub.services.culler", f"--policy={options['policy']}",
-           f"--interval={options.get('interval', 60)}", f"--dry-run={'true' if options.get('dry_run') else 'false'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "apex_hub.services.culler",
+        f"--policy={options['policy']}",
+        f"--interval={options.get('interval', 60)}",
+        f"--dry-run={'true' if options.get('dry_run') else 'false'}",
+    ]
     if options.get("state_dir"):
         cmd.append(f"--state-dir={options['state_dir']}")
     profiles = options["profiles_file"] if "profiles_file" in options else _spawner_profiles_file(c)
@@ -93,8 +103,14 @@ def configure_culler(c: Any, options: dict, *, scopes: list[str], restart_scope_
     services = [s for s in current_list(c.JupyterHub, "services") if s.get("name") != name] + [service]
     c.JupyterHub.services = services
     roles = [r for r in current_list(c.JupyterHub, "load_roles") if r.get("name") != name]
-    roles.append({"name": name, "description": "APEx culler: stop idle/old/scheduled servers, restart always-on",
-                  "scopes": granted, "services": [name]})
+    roles.append(
+        {
+            "name": name,
+            "description": "APEx culler: stop idle/old/scheduled servers, restart always-on",
+            "scopes": granted,
+            "services": [name],
+        }
+    )
     c.JupyterHub.load_roles = roles
     if options.get("url") and options.get("user_access", True):
         # every user may reach the service (it answers with their own servers only)
@@ -108,8 +124,11 @@ def restart_scope(wanted: str = "start:servers", quiet: bool = False) -> str:
     if scope_exists(wanted):
         return wanted
     if not quiet:
-            log.warning("apex culler: this JupyterHub has no %r scope; granting 'servers' (start and stop) so"
-                    " that always-on servers can be restarted", wanted)
+        log.warning(
+            "apex culler: this JupyterHub has no %r scope; granting 'servers' (start and stop) so"
+            " that always-on servers can be restarted",
+            wanted,
+        )
     return "servers"
 
 

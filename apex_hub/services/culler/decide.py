@@ -17,9 +17,10 @@ Order of the checks (the first that applies gives the reason):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 import dateutil.parser
 
@@ -47,7 +48,7 @@ def parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     dt = dateutil.parser.isoparse(value)
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def server_profile(server: dict[str, Any]) -> str | None:
@@ -73,8 +74,10 @@ def decide(
     """``catalogue_mode``: the server's profile's ``session_mode`` in the profiles catalogue, when the
     catalogue sets one (see :meth:`CullingPolicy.resolve` for the precedence)."""
     profile = server_profile(server)
-    resolved = policy if isinstance(policy, ResolvedPolicy) else policy.resolve(profile, groups, catalogue_mode)
-    now = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+    resolved = (
+        policy if isinstance(policy, ResolvedPolicy) else policy.resolve(profile, groups, catalogue_mode)
+    )
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)
 
     def result(action: Action, reason: str | None = None, detail: str = "") -> Decision:
         return Decision(action, reason, detail, profile, resolved.dry_run, resolved)
@@ -100,7 +103,8 @@ def decide(
             tick = previous_shutdown(schedule, now)
             if started < tick:
                 return result(
-                    "stop", "schedule",
+                    "stop",
+                    "schedule",
                     f"scheduled shutdown {schedule.describe()} at {tick.isoformat()}, started {started.isoformat()}",
                 )
         age = (now - started).total_seconds()
@@ -132,16 +136,28 @@ def upcoming_stops(server: dict[str, Any], now: datetime, resolved: ResolvedPoli
         return []
     started = parse_time(server.get("started"))
     last_activity = parse_time(server.get("last_activity")) or started
-    now = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)
     found: list[Upcoming] = []
     if started is not None:
         for schedule in resolved.schedules:
             tick = next_shutdown(schedule, now)
-            found.append(Upcoming("schedule", tick, f"scheduled shutdown {schedule.describe()}", schedule.timezone))
+            found.append(
+                Upcoming("schedule", tick, f"scheduled shutdown {schedule.describe()}", schedule.timezone)
+            )
         if resolved.max_age:
-            found.append(Upcoming("max-age", started + timedelta(seconds=resolved.max_age),
-                                  f"max_age {_fmt(resolved.max_age)}"))
+            found.append(
+                Upcoming(
+                    "max-age",
+                    started + timedelta(seconds=resolved.max_age),
+                    f"max_age {_fmt(resolved.max_age)}",
+                )
+            )
     if last_activity is not None and resolved.idle_timeout:
-        found.append(Upcoming("idle", last_activity + timedelta(seconds=resolved.idle_timeout),
-                              f"idle_timeout {_fmt(resolved.idle_timeout)} if there is no more activity"))
+        found.append(
+            Upcoming(
+                "idle",
+                last_activity + timedelta(seconds=resolved.idle_timeout),
+                f"idle_timeout {_fmt(resolved.idle_timeout)} if there is no more activity",
+            )
+        )
     return sorted(found, key=lambda u: u.at)

@@ -36,11 +36,12 @@ can make it always-on.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -116,7 +117,9 @@ class Schedule(BaseModel):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
-            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as 'Europe/Rome' or 'UTC'") from exc
+            raise ValueError(
+                f"unknown time zone {value!r}: use an IANA name such as 'Europe/Rome' or 'UTC'"
+            ) from exc
         return value
 
     @property
@@ -182,7 +185,7 @@ class CullingPolicy(BaseModel):
     # ---- loading ----------------------------------------------------------------------
 
     @classmethod
-    def from_data(cls, data: Any, source: str = "policy") -> "CullingPolicy":
+    def from_data(cls, data: Any, source: str = "policy") -> CullingPolicy:
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -205,7 +208,7 @@ class CullingPolicy(BaseModel):
             raise PolicyError("\n".join(lines)) from None
 
     @classmethod
-    def load(cls, path: str | Path) -> "CullingPolicy":
+    def load(cls, path: str | Path) -> CullingPolicy:
         path = Path(path)
         try:
             data = load_yaml(path.read_text())  # no aliases: a small file cannot expand without bound
@@ -225,8 +228,9 @@ class CullingPolicy(BaseModel):
 
     _resolved: dict = PrivateAttr(default_factory=dict)  # (profile, groups, catalogue_mode) -> ResolvedPolicy
 
-    def resolve(self, profile: str | None, groups: Iterable[str] = (),
-                catalogue_mode: SessionMode | None = None) -> ResolvedPolicy:
+    def resolve(
+        self, profile: str | None, groups: Iterable[str] = (), catalogue_mode: SessionMode | None = None
+    ) -> ResolvedPolicy:
         """The policy for one server; ``catalogue_mode``: the profile's session_mode in the catalogue
         (only when the catalogue sets it), see the module docstring for its precedence. Memoised:
         thousands of servers share a few (profile, groups) combinations."""
@@ -238,7 +242,9 @@ class CullingPolicy(BaseModel):
             found = self._resolved[key] = self._resolve(profile, key[1], catalogue_mode)
         return found
 
-    def _resolve(self, profile: str | None, groups: tuple[str, ...], catalogue_mode: SessionMode | None) -> ResolvedPolicy:
+    def _resolve(
+        self, profile: str | None, groups: tuple[str, ...], catalogue_mode: SessionMode | None
+    ) -> ResolvedPolicy:
         prof = self.profiles.get(profile) if profile else None
         grules = [(g, self.groups[g]) for g in groups]
         sources: list[str] = []
@@ -264,7 +270,8 @@ class CullingPolicy(BaseModel):
         mode = pick("session_mode", lambda v: min(v, key=_MODE_STRICTNESS.__getitem__))
         if catalogue_mode is not None:
             policy_set = (prof is not None and prof.session_mode is not None) or any(
-                r.session_mode is not None for _, r in grules)
+                r.session_mode is not None for _, r in grules
+            )
             if catalogue_mode == "off" or not policy_set:
                 mode = catalogue_mode
                 sources.append(f"catalogue.{profile or 'default'}")
@@ -280,7 +287,7 @@ class CullingPolicy(BaseModel):
 
 
 def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 @lru_cache(maxsize=1024)  # one round asks the same (schedule, now) for every server

@@ -34,7 +34,9 @@ class Verdict:
 
 
 class RestartLimiter:
-    def __init__(self, limit: int = 3, window: float = 3600.0, backoff: float = 60.0, backoff_cap: float = 3600.0):
+    def __init__(
+        self, limit: int = 3, window: float = 3600.0, backoff: float = 60.0, backoff_cap: float = 3600.0
+    ):
         if limit < 1:
             raise ValueError(f"restart limit must be at least 1, not {limit}")
         self.limit, self.window = limit, timedelta(seconds=window)
@@ -62,19 +64,30 @@ class RestartLimiter:
             until = st.attempts[0] + self.window
             newly = st.gave_up_until != until
             st.gave_up_until = until
-            return Verdict(False, f"{len(st.attempts)} restarts within {self.window}, the limit is {self.limit}:"
-                                  f" giving up until {until.isoformat()}", newly)
+            return Verdict(
+                False,
+                f"{len(st.attempts)} restarts within {self.window}, the limit is {self.limit}:"
+                f" giving up until {until.isoformat()}",
+                newly,
+            )
         st.gave_up_until = None
         if st.next_try is not None and now < st.next_try:
-            return Verdict(False, f"backing off after {st.failures} failed restart(s) until {st.next_try.isoformat()}")
+            return Verdict(
+                False, f"backing off after {st.failures} failed restart(s) until {st.next_try.isoformat()}"
+            )
         return Verdict(True)
 
     def prune(self, now: datetime) -> int:
         """Forget servers whose bookkeeping says nothing any more (no restart in the window, no
         failure, nothing pending): the culler runs for months over every user. How many went."""
-        idle = [key for key, st in self._states.items()
-                if not st.unconfirmed and not st.failures and st.next_try is None
-                and not [t for t in st.attempts if now - t < self.window]]
+        idle = [
+            key
+            for key, st in self._states.items()
+            if not st.unconfirmed
+            and not st.failures
+            and st.next_try is None
+            and not [t for t in st.attempts if now - t < self.window]
+        ]
         for key in idle:
             del self._states[key]
         return len(idle)

@@ -28,10 +28,11 @@ import json
 import logging
 import os
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -53,7 +54,7 @@ BULK_VERIFY = 20  # more stops than this in a round are confirmed with one listi
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class HubAPIError(Exception):
@@ -71,14 +72,19 @@ def _retryable(exc: BaseException) -> bool:
 
 
 async def with_retries(
-    call: Callable[[], Awaitable[Any]], *, what: str, tries: int, base: float, cap: float,
+    call: Callable[[], Awaitable[Any]],
+    *,
+    what: str,
+    tries: int,
+    base: float,
+    cap: float,
     sleep: Callable[[float], Awaitable[Any]],
 ) -> Any:
     """Run ``call`` again on 5xx / 429 / connection errors, with exponential backoff and jitter."""
     for attempt in range(1, tries + 1):
         try:
             return await call()
-        except Exception as exc:  # noqa: BLE001 - filtered just below
+        except Exception as exc:
             if not _retryable(exc) or attempt == tries:
                 raise
             delay = min(cap, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
@@ -89,8 +95,17 @@ async def with_retries(
 class HubClient:
     """The few hub REST calls the culler makes, with retries."""
 
-    def __init__(self, api_url: str, token: str, *, tries: int = 5, backoff: float = 1.0,
-                 backoff_cap: float = 60.0, sleep=asyncio.sleep, page_size: int = 0):
+    def __init__(
+        self,
+        api_url: str,
+        token: str,
+        *,
+        tries: int = 5,
+        backoff: float = 1.0,
+        backoff_cap: float = 60.0,
+        sleep=asyncio.sleep,
+        page_size: int = 0,
+    ):
         self.api_url = api_url.rstrip("/")
         self.token = token
         self.tries, self.backoff, self.backoff_cap, self.sleep = tries, backoff, backoff_cap, sleep
@@ -102,12 +117,15 @@ class HubClient:
             await self._session.close()
             self._session = None
 
-    async def _once(self, method: str, path: str, params=None, json_body=None, headers=None) -> tuple[int, Any]:
+    async def _once(
+        self, method: str, path: str, params=None, json_body=None, headers=None
+    ) -> tuple[int, Any]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         hdrs = {"Authorization": f"token {self.token}", **(headers or {})}
-        async with self._session.request(method, f"{self.api_url}{path}", params=params, json=json_body,
-                                         headers=hdrs) as r:
+        async with self._session.request(
+            method, f"{self.api_url}{path}", params=params, json=json_body, headers=hdrs
+        ) as r:
             text = await r.text()
             try:
                 body = json.loads(text) if text else None
@@ -118,8 +136,14 @@ class HubClient:
             return r.status, body
 
     async def request(self, method: str, path: str, **kw) -> tuple[int, Any]:
-        return await with_retries(lambda: self._once(method, path, **kw), what=f"{method} {path}",
-                                  tries=self.tries, base=self.backoff, cap=self.backoff_cap, sleep=self.sleep)
+        return await with_retries(
+            lambda: self._once(method, path, **kw),
+            what=f"{method} {path}",
+            tries=self.tries,
+            base=self.backoff,
+            cap=self.backoff_cap,
+            sleep=self.sleep,
+        )
 
     async def users(self, **params) -> list[dict]:
         """All users (paginated), with servers and groups."""
@@ -129,8 +153,12 @@ class HubClient:
         users: list[dict] = []
         offset = 0
         while True:
-            _, body = await self.request("GET", "/users", params={**params, "offset": str(offset)},
-                                         headers={"Accept": "application/jupyterhub-pagination+json"})
+            _, body = await self.request(
+                "GET",
+                "/users",
+                params={**params, "offset": str(offset)},
+                headers={"Accept": "application/jupyterhub-pagination+json"},
+            )
             if isinstance(body, list):  # unpaginated hub
                 return users + body
             users += body["items"]
@@ -289,8 +317,9 @@ class CullerService:
         self.api_token = api_token or os.environ["JUPYTERHUB_API_TOKEN"]
         self.interval, self.dry_run, self.clock, self.sleep = interval, dry_run, clock, sleep
         self.tries, self.backoff, self.concurrency, self.page_size = tries, backoff, concurrency, page_size
-        self.hub = HubClient(self.api_url, self.api_token, tries=tries, backoff=backoff, sleep=sleep,
-                             page_size=page_size)
+        self.hub = HubClient(
+            self.api_url, self.api_token, tries=tries, backoff=backoff, sleep=sleep, page_size=page_size
+        )
         self.stop_log = StopLog(state_dir)
         self._running: dict[tuple, dict] = {}  # servers seen running last iteration -> info
         self._stopped_by_us: set[tuple] = set()
@@ -325,10 +354,14 @@ class CullerService:
     # ---- upcoming stops and warnings ---------------------------------------------------
 
     def upcoming_for(self, user: str) -> dict:
-        return {"user": user, "now": self._upcoming_time.isoformat() if self._upcoming_time else None,
-                "warn_before": self.warn_before, "servers": self._upcoming.get(user, [])}
+        return {
+            "user": user,
+            "now": self._upcoming_time.isoformat() if self._upcoming_time else None,
+            "warn_before": self.warn_before,
+            "servers": self._upcoming.get(user, []),
+        }
 
-    def _note_upcoming(self, cand: "Candidate", now: datetime, upcoming: dict) -> None:
+    def _note_upcoming(self, cand: Candidate, now: datetime, upcoming: dict) -> None:
         if cand.decision.action != "keep" or cand.decision.policy is None:
             return
         stops = upcoming_stops(cand.server, now, cand.decision.policy)
@@ -337,27 +370,54 @@ class CullerService:
         entries = []
         for stop in stops:
             due = (stop.at - now).total_seconds()
-            warning = bool(self.warn_before) and due <= self.warn_before and stop.reason in ("schedule", "max-age")
-            entries.append({"reason": stop.reason, "at": stop.at.isoformat(), "timezone": stop.timezone,
-                            "detail": stop.detail, "warning": warning})
+            warning = (
+                bool(self.warn_before) and due <= self.warn_before and stop.reason in ("schedule", "max-age")
+            )
+            entries.append(
+                {
+                    "reason": stop.reason,
+                    "at": stop.at.isoformat(),
+                    "timezone": stop.timezone,
+                    "detail": stop.detail,
+                    "warning": warning,
+                }
+            )
             if warning:
-                rec = {"event": "warning", "time": now.isoformat(), "user": cand.user, "server": cand.name,
-                       "profile": cand.decision.profile, "reason": stop.reason, "at": stop.at.isoformat(),
-                       "detail": f"{stop.detail}: stop due in {int(due)}s", "dry_run": cand.decision.dry_run,
-                       "started": cand.server.get("started"), "groups": cand.groups,
-                       "policy": list(cand.decision.policy.sources)}
+                rec = {
+                    "event": "warning",
+                    "time": now.isoformat(),
+                    "user": cand.user,
+                    "server": cand.name,
+                    "profile": cand.decision.profile,
+                    "reason": stop.reason,
+                    "at": stop.at.isoformat(),
+                    "detail": f"{stop.detail}: stop due in {int(due)}s",
+                    "dry_run": cand.decision.dry_run,
+                    "started": cand.server.get("started"),
+                    "groups": cand.groups,
+                    "policy": list(cand.decision.policy.sources),
+                }
                 if not self.stop_log.has(rec):
-                    log.warning("warning %s/%s: %s stop at %s (%s)", cand.user, cand.name, stop.reason,
-                                stop.at.isoformat(), stop.detail)
+                    log.warning(
+                        "warning %s/%s: %s stop at %s (%s)",
+                        cand.user,
+                        cand.name,
+                        stop.reason,
+                        stop.at.isoformat(),
+                        stop.detail,
+                    )
                     self.stop_log.append(rec)
         upcoming.setdefault(cand.user, []).append(
-            {"server": cand.name, "profile": cand.decision.profile, "stops": entries})
+            {"server": cand.name, "profile": cand.decision.profile, "stops": entries}
+        )
 
     def _write_upcoming(self, now: datetime, upcoming: dict) -> None:
         self._upcoming, self._upcoming_time = upcoming, now
         # atomic: the hub reads it for the banner
-        write_json(self.state_dir / UPCOMING_FILE,
-                   {"time": now.isoformat(), "warn_before": self.warn_before, "users": upcoming})
+        write_json(
+            self.state_dir / UPCOMING_FILE,
+            {"time": now.isoformat(), "warn_before": self.warn_before, "users": upcoming},
+        )
 
     # ---- one iteration ----------------------------------------------------------------
 
@@ -372,7 +432,9 @@ class CullerService:
         for user in users:
             groups = user.get("groups") or []
             for name, server in (user.get("servers") or {}).items():
-                dec = decide(server, groups, now, self.policy, self._catalogue_mode(modes, cat, server, groups))
+                dec = decide(
+                    server, groups, now, self.policy, self._catalogue_mode(modes, cat, server, groups)
+                )
                 if self.dry_run and not dec.dry_run:
                     dec = Decision(dec.action, dec.reason, dec.detail, dec.profile, True, dec.policy)
                 cand = Candidate(user["name"], name, server, groups, dec)
@@ -393,8 +455,15 @@ class CullerService:
 
         stops = [c for c in report.decisions if c.decision.action == "stop"]
         for cand in stops:
-            log.info("%s %s/%s (profile %s): %s — %s", "would stop" if cand.decision.dry_run else "stopping",
-                     cand.user, cand.name, cand.decision.profile, cand.decision.reason, cand.decision.detail)
+            log.info(
+                "%s %s/%s (profile %s): %s — %s",
+                "would stop" if cand.decision.dry_run else "stopping",
+                cand.user,
+                cand.name,
+                cand.decision.profile,
+                cand.decision.reason,
+                cand.decision.detail,
+            )
             if cand.decision.dry_run:
                 report.would_stop.append(cand)
                 self._record(cand, now)
@@ -408,19 +477,21 @@ class CullerService:
         return report
 
     def _record(self, cand: Candidate, now: datetime) -> None:
-        self.stop_log.append({
-            "time": now.isoformat(),
-            "user": cand.user,
-            "server": cand.name,
-            "profile": cand.decision.profile,
-            "reason": cand.decision.reason,
-            "detail": cand.decision.detail,
-            "dry_run": cand.decision.dry_run,
-            "started": cand.server.get("started"),
-            "last_activity": cand.server.get("last_activity"),
-            "groups": cand.groups,
-            "policy": list(cand.decision.policy.sources) if cand.decision.policy else [],
-        })
+        self.stop_log.append(
+            {
+                "time": now.isoformat(),
+                "user": cand.user,
+                "server": cand.name,
+                "profile": cand.decision.profile,
+                "reason": cand.decision.reason,
+                "detail": cand.decision.detail,
+                "dry_run": cand.decision.dry_run,
+                "started": cand.server.get("started"),
+                "last_activity": cand.server.get("last_activity"),
+                "groups": cand.groups,
+                "policy": list(cand.decision.policy.sources) if cand.decision.policy else [],
+            }
+        )
 
     def _record_external(self, now: datetime, running: dict, report: Report) -> None:
         for key, info in self._running.items():
@@ -429,10 +500,19 @@ class CullerService:
             user, name, started = key
             if self.stop_log.seen(user, name, started, False):
                 continue
-            rec = {"time": now.isoformat(), "user": user, "server": name, "profile": info["profile"],
-                   "reason": "external", "detail": "stopped outside the culler (user, admin or crash)",
-                   "dry_run": False, "started": started, "last_activity": info["last_activity"],
-                   "groups": [], "policy": []}
+            rec = {
+                "time": now.isoformat(),
+                "user": user,
+                "server": name,
+                "profile": info["profile"],
+                "reason": "external",
+                "detail": "stopped outside the culler (user, admin or crash)",
+                "dry_run": False,
+                "started": started,
+                "last_activity": info["last_activity"],
+                "groups": [],
+                "policy": [],
+            }
             self.stop_log.append(rec)
             report.external.append(rec)
 
@@ -449,15 +529,23 @@ class CullerService:
 
         async def run():
             await cull_idle(
-                url=self.api_url, api_token=self.api_token, inactive_limit=1, logger=log,
-                cull_users=False, remove_named_servers=False, max_age=0, concurrency=self.concurrency,
-                api_page_size=self.page_size, cull_arbiter=arbiter,
+                url=self.api_url,
+                api_token=self.api_token,
+                inactive_limit=1,
+                logger=log,
+                cull_users=False,
+                remove_named_servers=False,
+                max_age=0,
+                concurrency=self.concurrency,
+                api_page_size=self.page_size,
+                cull_arbiter=arbiter,
             )
 
         try:
-            await with_retries(run, what="cull_idle", tries=self.tries, base=self.backoff, cap=60.0,
-                               sleep=self.sleep)
-        except Exception as exc:  # noqa: BLE001 - the loop must survive; verified below
+            await with_retries(
+                run, what="cull_idle", tries=self.tries, base=self.backoff, cap=60.0, sleep=self.sleep
+            )
+        except Exception as exc:
             log.error("jupyterhub-idle-culler failed: %s", exc)
             report.errors.append(f"cull_idle: {exc}")
         # cull_idle swallows per-user errors: confirm each stop before recording it. A few stops: one
@@ -466,19 +554,23 @@ class CullerService:
         if len(attempted) > BULK_VERIFY:
             try:
                 models = {u["name"]: u for u in await self.hub.users(state="active")}
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 report.errors.append(f"verify stops: {exc}")
                 return
         for key, cand in attempted.items():
             if len(attempted) <= BULK_VERIFY:
                 try:
                     models[cand.user] = await self.hub.user(cand.user)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     report.errors.append(f"verify {cand.user}/{cand.name}: {exc}")
                     continue
             srv = ((models.get(cand.user) or {}).get("servers") or {}).get(cand.name)
-            gone = srv is None or srv.get("stopped") or srv.get("pending") == "stop" \
+            gone = (
+                srv is None
+                or srv.get("stopped")
+                or srv.get("pending") == "stop"
                 or srv.get("started") != cand.server.get("started")
+            )
             if gone:
                 self._stopped_by_us.add(key)
                 self._record(cand, now)
@@ -488,35 +580,58 @@ class CullerService:
 
     async def _restart(self, cand: Candidate, report: Report, now: datetime) -> None:
         if cand.decision.dry_run:
-            log.info("would restart always-on server %s/%s (profile %s)", cand.user, cand.name, cand.decision.profile)
+            log.info(
+                "would restart always-on server %s/%s (profile %s)",
+                cand.user,
+                cand.name,
+                cand.decision.profile,
+            )
             return
         key = (cand.user, cand.name)
         verdict = self.restarts.check(key, now)
         if not verdict.allowed:
             report.held_back.append(cand)
             if verdict.gave_up:
-                log.error("giving up restarting always-on server %s/%s (profile %s): %s", cand.user, cand.name,
-                          cand.decision.profile, verdict.detail)
-                self.stop_log.append({
-                    "event": "restart-limit", "time": now.isoformat(), "user": cand.user, "server": cand.name,
-                    "profile": cand.decision.profile, "reason": "always-on", "detail": verdict.detail,
-                    "dry_run": False, "started": cand.server.get("started"),
-                    "failures": self.restarts.failures(key), "groups": cand.groups,
-                    "policy": list(cand.decision.policy.sources) if cand.decision.policy else []})
+                log.error(
+                    "giving up restarting always-on server %s/%s (profile %s): %s",
+                    cand.user,
+                    cand.name,
+                    cand.decision.profile,
+                    verdict.detail,
+                )
+                self.stop_log.append(
+                    {
+                        "event": "restart-limit",
+                        "time": now.isoformat(),
+                        "user": cand.user,
+                        "server": cand.name,
+                        "profile": cand.decision.profile,
+                        "reason": "always-on",
+                        "detail": verdict.detail,
+                        "dry_run": False,
+                        "started": cand.server.get("started"),
+                        "failures": self.restarts.failures(key),
+                        "groups": cand.groups,
+                        "policy": list(cand.decision.policy.sources) if cand.decision.policy else [],
+                    }
+                )
             else:
                 log.info("not restarting %s/%s yet: %s", cand.user, cand.name, verdict.detail)
             return
-        log.info("restarting always-on server %s/%s (profile %s)", cand.user, cand.name, cand.decision.profile)
+        log.info(
+            "restarting always-on server %s/%s (profile %s)", cand.user, cand.name, cand.decision.profile
+        )
         self.restarts.attempted(key, now)
         try:
-            await self.hub.request("POST", server_path(cand.user, cand.name),
-                                   json_body=cand.server.get("user_options") or {})
+            await self.hub.request(
+                "POST", server_path(cand.user, cand.name), json_body=cand.server.get("user_options") or {}
+            )
         except HubAPIError as exc:
             if exc.status == 400 and "already" in str(exc.body):
                 return
             self._restart_failed(cand, report, now, exc)
             return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._restart_failed(cand, report, now, exc)
             return
         report.restarted.append(cand)
@@ -524,8 +639,13 @@ class CullerService:
     def _restart_failed(self, cand: Candidate, report: Report, now: datetime, exc: Exception) -> None:
         self.restarts.failed((cand.user, cand.name), now)
         report.errors.append(f"restart {cand.user}/{cand.name}: {exc}")
-        log.error("cannot restart %s/%s (failure %d): %s", cand.user, cand.name,
-                  self.restarts.failures((cand.user, cand.name)), exc)
+        log.error(
+            "cannot restart %s/%s (failure %d): %s",
+            cand.user,
+            cand.name,
+            self.restarts.failures((cand.user, cand.name)),
+            exc,
+        )
 
     # ---- the loop ---------------------------------------------------------------------
 
@@ -549,7 +669,7 @@ class CullerService:
                 n += 1
                 try:
                     await self.run_once()
-                except Exception as exc:  # noqa: BLE001 - survive hub outages; retry next round
+                except Exception as exc:
                     log.error("culler iteration failed: %s", exc)
                 if iterations is None or n < iterations:
                     await self.sleep(self.interval)

@@ -21,8 +21,6 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import web
 
-
-
 if TYPE_CHECKING:
     from .service import CullerService
 
@@ -52,7 +50,7 @@ class UpcomingHandler(HubOAuthenticated, web.RequestHandler):
         self.finish(json.dumps(culler.upcoming_for(user["name"])))
 
 
-def make_app(culler: "CullerService", prefix: str) -> web.Application:
+def make_app(culler: CullerService, prefix: str) -> web.Application:
     return web.Application(
         [
             (url_path_join(prefix, "api/upcoming"), UpcomingHandler),

@@ -7,10 +7,38 @@ added with ``apex_hub.services.configure(c, monitoring={...})``.
 
 from .probe import TOKEN_NOTE, Hub, PhaseFailed, Probe, ProbeSettings
 from .service import Metrics, MonitoringService, Settings
-from .status import CRITICAL, NAMES, OK, PHASES, UNKNOWN, WARNING, Check, ProbeResult, overall, probe_verdict, worst
+from .status import (
+    CRITICAL,
+    NAMES,
+    OK,
+    PHASES,
+    UNKNOWN,
+    WARNING,
+    Check,
+    ProbeResult,
+    overall,
+    probe_verdict,
+    worst,
+)
 
 __all__ = [
-    "CRITICAL", "Check", "Hub", "Metrics", "MonitoringService", "NAMES", "OK", "PHASES", "PhaseFailed", "Probe",
-    "ProbeResult", "ProbeSettings", "Settings", "TOKEN_NOTE", "UNKNOWN", "WARNING", "overall", "probe_verdict",
+    "CRITICAL",
+    "NAMES",
+    "OK",
+    "PHASES",
+    "TOKEN_NOTE",
+    "UNKNOWN",
+    "WARNING",
+    "Check",
+    "Hub",
+    "Metrics",
+    "MonitoringService",
+    "PhaseFailed",
+    "Probe",
+    "ProbeResult",
+    "ProbeSettings",
+    "Settings",
+    "overall",
+    "probe_verdict",
     "worst",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import aiohttp
 
@@ -17,16 +17,29 @@ from .status import CRITICAL, OK, UNKNOWN, WARNING, Check
 
 
 class Checks:
-    def __init__(self, hub: Hub, public_url: str, *, self_name: str, proxy_routes: bool = False,
-                 kube_api: str = "off", services: list[str] | None = None, timeout: float = 10,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        hub: Hub,
+        public_url: str,
+        *,
+        self_name: str,
+        proxy_routes: bool = False,
+        kube_api: str = "off",
+        services: list[str] | None = None,
+        timeout: float = 10,
+        clock: Callable[[], float] = time.time,
+    ):
         self.hub, self.public_url, self.self_name = hub, public_url.rstrip("/"), self_name
         self.with_routes, self.kube_api, self.service_names = proxy_routes, kube_api, services
         self.timeout, self.clock = aiohttp.ClientTimeout(total=timeout), clock
 
     async def run(self) -> dict[str, Check]:
-        names = ["hub_api", "proxy"] + (["proxy_routes"] if self.with_routes else []) \
-            + (["kubernetes"] if self.kube_api != "off" else []) + ["services"]
+        names = (
+            ["hub_api", "proxy"]
+            + (["proxy_routes"] if self.with_routes else [])
+            + (["kubernetes"] if self.kube_api != "off" else [])
+            + ["services"]
+        )
         results = await asyncio.gather(*(self._guarded(getattr(self, name)) for name in names))
         return dict(zip(names, results))
 
@@ -36,7 +49,7 @@ class Checks:
                 code, message = await check()
         except TimeoutError:
             code, message = CRITICAL, f"no answer in {self.timeout.total:g}s"
-        except Exception as exc:  # noqa: BLE001 - a check reports, it does not crash the service
+        except Exception as exc:
             code, message = CRITICAL, f"{type(exc).__name__}: {exc}"
         return Check(code, message, self.clock())
 
@@ -69,10 +82,14 @@ class Checks:
                 if srv.get("ready") and srv.get("url"):
                     expected[srv["url"].rstrip("/") + "/"] = f"{user['name']}/{name}"
         # path-based routespecs are "/user/alice/"; host-based ones "host/user/alice/"
-        routed = {"/" + spec.split("/", 1)[-1] if not spec.startswith("/") else spec: r
-                  for spec, r in routes.items()}
+        routed = {
+            "/" + spec.split("/", 1)[-1] if not spec.startswith("/") else spec: r
+            for spec, r in routes.items()
+        }
         missing = sorted(who for url, who in expected.items() if url not in routed)
-        stale = sorted(p for p, r in routed.items() if (r.get("data") or {}).get("user") and p not in expected)
+        stale = sorted(
+            p for p, r in routed.items() if (r.get("data") or {}).get("user") and p not in expected
+        )
         if missing:
             return CRITICAL, f"running servers without a proxy route: {', '.join(missing)}"
         if stale:
@@ -107,7 +124,11 @@ class Checks:
         if status != 200:
             return UNKNOWN, f"cannot list services: HTTP {status} {hub_message(body)}"
         found = {s["name"]: s for s in (body.values() if isinstance(body, dict) else body)}
-        names = self.service_names if self.service_names is not None else sorted(n for n in found if n != self.self_name)
+        names = (
+            self.service_names
+            if self.service_names is not None
+            else sorted(n for n in found if n != self.self_name)
+        )
         bad, good = [], []
         for name in names:
             svc = found.get(name)

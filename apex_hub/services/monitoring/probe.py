@@ -15,8 +15,9 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -44,8 +45,9 @@ class Hub:
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with self.session.request(method, self.api_url + path, json=body,
-                                        headers={"Authorization": f"token {self.token}"}) as r:
+        async with self.session.request(
+            method, self.api_url + path, json=body, headers={"Authorization": f"token {self.token}"}
+        ) as r:
             text = await r.text()
         try:
             return r.status, json.loads(text) if text else None
@@ -80,7 +82,9 @@ class ProbeSettings:
 
 
 class Probe:
-    def __init__(self, hub: Hub, public_url: str, settings: ProbeSettings, clock: Callable[[], float] = time.time):
+    def __init__(
+        self, hub: Hub, public_url: str, settings: ProbeSettings, clock: Callable[[], float] = time.time
+    ):
         self.hub, self.s, self.clock = hub, settings, clock
         self.public_url = public_url.rstrip("/")
         self.user_path = f"/users/{quote(settings.user)}"
@@ -94,12 +98,15 @@ class Probe:
         if status == 404:
             status, model = await self.hub.call("POST", self.user_path)
             if status not in (200, 201):
-                raise PhaseFailed("spawn_request", f"cannot create probe user {self.s.user!r}: HTTP {status} "
-                                                   f"{hub_message(model)}")
+                raise PhaseFailed(
+                    "spawn_request",
+                    f"cannot create probe user {self.s.user!r}: HTTP {status} {hub_message(model)}",
+                )
             log.info("created probe user %s", self.s.user)
         elif status != 200:
-            raise PhaseFailed("spawn_request", f"cannot read probe user {self.s.user!r}: HTTP {status} "
-                                               f"{hub_message(model)}")
+            raise PhaseFailed(
+                "spawn_request", f"cannot read probe user {self.s.user!r}: HTTP {status} {hub_message(model)}"
+            )
         if self.s.group and self.s.group not in (model.get("groups") or []):
             group_path = f"/groups/{quote(self.s.group)}"
             status, body = await self.hub.call("POST", f"{group_path}/users", {"users": [self.s.user]})
@@ -107,8 +114,13 @@ class Probe:
                 status, body = await self.hub.call("POST", group_path, {"users": [self.s.user]})
                 status = 200 if status == 201 else status
             if status != 200:
-                log.warning("cannot add %s to group %s: HTTP %s %s", self.s.user, self.s.group, status,
-                            hub_message(body))
+                log.warning(
+                    "cannot add %s to group %s: HTTP %s %s",
+                    self.s.user,
+                    self.s.group,
+                    status,
+                    hub_message(body),
+                )
 
     async def server(self) -> dict | None:
         """The probe's server model, or None when it has none."""
@@ -138,13 +150,22 @@ class Probe:
         raise RuntimeError(f"the probe server did not stop in {self.s.stop_timeout:g}s")
 
     async def new_token(self) -> tuple[str, str]:
-        body = {"scopes": [f"access:servers!user={self.s.user}"], "note": TOKEN_NOTE,
-                "expires_in": int(self.s.ready_timeout + self.s.proxy_timeout + self.s.kernel_timeout
-                                  + self.s.stop_timeout + 300)}
+        body = {
+            "scopes": [f"access:servers!user={self.s.user}"],
+            "note": TOKEN_NOTE,
+            "expires_in": int(
+                self.s.ready_timeout
+                + self.s.proxy_timeout
+                + self.s.kernel_timeout
+                + self.s.stop_timeout
+                + 300
+            ),
+        }
         status, model = await self.hub.call("POST", f"{self.user_path}/tokens", body)
         if status not in (200, 201):
-            raise PhaseFailed("spawn_request", f"cannot make a token for {self.s.user}: HTTP {status} "
-                                               f"{hub_message(model)}")
+            raise PhaseFailed(
+                "spawn_request", f"cannot make a token for {self.s.user}: HTTP {status} {hub_message(model)}"
+            )
         return model["id"], model["token"]
 
     async def delete_tokens(self, only: str | None = None) -> int:
@@ -153,8 +174,11 @@ class Probe:
             ids = [only]
         else:
             status, body = await self.hub.call("GET", f"{self.user_path}/tokens")
-            ids = [t["id"] for t in (body or {}).get("api_tokens", []) if t.get("note") == TOKEN_NOTE] \
-                if status == 200 else []
+            ids = (
+                [t["id"] for t in (body or {}).get("api_tokens", []) if t.get("note") == TOKEN_NOTE]
+                if status == 200
+                else []
+            )
         for token_id in ids:
             await self.hub.call("DELETE", f"{self.user_path}/tokens/{token_id}")
         return len(ids)
@@ -184,8 +208,12 @@ class Probe:
                 await self._kernel(result, token)
             result.code, result.message = OK, self._summary(result)
         except PhaseFailed as exc:
-            result.code, result.message, result.failed_phase = exc.code, f"{exc.phase}: {exc.message}", exc.phase
-        except Exception as exc:  # noqa: BLE001 - a probe never raises; the verdict says what broke
+            result.code, result.message, result.failed_phase = (
+                exc.code,
+                f"{exc.phase}: {exc.message}",
+                exc.phase,
+            )
+        except Exception as exc:
             log.exception("probe %d failed", probe_id)
             result.code, result.message = CRITICAL, f"probe error: {type(exc).__name__}: {exc}"
         finally:
@@ -203,14 +231,14 @@ class Probe:
         try:
             await asyncio.shield(self.stop_server())
             result.phases["stop"] = time.monotonic() - t
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             note = f"stop: {exc}"
             result.message = f"{result.message}; {note}" if result.message else note
             if result.code == OK:
                 result.code, result.failed_phase = CRITICAL, "stop"
         try:
             await self.delete_tokens(token_id) if token_id else None
-        except Exception as exc:  # noqa: BLE001 - it expires anyway
+        except Exception as exc:
             log.warning("cannot delete the probe token: %s", exc)
 
     async def _spawn(self, result: ProbeResult) -> None:
@@ -218,15 +246,17 @@ class Probe:
         status, body = await self.hub.call("POST", f"{self.user_path}/server", self.s.user_options or {})
         result.phases["spawn_request"] = time.monotonic() - t
         if status not in (201, 202):
-            raise PhaseFailed("spawn_request", f"POST {self.user_path}/server answered HTTP {status}: "
-                                               f"{hub_message(body)}")
+            raise PhaseFailed(
+                "spawn_request", f"POST {self.user_path}/server answered HTTP {status}: {hub_message(body)}"
+            )
         try:
             async with asyncio.timeout(self.s.ready_timeout):
                 await self._wait_ready(result)
         except TimeoutError:
             last = result.events[-1] if result.events else "none"
-            raise PhaseFailed("server_ready", f"server not ready after {self.s.ready_timeout:g}s "
-                                              f"(last event: {last})") from None
+            raise PhaseFailed(
+                "server_ready", f"server not ready after {self.s.ready_timeout:g}s (last event: {last})"
+            ) from None
         result.phases["server_ready"] = time.monotonic() - t
 
     async def _wait_ready(self, result: ProbeResult) -> None:
@@ -254,8 +284,11 @@ class Probe:
         while True:  # no (more) progress stream: poll the server model
             srv = await self.server()
             if srv is None:
-                raise PhaseFailed("server_ready", "spawn failed: the server went away "
-                                                  f"(last event: {result.events[-1] if result.events else 'none'})")
+                raise PhaseFailed(
+                    "server_ready",
+                    "spawn failed: the server went away "
+                    f"(last event: {result.events[-1] if result.events else 'none'})",
+                )
             if srv.get("ready"):
                 return
             await asyncio.sleep(0.5)
@@ -268,9 +301,12 @@ class Probe:
         problem, first = "no answer", None
         while True:
             try:
-                async with self.hub.session.get(url, headers={"Authorization": f"token {token}"},
-                                                allow_redirects=False,
-                                                timeout=aiohttp.ClientTimeout(total=self.s.proxy_timeout)) as r:
+                async with self.hub.session.get(
+                    url,
+                    headers={"Authorization": f"token {token}"},
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=self.s.proxy_timeout),
+                ) as r:
                     text = await r.text()
                     problem = self._proxy_problem(r.status, r.headers.get("Location", ""), text)
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -296,15 +332,19 @@ class Probe:
         if status == 200:
             return f"GET {path} through the proxy answered 200 but not the server's status: {text!r}"
         if 300 <= status < 400 and "/hub/" in location:
-            return (f"no proxy route to the probe's server: GET {path} reached the hub "
-                    f"(HTTP {status} to {location})")
+            return (
+                f"no proxy route to the probe's server: GET {path} reached the hub "
+                f"(HTTP {status} to {location})"
+            )
         if status == 424:
             return f"GET {path}: the hub says the probe's server is not running (HTTP 424)"
         if status in (401, 403):
             return f"GET {path}: the probe's token was refused (HTTP {status})"
         if status in (502, 503, 504):
-            return (f"dead proxy route: GET {path} answered HTTP {status} from the proxy "
-                    f"(the route's target does not answer){': ' + text if text else ''}")
+            return (
+                f"dead proxy route: GET {path} answered HTTP {status} from the proxy "
+                f"(the route's target does not answer){': ' + text if text else ''}"
+            )
         return f"GET {path} through the proxy answered HTTP {status}{': ' + text if text else ''}"
 
     async def _kernel(self, result: ProbeResult, token: str) -> None:
@@ -319,17 +359,25 @@ class Probe:
         name, fail = self.s.kernel_name, self.s.kernel_failure
         left = lambda: max(0.1, deadline - time.monotonic())  # noqa: E731
         try:
-            async with self.hub.session.post(base, json={"name": name}, headers=headers,
-                                             timeout=aiohttp.ClientTimeout(total=left())) as r:
+            async with self.hub.session.post(
+                base, json={"name": name}, headers=headers, timeout=aiohttp.ClientTimeout(total=left())
+            ) as r:
                 text = await r.text()
         except TimeoutError:
-            raise PhaseFailed("kernel", f"kernel {name!r} did not start in {self.s.kernel_timeout:g}s", fail) from None
+            raise PhaseFailed(
+                "kernel", f"kernel {name!r} did not start in {self.s.kernel_timeout:g}s", fail
+            ) from None
         if r.status != 201:
-            raise PhaseFailed("kernel", f"kernel {name!r} cannot start: POST /api/kernels answered HTTP "
-                                        f"{r.status}: {_error(text)}", fail)
+            raise PhaseFailed(
+                "kernel",
+                f"kernel {name!r} cannot start: POST /api/kernels answered HTTP {r.status}: {_error(text)}",
+                fail,
+            )
         kernel_id = json.loads(text)["id"]
         try:
-            value, reply = await asyncio.wait_for(self._execute(f"{base}/{kernel_id}/channels", headers), left())
+            value, reply = await asyncio.wait_for(
+                self._execute(f"{base}/{kernel_id}/channels", headers), left()
+            )
         except TimeoutError:
             value, reply = None, "no reply"
         except aiohttp.ClientError as exc:
@@ -342,8 +390,11 @@ class Probe:
             except aiohttp.ClientError as exc:
                 log.warning("cannot delete probe kernel %s: %s", kernel_id, exc)
         if value != "2":
-            what = f"1+1 gave {value!r}" if value is not None else \
-                f"no result from 1+1 in {self.s.kernel_timeout:g}s ({reply})"
+            what = (
+                f"1+1 gave {value!r}"
+                if value is not None
+                else f"no result from 1+1 in {self.s.kernel_timeout:g}s ({reply})"
+            )
             raise PhaseFailed("kernel", f"kernel {name!r}: {what}; kernel state: {state}", fail)
 
     async def _execute(self, ws_url: str, headers: dict) -> tuple[str | None, str | None]:
@@ -376,8 +427,11 @@ class Probe:
             async with self.hub.session.get(url, headers=headers) as r:
                 if r.status == 404:
                     return "gone (it died and the server removed it)"
-                return (await r.json(content_type=None)).get("execution_state", "?") if r.status == 200 \
+                return (
+                    (await r.json(content_type=None)).get("execution_state", "?")
+                    if r.status == 200
                     else f"HTTP {r.status}"
+                )
         except (aiohttp.ClientError, ValueError) as exc:
             return f"unknown ({exc})"
 
@@ -386,7 +440,11 @@ def _error(text: str) -> str:
     """The gist of an error body: a JSON message, a page's <title>, else the text (short)."""
     try:
         body = json.loads(text)
-        return str(body.get("message") or body.get("reason") or body)[:300] if isinstance(body, dict) else text[:300]
+        return (
+            str(body.get("message") or body.get("reason") or body)[:300]
+            if isinstance(body, dict)
+            else text[:300]
+        )
     except ValueError:
         pass
     if text.lstrip().startswith("<"):
@@ -398,9 +456,23 @@ def _error(text: str) -> str:
 def _execute_request(msg_id: str, code: str) -> dict:
     """A Jupyter ``execute_request`` in the websocket's JSON form (no subprotocol)."""
     return {
-        "header": {"msg_id": msg_id, "username": "apex-monitoring", "session": uuid.uuid4().hex,
-                   "msg_type": "execute_request", "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                    "allow_stdin": False, "stop_on_error": True},
+        "header": {
+            "msg_id": msg_id,
+            "username": "apex-monitoring",
+            "session": uuid.uuid4().hex,
+            "msg_type": "execute_request",
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "channel": "shell",
+        "buffers": [],
+        "content": {
+            "code": code,
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
     }

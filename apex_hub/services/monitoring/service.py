@@ -8,9 +8,9 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -31,12 +31,12 @@ class Settings:
     api_token: str = ""
     public_url: str = "http://127.0.0.1:8000"
     probe: ProbeSettings = field(default_factory=ProbeSettings)
-    interval: float = 300.0         # seconds between probe starts
-    stale_after: float = 0.0        # 0: stale_intervals * interval + the longest a probe may take
+    interval: float = 300.0  # seconds between probe starts
+    stale_after: float = 0.0  # 0: stale_intervals * interval + the longest a probe may take
     stale_intervals: float = 3.0
-    check_interval: float = 60.0    # component checks
+    check_interval: float = 60.0  # component checks
     proxy_routes: bool = False
-    kube_api: str = "off"           # off | incluster | kubeconfig path | URL
+    kube_api: str = "off"  # off | incluster | kubeconfig path | URL
     services: list[str] | None = None
     history: int = 50
     state_dir: str = ""
@@ -53,34 +53,48 @@ class Settings:
 class Metrics:
     """The Prometheus metrics (one registry per service; ``generate_latest(metrics.registry)``)."""
 
-    def __init__(self, service: "MonitoringService"):
+    def __init__(self, service: MonitoringService):
         r = self.registry = CollectorRegistry()
         p = "apex_monitoring_"
-        self.status = Gauge(p + "status", "Overall Nagios code: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN", registry=r)
+        self.status = Gauge(
+            p + "status", "Overall Nagios code: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN", registry=r
+        )
         self.status.set_function(lambda: service.status()["code"])
         self.probe_success = Gauge(p + "probe_success", "1 if the last probe passed (OK), else 0", registry=r)
-        self.probe_code = Gauge(p + "probe_status", "Nagios code of the last probe (staleness not included)",
-                                registry=r)
-        self.stale = Gauge(p + "probe_stale", "1 when the last probe result is older than the staleness limit",
-                           registry=r)
+        self.probe_code = Gauge(
+            p + "probe_status", "Nagios code of the last probe (staleness not included)", registry=r
+        )
+        self.stale = Gauge(
+            p + "probe_stale", "1 when the last probe result is older than the staleness limit", registry=r
+        )
         self.stale.set_function(lambda: float(service.is_stale()))
         self.runs = Counter(p + "probe_runs", "Probes run, by result", ["result"], registry=r)
         for name in NAMES.values():
             self.runs.labels(name)
-        self.phase = Histogram(p + "probe_phase_seconds", "Duration of each probe phase", ["phase"],
-                               buckets=BUCKETS, registry=r)
-        self.last_phase = Gauge(p + "probe_last_phase_seconds", "Phase durations of the last probe", ["phase"],
-                                registry=r)
-        self.last_run = Gauge(p + "probe_last_run_timestamp_seconds", "When the last probe finished", registry=r)
-        self.last_success = Gauge(p + "probe_last_success_timestamp_seconds", "When a probe last passed",
-                                  registry=r)
-        self.since_success = Gauge(p + "probe_seconds_since_last_success",
-                                   "Seconds since a probe last passed (+Inf: never)", registry=r)
+        self.phase = Histogram(
+            p + "probe_phase_seconds", "Duration of each probe phase", ["phase"], buckets=BUCKETS, registry=r
+        )
+        self.last_phase = Gauge(
+            p + "probe_last_phase_seconds", "Phase durations of the last probe", ["phase"], registry=r
+        )
+        self.last_run = Gauge(
+            p + "probe_last_run_timestamp_seconds", "When the last probe finished", registry=r
+        )
+        self.last_success = Gauge(
+            p + "probe_last_success_timestamp_seconds", "When a probe last passed", registry=r
+        )
+        self.since_success = Gauge(
+            p + "probe_seconds_since_last_success",
+            "Seconds since a probe last passed (+Inf: never)",
+            registry=r,
+        )
         self.since_success.set_function(service.seconds_since_success)
-        self.component = Gauge(p + "component_status", "Nagios code of each component check", ["component"],
-                               registry=r)
-        self.component_up = Gauge(p + "component_up", "1 if the component check is OK, else 0", ["component"],
-                                  registry=r)
+        self.component = Gauge(
+            p + "component_status", "Nagios code of each component check", ["component"], registry=r
+        )
+        self.component_up = Gauge(
+            p + "component_up", "1 if the component check is OK, else 0", ["component"], registry=r
+        )
 
     def probe(self, result: ProbeResult) -> None:
         self.runs.labels(result.status).inc()
@@ -108,9 +122,15 @@ class MonitoringService:
         self.started = clock()
         self.hub = Hub(settings.api_url, settings.api_token)
         self.probe = Probe(self.hub, settings.public_url, settings.probe, clock)
-        self.checks = Checks(self.hub, settings.public_url, self_name=settings.name,
-                             proxy_routes=settings.proxy_routes, kube_api=settings.kube_api,
-                             services=settings.services, clock=clock)
+        self.checks = Checks(
+            self.hub,
+            settings.public_url,
+            self_name=settings.name,
+            proxy_routes=settings.proxy_routes,
+            kube_api=settings.kube_api,
+            services=settings.services,
+            clock=clock,
+        )
         self.history: deque[ProbeResult] = deque(maxlen=settings.history)
         self.components: dict[str, Check] = {}
         self.running: ProbeResult | None = None
@@ -144,14 +164,22 @@ class MonitoringService:
         code, message = overall(probe, self.components)
         last_ok = self.last_success()
         return {
-            "service": self.s.name, "code": code, "status": NAMES[code], "message": message,
+            "service": self.s.name,
+            "code": code,
+            "status": NAMES[code],
+            "message": message,
             "time": iso(self.clock()),
-            "probe": {**probe.to_json(), "stale_after_seconds": self.s.staleness(),
-                      "interval_seconds": self.s.interval, "user": self.s.probe.user,
-                      "profile": self.s.probe.profile, "paused": self.paused(),
-                      "running": self.running.to_json() if self.running else None,
-                      "last": self.last.to_json() if self.last else None,
-                      "last_success_at": iso(last_ok.finished) if last_ok else None},
+            "probe": {
+                **probe.to_json(),
+                "stale_after_seconds": self.s.staleness(),
+                "interval_seconds": self.s.interval,
+                "user": self.s.probe.user,
+                "profile": self.s.probe.profile,
+                "paused": self.paused(),
+                "running": self.running.to_json() if self.running else None,
+                "last": self.last.to_json() if self.last else None,
+                "last_success_at": iso(last_ok.finished) if last_ok else None,
+            },
             "components": {name: c.to_json() for name, c in self.components.items()},
             "startup_cleanup": self.startup_cleanup,
             "history": [r.to_json() for r in reversed(self.history)],
@@ -191,9 +219,9 @@ class MonitoringService:
                 self.startup_cleanup = await self.probe.cleanup() or "nothing left over"
                 log.info("start-up cleanup: %s", self.startup_cleanup)
                 return
-            except Exception as exc:  # noqa: BLE001 - the hub may still be starting
+            except Exception as exc:
                 log.warning("start-up cleanup failed (%s), retrying", exc)
-                await asyncio.sleep(min(2 ** attempt, 30))
+                await asyncio.sleep(min(2**attempt, 30))
 
     async def run_probe(self) -> ProbeResult:
         n = (self.last.id if self.last else 0) + 1

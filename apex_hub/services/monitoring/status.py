@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -19,7 +19,7 @@ def worst(codes) -> int:
 
 
 def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -46,7 +46,7 @@ class ProbeResult:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "ProbeResult":
+    def from_json(cls, data: dict) -> ProbeResult:
         names = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -60,8 +60,12 @@ class Check:
     checked: float
 
     def to_json(self) -> dict:
-        return {"code": self.code, "status": NAMES[self.code], "message": self.message,
-                "checked_at": iso(self.checked)}
+        return {
+            "code": self.code,
+            "status": NAMES[self.code],
+            "message": self.message,
+            "checked_at": iso(self.checked),
+        }
 
 
 def probe_verdict(last: ProbeResult | None, now: float, stale_after: float, since: float) -> Check:
@@ -77,8 +81,12 @@ def probe_verdict(last: ProbeResult | None, now: float, stale_after: float, sinc
         return Check(UNKNOWN, "no probe result yet", now)
     age = now - last.finished
     if age > stale_after:
-        return Check(CRITICAL, f"last probe result is stale: {age:.0f}s old (stale after {stale_after:g}s); "
-                               f"it was {last.status}: {last.message}", now)
+        return Check(
+            CRITICAL,
+            f"last probe result is stale: {age:.0f}s old (stale after {stale_after:g}s); "
+            f"it was {last.status}: {last.message}",
+            now,
+        )
     return Check(last.code, last.message, last.finished)
 
 

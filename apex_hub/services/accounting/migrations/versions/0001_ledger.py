@@ -4,6 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-12-02
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -69,7 +70,12 @@ def downgrade() -> None:
     op.drop_table("apel_exports")
     op.drop_index("ix_session_events_session_id", "session_events")
     op.drop_table("session_events")
-    for name in ("ix_sessions_user_server_start", "ix_sessions_stop", "ix_sessions_start", "ix_sessions_group",
-                 "ix_sessions_user"):
+    for name in (
+        "ix_sessions_user_server_start",
+        "ix_sessions_stop",
+        "ix_sessions_start",
+        "ix_sessions_group",
+        "ix_sessions_user",
+    ):
         op.drop_index(name, "sessions")
     op.drop_table("sessions")
