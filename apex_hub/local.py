@@ -392,7 +392,7 @@ class LocalHub:
                 branding=self.branding,
             )
         )
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: ASYNC230 - append-only local log, kept open for the hub
         # its own session: Ctrl-C reaches us only, and we stop the hub in order
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -478,7 +478,8 @@ class LocalHub:
                 f"  Services:   usage {self.url}services/apex-accounting/ · status {self.url}services/apex-monitoring/"
             )
             _say(
-                f"              culler: {CULLING_POLICY.name} (small: 10 idle minutes; conda: stopped after 4 h, warned on the hub's pages) · quota: "
+                f"              culler: {CULLING_POLICY.name} (small: 10 idle minutes;"
+                " conda: stopped after 4 h, warned on the hub's pages) · quota: "
                 f"{QUOTAS.name} (apex-small: 2 CPU-hours a month) · probe every {PROBE_INTERVAL // 60} min"
             )
         if self._own_workdir:

@@ -50,8 +50,8 @@ _NOT_ALNUM = re.compile(r"[^a-z0-9]+")
 # it can never equal the hashed form of a different name -- in the current scheme
 # or in the legacy one (else "alice-x-org-1a2b3c4d" would pass through unchanged
 # and land in the legacy namespace of "alice@x.org").
-_HASH_TAIL = re.compile(r"-[a-z2-7]{%d}$" % HASH_LENGTH)
-_LEGACY_HASH_TAIL = re.compile(r"-[0-9a-f]{%d}$" % LEGACY_HASH_LENGTH)
+_HASH_TAIL = re.compile(rf"-[a-z2-7]{{{HASH_LENGTH}}}$")
+_LEGACY_HASH_TAIL = re.compile(rf"-[0-9a-f]{{{LEGACY_HASH_LENGTH}}}$")
 _PREFIX = re.compile(r"^([a-z][-a-z0-9]*)?$")
 
 

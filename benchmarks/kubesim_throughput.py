@@ -53,7 +53,7 @@ async def watch_latency(samples=50):
 
             async def watcher():
                 w = watch.Watch()
-                async for ev in w.stream(v1.list_namespaced_config_map, "default", resource_version=rv):
+                async for _ev in w.stream(v1.list_namespaced_config_map, "default", resource_version=rv):
                     seen.put_nowait(time.perf_counter())
 
             task = asyncio.create_task(watcher())

@@ -89,7 +89,7 @@ class Env:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def env(tmp_path_factory, postgres):  # noqa: F811 - the fixture
+async def env(tmp_path_factory, postgres):
     skip_without_idp()
     work = tmp_path_factory.mktemp("z2jh")
     names = {"hub": "hub_" + uuid.uuid4().hex[:8], "acct": "acct_" + uuid.uuid4().hex[:8]}

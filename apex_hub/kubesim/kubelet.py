@@ -307,14 +307,14 @@ class Kubelet:
         await self._retry(p, lambda: self._resolve_volumes(p))
         for c in p.spec.get("initContainers", []):
             await self._pull(p, c, p.init[c["name"]])
-            await self._retry(p, lambda: self._container_env(p, c), p.init[c["name"]])
+            await self._retry(p, lambda c=c: self._container_env(p, c), p.init[c["name"]])
             self._created_and_started(p, c)
             _set_terminated(p.init[c["name"]], 0, now_rfc3339())
             self._sync(p)
         p.initialized = True
         for c in p.spec.get("containers", []):
             await self._pull(p, c, p.main[c["name"]])
-            await self._retry(p, lambda: self._container_env(p, c), p.main[c["name"]])
+            await self._retry(p, lambda c=c: self._container_env(p, c), p.main[c["name"]])
             self._created_and_started(p, c)
             _set_running(p.main[c["name"]])
             p.main[c["name"]]["ready"] = True
@@ -425,7 +425,7 @@ class Kubelet:
         probe = c.get("readinessProbe") or {}
         await asyncio.sleep(probe.get("initialDelaySeconds", 0))
         check = _probe_check(c, probe, p.ip)
-        while check is not None and not await check():
+        while check is not None and not await check():  # noqa: ASYNC110 - a probe polls by design
             await asyncio.sleep(self.probe_interval)
         cs["ready"] = True
         self._sync(p)
@@ -438,7 +438,8 @@ class Kubelet:
         if p.stopping:
             raise PodGone
         self._event(p, "Created", f"Created container {c['name']}")
-        with open(self._pod_dir(*p.key) / f"{c['name']}.log", "ab") as out:
+        # opening a local file for append returns at once; the subprocess writes to it, not the loop
+        with open(self._pod_dir(*p.key) / f"{c['name']}.log", "ab") as out:  # noqa: ASYNC230
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *argv,

@@ -222,7 +222,7 @@ class RemoteStore:
     async def drain(self, timeout: float = 30) -> None:
         """Wait until every queued pod write has been sent (for an orderly stop)."""
         deadline = time.monotonic() + timeout
-        while any(w.busy for w in self._writers.values()) and time.monotonic() < deadline:
+        while any(w.busy for w in self._writers.values()) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
     # -- pods -------------------------------------------------------------------------------

@@ -125,22 +125,25 @@ class PodIO:
         path = kubelet.log_path(namespace, name, container) if kubelet is not None else None
         offset = path.stat().st_size if path is not None and path.exists() else 0
         uid = pod["metadata"]["uid"]
-        while True:
-            if path is not None and path.exists():
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    chunk = f.read()
+        try:
+            while True:
+                chunk = await asyncio.to_thread(_read_from, path, offset) if path is not None else b""
                 if chunk:
                     offset += len(chunk)
                     await resp.write(chunk)
-            current = self.store._raw(rtype, namespace, name)
-            if current is None or current["metadata"]["uid"] != uid:
-                break  # the pod is gone
-            state = (container_status(current, container) or {}).get("state", {})
-            if "terminated" in state and (path is None or not path.exists() or path.stat().st_size == offset):
-                break  # the container stopped and everything it wrote was sent
-            await asyncio.sleep(FOLLOW_POLL)
-        await resp.write_eof()
+                current = self.store._raw(rtype, namespace, name)
+                if current is None or current["metadata"]["uid"] != uid:
+                    break  # the pod is gone
+                state = (container_status(current, container) or {}).get("state", {})
+                if "terminated" in state and (
+                    path is None or not path.exists() or path.stat().st_size == offset
+                ):
+                    break  # the container stopped and everything it wrote was sent
+                await asyncio.sleep(FOLLOW_POLL)
+            await resp.write_eof()
+        except ConnectionResetError:
+            # the client went away (kubectl logs -f interrupted): stop following, as the API server does
+            log.debug("log follower of %s/%s went away", namespace, name)
         return resp
 
     # -- exec -------------------------------------------------------------------------------
@@ -249,3 +252,13 @@ async def _read_stdin(ws: web.WebSocketResponse, stdin) -> None:
     finally:
         if stdin is not None and not stdin.is_closing():
             stdin.close()
+
+
+def _read_from(path, offset: int) -> bytes:
+    """What a container log file holds past ``offset`` (nothing while it does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+    except FileNotFoundError:
+        return b""

@@ -241,6 +241,7 @@ class Store:
                 raise errors.bad_request("invalid continue token") from None
         items = []
         more = None
+        last_key: tuple | None = None
         for key in sorted(self._table(rtype)):
             if start is not None and key <= start:
                 continue
@@ -250,10 +251,10 @@ class Store:
             if not (labels(obj["metadata"].get("labels")) and fields(obj)):
                 continue
             if limit and len(items) >= limit:
-                more = base64.urlsafe_b64encode(json.dumps({"start": list(items_key)}).encode()).decode()
+                more = base64.urlsafe_b64encode(json.dumps({"start": list(last_key or ())}).encode()).decode()
                 break
             items.append(obj)
-            items_key = key
+            last_key = key
         return items, str(self.rv), more
 
     def watch(
@@ -562,7 +563,7 @@ class Store:
         owners = self._applied.get(cur["metadata"]["uid"])
         if not owners:
             return
-        for manager, fields in owners.items():
+        for _manager, fields in owners.items():
             fields -= managed.changed(cur, new, fields)
 
     def _update(self, rtype, cur, new, subresource, dry_run, applied_by: str | None = None) -> dict:

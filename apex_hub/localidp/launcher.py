@@ -297,8 +297,9 @@ class LocalIdP:
             raise LocalIdPError(f"cannot start the local OpenID Connect provider: {reason}")
         self._ready_path.unlink(missing_ok=True)
         self._write_config(self.port)
-        with open(self.log_path, "ab") as log:
-            proc = subprocess.Popen(
+        # a local append-only log and a fork/exec: neither waits on anything the loop serves
+        with open(self.log_path, "ab") as log:  # noqa: ASYNC230
+            proc = subprocess.Popen(  # noqa: ASYNC220 - a Popen handle, for the synchronous finalizer
                 [find_node(), str(PROVIDER_SCRIPT), str(self.config_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -356,7 +357,7 @@ class LocalIdP:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 deadline = time.monotonic() + timeout
-                while proc.poll() is None and time.monotonic() < deadline:
+                while proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
                 _kill(proc)
             if self._finalizer is not None:

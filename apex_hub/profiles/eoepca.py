@@ -106,7 +106,7 @@ _Dumper.add_representer(
 )
 # Quoted ('0644'): YAML 1.1 reads a bare 0644 as octal but YAML 1.2 tools as decimal.
 _Dumper.add_representer(
-    _Octal, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", "0%o" % int(v), style="'")
+    _Octal, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", f"0{int(v):o}", style="'")
 )
 
 

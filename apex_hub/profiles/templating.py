@@ -38,7 +38,7 @@ def has_escapes(text: str) -> bool:
 
 def escape(text: str) -> str:
     """Make every ``{name}`` in ``text`` literal (``{{name}}``): rendering gives it back."""
-    return _PLACEHOLDER.sub(lambda m: m.group(0) if m.group(1) else "{{%s}}" % m.group(2), text)
+    return _PLACEHOLDER.sub(lambda m: m.group(0) if m.group(1) else f"{{{{{m.group(2)}}}}}", text)
 
 
 def check_values(values: Mapping[str, str]) -> dict[str, str]:
@@ -62,7 +62,7 @@ def render(text: str, values: Mapping[str, str]) -> str:
 
     def substitute(match: re.Match) -> str:
         if match.group(1):
-            return "{%s}" % match.group(1)
+            return f"{{{match.group(1)}}}"
         name = match.group(2)
         if name not in safe:
             raise ValueError(f"no value given for placeholder {{{name}}}")

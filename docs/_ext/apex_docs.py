@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path
+from typing import ClassVar
 
 import apex_cli
 import apex_schemas
@@ -36,7 +37,7 @@ class _MarkdownDirective(SphinxDirective):
 
 class SchemaDirective(_MarkdownDirective):
     required_arguments = 1
-    option_spec = {"tables": directives.flag}
+    option_spec: ClassVar = {"tables": directives.flag}
 
     def run(self) -> list[nodes.Node]:
         name = self.arguments[0]
@@ -82,14 +83,14 @@ class ConfigDirective(_MarkdownDirective):
     docstrings use cross-references that only resolve in those projects' docs)."""
 
     required_arguments = 1
-    option_spec = {"upstream": directives.unchanged}
+    option_spec: ClassVar = {"upstream": directives.unchanged}
 
     def run(self) -> list[nodes.Node]:
         import importlib
 
         module, _, name = self.arguments[0].rpartition(".")
         cls = getattr(importlib.import_module(module), name)
-        own, inherited = own_config_traits(cls)
+        _own, inherited = own_config_traits(cls)
         rst = [f".. autoconfigurable:: {self.arguments[0]}"]
         if inherited:
             rst.append(f"   :exclude-members: {', '.join(inherited)}")

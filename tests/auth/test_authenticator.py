@@ -34,7 +34,7 @@ async def test_presets_fill_what_is_not_configured():
     kc = APExOIDCAuthenticator(provider_preset="keycloak", client_id="hub")
     assert kc.group_claim_paths() == ["groups", "realm_access.roles", "resource_access.hub.roles"]
     assert kc.enable_auth_state and kc.manage_groups
-    with pytest.raises(TraitError, match="provider_preset.*expected any of"):
+    with pytest.raises(TraitError, match=r"provider_preset.*expected any of"):
         APExOIDCAuthenticator(provider_preset="okta")
 
 

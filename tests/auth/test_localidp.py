@@ -386,7 +386,7 @@ def test_invalid_client_metadata_fails_the_start(tmp_path):
     idp = LocalIdP(
         users=[], clients=[{"client_id": "c", "client_secret": "s", "redirect_uris": []}], workdir=tmp_path
     )
-    with pytest.raises(LocalIdPError, match="client c: .*redirect_uris"):
+    with pytest.raises(LocalIdPError, match=r"client c: .*redirect_uris"):
         idp.start_sync()
     assert idp.pid is None
 

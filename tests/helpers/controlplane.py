@@ -298,7 +298,7 @@ class ControlPlane:
 
     def stop(self) -> None:
         """SIGTERM in reverse start order, SIGKILL after a grace period; no process left behind."""
-        for name, proc in reversed(list(self.procs.items())):
+        for _name, proc in reversed(list(self.procs.items())):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:

@@ -269,7 +269,7 @@ async def test_json_patch_and_its_errors(sim, v1):
 
 
 async def test_strategic_merge_patch_merges_containers_env_volumes_by_key(v1):
-    p = pod("s", spec_extra := None) if False else pod("s")
+    p = pod("s")
     p["spec"]["containers"][0]["env"] = [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]
     p["spec"]["containers"].append({"name": "side", "image": "busybox:1.36"})
     p["spec"]["volumes"] = [{"name": "v1", "emptyDir": {}}]
@@ -656,7 +656,7 @@ async def test_request_log_counts_per_verb_and_resource(sim, v1):
     assert (
         counts["create configmaps"] == 1 and counts["get configmaps"] == 1 and counts["list configmaps"] == 1
     )
-    rec = [r for r in sim.requests if r.verb == "create"][0]
+    rec = next(r for r in sim.requests if r.verb == "create")
     assert rec.namespace == "default" and rec.status == 201
 
 

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from apex_hub.profiles import Catalogue, CatalogueError, Profile
@@ -417,7 +418,7 @@ def test_profile_yaml_booleans_and_numbers():
 
 def test_profiles_are_immutable():
     profile = Catalogue.from_yaml(MINIMAL).get("lab")
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         profile.slug = "other"
     assert isinstance(profile, Profile)
 

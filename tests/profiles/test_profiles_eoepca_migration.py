@@ -300,7 +300,7 @@ def test_conda_needs_a_volume_when_the_workspace_volume_is_off():
     }
     with pytest.raises(
         CatalogueError,
-        match="profile 'p': conda_environments: .*workspace_volume:"
+        match=r"profile 'p': conda_environments: .*workspace_volume:"
         " false and no volumes at all; add a volume named"
         " 'workspace'",
     ):
@@ -311,7 +311,7 @@ def test_conda_needs_a_volume_when_the_workspace_volume_is_off():
 
 def test_workspace_pull_secret_must_be_made_by_a_manifest():
     base = {"slug": "p", "display_name": "P", "workspace_image_pull_secrets": ["regcred"]}
-    with pytest.raises(CatalogueError, match="workspace_image_pull_secrets.*not made by"):
+    with pytest.raises(CatalogueError, match=r"workspace_image_pull_secrets.*not made by"):
         Catalogue.from_yaml(yaml.safe_dump({"profiles": [base]}))
     external = {
         "apiVersion": "external-secrets.io/v1beta1",

@@ -160,7 +160,9 @@ async def the_operators_part(sim, profile, spawner, start):
                         namespace,
                         {
                             "metadata": {"name": name},
-                            ("stringData" if plural == "secrets" else "data"): dict.fromkeys(keys or {"value"}, "provided"),
+                            ("stringData" if plural == "secrets" else "data"): dict.fromkeys(
+                                keys or {"value"}, "provided"
+                            ),
                         },
                     )
             await asyncio.wait([task], timeout=0.05)

@@ -123,7 +123,7 @@ def test_render_text():
         render("{username}/{namespace} {other} {{username}}", {"username": "u", "namespace": "n"})
         == "u/n {other} {username}"
     )  # {{x}}: the escape
-    with pytest.raises(ValueError, match="no value given for placeholder {profile}"):
+    with pytest.raises(ValueError, match=r"no value given for placeholder {profile}"):
         render("{profile}", {"username": "u"})
     with pytest.raises(ValueError, match="unknown placeholder"):
         render("x", {"user": "u"})

@@ -109,7 +109,7 @@ async def wait_stopped(hub: HubProcess, user: str, timeout: float = 90) -> None:
     await until(f"{user}'s server stopped", gone, timeout, hub)
 
 
-async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the fixture
+async def test_accounting_with_a_real_hub(tmp_path, db_url):
     profiles, quotas, state, apel_dir = (
         tmp_path / "profiles.yml",
         tmp_path / "quotas.yaml",
@@ -249,7 +249,7 @@ async def test_accounting_with_a_real_hub(tmp_path, db_url):  # noqa: F811 - the
             await hub.wait_ready("alice", timeout=90)
 
             async def both_alice():
-                got = [s for s in await sessions(hub, user="alice")]
+                got = list(await sessions(hub, user="alice"))
                 return got if len(got) == 2 and got[0]["stop"] else None
 
             old, new = await until(

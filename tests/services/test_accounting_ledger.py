@@ -141,22 +141,22 @@ def ledger(db_url):
 
 
 def obs(uid="pod-1", user="alice", start=T0, **kw) -> Observation:
-    base = dict(
-        id=uid,
-        user=user,
-        user_slug=user,
-        server="",
-        namespace=f"apex-{user}",
-        pod=f"jupyter-{user}",
-        group="apex-small",
-        profile="lab",
-        image="img:1",
-        cpu=2.0,
-        memory_bytes=4 * GIB,
-        gpu=0.0,
-        pvc_bytes=10 * GIB,
-        start=start,
-    )
+    base = {
+        "id": uid,
+        "user": user,
+        "user_slug": user,
+        "server": "",
+        "namespace": f"apex-{user}",
+        "pod": f"jupyter-{user}",
+        "group": "apex-small",
+        "profile": "lab",
+        "image": "img:1",
+        "cpu": 2.0,
+        "memory_bytes": 4 * GIB,
+        "gpu": 0.0,
+        "pvc_bytes": 10 * GIB,
+        "start": start,
+    }
     base.update(kw)
     return Observation(**base)
 

@@ -151,9 +151,7 @@ def test_schedule_occurrences_in_zone():
         2026, 11, 30, 20, 0, tzinfo=ROME
     )
     # summer time: 20:00 in Rome is 18:00 UTC
-    assert (
-        next_shutdown(s, datetime(2026, 7, 1, 12, 0, tzinfo=UTC)).astimezone(UTC).hour == 18
-    )
+    assert next_shutdown(s, datetime(2026, 7, 1, 12, 0, tzinfo=UTC)).astimezone(UTC).hour == 18
 
 
 def test_cli_exits_2_on_bad_policy(tmp_path, capsys):

@@ -286,7 +286,7 @@ def test_configure(tmp_path):
     assert c.JupyterHub.load_roles[-1]["scopes"] == CULLER_SCOPES + [restart_scope()]
     # a bad policy fails at hub start-up, naming the field
     policy.write_text("defaults: {schedule: {cron: '0 20 * * 1-5', timezone: Europe/Rom}}\n")
-    with pytest.raises(PolicyError, match="defaults.schedule.timezone"):
+    with pytest.raises(PolicyError, match=r"defaults.schedule.timezone"):
         configure(Config(), culler={"policy": str(policy)})
 
 
@@ -580,7 +580,7 @@ def test_configure_options(tmp_path):
         "custom:x!user",
         "access:services!service=apex-culler",
     ]
-    with pytest.raises(ValueError, match="unknown key.*warn_befor"):
+    with pytest.raises(ValueError, match=r"unknown key.*warn_befor"):
         configure(Config(), culler={"policy": str(policy), "warn_befor": "15m"})
     with pytest.raises(PolicyError, match="warn_before: '15 minutes' is not a duration"):
         configure(Config(), culler={"policy": str(policy), "warn_before": "15 minutes"})

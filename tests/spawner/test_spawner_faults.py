@@ -107,7 +107,7 @@ async def test_a_persistent_failure_fails_with_a_clear_message_and_a_retry_conve
     again = make_spawner(ksim, "ada")
     await again.start()
     assert obj(ksim, "configmaps", "apex-ada", "bashrc") is not None
-    assert len([p for p in ksim.store.list(ksim.store._rt("persistentvolumeclaims"), "apex-ada")[0]]) == 1
+    assert len(list(ksim.store.list(ksim.store._rt("persistentvolumeclaims"), "apex-ada")[0])) == 1
     await again.stop()
 
 

@@ -63,5 +63,5 @@ async def test_egress_options(ksim):
 
 
 def test_a_bad_cidr_is_a_clear_configuration_error(ksim):
-    with pytest.raises(TraitError, match="egress_blocked_cidrs: '169.254.169.254/33' is not a CIDR"):
+    with pytest.raises(TraitError, match=r"egress_blocked_cidrs: '169.254.169.254/33' is not a CIDR"):
         make_spawner(ksim, "rob", egress_blocked_cidrs=["169.254.169.254/33"])

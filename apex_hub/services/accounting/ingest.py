@@ -98,7 +98,7 @@ def requested(pod: dict) -> tuple[float, int, float]:
         res = c.get("resources") or {}
         req, lim = res.get("requests") or {}, res.get("limits") or {}
 
-        def pick(key):
+        def pick(key, req=req, lim=lim):
             return quantity(req.get(key, lim.get(key)))
 
         cpu += pick("cpu")

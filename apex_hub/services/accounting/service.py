@@ -345,7 +345,7 @@ class AccountingService:
             if self.ledger.set_reason(best["id"], rec.reason, source="culler", detail={"detail": rec.detail}):
                 self.stats.reasons_attached += 1
         if records is not self._culler_records:
-            self._unmatched = [r for r in unmatched]
+            self._unmatched = list(unmatched)
         # bound memory: keep the last day of records for matching
         self._culler_records = [r for r in self._culler_records if now - r.time < timedelta(days=1)]
 
@@ -361,7 +361,7 @@ class AccountingService:
         if users is not None:
             self.groups = {u["name"]: list(u.get("groups") or []) for u in users}
             self.hub_servers = {u["name"]: u.get("servers") or {} for u in users}
-            for uid, (pod, deleted) in list(self._deferred.items()):
+            for _uid, (pod, deleted) in list(self._deferred.items()):
                 await self.handle_pod(pod, deleted=deleted, source="deferred")
         self.read_stop_reasons()
         if self.quotas is not None and users is not None:

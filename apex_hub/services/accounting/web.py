@@ -287,7 +287,8 @@ PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>APEx
 <style>body{{font-family:sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child,th:first-child{{text-align:left}}
 .over{{color:#c0392b;font-weight:bold}}
-.warning{{background:#fff3cd;border:2px solid #e0a800;border-radius:4px;padding:.8em 1em;font-weight:bold}}</style></head><body>{body}</body></html>"""
+.warning{{background:#fff3cd;border:2px solid #e0a800;border-radius:4px;padding:.8em 1em;font-weight:bold}}</style>
+</head><body>{body}</body></html>"""
 
 
 class PageHandler(Base):
