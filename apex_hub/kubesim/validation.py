@@ -12,9 +12,13 @@ import functools
 import json
 import re
 
-from ..naming import DNS1123_LABEL, DNS1123_SUBDOMAIN
 from .errors import invalid
 
+# The API server's own name rules (apimachinery's IsDNS1123Label / IsDNS1123Subdomain). kubesim keeps its
+# copy rather than importing the product's (apex_hub.naming): a mistake there must be caught here, not
+# mirrored (the import-linter contract in pyproject.toml keeps kubesim free of product imports).
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")

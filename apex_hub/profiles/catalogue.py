@@ -143,7 +143,8 @@ def _top_level_problems(data: Any) -> list[str]:
 
 
 def _cross_profile_problems(indexed: list[tuple[int, Profile]]) -> list[str]:
-    problems, first = [], {}
+    problems: list[str] = []
+    first: dict[str, int] = {}
     for index, profile in indexed:
         if profile.slug in first:
             problems.append(

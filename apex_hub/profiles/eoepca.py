@@ -445,7 +445,7 @@ class _Converter:
             if not mount_path:
                 self.note(f"{where}: no volume_mount.mount_path; volume not converted")
                 continue
-            item = {"name": self._rename(where, vol.get("name"), f"volume-{n}")}
+            item: dict[str, Any] = {"name": self._rename(where, vol.get("name"), f"volume-{n}")}
             for key in ("claim_name", "size", "storage_class", "access_modes", "annotations"):
                 if vol.get(key):
                     item[key] = vol[key]

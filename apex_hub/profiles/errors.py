@@ -55,7 +55,7 @@ class ProfileNotAllowed(ProfileError, PermissionError):
     status_code = 403
 
     def __init__(self, slug: str, required: Iterable[str] = (), groups: Iterable[str] = ()):
-        self.slug = slug
+        self.slug: str | None = slug
         self.required_groups = sorted(required)
         self.user_groups = sorted(groups)
         super().__init__(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import yaml
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
@@ -66,6 +66,13 @@ class ConfigMapItem(StrictModel):
         return None if content is None else _check_size(content, "the content")
 
 
+AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
+
+
+def _read_write_once() -> list[AccessMode]:
+    return ["ReadWriteOnce"]
+
+
 class VolumeItem(StrictModel):
     """A PVC mounted in the pod: created with ``size``, or an existing ``claim_name``."""
 
@@ -73,9 +80,7 @@ class VolumeItem(StrictModel):
     claim_name: TemplatedName | None = None
     size: Quantity | None = None
     storage_class: str | None = None
-    access_modes: list[Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]] = Field(
-        default_factory=lambda: ["ReadWriteOnce"], min_length=1
-    )
+    access_modes: list[AccessMode] = Field(default_factory=_read_write_once, min_length=1)
     annotations: dict[str, LooseStr] = Field(default_factory=dict)
     mount_path: AbsolutePath
     sub_path: SubPath | None = None
@@ -191,8 +196,8 @@ def _documents(content: str | dict | list, values: Mapping[str, str] | None) -> 
         except yaml.YAMLError as exc:
             raise ValueError(f"content is not valid YAML: {exc}") from None
     else:
-        docs = render_tree(content, values) if values else content
-        docs = [docs] if isinstance(docs, Mapping) else list(docs)
+        tree = render_tree(content, values) if values else content
+        docs = [tree] if isinstance(tree, Mapping) else list(cast(list, tree))
     if not docs:
         raise ValueError("content holds no Kubernetes object")
     for number, doc in enumerate(docs, 1):

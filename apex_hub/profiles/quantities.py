@@ -16,7 +16,7 @@ import re
 # suffix (Ki..Ei), decimal suffix (n u m k M G T P E) or exponent.
 _QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$")
 _MEMORY = re.compile(r"^(\d+(\.\d*)?|\.\d+)(K|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
-_MEMORY_FACTORS = {
+_MEMORY_FACTORS: dict[str | None, int] = {
     None: 1,
     **{s: 1024 ** (i + 1) for i, s in enumerate("KMGTPE")},
     **{s + "i": 1024 ** (i + 1) for i, s in enumerate("KMGTPE")},
