@@ -285,9 +285,19 @@ def hub_config(
         c.APExSpawner.start_timeout = 120
         c.APExSpawner.http_timeout = 120
         """)
+        + _fast_start_config()
         + services
         + brand
     )
+
+
+def _fast_start_config() -> str:
+    """``APEX_LOCAL_FAST_START=0`` here reaches the pods (:mod:`apex_hub.localpod` reads it there)."""
+    from .localpod import FAST_START_ENV
+
+    if os.environ.get(FAST_START_ENV, "1") != "0":
+        return ""
+    return f"c.APExSpawner.environment = {{{FAST_START_ENV!r}: '0'}}  # the servers start as before\n"
 
 
 def _say(message: str = "") -> None:

@@ -10,11 +10,19 @@ system Python. In a real image the Conda environment and the image's venv come f
 * SHELL: bash (else sh), started as an interactive non-login shell, so PATH survives;
 * ``JUPYTER_CONFIG_PATH``: local mode's JupyterLab page config (no news prompt);
 
-and then replaces itself with this venv's ``jupyterhub-singleuser``.
+and then runs this venv's ``jupyterhub-singleuser`` in the same process (one interpreter start, not two).
+
+It also keeps ``jsonschema`` from importing ``rfc3987-syntax``, its checker for the ``iri`` formats,
+which builds some 35 Earley parsers at import time: about a second of every server start on a laptop,
+for formats no Jupyter schema uses (upstream: python-jsonschema/jsonschema#1428,
+jupyter-server/jupyter_server#1559). ``APEX_LOCAL_FAST_START=0`` in the environment of ``apex-hub
+local`` turns both off (``jupyterhub-singleuser`` is then exec'd as a program of its own, as before):
+the baseline of ``benchmarks/local_startup.py``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -22,6 +30,9 @@ import sys
 from pathlib import Path
 
 LAB_CONFIG = Path(__file__).resolve().parent / "localdata" / "jupyter-config"
+FAST_START_ENV = "APEX_LOCAL_FAST_START"
+#: jsonschema's optional ``iri`` format checker, a second of import time (see the module's docstring)
+SLOW_IMPORT = "rfc3987_syntax"
 
 
 def environment_bins(jupyter_path: str) -> list[str]:
@@ -57,11 +68,19 @@ def main(argv: list[str]) -> None:
     server = shutil.which("jupyterhub-singleuser", path=str(Path(sys.executable).parent)) or shutil.which(
         "jupyterhub-singleuser", path=env["PATH"]
     )
-    if server is None:
+    if server is None or importlib.util.find_spec("jupyter_server") is None:
         sys.exit('apex_hub.localpod: jupyterhub-singleuser not found: pip install "apex-hub[local]"')
     # a shell_command of our own: JupyterLab then starts it as given, not as a login shell
     args = [*argv, f"--ServerApp.terminado_settings=shell_command={shell}"]
-    os.execve(server, [server, *args], env)
+    if env.get(FAST_START_ENV, "1") == "0":
+        os.execve(server, [server, *args], env)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.modules.setdefault(SLOW_IMPORT, None)  # an import of it raises ImportError: jsonschema goes without
+    sys.argv = [server, *args]
+    from jupyterhub.singleuser import main as singleuser
+
+    sys.exit(singleuser())
 
 
 if __name__ == "__main__":

@@ -614,6 +614,46 @@ def test_a_workspace_path_puts_the_environment_then_the_venv_first(tmp_path):
     assert localpod.workspace_path({"PATH": "/usr/bin"}).split(os.pathsep) == [venv_bin, "/usr/bin"]
 
 
+_REPORT_IMPORTS = """
+import atexit, sys
+atexit.register(lambda: print("jsonschema:", "jsonschema._format" in sys.modules,
+                              "rfc3987_syntax:", repr(sys.modules.get("rfc3987_syntax", "absent"))))
+from apex_hub import localpod
+localpod.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("fast", ["1", "0"])
+def test_a_local_pod_runs_the_server_in_process_without_the_slow_iri_checker(fast):
+    env = {**os.environ, "APEX_LOCAL_FAST_START": fast}
+    r = subprocess.run(
+        [sys.executable, "-c", _REPORT_IMPORTS, "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    import jupyterhub
+
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == jupyterhub.__version__
+    if fast == "1":  # the server ran in this process: jsonschema loaded without rfc3987-syntax
+        assert "jsonschema: True rfc3987_syntax: None" in r.stdout
+    else:  # exec'd as its own program, as before: nothing of this process is left to report
+        assert "jsonschema:" not in r.stdout
+
+
+def test_fast_start_off_reaches_the_pods_through_the_spawner_environment(monkeypatch):
+    from apex_hub.local import _fast_start_config
+
+    monkeypatch.delenv("APEX_LOCAL_FAST_START", raising=False)
+    assert _fast_start_config() == ""
+    monkeypatch.setenv("APEX_LOCAL_FAST_START", "0")
+    c = {}
+    exec(_fast_start_config().replace("c.APExSpawner.environment", "c['environment']"), {"c": c})
+    assert c == {"environment": {"APEX_LOCAL_FAST_START": "0"}}
+
+
 def test_the_banner_says_a_temporary_workdir_is_deleted(capsys, tmp_path):
     from apex_hub.local import LocalHub
 
