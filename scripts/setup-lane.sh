@@ -15,7 +15,7 @@ case "$lane" in
     constraints=ci/constraints/z2jh-4.4.0.txt
     stamp=.venv-z2jh/.apex-constraints
     if [ -x .venv-z2jh/bin/python ] && cmp -s "$constraints" "$stamp" \
-        && [ .venv-z2jh/.apex-installed -nt setup.cfg ]; then
+        && [ .venv-z2jh/.apex-installed -nt pyproject.toml ]; then
       exit 0
     fi
     echo "setup-lane: building .venv-z2jh on the Z2JH 4.4.0 image's versions (about a minute) ..."

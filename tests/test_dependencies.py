@@ -8,9 +8,9 @@ The lower bounds are the image's versions (ci/constraints/z2jh-4.4.0.txt), which
 from __future__ import annotations
 
 import ast
-import configparser
 import re
 import sys
+import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -27,10 +27,8 @@ OPTIONAL = {
 
 
 def requirements() -> dict[str, Requirement]:
-    cfg = configparser.ConfigParser()
-    cfg.read(ROOT / "setup.cfg")
-    lines = [line.strip() for line in cfg["options"]["install_requires"].splitlines()]
-    reqs = [Requirement(line) for line in lines if line and not line.startswith("#")]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = [Requirement(line) for line in project["dependencies"]]
     return {canonical(r.name): r for r in reqs}
 
 
@@ -62,7 +60,7 @@ def test_every_third_party_import_is_declared():
         if not owners & declared:
             missing[module] = sorted(owners)
     # what a declared package brings along is not enough: the image may carry another version of it
-    assert not missing, f"imported but not in setup.cfg install_requires: {missing}"
+    assert not missing, f"imported but not in pyproject.toml [project] dependencies: {missing}"
 
 
 def test_lower_bounds_are_the_z2jh_image_versions():
