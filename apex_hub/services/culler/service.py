@@ -27,21 +27,19 @@ import asyncio
 import json
 import logging
 import os
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import aiohttp
 from jupyterhub_idle_culler import cull_idle
-from tornado.httpclient import HTTPClientError
 
 from ...profiles.catalogue import CatalogueFile
 from ...profiles.errors import CatalogueError
 from ..announce import write_json
+from ..common.hub import HubAPIError, HubClient, server_path
+from ..common.retry import with_retries
 from .announce import UPCOMING_FILE
 from .decide import Decision, decide, server_profile, upcoming_stops
 from .policy import CullingPolicy
@@ -55,129 +53,6 @@ BULK_VERIFY = 20  # more stops than this in a round are confirmed with one listi
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class HubAPIError(Exception):
-    def __init__(self, status: int, method: str, path: str, body: Any):
-        super().__init__(f"{method} {path}: HTTP {status}: {body}")
-        self.status, self.body = status, body
-
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, HubAPIError):
-        return exc.status >= 500 or exc.status == 429
-    if isinstance(exc, HTTPClientError):  # from cull_idle (tornado); 599 = connection error
-        return exc.code >= 500 or exc.code == 429
-    return isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, OSError))
-
-
-async def with_retries(
-    call: Callable[[], Awaitable[Any]],
-    *,
-    what: str,
-    tries: int,
-    base: float,
-    cap: float,
-    sleep: Callable[[float], Awaitable[Any]],
-) -> Any:
-    """Run ``call`` again on 5xx / 429 / connection errors, with exponential backoff and jitter."""
-    for attempt in range(1, tries + 1):
-        try:
-            return await call()
-        except Exception as exc:
-            if not _retryable(exc) or attempt == tries:
-                raise
-            delay = min(cap, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-            log.warning("%s failed (%s), attempt %d/%d, retrying in %.1fs", what, exc, attempt, tries, delay)
-            await sleep(delay)
-
-
-class HubClient:
-    """The few hub REST calls the culler makes, with retries."""
-
-    def __init__(
-        self,
-        api_url: str,
-        token: str,
-        *,
-        tries: int = 5,
-        backoff: float = 1.0,
-        backoff_cap: float = 60.0,
-        sleep=asyncio.sleep,
-        page_size: int = 0,
-    ):
-        self.api_url = api_url.rstrip("/")
-        self.token = token
-        self.tries, self.backoff, self.backoff_cap, self.sleep = tries, backoff, backoff_cap, sleep
-        self.page_size = page_size
-        self._session: aiohttp.ClientSession | None = None
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def _once(
-        self, method: str, path: str, params=None, json_body=None, headers=None
-    ) -> tuple[int, Any]:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        hdrs = {"Authorization": f"token {self.token}", **(headers or {})}
-        async with self._session.request(
-            method, f"{self.api_url}{path}", params=params, json=json_body, headers=hdrs
-        ) as r:
-            text = await r.text()
-            try:
-                body = json.loads(text) if text else None
-            except ValueError:
-                body = text
-            if r.status >= 400:
-                raise HubAPIError(r.status, method, path, body)
-            return r.status, body
-
-    async def request(self, method: str, path: str, **kw) -> tuple[int, Any]:
-        return await with_retries(
-            lambda: self._once(method, path, **kw),
-            what=f"{method} {path}",
-            tries=self.tries,
-            base=self.backoff,
-            cap=self.backoff_cap,
-            sleep=self.sleep,
-        )
-
-    async def users(self, **params) -> list[dict]:
-        """All users (paginated), with servers and groups."""
-        params = {k: str(v) for k, v in params.items()}
-        if self.page_size:
-            params["limit"] = str(self.page_size)
-        users: list[dict] = []
-        offset = 0
-        while True:
-            _, body = await self.request(
-                "GET",
-                "/users",
-                params={**params, "offset": str(offset)},
-                headers={"Accept": "application/jupyterhub-pagination+json"},
-            )
-            if isinstance(body, list):  # unpaginated hub
-                return users + body
-            users += body["items"]
-            nxt = (body.get("_pagination") or {}).get("next")
-            if not nxt:
-                return users
-            offset = int(nxt["offset"])
-
-    async def user(self, name: str) -> dict | None:
-        try:
-            return (await self.request("GET", f"/users/{quote(name)}"))[1]
-        except HubAPIError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-
-def server_path(user: str, server: str) -> str:
-    return f"/users/{quote(user)}/servers/{quote(server)}" if server else f"/users/{quote(user)}/server"
 
 
 @dataclass
@@ -318,7 +193,13 @@ class CullerService:
         self.interval, self.dry_run, self.clock, self.sleep = interval, dry_run, clock, sleep
         self.tries, self.backoff, self.concurrency, self.page_size = tries, backoff, concurrency, page_size
         self.hub = HubClient(
-            self.api_url, self.api_token, tries=tries, backoff=backoff, sleep=sleep, page_size=page_size
+            self.api_url,
+            self.api_token,
+            tries=tries,
+            backoff=backoff,
+            sleep=sleep,
+            page_size=page_size,
+            logger=log,
         )
         self.stop_log = StopLog(state_dir)
         self._running: dict[tuple, dict] = {}  # servers seen running last iteration -> info
@@ -543,7 +424,13 @@ class CullerService:
 
         try:
             await with_retries(
-                run, what="cull_idle", tries=self.tries, base=self.backoff, cap=60.0, sleep=self.sleep
+                run,
+                what="cull_idle",
+                tries=self.tries,
+                base=self.backoff,
+                cap=60.0,
+                sleep=self.sleep,
+                logger=log,
             )
         except Exception as exc:
             log.error("jupyterhub-idle-culler failed: %s", exc)
@@ -653,7 +540,7 @@ class CullerService:
         """Start the HTTP API when the hub gave this service a URL (``JUPYTERHUB_SERVICE_URL``)."""
         if not self.service_url:
             return None
-        from ..startup import listen_address
+        from ..common.listen import listen_address
         from .web import make_app
 
         host, port = listen_address(self.service_url, self.bind)
