@@ -194,3 +194,18 @@ def test_old_import_paths_still_work():
         from apex_hub.services.monitoring.__main__ import bind_address
     assert bind_address is common.listen_address
     assert [w.category for w in caught] == [DeprecationWarning]
+
+
+def test_the_page_templates_are_package_data():
+    """A template missing from ``[options.package_data]`` works from a checkout and fails once installed."""
+    import fnmatch
+
+    from setuptools.config.setupcfg import read_configuration
+
+    package_data = read_configuration(str(ROOT / "setup.cfg"))["options"]["package_data"]
+    templates = sorted((ROOT / "apex_hub" / "services").glob("*/templates/*"))
+    assert templates, "no service templates?"
+    for path in templates:
+        package = "apex_hub.services." + path.parent.parent.name
+        relative = str(path.relative_to(path.parent.parent))
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in package_data.get(package, [])), relative
