@@ -10,6 +10,8 @@ import os
 import sys
 from typing import Any
 
+from traitlets import Bool
+
 from ...hubconfig import extend_user_role, log, replace_role, replace_service, scope_exists
 from ..common.app import check_options, command_line, configure_keys
 from .app import CullerApp, CullerHubOptions
@@ -54,6 +56,19 @@ def _checked(options: dict) -> dict:
         raise PolicyError(str(exc)) from None  # a bad duration, as a policy error names it
 
 
+def _hub_options(values: dict) -> CullerHubOptions:
+    """The hub-side keys given; a switch given as None is off (as a falsy value always was)."""
+    traits = CullerHubOptions.class_traits(config=True)
+    given = {k: v for k, v in values.items() if k in traits}
+    return CullerHubOptions(
+        **{
+            k: bool(v) if isinstance(traits[k], Bool) else v
+            for k, v in given.items()
+            if v is not None or isinstance(traits[k], Bool)
+        }
+    )
+
+
 def configure_culler(
     c: Any, options: dict, *, scopes: list[str], restart_scope_name: str, current_list=None
 ) -> None:
@@ -62,7 +77,7 @@ def configure_culler(
         raise ValueError("configure(c, culler={...}): 'policy' (path of the policy file) is required")
     if values.get("restart_limit") is not None and values["restart_limit"] < 1:
         raise ValueError("configure(c, culler={...}): restart_limit must be at least 1")
-    hub = CullerHubOptions(**{k: v for k, v in values.items() if k in CullerHubOptions.class_trait_names()})
+    hub = _hub_options(values)
     policy = CullingPolicy.load(values["policy"])  # raises PolicyError naming section and field
     values.setdefault("interval", CullerApp.interval.default_value)
     values["dry_run"] = bool(values.get("dry_run"))
