@@ -29,18 +29,21 @@ def configure(
 ) -> None:
     """Add the APEx services to a JupyterHub config ``c``.
 
-    ``culler``: the culling service's options (``policy`` is required), listed with their meaning in
-    ``apex_hub.services.culler.config.KEYS``; see the README ("Culling and session policies").
+    ``culler``: the culling service's options (``policy`` is required). The keys are the traits of
+    :class:`apex_hub.services.culler.app.CullerApp` tagged ``configure`` (passed on the service's
+    command line) and those of :class:`~apex_hub.services.culler.app.CullerHubOptions` (the hub's
+    side); each value is checked by its trait, and an unknown key is refused with the known ones
+    named. The docs' services reference lists them, generated from the traits.
 
     The policy (and the profiles catalogue it reads) is validated here too, so that a bad cron
     expression / time zone stops the hub from starting with a clear message instead of a service
     crash loop.
 
-    ``monitoring``: the monitoring service's options (``profile`` is required), listed with their
-    meaning in ``apex_hub.services.monitoring.config.KEYS``; see the README ("Monitoring").
+    ``monitoring``: the monitoring service's options (``profile`` is required), in the same way from
+    :class:`apex_hub.services.monitoring.app.MonitoringApp` and ``MonitoringHubOptions``.
 
     ``accounting``: the accounting service's options, listed with their meaning in
-    ``apex_hub.services.accounting.config.KEYS``; see the README ("Accounting").
+    ``apex_hub.services.accounting.config.KEYS``.
 
     The culler's stop warnings (``warn_before``) and the accounting service's quota warnings
     (``quotas``) reach the user through one ``c.JupyterHub.template_vars["announcement"]``

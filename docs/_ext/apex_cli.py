@@ -12,13 +12,12 @@ import importlib
 from collections.abc import Callable
 from contextlib import contextmanager
 
-#: (title, import path of a ``parser()`` factory or of a ``main(argv)`` that builds one)
+#: (title, import path of a ``parser()`` factory or of a ``main(argv)`` that builds one); the culler
+#: and monitoring are traitlets Applications, their options are on the services reference page
 COMMANDS = [
     ("apex-hub", "apex_hub.cli:main"),
     ("python -m apex_hub.profiles", "apex_hub.profiles.__main__:main"),
-    ("python -m apex_hub.services.culler", "apex_hub.services.culler.__main__:parser"),
     ("python -m apex_hub.services.accounting", "apex_hub.services.accounting.__main__:parser"),
-    ("python -m apex_hub.services.monitoring", "apex_hub.services.monitoring.__main__:parser"),
     ("python -m apex_hub.kubesim.node", "apex_hub.kubesim.node:main"),
 ]
 

@@ -68,6 +68,19 @@ class MetricsDirective(_MarkdownDirective):
         return self.render(apex_services.metrics_markdown())
 
 
+class ServiceOptionsDirective(_MarkdownDirective):
+    """``{apex-service-options} culler``: a service's options, from its traits."""
+
+    required_arguments = 1
+
+    def run(self) -> list[nodes.Node]:
+        if self.arguments[0] not in apex_services.SERVICES:
+            raise self.error(
+                f"unknown service {self.arguments[0]!r}; known: {', '.join(apex_services.SERVICES)}"
+            )
+        return self.render(apex_services.options_markdown(self.arguments[0]))
+
+
 def own_config_traits(cls: type) -> tuple[list[str], list[str]]:
     """(traits apex-hub defines or redefines, traits inherited unchanged from upstream)."""
     own, inherited = [], []
@@ -123,5 +136,6 @@ def setup(app: Sphinx) -> dict:
     app.add_directive("apex-config", ConfigDirective)
     app.add_directive("apex-roles", RolesDirective)
     app.add_directive("apex-metrics", MetricsDirective)
+    app.add_directive("apex-service-options", ServiceOptionsDirective)
     app.connect("build-finished", _write_schemas)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}

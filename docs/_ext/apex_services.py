@@ -77,3 +77,75 @@ def metrics_markdown() -> str:
         labels = ", ".join(f"`{label}`" for label in metric._labelnames)
         lines.append(f"| `{name}` | {metric._type} | {labels} | {metric._documentation} |")
     return "\n".join(lines) + "\n"
+
+
+#: the services whose options are generated: (the Application, the hub-side options, configure()'s key)
+SERVICES = {
+    "culler": (
+        "apex_hub.services.culler.app.CullerApp",
+        "apex_hub.services.culler.app.CullerHubOptions",
+        "python -m apex_hub.services.culler",
+    ),
+    "monitoring": (
+        "apex_hub.services.monitoring.app.MonitoringApp",
+        "apex_hub.services.monitoring.app.MonitoringHubOptions",
+        "python -m apex_hub.services.monitoring",
+    ),
+}
+
+
+def _load(path: str) -> type:
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _cell(text: object) -> str:
+    """One table cell of plain text (``<name>`` is text, not HTML)."""
+    return " ".join(str(text).split()).replace("|", "\\|").replace("<", "&lt;")
+
+
+def _default(trait) -> str:
+    from apex_hub.services.common.traits import Duration
+
+    value = trait.default_value
+    if value is None or value == "" or value == [] or value == {}:
+        return ""
+    if isinstance(trait, Duration):
+        return f"`{value:g}` s"
+    return f"`{value!r}`" if isinstance(value, str) else f"`{value}`"
+
+
+def options_markdown(service: str) -> str:
+    """The options of one service, from its traits: one table for the service's own options (command
+    line, config file, and the ``configure()`` key when it has one), one for the hub-side keys."""
+    from apex_hub.services.common.app import cli_name, own_traits
+
+    app_path, hub_path, command = SERVICES[service]
+    app, hub = _load(app_path), _load(hub_path)
+    lines = [
+        f"Options of `{command}` (`c.{app.__name__}.<option>` in a config file given with `--config`;"
+        f" `--help-all` prints them). Those with a `configure()` key are set by `configure(c,"
+        f" {service}={{...}})`, which passes them on the service's command line.",
+        "",
+        "| option | command line | `configure()` key | default | description |",
+        "|---|---|---|---|---|",
+    ]
+    for name, trait in own_traits(app).items():
+        key = f"`{name}`" if trait.metadata.get("configure") else ""
+        lines.append(
+            f"| `{app.__name__}.{name}` | `--{cli_name(name, trait)}` | {key} | {_default(trait)} |"
+            f" {_cell(trait.help)} |"
+        )
+    lines += [
+        "",
+        f"The hub's side of the service: more keys of `configure(c, {service}={{...}})`, which shape the"
+        " service's entry, role and environment in the hub's configuration.",
+        "",
+        "| `configure()` key | default | description |",
+        "|---|---|---|",
+    ]
+    for name, trait in own_traits(hub).items():
+        lines.append(f"| `{name}` | {_default(trait)} | {_cell(trait.help)} |")
+    return "\n".join(lines) + "\n"

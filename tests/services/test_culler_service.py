@@ -498,10 +498,10 @@ class HubUserName:
         self.name = name
 
 
-async def test_many_stops_are_confirmed_with_one_listing(tmp_path):
-    from apex_hub.services.culler.service import BULK_VERIFY
-
-    hub = FakeHub(n_users=BULK_VERIFY + 5)
+async def test_one_listing_per_round_and_one_delete_per_stop(tmp_path):
+    """A round lists the users once (paged) and stops each server with one DELETE, whose answer
+    (202: pending stop) confirms it: no second listing, no GET per user."""
+    hub = FakeHub(n_users=25)
     runner = web.AppRunner(hub.app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -520,13 +520,60 @@ async def test_many_stops_are_confirmed_with_one_listing(tmp_path):
         await svc.close()
     finally:
         await runner.cleanup()
-    assert len(report.stopped) == BULK_VERIFY + 5 and report.errors == []
+    assert len(report.stopped) == 25 and report.errors == []
+    assert [c.user for c in report.stopped] == [f"u{i}" for i in range(25)]  # recorded in listing order
     listings = [r for r in hub.requests if r[0] == "GET"]
-    pages = (BULK_VERIFY + 5 + 1) // 2  # the fake hub's pages hold 2 users
-    # ours, cull_idle's and the confirmation: three listings, no GET per user
-    assert len(listings) == 3 * pages and sum("state=active" in r[1] for r in listings) == 2 * pages
+    pages = (25 + 1) // 2  # the fake hub's pages hold 2 users
+    assert len(listings) == pages and all("state=active" in r[1] for r in listings)
+    assert sorted(r for r in hub.requests if r[0] == "DELETE") == sorted(
+        ("DELETE", f"u{i}") for i in range(25)
+    )
     assert not [r for r in hub.requests if r[0] == "GET user"]
-    assert len(ledger(tmp_path)) == BULK_VERIFY + 5
+    assert [r["user"] for r in ledger(tmp_path)] == [f"u{i}" for i in range(25)]
+
+
+async def test_a_failing_stop_is_retried_alone_and_an_error_is_not_recorded(tmp_path):
+    """A transient failure repeats that one request, not the round; a refused stop is an error of the
+    round, not a stop line (the next round decides again)."""
+    answers = {"u0": [503, 202], "u1": [403], "u2": [404]}
+
+    class FlakyHub(FakeHub):
+        async def stop(self, request):
+            name = request.match_info["name"]
+            self.requests.append(("DELETE", name))
+            status = answers[name].pop(0)
+            if status == 202:
+                self.users[name]["servers"][""]["pending"] = "stop"
+            return web.Response(status=status, text="" if status < 400 else "no")
+
+    hub = FlakyHub(n_users=3)
+    runner = web.AppRunner(hub.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hub/api"
+    slept: list[float] = []
+    try:
+        svc = CullerService(
+            POLICY,
+            api_url=url,
+            api_token="t",
+            state_dir=tmp_path,
+            sleep=sleeper(slept),
+            clock=Clock(datetime(2026, 11, 23, 19, 0, 30, tzinfo=UTC)),
+        )
+        report = await svc.run_once()
+        await svc.close()
+    finally:
+        await runner.cleanup()
+    assert [c.user for c in report.stopped] == ["u0", "u2"]  # u2: 404, already gone
+    assert len(report.errors) == 1 and report.errors[0].startswith(
+        "stop u1/: DELETE /users/u1/server: HTTP 403"
+    )
+    assert sorted(r[1] for r in hub.requests if r[0] == "DELETE") == ["u0", "u0", "u1", "u2"]
+    assert len(slept) == 1  # one backoff, for u0's 503
+    assert len([r for r in hub.requests if r[0] == "GET"]) == 2  # the listing was not repeated
+    assert [r["user"] for r in ledger(tmp_path)] == ["u0", "u2"]
 
 
 def test_configure_options(tmp_path):

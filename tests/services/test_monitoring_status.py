@@ -9,6 +9,7 @@ import pytest
 from traitlets.config import Config
 
 from apex_hub.services import configure
+from apex_hub.services.common.listen import listen_address
 from apex_hub.services.monitoring import (
     CRITICAL,
     OK,
@@ -23,7 +24,7 @@ from apex_hub.services.monitoring import (
     probe_verdict,
     worst,
 )
-from apex_hub.services.monitoring.__main__ import bind_address, parser, settings_from
+from apex_hub.services.monitoring.app import MonitoringApp
 from apex_hub.services.monitoring.web import render
 
 
@@ -192,10 +193,11 @@ def test_configure_adds_the_service_its_role_and_the_probe_group(monkeypatch):
     # groups (the APEx one) JupyterHub refuses load_groups, so the service makes the group through the API
     assert c.JupyterHub.load_groups == {"apex-probe": {"users": ["old-probe"]}}
     # the command line parses back into the same settings
-    args = parser().parse_args(cmd[3:])
+    app = MonitoringApp()
+    app.initialize(cmd[3:])
     monkeypatch.setenv("JUPYTERHUB_API_URL", "http://hub:8081/hub/api")
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "x")
-    s = settings_from(args)
+    s = app.settings()
     assert s.probe.user_options == {"profile": "probe"} and s.interval == 60 and s.probe.kernel is False
     assert s.services == ["apex-culler", "apex-accounting"]
 
@@ -232,9 +234,10 @@ def test_configure_refuses_bad_options(options, error):
     assert error in str(info.value)
 
 
-def test_bind_address():
-    assert bind_address("http://127.0.0.1:8183") == ("127.0.0.1", 8183)
-    assert bind_address("http://hub:8183") == ("0.0.0.0", 8183)
+def test_listen_address():
+    assert listen_address("http://127.0.0.1:8183") == ("127.0.0.1", 8183)
+    assert listen_address("http://hub:8183") == ("0.0.0.0", 8183)
+    assert listen_address("https://hub") == ("0.0.0.0", 443)
 
 
 async def test_page_auth_hub_guards_the_page_and_status_but_not_metrics(monkeypatch):
@@ -279,9 +282,10 @@ async def test_page_auth_hub_guards_the_page_and_status_but_not_metrics(monkeypa
 
 
 async def test_proxy_answers_are_told_apart():
-    from apex_hub.services.monitoring.probe import Hub, Probe
+    from apex_hub.services.common.hub import HubClient
+    from apex_hub.services.monitoring.probe import Probe
 
-    hub = Hub("http://127.0.0.1:1/hub/api", "t")
+    hub = HubClient("http://127.0.0.1:1/hub/api", "t")
     try:
         probe = Probe(hub, "http://127.0.0.1:8000", ProbeSettings())
         problem = probe._proxy_problem

@@ -15,7 +15,15 @@ import os
 import signal
 import sys
 
-from ..culler.__main__ import _bool  # the same true/false flags as the culler's
+from ..common.traits import parse_bool
+
+
+def _bool(text: str) -> bool:
+    """true/false (also yes/no, on/off), as every service's switches read it."""
+    try:
+        return parse_bool(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -81,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def run(args, quotas) -> None:
-    from ..startup import listen_address, listen_early, serve
+    from ..common.listen import listen_address, listen_early, serve
 
     # on the URL's host when it is an IP (127.0.0.1 locally), on all interfaces for a name (http://hub:8184);
     # answering (503) before the imports and the migration below: JupyterHub 5.5 waits only ~10 s
@@ -90,7 +98,7 @@ async def run(args, quotas) -> None:
         str(args.port) if args.port else None,
     )
     server = listen_early(host, port)
-    from ..culler.service import HubClient
+    from ..common.hub import HubClient
     from .apel import ApelSettings
     from .db import Ledger
     from .service import AccountingService, kube_factory

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 from urllib.parse import urlparse
 
-from ...hubconfig import extend_user_role
+from ...hubconfig import extend_user_role, replace_service
 from .web import ADMIN_SCOPE
 
 KEYS = {
@@ -124,9 +124,7 @@ def configure_accounting(c: Any, options: dict, *, current_list) -> None:
         "oauth_client_allowed_scopes": [ADMIN_SCOPE],
         "environment": {**env, **dict(options.get("environment") or {})},
     }
-    c.JupyterHub.services = [s for s in current_list(c.JupyterHub, "services") if s.get("name") != name] + [
-        service
-    ]
+    replace_service(c, service)
     custom = dict(c.JupyterHub.get("custom_scopes") or {}) if hasattr(c.JupyterHub, "get") else {}
     custom[ADMIN_SCOPE] = {
         "description": "Read every user's accounting: sessions, usage reports, APEL export."

@@ -1,5 +1,5 @@
 """Hub-managed culling service: per-profile / per-group idle timeouts, max ages, scheduled
-shutdowns, session modes, dry-run and stop reasons, on top of jupyterhub-idle-culler.
+shutdowns, session modes, dry-run and stop reasons; one listing of the hub's users per round.
 
 Run by the hub as ``python -m apex_hub.services.culler --policy culling.yaml --state-dir DIR`` (a managed
 service that ``apex_hub.services.configure(c, culler={...})`` sets up).

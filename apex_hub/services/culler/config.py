@@ -1,4 +1,8 @@
-"""``configure(c, culler={...})``: the culler as a hub-managed service, its role, and the banner."""
+"""``configure(c, culler={...})``: the culler as a hub-managed service, its role, and the banner.
+
+The keys are the traits of :class:`.app.CullerApp` tagged ``configure`` (passed on its command line)
+and those of :class:`.app.CullerHubOptions` (the hub's side); each is checked by its trait.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +10,28 @@ import os
 import sys
 from typing import Any
 
-from ...hubconfig import extend_user_role, log, scope_exists
-from .policy import CullingPolicy, PolicyError, parse_duration
+from traitlets import Bool
 
-KEYS = {
-    "policy": "path of the policy YAML (required)",
-    "state_dir": "where stop-reasons.jsonl and upcoming.json go (default: the hub's working directory)",
-    "interval": "seconds or '1m' between rounds (default 60)",
-    "dry_run": "log and record what would be stopped, stop nothing",
-    "profiles_file": "the profiles catalogue whose session_mode applies (default: c.APExSpawner.profiles_file;"
-    " '' for none)",
-    "warn_before": "warn this long before a schedule / max-age stop, e.g. '15m' (default: no warnings)",
-    "announcement": "show the warnings as the banner of the hub's pages (default True when warn_before)",
-    "url": "the service's URL, which the hub proxies at /services/<name>/ (e.g. 'http://127.0.0.1:8182'"
-    " locally, 'http://hub:8182' in Kubernetes); enables api/upcoming",
-    "user_access": "with url: add access:services!service=<name> to the 'user' role, so that browsers"
-    " reach api/upcoming through the hub's OAuth (default True)",
-    "restart": "grant start:servers when something is always-on (default True)",
-    "restart_limit": "at most this many always-on restarts of a server per restart_window (default 3)",
-    "restart_window": "default '1h'",
-    "restart_backoff": "wait after a failed restart, doubled per further failure (default '1m')",
-    "name": "service name (default apex-culler)",
-    "extra_args": "more command-line arguments (list)",
-    "environment": "environment of the service (dict)",
-}
+from ...hubconfig import extend_user_role, log, replace_role, replace_service, scope_exists
+from ..common.app import check_options, command_line, configure_keys
+from .app import CullerApp, CullerHubOptions
+from .policy import CullingPolicy, PolicyError
+
+#: configure()'s keys and their traits: the service's options, then the hub's side
+KEYS = configure_keys(CullerApp, CullerHubOptions)
+
+#: the options configure() passes to the service, in command-line order
+_PASSED = (
+    "policy",
+    "interval",
+    "dry_run",
+    "state_dir",
+    "profiles_file",
+    "warn_before",
+    "restart_window",
+    "restart_backoff",
+    "restart_limit",
+)
 
 
 def _spawner_profiles_file(c: Any) -> str | None:
@@ -45,78 +47,76 @@ def _catalogue_always_on(path: str) -> bool:
     return any(p.session_mode == "always-on" and "session_mode" in p.model_fields_set for p in cat.profiles)
 
 
-def _duration(options: dict, key: str) -> float | None:
-    if options.get(key) is None:
-        return None
+def _checked(options: dict) -> dict:
     try:
-        return parse_duration(options[key])
+        return check_options("culler", options, KEYS)
     except ValueError as exc:
-        raise PolicyError(f"configure(c, culler={{...}}): {key}: {exc}") from None
+        if "unknown key" in str(exc):
+            raise
+        raise PolicyError(str(exc)) from None  # a bad duration, as a policy error names it
+
+
+def _hub_options(values: dict) -> CullerHubOptions:
+    """The hub-side keys given; a switch given as None is off (as a falsy value always was)."""
+    traits = CullerHubOptions.class_traits(config=True)
+    given = {k: v for k, v in values.items() if k in traits}
+    return CullerHubOptions(
+        **{
+            k: bool(v) if isinstance(traits[k], Bool) else v
+            for k, v in given.items()
+            if v is not None or isinstance(traits[k], Bool)
+        }
+    )
 
 
 def configure_culler(
-    c: Any, options: dict, *, scopes: list[str], restart_scope_name: str, current_list
+    c: Any, options: dict, *, scopes: list[str], restart_scope_name: str, current_list=None
 ) -> None:
-    unknown = sorted(set(options) - set(KEYS))
-    if unknown:
-        raise ValueError(
-            f"configure(c, culler={{...}}): unknown key(s) {', '.join(unknown)}; known: {', '.join(KEYS)}"
-        )
+    values = _checked(options)
     if "policy" not in options:
         raise ValueError("configure(c, culler={...}): 'policy' (path of the policy file) is required")
-    policy = CullingPolicy.load(options["policy"])  # raises PolicyError naming section and field
-    name = options.get("name", "apex-culler")
-    cmd = [
-        sys.executable,
-        "-m",
-        "apex_hub.services.culler",
-        f"--policy={options['policy']}",
-        f"--interval={options.get('interval', 60)}",
-        f"--dry-run={'true' if options.get('dry_run') else 'false'}",
-    ]
-    if options.get("state_dir"):
-        cmd.append(f"--state-dir={options['state_dir']}")
-    profiles = options["profiles_file"] if "profiles_file" in options else _spawner_profiles_file(c)
+    if values.get("restart_limit") is not None and values["restart_limit"] < 1:
+        raise ValueError("configure(c, culler={...}): restart_limit must be at least 1")
+    hub = _hub_options(values)
+    policy = CullingPolicy.load(values["policy"])  # raises PolicyError naming section and field
+    values.setdefault("interval", CullerApp.interval.default_value)
+    values["dry_run"] = bool(values.get("dry_run"))
+    if not values.get("state_dir"):
+        values.pop("state_dir", None)
+    profiles = values["profiles_file"] if "profiles_file" in values else _spawner_profiles_file(c)
+    values["profiles_file"] = profiles or None
     always_on = policy.may_restart
     if profiles:
-        cmd.append(f"--profiles={profiles}")
         always_on = _catalogue_always_on(profiles) or always_on
-    for key in ("warn_before", "restart_window", "restart_backoff"):
-        seconds = _duration(options, key)
-        if seconds is not None:
-            cmd.append(f"--{key.replace('_', '-')}={seconds:g}")
-    if options.get("restart_limit") is not None:
-        if int(options["restart_limit"]) < 1:
-            raise ValueError("configure(c, culler={...}): restart_limit must be at least 1")
-        cmd.append(f"--restart-limit={int(options['restart_limit'])}")
-    cmd += list(options.get("extra_args", []))
-    service: dict[str, Any] = {"name": name, "command": cmd}
-    if options.get("url"):
-        service["url"] = options["url"]
+    # the interval is passed as written ('1m'); durations else in seconds
+    cmd = [sys.executable, "-m", "apex_hub.services.culler"]
+    cmd += command_line(CullerApp, values, _PASSED, written={"interval": options.get("interval", 60)})
+    cmd += list(hub.extra_args)
+    service: dict[str, Any] = {"name": hub.name, "command": cmd}
+    if hub.url:
+        service["url"] = hub.url
         service["display"] = False  # an API, not a page for the hub's Services menu
         service["oauth_no_confirm"] = True
-    if options.get("environment"):
-        service["environment"] = dict(options["environment"])
+    if hub.environment:
+        service["environment"] = dict(hub.environment)
     granted = list(scopes)
-    if options.get("restart", True) and always_on:
+    if hub.restart and always_on:
         granted.append(restart_scope(restart_scope_name))
-    services = [s for s in current_list(c.JupyterHub, "services") if s.get("name") != name] + [service]
-    c.JupyterHub.services = services
-    roles = [r for r in current_list(c.JupyterHub, "load_roles") if r.get("name") != name]
-    roles.append(
+    replace_service(c, service)
+    replace_role(
+        c,
         {
-            "name": name,
+            "name": hub.name,
             "description": "APEx culler: stop idle/old/scheduled servers, restart always-on",
             "scopes": granted,
-            "services": [name],
-        }
+            "services": [hub.name],
+        },
     )
-    c.JupyterHub.load_roles = roles
-    if options.get("url") and options.get("user_access", True):
+    if hub.url and hub.user_access:
         # every user may reach the service (it answers with their own servers only)
-        extend_user_role(c, [f"access:services!service={name}"])
-    if _duration(options, "warn_before") and options.get("announcement", True):
-        _announce(c, os.path.abspath(options.get("state_dir") or "."))
+        extend_user_role(c, [f"access:services!service={hub.name}"])
+    if values.get("warn_before") and hub.announcement:
+        _announce(c, os.path.abspath(values.get("state_dir") or "."))
 
 
 def restart_scope(wanted: str = "start:servers", quiet: bool = False) -> str:

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import dateutil.parser
-
 from ...profiles.fields import SessionMode
+from ..common.units import parse_time
 from .policy import CullingPolicy, ResolvedPolicy, next_shutdown, previous_shutdown
 
 Action = Literal["keep", "stop", "restart"]
@@ -42,13 +41,6 @@ class Decision:
     @property
     def stop(self) -> bool:
         return self.action == "stop"
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    dt = dateutil.parser.isoparse(value)
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def server_profile(server: dict[str, Any]) -> str | None:

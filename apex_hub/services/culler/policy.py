@@ -35,7 +35,6 @@ can make it always-on.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -50,44 +49,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from ...profiles.fields import SessionMode
 from ...profiles.yamlsafe import load as load_yaml
+from ..common.units import parse_duration
 
 _MODE_STRICTNESS = {"off": 0, "on-demand": 1, "always-on": 2}
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 class PolicyError(ValueError):
     """An invalid policy file: the message names the file, the section path and the field."""
-
-
-def parse_duration(value: Any) -> float:
-    """ "30m" / "2h" / "1d" / "1h30m" / "90s" / 5400 / "5400" -> seconds; 0, "0", "never" -> 0."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"{value!r}: a duration cannot be negative")
-        return float(value)
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a duration")
-    text = value.strip().lower()
-    if text in ("never", "none", "off"):
-        return 0.0
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        if seconds < 0:
-            raise ValueError(f"{value!r}: a duration cannot be negative")
-        return seconds
-    compact = text.replace(" ", "")
-    if not compact or _DURATION_PART.sub("", compact):
-        raise ValueError(
-            f"{value!r} is not a duration: write e.g. '90s', '30m', '2h', '1d', '1h30m' or a number of seconds"
-        )
-    return float(sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(compact)))
 
 
 class Schedule(BaseModel):

@@ -1,12 +1,10 @@
-"""The culler loop: list servers, decide, stop through jupyterhub-idle-culler, restart, record reasons.
+"""The culler loop: list servers once, decide, stop, restart, record reasons.
 
-Stops are carried out by ``jupyterhub_idle_culler.cull_idle`` (its user listing, pending check,
-default/named server URLs and DELETE), with our ``cull_arbiter`` deciding per server: the arbiter
-only receives ``(inactive, inactive_limit, server)`` — one global ``inactive_limit`` and no user or
-groups — so per-profile / per-group timeouts, max ages and schedules are decided beforehand by
-:func:`decide` (with our injectable clock) from our own listing, and the arbiter looks each server up
-by its URL and ``started`` time. ``cull_idle``'s own ``max_age`` is left at 0 (it would use the
-wall clock and one global limit).
+One round is one paged listing of the users (``GET /users``, JupyterHub's pagination, each page
+retried on its own) and, for each server to stop, one ``DELETE`` whose answer confirms the stop
+(:meth:`CullerService._stop`). Every decision — per-profile / per-group idle timeouts, max ages,
+schedules, session modes — is made by :func:`decide` with our injectable clock from that listing; the
+checks jupyterhub-idle-culler makes before a stop (no pending action, the server ready) are part of it.
 
 Every stop is appended to ``<state_dir>/stop-reasons.jsonl`` once it is confirmed (the server is
 gone or pending stop): ``{"time", "user", "server", "profile", "reason", "detail", "dry_run",
@@ -27,21 +25,16 @@ import asyncio
 import json
 import logging
 import os
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
-
-import aiohttp
-from jupyterhub_idle_culler import cull_idle
-from tornado.httpclient import HTTPClientError
 
 from ...profiles.catalogue import CatalogueFile
 from ...profiles.errors import CatalogueError
 from ..announce import write_json
+from ..common.hub import HubAPIError, HubClient, server_path
 from .announce import UPCOMING_FILE
 from .decide import Decision, decide, server_profile, upcoming_stops
 from .policy import CullingPolicy
@@ -50,134 +43,10 @@ from .restarts import RestartLimiter
 log = logging.getLogger("apex_hub.culler")
 
 STOP_REASONS_FILE = "stop-reasons.jsonl"
-BULK_VERIFY = 20  # more stops than this in a round are confirmed with one listing instead of a GET each
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class HubAPIError(Exception):
-    def __init__(self, status: int, method: str, path: str, body: Any):
-        super().__init__(f"{method} {path}: HTTP {status}: {body}")
-        self.status, self.body = status, body
-
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, HubAPIError):
-        return exc.status >= 500 or exc.status == 429
-    if isinstance(exc, HTTPClientError):  # from cull_idle (tornado); 599 = connection error
-        return exc.code >= 500 or exc.code == 429
-    return isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, OSError))
-
-
-async def with_retries(
-    call: Callable[[], Awaitable[Any]],
-    *,
-    what: str,
-    tries: int,
-    base: float,
-    cap: float,
-    sleep: Callable[[float], Awaitable[Any]],
-) -> Any:
-    """Run ``call`` again on 5xx / 429 / connection errors, with exponential backoff and jitter."""
-    for attempt in range(1, tries + 1):
-        try:
-            return await call()
-        except Exception as exc:
-            if not _retryable(exc) or attempt == tries:
-                raise
-            delay = min(cap, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-            log.warning("%s failed (%s), attempt %d/%d, retrying in %.1fs", what, exc, attempt, tries, delay)
-            await sleep(delay)
-
-
-class HubClient:
-    """The few hub REST calls the culler makes, with retries."""
-
-    def __init__(
-        self,
-        api_url: str,
-        token: str,
-        *,
-        tries: int = 5,
-        backoff: float = 1.0,
-        backoff_cap: float = 60.0,
-        sleep=asyncio.sleep,
-        page_size: int = 0,
-    ):
-        self.api_url = api_url.rstrip("/")
-        self.token = token
-        self.tries, self.backoff, self.backoff_cap, self.sleep = tries, backoff, backoff_cap, sleep
-        self.page_size = page_size
-        self._session: aiohttp.ClientSession | None = None
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def _once(
-        self, method: str, path: str, params=None, json_body=None, headers=None
-    ) -> tuple[int, Any]:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        hdrs = {"Authorization": f"token {self.token}", **(headers or {})}
-        async with self._session.request(
-            method, f"{self.api_url}{path}", params=params, json=json_body, headers=hdrs
-        ) as r:
-            text = await r.text()
-            try:
-                body = json.loads(text) if text else None
-            except ValueError:
-                body = text
-            if r.status >= 400:
-                raise HubAPIError(r.status, method, path, body)
-            return r.status, body
-
-    async def request(self, method: str, path: str, **kw) -> tuple[int, Any]:
-        return await with_retries(
-            lambda: self._once(method, path, **kw),
-            what=f"{method} {path}",
-            tries=self.tries,
-            base=self.backoff,
-            cap=self.backoff_cap,
-            sleep=self.sleep,
-        )
-
-    async def users(self, **params) -> list[dict]:
-        """All users (paginated), with servers and groups."""
-        params = {k: str(v) for k, v in params.items()}
-        if self.page_size:
-            params["limit"] = str(self.page_size)
-        users: list[dict] = []
-        offset = 0
-        while True:
-            _, body = await self.request(
-                "GET",
-                "/users",
-                params={**params, "offset": str(offset)},
-                headers={"Accept": "application/jupyterhub-pagination+json"},
-            )
-            if isinstance(body, list):  # unpaginated hub
-                return users + body
-            users += body["items"]
-            nxt = (body.get("_pagination") or {}).get("next")
-            if not nxt:
-                return users
-            offset = int(nxt["offset"])
-
-    async def user(self, name: str) -> dict | None:
-        try:
-            return (await self.request("GET", f"/users/{quote(name)}"))[1]
-        except HubAPIError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-
-def server_path(user: str, server: str) -> str:
-    return f"/users/{quote(user)}/servers/{quote(server)}" if server else f"/users/{quote(user)}/server"
 
 
 @dataclass
@@ -318,7 +187,13 @@ class CullerService:
         self.interval, self.dry_run, self.clock, self.sleep = interval, dry_run, clock, sleep
         self.tries, self.backoff, self.concurrency, self.page_size = tries, backoff, concurrency, page_size
         self.hub = HubClient(
-            self.api_url, self.api_token, tries=tries, backoff=backoff, sleep=sleep, page_size=page_size
+            self.api_url,
+            self.api_token,
+            tries=tries,
+            backoff=backoff,
+            sleep=sleep,
+            page_size=page_size,
+            logger=log,
         )
         self.stop_log = StopLog(state_dir)
         self._running: dict[tuple, dict] = {}  # servers seen running last iteration -> info
@@ -469,7 +344,7 @@ class CullerService:
                 self._record(cand, now)
         real = [c for c in stops if not c.decision.dry_run]
         if real:
-            await self._stop_via_idle_culler(real, now, report)
+            await self._stop(real, now, report)
         for cand in report.decisions:
             if cand.decision.action == "restart":
                 await self._restart(cand, report, now)
@@ -516,67 +391,37 @@ class CullerService:
             self.stop_log.append(rec)
             report.external.append(rec)
 
-    async def _stop_via_idle_culler(self, cands: list[Candidate], now: datetime, report: Report) -> None:
-        by_url = {c.server.get("url"): c for c in cands}
-        attempted: dict[tuple, Candidate] = {}
+    async def _stop(self, cands: list[Candidate], now: datetime, report: Report) -> None:
+        """``DELETE`` each server, at most ``concurrency`` at once, each request retried on its own.
 
-        def arbiter(*, inactive, inactive_limit, server, **_kw) -> bool:
-            cand = by_url.get(server.get("url"))
-            if cand is None or cand.server.get("started") != server.get("started"):
-                return False  # not ours to stop this round (new server, restarted, changed)
-            attempted[cand.key] = cand
-            return True
+        The hub's answer confirms the stop: 204 (stopped) or 202 (stopping: pending stop); 404 and 400
+        (the server or its user already gone, or not running) confirm it too. Each confirmed stop is
+        recorded. Anything else is an error of this round: the server stays running, and the next
+        round decides again from its own listing.
+        """
+        gate = asyncio.Semaphore(max(1, self.concurrency))
 
-        async def run():
-            await cull_idle(
-                url=self.api_url,
-                api_token=self.api_token,
-                inactive_limit=1,
-                logger=log,
-                cull_users=False,
-                remove_named_servers=False,
-                max_age=0,
-                concurrency=self.concurrency,
-                api_page_size=self.page_size,
-                cull_arbiter=arbiter,
-            )
-
-        try:
-            await with_retries(
-                run, what="cull_idle", tries=self.tries, base=self.backoff, cap=60.0, sleep=self.sleep
-            )
-        except Exception as exc:
-            log.error("jupyterhub-idle-culler failed: %s", exc)
-            report.errors.append(f"cull_idle: {exc}")
-        # cull_idle swallows per-user errors: confirm each stop before recording it. A few stops: one
-        # GET per user; many: one listing of the active servers (a page per 200 users, not a request each).
-        models: dict[str, dict | None] = {}
-        if len(attempted) > BULK_VERIFY:
-            try:
-                models = {u["name"]: u for u in await self.hub.users(state="active")}
-            except Exception as exc:
-                report.errors.append(f"verify stops: {exc}")
-                return
-        for key, cand in attempted.items():
-            if len(attempted) <= BULK_VERIFY:
+        async def stop(cand: Candidate) -> str | None:
+            async with gate:
                 try:
-                    models[cand.user] = await self.hub.user(cand.user)
+                    await self.hub.request("DELETE", server_path(cand.user, cand.name))
+                except HubAPIError as exc:
+                    if exc.status in (400, 404):
+                        return None
+                    return f"stop {cand.user}/{cand.name}: {exc}"
                 except Exception as exc:
-                    report.errors.append(f"verify {cand.user}/{cand.name}: {exc}")
-                    continue
-            srv = ((models.get(cand.user) or {}).get("servers") or {}).get(cand.name)
-            gone = (
-                srv is None
-                or srv.get("stopped")
-                or srv.get("pending") == "stop"
-                or srv.get("started") != cand.server.get("started")
-            )
-            if gone:
-                self._stopped_by_us.add(key)
-                self._record(cand, now)
-                report.stopped.append(cand)
-            else:
-                report.errors.append(f"{cand.user}/{cand.name} still running after the stop request")
+                    return f"stop {cand.user}/{cand.name}: {exc}"
+            return None
+
+        outcomes = await asyncio.gather(*(stop(c) for c in cands))
+        for cand, error in zip(cands, outcomes, strict=True):  # recorded in listing order
+            if error:
+                log.error("%s", error)
+                report.errors.append(error)
+                continue
+            self._stopped_by_us.add(cand.key)
+            self._record(cand, now)
+            report.stopped.append(cand)
 
     async def _restart(self, cand: Candidate, report: Report, now: datetime) -> None:
         if cand.decision.dry_run:
@@ -653,7 +498,7 @@ class CullerService:
         """Start the HTTP API when the hub gave this service a URL (``JUPYTERHUB_SERVICE_URL``)."""
         if not self.service_url:
             return None
-        from ..startup import listen_address
+        from ..common.listen import listen_address
         from .web import make_app
 
         host, port = listen_address(self.service_url, self.bind)

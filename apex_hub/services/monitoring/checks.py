@@ -12,14 +12,15 @@ from collections.abc import Callable
 
 import aiohttp
 
-from .probe import Hub, hub_message
+from ..common.hub import HubClient
+from .probe import hub_message
 from .status import CRITICAL, OK, UNKNOWN, WARNING, Check
 
 
 class Checks:
     def __init__(
         self,
-        hub: Hub,
+        hub: HubClient,
         public_url: str,
         *,
         self_name: str,

@@ -7,54 +7,14 @@ import os
 import sys
 from typing import Any
 
-from ...hubconfig import jupyterhub_version
+from traitlets import Bool
 
-# option -> (command-line flag or None, meaning); the README's "Monitoring" table says the same
-KEYS = {
-    "profile": ("--profile", "profile slug the probe spawns (required unless user_options has one)"),
-    "user_options": ("--user-options", "user_options sent with the spawn (default {'profile': profile})"),
-    "public_url": ("--public-url", "the hub's public URL, i.e. the proxy (default from c.JupyterHub)"),
-    "url": (
-        None,
-        "where the service listens; the proxy serves it at /services/<name>/ "
-        "(default http://127.0.0.1:8183; Z2JH: http://hub:8183)",
-    ),
-    "name": (None, "service name (default apex-monitoring)"),
-    "probe_user": ("--probe-user", "the probe user (default apex-probe)"),
-    "probe_group": (
-        "--probe-group",
-        "group marking probe users, for accounting and quotas (default apex-probe)",
-    ),
-    "interval": ("--interval", "seconds between probe starts (default 300)"),
-    "stale_intervals": (
-        "--stale-intervals",
-        "stale after this many intervals + the longest probe (default 3)",
-    ),
-    "stale_after": ("--stale-after", "seconds after which the last result is stale (overrides the rule)"),
-    "ready_timeout": ("--ready-timeout", "seconds the probe server may take to be ready (default 300)"),
-    "proxy_timeout": ("--proxy-timeout", "seconds to reach the server through the proxy (default 15)"),
-    "kernel": ("--kernel", "run 1+1 in a kernel (default True)"),
-    "kernel_name": ("--kernel-name", "kernel to start (default python3)"),
-    "kernel_timeout": ("--kernel-timeout", "seconds for the kernel phase (default 60)"),
-    "kernel_failure": ("--kernel-failure", "'warning' (default) or 'critical' when only the kernel fails"),
-    "stop_timeout": ("--stop-timeout", "seconds the probe server may take to stop (default 120)"),
-    "fail_fast": ("--fail-fast", "regex of spawn progress messages that fail the probe at once"),
-    "check_interval": ("--check-interval", "seconds between component checks (default 60)"),
-    "proxy_routes": (
-        "--proxy-routes",
-        "compare servers and proxy routes (adds the 'proxy' scope; default False)",
-    ),
-    "kubernetes": ("--kube-api", "'auto' (default), 'off', 'incluster', a kubeconfig path or an API URL"),
-    "services": ("--services", "services to check (default: every other service of the hub)"),
-    "history": ("--history", "probes kept for the page (default 50)"),
-    "state_dir": ("--state-dir", "where the history survives restarts (default: memory only)"),
-    "pause_file": ("--pause-file", "while this file exists no probe starts"),
-    "metrics_token": (None, "bearer token /metrics requires (passed in the service's environment)"),
-    "metrics_token_file": ("--metrics-token-file", "file holding that token"),
-    "page_auth": ("--page-auth", "'none' (default) or 'hub': the page and status.json need a hub login"),
-    "extra_args": (None, "more command-line arguments"),
-    "environment": (None, "more environment variables for the service"),
-}
+from ...hubconfig import jupyterhub_version, replace_role, replace_service
+from ..common.app import check_options, cli_name, configure_keys, own_traits, refuse_unknown
+from .app import MonitoringApp, MonitoringHubOptions
+
+#: configure()'s keys and their traits: the service's options, then the hub's side
+KEYS = configure_keys(MonitoringApp, MonitoringHubOptions)
 
 
 def role_scopes(user: str, group: str, proxy_routes: bool) -> list[str]:
@@ -125,13 +85,8 @@ def _kube_api(value: str, env: dict) -> str:
     return value
 
 
-def configure_monitoring(c: Any, options: dict, *, current_list) -> None:
-    unknown = sorted(set(options) - set(KEYS))
-    if unknown:
-        raise ValueError(
-            f"configure(c, monitoring={{...}}): unknown option(s) {', '.join(unknown)}; "
-            f"known: {', '.join(KEYS)}"
-        )
+def configure_monitoring(c: Any, options: dict, *, current_list=None) -> None:
+    refuse_unknown("monitoring", options, KEYS, word="option")
     if not options.get("profile") and "profile" not in (options.get("user_options") or {}):
         raise ValueError(
             "configure(c, monitoring={...}): 'profile' (the profile slug the probe spawns) is "
@@ -139,9 +94,12 @@ def configure_monitoring(c: Any, options: dict, *, current_list) -> None:
         )
     if options.get("kernel_failure", "warning") not in ("warning", "critical"):
         raise ValueError("configure(c, monitoring={...}): 'kernel_failure' must be 'warning' or 'critical'")
-    name = options.get("name", "apex-monitoring")
+    values = check_options("monitoring", options, KEYS, word="option")
+    hub = MonitoringHubOptions(
+        **{k: v for k, v in values.items() if k in MonitoringHubOptions.class_trait_names() and v is not None}
+    )
     user, group = options.get("probe_user", "apex-probe"), options.get("probe_group", "apex-probe")
-    env = {str(k): str(v) for k, v in (options.get("environment") or {}).items()}
+    env = {str(k): str(v) for k, v in hub.environment.items()}
     cmd = [
         sys.executable,
         "-m",
@@ -149,37 +107,36 @@ def configure_monitoring(c: Any, options: dict, *, current_list) -> None:
         f"--public-url={options.get('public_url') or default_public_url(c)}",
         f"--kube-api={_kube_api(str(options.get('kubernetes', 'auto')), env)}",
     ]
-    for key, (flag, _) in KEYS.items():
-        if flag is None or key in ("public_url", "kubernetes") or options.get(key) is None:
+    for key, trait in own_traits(MonitoringApp).items():
+        if not trait.metadata.get("configure") or key in ("public_url", "kubernetes"):
             continue
-        value = options[key]
-        if isinstance(value, bool):  # --kernel / --no-kernel
-            cmd.append(flag if value else f"--no-{flag[2:]}")
+        if options.get(key) is None:
+            continue
+        flag, value = f"--{cli_name(key, trait)}", options[key]
+        if isinstance(trait, Bool):  # --kernel / --no-kernel
+            cmd.append(flag if values[key] else f"--no-{flag[2:]}")
             continue
         if key == "user_options":
             value = json.dumps(value)
         elif key == "services":
-            value = ",".join(value)
-        cmd.append(f"{flag}={value}")
-    cmd += [str(a) for a in options.get("extra_args", [])]
-    if options.get("metrics_token"):
-        env["APEX_MONITORING_METRICS_TOKEN"] = str(options["metrics_token"])
-    service: dict = {"name": name, "command": cmd, "url": options.get("url", "http://127.0.0.1:8183")}
+            value = ",".join(values[key])
+        cmd.append(f"{flag}={value}")  # as written (an interval of 60 stays '60')
+    cmd += [str(a) for a in hub.extra_args]
+    if hub.metrics_token:
+        env["APEX_MONITORING_METRICS_TOKEN"] = str(hub.metrics_token)
+    service: dict = {"name": hub.name, "command": cmd, "url": hub.url}
     if env:
         service["environment"] = env
-    c.JupyterHub.services = [s for s in current_list(c.JupyterHub, "services") if s.get("name") != name] + [
-        service
-    ]
-    roles = [r for r in current_list(c.JupyterHub, "load_roles") if r.get("name") != name]
-    roles.append(
+    replace_service(c, service)
+    replace_role(
+        c,
         {
-            "name": name,
+            "name": hub.name,
             "description": "APEx monitoring: run the probe user's server, read services",
-            "scopes": role_scopes(user, group, bool(options.get("proxy_routes"))),
-            "services": [name],
-        }
+            "scopes": role_scopes(user, group, bool(values.get("proxy_routes"))),
+            "services": [hub.name],
+        },
     )
-    c.JupyterHub.load_roles = roles
     # No load_groups: with an authenticator that manages groups (APExOIDCAuthenticator does) JupyterHub
     # refuses to start with one. The service creates the probe user and puts it into its group through the
     # API (groups!group=<group>), and the accounting service also excludes the probe user by name.

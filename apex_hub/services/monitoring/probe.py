@@ -15,6 +15,7 @@ import logging
 import re
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from ..common.hub import HubClient
 from .status import CRITICAL, OK, WARNING, ProbeResult
 
 log = logging.getLogger("apex_hub.monitoring")
@@ -37,25 +39,17 @@ class PhaseFailed(Exception):
         self.phase, self.message, self.code = phase, message, code
 
 
-class Hub:
-    """The hub REST API with the service's token: ``await hub.call("GET", "/users/x")`` → (status, body)."""
+class Hub(HubClient):
+    """Deprecated: the monitoring service's hub client is :class:`apex_hub.services.common.hub.HubClient`
+    (``await hub.call("GET", "/users/x")`` → (status, body), as here)."""
 
     def __init__(self, api_url: str, token: str, timeout: float = 30):
-        self.api_url, self.token = api_url.rstrip("/"), token
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
-
-    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with self.session.request(
-            method, self.api_url + path, json=body, headers={"Authorization": f"token {self.token}"}
-        ) as r:
-            text = await r.text()
-        try:
-            return r.status, json.loads(text) if text else None
-        except ValueError:
-            return r.status, text
-
-    async def close(self) -> None:
-        await self.session.close()
+        warnings.warn(
+            "apex_hub.services.monitoring.probe.Hub is deprecated: use apex_hub.services.common.HubClient",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        super().__init__(api_url, token, timeout=timeout)
 
 
 def hub_message(body: Any) -> str:
@@ -83,7 +77,7 @@ class ProbeSettings:
 
 class Probe:
     def __init__(
-        self, hub: Hub, public_url: str, settings: ProbeSettings, clock: Callable[[], float] = time.time
+        self, hub: HubClient, public_url: str, settings: ProbeSettings, clock: Callable[[], float] = time.time
     ):
         self.hub, self.s, self.clock = hub, settings, clock
         self.public_url = public_url.rstrip("/")

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ..common.hub import HubClient
 from .checks import Checks
-from .probe import Hub, Probe, ProbeSettings
+from .probe import Probe, ProbeSettings
 from .status import NAMES, OK, PHASES, Check, ProbeResult, iso, overall, probe_verdict
 
 log = logging.getLogger("apex_hub.monitoring")
@@ -120,7 +121,7 @@ class MonitoringService:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time):
         self.s, self.clock = settings, clock
         self.started = clock()
-        self.hub = Hub(settings.api_url, settings.api_token)
+        self.hub = HubClient(settings.api_url, settings.api_token, timeout=30)
         self.probe = Probe(self.hub, settings.public_url, settings.probe, clock)
         self.checks = Checks(
             self.hub,
