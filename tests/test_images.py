@@ -198,7 +198,9 @@ def test_hub_image_builds_on_the_z2jh_hub_image_and_installs_the_package():
     runs = " ".join(i.args for i in instructions if i.keyword == "RUN")
     assert re.search(r"pip install --no-cache-dir \S*apex-hub", runs)
     copies = [i.args for i in instructions if i.keyword == "COPY"]
-    assert any(c.startswith("apex_hub ") for c in copies) and any("pyproject.toml" in c and "LICENSE" in c for c in copies)
+    assert any(c.startswith("apex_hub ") for c in copies) and any(
+        "pyproject.toml" in c and "LICENSE" in c for c in copies
+    )
     assert [i.args for i in instructions if i.keyword == "USER"][-1] == "jovyan"  # the base's user
 
 
