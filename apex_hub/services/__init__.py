@@ -42,8 +42,8 @@ def configure(
     ``monitoring``: the monitoring service's options (``profile`` is required), in the same way from
     :class:`apex_hub.services.monitoring.app.MonitoringApp` and ``MonitoringHubOptions``.
 
-    ``accounting``: the accounting service's options, listed with their meaning in
-    ``apex_hub.services.accounting.config.KEYS``.
+    ``accounting``: the accounting service's options, in the same way from
+    :class:`apex_hub.services.accounting.app.AccountingApp` and ``AccountingHubOptions``.
 
     The culler's stop warnings (``warn_before``) and the accounting service's quota warnings
     (``quotas``) reach the user through one ``c.JupyterHub.template_vars["announcement"]``

@@ -12,12 +12,11 @@ import importlib
 from collections.abc import Callable
 from contextlib import contextmanager
 
-#: (title, import path of a ``parser()`` factory or of a ``main(argv)`` that builds one); the culler
-#: and monitoring are traitlets Applications, their options are on the services reference page
+#: (title, import path of a ``parser()`` factory or of a ``main(argv)`` that builds one); the services
+#: (culler, monitoring, accounting) are traitlets Applications, their options are on the services page
 COMMANDS = [
     ("apex-hub", "apex_hub.cli:main"),
     ("python -m apex_hub.profiles", "apex_hub.profiles.__main__:main"),
-    ("python -m apex_hub.services.accounting", "apex_hub.services.accounting.__main__:parser"),
     ("python -m apex_hub.kubesim.node", "apex_hub.kubesim.node:main"),
 ]
 

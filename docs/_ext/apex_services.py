@@ -91,6 +91,11 @@ SERVICES = {
         "apex_hub.services.monitoring.app.MonitoringHubOptions",
         "python -m apex_hub.services.monitoring",
     ),
+    "accounting": (
+        "apex_hub.services.accounting.app.AccountingApp",
+        "apex_hub.services.accounting.app.AccountingHubOptions",
+        "python -m apex_hub.services.accounting",
+    ),
 }
 
 

@@ -16,6 +16,7 @@ import pytest
 from traitlets.config import Config
 
 from apex_hub.services import configure
+from apex_hub.services.accounting.app import AccountingApp, AccountingHubOptions
 from apex_hub.services.common.app import cli_name, own_traits
 from apex_hub.services.culler.app import CullerApp, CullerHubOptions
 from apex_hub.services.culler.config import KEYS as CULLER_KEYS
@@ -74,9 +75,8 @@ def test_culler_command_line_spellings(policy):
 def test_the_clock_offset_is_not_an_option(policy, monkeypatch, capsys):
     """The tests-only clock offset is read from the environment, never from the command line."""
     assert "clock_offset" not in CullerApp.class_traits(config=True)
-    with pytest.raises(SystemExit):
-        CullerApp.main([f"--policy={policy}", "--clock-offset=1h", "--check"])
-    assert "unrecognized arguments: --clock-offset=1h" in capsys.readouterr().err
+    assert CullerApp.main([f"--policy={policy}", "--clock-offset=1h", "--check"]) == 2
+    assert "unknown option --clock-offset" in capsys.readouterr().err
     monkeypatch.setenv("APEX_CULLER_CLOCK_OFFSET", "1h")
     assert CullerApp().clock_offset() == 3600
     monkeypatch.delenv("APEX_CULLER_CLOCK_OFFSET")
@@ -165,6 +165,7 @@ def test_the_generated_reference_lists_every_option_and_key():
     for service, (app_cls, hub_cls) in {
         "culler": (CullerApp, CullerHubOptions),
         "monitoring": (MonitoringApp, MonitoringHubOptions),
+        "accounting": (AccountingApp, AccountingHubOptions),
     }.items():
         text = apex_services.options_markdown(service)
         for name, trait in own_traits(app_cls).items():
@@ -215,3 +216,70 @@ def test_the_page_templates_are_package_data():
         package = "apex_hub.services." + path.parent.parent.name
         relative = str(path.relative_to(path.parent.parent))
         assert any(fnmatch.fnmatch(relative, pattern) for pattern in package_data.get(package, [])), relative
+
+
+def test_configure_command_line_parses_back_into_the_same_accounting_options(tmp_path, monkeypatch):
+    monkeypatch.delenv("APEX_ACCOUNTING_DB_URL", raising=False)
+    quotas = tmp_path / "quotas.yaml"
+    quotas.write_text("period: month\ngroups:\n  apex-small: {cpu_hours: 2}\n")
+    c = Config()
+    configure(
+        c,
+        accounting={
+            "state_dir": str(tmp_path),
+            "interval": "30",  # as a string, read as the command line reads it
+            "exclude_groups": ["apex-probe", "ops"],
+            "quotas": str(quotas),
+            "quota_stop": True,
+            "quota_warn": 0.8,
+            "culler_state_dir": str(tmp_path / "culler"),
+            "apel": {"dir": str(tmp_path / "apel"), "site": "APEX-TEST", "benchmark": 10.5},
+        },
+    )
+    [svc] = c.JupyterHub.services
+    assert svc["command"][:3] == [sys.executable, "-m", "apex_hub.services.accounting"]
+    monkeypatch.setenv("APEX_ACCOUNTING_DB_URL", svc["environment"]["APEX_ACCOUNTING_DB_URL"])
+    app = _parsed(AccountingApp, svc["command"][3:])
+    assert (app.interval, app.exclude_groups, app.state_dir) == (30.0, ["apex-probe", "ops"], str(tmp_path))
+    assert (app.quotas, app.quota_stop, app.quota_warn) == (str(quotas), True, 0.8)
+    assert app.stop_reasons == str(tmp_path / "culler" / "stop-reasons.jsonl")
+    assert (app.apel_dir, app.apel_site, app.apel_benchmark) == (str(tmp_path / "apel"), "APEX-TEST", 10.5)
+    assert app.db_url == f"sqlite:///{tmp_path / 'accounting.sqlite'}"  # from the environment, never argv
+    assert not any("sqlite" in a for a in svc["command"])
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"interval": "soon"}, "interval"),
+        ({"quota_warn": "most"}, "quota_warn"),
+        ({"exclude_group": ["x"]}, "unknown key"),
+        ({"admin_users": "alice"}, "admin_users"),
+    ],
+)
+def test_configure_names_a_bad_accounting_option(options, error):
+    with pytest.raises(ValueError, match=error):
+        configure(Config(), accounting=options)
+
+
+@pytest.mark.parametrize("service", ["culler", "monitoring", "accounting"])
+def test_a_misspelt_option_is_refused_not_ignored(service):
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", f"apex_hub.services.{service}", "--intervall=5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert (
+        f"apex {service}: invalid option: unknown option --intervall (--help-all lists them)" in done.stderr
+    )
+
+
+def test_accounting_reads_a_config_file_and_the_command_line_wins(tmp_path):
+    config = tmp_path / "accounting_config.py"
+    config.write_text("c.AccountingApp.interval = 15\nc.AccountingApp.quota_warn = 0.5\n")
+    app = _parsed(AccountingApp, [f"--config={config}", "--interval=20"])
+    assert (app.interval, app.quota_warn) == (20.0, 0.5)

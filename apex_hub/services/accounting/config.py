@@ -9,36 +9,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ...hubconfig import extend_user_role, replace_service
+from ..common.app import check_options, configure_keys
+from .app import AccountingApp, AccountingHubOptions
 from .web import ADMIN_SCOPE
 
-KEYS = {
-    "db_url": "SQLAlchemy URL of the ledger (default sqlite:///<state_dir>/accounting.sqlite); put a password in"
-    " environment APEX_ACCOUNTING_DB_URL instead",
-    "state_dir": "where quota-warnings.json (for the hub's banner) and, by default, the SQLite ledger go"
-    " (default: the hub's working directory)",
-    "url": "the service's own URL, proxied at /services/<name>/ (default http://127.0.0.1:10101; in Kubernetes"
-    " e.g. http://hub:10101)",
-    "stop_reasons": "the culler's stop-reasons.jsonl (default: <culler state_dir>/stop-reasons.jsonl when"
-    " given as culler_state_dir, else none)",
-    "culler_state_dir": "the culler's state_dir (sets stop_reasons)",
-    "exclude_groups": "JupyterHub groups whose members are never recorded (default ['apex-probe'])",
-    "interval": "seconds between hub rounds: groups, stop reasons, quota checks, heartbeat (default 60)",
-    "quotas": "quota YAML file; enables GET api/quota/<user> budgets and the pre-spawn check",
-    "quota_check": "install the pre-spawn quota check as c.Spawner.pre_spawn_hook (default True with quotas)",
-    "quota_stop": "stop running servers over budget, reason 'quota' (grants delete:servers; default False)",
-    "quota_warn": "warn at this fraction of a budget (default 0.9)",
-    "announcement": "show quota warnings as the banner of the hub's pages (default True with quotas)",
-    "fail_open": "allow spawns when the service cannot be reached (default True)",
-    "apel": "dict: dir, site (required), service, cloud_type, benchmark_type, benchmark, interval (seconds)",
-    "metrics_token": "bearer token Prometheus sends for /metrics (passed in the service's environment;"
-    " without one, /metrics needs a hub token with the accounting admin scope)",
-    "admin_users": "users given the accounting admin scope (reports, every user's usage)",
-    "admin_groups": "groups given the accounting admin scope",
-    "admin_services": "services given the accounting admin scope",
-    "name": "service name (default apex-accounting)",
-    "extra_args": "more command-line arguments (list)",
-    "environment": "environment of the service (dict)",
-}
+#: configure()'s keys and their traits: the service's options, then the hub's side
+KEYS = configure_keys(AccountingApp, AccountingHubOptions)
 
 #: the hub API scopes of the service: user names and groups (group fallback, exclusion, group budgets)
 ACCOUNTING_SCOPES = ["list:users", "read:users:name", "read:users:groups"]
@@ -46,23 +22,22 @@ QUOTA_STOP_SCOPE = "delete:servers"
 
 
 def configure_accounting(c: Any, options: dict, *, current_list) -> None:
-    unknown = sorted(set(options) - set(KEYS))
-    if unknown:
-        raise ValueError(
-            f"configure(c, accounting={{...}}): unknown key(s) {', '.join(unknown)}; known: {', '.join(KEYS)}"
-        )
+    values = {k: v for k, v in check_options("accounting", options, KEYS).items() if v is not None}
+    hub_traits = AccountingHubOptions.class_traits(config=True)
+    hub = AccountingHubOptions(**{k: v for k, v in values.items() if k in hub_traits})
+    app = {k: v for k, v in values.items() if k not in hub_traits}
     from .quota import Quotas
 
-    name = options.get("name", "apex-accounting")
-    state_dir = os.path.abspath(options.get("state_dir") or ".")
-    db_url = options.get("db_url") or f"sqlite:///{os.path.join(state_dir, 'accounting.sqlite')}"
-    url = options.get("url", "http://127.0.0.1:10101")
+    name = hub.name
+    state_dir = os.path.abspath(app.get("state_dir") or ".")
+    db_url = app.get("db_url") or f"sqlite:///{os.path.join(state_dir, 'accounting.sqlite')}"
+    url = hub.url
     cmd = [
         sys.executable,
         "-m",
         "apex_hub.services.accounting",
-        f"--interval={float(options.get('interval', 60)):g}",
-        f"--exclude-groups={','.join(options.get('exclude_groups', ['apex-probe']))}",
+        f"--interval={float(app.get('interval', AccountingApp.interval.default_value)):g}",
+        f"--exclude-groups={','.join(app.get('exclude_groups', ['apex-probe']))}",
         f"--state-dir={state_dir}",
     ]
     env: dict[str, str] = {"APEX_ACCOUNTING_DB_URL": db_url}
@@ -74,29 +49,29 @@ def configure_accounting(c: Any, options: dict, *, current_list) -> None:
             if os.environ.get(k)
         }
     )
-    if options.get("metrics_token"):
-        env["APEX_ACCOUNTING_METRICS_TOKEN"] = str(options["metrics_token"])
-    stop_reasons = options.get("stop_reasons")
-    if not stop_reasons and options.get("culler_state_dir"):
-        stop_reasons = os.path.join(options["culler_state_dir"], "stop-reasons.jsonl")
+    if hub.metrics_token:
+        env["APEX_ACCOUNTING_METRICS_TOKEN"] = hub.metrics_token
+    stop_reasons = app.get("stop_reasons")
+    if not stop_reasons and hub.culler_state_dir:
+        stop_reasons = os.path.join(hub.culler_state_dir, "stop-reasons.jsonl")
     if stop_reasons:
         cmd.append(f"--stop-reasons={os.path.abspath(stop_reasons)}")
     scopes = list(ACCOUNTING_SCOPES)
     quota_hook = None
-    if options.get("quotas"):
-        Quotas.load(options["quotas"])  # a broken quota file stops the hub here, with the field named
-        cmd.append(f"--quotas={os.path.abspath(options['quotas'])}")
-        cmd.append(f"--quota-warn={float(options.get('quota_warn', 0.9)):g}")
-        if options.get("quota_stop"):
+    if app.get("quotas"):
+        Quotas.load(app["quotas"])  # a broken quota file stops the hub here, with the field named
+        cmd.append(f"--quotas={os.path.abspath(app['quotas'])}")
+        cmd.append(f"--quota-warn={float(app.get('quota_warn', AccountingApp.quota_warn.default_value)):g}")
+        if app.get("quota_stop"):
             cmd.append("--quota-stop=true")
             scopes.append(QUOTA_STOP_SCOPE)
-        if options.get("quota_check", True):
+        if hub.quota_check:
             token = secrets.token_hex(32)
             env["APEX_ACCOUNTING_QUOTA_TOKEN"] = token
             # managed services run beside the hub: ask over loopback (a NetworkPolicy may not admit the
             # hub pod to itself through its Service)
             quota_hook = (f"http://127.0.0.1:{urlparse(url).port or 80}/services/{name}", token)
-    apel = options.get("apel")
+    apel = hub.apel
     if apel:
         if not apel.get("dir") or not apel.get("site"):
             raise ValueError(
@@ -115,14 +90,14 @@ def configure_accounting(c: Any, options: dict, *, current_list) -> None:
         ):
             if apel.get(key) not in (None, ""):
                 cmd.append(f"--{flag}={apel[key]}")
-    cmd += list(options.get("extra_args", []))
+    cmd += list(hub.extra_args)
     service: dict[str, Any] = {
         "name": name,
         "command": cmd,
         "url": url,
         "oauth_no_confirm": True,
         "oauth_client_allowed_scopes": [ADMIN_SCOPE],
-        "environment": {**env, **dict(options.get("environment") or {})},
+        "environment": {**env, **dict(hub.environment)},
     }
     replace_service(c, service)
     custom = dict(c.JupyterHub.get("custom_scopes") or {}) if hasattr(c.JupyterHub, "get") else {}
@@ -142,7 +117,7 @@ def configure_accounting(c: Any, options: dict, *, current_list) -> None:
             "services": [name],
         }
     )
-    admins = {k: list(options.get(f"admin_{k}") or []) for k in ("users", "groups", "services")}
+    admins = {k: list(getattr(hub, f"admin_{k}")) for k in ("users", "groups", "services")}
     if any(admins.values()):
         roles.append(
             {
@@ -156,7 +131,7 @@ def configure_accounting(c: Any, options: dict, *, current_list) -> None:
     # every user may open the usage page (their own usage only): in the user role, which JupyterHub 5.5
     # and 6 both honour (5.5 has no extra_user_scopes; 6 ignores it once the user role is redefined)
     extend_user_role(c, [f"access:services!service={name}"])
-    if options.get("quotas") and options.get("announcement", True):
+    if app.get("quotas") and hub.announcement:
         from ..announce import install
         from .quota import WARNINGS_FILE, warning_lines
 
@@ -167,6 +142,6 @@ def configure_accounting(c: Any, options: dict, *, current_list) -> None:
         previous = c.Spawner.get("pre_spawn_hook") if hasattr(c.Spawner, "get") else None
         if getattr(previous, "_apex_accounting", False):
             previous = previous._then
-        hook = pre_spawn_hook(*quota_hook, fail_open=options.get("fail_open", True), then=previous)
+        hook = pre_spawn_hook(*quota_hook, fail_open=hub.fail_open, then=previous)
         hook._apex_accounting, hook._then = True, previous
         c.Spawner.pre_spawn_hook = hook

@@ -82,6 +82,7 @@ class ServiceApp(Application):
 
     def initialize(self, argv: list[str] | None = None) -> None:
         # traitlets' own methods log a bad value and exit 1; a service says what is wrong and exits 2
+        self.refuse_unknown_options(sys.argv[1:] if argv is None else argv)
         Application.parse_command_line.__wrapped__(self, argv)
         if self.extra_args:  # the services take options only
             raise ValueError(f"unexpected argument(s) {' '.join(self.extra_args)}")
@@ -91,6 +92,18 @@ class ServiceApp(Application):
                 raise ValueError(f"no config file {path}")
             Application.load_config_file.__wrapped__(self, os.path.basename(path), os.path.dirname(path))
             self.update_config(self.cli_config)  # the command line wins over the file
+
+    def refuse_unknown_options(self, argv: list[str]) -> None:
+        """A misspelt option is an error, as it was with argparse (traitlets would only warn)."""
+        known = set(self.aliases) | set(self.flags) | {"help", "help-all", "version"}
+        for arg in argv:
+            if arg == "--":
+                break
+            if not arg.startswith("--"):
+                continue
+            name = arg[2:].split("=", 1)[0]
+            if name not in known and "." not in name:  # --Class.trait=value is traitlets' own spelling
+                raise ValueError(f"unknown option --{name} (--help-all lists them)")
 
     def setup_logging(self) -> None:
         logging.basicConfig(level=logging.getLevelName(self.log_level), format=LOG_FORMAT)
