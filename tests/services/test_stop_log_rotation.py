@@ -68,3 +68,19 @@ def test_a_line_being_written_waits_and_dry_runs_are_skipped(tmp_path):
     with open(path, "a") as f:
         f.write('"server": "", "time": "2026-12-02T10:00:03+00:00", "reason": "idle"}\n')
     assert [r.user for r in reader.read_new()] == ["u3"]
+
+
+def test_the_remembered_keys_are_bounded_to_the_latest_records(tmp_path):
+    log = StopLog(tmp_path, max_keys=50)
+    for n in range(120):
+        log.append(stop(n))
+    assert len(log) == 50  # a month of stops does not grow the culler's memory
+    assert log.seen("u119", "", stop(119)["started"], False)
+    assert log.seen("u70", "", stop(70)["started"], False)
+    assert not log.seen("u69", "", stop(69)["started"], False)  # forgotten: 50 records ago
+    assert len(log.path.read_text().splitlines()) == 120  # the file keeps every record
+    log.append(stop(119))  # a repeat of a recent stop is still not written again
+    assert len(log.path.read_text().splitlines()) == 120
+    again = StopLog(tmp_path, max_keys=50)  # after a restart: the newest 50, read back from the files
+    assert len(again) == 50 and again.seen("u70", "", stop(70)["started"], False)
+    assert not again.seen("u69", "", stop(69)["started"], False)

@@ -80,32 +80,38 @@ class StopLog:
 
     Why bounded: the culler runs for months. The file is rotated once it passes ``max_bytes``
     (renamed to ``stop-reasons.jsonl.1``, replacing the previous one; the accounting service's
-    reader follows the rename), and the keys remembered against double records are those of
-    the current and the rotated file only.
+    reader follows the rename), and the keys remembered against double records are those of the
+    last ``max_keys`` records (a server's stop or warning is repeated, if ever, within a few rounds;
+    10,000 records are days of a 2,000-user hub), read back from both files at start.
     """
 
     ROTATED_SUFFIX = ".1"
 
-    def __init__(self, state_dir: str | Path, max_bytes: int = 16 * 1024 * 1024):
+    def __init__(self, state_dir: str | Path, max_bytes: int = 16 * 1024 * 1024, max_keys: int = 10_000):
         self.path = Path(state_dir) / STOP_REASONS_FILE
         self.rotated = self.path.with_name(self.path.name + self.ROTATED_SUFFIX)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.max_bytes = max_bytes
-        self._older: set[tuple] = self._keys(self.rotated)  # what the rotated file holds
-        self.recorded: set[tuple] = self._keys(self.path)
+        self.max_bytes, self.max_keys = max_bytes, max_keys
+        self._recent: dict[tuple, None] = {}  # insertion-ordered: the oldest first
+        for path in (self.rotated, self.path):
+            self._read_keys(path)
 
-    def _keys(self, path: Path) -> set[tuple]:
-        keys: set[tuple] = set()
+    def _read_keys(self, path: Path) -> None:
         if path.exists():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
-                    keys.add(self._key(json.loads(line)))
+                    self._remember(self._key(json.loads(line)))
                 except (ValueError, KeyError, TypeError, AttributeError):
                     continue
-        return keys
+
+    def _remember(self, key: tuple) -> None:
+        self._recent.pop(key, None)
+        self._recent[key] = None
+        while len(self._recent) > self.max_keys:
+            del self._recent[next(iter(self._recent))]
 
     def _known(self, key: tuple) -> bool:
-        return key in self.recorded or key in self._older
+        return key in self._recent
 
     def seen(self, user: str, server: str, started: str | None, dry_run: bool) -> bool:
         return self._known((user, server, started, dry_run))
@@ -113,6 +119,10 @@ class StopLog:
     def has(self, record: dict) -> bool:
         """Whether the ledger already holds this record (a stop of that session, that warning, ...)."""
         return self._known(self._key({"event": "stop", **record}))
+
+    def __len__(self) -> int:
+        """How many records' keys are remembered (at most ``max_keys``)."""
+        return len(self._recent)
 
     @staticmethod
     def _key(rec: dict) -> tuple:
@@ -140,11 +150,10 @@ class StopLog:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
-        self.recorded.add(key)
+        self._remember(key)
 
     def _rotate(self) -> None:
         os.replace(self.path, self.rotated)  # atomic: a reader sees the old file or the new one
-        self._older, self.recorded = self.recorded, set()
         log.info("stop log rotated: %s -> %s", self.path, self.rotated)
 
 
