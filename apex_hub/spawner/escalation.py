@@ -88,9 +88,9 @@ def _resource_covered(resources: Iterable[str], resource: str) -> bool:
 def _covers(rule: Mapping[str, Any], need: Need) -> bool:
     names = list(rule.get("resourceNames") or [])
     return (
-        _has(rule.get("verbs"), need.verb)
-        and _has(rule.get("apiGroups"), need.group)
-        and _resource_covered(rule.get("resources"), need.resource)
+        _has(rule.get("verbs") or (), need.verb)
+        and _has(rule.get("apiGroups") or (), need.group)
+        and _resource_covered(rule.get("resources") or (), need.resource)
         and (not names or (need.name is not None and need.name in names))
     )
 

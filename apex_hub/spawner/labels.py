@@ -36,7 +36,7 @@ def server_label(server_name: str, legacy: bool = False) -> str:
     return DEFAULT_SERVER if not server_name else "named-" + slug(server_name, 63 - 6)
 
 
-def ownership(user_slug: str, server_name: str, profile: str | None, persist: bool) -> dict[str, str]:
+def ownership(user_slug: str, server_name: str | None, profile: str | None, persist: bool) -> dict[str, str]:
     """The labels of one object.  ``server_name=None`` marks a per-user object."""
     labels = {
         MANAGED_BY: MANAGER,

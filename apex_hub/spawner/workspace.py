@@ -260,7 +260,7 @@ class _Builder:
                 target = ((doc.get("spec") or {}).get("target") or {}).get("name")
                 if doc["kind"] == "Secret" or (doc["kind"] == "ExternalSecret" and not target):
                     made[name] = self.ref(name)
-                elif doc["kind"] == "ExternalSecret":
+                elif doc["kind"] == "ExternalSecret" and target:
                     made[target] = target
         return made
 
@@ -346,11 +346,12 @@ class _Builder:
                     }
                 )
             else:
-                ref = value.from_secret
+                secret = value.from_secret
+                assert secret is not None  # the model allows exactly one of the two
                 self.plan.env.append(
                     {
                         "name": name,
-                        "valueFrom": {"secretKeyRef": {"name": self.ref(ref.name), "key": ref.key}},
+                        "valueFrom": {"secretKeyRef": {"name": self.ref(secret.name), "key": secret.key}},
                     }
                 )
         self.plan.env_from += [
@@ -557,12 +558,12 @@ def network_policy_spec(s: Settings) -> dict:
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": s.hub_namespace}},
         "podSelector": {"matchLabels": dict(s.hub_pod_labels)},
     }
-    own = {"podSelector": {}}
+    own: dict[str, Any] = {"podSelector": {}}
     spec = {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [hub, own]}]}
     if s.network_policy_egress:
         dns = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
         egress = [dns, {"to": [hub, own]}]
-        internet = [
+        internet: list[dict[str, Any]] = [
             {
                 "ipBlock": {
                     "cidr": cidr,
@@ -583,7 +584,11 @@ def network_policy_spec(s: Settings) -> dict:
 
 def _same_family(a: str, b: str) -> bool:
     net_a, net_b = ipaddress.ip_network(a, strict=False), ipaddress.ip_network(b, strict=False)
-    return net_a.version == net_b.version and net_a.subnet_of(net_b)
+    if isinstance(net_a, ipaddress.IPv4Network) and isinstance(net_b, ipaddress.IPv4Network):
+        return net_a.subnet_of(net_b)
+    if isinstance(net_a, ipaddress.IPv6Network) and isinstance(net_b, ipaddress.IPv6Network):
+        return net_a.subnet_of(net_b)
+    return False  # another family
 
 
 def _stringify(spec: Any) -> Any:
