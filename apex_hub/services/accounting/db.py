@@ -435,6 +435,16 @@ class Ledger:
             row = conn.execute(select(Session).where(Session.id == session_id)).mappings().first()
             return dict(row) if row else None
 
+    def known(self, ids: Iterable[str]) -> dict[str, dict]:
+        """The sessions among ``ids`` that the ledger has, by id (one query per 500 ids: a listing)."""
+        wanted = list(dict.fromkeys(ids))
+        out: dict[str, dict] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                q = select(Session).where(Session.id.in_(wanted[i : i + 500]))
+                out.update((r["id"], dict(r)) for r in conn.execute(q).mappings())
+        return out
+
     def sessions(
         self,
         *,
