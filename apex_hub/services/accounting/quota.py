@@ -257,15 +257,11 @@ class Quotas:
             if own
             else ([("default", user, self.default, {"user": user})] if self.default else [])
         )
-        scopes += [("group", g, self.groups[g], {"groups": [g]}) for g in groups if g in self.groups]
+        scopes += [("group", g, self.groups[g], {"group": g}) for g in groups if g in self.groups]
         for scope, name, budget, query in scopes:
             used = cache.get(name) if cache is not None and scope == "group" else None
             if used is None:
-                used = total(
-                    ledger.iter_sessions(since=since, until=now, usage_only=True, **query),
-                    since=since,
-                    until=now,
-                )
+                used = total(ledger.usage_rows(since, now, **query), since=since, until=now)
                 if cache is not None and scope == "group":
                     cache[name] = used
             status.limits += [
