@@ -27,7 +27,7 @@ import yaml
 
 from ...profiles.yamlsafe import load as load_yaml
 from .db import Ledger
-from .reports import next_period, period_start, total
+from .reports import next_period, period_start
 
 METRICS = {
     "cpu_hours": "CPU-hours",
@@ -261,7 +261,7 @@ class Quotas:
         for scope, name, budget, query in scopes:
             used = cache.get(name) if cache is not None and scope == "group" else None
             if used is None:
-                used = total(ledger.usage_rows(since, now, **query), since=since, until=now)
+                used = ledger.usage_total(since, now, **query)
                 if cache is not None and scope == "group":
                     cache[name] = used
             status.limits += [

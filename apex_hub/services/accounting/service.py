@@ -22,6 +22,7 @@ is known to have been running: a lower bound), with reason ``external`` and ``es
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -53,6 +54,7 @@ from .worker import LedgerWorker
 log = logging.getLogger("apex_hub.accounting")
 
 HEARTBEAT = "heartbeat"
+MISSING = object()  # a claim size that needs a request
 
 
 @dataclass
@@ -179,6 +181,25 @@ class AccountingService:
             total += self._pvc_cache[key]
         return total
 
+    def _pvc_known(self, pod: dict) -> Any:
+        """:meth:`_pvc_bytes` when it needs no request (no claims, sizes cached, or forbidden), else
+        :data:`MISSING`."""
+        ns = (pod.get("metadata") or {}).get("namespace", "")
+        names = claims(pod)
+        if not names:
+            return 0
+        if self._pvc_forbidden:
+            return None
+        total = 0
+        for name in names:
+            if (ns, name) not in self._pvc_cache:
+                return MISSING
+            size = self._pvc_cache[(ns, name)]
+            if size is None:
+                return None
+            total += size
+        return total
+
     async def handle_pod(self, pod: dict, *, deleted: bool = False, source: str = "pod-watch") -> None:
         now = self.clock()
         user = pod_user(pod)
@@ -187,8 +208,23 @@ class AccountingService:
             return
         has_group = bool(((pod.get("metadata") or {}).get("annotations") or {}).get(GROUP_ANNOTATION))
         known, group = self._group_for(user)
-        existing = await self.db.write(self.ledger.session, uid)  # on the writer: after earlier writes
-        if existing is None and not known:
+        step = functools.partial(
+            self._pod_step,
+            pod,
+            uid,
+            deleted,
+            now,
+            known,
+            self.excluded(user),
+            None if has_group else group,
+            source,
+            list(self._culler_records),
+        )
+        # one turn on the writer (after the writes before it): the session's row, the decision, the write
+        outcome, done = await self.db.write(step, self._pvc_known(pod))
+        if outcome == "claims":  # a session without its claims' size, which needs a request first
+            outcome, done = await self.db.write(step, await self._pvc_bytes(pod))
+        if outcome == "defer":
             # the hub has not told us the user's groups yet (exclusion needs them): wait for the next round
             if uid not in self._deferred:
                 self.stats.deferred += 1
@@ -196,15 +232,46 @@ class AccountingService:
             self._deferred[uid] = (pod, deleted)
             return
         self._deferred.pop(uid, None)
-        if existing is None and self.excluded(user):
+        if outcome == "excluded":
             self.stats.excluded += 1
-            return
-        pvc = await self._pvc_bytes(pod) if existing is None or existing["pvc_bytes"] is None else None
-        obs = observation(pod, deleted=deleted, now=now, group=None if has_group else group, pvc_bytes=pvc)
-        if obs is None:
+        elif outcome == "not started":
             log.debug("pod %s of %s: not a started server pod yet", uid, user)
-            return
-        await self._write([obs], source)
+        else:
+            obs, written, attached = done
+            self._count(obs, written)
+            self._attached(attached, self.clock())
+
+    def _pod_step(
+        self,
+        pod: dict,
+        uid: str,
+        deleted: bool,
+        now: datetime,
+        known: bool,
+        excluded: bool,
+        group: str | None,
+        source: str,
+        records: list[StopRecord],
+        pvc: Any,
+    ) -> tuple[str, Any]:
+        """(writer thread) What :meth:`handle_pod` does with a pod, given the ledger's row of it:
+        ``defer`` (user unknown), ``excluded``, ``claims`` (the size is needed: ``pvc`` is
+        :data:`MISSING`), ``not started``, or ``written`` with (observation, events, reasons attached)."""
+        existing = self.ledger.session(uid)
+        if existing is None and not known:
+            return "defer", None
+        if existing is None and excluded:
+            return "excluded", None
+        if existing is None or existing["pvc_bytes"] is None:
+            if pvc is MISSING:
+                return "claims", None
+        else:
+            pvc = None
+        obs = observation(pod, deleted=deleted, now=now, group=group, pvc_bytes=pvc)
+        if obs is None:
+            return "not started", None
+        results, attached = self._record([obs], source, self.clock(), records, False)
+        return "written", (obs, results[0], attached)
 
     async def handle_pods(self, pods: list[dict], *, source: str) -> None:
         """Many pods (a listing) in one transaction: the sessions the ledger already has and the new
