@@ -54,3 +54,24 @@ async def test_in_memory_sqlite_uses_one_thread_and_inline_runs_on_the_loop():
         worker.close()
     inline = LedgerWorker("sqlite://", inline=True)
     assert await inline.write(threading.get_ident) == threading.get_ident()
+
+
+async def test_the_threads_shorten_the_switch_interval_never_lengthen_it():
+    import sys
+
+    from apex_hub.services.accounting.worker import SWITCH_INTERVAL
+
+    before = sys.getswitchinterval()
+    worker = LedgerWorker("sqlite://")
+    try:
+        sys.setswitchinterval(0.005)
+        await worker.write(int)
+        assert sys.getswitchinterval() == SWITCH_INTERVAL
+        worker.close()
+        sys.setswitchinterval(0.0001)
+        shorter = sys.getswitchinterval()  # as the interpreter stores it (microseconds)
+        await worker.write(int)  # new threads, a shorter interval already: left alone
+        assert sys.getswitchinterval() == shorter < SWITCH_INTERVAL
+    finally:
+        worker.close()
+        sys.setswitchinterval(before)

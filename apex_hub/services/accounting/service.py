@@ -282,7 +282,9 @@ class AccountingService:
         have = await self.db.write(self.ledger.known, [i for i in ids if i])
         new: list[Observation] = []
         batch: list[Observation] = []
-        for pod, uid in zip(pods, ids):
+        for n, (pod, uid) in enumerate(zip(pods, ids)):
+            if n % 50 == 49:
+                await asyncio.sleep(0)  # thousands of pods: let the loop breathe between slices
             user = pod_user(pod)
             known, group = self._group_for(user or "")
             if not user or not uid or not known or self.excluded(user):

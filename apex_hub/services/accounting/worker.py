@@ -10,6 +10,12 @@
 * **report threads** (two) — the long scans (``api/sessions``, ``api/usage``, ``api/events``, the
   admins' table of every user): a report over a year of sessions never holds up a quota check.
 
+The threads share the interpreter's lock with the event loop: a thread that gave it up for the
+database (SQLite releases it for every row) waits for it up to the switch interval while another
+thread computes. The first thread started lowers the process's interval from Python's 5 ms to
+:data:`SWITCH_INTERVAL` (never raises it), so that a quota check's read and the loop itself do not
+wait behind the writer's Python work for long.
+
 An in-memory SQLite database (``sqlite://``) is one connection per thread to SQLAlchemy, hence one
 database per thread: there, reads run on the writer too.
 
@@ -21,11 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+SWITCH_INTERVAL = 0.0005  # seconds
 
 
 class LedgerWorker:
@@ -39,6 +47,8 @@ class LedgerWorker:
         if not self._sizes[kind]:
             kind = "writer"
         if kind not in self._pools:  # made on first use: a service that never runs starts no thread
+            if sys.getswitchinterval() > SWITCH_INTERVAL:
+                sys.setswitchinterval(SWITCH_INTERVAL)
             self._pools[kind] = ThreadPoolExecutor(self._sizes[kind], thread_name_prefix=f"ledger-{kind}")
         return self._pools[kind]
 
