@@ -24,9 +24,10 @@ users picked at random, in each phase:
 Printed (never asserted) for the baseline — the same service with ``ledger_threads=False``, every
 database call on the event loop, each member's group usage read again and a quota check's sessions
 read through the general query (what the service did before; its listings still go in one
-transaction, which flatters the baseline) — and for the service as it is (the ledger's writer and
-reader threads, each group's usage once per round): quota-check latency p50 / p99 / max per
-phase, event-loop lag p99 / max (a 5 ms ticker's overshoot) per phase, and how long each phase took.
+transaction and in slices that let the loop run, which flatters the baseline) — and for the service
+as it is (the ledger's writer and reader threads, each group's usage once per round): quota-check
+latency p50 / p99 / max per phase, event-loop lag p99 / max (a 5 ms ticker's overshoot) per phase,
+and how long each phase took.
 """
 
 from __future__ import annotations
