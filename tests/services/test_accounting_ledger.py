@@ -473,7 +473,7 @@ def test_usage_total_is_the_report_total_of_the_period(ledger):
                 f"s{i}",
                 user=f"u{i % 5}",
                 group=rng.choice(["g1", "g2", None]),
-                cpu=rng.choice([0.25, 1.0, 3.0]),
+                cpu=rng.choice([0.25, 1.0, 3.0, 1 / 3, 0.1]),  # 1/3: all 17 digits matter
                 memory_bytes=rng.randrange(1, 8 * GIB),
                 gpu=rng.choice([0.0, 1.0]),
                 start=start,

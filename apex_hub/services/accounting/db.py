@@ -238,6 +238,28 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def _sqlite_usage_rows(conn, where: tuple) -> list[tuple]:
+    """``(start, stop, cpu, memory_bytes, gpu)`` of the sessions ``where`` selects, in one row of
+    ``group_concat``: SQLite's module gives up the interpreter's lock for every row it steps, and
+    each time it takes it back it may wait for another thread's switch interval — thousands of rows
+    would be thousands of waits behind a busy writer. The times as stored (text), the numbers
+    printed with 17 significant digits (``%.17g``: the same floats once parsed)."""
+    item = func.printf(
+        "%s|%s|%.17g|%d|%.17g",
+        type_coerce(Session.start, String),
+        type_coerce(Session.stop, String),  # NULL prints as ''
+        Session.cpu,
+        Session.memory_bytes,
+        Session.gpu,
+    )
+    text_ = conn.execute(select(func.group_concat(item, ";")).where(*where)).scalar()
+    rows = []
+    for part in text_.split(";") if text_ else ():
+        start, stop, cpu, mem, gpu = part.split("|")
+        rows.append((start, stop or None, float(cpu), int(mem), float(gpu)))
+    return rows
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Run the shipped Alembic migrations up to ``revision``."""
     from alembic import command
@@ -521,21 +543,21 @@ class Ledger:
 
         key = Session.user == user if user is not None else Session.group == group
         sqlite = self.engine.dialect.name == "sqlite"
-        # the times as the database gives them (SQLite: text, parsed with fromisoformat; PostgreSQL:
-        # naive UTC), not through UTCDateTime's generic result processing: a group's month can be
-        # thousands of sessions
-        raw = String if sqlite else DateTime
-        q = select(
-            type_coerce(Session.start, raw),
-            type_coerce(Session.stop, raw),
-            Session.cpu,
-            Session.memory_bytes,
-            Session.gpu,
-        )
         rows: list[tuple] = []
         with self.engine.connect() as conn:
             for cond in (Session.stop.is_(None), Session.stop > since):
-                rows.extend(conn.execute(q.where(key, cond, Session.start < until)))
+                where = (key, cond, Session.start < until)
+                if sqlite:
+                    rows += _sqlite_usage_rows(conn, where)
+                else:  # PostgreSQL: naive UTC times, without UTCDateTime's per-row processing
+                    q = select(
+                        type_coerce(Session.start, DateTime),
+                        type_coerce(Session.stop, DateTime),
+                        Session.cpu,
+                        Session.memory_bytes,
+                        Session.gpu,
+                    )
+                    rows += conn.execute(q.where(*where)).all()
         parse = datetime.fromisoformat if sqlite else (lambda t: t)
         lo, hi = since.astimezone(UTC).replace(tzinfo=None), until.astimezone(UTC).replace(tzinfo=None)
         starts = [parse(r[0]) for r in rows]
