@@ -21,6 +21,9 @@ users picked at random, in each phase:
   sessions of the pods gone closed;
 * **quota round** — ``enforce_quotas`` over the users of the running sessions.
 
+The service as it is calls ``gc.freeze()`` when it starts (the benchmark does so before the phases);
+the longest garbage collection of each run is printed too.
+
 Printed (never asserted) for the baseline — the same service with ``ledger_threads=False``, every
 database call on the event loop, each member's group usage read again and a quota check's sessions
 read through the general query (what the service did before; its listings still go in one
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import http.client
 import json
 import os
@@ -189,7 +193,18 @@ async def run(url: str, args, *, threads: bool) -> dict:
     server.add_sockets([sock])
     port = sock.getsockname()[1]
 
-    lags, took = [], {}
+    lags, took, pauses = [], {}, []
+    started: list[float] = []
+
+    def gc_timer(event: str, info: dict) -> None:  # how long the collector stops every thread
+        if event == "start":
+            started[:] = [time.monotonic()]
+        elif started:
+            pauses.append((info["generation"], time.monotonic() - started[0]))
+
+    gc.callbacks.append(gc_timer)
+    if threads:
+        gc.freeze()  # as AccountingService.start() does (the baseline: as the service did before)
     stop_ticker = asyncio.Event()
     # the spawner's side in its own process, as the hub is: it takes nothing from this one's GIL
     proc = await asyncio.create_subprocess_exec(
@@ -233,10 +248,12 @@ async def run(url: str, args, *, threads: bool) -> dict:
     checks = json.loads(out)
     stop_ticker.set()
     await tick
+    gc.callbacks.remove(gc_timer)
+    gc.unfreeze()
     server.stop()
     svc.db.close()
     ledger.close()
-    return {"checks": checks, "lags": lags, "took": took, "opened": svc.stats.sessions_opened}
+    return {"checks": checks, "lags": lags, "took": took, "opened": svc.stats.sessions_opened, "gc": pauses}
 
 
 def during(a: float, b: float, lo: float, hi: float) -> bool:
@@ -306,7 +323,8 @@ def main() -> None:
         print(
             f"all phases, {label}: quota check p99 {pct(every, 99):.1f} ms, max {max(every):.1f} ms "
             f"({len(every)} checks); loop lag p99 {pct(lag, 99):.1f} ms, max {max(lag):.1f} ms; "
-            f"sessions opened {res['opened']:,}"
+            f"sessions opened {res['opened']:,}; longest garbage collection "
+            f"{1000 * max((dt for _, dt in res['gc']), default=0):.1f} ms ({len(res['gc'])} collections)"
         )
     print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if tmp:
