@@ -166,7 +166,7 @@ def test_migrations_create_the_schema_at_head(db_url, ledger):
     tables = set(inspect(engine).get_table_names())
     assert {"sessions", "session_events", "apel_exports", "service_state", "alembic_version"} <= tables
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
     engine.dispose()
     Ledger(db_url).close()  # upgrading again is a no-op
 
@@ -456,3 +456,73 @@ def test_csv_exports_never_carry_a_live_spreadsheet_formula():
 def test_malformed_times_are_refused_by_the_parser(text):
     with pytest.raises(ValueError):
         reports.parse_when(text, T0)
+
+
+def test_usage_total_is_the_report_total_of_the_period(ledger):
+    """The quota check's index read gives exactly the totals of the general query's sessions."""
+    import random
+
+    rng = random.Random(11)
+    start0 = datetime(2026, 10, 1, tzinfo=UTC)
+    batch = []
+    for i in range(400):
+        start = start0 + timedelta(seconds=rng.randrange(90 * 86400), microseconds=rng.randrange(10**6))
+        stop = None if i % 13 == 0 else start + timedelta(seconds=rng.randrange(60, 3 * 86400))
+        batch.append(
+            obs(
+                f"s{i}",
+                user=f"u{i % 5}",
+                group=rng.choice(["g1", "g2", None]),
+                cpu=rng.choice([0.25, 1.0, 3.0, 1 / 3, 0.1]),  # 1/3: all 17 digits matter
+                memory_bytes=rng.randrange(1, 8 * GIB),
+                gpu=rng.choice([0.0, 1.0]),
+                start=start,
+                stop=stop,
+            )
+        )
+    ledger.observe_many(batch, source="t")
+    since, until = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 20, 6, 30, tzinfo=UTC)
+    for query, general in (({"user": "u1"}, {"user": "u1"}), ({"group": "g2"}, {"groups": ["g2"]})):
+        slow = reports.total(
+            ledger.iter_sessions(since=since, until=until, usage_only=True, **general),
+            since=since,
+            until=until,
+        )
+        assert slow["sessions"] > 10 and slow["cpu_hours"] > 0
+        assert ledger.usage_total(since, until, **query) == slow  # the same sums, not merely close
+    assert ledger.usage_total(since, until, group="nobody") == reports.total([], since=since, until=until)
+
+
+def test_check_many_reads_each_groups_usage_once(db_url):
+    """A quota round: the members of a group share its usage, read once; the statuses are those of
+    one check per user."""
+
+    reads: list[tuple[str, str]] = []
+
+    class Counting(Ledger):
+        def usage_total(self, since, until, *, user=None, group=None):
+            reads.append(("user", user) if user is not None else ("group", group))
+            return super().usage_total(since, until, user=user, group=group)
+
+    ledger = Counting(db_url)
+    try:
+        for i, user in enumerate(("ann", "ben", "cid")):
+            ledger.observe(obs(f"p{i}", user=user, group="g1", cpu=1.0 + i), source="t")
+        q = Quotas.from_dict(
+            {"groups": {"g1": {"cpu_hours": 5}, "g2": {"gpu_hours": 1}}, "default": {"cpu_hours": 2}}
+        )
+        now = T0 + timedelta(hours=1)
+        users = {"ann": ["g1", "g2"], "ben": ["g1"], "cid": ["g1", "g2"], "dan": []}
+        reads.clear()
+        many = q.check_many(ledger, users, now=now)
+        assert sorted(reads) == sorted([("user", u) for u in users] + [("group", "g1"), ("group", "g2")])
+        for user, groups in users.items():
+            one = q.check(ledger, user, groups, now=now)
+            assert many[user].as_dict() == one.as_dict()
+        assert [(lim.scope, lim.name, lim.usage) for lim in many["ben"].limits] == [
+            ("default", "ben", 2.0),
+            ("group", "g1", 6.0),
+        ]
+        assert not many["ben"].allowed and many["dan"].allowed
+    finally:
+        ledger.close()

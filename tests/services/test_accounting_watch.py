@@ -211,7 +211,7 @@ async def test_pods_wait_for_unknown_users_and_culler_reasons_attach(env, tmp_pa
                     + "\n"
                 )
             f.write('{"partial line')
-        svc.read_stop_reasons()
+        await svc.read_stop_reasons()
         assert svc.ledger.session(s["id"])["stop_reason"] == "max-age"
         assert [e["kind"] for e in svc.ledger.events(s["id"])] == ["opened", "stopped", "reason"]
     finally:

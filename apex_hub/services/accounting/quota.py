@@ -27,7 +27,7 @@ import yaml
 
 from ...profiles.yamlsafe import load as load_yaml
 from .db import Ledger
-from .reports import next_period, period_start, total
+from .reports import next_period, period_start
 
 METRICS = {
     "cpu_hours": "CPU-hours",
@@ -241,8 +241,13 @@ class Quotas:
             raise QuotaError(f"{path.name}: not valid YAML: {exc}") from None
         return cls.from_dict(data, path.name)
 
-    def check(self, ledger: Ledger, user: str, groups: list[str], *, now: datetime) -> QuotaStatus | None:
-        """The user's budgets and usage this period; None when no budget applies."""
+    def check(
+        self, ledger: Ledger, user: str, groups: list[str], *, now: datetime, cache: dict | None = None
+    ) -> QuotaStatus | None:
+        """The user's budgets and usage this period; None when no budget applies.
+
+        ``cache``: the groups' usage already computed at this ``now`` (:meth:`check_many` passes one,
+        so that a group's usage is read once however many of its members are checked)."""
         since = _start(now, self.period)
         reset = _next(since, self.period)
         status = QuotaStatus(user, self.period, since, reset)
@@ -252,15 +257,26 @@ class Quotas:
             if own
             else ([("default", user, self.default, {"user": user})] if self.default else [])
         )
-        scopes += [("group", g, self.groups[g], {"groups": [g]}) for g in groups if g in self.groups]
+        scopes += [("group", g, self.groups[g], {"group": g}) for g in groups if g in self.groups]
         for scope, name, budget, query in scopes:
-            used = total(
-                ledger.iter_sessions(since=since, until=now, usage_only=True, **query), since=since, until=now
-            )
+            used = cache.get(name) if cache is not None and scope == "group" else None
+            if used is None:
+                used = ledger.usage_total(since, now, **query)
+                if cache is not None and scope == "group":
+                    cache[name] = used
             status.limits += [
                 Limit(scope, name, metric, limit, used[metric]) for metric, limit in budget.items()
             ]
         return status if status.limits else None
+
+    def check_many(
+        self, ledger: Ledger, users: dict[str, list[str]], *, now: datetime
+    ) -> dict[str, QuotaStatus | None]:
+        """:meth:`check` for many users (user → groups) at one ``now``: each group's usage once."""
+        cache: dict[str, dict[str, float]] = {}
+        return {
+            user: self.check(ledger, user, groups, now=now, cache=cache) for user, groups in users.items()
+        }
 
 
 def warning_html(warning: dict) -> list[str]:

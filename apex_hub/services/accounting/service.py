@@ -1,6 +1,6 @@
 """The accounting service: pod watch + hub listing → ledger; stop reasons; quotas; APEL files.
 
-Tasks (one event loop, one writer):
+Tasks (one event loop; the database on the threads of :mod:`.worker`, one writer):
 
 * **pod watch** — list pods with :data:`POD_SELECTOR` cluster-wide, record each, close the sessions
   whose pods are gone, then watch from the list's resourceVersion; a watch that ends resumes from the
@@ -22,6 +22,8 @@ is known to have been running: a lower bound), with reason ``external`` and ``es
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import json
 import logging
 from collections.abc import Callable
@@ -48,10 +50,12 @@ from .ingest import (
     quantity,
 )
 from .quota import WARNINGS_FILE
+from .worker import LedgerWorker
 
 log = logging.getLogger("apex_hub.accounting")
 
 HEARTBEAT = "heartbeat"
+MISSING = object()  # a claim size that needs a request
 
 
 @dataclass
@@ -91,8 +95,12 @@ class AccountingService:
         quota_warn_fraction: float = 0.9,
         state_dir: str | Path = ".",
         clock: Callable[[], datetime] = utcnow,
+        ledger_threads: bool = True,
     ):
         self.ledger, self.hub, self.kube = ledger, hub, kube
+        # every ledger call goes through here: one writer thread, reader threads (worker.py);
+        # ledger_threads=False runs them on the event loop (the benchmark's baseline)
+        self.db = LedgerWorker(getattr(ledger, "url", ""), inline=not ledger_threads)
         self.stop_file = StopReasonsFile(stop_reasons) if stop_reasons else None
         self.exclude_groups = set(exclude_groups)
         self.interval, self.watch_timeout = interval, watch_timeout
@@ -174,6 +182,25 @@ class AccountingService:
             total += self._pvc_cache[key]
         return total
 
+    def _pvc_known(self, pod: dict) -> Any:
+        """:meth:`_pvc_bytes` when it needs no request (no claims, sizes cached, or forbidden), else
+        :data:`MISSING`."""
+        ns = (pod.get("metadata") or {}).get("namespace", "")
+        names = claims(pod)
+        if not names:
+            return 0
+        if self._pvc_forbidden:
+            return None
+        total = 0
+        for name in names:
+            if (ns, name) not in self._pvc_cache:
+                return MISSING
+            size = self._pvc_cache[(ns, name)]
+            if size is None:
+                return None
+            total += size
+        return total
+
     async def handle_pod(self, pod: dict, *, deleted: bool = False, source: str = "pod-watch") -> None:
         now = self.clock()
         user = pod_user(pod)
@@ -182,8 +209,23 @@ class AccountingService:
             return
         has_group = bool(((pod.get("metadata") or {}).get("annotations") or {}).get(GROUP_ANNOTATION))
         known, group = self._group_for(user)
-        existing = self.ledger.session(uid)
-        if existing is None and not known:
+        step = functools.partial(
+            self._pod_step,
+            pod,
+            uid,
+            deleted,
+            now,
+            known,
+            self.excluded(user),
+            None if has_group else group,
+            source,
+            list(self._culler_records),
+        )
+        # one turn on the writer (after the writes before it): the session's row, the decision, the write
+        outcome, done = await self.db.write(step, self._pvc_known(pod))
+        if outcome == "claims":  # a session without its claims' size, which needs a request first
+            outcome, done = await self.db.write(step, await self._pvc_bytes(pod))
+        if outcome == "defer":
             # the hub has not told us the user's groups yet (exclusion needs them): wait for the next round
             if uid not in self._deferred:
                 self.stats.deferred += 1
@@ -191,38 +233,111 @@ class AccountingService:
             self._deferred[uid] = (pod, deleted)
             return
         self._deferred.pop(uid, None)
-        if existing is None and self.excluded(user):
+        if outcome == "excluded":
             self.stats.excluded += 1
-            return
-        pvc = await self._pvc_bytes(pod) if existing is None or existing["pvc_bytes"] is None else None
-        obs = observation(pod, deleted=deleted, now=now, group=None if has_group else group, pvc_bytes=pvc)
-        if obs is None:
+        elif outcome == "not started":
             log.debug("pod %s of %s: not a started server pod yet", uid, user)
-            return
-        self._write(obs, source)
+        else:
+            obs, written, attached = done
+            self._count(obs, written)
+            self._attached(attached, self.clock())
+
+    def _pod_step(
+        self,
+        pod: dict,
+        uid: str,
+        deleted: bool,
+        now: datetime,
+        known: bool,
+        excluded: bool,
+        group: str | None,
+        source: str,
+        records: list[StopRecord],
+        pvc: Any,
+    ) -> tuple[str, Any]:
+        """(writer thread) What :meth:`handle_pod` does with a pod, given the ledger's row of it:
+        ``defer`` (user unknown), ``excluded``, ``claims`` (the size is needed: ``pvc`` is
+        :data:`MISSING`), ``not started``, or ``written`` with (observation, events, reasons attached)."""
+        existing = self.ledger.session(uid)
+        if existing is None and not known:
+            return "defer", None
+        if existing is None and excluded:
+            return "excluded", None
+        if existing is None or existing["pvc_bytes"] is None:
+            if pvc is MISSING:
+                return "claims", None
+        else:
+            pvc = None
+        obs = observation(pod, deleted=deleted, now=now, group=group, pvc_bytes=pvc)
+        if obs is None:
+            return "not started", None
+        results, attached = self._record([obs], source, self.clock(), records, False)
+        return "written", (obs, results[0], attached)
 
     async def handle_pods(self, pods: list[dict], *, source: str) -> None:
-        """Many pods (a listing): the sessions the ledger already has in one transaction; new ones (and
-        pods of unknown or excluded users) one by one through :meth:`handle_pod`."""
+        """Many pods (a listing) in one transaction: the sessions the ledger already has and the new
+        ones of known, not excluded users (with their claim sizes); pods of unknown or excluded users
+        one by one through :meth:`handle_pod` (deferral, exclusion)."""
         now = self.clock()
+        ids = [(p.get("metadata") or {}).get("uid") for p in pods]
+        have = await self.db.write(self.ledger.known, [i for i in ids if i])
+        new: list[Observation] = []
         batch: list[Observation] = []
-        for pod in pods:
-            user, uid = pod_user(pod), (pod.get("metadata") or {}).get("uid")
+        for n, (pod, uid) in enumerate(zip(pods, ids)):
+            if n % 50 == 49:
+                await asyncio.sleep(0)  # thousands of pods: let the loop breathe between slices
+            user = pod_user(pod)
             known, group = self._group_for(user or "")
-            if not user or not uid or not known or self.excluded(user) or self.ledger.session(uid) is None:
-                await self.handle_pod(
-                    pod, source=source
-                )  # the careful path: deferral, exclusion, claim sizes
+            if not user or not uid or not known or self.excluded(user):
+                await self.handle_pod(pod, source=source)  # the careful path: deferral, exclusion
                 continue
             has_group = bool(((pod.get("metadata") or {}).get("annotations") or {}).get(GROUP_ANNOTATION))
-            obs = observation(pod, now=now, group=None if has_group else group)
-            if obs is not None:
-                batch.append(obs)
-        for obs, written in zip(batch, self.ledger.observe_many(batch, source=source, now=now)):
-            self._count(obs, written)
+            if uid in have:
+                obs = observation(pod, now=now, group=None if has_group else group)
+                if obs is not None:
+                    batch.append(obs)
+                continue
+            self._deferred.pop(uid, None)
+            pvc = await self._pvc_bytes(pod)
+            obs = observation(pod, now=now, group=None if has_group else group, pvc_bytes=pvc)
+            if obs is None:
+                log.debug("pod %s of %s: not a started server pod yet", uid, user)
+                continue
+            new.append(obs)
+        # the new sessions first, in listing order, then the known ones: as if one by one
+        await self._write(new + batch, source, now=now, many=True)
 
-    def _write(self, obs: Observation, source: str) -> None:
-        self._count(obs, self.ledger.observe(obs, source=source, now=self.clock()))
+    async def _write(
+        self, items: list[Observation], source: str, *, now: datetime | None = None, many: bool = False
+    ) -> None:
+        """Record observations on the writer thread; after a session's stop, attach the culler's
+        reasons (in the same turn on the writer, as the service did on the loop)."""
+        if not items:
+            return
+        when = now or self.clock()
+        records = list(self._culler_records)
+        results, attached = await self.db.write(self._record, items, source, when, records, many)
+        for obs, written in zip(items, results):
+            self._count(obs, written)
+        self._attached(attached, self.clock())
+
+    def _record(
+        self, items: list[Observation], source: str, now: datetime, records: list[StopRecord], many: bool
+    ) -> tuple[list[list[str]], int]:
+        """(writer thread) ``observe`` each, or ``observe_many`` all; reasons attached after stops."""
+        attached = 0
+        if many:
+            results = self.ledger.observe_many(items, source=source, now=now)
+            if any("stopped" in w for w in results):
+                attached += self._match_reasons(records, self.clock())[0]
+            return results, attached
+        results = []
+        for obs in items:
+            written = self.ledger.observe(obs, source=source, now=now)
+            if "stopped" in written:
+                attached += self._match_reasons(records, self.clock())[0]
+            results.append(written)
+        return results, attached
 
     def _count(self, obs: Observation, written: list[str]) -> None:
         if "opened" in written:
@@ -231,7 +346,6 @@ class AccountingService:
         if "stopped" in written:
             self.stats.sessions_closed += 1
             log.info("session %s stopped (%s)", obs.id, obs.stop_reason)
-            self._attach_reasons(self._culler_records)
 
     async def relist(self) -> str:
         """Record every current pod, close sessions whose pods are gone; returns the resourceVersion."""
@@ -240,15 +354,23 @@ class AccountingService:
             resp = await client.CoreV1Api(api).list_pod_for_all_namespaces(
                 label_selector=POD_SELECTOR, _preload_content=False
             )
-            body = json.loads(await resp.read())
-        pods = body.get("items") or []
+            raw = await resp.read()
+        body = await asyncio.to_thread(json.loads, raw)  # thousands of pods: not on the loop
+        await self.apply_listing(body.get("items") or [])
+        return body.get("metadata", {}).get("resourceVersion", "")
+
+    async def apply_listing(self, pods: list[dict]) -> None:
+        """A pod listing's effect on the ledger (:meth:`relist` without the request)."""
         log.info("pod listing: %d server pods", len(pods))
         source = "backfill" if self._first_list else "relist"
         await self.handle_pods(pods, source=source)
         present = {p["metadata"]["uid"] for p in pods}
         now = self.clock()
-        heartbeat = self.ledger.get_state(HEARTBEAT)
-        for s in self.ledger.open_sessions():
+        heartbeat, running = await self.db.write(
+            lambda: (self.ledger.get_state(HEARTBEAT), self.ledger.open_sessions())
+        )
+        gone = []
+        for s in running:
             if s["id"] in present:
                 continue
             rec = self._best_record(s)
@@ -262,12 +384,13 @@ class AccountingService:
                 )
             else:
                 stop, reason, detail = now, "external", {"estimated": True, "from": "relist"}
-            obs = Observation(
-                id=s["id"], user=s["user"], start=s["start"], stop=stop, stop_reason=reason, detail=detail
+            gone.append(
+                Observation(
+                    id=s["id"], user=s["user"], start=s["start"], stop=stop, stop_reason=reason, detail=detail
+                )
             )
-            self._write(obs, source)
+        await self._write(gone, source)
         self._first_list = False
-        return body.get("metadata", {}).get("resourceVersion", "")
 
     async def watch_pods(self) -> None:
         """List + watch forever; re-list on 410 and errors (idempotent)."""
@@ -319,16 +442,27 @@ class AccountingService:
             return None
         return min(cands, key=lambda r: abs((r.started or r.time) - session["start"]).total_seconds())
 
-    def read_stop_reasons(self) -> None:
+    async def read_stop_reasons(self) -> None:
         if self.stop_file is None:
             return
-        new = self.stop_file.read_new()
+        new = await self.db.write(self.stop_file.read_new)
         self._culler_records += new
-        self._attach_reasons(new + self._unmatched)
+        await self._attach_reasons(new + self._unmatched)
 
-    def _attach_reasons(self, records: list[StopRecord]) -> None:
-        unmatched = []
+    async def _attach_reasons(self, records: list[StopRecord]) -> None:
         now = self.clock()
+        attached, unmatched = await self.db.write(self._match_reasons, list(records), now)
+        self._unmatched = unmatched
+        self._attached(attached, now)
+
+    def _attached(self, attached: int, now: datetime) -> None:
+        self.stats.reasons_attached += attached
+        # bound memory: keep the last day of records for matching
+        self._culler_records = [r for r in self._culler_records if now - r.time < timedelta(days=1)]
+
+    def _match_reasons(self, records: list[StopRecord], now: datetime) -> tuple[int, list[StopRecord]]:
+        """(writer thread) Attach each record's reason to its session; (attached, still unmatched)."""
+        attached, unmatched = 0, []
         for rec in records:
             sessions = [
                 s
@@ -343,11 +477,8 @@ class AccountingService:
                 continue
             best = min(sessions, key=lambda s: abs((rec.started or rec.time) - s["start"]).total_seconds())
             if self.ledger.set_reason(best["id"], rec.reason, source="culler", detail={"detail": rec.detail}):
-                self.stats.reasons_attached += 1
-        if records is not self._culler_records:
-            self._unmatched = list(unmatched)
-        # bound memory: keep the last day of records for matching
-        self._culler_records = [r for r in self._culler_records if now - r.time < timedelta(days=1)]
+                attached += 1
+        return attached, unmatched
 
     # ---- hub round ---------------------------------------------------------------------
 
@@ -363,10 +494,10 @@ class AccountingService:
             self.hub_servers = {u["name"]: u.get("servers") or {} for u in users}
             for _uid, (pod, deleted) in list(self._deferred.items()):
                 await self.handle_pod(pod, deleted=deleted, source="deferred")
-        self.read_stop_reasons()
+        await self.read_stop_reasons()
         if self.quotas is not None and users is not None:
             await self.enforce_quotas()
-        self.ledger.set_state(HEARTBEAT, self.clock().isoformat())
+        await self.db.write(self.ledger.set_state, HEARTBEAT, self.clock().isoformat())
         self.stats.last_hub_round = self.clock()
 
     async def hub_loop(self) -> None:
@@ -383,43 +514,56 @@ class AccountingService:
 
     async def enforce_quotas(self) -> None:
         """Warn (log + event + quota-warnings.json) at ``quota_warn_fraction`` of a budget; stop (reason
-        ``quota``) when over."""
+        ``quota``) when over. The budgets are read on a reader thread, each group's usage once."""
         now = self.clock()
-        running = self.ledger.open_sessions()
+        running = await self.db.read(self.ledger.open_sessions)
         # warned / stop requested are per session: a closed session's id is never seen again
         open_ids = {s["id"] for s in running}
         self._warned &= open_ids
         self._stop_requested &= open_ids
+        mine: dict[str, list[dict]] = {}
+        for s in running:
+            mine.setdefault(s["user"], []).append(s)
+        users = sorted(set(mine) | set(self.quota_warnings))
+        statuses = await self.db.read(
+            self.quotas.check_many, self.ledger, {u: self.groups.get(u, []) for u in users}, now=now
+        )
         warnings: dict[str, dict] = {}
-        for user in sorted({s["user"] for s in running} | set(self.quota_warnings)):
-            status = self.quotas.check(self.ledger, user, self.groups.get(user, []), now=now)
+        for user in users:
+            status = statuses[user]
             if status is None:
                 continue
             warning = status.warning(self.quota_warn_fraction, stop=self.quota_stop)
             if warning is not None:
                 warnings[user] = warning
-            mine = [s for s in running if s["user"] == user]
             if not status.allowed:
                 if not self.quota_stop:
                     continue
-                for s in mine:
+                for s in mine.get(user, []):
                     await self._quota_stop(s, status)
             elif status.fraction >= self.quota_warn_fraction:
-                for s in mine:
+                for s in mine.get(user, []):
                     if s["id"] not in self._warned:
                         self._warned.add(s["id"])
                         self.stats.quota_warnings += 1
                         log.warning("quota warning for %s: %s", user, status.message)
-                        self.ledger.add_event(s["id"], "quota-warning", source="quota", data=status.as_dict())
+                        await self.db.write(
+                            self.ledger.add_event,
+                            s["id"],
+                            "quota-warning",
+                            source="quota",
+                            data=status.as_dict(),
+                        )
         self.quota_warnings = warnings
+        data = {"time": now.isoformat(), "warn_fraction": self.quota_warn_fraction, "users": warnings}
         try:
-            self.warnings_file.parent.mkdir(parents=True, exist_ok=True)
-            write_json(
-                self.warnings_file,
-                {"time": now.isoformat(), "warn_fraction": self.quota_warn_fraction, "users": warnings},
-            )
+            await self.db.write(self._write_warnings, data)
         except OSError as exc:  # the banner stays as it was; the ledger events are written
             log.error("cannot write %s: %s", self.warnings_file, exc)
+
+    def _write_warnings(self, data: dict) -> None:
+        self.warnings_file.parent.mkdir(parents=True, exist_ok=True)
+        write_json(self.warnings_file, data)
 
     async def _quota_stop(self, session: dict, status: Any) -> None:
         """Record the decision once, then ask the hub to stop the server until it has accepted."""
@@ -427,8 +571,7 @@ class AccountingService:
             return
         if session["stop_reason"] != "quota":
             log.warning("stopping %s/%s: %s", session["user"], session["server"], status.message)
-            self.ledger.set_reason(session["id"], "quota", source="quota", detail={"detail": status.message})
-            self.ledger.add_event(session["id"], "quota-stop", source="quota", data=status.as_dict())
+            await self.db.write(self._record_quota_stop, session["id"], status.message, status.as_dict())
             self.stats.quota_stops += 1
         try:
             await self.hub.request("DELETE", server_path(session["user"], session["server"]))
@@ -441,9 +584,17 @@ class AccountingService:
             return
         self._stop_requested.add(session["id"])
 
+    def _record_quota_stop(self, session_id: str, message: str, status: dict) -> None:
+        self.ledger.set_reason(session_id, "quota", source="quota", detail={"detail": message})
+        self.ledger.add_event(session_id, "quota-stop", source="quota", data=status)
+
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        # what is alive now (modules, SQLAlchemy's and tornado's objects, the application) lives as long
+        # as the process: out of the collector's sight, a full collection no longer stops the loop for
+        # a quarter of a second on a busy machine (benchmarks/accounting_loop.py)
+        gc.freeze()
         await self.hub_round()  # groups first, so the first listing needs no deferral
         self._tasks = [
             asyncio.create_task(self.watch_pods(), name="pod-watch"),
@@ -464,6 +615,7 @@ class AccountingService:
                 pass
         self._tasks = []
         await self.hub.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.db.close)  # what was submitted, then end
 
 
 def kube_factory(config_file: str | None = None, host: str | None = None) -> Callable[[], Any]:

@@ -24,22 +24,26 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import html
 import json
+import logging
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from tornado import web
 
-from . import apel, quota, reports
+from . import apel, reports
 
 ADMIN_SCOPE = "custom:apex-accounting:admin"
+log = logging.getLogger("apex_hub.accounting")
 
 
 class Base(HubOAuthenticated, web.RequestHandler):
@@ -90,14 +94,17 @@ class Base(HubOAuthenticated, web.RequestHandler):
                 f" 2026-11-23T08:00:00Z, not {text[:40]!r}",
             ) from None
 
-    def send(self, rows: list[dict], fields: list[str], name: str) -> None:
+    async def send(self, rows: Callable[[], list[dict]], fields: list[str], name: str) -> None:
+        """The rows ``rows()`` reads, as JSON or CSV: read and encoded on a report thread (a year of
+        sessions is seconds of work that the pod watch and the quota checks must not wait for)."""
         if self.get_argument("format", "json") == "csv":
+            body = await self.svc.db.report(lambda: reports.to_csv(rows(), fields))
             self.set_header("Content-Type", "text/csv; charset=utf-8")
             self.set_header("Content-Disposition", f'attachment; filename="{name}.csv"')
-            self.finish(reports.to_csv(rows, fields))
         else:
+            body = await self.svc.db.report(lambda: json.dumps({"items": rows()}, default=str))
             self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"items": rows}, default=str))
+        self.finish(body)
 
 
 class SessionsHandler(Base):
@@ -105,13 +112,14 @@ class SessionsHandler(Base):
         self.require_admin()
         since, until = self.window()
         user = self.get_argument("user", None)
-        rows = await asyncio.to_thread(  # off the event loop: the pod watch keeps going
+        await self.send(
             lambda: [
                 reports.session_json(s)
                 for s in self.svc.ledger.iter_sessions(user=user, since=since, until=until)
-            ]
+            ],
+            list(reports.SESSION_FIELDS),
+            "sessions",
         )
-        self.send(rows, list(reports.SESSION_FIELDS), "sessions")
 
 
 class UsageHandler(Base):
@@ -121,10 +129,11 @@ class UsageHandler(Base):
         if period not in ("day", "month") or by not in reports.KEYS:
             raise web.HTTPError(400, "period must be day or month; by must be user, group or profile")
         since, until = self.window(period)
-        rows = await asyncio.to_thread(
-            reports.ledger_usage, self.svc.ledger, since=since, until=until, period=period, by=by
+        await self.send(
+            lambda: reports.ledger_usage(self.svc.ledger, since=since, until=until, period=period, by=by),
+            ["period", by, *reports.METRICS],
+            f"usage-{by}-{period}",
         )
-        self.send(rows, ["period", by, *reports.METRICS], f"usage-{by}-{period}")
 
 
 class EventsHandler(Base):
@@ -137,19 +146,22 @@ class EventsHandler(Base):
             )
         except ValueError:
             raise web.HTTPError(400, "after and limit must be integers") from None
-        rows = await asyncio.to_thread(
-            self.svc.ledger.events, self.get_argument("session", None), after=after, limit=limit
+        session = self.get_argument("session", None)
+        body = await self.svc.db.report(
+            lambda: json.dumps(
+                {"items": self.svc.ledger.events(session, after=after, limit=limit)}, default=str
+            )
         )
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"items": rows}, default=str))
+        self.finish(body)
 
 
 class ApelHandler(Base):
-    def post(self) -> None:
+    async def post(self) -> None:
         self.require_admin()
         if self.app.apel is None:
             raise web.HTTPError(404, "APEL export is not configured (--apel-dir, --apel-site)")
-        files = apel.export(self.svc.ledger, self.app.apel)
+        files = await self.svc.db.write(apel.export, self.svc.ledger, self.app.apel)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"files": [str(f) for f in files]}))
 
@@ -176,7 +188,10 @@ class QuotaHandler(Base):
             groups = self.svc.groups.get(user)
             if groups is None:
                 groups = await self.svc.user_groups(user)
-            status = self.svc.quotas.check(self.svc.ledger, user, groups, now=self.svc.clock())
+            # on a reader thread: a re-list on the writer or a report does not make the spawn wait
+            status = await self.svc.db.read(
+                self.svc.quotas.check, self.svc.ledger, user, groups, now=self.svc.clock()
+            )
             result = (
                 status.as_dict()
                 if status
@@ -187,17 +202,18 @@ class QuotaHandler(Base):
 
 
 class MetricsHandler(Base):
-    def get(self) -> None:
+    async def get(self) -> None:
         auth, token = self.request.headers.get("Authorization", ""), self.app.metrics_token
         by_token = bool(token) and auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].strip(), token)
         if not by_token and not self.is_admin(self.get_current_user()):
             raise web.HTTPError(403, f"metrics need the Bearer metrics token or the {ADMIN_SCOPE} scope")
+        body = await self.svc.db.read(generate_latest, self.app.registry)  # the collector reads the ledger
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish(generate_latest(self.app.registry))
+        self.finish(body)
 
 
 class Collector:
-    """Reads the service's counters and the ledger at scrape time."""
+    """Reads the service's counters and the ledger at scrape time (on a reader thread)."""
 
     def __init__(self, app: Any):
         self.app = app
@@ -243,52 +259,47 @@ class Collector:
         yield g
 
 
-def _chart(days: list[tuple[str, float]], budget: float | None, label: str) -> str:
-    """An inline SVG: cumulative usage per day this period, and the budget line."""
+def chart(days: list[tuple[str, float]], budget: float | None, label: str) -> dict:
+    """The geometry of the usage chart (``templates/chart.svg``): cumulative usage per day this
+    period, one bar a day, and the budget line."""
     w, h, pad = 640, 220, 40
     cum, total = [], 0.0
     for d, v in days:
         total += v
         cum.append((d, total))
     top = max([total, budget or 0, 1e-9]) * 1.1
-    n = max(len(cum), 1)
-    bw = (w - 2 * pad) / n
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{html.escape(label)}" '
-        f'width="{w}" height="{h}" viewBox="0 0 {w} {h}" class="chart">',
-        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#555"/>',
-    ]
+    bw = (w - 2 * pad) / max(len(cum), 1)
+    bars = []
     for i, (d, v) in enumerate(cum):
         bh = (h - 2 * pad) * v / top
         x = pad + i * bw
-        parts.append(
-            f'<rect class="bar" x="{x + 1:.1f}" y="{h - pad - bh:.1f}" width="{max(bw - 2, 1):.1f}" '
-            f'height="{bh:.1f}" fill="#3b7dd8"><title>{d}: {v:.2f}</title></rect>'
+        bars.append(
+            {"day": d, "value": v, "x": x + 1, "y": h - pad - bh, "width": max(bw - 2, 1), "height": bh}
         )
-    if budget:
-        y = h - pad - (h - 2 * pad) * budget / top
-        parts.append(
-            f'<line class="budget" x1="{pad}" y1="{y:.1f}" x2="{w - pad}" y2="{y:.1f}" stroke="#c0392b" '
-            f'stroke-dasharray="6 4"/><text x="{w - pad}" y="{y - 4:.1f}" text-anchor="end" '
-            f'font-size="12" fill="#c0392b">budget {budget:g}</text>'
-        )
-    if cum:
-        parts.append(
-            f'<text x="{pad}" y="{h - pad + 16}" font-size="11">{cum[0][0]}</text>'
-            f'<text x="{w - pad}" y="{h - pad + 16}" font-size="11" text-anchor="end">{cum[-1][0]}</text>'
-        )
-    parts.append(
-        f'<text x="{pad}" y="{pad - 12}" font-size="12">{html.escape(label)} (cumulative)</text></svg>'
-    )
-    return "".join(parts)
+    return {
+        "label": label,
+        "width": w,
+        "height": h,
+        "pad": pad,
+        "right": w - pad,
+        "base": h - pad,
+        "bars": bars,
+        "budget": budget,
+        "budget_y": h - pad - (h - 2 * pad) * budget / top if budget else None,
+    }
 
 
-PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>APEx usage</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child,th:first-child{{text-align:left}}
-.over{{color:#c0392b;font-weight:bold}}
-.warning{{background:#fff3cd;border:2px solid #e0a800;border-radius:4px;padding:.8em 1em;font-weight:bold}}</style>
-</head><body>{body}</body></html>"""
+TEMPLATES = Environment(
+    loader=FileSystemLoader(Path(__file__).resolve().parent / "templates"),
+    autoescape=True,  # every template, .svg included: names in them come from users and identity providers
+    undefined=StrictUndefined,
+    keep_trailing_newline=False,
+)
+TEMPLATES.filters["quote"] = quote
+
+
+def render(name: str, **context: Any) -> str:
+    return TEMPLATES.get_template(name).render(**context)
 
 
 class PageHandler(Base):
@@ -307,43 +318,21 @@ class PageHandler(Base):
             else now.replace(hour=0, minute=0, second=0, microsecond=0)
             - timedelta(days=now.weekday() if period == "week" else 0)
         )
-        body = [
-            f"<h1>Usage of {html.escape(user)}</h1>",
-            f"<p>Period: {since.date()} to now ({now.strftime('%Y-%m-%d %H:%M')} UTC). Units: requested "
-            "resources × wall time.</p>",
-        ]
-        mine = list(svc.ledger.iter_sessions(user=user, since=since, until=now))
-        tot = reports.total(mine, since=since, until=now)
-        status = None
+        groups = None
         if svc.quotas is not None:
             groups = svc.groups.get(user)
             if groups is None:
                 groups = await svc.user_groups(user)
-            status = svc.quotas.check(svc.ledger, user, groups, now=now)
-        budget = None
+
+        def read() -> tuple[list[dict], Any]:  # on a reader thread
+            mine = list(svc.ledger.iter_sessions(user=user, since=since, until=now))
+            status = None if groups is None else svc.quotas.check(svc.ledger, user, groups, now=now)
+            return mine, status
+
+        mine, status = await svc.db.read(read)
+        tot = reports.total(mine, since=since, until=now)
         warning = status.warning(svc.quota_warn_fraction, stop=svc.quota_stop) if status else None
-        if warning:  # the same sentences as the hub's banner, at the top of the page
-            body.insert(
-                1,
-                '<div id="quota-warning" class="warning" role="alert">'
-                + "<br>".join(quota.warning_html(warning))
-                + "</div>",
-            )
-        if status:
-            cpu = [lim for lim in status.limits if lim.metric == "cpu_hours"]
-            budget = cpu[0].budget if cpu else None
-            rows = "".join(
-                f'<tr class="{"over" if lim.over else ""}"><td>{html.escape(lim.scope)} {html.escape(lim.name)}</td>'
-                f"<td>{html.escape(lim.metric)}</td><td>{lim.usage:.2f}</td><td>{lim.budget:g}</td></tr>"
-                for lim in status.limits
-            )
-            body.append(
-                f'<h2>Budget</h2><p id="quota-message">{html.escape(status.message)}</p>'
-                f"<table id=budget><tr><th>budget</th><th>metric</th><th>used</th><th>limit</th></tr>"
-                f"{rows}</table>"
-            )
-        else:
-            body.append('<p id="quota-message">No budget applies.</p>')
+        cpu = [lim for lim in status.limits if lim.metric == "cpu_hours"] if status else []
         daily = {
             r["period"]: r["cpu_hours"] for r in reports.usage(mine, since=since, until=now, period="day")
         }
@@ -351,33 +340,26 @@ class PageHandler(Base):
         while d <= now:
             days.append((d.strftime("%Y-%m-%d"), daily.get(d.strftime("%Y-%m-%d"), 0.0)))
             d += timedelta(days=1)
-        body.append("<h2>CPU-hours</h2>" + _chart(days, budget, "CPU-hours"))
-        body.append(
-            "<table id=totals><tr>"
-            + "".join(f"<th>{m}</th>" for m in reports.METRICS)
-            + "</tr><tr>"
-            + "".join(
-                f"<td>{tot[m]:.2f}</td>" if m != "sessions" else f"<td>{tot[m]}</td>" for m in reports.METRICS
-            )
-            + "</tr></table>"
-        )
+        everyone = None
         if admin:
-            rows = await asyncio.to_thread(
+            everyone = await svc.db.report(
                 reports.ledger_usage, svc.ledger, since=since, until=now, period="month", by="user"
             )
-            prefix = self.app.prefix
-            body.append(
-                "<h2>All users</h2><table id=everyone><tr><th>user</th><th>sessions</th><th>cpu_hours</th>"
-                "<th>memory_gib_hours</th><th>gpu_hours</th></tr>"
-                + "".join(
-                    f'<tr><td><a href="{prefix}?user={quote(r["user"])}">{html.escape(r["user"])}</a></td>'
-                    f"<td>{r['sessions']}</td><td>{r['cpu_hours']:.2f}</td>"
-                    f"<td>{r['memory_gib_hours']:.2f}</td><td>{r['gpu_hours']:.2f}</td></tr>"
-                    for r in rows
-                )
-                + "</table>"
+        self.finish(
+            render(
+                "usage.html",
+                user=user,
+                since=since,
+                now=now,
+                warning=warning,  # the same sentences as the hub's banner, at the top of the page
+                status=status,
+                chart=chart(days, cpu[0].budget if cpu else None, "CPU-hours"),
+                metrics=reports.METRICS,
+                totals=tot,
+                everyone=everyone,
+                prefix=self.app.prefix,
             )
-        self.finish(PAGE.format(body="".join(body)))
+        )
 
 
 class App:
@@ -396,6 +378,7 @@ class App:
         self.service, self.prefix, self.apel, self.quota_token = service, prefix, apel_settings, quota_token
         self.metrics_token = metrics_token
         self.apel_records = 0
+        self._apel_tasks: set[asyncio.Task] = set()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(Collector(self))
         kw = {"app": self}
@@ -412,10 +395,33 @@ class App:
         handlers = [(url_path_join(prefix, path), h, *([a] if a else [])) for path, h, a in routes]
         self.tornado = web.Application(handlers, cookie_secret=cookie_secret or secrets.token_bytes(32))
 
-    def export_apel(self) -> list:
+    async def export_apel_async(self) -> list:
+        """Write the APEL files now (on the ledger's writer thread); returns the files written."""
         if self.apel is None:
             return []
-        files = apel.export(self.service.ledger, self.apel)
-        for f in files:
-            self.apel_records += len(apel.parse(f.read_text()))
+
+        def export() -> tuple[list, int]:
+            files = apel.export(self.service.ledger, self.apel)
+            return files, sum(len(apel.parse(f.read_text())) for f in files)
+
+        files, records = await self.service.db.write(export)
+        self.apel_records += records
         return files
+
+    def export_apel(self) -> Any:
+        """:meth:`export_apel_async` for a caller that does not await (the service's APEL loop): on
+        the event loop it is started as a task, which logs its own failure; without a running loop
+        it runs here and returns the files."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.export_apel_async())
+        task = loop.create_task(self.export_apel_async(), name="apel-export")
+        self._apel_tasks.add(task)
+        task.add_done_callback(self._apel_done)
+        return task
+
+    def _apel_done(self, task: asyncio.Task) -> None:
+        self._apel_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("APEL export failed", exc_info=task.exception())
