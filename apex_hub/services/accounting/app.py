@@ -202,7 +202,7 @@ class AccountingApp(ServiceApp):
             while True:
                 await asyncio.sleep(self.apel_interval)
                 try:
-                    app.export_apel()
+                    await app.export_apel_async()  # on the ledger's writer thread
                 except Exception:
                     log.exception("APEL export failed")
 
@@ -225,7 +225,8 @@ class AccountingHubOptions(HubOptions):
 
     url = Unicode(
         "http://127.0.0.1:10101",
-        help="The service's own URL, proxied at /services/<name>/ (in Kubernetes e.g. http://hub:10101).",
+        help="The service's own URL, proxied at /services/<name>/ (in Kubernetes e.g. http://hub:10101); it"
+        " listens on the URL's host when that is an IP address, else on all interfaces, at the URL's port.",
     ).tag(config=True)
 
     culler_state_dir = Unicode(
@@ -242,7 +243,7 @@ class AccountingHubOptions(HubOptions):
 
     fail_open = Switch(
         True,
-        help="Allow spawns when the accounting service cannot be reached (False: refuse them).",
+        help="Allow spawns when the accounting service cannot be reached (False: refuse them, 503).",
     ).tag(config=True)
 
     apel = Dict(

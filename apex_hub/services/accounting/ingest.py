@@ -22,13 +22,13 @@ container has no request), so they are what the scheduler reserved.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 from ...spawner import labels as L
+from ..common.units import quantity
 from .db import Observation
 
 COMPONENT = "component"
@@ -38,36 +38,6 @@ GROUP_ANNOTATION = L.GROUP_ANNOTATION  # the primary group, set by APExSpawner
 SERVERNAME_ANNOTATION = "hub.jupyter.org/servername"
 HUB_USERNAME_ANNOTATION = "hub.jupyter.org/username"
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu", "gpu.intel.com/i915")
-
-_QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$")
-_FACTORS = {
-    None: Decimal(1),
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "k": Decimal(10) ** 3,
-    "M": Decimal(10) ** 6,
-    "G": Decimal(10) ** 9,
-    "T": Decimal(10) ** 12,
-    "P": Decimal(10) ** 15,
-    "E": Decimal(10) ** 18,
-    **{s + "i": Decimal(1024) ** (i + 1) for i, s in enumerate("KMGTPE")},
-}
-
-
-def quantity(value: object) -> Decimal:
-    """A Kubernetes quantity as a number (``"500m"`` → 0.5, ``"1Gi"`` → 1073741824, ``"1G"`` → 10⁹)."""
-    if value is None:
-        return Decimal(0)
-    if isinstance(value, (int, float)):
-        return Decimal(str(value))
-    m = _QUANTITY.match(str(value).strip())
-    if not m:
-        raise ValueError(f"{value!r} is not a Kubernetes quantity")
-    suffix = m.group(2)
-    if suffix and suffix[0] in "eE" and len(suffix) > 1:
-        return Decimal(m.group(1)) * Decimal(10) ** int(suffix[1:])
-    return Decimal(m.group(1)) * _FACTORS[suffix]
 
 
 def parse_time(value: str | None) -> datetime | None:

@@ -36,7 +36,7 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..announce import JSONFile, write_json
-from ..culler.service import HubAPIError, HubClient, server_path
+from ..common.hub import HubAPIError, HubClient, server_path
 from .db import Ledger, Observation, utcnow
 from .ingest import (
     GROUP_ANNOTATION,
