@@ -213,23 +213,42 @@ class Kube:
         content_type: str = "application/json",
     ) -> Any:
         async def once():
-            return await asyncio.wait_for(
-                self.api_client.call_api(
-                    path,
-                    method,
-                    query_params=list(query or []),
-                    header_params={"Accept": "application/json", "Content-Type": content_type},
-                    body=body,
-                    response_types_map={200: "object", 201: "object", 202: "object"},
-                    auth_settings=["BearerToken"],
-                    _return_http_data_only=True,
-                    _preload_content=True,
-                    _request_timeout=self.request_timeout,
-                ),
-                self.request_timeout,
-            )
+            return await self.send_once(method, path, query=query, body=body, content_type=content_type)
 
         return await with_retries(once, what, timeout=self.retry_timeout, log=self.log)
+
+    async def send_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        query=None,
+        body=None,
+        content_type: str = "application/json",
+        seconds: float | None = None,
+    ) -> Any:
+        """One request, no retry; the answer as plain JSON (never a typed model: building a
+        ``V1Pod`` from a response costs milliseconds of the event loop that nobody reads).
+
+        Raises ``ApiException`` for an error status and ``TimeoutError`` after ``seconds``
+        (default ``request_timeout``).
+        """
+        timeout = seconds or self.request_timeout
+        return await asyncio.wait_for(
+            self.api_client.call_api(
+                path,
+                method,
+                query_params=list(query or []),
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                body=body,
+                response_types_map={200: "object", 201: "object", 202: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=True,
+                _request_timeout=timeout,
+            ),
+            timeout,
+        )
 
     async def apply(self, obj: dict, namespace: str | None = None) -> dict:
         """Create or update ``obj`` with server-side apply (we own the fields we set)."""

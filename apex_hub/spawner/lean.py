@@ -1,0 +1,99 @@
+"""Keeping the hub's event loop free: cheap reflector watches and frozen import-time objects.
+
+Why: with many spawns at once the hub's loop stalled for hundreds of milliseconds
+(``benchmarks/spawner_latency.py``), and two things did most of it:
+
+* **KubeSpawner's reflectors** open a new ``kubernetes_asyncio.watch.Watch`` every few
+  seconds (each watch ends after ``timeout_seconds``). ``Watch()`` builds an ``ApiClient``
+  of its own (an SSL context loading the system's CA bundle: 30-100 ms on the loop) only to
+  turn every event into a typed model (``V1Pod``, ``CoreV1Event``: a few ms each, with
+  date parsing) that the reflectors never read: they keep ``raw_object``. :class:`LeanWatch`
+  is the same watch without that client and without the models.
+* **Full garbage collections** walk every object the hub imported (kubernetes_asyncio's
+  models alone are ~190k objects) and block the loop for their whole length.
+  :func:`freeze_once` moves the objects alive at that moment out of the collector's sight
+  (``gc.freeze()``), so later full collections only walk what the hub made since.
+
+Both are applied by ``APExSpawner`` (traits ``lean_reflectors`` and ``gc_freeze``, on by
+default).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from types import SimpleNamespace
+
+from kubernetes_asyncio import watch as _watch
+
+log = logging.getLogger(__name__)
+
+
+class _NoClient:
+    """Stands in for the ``ApiClient`` that ``Watch`` would build: nothing to deserialize with,
+    nothing to close."""
+
+    async def close(self) -> None:
+        return None
+
+
+class LeanWatch(_watch.Watch):
+    """``kubernetes_asyncio``'s ``Watch`` handing out the events' raw objects only.
+
+    ``event["object"]`` is the raw dict (as for a kind without a model); ``raw_object``,
+    ``type`` and the resource version are as usual.
+    """
+
+    def __init__(self, return_type: str | None = None) -> None:
+        # Not super().__init__(): that builds an ApiClient (see the module docstring).
+        self._raw_return_type = return_type
+        self._stop = False
+        self._api_client = _NoClient()
+        self.resource_version = None
+        self.resp = None
+
+    def get_return_type(self, func: object) -> str | None:
+        return self._raw_return_type  # None: events are not turned into models
+
+
+#: What ``kubespawner.reflector`` finds under its name ``watch`` when the lean watch is on.
+_LEAN_MODULE = SimpleNamespace(Watch=LeanWatch)
+
+
+def use_lean_watch(enabled: bool = True) -> None:
+    """Make KubeSpawner's reflectors open :class:`LeanWatch` es (or, ``False``, the original)."""
+    from kubespawner import reflector
+
+    reflector.watch = _LEAN_MODULE if enabled else _watch
+
+
+def lean_watch_in_use() -> bool:
+    from kubespawner import reflector
+
+    return reflector.watch is _LEAN_MODULE
+
+
+_frozen = False
+
+
+def freeze_once() -> bool:
+    """``gc.freeze()`` once per process (True when this call froze).
+
+    No collection first: a full one would be the very pause this avoids. Whatever garbage
+    exists at that moment stays (bounded: once); objects made afterwards are collected as
+    usual.
+    """
+    global _frozen
+    if _frozen:
+        return False
+    _frozen = True
+    gc.freeze()
+    log.info("gc.freeze(): %d objects kept out of garbage collections", gc.get_freeze_count())
+    return True
+
+
+def forget_freeze() -> None:
+    """Undo :func:`freeze_once` (``gc.unfreeze()``), so the next call freezes again (benchmarks)."""
+    global _frozen
+    _frozen = False
+    gc.unfreeze()
