@@ -23,6 +23,8 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from .lean import take_turn
+
 FIELD_MANAGER = "apex-hub"
 #: HTTP statuses worth another try: throttling and server-side trouble.
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -234,6 +236,7 @@ class Kube:
         (default ``request_timeout``).
         """
         timeout = seconds or self.request_timeout
+        await take_turn()  # many requests at once: they go out in turns, not in one burst
         return await asyncio.wait_for(
             self.api_client.call_api(
                 path,

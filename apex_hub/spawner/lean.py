@@ -15,13 +15,17 @@ Why: with many spawns at once the hub's loop stalled for hundreds of millisecond
   (``gc.freeze()``), so later full collections only walk what the hub made since.
 
 Both are applied by ``APExSpawner`` (traits ``lean_reflectors`` and ``gc_freeze``, on by
-default).
+default). And when many spawns start (or stops begin) at once, their bursts of CPU work take
+turns (:func:`take_turn`), one per loop iteration, instead of running back to back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import weakref
+from collections import deque
 from types import SimpleNamespace
 
 from kubernetes_asyncio import watch as _watch
@@ -97,3 +101,52 @@ def forget_freeze() -> None:
     global _frozen
     _frozen = False
     gc.unfreeze()
+
+
+class _Turns:
+    """Hands out turns, at most one per event-loop iteration, first come first served."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.busy = False
+        self.waiters: deque[asyncio.Future] = deque()
+
+    async def take(self) -> None:
+        if self.busy:
+            turn = self.loop.create_future()
+            self.waiters.append(turn)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._next()  # given the turn, then cancelled: pass it on
+                raise
+        else:
+            self.busy = True
+        self.loop.call_soon(self._next)
+
+    def _next(self) -> None:
+        while self.waiters:
+            turn = self.waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.busy = False
+
+
+_TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+async def take_turn() -> None:
+    """Wait for this task's turn to do a burst of CPU work (a spawn's planning, a pod
+    manifest, a stop's requests).
+
+    Free when nobody else asks; when a hundred spawns start at once, their bursts run one
+    per loop iteration instead of all in one (which would stall the hub for the sum of them),
+    and timers and I/O are served between any two.
+    """
+    loop = asyncio.get_running_loop()
+    turns = _TURNS.get(loop)
+    if turns is None:
+        turns = _TURNS[loop] = _Turns(loop)
+    await turns.take()

@@ -425,6 +425,8 @@ class APExSpawner(KubeSpawner):
         self._workspace_round: asyncio.Future | None = None
         #: Hash of the pod's prerequisites as last written (``_pod_prerequisites``); in state.
         self._prerequisites_written: str | None = None
+        self._kube: Kube | None = None
+        self._kube_key: tuple | None = None
         lean.use_lean_watch(self.lean_reflectors)
         if self.gc_freeze:
             lean.freeze_once()
@@ -518,6 +520,7 @@ class APExSpawner(KubeSpawner):
 
         Runs first in ``start()``: nothing is written to Kubernetes before the gate.
         """
+        await lean.take_turn()  # many spawns at once: their planning takes turns
         options = self.user_options or {}
         if not isinstance(options, dict):
             raise web.HTTPError(400, 'user_options must be an object such as {"profile": "jupyterlab"}')
@@ -725,12 +728,12 @@ class APExSpawner(KubeSpawner):
     # -- spawn: the workspace -------------------------------------------------------------
 
     def kube(self) -> Kube:
-        return Kube(
-            self.api.api_client,
-            self.log,
-            request_timeout=self.k8s_api_request_timeout,
-            retry_timeout=self.k8s_api_request_retry_timeout,
-        )
+        """The retried generic client, kept while KubeSpawner's API client and timeouts are."""
+        key = (self.api.api_client, self.k8s_api_request_timeout, self.k8s_api_request_retry_timeout)
+        if self._kube is None or self._kube_key != key:
+            self._kube_key = key
+            self._kube = Kube(key[0], self.log, request_timeout=key[1], retry_timeout=key[2])
+        return self._kube
 
     def report(self, message: str, progress: int | None = None) -> None:
         """Show ``message`` on the spawn page (and in the hub log)."""
@@ -1157,6 +1160,7 @@ class APExSpawner(KubeSpawner):
         return secret
 
     async def get_pod_manifest(self):
+        await lean.take_turn()
         pod = await super().get_pod_manifest()
         plan = self.plan
         if plan is None:
@@ -1311,6 +1315,7 @@ class APExSpawner(KubeSpawner):
         """
         if not await self._namespace_is_mine(self.kube()):
             return
+        await lean.take_turn()  # many stops at once: their requests go out in turns
         await super().stop(now)
         if not _REPLACING_POD.get():
             workspace = self._workspace_round
@@ -1333,6 +1338,7 @@ class APExSpawner(KubeSpawner):
         kube = self.kube()
         if not await self._namespace_is_mine(kube):
             return
+        await lean.take_turn()
         jobs = [(k, s) for s in selectors for k in kinds]
         if persist is False and self._scratch_claims:  # this server's scratch claims, by label
             jobs.append(("v1/PersistentVolumeClaim", L.scratch_selector(self.user_slug, self.server_name)))
