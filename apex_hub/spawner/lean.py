@@ -80,8 +80,8 @@ def lean_watch_in_use() -> bool:
 _frozen = False
 
 
-def freeze_once() -> bool:
-    """``gc.freeze()`` once per process (True when this call froze).
+def freeze_once(logger: logging.Logger | None = None) -> bool:
+    """``gc.freeze()`` once per process (True when this call froze); logged to ``logger``.
 
     No collection first: a full one would be the very pause this avoids. Whatever garbage
     exists at that moment stays (bounded: once); objects made afterwards are collected as
@@ -92,7 +92,10 @@ def freeze_once() -> bool:
         return False
     _frozen = True
     gc.freeze()
-    log.info("gc.freeze(): %d objects kept out of garbage collections", gc.get_freeze_count())
+    (logger or log).info(
+        "gc.freeze(): %d objects kept out of garbage collections (APExSpawner.gc_freeze)",
+        gc.get_freeze_count(),
+    )
     return True
 
 

@@ -429,7 +429,7 @@ class APExSpawner(KubeSpawner):
         self._kube_key: tuple | None = None
         lean.use_lean_watch(self.lean_reflectors)
         if self.gc_freeze:
-            lean.freeze_once()
+            lean.freeze_once(self.log)
 
     @property
     def user_slug(self) -> str:

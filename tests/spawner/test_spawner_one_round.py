@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import gc
+import itertools
 
 import pytest
 from kubespawner import reflector
@@ -277,3 +278,43 @@ async def test_the_lean_watch_hands_out_raw_objects_and_follows_the_resource_ver
     assert seen[0]["object"] is seen[0]["raw_object"]
     assert isinstance(seen[0]["object"], dict) and seen[0]["object"]["data"] == {"k": "v"}
     assert w.resource_version == seen[0]["object"]["metadata"]["resourceVersion"]
+
+
+async def test_bursts_take_turns_first_come_first_served_one_per_loop_iteration():
+    iteration = 0
+
+    async def count():
+        nonlocal iteration
+        while True:
+            iteration += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.ensure_future(count())
+    order = []
+
+    async def burst(i):
+        await lean.take_turn()
+        order.append((i, iteration))
+
+    await asyncio.gather(*(burst(i) for i in range(6)))
+    counter.cancel()
+    assert [i for i, _ in order] == list(range(6))
+    seen = [it for _, it in order]
+    assert all(later > earlier for earlier, later in itertools.pairwise(seen)), seen
+
+
+async def test_a_task_cancelled_with_the_turn_in_hand_passes_it_on():
+    turns = lean._Turns(asyncio.get_running_loop())
+    turns.busy = True  # someone has the turn
+    a = asyncio.ensure_future(turns.take())
+    b = asyncio.ensure_future(turns.take())
+    await asyncio.sleep(0)
+    assert len(turns.waiters) == 2
+    turns._next()  # the turn goes to a ...
+    a.cancel()  # ... which is cancelled before it wakes up
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert a.cancelled() and b.done() and not b.cancelled()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not turns.busy  # and nobody keeps it
