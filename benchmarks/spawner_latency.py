@@ -2,9 +2,11 @@
 
 APExSpawner (an APEx-like profile: 2 mounted ConfigMaps, the workspace claim and a second
 claim, a Role + RoleBinding, an init container, an env var from a ConfigMap, plus the guard
-rails every workspace gets) is driven in process against kubesim over real HTTP, side by side
-with unmodified KubeSpawner (user namespaces, namespace + pod only, no storage), for several
-injected per-request latencies. Prints, per latency:
+rails every workspace gets) is driven in process against kubesim over real HTTP (kubesim in a
+process of its own, as an API server is; ``--sim-in-process`` for the former set-up), side by
+side with APExSpawner with ``pod_with_workspace = False`` (the pod waits for the workspace, as
+before issue 19) and with unmodified KubeSpawner (user namespaces, namespace + pod only, no
+storage: the baseline), for several injected per-request latencies. Prints, per latency:
 
 * cold spawn (a new user's first spawn, reflectors already running as in a live hub): time
   from ``start()`` to the ``create pods`` request reaching the API server, to the pod being
@@ -14,14 +16,15 @@ injected per-request latencies. Prints, per latency:
   and are reported on their own);
 * the critical path in round trips, computed from kubesim's request log: the longest chain of
   requests each of which reached the server after the previous one had been answered, up to
-  and including ``create pods``; cross-checked with (time to pod created) / latency.
+  and including ``create pods``; cross-checked with (time to pod created) / latency, and the
+  three spawners' figures side by side;
+* the hub's CPU time per start().
 
 Then the hub event-loop lag (a ticker sleeping 10 ms and recording how late it wakes) during N
-concurrent APExSpawner spawns (and the stops after them). kubesim serves from the hub's own
-event loop in that run, so its CPU work counts as lag: an upper bound. The same run is repeated
-with kubesim in a process of its own (``apex-hub kubesim``), for a figure closer to the hub's
-own, and once more with the hub calling ``gc.freeze()`` after start-up (full garbage
-collections of the imported modules' objects are the longest pauses).
+concurrent APExSpawner spawns (new users) and the N stops after them. First with kubesim serving
+from the hub's own event loop, so its CPU work counts as lag: an upper bound. Then with kubesim
+in a process of its own (``apex-hub kubesim``), twice: with ``gc_freeze``, ``lean_reflectors``
+and ``pod_with_workspace`` off (the before), and with APExSpawner's defaults (the after).
 
 Not a test. Every scenario gets a fresh kubesim and a fresh event loop (KubeSpawner caches its
 API client per loop) and stops KubeSpawner's reflectors at its end. About a minute on 2 cores.
@@ -302,19 +305,21 @@ class Step:
     to_create: float | None = None  # start() -> ``create pods`` reaches the API server
     to_created: float | None = None  # start() -> ``create pods`` answered
     chain: int = 0
+    cpu: float = 0.0  # CPU time of this process (the hub's side) during the call
 
 
 async def measure(sim: Sim, call, spawn: bool) -> Step:
     await sim.reset_log()
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     await call()
-    total = time.monotonic() - t0
+    total, cpu = time.monotonic() - t0, time.process_time() - cpu0
     reqs = [r for r in await sim.get_log() if r.started >= t0]
     ours = [r for r in reqs if not is_reflector(r)]
     step = Step(
         total,
         Counter(f"{r.verb} {r.resource}" for r in ours),
         Counter(f"{r.verb} {r.resource}" for r in reqs if is_reflector(r)),
+        cpu=cpu,
     )
     if spawn:
         creates = sorted((r for r in ours if r.verb == "create" and r.resource == "pods"), key=end)
@@ -560,6 +565,7 @@ def print_latency_table(series: list[Series], repeat: int) -> None:
                     ),
                 ),
                 (f"{phase}: API calls", lambda s: calls([x.counts for x in steps(s)])),
+                (f"{phase}: hub CPU for the whole start()", lambda s: ms(med(x.cpu for x in steps(s)))),
             ]
             for label, fn in rows:
                 print(f"  {label:42}" + "".join(f"{fn(by[(kind, lat)]):>10}" for lat in latencies))
@@ -698,8 +704,8 @@ def print_crowd_table(crowds: list[Crowd], tick: float) -> None:
     print("  kubesim only shares the machine's cores with the hub, so those columns are closer to the")
     print("  hub's own cost (spawner code, API client, reflectors). A full (generation 2) garbage")
     print("  collection walks every object the hub imported (kubernetes_asyncio's models alone are")
-    print("  ~190k objects) and blocks the loop for its whole length; the last column calls")
-    print("  gc.freeze() after start-up, as a hub's configuration could. Requests in flight cannot exceed")
+    print("  ~190k objects) and blocks the loop for its whole length; with its defaults APExSpawner")
+    print("  freezes them when the first spawner is made (gc_freeze). Requests in flight cannot exceed")
     print("  98: the hub's one shared API client pools 100 connections (kubernetes_asyncio's default)")
     print("  and the two reflector watches hold two of them. After its pod is created, a start() waits")
     print("  for the reflector to see it Running, polling with jupyterhub's exponential_backoff (random")
