@@ -654,7 +654,7 @@ def print_crowd_table(crowds: list[Crowd], tick: float) -> None:
         f"(a ticker sleeps {tick * 1000:g} ms again and again; lag = how late it wakes up; reflectors"
         " already running; ms unless marked)"
     )
-    width = 27
+    width = 38
     print(f"  {'kubesim runs':44}" + "".join(f"{c.where:>{width}}" for c in crowds))
 
     def row(label, fn):
