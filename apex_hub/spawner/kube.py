@@ -132,19 +132,19 @@ async def with_retries(
     call: Callable[[], Awaitable[T]],
     what: str,
     *,
-    timeout: float,
+    budget: float,
     log: logging.Logger,
     first_delay: float = 0.1,
     max_delay: float = 5.0,
 ) -> T:
-    """``await call()`` until it succeeds, retrying transient failures until ``timeout`` s.
+    """``await call()`` until it succeeds, retrying transient failures for ``budget`` s.
 
     Backoff is exponential with full jitter; a ``Retry-After`` is honoured. A
     permanent error (403, 404, 422, ...) is raised at once; at the deadline the
     last transient error becomes a ``KubeError`` that names ``what``.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + budget
     delay = first_delay
     attempt = 0
     while True:
@@ -158,7 +158,7 @@ async def with_retries(
             wait = wait if wait is not None else random.uniform(0, delay)
             if loop.time() + wait > deadline:
                 raise KubeError(
-                    f"Kubernetes kept failing to {what} for {timeout:g} s"
+                    f"Kubernetes kept failing to {what} for {budget:g} s"
                     f" ({attempt} attempts; last: {describe(exc)})",
                     getattr(exc, "status", None),
                 ) from exc
@@ -217,7 +217,7 @@ class Kube:
         async def once():
             return await self.send_once(method, path, query=query, body=body, content_type=content_type)
 
-        return await with_retries(once, what, timeout=self.retry_timeout, log=self.log)
+        return await with_retries(once, what, budget=self.retry_timeout, log=self.log)
 
     async def send_once(
         self,

@@ -948,7 +948,9 @@ class APExSpawner(KubeSpawner):
         except BaseException:
             sources.cancel()
             raise
-        await self._write_workspace(kube, dict(zip(copied, await sources)), with_namespace=existed)
+        await self._write_workspace(
+            kube, dict(zip(copied, await sources, strict=True)), with_namespace=existed
+        )
 
     async def _refuse_cluster_scoped(self, kube: Kube) -> None:
         """Every object goes into the user's namespace: a kind the cluster serves cluster-wide
@@ -1346,7 +1348,7 @@ class APExSpawner(KubeSpawner):
             *(kube.delete_collection(*_split_kind(k), self.namespace, s) for k, s in jobs),
             return_exceptions=True,
         )
-        for (kind, _), result in zip(jobs, results):
+        for (kind, _), result in zip(jobs, results, strict=True):
             if isinstance(result, BaseException):
                 self.log.error(
                     "could not delete %s of %s in %s (%s); the next stop retries",
