@@ -2,9 +2,11 @@
 
 APExSpawner (an APEx-like profile: 2 mounted ConfigMaps, the workspace claim and a second
 claim, a Role + RoleBinding, an init container, an env var from a ConfigMap, plus the guard
-rails every workspace gets) is driven in process against kubesim over real HTTP, side by side
-with unmodified KubeSpawner (user namespaces, namespace + pod only, no storage), for several
-injected per-request latencies. Prints, per latency:
+rails every workspace gets) is driven in process against kubesim over real HTTP (kubesim in a
+process of its own, as an API server is; ``--sim-in-process`` for the former set-up), side by
+side with APExSpawner with ``pod_with_workspace = False`` (the pod waits for the workspace, as
+before issue 19) and with unmodified KubeSpawner (user namespaces, namespace + pod only, no
+storage: the baseline), for several injected per-request latencies. Prints, per latency:
 
 * cold spawn (a new user's first spawn, reflectors already running as in a live hub): time
   from ``start()`` to the ``create pods`` request reaching the API server, to the pod being
@@ -14,14 +16,15 @@ injected per-request latencies. Prints, per latency:
   and are reported on their own);
 * the critical path in round trips, computed from kubesim's request log: the longest chain of
   requests each of which reached the server after the previous one had been answered, up to
-  and including ``create pods``; cross-checked with (time to pod created) / latency.
+  and including ``create pods``; cross-checked with (time to pod created) / latency, and the
+  three spawners' figures side by side;
+* the hub's CPU time per start().
 
 Then the hub event-loop lag (a ticker sleeping 10 ms and recording how late it wakes) during N
-concurrent APExSpawner spawns (and the stops after them). kubesim serves from the hub's own
-event loop in that run, so its CPU work counts as lag: an upper bound. The same run is repeated
-with kubesim in a process of its own (``apex-hub kubesim``), for a figure closer to the hub's
-own, and once more with the hub calling ``gc.freeze()`` after start-up (full garbage
-collections of the imported modules' objects are the longest pauses).
+concurrent APExSpawner spawns (new users) and the N stops after them. First with kubesim serving
+from the hub's own event loop, so its CPU work counts as lag: an upper bound. Then with kubesim
+in a process of its own (``apex-hub kubesim``), twice: with ``gc_freeze``, ``lean_reflectors``
+and ``pod_with_workspace`` off (the before), and with APExSpawner's defaults (the after).
 
 Not a test. Every scenario gets a fresh kubesim and a fresh event loop (KubeSpawner caches its
 API client per loop) and stops KubeSpawner's reflectors at its end. About a minute on 2 cores.
@@ -45,6 +48,8 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -54,7 +59,7 @@ from kubespawner import KubeSpawner
 from traitlets.config import Config
 
 from apex_hub.kubesim import KubeSim
-from apex_hub.spawner import APExSpawner
+from apex_hub.spawner import APExSpawner, lean
 
 IMAGE = "quay.io/jupyterhub/k8s-singleuser-sample:4.0.0"
 #: An APEx-like profile. The workspace claim (10Gi at /home/jovyan) is APExSpawner's
@@ -110,7 +115,7 @@ class HubUser:
         self.groups = []
 
 
-def apex_spawner(url: str, name: str, uid: int, start_timeout: int = 60) -> APExSpawner:
+def apex_spawner(url: str, name: str, uid: int, start_timeout: int = 60, **traits) -> APExSpawner:
     c = Config()
     c.APExSpawner.k8s_api_host = url
     c.APExSpawner.image = IMAGE
@@ -118,6 +123,8 @@ def apex_spawner(url: str, name: str, uid: int, start_timeout: int = 60) -> APEx
     c.APExSpawner.hub_namespace = "jhub"
     c.APExSpawner.k8s_api_request_retry_timeout = start_timeout
     c.APExSpawner.profiles_catalogue = CATALOGUE
+    for key, value in traits.items():
+        setattr(c.APExSpawner, key, value)
     spawner = APExSpawner(hub=Hub(), user=HubUser(name, uid), config=c, api_token="t", oauth_client_id="c")
     spawner.user_options = {"profile": "apex"}
     return spawner
@@ -134,8 +141,126 @@ def kube_spawner(url: str, name: str, uid: int, start_timeout: int = 60) -> Kube
     return KubeSpawner(hub=Hub(), user=HubUser(name, uid), config=c, api_token="t", oauth_client_id="c")
 
 
-FACTORIES = {"apex": apex_spawner, "kubespawner": kube_spawner}
-LABELS = {"apex": "APExSpawner", "kubespawner": "KubeSpawner"}
+def apex_two_rounds(url: str, name: str, uid: int, start_timeout: int = 60) -> APExSpawner:
+    """APExSpawner as it was: the pod always waits for the workspace."""
+    return apex_spawner(url, name, uid, start_timeout, pod_with_workspace=False)
+
+
+FACTORIES = {"apex": apex_spawner, "apex-2rt": apex_two_rounds, "kubespawner": kube_spawner}
+LABELS = {
+    "apex": "APExSpawner",
+    "apex-2rt": "APExSpawner, pod_with_workspace off",
+    "kubespawner": "KubeSpawner",
+}
+#: The switches of the hub-never-stalls work, off: the "before" of the lag runs.
+SWITCHES_OFF = {"gc_freeze": False, "lean_reflectors": False, "pod_with_workspace": False}
+
+
+# -- kubesim, in this process or in one of its own ----------------------------------------
+
+
+@dataclass
+class Sim:
+    """A running kubesim as the benchmark uses it: its URL, its request log, its CPU."""
+
+    url: str
+    where: str
+    get_log: Callable[[], Awaitable[list]]
+    reset_log: Callable[[], Awaitable[None]]
+    cpu: Callable[[], float | None] = lambda: None
+
+
+@asynccontextmanager
+async def sim_in_process(latency: float, validate: bool):
+    os.environ["KUBECONFIG"] = ""
+    async with KubeSim(kubelet="instant", validate_schemas=validate) as sim:
+        sim.make_default()
+        sim.set_latency(latency)
+
+        async def get_log():
+            return list(sim.requests)
+
+        async def reset_log():
+            sim.reset_log()
+
+        try:
+            yield Sim(sim.url, "in the hub's process", get_log, reset_log)
+        finally:
+            await KubeSpawner._stop_all_reflectors()
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by process ``pid`` (Linux), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@asynccontextmanager
+async def sim_own_process(latency: float, validate: bool):
+    """kubesim in a process of its own (``apex-hub kubesim``), as an API server is."""
+    from kubernetes_asyncio.config import kube_config
+    from kubespawner.clients import load_config
+
+    load_config.cache_clear()  # cached by host: a new kubesim may reuse an old one's port
+    workdir = tempfile.mkdtemp(prefix="spawner-latency-")
+    kubeconfig = os.path.join(workdir, "kubeconfig")
+    cmd = [
+        sys.executable,
+        "-m",
+        "apex_hub.cli",
+        "--log-level",
+        "WARNING",
+        "kubesim",
+        "--kubelet",
+        "instant",
+        "--kubeconfig",
+        kubeconfig,
+        "--latency",
+        str(latency),
+        "--workdir",
+        workdir,
+    ]
+    if not validate:
+        cmd.append("--no-validate")
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
+    try:
+        url = None
+        while url is None:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            if not line:
+                raise RuntimeError("kubesim did not start")
+            if "API server at " in line:
+                url = line.split("API server at ")[1].split(",")[0].strip()
+        os.environ["KUBECONFIG"] = kubeconfig
+        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = kubeconfig
+
+        def admin(method):
+            req = urllib.request.Request(f"{url}/kubesim/log", method=method)
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return json.loads(resp.read())
+
+        async def get_log():
+            return [SimpleNamespace(**r) for r in await asyncio.to_thread(admin, "GET")]
+
+        async def reset_log():
+            await asyncio.to_thread(admin, "DELETE")
+
+        try:
+            yield Sim(url, "in a process of its own", get_log, reset_log, lambda: process_cpu(proc.pid))
+        finally:
+            await KubeSpawner._stop_all_reflectors()
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # -- the request log ----------------------------------------------------------------------
@@ -180,19 +305,21 @@ class Step:
     to_create: float | None = None  # start() -> ``create pods`` reaches the API server
     to_created: float | None = None  # start() -> ``create pods`` answered
     chain: int = 0
+    cpu: float = 0.0  # CPU time of this process (the hub's side) during the call
 
 
-async def measure(sim, call, spawn: bool) -> Step:
-    sim.reset_log()
-    t0 = time.monotonic()
+async def measure(sim: Sim, call, spawn: bool) -> Step:
+    await sim.reset_log()
+    t0, cpu0 = time.monotonic(), time.process_time()
     await call()
-    total = time.monotonic() - t0
-    reqs = [r for r in sim.requests if r.started >= t0]
+    total, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    reqs = [r for r in await sim.get_log() if r.started >= t0]
     ours = [r for r in reqs if not is_reflector(r)]
     step = Step(
         total,
         Counter(f"{r.verb} {r.resource}" for r in ours),
         Counter(f"{r.verb} {r.resource}" for r in reqs if is_reflector(r)),
+        cpu=cpu,
     )
     if spawn:
         creates = sorted((r for r in ours if r.verb == "create" and r.resource == "pods"), key=end)
@@ -204,23 +331,20 @@ async def measure(sim, call, spawn: bool) -> Step:
     return step
 
 
-async def wait_for(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise RuntimeError("condition not met in time")
-        await asyncio.sleep(0.005)
-
-
-async def start_reflectors(sim, spawner) -> tuple[float, Counter]:
+async def start_reflectors(sim: Sim, spawner) -> tuple[float, Counter]:
     """What a hub does once: start the shared reflectors and wait until both watches are open."""
-    sim.reset_log()
+    await sim.reset_log()
     t0 = time.monotonic()
     await asyncio.gather(spawner._start_watching_pods(), spawner._start_watching_events())
-    await wait_for(
-        lambda: {("watch", "pods"), ("watch", "events")} <= {(r.verb, r.resource) for r in sim.requests}
-    )
-    return time.monotonic() - t0, sim.counts()
+    deadline = t0 + 30
+    while True:
+        log = await sim.get_log()
+        if {("watch", "pods"), ("watch", "events")} <= {(r.verb, r.resource) for r in log}:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("the reflectors' watches did not open in time")
+        await asyncio.sleep(0.005)
+    return time.monotonic() - t0, Counter(f"{r.verb} {r.resource}" for r in log)
 
 
 # -- scenario 1 and 2: one spawn at a time ------------------------------------------------
@@ -237,28 +361,22 @@ class Series:
     stop: list[Step] = field(default_factory=list)
 
 
-async def spawn_series(kind: str, latency: float, repeat: int, validate: bool) -> Series:
-    os.environ["KUBECONFIG"] = ""
+async def spawn_series(kind: str, latency: float, repeat: int, validate: bool, own: bool) -> Series:
     make = FACTORIES[kind]
     out = Series(kind, latency)
-    async with KubeSim(kubelet="instant", validate_schemas=validate) as sim:
-        sim.make_default()
-        sim.set_latency(latency)
-        try:
-            first = make(sim.url, "warmup", 10_000)
-            out.reflector_time, out.reflector_counts = await start_reflectors(sim, first)
-            # One unmeasured spawn: kubesim loads the schemas of each kind on first use, the
-            # client opens its connections.
-            await first.start()
-            await first.stop()
-            for i in range(repeat):
-                spawner = make(sim.url, f"user{i}", i + 1)
-                out.cold.append(await measure(sim, spawner.start, True))
-                out.stop.append(await measure(sim, spawner.stop, False))
-                out.warm.append(await measure(sim, spawner.start, True))  # the hub keeps the object
-                await spawner.stop()
-        finally:
-            await KubeSpawner._stop_all_reflectors()
+    async with (sim_own_process if own else sim_in_process)(latency, validate) as sim:
+        first = make(sim.url, "warmup", 10_000)
+        out.reflector_time, out.reflector_counts = await start_reflectors(sim, first)
+        # One unmeasured spawn: kubesim loads the schemas of each kind on first use, the
+        # client opens its connections.
+        await first.start()
+        await first.stop()
+        for i in range(repeat):
+            spawner = make(sim.url, f"user{i}", i + 1)
+            out.cold.append(await measure(sim, spawner.start, True))
+            out.stop.append(await measure(sim, spawner.stop, False))
+            out.warm.append(await measure(sim, spawner.start, True))  # the hub keeps the object
+            await spawner.stop()
     return out
 
 
@@ -338,31 +456,21 @@ class Crowd:
     spawn_in_flight: int = 0
 
 
-async def crowd(
-    sim_url: str,
-    n: int,
-    latency: float,
-    tick: float,
-    where: str,
-    get_log,
-    reset_log,
-    sim_cpu=None,
-    freeze=False,
-) -> Crowd:
+async def crowd(sim: Sim, n: int, latency: float, tick: float, where: str, traits: dict) -> Crowd:
     out = Crowd(where, n, latency)
-    first = apex_spawner(sim_url, "warmup", 10_000, start_timeout=120)
+    lean.forget_freeze()  # each column starts as a new hub would: nothing frozen yet
+    gc.collect()
+    # The first APExSpawner the "hub" makes: with gc_freeze on (the default) it freezes here.
+    first = apex_spawner(sim.url, "warmup", 10_000, start_timeout=120, **traits)
     await asyncio.gather(first._start_watching_pods(), first._start_watching_events())
     await first.start()
     await first.stop()
-    if freeze:  # what a hub can do once started: keep its import-time objects out of full GCs
-        gc.collect()
-        gc.freeze()
-    spawners = [apex_spawner(sim_url, f"crowd{i}", 20_000 + i, start_timeout=120) for i in range(n)]
-    ticker = Ticker(tick, sim_cpu)
+    spawners = [apex_spawner(sim.url, f"crowd{i}", 20_000 + i, start_timeout=120, **traits) for i in range(n)]
+    ticker = Ticker(tick, sim.cpu)
     with ticker:
         await asyncio.sleep(1.0)
     out.idle = ticker.summary()
-    await reset_log()
+    await sim.reset_log()
 
     async def one(spawner):
         t0 = time.monotonic()
@@ -375,7 +483,7 @@ async def crowd(
         out.spawn_wall = time.monotonic() - t0
     out.spawning = ticker.summary()
     out.failures = [r for r in results if isinstance(r, BaseException)]
-    reqs = [r for r in await get_log() if not is_reflector(r)]
+    reqs = [r for r in await sim.get_log() if not is_reflector(r)]
     out.pods_created = sorted(
         end(r) - t0 for r in reqs if r.verb == "create" and r.resource == "pods" and r.status == 201
     )
@@ -386,109 +494,15 @@ async def crowd(
         await asyncio.gather(*(s.stop() for s in spawners), return_exceptions=True)
         out.stop_wall = time.monotonic() - t0
     out.stopping = ticker.summary()
+    lean.forget_freeze()
     return out
 
 
-async def crowd_in_process(n: int, latency: float, tick: float, validate: bool) -> Crowd:
-    os.environ["KUBECONFIG"] = ""
-    async with KubeSim(kubelet="instant", validate_schemas=validate) as sim:
-        sim.make_default()
-        sim.set_latency(latency)
-
-        async def get_log():
-            return list(sim.requests)
-
-        async def reset_log():
-            sim.reset_log()
-
-        try:
-            return await crowd(sim.url, n, latency, tick, "in the hub's process", get_log, reset_log)
-        finally:
-            await KubeSpawner._stop_all_reflectors()
-
-
-def process_cpu(pid: int) -> float | None:
-    """CPU seconds (user + system) used so far by process ``pid`` (Linux), else None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-async def crowd_own_process(n: int, latency: float, tick: float, validate: bool, freeze: bool) -> Crowd:
-    """The same, with kubesim in a process of its own (``apex-hub kubesim``)."""
-    from kubernetes_asyncio.config import kube_config
-
-    workdir = tempfile.mkdtemp(prefix="spawner-latency-")
-    kubeconfig = os.path.join(workdir, "kubeconfig")
-    cmd = [
-        sys.executable,
-        "-m",
-        "apex_hub.cli",
-        "--log-level",
-        "WARNING",
-        "kubesim",
-        "--kubelet",
-        "instant",
-        "--kubeconfig",
-        kubeconfig,
-        "--latency",
-        str(latency),
-        "--workdir",
-        workdir,
-    ]
-    if not validate:
-        cmd.append("--no-validate")
-    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
-    try:
-        url = None
-        while url is None:
-            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-            if not line:
-                raise RuntimeError("kubesim did not start")
-            if "API server at " in line:
-                url = line.split("API server at ")[1].split(",")[0].strip()
-        os.environ["KUBECONFIG"] = kubeconfig
-        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = kubeconfig
-
-        def admin(method):
-            req = urllib.request.Request(f"{url}/kubesim/log", method=method)
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                return json.loads(resp.read())
-
-        async def get_log():
-            return [SimpleNamespace(**r) for r in await asyncio.to_thread(admin, "GET")]
-
-        async def reset_log():
-            await asyncio.to_thread(admin, "DELETE")
-
-        try:
-            where = "own process, gc.freeze()" if freeze else "in a process of its own"
-            return await crowd(
-                url,
-                n,
-                latency,
-                tick,
-                where,
-                get_log,
-                reset_log,
-                sim_cpu=lambda: process_cpu(proc.pid),
-                freeze=freeze,
-            )
-        finally:
-            await KubeSpawner._stop_all_reflectors()
-            if freeze:
-                gc.unfreeze()
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+async def crowd_run(n: int, latency: float, tick: float, validate: bool, own: bool, traits: dict) -> Crowd:
+    async with (sim_own_process if own else sim_in_process)(latency, validate) as sim:
+        switches = "switches off (before)" if traits else "defaults"
+        where = "own process" if own else "hub's process"
+        return await crowd(sim, n, latency, tick, f"{where}, {switches}", traits)
 
 
 # -- printing -----------------------------------------------------------------------------
@@ -527,15 +541,10 @@ def print_latency_table(series: list[Series], repeat: int) -> None:
     print("=" * len(head))
     print(head)
     by = {(s.kind, s.latency): s for s in series}
-    for kind in ("apex", "kubespawner"):
+    for kind in FACTORIES:
         if not any(k == kind for k, _ in by):
             continue
-        what = (
-            "APExSpawner, APEx-like profile (namespace + 8 objects + pod)"
-            if kind == "apex"
-            else "KubeSpawner 7, user namespaces (namespace + pod)"
-        )
-        print(f"\n{what}")
+        print(f"\n{DESCRIPTIONS[kind]}")
         for phase in ("cold", "warm"):
 
             def steps(s, p=phase):
@@ -556,6 +565,7 @@ def print_latency_table(series: list[Series], repeat: int) -> None:
                     ),
                 ),
                 (f"{phase}: API calls", lambda s: calls([x.counts for x in steps(s)])),
+                (f"{phase}: hub CPU for the whole start()", lambda s: ms(med(x.cpu for x in steps(s)))),
             ]
             for label, fn in rows:
                 print(f"  {label:42}" + "".join(f"{fn(by[(kind, lat)]):>10}" for lat in latencies))
@@ -571,6 +581,33 @@ def print_latency_table(series: list[Series], repeat: int) -> None:
             f"  {'once per hub: reflectors listed+watching':42}"
             + "".join(f"{ms(by[(kind, lat)].reflector_time):>10}" for lat in latencies)
         )
+
+
+DESCRIPTIONS = {
+    "apex": "APExSpawner, APEx-like profile (namespace + 8 objects + pod)",
+    "apex-2rt": "APExSpawner, pod_with_workspace = False (the pod always waits for the workspace, as before)",
+    "kubespawner": "KubeSpawner 7, user namespaces (namespace + pod): the baseline",
+}
+
+
+def print_round_trips(series: list[Series]) -> None:
+    """The round trips up to the pod, side by side: what issue 19 item 1 is about."""
+    latencies = sorted({s.latency for s in series if s.latency})
+    if not latencies:
+        return
+    by = {(s.kind, s.latency): s for s in series}
+    kinds = [k for k in FACTORIES if any(kk == k for kk, _ in by)]
+    print("\nRound trips up to the pod: critical path / (pod created) / latency")
+    print(f"  {'':14}" + "".join(f"{LABELS[k][:36]:>38}" for k in kinds))
+    for lat in latencies:
+        for phase in ("cold", "warm"):
+
+            def cell(kind, p=phase, lat=lat):
+                steps = getattr(by[(kind, lat)], p)
+                ratio = med(x.to_created for x in steps) / lat
+                return f"{spread(x.chain for x in steps)} / {ratio:.2f}"
+
+            print(f"  {f'{lat * 1000:g} ms, {phase}':14}" + "".join(f"{cell(k):>38}" for k in kinds))
 
 
 def print_calls_table(series: list[Series]) -> None:
@@ -617,7 +654,7 @@ def print_crowd_table(crowds: list[Crowd], tick: float) -> None:
         f"(a ticker sleeps {tick * 1000:g} ms again and again; lag = how late it wakes up; reflectors"
         " already running; ms unless marked)"
     )
-    width = 27
+    width = 38
     print(f"  {'kubesim runs':44}" + "".join(f"{c.where:>{width}}" for c in crowds))
 
     def row(label, fn):
@@ -667,8 +704,8 @@ def print_crowd_table(crowds: list[Crowd], tick: float) -> None:
     print("  kubesim only shares the machine's cores with the hub, so those columns are closer to the")
     print("  hub's own cost (spawner code, API client, reflectors). A full (generation 2) garbage")
     print("  collection walks every object the hub imported (kubernetes_asyncio's models alone are")
-    print("  ~190k objects) and blocks the loop for its whole length; the last column calls")
-    print("  gc.freeze() after start-up, as a hub's configuration could. Requests in flight cannot exceed")
+    print("  ~190k objects) and blocks the loop for its whole length; with its defaults APExSpawner")
+    print("  freezes them when the first spawner is made (gc_freeze). Requests in flight cannot exceed")
     print("  98: the hub's one shared API client pools 100 connections (kubernetes_asyncio's default)")
     print("  and the two reflector watches hold two of them. After its pod is created, a start() waits")
     print("  for the reflector to see it Running, polling with jupyterhub's exponential_backoff (random")
@@ -707,12 +744,16 @@ def main() -> None:
         " (off by default: it is kubesim's CPU, not the spawner's)",
     )
     parser.add_argument(
+        "--sim-in-process",
+        action="store_true",
+        help="serve the one-at-a-time spawns from kubesim in the benchmark's own process (its CPU"
+        " then adds to every round trip: the figures before issue 19 were measured so)",
+    )
+    parser.add_argument(
         "--no-own-process", action="store_true", help="skip the lag runs with kubesim in a process of its own"
     )
     parser.add_argument(
-        "--no-gc-freeze",
-        action="store_true",
-        help="skip the lag run whose hub calls gc.freeze() after start-up",
+        "--no-in-process", action="store_true", help="skip the lag run with kubesim in the hub's process"
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1 spawn per cell, 10 concurrent spawns"
@@ -732,13 +773,19 @@ def main() -> None:
     began = time.monotonic()
     series = []
     for latency in latencies:
-        for kind in ("apex", "kubespawner"):
-            series.append(asyncio.run(spawn_series(kind, latency, args.repeat, args.validate_schemas)))
+        for kind in FACTORIES:
+            series.append(
+                asyncio.run(
+                    spawn_series(kind, latency, args.repeat, args.validate_schemas, not args.sim_in_process)
+                )
+            )
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPU(s); kubesim schema validation"
-        f" {'on' if args.validate_schemas else 'off'}\n"
+        f" {'on' if args.validate_schemas else 'off'}; one-at-a-time spawns served by kubesim"
+        f" {'in this process' if args.sim_in_process else 'in a process of its own'}\n"
     )
     print_latency_table(series, args.repeat)
+    print_round_trips(series)
     print_calls_table(series)
     print("\n  Critical path = the longest chain of API requests in which each request reached kubesim")
     print("  after the previous one had been answered, from start() up to and including 'create pods'")
@@ -752,12 +799,13 @@ def main() -> None:
 
     if args.concurrent > 0:
         lat = args.concurrent_latency_ms / 1000
-        crowds = [asyncio.run(crowd_in_process(args.concurrent, lat, tick, args.validate_schemas))]
+        runs = [] if args.no_in_process else [(False, {})]
         if not args.no_own_process:
-            for freeze in (False,) if args.no_gc_freeze else (False, True):
-                crowds.append(
-                    asyncio.run(crowd_own_process(args.concurrent, lat, tick, args.validate_schemas, freeze))
-                )
+            runs += [(True, SWITCHES_OFF), (True, {})]
+        crowds = [
+            asyncio.run(crowd_run(args.concurrent, lat, tick, args.validate_schemas, own, traits))
+            for own, traits in runs
+        ]
         print_crowd_table(crowds, tick)
     print(f"\n(benchmark ran for {time.monotonic() - began:.0f} s)")
 

@@ -23,6 +23,8 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from .lean import take_turn
+
 FIELD_MANAGER = "apex-hub"
 #: HTTP statuses worth another try: throttling and server-side trouble.
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -130,19 +132,19 @@ async def with_retries(
     call: Callable[[], Awaitable[T]],
     what: str,
     *,
-    timeout: float,
+    budget: float,
     log: logging.Logger,
     first_delay: float = 0.1,
     max_delay: float = 5.0,
 ) -> T:
-    """``await call()`` until it succeeds, retrying transient failures until ``timeout`` s.
+    """``await call()`` until it succeeds, retrying transient failures for ``budget`` s.
 
     Backoff is exponential with full jitter; a ``Retry-After`` is honoured. A
     permanent error (403, 404, 422, ...) is raised at once; at the deadline the
     last transient error becomes a ``KubeError`` that names ``what``.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + budget
     delay = first_delay
     attempt = 0
     while True:
@@ -156,7 +158,7 @@ async def with_retries(
             wait = wait if wait is not None else random.uniform(0, delay)
             if loop.time() + wait > deadline:
                 raise KubeError(
-                    f"Kubernetes kept failing to {what} for {timeout:g} s"
+                    f"Kubernetes kept failing to {what} for {budget:g} s"
                     f" ({attempt} attempts; last: {describe(exc)})",
                     getattr(exc, "status", None),
                 ) from exc
@@ -213,23 +215,43 @@ class Kube:
         content_type: str = "application/json",
     ) -> Any:
         async def once():
-            return await asyncio.wait_for(
-                self.api_client.call_api(
-                    path,
-                    method,
-                    query_params=list(query or []),
-                    header_params={"Accept": "application/json", "Content-Type": content_type},
-                    body=body,
-                    response_types_map={200: "object", 201: "object", 202: "object"},
-                    auth_settings=["BearerToken"],
-                    _return_http_data_only=True,
-                    _preload_content=True,
-                    _request_timeout=self.request_timeout,
-                ),
-                self.request_timeout,
-            )
+            return await self.send_once(method, path, query=query, body=body, content_type=content_type)
 
-        return await with_retries(once, what, timeout=self.retry_timeout, log=self.log)
+        return await with_retries(once, what, budget=self.retry_timeout, log=self.log)
+
+    async def send_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        query=None,
+        body=None,
+        content_type: str = "application/json",
+        seconds: float | None = None,
+    ) -> Any:
+        """One request, no retry; the answer as plain JSON (never a typed model: building a
+        ``V1Pod`` from a response costs milliseconds of the event loop that nobody reads).
+
+        Raises ``ApiException`` for an error status and ``TimeoutError`` after ``seconds``
+        (default ``request_timeout``).
+        """
+        timeout = seconds or self.request_timeout
+        await take_turn()  # many requests at once: they go out in turns, not in one burst
+        return await asyncio.wait_for(
+            self.api_client.call_api(
+                path,
+                method,
+                query_params=list(query or []),
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                body=body,
+                response_types_map={200: "object", 201: "object", 202: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=True,
+                _request_timeout=timeout,
+            ),
+            timeout,
+        )
 
     async def apply(self, obj: dict, namespace: str | None = None) -> dict:
         """Create or update ``obj`` with server-side apply (we own the fields we set)."""

@@ -33,7 +33,7 @@ from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, default
 from ..naming import legacy_slugify, legacy_user_namespace, slugify, user_namespace
 from ..profiles import Catalogue, CatalogueError, CatalogueFile, Profile, ProfileError, VolumeItem
 from . import labels as L
-from . import oidc_token
+from . import lean, oidc_token
 from .escalation import DEFAULT_HUB_RULES, profile_problems
 from .kube import Kube, KubeError, describe, is_namespace_terminating, is_transient, terminating
 from .ownership import NamespaceRefused, owner_problem, refusal, reserved_reason
@@ -46,9 +46,13 @@ from .workspace import (
     Plan,
     Settings,
     WorkspaceError,
+    content_hash,
     plan_workspace,
 )
 
+#: Kinds whose objects must exist before the pod is created: admission reads them
+#: (ServiceAccount, ResourceQuota, LimitRange) or they isolate the pod (NetworkPolicy).
+POD_PREREQUISITE_KINDS = frozenset({"ServiceAccount", "NetworkPolicy", "ResourceQuota", "LimitRange"})
 #: Kinds a stop always sweeps for this server's non-persistent objects.
 SWEPT_KINDS = (
     "v1/ConfigMap",
@@ -295,6 +299,38 @@ class APExSpawner(KubeSpawner):
         whole start.""",
     )
 
+    pod_with_workspace = Bool(
+        True,
+        config=True,
+        help="""Create the pod in the same round of API requests as the rest of the workspace
+        when an earlier spawn of this server wrote, with the same content, everything the
+        pod's admission and isolation need first: the namespace, the workspace
+        ServiceAccount, the NetworkPolicy, the ResourceQuota and LimitRange, and the pull
+        secrets (a warm spawn: one round trip to the API server instead of two). A profile
+        with scratch claims, or with pull secrets its manifests make for the server, always
+        waits, as does a spawn after any of those changed. When the workspace fails, the
+        pod made with it is deleted. False: the pod always waits for the workspace.""",
+    )
+    gc_freeze = Bool(
+        True,
+        config=True,
+        help="""Call `gc.freeze()` once per hub process, when the first APExSpawner is made
+        (the hub's configuration and modules are loaded by then): the objects alive at that
+        moment (the imported modules', ~200k with kubernetes_asyncio's models) are left out of
+        garbage collections, whose full passes otherwise block the hub for 100-700 ms at a
+        time under load. Costs the memory of whatever garbage exists at that moment (once).
+        False: leave the collector alone.""",
+    )
+    lean_reflectors = Bool(
+        True,
+        config=True,
+        help="""Give KubeSpawner's pod and event reflectors a watch that hands out the raw
+        objects they use, instead of one that builds an API client per watch (an SSL
+        context: tens of ms) and a typed model per event (ms each) that they never read
+        (`apex_hub.spawner.lean`). Applies to every KubeSpawner in the process. False:
+        kubernetes_asyncio's own watch.""",
+    )
+
     @default("hub_namespace")
     def _default_hub_namespace(self):
         # KubeSpawner's own default reads the service account's namespace (else "default")
@@ -385,6 +421,15 @@ class APExSpawner(KubeSpawner):
         self._allow_security = False
         self._configured: dict[str, Any] = {}
         self._auth_state: dict = {}
+        #: The workspace being written while KubeSpawner builds the pod (``pod_with_workspace``).
+        self._workspace_round: asyncio.Future | None = None
+        #: Hash of the pod's prerequisites as last written (``_pod_prerequisites``); in state.
+        self._prerequisites_written: str | None = None
+        self._kube: Kube | None = None
+        self._kube_key: tuple | None = None
+        lean.use_lean_watch(self.lean_reflectors)
+        if self.gc_freeze:
+            lean.freeze_once(self.log)
 
     @property
     def user_slug(self) -> str:
@@ -475,6 +520,7 @@ class APExSpawner(KubeSpawner):
 
         Runs first in ``start()``: nothing is written to Kubernetes before the gate.
         """
+        await lean.take_turn()  # many spawns at once: their planning takes turns
         options = self.user_options or {}
         if not isinstance(options, dict):
             raise web.HTTPError(400, 'user_options must be an object such as {"profile": "jupyterlab"}')
@@ -682,12 +728,12 @@ class APExSpawner(KubeSpawner):
     # -- spawn: the workspace -------------------------------------------------------------
 
     def kube(self) -> Kube:
-        return Kube(
-            self.api.api_client,
-            self.log,
-            request_timeout=self.k8s_api_request_timeout,
-            retry_timeout=self.k8s_api_request_retry_timeout,
-        )
+        """The retried generic client, kept while KubeSpawner's API client and timeouts are."""
+        key = (self.api.api_client, self.k8s_api_request_timeout, self.k8s_api_request_retry_timeout)
+        if self._kube is None or self._kube_key != key:
+            self._kube_key = key
+            self._kube = Kube(key[0], self.log, request_timeout=key[1], retry_timeout=key[2])
+        return self._kube
 
     def report(self, message: str, progress: int | None = None) -> None:
         """Show ``message`` on the spawn page (and in the hub log)."""
@@ -704,21 +750,33 @@ class APExSpawner(KubeSpawner):
         return super().start()
 
     async def _ensure_namespace(self):
-        """KubeSpawner's namespace step, extended to the whole workspace."""
+        """KubeSpawner's namespace step, extended to the whole workspace.
+
+        Returns once the pod may be created: after the workspace is written, or at once
+        when the workspace is written together with the pod (``_workspace_round``).
+        """
         try:
             await self.provision_workspace()
-        except NamespaceRefused as exc:
+        except Exception as exc:
+            raise self._workspace_failure(exc) from None
+        finally:
+            if self._workspace_round is None:
+                self._provisioned = True
+
+    def _workspace_failure(self, exc: BaseException) -> BaseException:
+        """The hub's answer to a failed workspace: 403 for a refused namespace, 500 for a
+        Kubernetes error (shown on the spawn page), anything else as it is."""
+        if isinstance(exc, NamespaceRefused):
             self._namespace_refused = self.namespace
             self.log.error("%s", exc)
             self.report(exc.user_message)
-            raise web.HTTPError(403, exc.user_message) from None
-        except (KubeError, ApiException) as exc:
+            return web.HTTPError(403, exc.user_message)
+        if isinstance(exc, KubeError | ApiException):
             reason = describe(exc) if isinstance(exc, ApiException) else str(exc)
             message = f"Could not prepare your workspace in namespace {self.namespace}: {reason}"
             self.report(message)
-            raise web.HTTPError(500, message) from None
-        finally:
-            self._provisioned = True
+            return web.HTTPError(500, message)
+        return exc
 
     async def provision_workspace(self) -> None:
         """Namespace, then every other object concurrently (the pod follows in ``_start``).
@@ -732,6 +790,9 @@ class APExSpawner(KubeSpawner):
         self.report(f"Preparing your workspace (namespace {self.namespace})", 5)
         self._refuse_reserved(self.namespace)
         await self._refuse_cluster_scoped(kube)
+        if self._pod_may_go_with_workspace():
+            self._workspace_round = self._write_in_background(kube)
+            return
         try:
             await self._provision(kube)
         except NamespaceTerminating:
@@ -741,6 +802,110 @@ class APExSpawner(KubeSpawner):
                 await self._provision(kube)
             except NamespaceTerminating:
                 raise KubeError(self._still_deleting_message()) from None
+
+    # -- spawn: the pod in the same round as the workspace -------------------------------
+
+    def _pod_prerequisites(self) -> str | None:
+        """A hash of what must exist before the pod (None: the pod must always wait).
+
+        The namespace (Pod Security admission reads its labels), the objects of
+        ``POD_PREREQUISITE_KINDS`` and the names of the pull secrets. Scratch claims are made
+        anew at every spawn (the old one may still be being deleted) and so are a server's
+        own Secrets (stops sweep them): a pull secret or a prerequisite among those makes
+        the pod wait.
+        """
+        plan = self.plan
+        if plan is None or plan.scratch_claims:
+            return None
+        needed = [plan.namespace]
+        for obj in plan.objects:
+            kind, name = obj["kind"], obj["metadata"]["name"]
+            if kind in POD_PREREQUISITE_KINDS or (kind == "Secret" and name in plan.image_pull_secrets):
+                if obj["metadata"]["labels"].get(L.PERSIST) != "true":
+                    return None
+                needed.append(obj)
+        return content_hash([needed, sorted(plan.image_pull_secrets), sorted(plan.copy_secrets)])
+
+    def _pod_may_go_with_workspace(self) -> bool:
+        """True when this spawn's pod can be created while the workspace is written."""
+        if not self.pod_with_workspace or self._namespace_verified != self.namespace:
+            return False
+        wanted = self._pod_prerequisites()
+        return wanted is not None and wanted == self._prerequisites_written
+
+    def _write_in_background(self, kube: Kube) -> asyncio.Future:
+        """Start writing the workspace (namespace included) without waiting for it; the pod
+        follows at once (``_make_create_pod_request`` collects the outcome)."""
+
+        async def write():
+            try:
+                await self._write_workspace(kube, {}, with_namespace=True)
+            finally:
+                self._provisioned = True
+                self._progress_changed.set()
+
+        task = asyncio.ensure_future(write())
+
+        def unclaimed(done: asyncio.Future) -> None:
+            # the start failed before its pod (get_pod_manifest, a hook): nobody awaits this
+            if self._workspace_round is done:
+                self._workspace_round = None
+                if not done.cancelled() and done.exception() is not None:
+                    self.log.warning(
+                        "%s: writing the workspace failed too: %s", self._log_name, done.exception()
+                    )
+
+        task.add_done_callback(unclaimed)
+        return task
+
+    async def _create_pod_with_workspace(self, workspace: asyncio.Future, pod, request_timeout) -> bool:
+        """Send the pod while the workspace is written; settle both.
+
+        A workspace that fails takes the pod made with it down (the spawn fails as it
+        would have before the pod). A namespace gone or being deleted falls back to the
+        full path (namespace, then the rest), and the pod follows on the next try, as it
+        does when only the pod failed.
+        """
+        created, written = await asyncio.gather(
+            self._send_pod(pod, request_timeout), workspace, return_exceptions=True
+        )
+        for result in (created, written):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+        if isinstance(written, BaseException):
+            if not isinstance(created, BaseException):
+                await self._delete_pod_made_with(pod)
+            gone = isinstance(written, ApiException) and written.status == 404
+            if not (gone or isinstance(written, NamespaceTerminating)):
+                raise self._workspace_failure(written)
+            self.log.warning(
+                "namespace %s is %s; writing the workspace again before the pod",
+                self.namespace,
+                "gone" if gone else "being deleted",
+            )
+            self._namespace_verified = self._prerequisites_written = None
+            self._provisioned = False
+            await self._ensure_namespace()
+            return False
+        if isinstance(created, BaseException):
+            self.log.info(
+                "pod %s sent with its workspace was not created (%s); sending it again",
+                pod.metadata.name,
+                describe(created),
+            )
+            return False
+        return True
+
+    async def _delete_pod_made_with(self, pod) -> None:
+        try:
+            await self.kube().delete("v1", "Pod", pod.metadata.name, self.namespace)
+        except Exception as exc:  # the hub's stop after the failed start deletes it again
+            self.log.warning("could not delete pod %s: %s", pod.metadata.name, describe(exc))
+
+    async def _send_pod(self, pod, request_timeout) -> None:
+        await self.kube().send_once(
+            "POST", f"/api/v1/namespaces/{self.namespace}/pods", body=pod, seconds=request_timeout
+        )
 
     def _still_deleting_message(self) -> str:
         return (
@@ -783,7 +948,9 @@ class APExSpawner(KubeSpawner):
         except BaseException:
             sources.cancel()
             raise
-        await self._write_workspace(kube, dict(zip(copied, await sources)), with_namespace=existed)
+        await self._write_workspace(
+            kube, dict(zip(copied, await sources, strict=True)), with_namespace=existed
+        )
 
     async def _refuse_cluster_scoped(self, kube: Kube) -> None:
         """Every object goes into the user's namespace: a kind the cluster serves cluster-wide
@@ -929,6 +1096,7 @@ class APExSpawner(KubeSpawner):
             raise NamespaceTerminating(self.namespace)
         if errors:
             raise next((e for e in errors if isinstance(e, ApiException) and e.status == 404), errors[0])
+        self._prerequisites_written = self._pod_prerequisites()
         kinds = sorted(
             {o["kind"] for o in plan.objects + plan.claims} | ({"Secret"} if plan.copy_secrets else set())
         )
@@ -994,6 +1162,7 @@ class APExSpawner(KubeSpawner):
         return secret
 
     async def get_pod_manifest(self):
+        await lean.take_turn()
         pod = await super().get_pod_manifest()
         plan = self.plan
         if plan is None:
@@ -1038,25 +1207,70 @@ class APExSpawner(KubeSpawner):
             )
 
     async def _make_create_pod_request(self, pod, request_timeout):
-        # On 409 KubeSpawner stops the old pod from in here: that stop must keep the workspace.
-        token = _REPLACING_POD.set(True)
+        """One try at creating the pod, for KubeSpawner's ``exponential_backoff``: True when
+        created, False to be called again.
+
+        KubeSpawner's own, with these differences: the answer is not turned into a
+        ``V1Pod`` (milliseconds of the hub's loop per spawn, for nothing: the reflector has
+        the pod); transient failures (a 5xx, a connection reset by a load balancer or an
+        API server restart) are tried again instead of failing the spawn; and the first try
+        of a warm spawn goes out while the workspace is being written (``_workspace_round``).
+        """
+        workspace, self._workspace_round = self._workspace_round, None
+        if workspace is not None:
+            return await self._create_pod_with_workspace(workspace, pod, request_timeout)
+        name = pod.metadata.name
+        self.log.info("creating pod %s/%s", self.namespace, name)
         try:
-            return await super()._make_create_pod_request(pod, request_timeout)
-        except Exception as exc:
-            # KubeSpawner gives up on these (a 5xx, a connection reset by a load balancer or
-            # an API server restart); another try usually works
+            await self._send_pod(pod, request_timeout)
+            return True
+        except TimeoutError:
+            return False
+        except ApiException as exc:
+            if exc.status == 409:
+                # a pod of an earlier start: stopped, then this start tries again. That stop
+                # must keep the workspace.
+                self.log.info("pod %s/%s exists already; deleting it first", self.namespace, name)
+                token = _REPLACING_POD.set(True)
+                try:
+                    await self.stop(True)
+                finally:
+                    _REPLACING_POD.reset(token)
+                return False
             if is_transient(exc):
-                self.log.warning("creating pod %s failed (%s); retrying", pod.metadata.name, describe(exc))
+                self.log.warning("creating pod %s failed (%s); retrying", name, describe(exc))
+                return False
+            self.log.error("creating pod %s/%s failed: %s", self.namespace, name, describe(exc))
+            raise
+        except Exception as exc:
+            if is_transient(exc):
+                self.log.warning("creating pod %s failed (%s); retrying", name, describe(exc))
                 return False
             raise
-        finally:
-            _REPLACING_POD.reset(token)
 
     async def _make_delete_pod_request(self, pod_name, delete_options, grace_seconds, request_timeout):
+        """KubeSpawner's, without a ``V1Pod`` built from the answer, and retrying transient
+        failures: True when the pod is deleted (or was gone), False to be called again."""
+        self.log.info("deleting pod %s/%s", self.namespace, pod_name)
         try:
-            return await super()._make_delete_pod_request(
-                pod_name, delete_options, grace_seconds, request_timeout
+            await self.kube().send_once(
+                "DELETE",
+                f"/api/v1/namespaces/{self.namespace}/pods/{pod_name}",
+                body=delete_options,
+                query=[("gracePeriodSeconds", grace_seconds)],
+                seconds=request_timeout,
             )
+            return True
+        except TimeoutError:
+            return False
+        except ApiException as exc:
+            if exc.status == 404:
+                self.log.warning("no pod %s/%s to delete; assuming it is gone", self.namespace, pod_name)
+                return True
+            if is_transient(exc):
+                self.log.warning("deleting pod %s failed (%s); retrying", pod_name, describe(exc))
+                return False
+            raise
         except Exception as exc:
             if is_transient(exc):
                 self.log.warning("deleting pod %s failed (%s); retrying", pod_name, describe(exc))
@@ -1103,8 +1317,12 @@ class APExSpawner(KubeSpawner):
         """
         if not await self._namespace_is_mine(self.kube()):
             return
+        await lean.take_turn()  # many stops at once: their requests go out in turns
         await super().stop(now)
         if not _REPLACING_POD.get():
+            workspace = self._workspace_round
+            if workspace is not None:  # a start that failed before its pod: let the writes land
+                await asyncio.wait([workspace])
             await self.sweep(persist=False)
 
     async def sweep(self, persist: bool | None) -> None:
@@ -1122,6 +1340,7 @@ class APExSpawner(KubeSpawner):
         kube = self.kube()
         if not await self._namespace_is_mine(kube):
             return
+        await lean.take_turn()
         jobs = [(k, s) for s in selectors for k in kinds]
         if persist is False and self._scratch_claims:  # this server's scratch claims, by label
             jobs.append(("v1/PersistentVolumeClaim", L.scratch_selector(self.user_slug, self.server_name)))
@@ -1129,7 +1348,7 @@ class APExSpawner(KubeSpawner):
             *(kube.delete_collection(*_split_kind(k), self.namespace, s) for k, s in jobs),
             return_exceptions=True,
         )
-        for (kind, _), result in zip(jobs, results):
+        for (kind, _), result in zip(jobs, results, strict=True):
             if isinstance(result, BaseException):
                 self.log.error(
                     "could not delete %s of %s in %s (%s); the next stop retries",
@@ -1166,6 +1385,8 @@ class APExSpawner(KubeSpawner):
             state["apex_profile"] = self._profile_slug
         if self._namespace_verified and self._namespace_verified == self.namespace:
             state["apex_namespace_verified"] = self._namespace_verified
+            if self._prerequisites_written:
+                state["apex_pod_prerequisites"] = self._prerequisites_written
         return state
 
     def load_state(self, state):
@@ -1174,5 +1395,6 @@ class APExSpawner(KubeSpawner):
         self._server_kinds = list(state.get("apex_server_kinds", []))
         self._scratch_claims = bool(state.get("apex_scratch_claims"))
         self._namespace_verified = state.get("apex_namespace_verified")
+        self._prerequisites_written = state.get("apex_pod_prerequisites")
         # the token Secret republished after a hub restart keeps its profile label
         self._profile_slug = state.get("apex_profile") or self._profile_slug

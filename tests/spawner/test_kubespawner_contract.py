@@ -57,10 +57,42 @@ def test_the_upstream_behaviour_we_rely_on_is_still_there():
     assert (
         start.index("load_user_options") < start.index("_ensure_namespace") < start.index("get_pod_manifest")
     ), "the order load options -> namespace -> pod changed"
-    # the 409 replacement stops the old pod from inside the create call (see _REPLACING_POD)
+    # the pod is created through _make_create_pod_request, retried by exponential_backoff
+    # (our override answers False to be called again); a warm spawn sends it from there
+    # while the workspace round started in _ensure_namespace is in flight
+    assert "exponential_backoff(" in start and "self._make_create_pod_request" in start
+    assert start.index("_ensure_namespace") < start.index("_last_event") < start.index("_make_create_pod")
+    # the 409 of an earlier pod is handled like upstream's: stop it, then try again
     create = inspect.getsource(KubeSpawner._make_create_pod_request)
     assert "409" in create and "self.stop(True)" in create
     assert isinstance(inspect.getattr_static(Spawner, "_log_name"), property)
+
+
+def test_the_lean_watch_matches_what_kubernetes_asyncio_and_the_reflectors_do():
+    """apex_hub.spawner.lean replaces ``watch.Watch`` in kubespawner.reflector: the reflectors
+    must still build their watch from there and read only the raw objects; ``Watch`` must still
+    set up exactly the attributes LeanWatch sets up, and take its model type from
+    ``get_return_type``."""
+    from kubernetes_asyncio import watch
+    from kubespawner import reflector
+
+    from apex_hub.spawner import lean
+
+    source = inspect.getsource(reflector.ResourceReflector._watch_and_update)
+    assert "watch.Watch()" in source and "watch_event['raw_object']" in source
+    assert "watch_event['object']" not in source
+    init = inspect.getsource(watch.Watch.__init__)
+    assigned = {line.split("=")[0].strip() for line in init.splitlines() if line.strip().startswith("self.")}
+    assert assigned == {
+        "self._raw_return_type",
+        "self._stop",
+        "self._api_client",
+        "self.resource_version",
+        "self.resp",
+    }
+    assert "self.return_type = self.get_return_type(func)" in inspect.getsource(watch.Watch.stream)
+    assert "self._api_client.close()" in inspect.getsource(watch.Watch.close)
+    assert set(vars(lean.LeanWatch)) >= {"__init__", "get_return_type"}
 
 
 async def test_runtime_contract(ksim):
