@@ -7,9 +7,11 @@ following a script such as ``[500, 429, None]`` (None lets that request through)
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 
@@ -76,6 +78,23 @@ class Fault:
         return cls(**known)
 
 
+@dataclass
+class Hold:
+    """Requests that ``holds`` matches wait until one that ``until`` matches arrives (or ``timeout``).
+
+    Why: to prove that a client sends B *before* it has the answer to A, hold A until B arrives; a
+    client that waited for A's answer never sends B, the hold times out (``timed_out``) and the order
+    shows it. No margin of time a loaded machine could miss, unlike an injected latency.
+    """
+
+    holds: Callable[[RequestRecord], bool]
+    until: Callable[[RequestRecord], bool]
+    timeout: float = 30.0
+    held: int = 0
+    timed_out: bool = False
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class Faults:
     """The active faults, the injected latency and the request log of one kubesim."""
 
@@ -83,6 +102,7 @@ class Faults:
         self.rules: list[Fault] = []
         self.latency = 0.0  # seconds added to every API request
         self.latency_by_verb: dict[str, float] = {}
+        self.holds: list[Hold] = []
         self.log: list[RequestRecord] = []
         self.log_limit = 200_000
         self._rng = random.Random(seed)
@@ -94,11 +114,29 @@ class Faults:
 
     def clear(self) -> None:
         self.rules.clear()
+        for hold in self.holds:
+            hold.released.set()
+        self.holds.clear()
         self.latency = 0.0
         self.latency_by_verb.clear()
 
     def delay_for(self, rec: RequestRecord) -> float:
         return self.latency_by_verb.get(rec.verb, self.latency)
+
+    async def wait_holds(self, rec: RequestRecord) -> None:
+        """Release the holds ``rec`` is awaited by, then wait on those that hold it."""
+        for hold in self.holds:
+            if hold.until(rec):
+                hold.released.set()
+        for hold in self.holds:
+            if hold.released.is_set() or not hold.holds(rec):
+                continue
+            hold.held += 1
+            try:
+                await asyncio.wait_for(hold.released.wait(), hold.timeout)
+            except TimeoutError:
+                hold.timed_out = True
+                hold.released.set()  # the others held by it go on too
 
     def pick(self, rec: RequestRecord) -> Fault | None:
         for fault in self.rules:

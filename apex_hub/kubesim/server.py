@@ -140,6 +140,8 @@ class ApiServer:
             delay = self.faults.delay_for(rec)
             if delay:
                 await asyncio.sleep(delay)
+            if self.faults.holds:
+                await self.faults.wait_holds(rec)
             fault = self.faults.pick(rec)
             status = fault.next_status() if fault is not None else None
             if status == 0:

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from aiohttp import web
 
-from .faults import Fault, Faults
+from .faults import Fault, Faults, Hold
 from .registry import Registry
 from .server import ApiServer
 from .store import Store
@@ -176,6 +176,12 @@ class KubeSim:
     def inject(self, fault: Fault | None = None, **kw) -> Fault:
         """Add a fault, e.g. ``sim.inject(verb="create", resource="pods", status=429, retry_after=1)``."""
         return self.faults.add(fault, **kw)
+
+    def hold(self, holds, until, timeout: float = 30.0) -> Hold:
+        """Hold the requests ``holds`` matches until one ``until`` matches arrives (:class:`Hold`)."""
+        hold = Hold(holds, until, timeout)
+        self.faults.holds.append(hold)
+        return hold
 
     def set_latency(self, seconds: float, **by_verb: float) -> None:
         self.faults.latency = seconds

@@ -19,14 +19,25 @@ from tornado.web import HTTPError
 from apex_hub.spawner import lean
 from tests.helpers.spawner import CATALOGUE, make_spawner, obj
 
-#: Added to every write (server-side apply, create): the margin within which a round's
-#: requests must all have reached kubesim, generous for a loaded machine; reads, deletes and
+#: Added to every write (server-side apply, create) where a test shows that the pod WAITS for the
+#: workspace: a pod sent only after the answers is after them at any speed; reads, deletes and
 #: watches stay fast, so stops do not slow the tests down.
 WRITES_DELAYED = {"patch": 0.3, "create": 0.3}
 
 
 def delay_writes(sim) -> None:
     sim.set_latency(0, **WRITES_DELAYED)
+
+
+def hold_writes_until_the_pod(sim):
+    """Where a test shows that the pod is sent in the SAME round as the workspace: no write is answered
+    before the pod create has arrived (a spawner that waited for the answers would never send it:
+    the hold then times out and the order shows it), so no margin of time is involved."""
+    return sim.hold(
+        holds=lambda r: r.verb in ("create", "patch") and r.resource != "pods",
+        until=lambda r: r.verb == "create" and r.resource == "pods",
+        timeout=30,
+    )
 
 
 def end(r):
@@ -55,18 +66,21 @@ def after_the_workspace(sim) -> bool:
     return all(end(r) <= pod.started for r in writes(sim) if r.resource != "pods")
 
 
-async def warm(spawner, sim):
-    """A cold start and a stop, then the log of the warm start that follows."""
+async def warm(spawner, sim, *, same_round: bool):
+    """A cold start and a stop, then the log of the warm start that follows (its writes held until
+    the pod arrives when the pod is expected in the same round, else delayed)."""
     await spawner.start()
     await spawner.stop()
-    delay_writes(sim)
+    hold = hold_writes_until_the_pod(sim) if same_round else delay_writes(sim)
     sim.reset_log()
     await spawner.start()
+    if hold is not None:
+        assert not hold.timed_out and hold.held, "the pod was not sent with the workspace"
 
 
 async def test_a_warm_spawn_sends_everything_pod_included_in_one_round(ksim):
     spawner = make_spawner(ksim, "ona")
-    await warm(spawner, ksim)
+    await warm(spawner, ksim, same_round=True)
     try:
         assert with_pod_in_same_round(ksim)
         kinds = {r.resource for r in writes(ksim)}
@@ -98,7 +112,7 @@ async def test_a_cold_spawn_is_namespace_then_workspace_then_pod(ksim):
 
 async def test_the_switch_off_makes_the_pod_wait(ksim):
     spawner = make_spawner(ksim, "otis", pod_with_workspace=False)
-    await warm(spawner, ksim)
+    await warm(spawner, ksim, same_round=False)
     try:
         assert after_the_workspace(ksim)
     finally:
@@ -127,9 +141,11 @@ async def test_a_changed_prerequisite_makes_the_pod_wait_once(ksim, change):
     try:
         assert after_the_workspace(ksim)  # admission must see the new object first
         await spawner.stop()
+        ksim.faults.clear()
+        hold = hold_writes_until_the_pod(ksim)
         ksim.reset_log()
         await spawner.start()
-        assert with_pod_in_same_round(ksim)  # written now: known
+        assert not hold.timed_out and with_pod_in_same_round(ksim)  # written now: known
     finally:
         await spawner.stop()
 
@@ -140,7 +156,7 @@ async def test_scratch_claims_make_the_pod_wait(ksim):
         {"name": "tmp", "size": "1Gi", "mount_path": "/tmp/scratch", "scratch": True, "persist": False}
     ]
     spawner = make_spawner(ksim, "sami", catalogue=catalogue)
-    await warm(spawner, ksim)
+    await warm(spawner, ksim, same_round=False)
     try:
         assert after_the_workspace(ksim)
     finally:
@@ -154,11 +170,11 @@ async def test_the_prerequisites_survive_a_hub_restart(ksim):
     state = first.get_state()
     second = make_spawner(ksim, "rhea")
     second.load_state(state)
-    delay_writes(ksim)
+    hold = hold_writes_until_the_pod(ksim)
     ksim.reset_log()
     await second.start()
     try:
-        assert with_pod_in_same_round(ksim)
+        assert not hold.timed_out and with_pod_in_same_round(ksim)
     finally:
         await second.stop()
 

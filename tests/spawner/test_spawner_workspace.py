@@ -607,12 +607,28 @@ async def test_missing_image_pull_secret_is_a_clear_error(ksim):
 
 async def test_a_warm_spawn_writes_the_namespace_with_everything_else(ksim):
     spawner = make_spawner(ksim, "otto")
+    ksim.reset_log()
     await spawner.start()
     await spawner.stop()
     assert spawner.get_state()["apex_namespace_verified"] == "apex-otto"
-    ksim.set_latency(0, patch=0.3, create=0.3)  # a margin for a loaded machine: writes only
+    # the namespace apply is not answered before every other write of the first spawn has arrived
+    # again: a spawner that waited for its answer would never send them (the hold then times out)
+    expected = {
+        (r.resource, r.name)
+        for r in ksim.requests
+        if r.verb in ("patch", "create") and r.resource not in ("namespaces", "pods")
+    }
+    arrived: set = set()
+
+    def all_arrived(r) -> bool:
+        if r.verb in ("patch", "create"):
+            arrived.add((r.resource, r.name))
+        return expected <= arrived
+
+    hold = ksim.hold(holds=lambda r: r.verb == "patch" and r.resource == "namespaces", until=all_arrived)
     ksim.reset_log()
     await spawner.start()
+    assert not hold.timed_out and hold.held == 1
     writes = [r for r in ksim.requests if r.verb in ("patch", "create") and r.resource != "pods"]
     namespace = next(r for r in writes if r.resource == "namespaces")
     others = [r for r in writes if r is not namespace]
