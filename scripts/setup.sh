@@ -7,7 +7,7 @@
 #   scripts/setup.sh --run    only what `apex-hub local` needs (scripts/run.sh): no test extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="local,test,docs"
+EXTRAS="local,test,docs,lint"
 if [ "${1:-}" = "--run" ]; then EXTRAS="local"; fi
 PY=${PYTHON:-python3}
 
@@ -32,10 +32,12 @@ started=$SECONDS
 if [ "$EXTRAS" = "local" ]; then
   say "installing apex-hub[local] into .venv: JupyterHub, KubeSpawner, JupyterLab ... (about a minute with a warm pip cache, a few minutes without)"
 else
-  say "installing apex-hub[local,test,docs] into .venv: JupyterHub, KubeSpawner, JupyterLab, pytest, Playwright (Python package only), Sphinx ... (1-2 minutes with a warm pip cache, several without)"
+  say "installing apex-hub[local,test,docs,lint] into .venv: JupyterHub, KubeSpawner, JupyterLab, pytest, Playwright (Python package only), Sphinx, ruff, mypy ... (1-2 minutes with a warm pip cache, several without)"
 fi
 retry pip install -q --upgrade pip
 retry pip install -q -e ".[$EXTRAS]"
+# scripts/test.sh re-runs this setup when pyproject.toml is newer than this mark (a new test dependency)
+if [ "$EXTRAS" != "local" ]; then touch .venv/.apex-installed; fi
 say "Python packages ready in $((SECONDS - started)) s"
 
 if ! command -v npm >/dev/null 2>&1; then

@@ -21,18 +21,26 @@ elif [ $# -eq 0 ]; then
 else
   lanes=(newest)
 fi
-pytest_common=(-q -p no:cacheprovider --durations=15)
+# --timeout: pytest-timeout's hang guard, far above any test's run time on a loaded 2-core machine
+# (a hung test fails with its stacks instead of holding CI until its time runs out); never a deadline.
+# --durations: the 25 slowest tests of each lane, to see where the time goes.
+pytest_common=(-q -p no:cacheprovider --durations=25 --timeout=600)
+
+# the newest lane's venv, (re)installed when missing or older than pyproject.toml (a new test dependency)
+ensure_newest() {
+  if [ ! -x .venv/bin/pytest ] || [ ! .venv/.apex-installed -nt pyproject.toml ]; then ./scripts/setup.sh; fi
+}
 
 run_lane() {
   local lane=$1; shift
   case "$lane" in
     newest)
-      [ -x .venv/bin/pytest ] || ./scripts/setup.sh
+      ensure_newest
       export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"  # as an activated venv: tools on PATH
       echo "== lane newest: $(.venv/bin/python -c 'import jupyterhub, kubespawner; print("JupyterHub", jupyterhub.__version__, "/ KubeSpawner", kubespawner.__version__)')"
       .venv/bin/python -m pytest "${pytest_common[@]}" "$@" ;;
     z2jh)
-      [ -x .venv/bin/pytest ] || ./scripts/setup.sh   # node packages
+      ensure_newest   # and the node packages
       ./scripts/setup-lane.sh z2jh
       export VIRTUAL_ENV="$PWD/.venv-z2jh" PATH="$PWD/.venv-z2jh/bin:$PATH"
       echo "== lane z2jh: $(.venv-z2jh/bin/python -c 'import jupyterhub, kubespawner; print("JupyterHub", jupyterhub.__version__, "/ KubeSpawner", kubespawner.__version__)')"
@@ -44,7 +52,7 @@ run_lane() {
       if [ ! -x tests/controlplane/build.sh ]; then
         echo "== lane real: skipped (tests/controlplane is not in this tree)"; return 0
       fi
-      [ -x .venv/bin/pytest ] || ./scripts/setup.sh
+      ensure_newest
       # builds kube-apiserver, kube-controller-manager and etcd from Go modules once (cached by version
       # outside the tree: ~13 min cold on 2 cores, instant warm); exit 3: no Go and no cached build
       local rc=0
@@ -74,13 +82,14 @@ if [ ${#lanes[@]} -eq 1 ]; then
   exit $?
 fi
 
-# Everything (CI): the control plane builds in the background at the lowest CPU priority while the
+# Everything (CI): the static checks first (ruff, mypy, import contracts: seconds), then the control
+# plane builds in the background at the lowest CPU priority while the
 # newest lane runs, the z2jh lane runs beside it in its own network namespace (its output is shown
 # when it ends), and the real lane runs once the build is there. About half the wall time of running
 # them one after the other on 2 cores: the hub tests mostly wait on processes and the network.
 logs="${APEX_TEST_LOGS:-$PWD/test-artifacts/lanes}"
 mkdir -p "$logs"
-[ -x .venv/bin/pytest ] || ./scripts/setup.sh
+ensure_newest
 ./scripts/setup-lane.sh z2jh
 build_pid=""
 if [ -x tests/controlplane/build.sh ]; then
@@ -96,6 +105,8 @@ else
   echo "== lane z2jh: runs after the newest lane (no network namespace here: unshare --net is not permitted)"
 fi
 status=0
+echo "== static checks (scripts/lint.sh)"
+./scripts/lint.sh || status=$?
 run_lane newest || status=$?
 if [ -n "$z2jh_pid" ]; then
   rc=0; wait "$z2jh_pid" || rc=$?

@@ -1,7 +1,10 @@
 """Shared fixtures: a kubesim per test, reached over real HTTP; and the cluster lane of the run."""
 
 import asyncio
+import functools
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,6 +79,63 @@ def real_cluster(cluster_lane, tmp_path_factory):
         if control_plane is not None:
             control_plane.stop()
             shutil.rmtree(workdir / "controlplane" / "etcd", ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_schema_validator_per_run():
+    """Every kubesim of the run shares one Kubernetes schema validator.
+
+    ``schema_validator()`` compiles each kind's JSON schema (and parses the large definitions
+    file) on first use, into a cache of its own: each new kubesim paid that again, about 0.5 s of
+    CPU per test on this machine, in every test that writes a few kinds. The validator is pure
+    (same schemas, same answers), so one per run checks exactly as before.
+    """
+    import apex_hub.kubesim.sim as kubesim
+
+    made = kubesim.schema_validator
+    kubesim.schema_validator = functools.cache(made)
+    yield
+    kubesim.schema_validator = made
+
+
+def forget_kubernetes_clients() -> None:
+    """Drop what KubeSpawner and kubernetes_asyncio keep between spawners, process-wide.
+
+    KubeSpawner caches ``load_config`` by API host (the call sets the *global* default
+    configuration), keeps one API client per event loop and argument list (``shared_client``),
+    and class-level reflectors keyed by kind and namespace. A test's kubesim listens on a port
+    the OS picks: when it is the port of an earlier test's (now stopped) kubesim, or a loop
+    or reflector outlives its test, a new spawner would quietly talk to the old kubesim.
+    Nothing is imported here: what was never imported holds nothing.
+    """
+    clients = sys.modules.get("kubespawner.clients")
+    if clients is not None:
+        clients.load_config.cache_clear()
+        clients._client_cache.clear()  # their closing tasks still close them with their loop
+    spawner = sys.modules.get("kubespawner.spawner")
+    if spawner is not None:
+        # a reflector left by a test whose loop is gone cannot be stopped, only forgotten
+        spawner.KubeSpawner.reflectors.clear()
+
+
+@pytest.fixture(autouse=True)
+def _per_test_kubernetes_clients():
+    """Every test's Kubernetes clients are its own: none is reused from an earlier test (see
+    :func:`forget_kubernetes_clients`), and the default kubeconfig a test points in-process clients
+    at (``KubeSim.make_default``) is put back afterwards."""
+    saved = os.environ.get("KUBECONFIG")
+    kube_config = sys.modules.get("kubernetes_asyncio.config.kube_config")
+    saved_location = kube_config.KUBE_CONFIG_DEFAULT_LOCATION if kube_config is not None else None
+    forget_kubernetes_clients()
+    yield
+    forget_kubernetes_clients()
+    if saved is None:
+        os.environ.pop("KUBECONFIG", None)
+    else:
+        os.environ["KUBECONFIG"] = saved
+    kube_config = sys.modules.get("kubernetes_asyncio.config.kube_config")
+    if kube_config is not None:  # as the library computes it at import when it was imported meanwhile
+        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = saved_location or saved or "~/.kube/config"
 
 
 @pytest.fixture

@@ -139,10 +139,13 @@ class PodIO:
                     path is None or not path.exists() or path.stat().st_size == offset
                 ):
                     break  # the container stopped and everything it wrote was sent
+                if _client_gone(request):
+                    raise ConnectionResetError  # gone while the container wrote nothing new
                 await asyncio.sleep(FOLLOW_POLL)
             await resp.write_eof()
         except ConnectionResetError:
-            # the client went away (kubectl logs -f interrupted): stop following, as the API server does
+            # the client went away (kubectl logs -f interrupted), noticed here or by a write that
+            # failed: stop following, as the API server does
             log.debug("log follower of %s/%s went away", namespace, name)
         return resp
 
@@ -252,6 +255,12 @@ async def _read_stdin(ws: web.WebSocketResponse, stdin) -> None:
     finally:
         if stdin is not None and not stdin.is_closing():
             stdin.close()
+
+
+def _client_gone(request: web.Request) -> bool:
+    """Whether the client of a streamed answer has closed its connection."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _read_from(path, offset: int) -> bytes:

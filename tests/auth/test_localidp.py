@@ -1,12 +1,10 @@
 """The local OpenID Connect provider: a real oidc-provider process, driven over real HTTP."""
 
-import asyncio
 import base64
 import hashlib
 import os
 import secrets
 import socket
-import time
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import aiohttp
@@ -24,6 +22,7 @@ from apex_hub.localidp import (
     parse_forms,
     submit_form,
 )
+from tests.helpers.wait import until
 
 _reason = LocalIdP.available()
 pytestmark = pytest.mark.skipif(_reason is not None, reason=_reason or "")
@@ -361,10 +360,7 @@ async def test_stop_leaves_no_process(http):
     assert pid and os.path.exists(f"/proc/{pid}")
     await idp.stop()
     assert idp.pid is None
-    deadline = time.monotonic() + 10
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert not os.path.exists(f"/proc/{pid}")
+    await until(lambda: not os.path.exists(f"/proc/{pid}"), interval=0.05)  # reaped
     assert not idp.config_path.exists()  # passwords and keys do not stay on disk
     with pytest.raises(aiohttp.ClientConnectionError):
         async with http.get(idp.discovery_url):

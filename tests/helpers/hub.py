@@ -57,7 +57,7 @@ class HubProcess:
         path.write_text(textwrap.dedent(base) + textwrap.dedent(self.config))
         return path
 
-    async def start(self, timeout: float = 60) -> HubProcess:
+    async def start(self, timeout: float = 180) -> HubProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self._config_file()
         env = {**os.environ, **self.env}
@@ -136,7 +136,7 @@ class HubProcess:
         ) as r:
             assert r.status == 302, await r.text()  # logged in
 
-    async def wait_ready(self, user: str, server: str = "", timeout: float = 60) -> dict:
+    async def wait_ready(self, user: str, server: str = "", timeout: float = 180) -> dict:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:

@@ -9,6 +9,7 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.rest import ApiException
 
 from apex_hub.kubesim import Fault, KubeSim
+from tests.helpers.wait import until
 
 
 def pod(name, labels=None, **spec):
@@ -379,15 +380,16 @@ async def test_namespace_deletion_terminates_and_cascades(sim, v1):
     with pytest.raises(ApiException) as e:
         await v1.create_namespaced_config_map("doomed", cm("late"))
     assert e.value.status == 403 and "being terminated" in e.value.body
-    for _ in range(600):  # at least namespace_deletion_delay (1 s), generously bounded
+
+    async def gone():  # after namespace_deletion_delay (1 s) at the least
         try:
             await v1.read_namespace("doomed")
         except ApiException as err:
             assert err.status == 404
-            break
-        await asyncio.sleep(0.05)
-    else:
-        pytest.fail("namespace never went away")
+            return True
+        return False
+
+    await until(gone, interval=0.05)
     assert not (await v1.list_config_map_for_all_namespaces(field_selector="metadata.namespace=doomed")).items
     assert not (await v1.list_pod_for_all_namespaces(field_selector="metadata.namespace=doomed")).items
 
@@ -439,14 +441,14 @@ async def test_field_selectors(sim, v1):
     assert [p.metadata.name for p in by_name.items] == ["a"]
     by_ns = await v1.list_pod_for_all_namespaces(field_selector="metadata.namespace!=fs")
     assert "a" not in {p.metadata.name for p in by_ns.items}
-    for _ in range(100):
+
+    async def both_running():
         running = await v1.list_pod_for_all_namespaces(
             field_selector="status.phase=Running,spec.nodeName=kubesim-node"
         )
-        if len(running.items) == 2:
-            break
-        await asyncio.sleep(0.02)
-    assert {p.metadata.name for p in running.items} == {"a", "b"}
+        return running.items if len(running.items) >= 2 else None
+
+    assert {p.metadata.name for p in await until(both_running)} == {"a", "b"}
     events = await v1.list_namespaced_event(
         "fs", field_selector="involvedObject.kind=Pod,involvedObject.name=a"
     )
@@ -456,16 +458,14 @@ async def test_field_selectors(sim, v1):
 # -- watch --------------------------------------------------------------------------------
 
 
-async def collect(gen, n, timeout=5):
+async def collect(gen, n):
+    """The first ``n`` events of a watch stream (fewer if the server ends it first: its
+    timeoutSeconds, which the tests set far above what the events take)."""
     out = []
-
-    async def run():
-        async for event in gen:
-            out.append(event)
-            if len(out) >= n:
-                break
-
-    await asyncio.wait_for(run(), timeout)
+    async for event in gen:
+        out.append(event)
+        if len(out) >= n:
+            break
     return out
 
 
@@ -473,12 +473,12 @@ async def collect(gen, n, timeout=5):
 async def test_watch_flag_spellings(sim, flag):
     async with aiohttp.ClientSession() as s:
         async with s.get(
-            f"{sim.url}/api/v1/namespaces/default/configmaps?watch={flag}&timeoutSeconds=1"
+            f"{sim.url}/api/v1/namespaces/default/configmaps?watch={flag}&timeoutSeconds=120"
         ) as r:
             assert r.status == 200
             async with aiohttp.ClientSession() as s2:
                 await s2.post(f"{sim.url}/api/v1/namespaces/default/configmaps", json=cm("w"))
-            line = await asyncio.wait_for(r.content.readline(), 3)
+            line = await r.content.readline()  # the stream stays open until the test leaves
             event = json.loads(line)
             assert event["type"] == "ADDED" and event["object"]["metadata"]["name"] == "w"
 
@@ -495,7 +495,7 @@ async def test_watch_resumes_after_resource_version(v1):
             v1.list_namespaced_config_map,
             "default",
             resource_version=listed.metadata.resource_version,
-            timeout_seconds=2,
+            timeout_seconds=120,
         ),
         3,
     )
@@ -510,7 +510,7 @@ async def test_watch_resumes_after_resource_version(v1):
 async def test_watch_without_version_starts_with_current_objects(v1):
     await v1.create_namespaced_config_map("default", cm("existing"))
     w = watch.Watch()
-    events = await collect(w.stream(v1.list_namespaced_config_map, "default", timeout_seconds=2), 1)
+    events = await collect(w.stream(v1.list_namespaced_config_map, "default", timeout_seconds=120), 1)
     await w.close()
     assert events[0]["type"] == "ADDED" and events[0]["object"].metadata.name == "existing"
 
@@ -545,9 +545,9 @@ async def test_watch_timeout_seconds_ends_the_stream(sim):
 async def test_watch_bookmarks():
     async with KubeSim(kubelet=None, bookmark_interval=0.1) as sim:
         async with aiohttp.ClientSession() as s:
-            url = f"{sim.url}/api/v1/pods?watch=1&allowWatchBookmarks=true&timeoutSeconds=1"
+            url = f"{sim.url}/api/v1/pods?watch=1&allowWatchBookmarks=true&timeoutSeconds=120"
             async with s.get(url) as r:
-                event = json.loads(await asyncio.wait_for(r.content.readline(), 3))
+                event = json.loads(await r.content.readline())  # the first bookmark, after 0.1 s
     assert event["type"] == "BOOKMARK" and event["object"]["metadata"]["resourceVersion"] == str(sim.store.rv)
 
 
@@ -563,7 +563,7 @@ async def test_watch_with_selector_reports_transitions(sim, v1):
             "default",
             label_selector="sel=yes",
             resource_version=rv,
-            timeout_seconds=2,
+            timeout_seconds=120,
         ),
         2,
     )
@@ -574,9 +574,9 @@ async def test_watch_with_selector_reports_transitions(sim, v1):
 async def test_dropped_watch_ends_stream(sim):
     async with aiohttp.ClientSession() as s:
         async with s.get(f"{sim.url}/api/v1/pods?watch=1") as r:
-            await asyncio.sleep(0.1)
+            await until(lambda: list(sim.store.watchers()))  # the server has registered the watch
             assert sim.drop_watches() == 1
-            rest = await asyncio.wait_for(r.content.read(), 3)
+            rest = await r.content.read()  # ends, as the server closed the stream
     assert rest == b""
 
 
@@ -585,12 +585,13 @@ async def test_dropped_watch_ends_stream(sim):
 
 async def test_pod_events_are_recorded(sim, v1):
     await v1.create_namespaced_pod("default", pod("ev"))
-    for _ in range(100):
+
+    async def reasons_once_started():
         events = (await v1.list_namespaced_event("default", field_selector="involvedObject.name=ev")).items
         reasons = [e.reason for e in sorted(events, key=lambda e: int(e.metadata.resource_version))]
-        if "Started" in reasons:
-            break
-        await asyncio.sleep(0.02)
+        return reasons if "Started" in reasons else None
+
+    reasons = await until(reasons_once_started)
     assert reasons[:1] == ["Scheduled"] and "Pulled" in reasons and "Started" in reasons
 
 
@@ -628,7 +629,7 @@ async def test_dropped_connection(sim):
     reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
     writer.write(b"GET /api/v1/configmaps HTTP/1.1\r\nHost: x\r\n\r\n")
     await writer.drain()
-    assert await asyncio.wait_for(reader.read(), 3) == b""  # closed, no response at all
+    assert await reader.read() == b""  # closed, no response at all
     writer.close()
     assert (await raw(sim, "GET", "/api/v1/configmaps"))[0] == 200
     assert [r.status for r in sim.requests if r.verb == "list"] == [0, 200]

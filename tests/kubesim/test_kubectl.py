@@ -62,13 +62,12 @@ def standalone(tmp_path_factory):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.time() + 30
-    while not kubeconfig.exists() and time.time() < deadline:
+    while not kubeconfig.exists():  # written once it listens (pytest-timeout guards a hang)
+        assert proc.poll() is None, f"kubesim exited with {proc.returncode}:\n{proc.stdout.read()}"
         time.sleep(0.1)
-    assert kubeconfig.exists(), "kubesim did not write its kubeconfig"
     yield kubeconfig, tmp
     proc.terminate()
-    assert proc.wait(10) == 0
+    assert proc.wait(120) == 0
     assert "kubesim: stopped" in proc.stdout.read()
 
 
@@ -128,10 +127,10 @@ def test_kubectl_pods_run_and_namespace_cascade(standalone):
     kubeconfig, _ = standalone
     kubectl(kubeconfig, "create", "namespace", "scratch")
     kubectl(kubeconfig, "run", "web", "-n", "scratch", "--image=nginx:1.27", "--restart=Never")
-    kubectl(kubeconfig, "wait", "-n", "scratch", "--for=condition=Ready", "pod/web", "--timeout=20s")
+    kubectl(kubeconfig, "wait", "-n", "scratch", "--for=condition=Ready", "pod/web", "--timeout=300s")
     table = kubectl(kubeconfig, "get", "pods", "-n", "scratch").stdout
     assert "Running" in table and "1/1" in table
-    kubectl(kubeconfig, "delete", "namespace", "scratch", "--wait=true", "--timeout=30s")
+    kubectl(kubeconfig, "delete", "namespace", "scratch", "--wait=true", "--timeout=300s")
     r = kubectl(kubeconfig, "get", "namespace", "scratch", check=False)
     assert "not found" in r.stderr
 
@@ -196,7 +195,7 @@ def test_kubectl_tables_have_the_real_columns(standalone):
     assert row[3:7] == ["10Gi", "RWO", "standard", "<unset>"]
 
     kubectl(kubeconfig, "run", "web", "-n", "tables", "--image=nginx:1.27", "--restart=Never")
-    kubectl(kubeconfig, "wait", "-n", "tables", "--for=condition=Ready", "pod/web", "--timeout=60s")
+    kubectl(kubeconfig, "wait", "-n", "tables", "--for=condition=Ready", "pod/web", "--timeout=300s")
     events = kubectl(kubeconfig, "get", "events", "-n", "tables").stdout.splitlines()
     assert events[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
     reasons = [line.split()[2] for line in events[1:]]

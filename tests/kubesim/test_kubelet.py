@@ -9,30 +9,19 @@ import textwrap
 
 import aiohttp
 import pytest
-from kubernetes_asyncio import client
+from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from apex_hub.kubesim import KubeSim
+from tests.helpers.wait import until as wait_for
 
 
-async def wait_for(check, timeout=5.0, interval=0.05):
-    """Await ``check()`` (sync or async) until it returns something truthy."""
-    for _ in range(int(timeout / interval)):
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(interval)
-    raise AssertionError("condition not met in time")
-
-
-async def pod_when(v1, ns, name, pred, timeout=5.0):
+async def pod_when(v1, ns, name, pred):
     async def check():
         pod = await v1.read_namespaced_pod(name, ns)
         return pod if pred(pod) else None
 
-    return await wait_for(check, timeout)
+    return await wait_for(check, interval=0.05)
 
 
 async def gone(v1, ns, name):
@@ -63,7 +52,7 @@ def py(name, code, **extra):
 
 async def http_get(url):
     async with aiohttp.ClientSession() as session:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=60)) as r:
             return r.status, await r.text()
 
 
@@ -150,11 +139,23 @@ async def test_phase_delay_shows_pending_first():
     async with KubeSim(kubelet="instant", kubelet_options={"phase_delay": 0.1}) as sim:
         async with sim.api_client() as api:
             v1 = client.CoreV1Api(api)
+            before = (await v1.list_namespaced_pod("default")).metadata.resource_version
+            loop = asyncio.get_running_loop()
+            created = loop.time()
             await v1.create_namespaced_pod("default", pod("slow", [{"name": "c", "image": "x:1"}]))
-            await asyncio.sleep(0.05)
-            p = await v1.read_namespaced_pod("slow", "default")
-            assert p.status.phase == "Pending"
             await pod_when(v1, "default", "slow", lambda p: p.status.phase == "Running")
+            assert loop.time() - created >= 0.1  # not before the delay (a loaded machine is later still)
+            # every state the pod went through, in order, however late this test looks
+            phases = []
+            w = watch.Watch()
+            async for event in w.stream(
+                v1.list_namespaced_pod, "default", resource_version=before, timeout_seconds=120
+            ):
+                phases.append(event["object"].status.phase)
+                if phases[-1] == "Running":
+                    break
+            await w.close()
+            assert phases[0] == "Pending" and phases[-1] == "Running"
 
 
 async def test_broken_image_stays_pending_with_pull_errors(instant):
@@ -341,9 +342,7 @@ async def test_crashing_container_restarts_and_never_policy_fails(process):
     await v1.create_namespaced_pod(
         "default", pod("crash", [py("c", "import sys; print('boom'); sys.exit(3)")])
     )
-    p = await pod_when(
-        v1, "default", "crash", lambda p: p.status.container_statuses[0].restart_count >= 2, timeout=60
-    )
+    p = await pod_when(v1, "default", "crash", lambda p: p.status.container_statuses[0].restart_count >= 2)
     cs = p.status.container_statuses[0]
     assert cs.last_state.terminated.exit_code == 3 and cs.last_state.terminated.reason == "Error"
     assert p.status.phase == "Running"
@@ -414,7 +413,7 @@ async def test_missing_configmap_fails_mount_until_created(process):
     assert failed and failed[0].type == "Warning"
     assert failed[0].message == 'MountVolume.SetUp failed for volume "cfg" : configmap "app" not found'
     await v1.create_namespaced_config_map("default", {"metadata": {"name": "app"}, "data": {"conf": "x=1"}})
-    await pod_when(v1, "default", "waits", is_ready, timeout=3)
+    await pod_when(v1, "default", "waits", is_ready)
     conf = sim.kubelet.pod_root("default", "waits") / "etc/app/app.conf"
     assert conf.read_text() == "x=1" and conf.stat().st_mode & 0o777 == 0o600
 
@@ -445,4 +444,4 @@ async def test_stop_leaves_no_process_behind(tmp_path):
             pids = [int(x) for x in pids_file.read_text().split()]
             assert not any(process_gone(pid) for pid in pids)
     # the container, which ignored SIGTERM, and the child it left behind (SIGKILL to its process group)
-    await wait_for(lambda: all(process_gone(pid) for pid in pids), timeout=1)
+    await wait_for(lambda: all(process_gone(pid) for pid in pids))

@@ -47,8 +47,8 @@ def content(path):
         return None
 
 
-async def until(path, expected, timeout=10.0):
-    await wait_for(lambda: content(path) == expected, timeout)
+async def until(path, expected):
+    await wait_for(lambda: content(path) == expected)
 
 
 @pytest.fixture

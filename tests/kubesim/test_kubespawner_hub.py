@@ -4,7 +4,6 @@ The single-user server is a real ``jupyterhub-singleuser`` process that the simu
 kubelet starts on the pod's own 127.0.0.N address.
 """
 
-import asyncio
 import os
 
 import pytest
@@ -12,8 +11,9 @@ from kubernetes_asyncio import client
 
 from apex_hub.kubesim import KubeSim
 from tests.helpers.hub import HubProcess
+from tests.helpers.wait import until
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.slow]
 ROOT_ARGS = ["--allow-root"] if os.geteuid() == 0 else []
 
 CONFIG = """
@@ -79,9 +79,9 @@ async def test_hub_spawns_real_singleuser_on_kubesim(tmp_path):
 async def stop_server(hub, user):
     status, _ = await hub.api("DELETE", f"/users/{user}/server")
     assert status in (202, 204)
-    for _ in range(150):
+
+    async def stopped():
         _, model = await hub.api("GET", f"/users/{user}")
-        if not model["servers"]:
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"server of {user} did not stop:\n{hub.log()[-3000:]}")
+        return not model["servers"]
+
+    await until(stopped, interval=0.2)

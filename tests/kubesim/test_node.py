@@ -6,23 +6,19 @@ tests/realcluster/ runs the same node against a real kube-apiserver.
 
 import asyncio
 import sys
-import time
 
 import pytest
 from kubernetes_asyncio import client
 
 from apex_hub.kubesim import KubeSim
 from apex_hub.kubesim.node import RemoteNode
+from tests.helpers.wait import until
 
 pytestmark = pytest.mark.process
 
 
-async def eventually(check, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not (value := await check()):
-        assert time.monotonic() < deadline, f"condition not met in {timeout}s"
-        await asyncio.sleep(0.1)
-    return value
+async def eventually(check):
+    return await until(check, interval=0.1)
 
 
 @pytest.fixture

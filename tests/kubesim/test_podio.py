@@ -7,11 +7,11 @@ serves exec over the websocket channel protocol with the exit status on channel 
 
 import asyncio
 import json
+import logging
 import shutil
 import subprocess
 import sys
 import textwrap
-import time
 
 import aiohttp
 import pytest
@@ -19,6 +19,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from apex_hub.kubesim import KubeSim
+from tests.helpers.wait import until
 
 pytestmark = pytest.mark.process
 KUBECTL = shutil.which("kubectl")
@@ -35,19 +36,18 @@ def py(name, code):
     return {"name": name, "image": "python:3.11", "command": [sys.executable, "-c", textwrap.dedent(code)]}
 
 
-async def running(v1, name, ns="default", timeout=60, or_done=False):
+async def running(v1, name, ns="default", or_done=False):
     """The pod once its containers run (or, with ``or_done``, have already finished)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def check():
         pod = await v1.read_namespaced_pod(name, ns)
         if pod.status.phase == "Running" and all(
             cs.state.running for cs in pod.status.container_statuses or []
         ):
             return pod
-        if or_done and pod.status.phase == "Succeeded":
-            return pod
-        assert time.monotonic() < deadline, pod.status
-        await asyncio.sleep(0.05)
+        return pod if or_done and pod.status.phase == "Succeeded" else None
+
+    return await until(check, interval=0.05)
 
 
 async def raw_log(sim, name, **params):
@@ -72,10 +72,11 @@ async def test_tail_lines_and_the_400s_of_a_real_server(psim):
         },
     )
     await running(v1, "two")
-    deadline = time.monotonic() + 60
-    while (await raw_log(sim, "two", container="a"))[1].count("\n") < 5:
-        assert time.monotonic() < deadline, "the container did not print its 5 lines"
-        await asyncio.sleep(0.05)
+
+    async def five_lines():
+        return (await raw_log(sim, "two", container="a"))[1].count("\n") >= 5
+
+    await until(five_lines, interval=0.05)
     assert (await raw_log(sim, "two", container="a", tailLines="2")) == (200, "line 3\nline 4\n")
     status, text = await raw_log(sim, "two")
     assert status == 400 and "a container name must be specified for pod two, choose one of: [a b]" in text
@@ -134,6 +135,55 @@ async def test_follow_streams_until_the_container_stops(psim):
     assert text == "tick 0\ntick 1\ntick 2\n"
     pod = await v1.read_namespaced_pod("ticker", "default")
     assert pod.status.container_statuses[0].state.terminated.exit_code == 0
+
+
+async def test_a_dropped_log_follower_stops_quietly(psim, tmp_path, caplog):
+    """A client that drops a followed log (an interrupted ``kubectl logs -f``) ends the server's
+    follower, whether it notices the closed connection itself or when the container writes again
+    and the write fails: no "Cannot write to closing transport" traceback, nothing logged above
+    debug. Waits on the follower's own end, never on a length of time."""
+    sim, v1 = psim
+    go = tmp_path / "go"
+    chatty = f"""
+        import os, time
+        print('before', flush=True)
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.02)
+        print('after', flush=True)
+        time.sleep(600)
+    """
+    await v1.create_namespaced_pod(
+        "default", {"metadata": {"name": "chatty"}, "spec": {"containers": [py("main", chatty)]}}
+    )
+    await running(v1, "chatty")
+    loop = asyncio.get_running_loop()
+    ended = asyncio.Event()
+
+    class FollowerEnd(logging.Handler):  # the follower's last word, or any problem (to fail at once)
+        def emit(self, record):
+            if "went away" in record.getMessage() or record.levelno > logging.INFO:
+                loop.call_soon_threadsafe(ended.set)
+
+    follower_end = FollowerEnd()
+    logging.getLogger().addHandler(follower_end)
+    caplog.set_level(logging.DEBUG, logger="apex_hub.kubesim.podio")
+    try:
+        async with aiohttp.ClientSession() as s:
+            r = await s.get(f"{sim.url}/api/v1/namespaces/default/pods/chatty/log", params={"follow": "true"})
+            assert r.status == 200
+            assert await r.content.readline() == b"before\n"
+            r.close()  # drops the connection mid-stream
+        go.touch()  # the container writes more, to no one
+        await ended.wait()
+    finally:
+        logging.getLogger().removeHandler(follower_end)
+    await until(lambda: "after" in sim.kubelet.logs("default", "chatty"))
+    problems = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno > logging.INFO]
+    assert problems == []
+    (record,) = [r for r in caplog.records if "went away" in r.getMessage()]
+    assert record.getMessage() == "log follower of default/chatty went away"
+    follows = await until(lambda: [r for r in sim.requests if r.path.endswith("/pods/chatty/log")])
+    assert [r.status for r in follows] == [200]  # the request has ended, recorded as answered
 
 
 async def exec_ws(sim, name, command, protocol="v5.channel.k8s.io", stdin: bytes | None = None):
@@ -274,21 +324,17 @@ async def test_a_process_that_left_the_containers_session_goes_with_the_pod(psim
             },
         },
     )
-    deadline = time.monotonic() + 60
-    while not (pidfile.exists() and pidfile.read_text()):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await until(lambda: pidfile.exists() and pidfile.read_text(), interval=0.05)
     pid = int(pidfile.read_text())
     os.kill(pid, 0)  # running
     await v1.delete_namespaced_pod("parent", "default")
-    deadline = time.monotonic() + 60
-    while True:
+
+    def grandchild_gone():
         try:
             os.kill(pid, 0)
             with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for its reaper is gone too
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    break
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
         except (ProcessLookupError, FileNotFoundError):
-            break
-        assert time.monotonic() < deadline, "the grandchild outlived its pod"
-        await asyncio.sleep(0.1)
+            return True
+
+    await until(grandchild_gone, interval=0.1)  # with the pod (pytest-timeout guards a hang)

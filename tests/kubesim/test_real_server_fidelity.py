@@ -4,7 +4,6 @@ Each test is one row of the README's "found against the real API server" list; t
 runs on kubesim, so a leniency here hides a production failure.
 """
 
-import asyncio
 import json
 
 import pytest
@@ -12,18 +11,7 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from apex_hub.kubesim import KubeSim
-
-
-async def until(check, timeout=30.0, interval=0.05):
-    """Poll ``check()`` (sync or async) until truthy; generous bound, never a deadline on the happy path."""
-    for _ in range(int(timeout / interval)):
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        await asyncio.sleep(interval)
-    raise AssertionError("condition not met in time")
+from tests.helpers.wait import until
 
 
 def pod(name, **spec):

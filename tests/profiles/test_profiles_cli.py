@@ -17,7 +17,7 @@ def run(*args):
         capture_output=True,
         text=True,
         cwd=ROOT,
-        timeout=60,
+        timeout=300,  # a hang guard only: convert-eoepca took 11 s here on a loaded machine
     )
 
 
