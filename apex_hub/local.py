@@ -284,6 +284,7 @@ def hub_config(
         c.APExSpawner.workspace_volume = {{"name": "workspace", "size": "1Gi", "mount_path": "/home/jovyan"}}
         c.APExSpawner.start_timeout = 120
         c.APExSpawner.http_timeout = 120
+        c.APExSpawner.server_ready_poll = 0.1  # found listening within 0.1 s, not JupyterHub's 1-5 s
         """)
         + _fast_start_config()
         + services
@@ -292,12 +293,16 @@ def hub_config(
 
 
 def _fast_start_config() -> str:
-    """``APEX_LOCAL_FAST_START=0`` here reaches the pods (:mod:`apex_hub.localpod` reads it there)."""
+    """``APEX_LOCAL_FAST_START=0`` here: servers start and are found as before the speed-ups (the pods
+    exec the server, :mod:`apex_hub.localpod`; no port polling, ``APExSpawner.server_ready_poll``)."""
     from .localpod import FAST_START_ENV
 
     if os.environ.get(FAST_START_ENV, "1") != "0":
         return ""
-    return f"c.APExSpawner.environment = {{{FAST_START_ENV!r}: '0'}}  # the servers start as before\n"
+    return (
+        f"c.APExSpawner.environment = {{{FAST_START_ENV!r}: '0'}}  # the servers start as before\n"
+        "c.APExSpawner.server_ready_poll = 0  # and are found by JupyterHub's own check alone\n"
+    )
 
 
 def _say(message: str = "") -> None:

@@ -649,9 +649,12 @@ def test_fast_start_off_reaches_the_pods_through_the_spawner_environment(monkeyp
     monkeypatch.delenv("APEX_LOCAL_FAST_START", raising=False)
     assert _fast_start_config() == ""
     monkeypatch.setenv("APEX_LOCAL_FAST_START", "0")
-    c = {}
-    exec(_fast_start_config().replace("c.APExSpawner.environment", "c['environment']"), {"c": c})
-    assert c == {"environment": {"APEX_LOCAL_FAST_START": "0"}}
+    from traitlets.config import Config
+
+    c = Config()
+    exec(_fast_start_config(), {"c": c})
+    assert c.APExSpawner.environment == {"APEX_LOCAL_FAST_START": "0"}
+    assert c.APExSpawner.server_ready_poll == 0
 
 
 def test_the_banner_says_a_temporary_workdir_is_deleted(capsys, tmp_path):

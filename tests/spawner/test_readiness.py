@@ -68,3 +68,39 @@ async def test_an_open_port_is_found_at_the_first_attempt():
         server.close()
         await server.wait_closed()
     assert attempts == [1]
+
+
+async def test_the_spawner_returns_once_the_server_listens_and_says_it_waits(ksim):
+    from tests.helpers.spawner import make_spawner
+
+    spawner = make_spawner(ksim, "lia", server_ready_poll=0.001, http_timeout=3600)
+    starting = asyncio.ensure_future(spawner.start())
+    try:
+        while not any("start listening" in e["message"] for e in spawner._progress_events):
+            assert not starting.done(), starting.exception() if starting.done() else None
+            await asyncio.sleep(0.001)
+        assert not starting.done()  # the pod runs, nothing listens on its port yet: still waiting
+        pod = ksim.store.get(ksim.store._rt("pods"), "apex-lia", spawner.pod_name)
+        server = await asyncio.start_server(lambda r, w: w.close(), pod["status"]["podIP"], spawner.port)
+        try:
+            url = await starting
+        finally:
+            server.close()
+            await server.wait_closed()
+        assert url == f"http://{pod['status']['podIP']}:{spawner.port}"
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await spawner.stop()
+
+
+async def test_off_by_default_the_spawner_does_not_wait_for_the_port(ksim):
+    from tests.helpers.spawner import make_spawner
+
+    spawner = make_spawner(ksim, "lou")
+    assert spawner.server_ready_poll == 0
+    try:
+        await spawner.start()  # the instant kubelet's pod listens nowhere: returned all the same
+        assert not any("start listening" in e["message"] for e in spawner._progress_events)
+    finally:
+        await spawner.stop()
