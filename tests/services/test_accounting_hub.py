@@ -28,7 +28,7 @@ import yaml
 from apex_hub.kubesim import KubeSim
 from apex_hub.services.accounting import apel
 from tests.helpers.hub import HubProcess, apex_hub_config, free_port
-from tests.services.test_accounting_ledger import db_url, postgres  # noqa: F401 - fixtures
+from tests.services.test_accounting_ledger import postgres, postgres_database  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.process]
 
@@ -109,7 +109,22 @@ async def wait_stopped(hub: HubProcess, user: str, timeout: float = 90) -> None:
     await until(f"{user}'s server stopped", gone, timeout, hub)
 
 
-async def test_accounting_with_a_real_hub(tmp_path, db_url):
+@pytest.fixture
+def e2e_db_url(request, tmp_path):
+    """One backend for the end-to-end test (it is the suite's most expensive): PostgreSQL, the
+    production one, where the machine has it; else SQLite. Both backends are tested case by case at
+    the ledger level (tests/services/test_accounting_ledger.py) and SQLite end to end below (quotas)."""
+    try:
+        base = request.getfixturevalue("postgres")
+    except pytest.skip.Exception:
+        yield f"sqlite:///{tmp_path}/ledger.sqlite"
+        return
+    with postgres_database(base) as url:
+        yield url
+
+
+async def test_accounting_with_a_real_hub(tmp_path, e2e_db_url):
+    db_url = e2e_db_url
     profiles, quotas, state, apel_dir = (
         tmp_path / "profiles.yml",
         tmp_path / "quotas.yaml",

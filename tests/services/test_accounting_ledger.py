@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -117,20 +118,28 @@ def postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@contextmanager
+def postgres_database(base: str):
+    """A database of its own on the throwaway cluster ``base``, dropped afterwards: its URL."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/ledger.sqlite"
         return
-    base = request.getfixturevalue("postgres")
-    name = "t_" + uuid.uuid4().hex[:12]
-    admin = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    yield f"{base}/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
+    with postgres_database(request.getfixturevalue("postgres")) as url:
+        yield url
 
 
 @pytest.fixture

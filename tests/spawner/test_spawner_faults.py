@@ -68,10 +68,11 @@ async def test_a_pod_left_by_an_earlier_hub_is_replaced_and_the_workspace_kept(k
 
 
 async def test_a_slow_write_that_times_out_is_retried_idempotently(ksim):
-    ksim.inject(verb="patch", resource="configmaps", status=None, delay=1.5)
+    # the first apply is done but answered 3 s late, well past the client's 1 s: it gives up, retries
+    ksim.inject(verb="patch", resource="configmaps", status=None, delay=3)
     spawner = make_spawner(ksim, "yuri", k8s_api_request_timeout=1)
     await spawner.start()
-    assert len(statuses(ksim, "patch", "configmaps")) == 2
+    assert len(statuses(ksim, "patch", "configmaps")) >= 2  # the late one, then its retry (or more)
     assert obj(ksim, "configmaps", "apex-yuri", "bashrc")["data"][".bashrc"].startswith("export PS1")
     await spawner.stop()
 
@@ -85,7 +86,7 @@ async def test_dropped_watches_during_a_spawn_do_not_fail_it(ksim):
     start = asyncio.ensure_future(spawner.start())
     await asyncio.sleep(0.1)
     assert ksim.drop_watches(abrupt=True) >= 1
-    url = await asyncio.wait_for(start, 30)
+    url = await start  # pytest-timeout is the hang guard
     assert url.startswith("http://127.0.0.")
     await spawner.stop()
 
