@@ -30,8 +30,7 @@ extensions = [
 
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-# _pending/: notes for the lead, not pages (README text waiting for pages other branches edit)
-exclude_patterns = ["_build", "_pending", "local-mode", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "local-mode", "Thumbs.db", ".DS_Store"]
 
 # option names such as --node-modules stay as written (no en dashes)
 smartquotes = False
