@@ -147,40 +147,31 @@ class AccountingService:
         return bool(self.exclude_groups & set(self.groups.get(user, ())))
 
     async def _pvc_bytes(self, pod: dict) -> int | None:
+        """The pod's claims' requested bytes (None: unknown); sizes not cached yet are read once."""
+        known = self._pvc_known(pod)
+        if known is not MISSING:
+            return known
         ns = (pod.get("metadata") or {}).get("namespace", "")
-        names = claims(pod)
-        if not names:
-            return 0
-        if self._pvc_forbidden:
-            return None
-        total = 0
-        for name in names:
-            key = (ns, name)
-            if key not in self._pvc_cache:
-                try:
-                    async with self.kube() as api:
-                        resp = await client.CoreV1Api(api).read_namespaced_persistent_volume_claim(
-                            name, ns, _preload_content=False
-                        )
-                        pvc = json.loads(await resp.read())
-                    size = (((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}).get(
-                        "storage"
+        for name in claims(pod):
+            if (ns, name) in self._pvc_cache:
+                continue
+            try:
+                async with self.kube() as api:
+                    resp = await client.CoreV1Api(api).read_namespaced_persistent_volume_claim(
+                        name, ns, _preload_content=False
                     )
-                    self._pvc_cache[key] = int(quantity(size)) if size else 0
-                except ApiException as exc:
-                    if exc.status == 403:  # the hub's ClusterRole lacks get on claims: sizes stay unknown
-                        log.warning(
-                            "cannot read claim sizes (%s): Disk is left out of the records", exc.reason
-                        )
-                        self._pvc_forbidden = True
-                    return None
-                except Exception as exc:
-                    log.warning("cannot read claim %s/%s: %s", ns, name, exc)
-                    return None
-            if self._pvc_cache[key] is None:
+                    pvc = json.loads(await resp.read())
+                size = (((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
+                self._pvc_cache[(ns, name)] = int(quantity(size)) if size else 0
+            except ApiException as exc:
+                if exc.status == 403:  # the hub's ClusterRole lacks get on claims: sizes stay unknown
+                    log.warning("cannot read claim sizes (%s): Disk is left out of the records", exc.reason)
+                    self._pvc_forbidden = True
                 return None
-            total += self._pvc_cache[key]
-        return total
+            except Exception as exc:
+                log.warning("cannot read claim %s/%s: %s", ns, name, exc)
+                return None
+        return self._pvc_known(pod)
 
     def _pvc_known(self, pod: dict) -> Any:
         """:meth:`_pvc_bytes` when it needs no request (no claims, sizes cached, or forbidden), else
