@@ -10,7 +10,8 @@ system Python. In a real image the Conda environment and the image's venv come f
 * SHELL: bash (else sh), started as an interactive non-login shell, so PATH survives;
 * ``JUPYTER_CONFIG_PATH``: local mode's JupyterLab page config (no news prompt);
 
-and then runs this venv's ``jupyterhub-singleuser`` in the same process (one interpreter start, not two).
+and then runs this venv's ``jupyterhub-singleuser`` in the same process (one interpreter start, not two;
+a ``jupyterhub-singleuser`` found elsewhere on PATH is another Python's, and is exec'd).
 
 It also keeps ``jsonschema`` from importing ``rfc3987-syntax``, its checker for the ``iri`` formats,
 which builds some 35 Earley parsers at import time: about a second of every server start on a laptop,
@@ -72,7 +73,9 @@ def main(argv: list[str]) -> None:
         sys.exit('apex_hub.localpod: jupyterhub-singleuser not found: pip install "apex-hub[local]"')
     # a shell_command of our own: JupyterLab then starts it as given, not as a login shell
     args = [*argv, f"--ServerApp.terminado_settings=shell_command={shell}"]
-    if env.get(FAST_START_ENV, "1") == "0":
+    # in this process only when the server is this interpreter's (its venv's bin): one found elsewhere on
+    # PATH belongs to another Python, whose prefix holds its Jupyter config (the server extensions)
+    if env.get(FAST_START_ENV, "1") == "0" or Path(server).parent != Path(sys.executable).parent:
         os.execve(server, [server, *args], env)
     os.environ.clear()
     os.environ.update(env)
