@@ -113,12 +113,6 @@ def add_parser(sub) -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -126,6 +120,42 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _ephemeral_start() -> int:
+    """The first port the kernel gives outgoing connections (net.ipv4.ip_local_port_range)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+#: The hub's, the proxy's and the services' ports come from below the kernel's ephemeral range, each once
+#: per process (from an offset of the process's own): a port the kernel picks (bind to 0) is free when
+#: picked, but any process's outgoing connection may take it as its local port before the server binds it
+#: (configurable-http-proxy then fails with EADDRINUSE). Below that range only servers bind.
+_PORTS_LOW = 10000
+_PORTS_HIGH = min(_ephemeral_start(), 32768)
+_next_port = _PORTS_LOW + (os.getpid() * 97) % max(_PORTS_HIGH - _PORTS_LOW, 1)
+
+
+def free_port() -> int:
+    """A loopback port no other server of this process was given, outside the ephemeral range."""
+    global _next_port
+    span = _PORTS_HIGH - _PORTS_LOW
+    if span < 1000:  # an unusual ephemeral range: let the kernel choose
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    for _ in range(span):
+        port = _next_port
+        _next_port = _PORTS_LOW + (_next_port + 1 - _PORTS_LOW) % span
+        if _port_free(port):
+            return port
+    raise RuntimeError(f"no free loopback port in {_PORTS_LOW}-{_PORTS_HIGH}")
+
+
+_free_port = free_port  # the name benchmarks and older callers use
 
 
 def _authenticator_config(password: str) -> str:

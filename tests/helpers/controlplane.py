@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -62,11 +61,7 @@ def build() -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from tests.helpers.hub import free_port  # noqa: E402 - one allocator of ports for the whole run
 
 # -- certificates ------------------------------------------------------------------------------
 

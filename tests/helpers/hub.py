@@ -6,18 +6,13 @@ import asyncio
 import os
 import secrets
 import shutil
-import socket
 import sys
 import textwrap
 from pathlib import Path
 
 import aiohttp
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from apex_hub.local import free_port
 
 
 class HubProcess:

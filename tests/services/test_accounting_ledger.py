@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -36,10 +35,7 @@ def _pg_bin() -> str | None:
     return os.path.dirname(found[-1]) if found else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers.hub import free_port as _free_port  # noqa: E402 - one allocator of ports for the run
 
 
 @pytest.fixture(scope="module")

@@ -611,8 +611,9 @@ async def test_a_warm_spawn_writes_the_namespace_with_everything_else(ksim):
     await spawner.start()
     await spawner.stop()
     assert spawner.get_state()["apex_namespace_verified"] == "apex-otto"
-    # the namespace apply is not answered before every other write of the first spawn has arrived
-    # again: a spawner that waited for its answer would never send them (the hold then times out)
+    # the namespace apply (when it is not the last to go out) is not answered before every other write
+    # of the first spawn has arrived again: a spawner that waited for its answer would never send them
+    # (the hold then times out)
     expected = {
         (r.resource, r.name)
         for r in ksim.requests
@@ -628,7 +629,7 @@ async def test_a_warm_spawn_writes_the_namespace_with_everything_else(ksim):
     hold = ksim.hold(holds=lambda r: r.verb == "patch" and r.resource == "namespaces", until=all_arrived)
     ksim.reset_log()
     await spawner.start()
-    assert not hold.timed_out and hold.held == 1
+    assert not hold.timed_out
     writes = [r for r in ksim.requests if r.verb in ("patch", "create") and r.resource != "pods"]
     namespace = next(r for r in writes if r.resource == "namespaces")
     others = [r for r in writes if r is not namespace]
