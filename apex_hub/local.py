@@ -155,9 +155,6 @@ def free_port() -> int:
     raise RuntimeError(f"no free loopback port in {_PORTS_LOW}-{_PORTS_HIGH}")
 
 
-_free_port = free_port  # the name benchmarks and older callers use
-
-
 def _authenticator_config(password: str) -> str:
     """JupyterHub's shared-password login (DummyAuthenticator.password before JupyterHub 5.3)."""
     eps = importlib.metadata.entry_points(group="jupyterhub.authenticators")
@@ -420,14 +417,14 @@ class LocalHub:
         oidc = await self._start_idp() if self.login == "oidc" else None
         config = self.workdir / "jupyterhub_config.py"
         self.service_ports = (
-            {name: _free_port() for name in ("culler", "accounting", "monitoring")} if self.services else None
+            {name: free_port() for name in ("culler", "accounting", "monitoring")} if self.services else None
         )
         config.write_text(
             hub_config(
                 workdir=self.workdir,
                 port=self.port,
-                hub_port=_free_port(),
-                proxy_api_port=_free_port(),
+                hub_port=free_port(),
+                proxy_api_port=free_port(),
                 k8s_url=self.sim.url,
                 profiles=self.profiles,
                 password=self.password,

@@ -45,7 +45,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from apex_hub.local import LocalHub, _free_port
+from apex_hub.local import LocalHub, free_port
 
 USER = "alice"
 PHASES = ["form→pod", "pod→process", "process→listening", "listening→ready", "ready→lab", "total"]
@@ -160,7 +160,7 @@ async def one_run(hub: LocalHub, session: aiohttp.ClientSession, xsrf: str, prof
 async def measure(label: str, repeat: int, profile: str, env: dict[str, str]) -> list[dict]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    hub = LocalHub(port=_free_port(), login="password", password="bench-password")
+    hub = LocalHub(port=free_port(), login="password", password="bench-password")
     try:
         hub.check()
         await hub.start()

@@ -72,12 +72,12 @@ class Need:
         return text + (f", resourceNames: [{self.name}]" if self.name else "")
 
 
-def _has(values: Iterable[str], value: str) -> bool:
+def _has(values: Iterable[str] | None, value: str) -> bool:
     values = list(values or [])
     return "*" in values or value in values
 
 
-def _resource_covered(resources: Iterable[str], resource: str) -> bool:
+def _resource_covered(resources: Iterable[str] | None, resource: str) -> bool:
     resources = list(resources or [])
     if _has(resources, resource):
         return True
@@ -88,9 +88,9 @@ def _resource_covered(resources: Iterable[str], resource: str) -> bool:
 def _covers(rule: Mapping[str, Any], need: Need) -> bool:
     names = list(rule.get("resourceNames") or [])
     return (
-        _has(rule.get("verbs") or (), need.verb)
-        and _has(rule.get("apiGroups") or (), need.group)
-        and _resource_covered(rule.get("resources") or (), need.resource)
+        _has(rule.get("verbs"), need.verb)
+        and _has(rule.get("apiGroups"), need.group)
+        and _resource_covered(rule.get("resources"), need.resource)
         and (not names or (need.name is not None and need.name in names))
     )
 

@@ -14,9 +14,6 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-#: connect errors that mean "not listening yet" (anything else: also retried, the hub's check decides)
-NOT_YET = (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError, OSError, TimeoutError)
-
 
 async def until_listening(
     url: str,
@@ -38,7 +35,7 @@ async def until_listening(
             on_attempt(attempt)
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), max(interval, 1.0))
-        except NOT_YET:
+        except OSError:  # refused, reset, unreachable, timed out: not listening yet
             pass
         else:
             writer.close()

@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, inspect, text
 from apex_hub.services.accounting import apel, reports
 from apex_hub.services.accounting.db import Ledger, Observation
 from apex_hub.services.accounting.quota import QuotaError, Quotas
+from tests.helpers.hub import free_port as _free_port  # one allocator of ports for the run
 
 T0 = datetime(2026, 11, 30, 22, 0, tzinfo=UTC)
 GIB = 1024**3
@@ -33,9 +34,6 @@ GIB = 1024**3
 def _pg_bin() -> str | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     return os.path.dirname(found[-1]) if found else None
-
-
-from tests.helpers.hub import free_port as _free_port  # noqa: E402 - one allocator of ports for the run
 
 
 @pytest.fixture(scope="module")

@@ -71,7 +71,11 @@ async def warm(spawner, sim, *, same_round: bool):
     the pod arrives when the pod is expected in the same round, else delayed)."""
     await spawner.start()
     await spawner.stop()
-    hold = hold_writes_until_the_pod(sim) if same_round else delay_writes(sim)
+    hold = None
+    if same_round:
+        hold = hold_writes_until_the_pod(sim)
+    else:
+        delay_writes(sim)
     sim.reset_log()
     await spawner.start()
     if hold is not None:
