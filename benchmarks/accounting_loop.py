@@ -51,41 +51,19 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from accounting_scale import session  # the same sessions as the scale benchmark's ledger
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from apex_hub.services.accounting.db import Ledger, Observation
+from apex_hub.services.accounting.db import Ledger
 from apex_hub.services.accounting.quota import Quotas
 from apex_hub.services.accounting.reports import total
 from apex_hub.services.accounting.service import AccountingService
 from apex_hub.services.accounting.web import App
 
-YEAR = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 12, 31, 23, 0, tzinfo=UTC)  # the end of the month: the most sessions in it
 TOKEN = "bench-" + "0" * 32
 PHASES = ("idle", "watch", "relist", "quota round")
-
-
-def session(i: int, rng: random.Random, users: int, groups: int) -> Observation:
-    start = YEAR + timedelta(seconds=rng.randrange(365 * 86400))
-    u = rng.randrange(users)
-    return Observation(
-        id=f"{i:08d}-0000-4000-8000-{i:012d}",
-        user=f"user{u}",
-        user_slug=f"user{u}",
-        namespace=f"apex-user{u}",
-        pod=f"jupyter-user{u}",
-        group=f"group{u % groups}",
-        profile=f"profile{rng.randrange(5)}",
-        image="registry.example.org/apex/singleuser:1",
-        cpu=rng.choice([0.5, 1, 2, 4]),
-        memory_bytes=rng.choice([2, 4, 8, 16]) * 2**30,
-        gpu=rng.choice([0, 0, 0, 1]),
-        pvc_bytes=10 * 2**30,
-        start=start,
-        stop=start + timedelta(seconds=rng.randrange(3600, 8 * 3600)),
-        stop_reason="user",
-    )
 
 
 def build(ledger: Ledger, n: int, users: int, groups: int) -> None:

@@ -35,9 +35,11 @@ from apex_hub.services.accounting.quota import Quotas
 YEAR = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def session(i: int, rng: random.Random) -> Observation:
+def session(i: int, rng: random.Random, users: int = 5000, groups: int = 50) -> Observation:
+    """A stopped session of ``YEAR`` (also benchmarks/accounting_loop.py's ledger)."""
     start = YEAR + timedelta(seconds=rng.randrange(365 * 86400))
-    user = f"user{rng.randrange(5000)}"
+    u = rng.randrange(users)
+    user = f"user{u}"
     return Observation(
         id=f"{i:08d}-0000-4000-8000-{i:012d}",
         user=user,
@@ -45,7 +47,7 @@ def session(i: int, rng: random.Random) -> Observation:
         server="",
         namespace=f"apex-{user}",
         pod=f"jupyter-{user}",
-        group=f"group{hash(user) % 50}",
+        group=f"group{u % groups}",
         profile=f"profile{rng.randrange(5)}",
         image="registry.example.org/apex/singleuser:1",
         cpu=rng.choice([0.5, 1, 2, 4]),

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import socket
 import sys
 import tempfile
 import time
@@ -36,6 +35,8 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from apex_hub.local import free_port
 
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # Monday 16:00 in Rome
 POLICY = {
@@ -49,13 +50,32 @@ POLICY = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ---- the hub API emulator (runs in its own process) ------------------------------------------
+
+
+def paged_response(request, names: list[str], to_model, page_default: int, page_max: int):
+    """JupyterHub 6's answer to ``GET /users`` over ``names``: ``offset``/``limit`` (at most
+    ``page_max``), and the pagination envelope with ``_pagination.next`` when the client asks for it."""
+    from aiohttp import web
+
+    paginated = request.headers.get("Accept") == "application/jupyterhub-pagination+json"
+    offset = abs(int(request.query.get("offset", 0)))
+    limit = abs(int(request.query.get("limit", page_default if paginated else page_max)))
+    limit = max(1, min(limit, page_max))
+    page = [to_model(name) for name in names[offset : offset + limit]]
+    if not paginated:
+        return web.json_response(page)
+    nxt = None
+    if offset + limit < len(names):
+        query = {**request.query, "offset": str(offset + limit), "limit": str(limit)}
+        nxt = {
+            "offset": offset + limit,
+            "limit": limit,
+            "url": f"{request.url.with_query(None)}?{urlencode(query)}",
+        }
+    return web.json_response(
+        {"items": page, "_pagination": {"offset": offset, "limit": limit, "total": len(names), "next": nxt}}
+    )
 
 
 def _users(n: int, running: int, idle: int) -> dict[str, dict]:
@@ -115,10 +135,6 @@ def serve_hub(port: int, n: int, running: int, idle: int, page_default: int, pag
 
     async def list_users(request):
         counts["GET /hub/api/users"] += 1
-        paginated = request.headers.get("Accept") == "application/jupyterhub-pagination+json"
-        offset = abs(int(request.query.get("offset", 0)))
-        limit = abs(int(request.query.get("limit", page_default if paginated else page_max)))
-        limit = max(1, min(limit, page_max))
         state = request.query.get("state")
         include_stopped = request.query.get("include_stopped_servers") is not None
         names = order
@@ -137,22 +153,8 @@ def serve_hub(port: int, n: int, running: int, idle: int, page_default: int, pag
             return web.json_response(
                 {"status": 400, "message": f"Unrecognized state filter: {state!r}"}, status=400
             )
-        page = [model(users[u], include_stopped) for u in names[offset : offset + limit]]
-        if not paginated:
-            return web.json_response(page)
-        nxt = None
-        if offset + limit < len(names):
-            query = {**request.query, "offset": str(offset + limit), "limit": str(limit)}
-            nxt = {
-                "offset": offset + limit,
-                "limit": limit,
-                "url": f"{request.url.with_query(None)}?{urlencode(query)}",
-            }
-        return web.json_response(
-            {
-                "items": page,
-                "_pagination": {"offset": offset, "limit": limit, "total": len(names), "next": nxt},
-            }
+        return paged_response(
+            request, names, lambda u: model(users[u], include_stopped), page_default, page_max
         )
 
     async def get_user(request):

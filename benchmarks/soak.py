@@ -26,13 +26,16 @@ import json
 import multiprocessing
 import os
 import random
-import socket
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from culler_scale import paged_response  # the same hub API emulator's paging
+
+from apex_hub.local import free_port
 
 START = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # a Monday
 POLICY = {
@@ -43,12 +46,6 @@ POLICY = {
     },
 }
 PAGE = 200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _iso(t: datetime) -> str:
@@ -110,21 +107,8 @@ def serve_hub(port: int, users: int, seed: int, ready) -> None:
         return web.json_response({"version": "5.5.0"})
 
     async def list_users(request):
-        q = request.query
-        offset, limit = int(q.get("offset", 0)), min(int(q.get("limit", PAGE)), PAGE)
-        chosen = sorted(servers) if q.get("state") == "active" else names
-        page = chosen[offset : offset + limit]
-        items = [model(n) for n in page]
-        more = offset + limit < len(chosen)
-        if "application/jupyterhub-pagination+json" in request.headers.get("Accept", ""):
-            nxt = {"offset": offset + limit, "limit": limit, "url": None} if more else None
-            return web.json_response(
-                {
-                    "items": items,
-                    "_pagination": {"offset": offset, "limit": limit, "total": len(chosen), "next": nxt},
-                }
-            )
-        return web.json_response(items)
+        chosen = sorted(servers) if request.query.get("state") == "active" else names
+        return paged_response(request, chosen, model, PAGE, PAGE)
 
     async def get_user(request):
         return web.json_response(model(request.match_info["name"]))
