@@ -20,8 +20,9 @@ from .items import cluster_scoped
 from .overrides import ALLOWED_OVERRIDES
 from .templating import escape, has_escapes, has_placeholders
 
-#: The spawner's default ``manifest_kinds`` (apex_hub/spawner/workspace.py
-#: DEFAULT_MANIFEST_KINDS; a test keeps the two equal): other kinds need the operator's consent.
+#: The kinds a profile's ``manifests`` may create by default: the spawner's default ``manifest_kinds``
+#: (apex_hub.spawner.workspace uses this tuple) and what the converter reports; other kinds need the
+#: operator's consent.
 DEFAULT_MANIFEST_KINDS = (
     "ConfigMap",
     "Secret",

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..naming import is_dns_subdomain, object_name
 from ..profiles import CONFIGMAP_MAX_BYTES, Profile
+from ..profiles.eoepca import DEFAULT_MANIFEST_KINDS  # what manifests may create by default
 from . import labels as L
 
 CONDA_CONFIGMAP = "apex-conda-environments"
@@ -37,18 +38,6 @@ RESTRICTED_CONTAINER = {
 }
 #: ... and for the pod.
 RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
-
-#: Kinds that ``manifests`` may create unless the operator says otherwise.
-DEFAULT_MANIFEST_KINDS = (
-    "ConfigMap",
-    "Secret",
-    "Service",
-    "ServiceAccount",
-    "Role",
-    "RoleBinding",
-    "PersistentVolumeClaim",
-    "NetworkPolicy",
-)
 
 
 class WorkspaceError(ValueError):
