@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import gc
 import json
 import logging
@@ -347,6 +348,125 @@ async def start_reflectors(sim: Sim, spawner) -> tuple[float, Counter]:
     return time.monotonic() - t0, Counter(f"{r.verb} {r.resource}" for r in log)
 
 
+# -- causal depth, traced in the client ----------------------------------------------------
+
+
+class _Cell:
+    """The depth of what one task has seen answered so far (shared by the contexts copied
+    from it, replaced in every new task)."""
+
+    __slots__ = ("depth",)
+
+    def __init__(self, depth: int = 0):
+        self.depth = depth
+
+
+_CELL: contextvars.ContextVar[_Cell] = contextvars.ContextVar("benchmark_causal_cell")
+
+
+class _TracedTask(asyncio.tasks._PyTask):
+    """A task with a cell of its own, starting at its creator's depth; whoever takes its
+    result (``await``, ``gather``) takes its depth too. Joins only: a task that merely
+    finished earlier passes nothing on."""
+
+    def __init__(self, coro, *, loop=None, name=None, context=None):
+        parent = _CELL.get(None)
+        context = (context or contextvars.copy_context()).copy()
+        self._cell = _Cell(parent.depth if parent is not None else 0)
+        context.run(_CELL.set, self._cell)
+        super().__init__(coro, loop=loop, name=name, context=context)
+
+    def _join(self):
+        cell = _CELL.get(None)
+        if cell is not None and cell is not self._cell:
+            cell.depth = max(cell.depth, self._cell.depth)
+
+    def result(self):
+        self._join()
+        return super().result()
+
+    def exception(self):
+        self._join()
+        return super().exception()
+
+
+@dataclass
+class Traced:
+    """One API request as the client sent it."""
+
+    method: str
+    url: str
+    causal: int  # 1 + the depth of what its own code path had awaited (task lineage and joins)
+    received: int  # 1 + the depth of every answer the client had received before it was sent
+    sent: float
+
+
+class CausalTrace:
+    """Client-side causal depth of every API request (``RESTClientObject.request``, which
+    every kubernetes_asyncio call goes through: KubeSpawner's, APExSpawner's, the reflectors').
+
+    * **causal**: 1 + the largest depth among the answers this request's own code path
+      waited for: earlier requests of the same task, and those of the tasks it awaited or
+      gathered (each task starts at its creator's depth). Requests merely answered earlier,
+      by tasks nobody awaited, do not count: CPU time cannot add a level, only a dependency.
+    * **received**: 1 + the largest depth among all answers the client had received before
+      sending it (whoever asked): a request sent late because the hub was busy counts one
+      level more. An upper bound.
+
+    A wait through something other than a request or a task join (an ``asyncio.Event``, a
+    future set by a reflector) is not followed by ``causal``; ``received`` and the server-side
+    chain still show it. Tracing uses the pure-Python task: slower, so traced spawns are
+    not timed.
+    """
+
+    def __init__(self):
+        self.records: list[Traced] = []
+        self.received_max = 0
+
+    def reset(self):
+        self.records, self.received_max = [], 0
+
+    @asynccontextmanager
+    async def installed(self):
+        from kubernetes_asyncio.client import rest
+
+        trace, original = self, rest.RESTClientObject.request
+
+        async def request(client, method, url, *args, **kwargs):
+            if "watch=" in url or "watch=" in str(kwargs.get("query_params") or ""):
+                return await original(client, method, url, *args, **kwargs)
+            cell = _CELL.get(None)
+            causal = (cell.depth if cell is not None else 0) + 1
+            received = trace.received_max + 1
+            trace.records.append(Traced(method, url, causal, received, time.monotonic()))
+            token = _CELL.set(_Cell())  # the request's own futures and tasks do not count
+            try:
+                return await original(client, method, url, *args, **kwargs)
+            finally:
+                _CELL.reset(token)
+                if cell is not None:
+                    cell.depth = max(cell.depth, causal)
+                trace.received_max = max(trace.received_max, received)
+
+        loop = asyncio.get_running_loop()
+        factory = loop.get_task_factory()
+        rest.RESTClientObject.request = request
+        loop.set_task_factory(lambda lp, coro, **kw: _TracedTask(coro, loop=lp, **kw))
+        try:
+            yield self
+        finally:
+            rest.RESTClientObject.request = original
+            loop.set_task_factory(factory)
+
+    async def depths(self, call) -> tuple[int, int]:
+        """Run ``call()`` in a task of depth 0; the (causal, received) depth of its pod create
+        (the last one, after any retry)."""
+        self.reset()
+        await asyncio.ensure_future(call())
+        pods = [r for r in self.records if r.method == "POST" and r.url.split("?")[0].endswith("/pods")]
+        return (pods[-1].causal, pods[-1].received) if pods else (0, 0)
+
+
 # -- scenario 1 and 2: one spawn at a time ------------------------------------------------
 
 
@@ -359,6 +479,8 @@ class Series:
     cold: list[Step] = field(default_factory=list)
     warm: list[Step] = field(default_factory=list)
     stop: list[Step] = field(default_factory=list)
+    #: (causal, received) depth of the pod create in a traced (untimed) spawn
+    causal: dict = field(default_factory=dict)
 
 
 async def spawn_series(kind: str, latency: float, repeat: int, validate: bool, own: bool) -> Series:
@@ -376,6 +498,13 @@ async def spawn_series(kind: str, latency: float, repeat: int, validate: bool, o
             out.cold.append(await measure(sim, spawner.start, True))
             out.stop.append(await measure(sim, spawner.stop, False))
             out.warm.append(await measure(sim, spawner.start, True))  # the hub keeps the object
+            await spawner.stop()
+        # One more user, traced: the causal depth does not depend on timing, one spawn tells.
+        spawner = make(sim.url, "traced", repeat + 1)
+        async with CausalTrace().installed() as trace:
+            out.causal["cold"] = await trace.depths(spawner.start)
+            await spawner.stop()
+            out.causal["warm"] = await trace.depths(spawner.start)
             await spawner.stop()
     return out
 
@@ -593,21 +722,38 @@ DESCRIPTIONS = {
 def print_round_trips(series: list[Series]) -> None:
     """The round trips up to the pod, side by side: what issue 19 item 1 is about."""
     latencies = sorted({s.latency for s in series if s.latency})
-    if not latencies:
-        return
     by = {(s.kind, s.latency): s for s in series}
     kinds = [k for k in FACTORIES if any(kk == k for kk, _ in by)]
-    print("\nRound trips up to the pod: critical path / (pod created) / latency")
+    print(
+        "\nRound trips up to the pod: causal depth (client-traced) | received-before depth (client) |"
+        " server-side chain | (pod created) / latency"
+    )
     print(f"  {'':14}" + "".join(f"{LABELS[k][:36]:>38}" for k in kinds))
+    for phase in ("cold", "warm"):
+
+        def depth(kind, p=phase):
+            found = [by[(kind, lat)].causal.get(p) for lat in sorted({s.latency for s in series})]
+            found = [d for d in found if d]
+            return (spread(d[0] for d in found), spread(d[1] for d in found)) if found else ("-", "-")
+
+        print(f"  {f'{phase}, traced':14}" + "".join(f"{' | '.join(depth(k)):>38}" for k in kinds))
     for lat in latencies:
         for phase in ("cold", "warm"):
 
             def cell(kind, p=phase, lat=lat):
                 steps = getattr(by[(kind, lat)], p)
                 ratio = med(x.to_created for x in steps) / lat
-                return f"{spread(x.chain for x in steps)} / {ratio:.2f}"
+                return f"{spread(x.chain for x in steps)} | {ratio:.2f}"
 
             print(f"  {f'{lat * 1000:g} ms, {phase}':14}" + "".join(f"{cell(k):>38}" for k in kinds))
+    print(
+        "  causal: 1 + the depth of the answers the pod create's own code path waited for (its task's"
+        " earlier requests,\n  the tasks it awaited or gathered): CPU time cannot add to it, only a"
+        " dependency can. received-before:\n  1 + the depth of every answer the client had"
+        " received before it (an upper bound: a request sent late\n  counts one more). Both from"
+        " one traced spawn per cell (tracing slows the client, so those are not timed);\n  the"
+        " server-side chain and the ratio from the timed spawns, one figure or min-max."
+    )
 
 
 def print_calls_table(series: list[Series]) -> None:
