@@ -15,13 +15,18 @@ import asyncio
 import json
 import logging
 import random
+import re
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import aiohttp
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.client.rest import RESTResponse
+from yarl import URL
 
 from .lean import take_turn
 
@@ -167,6 +172,61 @@ async def with_retries(
             delay = min(delay * 2, max_delay)
 
 
+#: The API clients' HTTP sessions already checked by :func:`skip_env_lookups`.
+_CHECKED_SESSIONS: weakref.WeakSet = weakref.WeakSet()
+
+
+def env_lookups_matter(url: str) -> bool:
+    """True when the environment changes how a request to ``url`` is made: a proxy for it
+    (``HTTPS_PROXY`` and the like, not bypassed by ``NO_PROXY``) or ``.netrc`` credentials for
+    its host. What aiohttp looks up, with ``trust_env``, before every request."""
+    from aiohttp.helpers import basicauth_from_netrc, get_env_proxy_for_url, netrc_from_env
+
+    target = URL(url)
+    try:
+        get_env_proxy_for_url(target)
+        return True
+    except LookupError:
+        pass
+    netrc_obj = netrc_from_env()
+    if netrc_obj is None or target.host is None:
+        return False
+    try:
+        basicauth_from_netrc(netrc_obj, target.host)
+        return True
+    except LookupError:
+        return False
+
+
+def skip_env_lookups(api_client: ApiClient) -> bool:
+    """Stop the API client's HTTP session from looking up proxies and ``.netrc`` before each
+    request when, for the API server's URL, there is nothing to find; True when it stopped.
+
+    kubernetes_asyncio opens its session with ``trust_env=True``, so aiohttp reads the
+    proxy variables and the ``.netrc`` file in the default thread pool before *every*
+    request: two hops to a thread and back on the hub's loop (and a thread taking the GIL
+    from it) per request, answered the same way each time. Checked once per session, at
+    the hub's start; an environment with a proxy or ``.netrc`` entry for the API server
+    keeps aiohttp's behaviour as it is.
+    """
+    session = getattr(getattr(api_client, "rest_client", None), "pool_manager", None)
+    if session is None or session in _CHECKED_SESSIONS:
+        return False
+    _CHECKED_SESSIONS.add(session)
+    if not getattr(session, "_trust_env", False) or env_lookups_matter(api_client.configuration.host):
+        return False
+    session._trust_env = False
+    return True
+
+
+_CHARSET = re.compile(r"charset=([a-zA-Z\-\d]+)[\s;]?")
+
+
+def _charset(content_type: str | None) -> str:
+    match = _CHARSET.search(content_type or "")
+    return match.group(1) if match else "utf-8"
+
+
 class Kube:
     """Generic, retried Kubernetes calls over a kubernetes_asyncio ``ApiClient``."""
 
@@ -238,20 +298,56 @@ class Kube:
         timeout = seconds or self.request_timeout
         await take_turn()  # many requests at once: they go out in turns, not in one burst
         return await asyncio.wait_for(
-            self.api_client.call_api(
-                path,
-                method,
-                query_params=list(query or []),
-                header_params={"Accept": "application/json", "Content-Type": content_type},
-                body=body,
-                response_types_map={200: "object", 201: "object", 202: "object"},
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _preload_content=True,
-                _request_timeout=timeout,
-            ),
-            timeout,
+            self._request(method, path, list(query or []), body, content_type, timeout), timeout
         )
+
+    async def _request(
+        self, method: str, path: str, query: list, body: Any, content_type: str, timeout: float
+    ) -> Any:
+        """The request ``ApiClient.call_api`` would make, with less work on the hub's loop.
+
+        The same headers (the client's defaults, the bearer token as its configuration gives
+        it, refreshed when it says so), URL, JSON body and errors (``ApiException`` with the
+        decoded body). What it skips is the generic machinery built for typed models: a
+        recursive copy of every header, query parameter and body (``sanitize_for_serialization``,
+        hundreds of calls for a pod) before ``json.dumps`` walks it again. Here ``json.dumps``
+        walks the body once and hands the models it meets (KubeSpawner's ``V1Pod``,
+        ``V1DeleteOptions``) to the client's serialiser.
+        """
+        client = self.api_client
+        headers = {"Accept": "application/json", "Content-Type": content_type, **client.default_headers}
+        if client.cookie:
+            headers["Cookie"] = client.cookie
+        await client.update_params_for_auth(headers, query, ["BearerToken"])
+        url = client.configuration.host + path
+        if query:
+            url += "?" + urlencode(query)
+        rest = client.rest_client
+        args: dict[str, Any] = {
+            "method": method,
+            "url": url,
+            "timeout": aiohttp.ClientTimeout(total=timeout),
+            "headers": headers,
+        }
+        if body is not None:
+            args["data"] = json.dumps(body, default=client.sanitize_for_serialization)
+        if rest.proxy:
+            args["proxy"] = rest.proxy
+        if rest.proxy_headers:
+            args["proxy_headers"] = rest.proxy_headers
+        if rest.server_hostname:
+            args["server_hostname"] = rest.server_hostname
+        response = await rest.pool_manager.request(**args)
+        data = await response.read()
+        if not 200 <= response.status <= 299:
+            exc = ApiException(http_resp=RESTResponse(response, data))
+            exc.body = data.decode("utf-8")
+            raise exc
+        text = data.decode(_charset(response.headers.get("Content-Type")))
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
 
     async def apply(self, obj: dict, namespace: str | None = None) -> dict:
         """Create or update ``obj`` with server-side apply (we own the fields we set)."""

@@ -35,7 +35,15 @@ from ..profiles import Catalogue, CatalogueError, CatalogueFile, Profile, Profil
 from . import labels as L
 from . import lean, oidc_token, readiness
 from .escalation import DEFAULT_HUB_RULES, profile_problems
-from .kube import Kube, KubeError, describe, is_namespace_terminating, is_transient, terminating
+from .kube import (
+    Kube,
+    KubeError,
+    describe,
+    is_namespace_terminating,
+    is_transient,
+    skip_env_lookups,
+    terminating,
+)
 from .ownership import NamespaceRefused, owner_problem, refusal, reserved_reason
 from .podgate import pod_problems
 from .workspace import (
@@ -742,6 +750,7 @@ class APExSpawner(KubeSpawner):
         key = (self.api.api_client, self.k8s_api_request_timeout, self.k8s_api_request_retry_timeout)
         if self._kube is None or self._kube_key != key:
             self._kube_key = key
+            skip_env_lookups(key[0])
             self._kube = Kube(key[0], self.log, request_timeout=key[1], retry_timeout=key[2])
         return self._kube
 
