@@ -50,7 +50,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -147,14 +147,54 @@ def apex_two_rounds(url: str, name: str, uid: int, start_timeout: int = 60) -> A
     return apex_spawner(url, name, uid, start_timeout, pod_with_workspace=False)
 
 
-FACTORIES = {"apex": apex_spawner, "apex-2rt": apex_two_rounds, "kubespawner": kube_spawner}
+FACTORIES = {
+    "apex": apex_spawner,
+    "apex-client0": apex_spawner,  # run under client_path_before()
+    "apex-2rt": apex_two_rounds,
+    "kubespawner": kube_spawner,
+}
 LABELS = {
     "apex": "APExSpawner",
+    "apex-client0": "APExSpawner, client path before",
     "apex-2rt": "APExSpawner, pod_with_workspace off",
     "kubespawner": "KubeSpawner",
 }
 #: The switches of the hub-never-stalls work, off: the "before" of the lag runs.
 SWITCHES_OFF = {"gc_freeze": False, "lean_reflectors": False, "pod_with_workspace": False}
+
+
+async def _request_via_call_api(self, method, path, query, body, content_type, timeout):
+    """``Kube``'s requests as they were made before (kubernetes_asyncio's ``call_api``)."""
+    return await self.api_client.call_api(
+        path,
+        method,
+        query_params=query,
+        header_params={"Accept": "application/json", "Content-Type": content_type},
+        body=body,
+        response_types_map={200: "object", 201: "object", 202: "object"},
+        auth_settings=["BearerToken"],
+        _return_http_data_only=True,
+        _preload_content=True,
+        _request_timeout=timeout,
+    )
+
+
+@contextmanager
+def client_path_before(active: bool = True):
+    """APExSpawner's API client as it was before the client-CPU work of issue 19: every
+    request through ``ApiClient.call_api``, and aiohttp looking up proxies and ``.netrc`` in
+    a thread before each one (``trust_env``). The baseline of that work, in the same run."""
+    if not active:
+        yield
+        return
+    from apex_hub.spawner import kube, spawner
+
+    saved = kube.Kube._request, spawner.skip_env_lookups
+    kube.Kube._request, spawner.skip_env_lookups = _request_via_call_api, lambda client: False
+    try:
+        yield
+    finally:
+        kube.Kube._request, spawner.skip_env_lookups = saved
 
 
 # -- kubesim, in this process or in one of its own ----------------------------------------
@@ -402,8 +442,8 @@ class Traced:
 
 
 class CausalTrace:
-    """Client-side causal depth of every API request (``RESTClientObject.request``, which
-    every kubernetes_asyncio call goes through: KubeSpawner's, APExSpawner's, the reflectors').
+    """Client-side causal depth of every API request (``aiohttp.ClientSession._request``,
+    which every request goes through: KubeSpawner's, APExSpawner's, the reflectors').
 
     * **causal**: 1 + the largest depth among the answers this request's own code path
       waited for: earlier requests of the same task, and those of the tasks it awaited or
@@ -428,20 +468,22 @@ class CausalTrace:
 
     @asynccontextmanager
     async def installed(self):
-        from kubernetes_asyncio.client import rest
+        import aiohttp
 
-        trace, original = self, rest.RESTClientObject.request
+        trace, original = self, aiohttp.ClientSession._request
 
-        async def request(client, method, url, *args, **kwargs):
-            if "watch=" in url or "watch=" in str(kwargs.get("query_params") or ""):
-                return await original(client, method, url, *args, **kwargs)
+        async def request(session, method, url, *args, **kwargs):
+            if "watch=" in str(url) or "watch" in dict(kwargs.get("params") or {}):
+                return await original(session, method, url, *args, **kwargs)
             cell = _CELL.get(None)
             causal = (cell.depth if cell is not None else 0) + 1
             received = trace.received_max + 1
-            trace.records.append(Traced(method, url, causal, received, time.monotonic()))
+            trace.records.append(Traced(method, str(url), causal, received, time.monotonic()))
             token = _CELL.set(_Cell())  # the request's own futures and tasks do not count
             try:
-                return await original(client, method, url, *args, **kwargs)
+                response = await original(session, method, url, *args, **kwargs)
+                await response.read()  # the answer, as the client takes it
+                return response
             finally:
                 _CELL.reset(token)
                 if cell is not None:
@@ -450,12 +492,12 @@ class CausalTrace:
 
         loop = asyncio.get_running_loop()
         factory = loop.get_task_factory()
-        rest.RESTClientObject.request = request
+        aiohttp.ClientSession._request = request
         loop.set_task_factory(lambda lp, coro, **kw: _TracedTask(coro, loop=lp, **kw))
         try:
             yield self
         finally:
-            rest.RESTClientObject.request = original
+            aiohttp.ClientSession._request = original
             loop.set_task_factory(factory)
 
     async def depths(self, call) -> tuple[int, int]:
@@ -465,6 +507,46 @@ class CausalTrace:
         await asyncio.ensure_future(call())
         pods = [r for r in self.records if r.method == "POST" and r.url.split("?")[0].endswith("/pods")]
         return (pods[-1].causal, pods[-1].received) if pods else (0, 0)
+
+
+async def check_trace(latency: float) -> list[tuple[str, tuple[int, int], int]]:
+    """The tracer against spawns with one dependent request more, each where the pod's path
+    would have one: (what, (causal, received) depth found, depth expected)."""
+    out = []
+    async with sim_own_process(latency, False) as sim:
+        first = apex_spawner(sim.url, "warmup", 10_000)
+        await asyncio.gather(first._start_watching_pods(), first._start_watching_events())
+        await first.start()
+        await first.stop()
+        claim, manifest = APExSpawner._claim_namespace, APExSpawner.get_pod_manifest
+
+        async def read_first(self, kube):  # a GET before the namespace create
+            await kube.read("v1", "Namespace", self.namespace)
+            return await claim(self, kube)
+
+        async def read_in_a_task(self):  # a read-after-write, in a task the pod waits for
+            await asyncio.ensure_future(self.kube().read("v1", "Namespace", self.namespace))
+            return await manifest(self)
+
+        async with CausalTrace().installed() as trace:
+            for i, (what, patch, expected) in enumerate(
+                [
+                    ("as it is", {}, (3, 1)),
+                    ("a GET before the namespace create", {"_claim_namespace": read_first}, (4, 1)),
+                    ("a read before the pod manifest", {"get_pod_manifest": read_in_a_task}, (4, 2)),
+                ]
+            ):
+                for name, fn in patch.items():
+                    setattr(APExSpawner, name, fn)
+                try:
+                    spawner = apex_spawner(sim.url, f"check{i}", 30_000 + i)
+                    out.append((f"cold, {what}", await trace.depths(spawner.start), expected[0]))
+                    await spawner.stop()
+                    out.append((f"warm, {what}", await trace.depths(spawner.start), expected[1]))
+                    await spawner.stop()
+                finally:
+                    APExSpawner._claim_namespace, APExSpawner.get_pod_manifest = claim, manifest
+    return out
 
 
 # -- scenario 1 and 2: one spawn at a time ------------------------------------------------
@@ -486,6 +568,12 @@ class Series:
 async def spawn_series(kind: str, latency: float, repeat: int, validate: bool, own: bool) -> Series:
     make = FACTORIES[kind]
     out = Series(kind, latency)
+    with client_path_before(kind == "apex-client0"):
+        return await _spawn_series(make, out, repeat, validate, own)
+
+
+async def _spawn_series(make, out: Series, repeat: int, validate: bool, own: bool) -> Series:
+    latency = out.latency
     async with (sim_own_process if own else sim_in_process)(latency, validate) as sim:
         first = make(sim.url, "warmup", 10_000)
         out.reflector_time, out.reflector_counts = await start_reflectors(sim, first)
@@ -627,11 +715,16 @@ async def crowd(sim: Sim, n: int, latency: float, tick: float, where: str, trait
     return out
 
 
-async def crowd_run(n: int, latency: float, tick: float, validate: bool, own: bool, traits: dict) -> Crowd:
+async def crowd_run(
+    n: int, latency: float, tick: float, validate: bool, own: bool, traits: dict, client0: bool = False
+) -> Crowd:
     async with (sim_own_process if own else sim_in_process)(latency, validate) as sim:
         switches = "switches off (before)" if traits else "defaults"
+        if client0:
+            switches += ", client before"
         where = "own process" if own else "hub's process"
-        return await crowd(sim, n, latency, tick, f"{where}, {switches}", traits)
+        with client_path_before(client0):
+            return await crowd(sim, n, latency, tick, f"{where}, {switches}", traits)
 
 
 # -- printing -----------------------------------------------------------------------------
@@ -714,6 +807,7 @@ def print_latency_table(series: list[Series], repeat: int) -> None:
 
 DESCRIPTIONS = {
     "apex": "APExSpawner, APEx-like profile (namespace + 8 objects + pod)",
+    "apex-client0": "APExSpawner, its API client as before (call_api, proxy/.netrc look-ups per request)",
     "apex-2rt": "APExSpawner, pod_with_workspace = False (the pod always waits for the workspace, as before)",
     "kubespawner": "KubeSpawner 7, user namespaces (namespace + pod): the baseline",
 }
@@ -904,6 +998,11 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1 spawn per cell, 10 concurrent spawns"
     )
+    parser.add_argument(
+        "--check-trace",
+        action="store_true",
+        help="first check the causal tracer on spawns given one dependent request more",
+    )
     args = parser.parse_args()
     if args.quick:
         args.repeat = 1
@@ -917,6 +1016,12 @@ def main() -> None:
     tick = args.tick_ms / 1000
 
     began = time.monotonic()
+    if args.check_trace:
+        print("Causal tracer check (APExSpawner with one dependent request added; depth of the pod create):")
+        for what, (causal, received), expected in asyncio.run(check_trace(max(latencies or [0.02]))):
+            verdict = "ok" if causal == expected else "WRONG"
+            print(f"  {what:46} causal {causal} (expected {expected}: {verdict}), received-before {received}")
+        print()
     series = []
     for latency in latencies:
         for kind in FACTORIES:
@@ -945,12 +1050,12 @@ def main() -> None:
 
     if args.concurrent > 0:
         lat = args.concurrent_latency_ms / 1000
-        runs = [] if args.no_in_process else [(False, {})]
+        runs = [] if args.no_in_process else [(False, {}, False)]
         if not args.no_own_process:
-            runs += [(True, SWITCHES_OFF), (True, {})]
+            runs += [(True, SWITCHES_OFF, True), (True, {}, True), (True, {}, False)]
         crowds = [
-            asyncio.run(crowd_run(args.concurrent, lat, tick, args.validate_schemas, own, traits))
-            for own, traits in runs
+            asyncio.run(crowd_run(args.concurrent, lat, tick, args.validate_schemas, own, traits, client0))
+            for own, traits, client0 in runs
         ]
         print_crowd_table(crowds, tick)
     print(f"\n(benchmark ran for {time.monotonic() - began:.0f} s)")
