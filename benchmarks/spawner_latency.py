@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import contextvars
 import gc
+import itertools
 import json
 import logging
 import os
@@ -206,6 +207,7 @@ class Sim:
 
     url: str
     where: str
+    latency: float
     get_log: Callable[[], Awaitable[list]]
     reset_log: Callable[[], Awaitable[None]]
     cpu: Callable[[], float | None] = lambda: None
@@ -225,7 +227,7 @@ async def sim_in_process(latency: float, validate: bool):
             sim.reset_log()
 
         try:
-            yield Sim(sim.url, "in the hub's process", get_log, reset_log)
+            yield Sim(sim.url, "in the hub's process", latency, get_log, reset_log)
         finally:
             await KubeSpawner._stop_all_reflectors()
 
@@ -290,7 +292,9 @@ async def sim_own_process(latency: float, validate: bool):
             await asyncio.to_thread(admin, "DELETE")
 
         try:
-            yield Sim(url, "in a process of its own", get_log, reset_log, lambda: process_cpu(proc.pid))
+            yield Sim(
+                url, "in a process of its own", latency, get_log, reset_log, lambda: process_cpu(proc.pid)
+            )
         finally:
             await KubeSpawner._stop_all_reflectors()
     finally:
@@ -327,6 +331,25 @@ def longest_chain(reqs) -> int:
     return max(best, default=0)
 
 
+def breakdown(reqs, t0: float, last, latency: float) -> tuple[float, float, float]:
+    """Where the time from ``start()`` to ``last`` answered goes beyond one latency per round
+    trip, along the time-based critical path (walked back from ``last``: each request's
+    predecessor is the last one answered before it arrived): (hub before the first request,
+    hub between an answer and the next request's arrival, server time beyond the latency)."""
+    hops, r = [last], last
+    while True:
+        before = [q for q in reqs if end(q) <= r.started]
+        if not before:
+            break
+        r = max(before, key=end)
+        hops.append(r)
+    hops.reverse()
+    first = hops[0].started - t0
+    between = sum(b.started - end(a) for a, b in itertools.pairwise(hops))
+    server = sum(h.duration - latency for h in hops)
+    return first, between, server
+
+
 def max_in_flight(reqs) -> int:
     marks = sorted([(r.started, 1) for r in reqs] + [(end(r), -1) for r in reqs])
     now = peak = 0
@@ -347,6 +370,7 @@ class Step:
     to_created: float | None = None  # start() -> ``create pods`` answered
     chain: int = 0
     cpu: float = 0.0  # CPU time of this process (the hub's side) during the call
+    extra: tuple[float, float, float] | None = None  # see breakdown()
 
 
 async def measure(sim: Sim, call, spawn: bool) -> Step:
@@ -369,6 +393,7 @@ async def measure(sim: Sim, call, spawn: bool) -> Step:
             step.to_create = last.started - t0
             step.to_created = end(last) - t0
             step.chain = longest_chain([r for r in ours if r.started <= last.started])
+            step.extra = breakdown([r for r in ours if r.started <= last.started], t0, last, sim.latency)
     return step
 
 
@@ -840,13 +865,22 @@ def print_round_trips(series: list[Series]) -> None:
                 return f"{spread(x.chain for x in steps)} | {ratio:.2f}"
 
             print(f"  {f'{lat * 1000:g} ms, {phase}':14}" + "".join(f"{cell(k):>38}" for k in kinds))
+
+            def extra(kind, p=phase, lat=lat):
+                parts = [x.extra for x in getattr(by[(kind, lat)], p) if x.extra]
+                return " + ".join(ms(med(e[i] for e in parts)) for i in range(3)) if parts else "-"
+
+            print(f"  {'  beyond N x':14}" + "".join(f"{extra(k):>38}" for k in kinds))
     print(
         "  causal: 1 + the depth of the answers the pod create's own code path waited for (its task's"
         " earlier requests,\n  the tasks it awaited or gathered): CPU time cannot add to it, only a"
         " dependency can. received-before:\n  1 + the depth of every answer the client had"
         " received before it (an upper bound: a request sent late\n  counts one more). Both from"
         " one traced spawn per cell (tracing slows the client, so those are not timed);\n  the"
-        " server-side chain and the ratio from the timed spawns, one figure or min-max."
+        " server-side chain and the ratio from the timed spawns, one figure or min-max. 'beyond N x':"
+        " the time\n  to 'pod created' above one latency per round trip of the time-based critical"
+        " path, in ms (medians):\n  hub before its first request + hub between an answer and the"
+        " next request + kubesim beyond the latency."
     )
 
 
