@@ -297,9 +297,13 @@ class Kube:
         """
         timeout = seconds or self.request_timeout
         await take_turn()  # many requests at once: they go out in turns, not in one burst
-        return await asyncio.wait_for(
+        answer = await asyncio.wait_for(
             self._request(method, path, list(query or []), body, content_type, timeout), timeout
         )
+        # ... and what the caller does with the answer, up to its next wait, takes a turn too:
+        # a hundred answers arriving together do not all run on in one loop iteration.
+        await take_turn()
+        return answer
 
     async def _request(
         self, method: str, path: str, query: list, body: Any, content_type: str, timeout: float

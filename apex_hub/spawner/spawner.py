@@ -1315,6 +1315,31 @@ class APExSpawner(KubeSpawner):
             return 1
         return await super().poll()
 
+    @property
+    def events(self):
+        """KubeSpawner's list: this pod's events since ``_last_event``, oldest first.
+
+        The same list, computed from this pod's events only: KubeSpawner sorts every event
+        the reflector holds (every namespace's, for an hour) on each call, and the spawn page
+        asks once a second per spawn, so that sort grew with the hub's activity into
+        milliseconds of the event loop per call. Picking the pod's events first and then
+        sorting them (a stable sort: the order is the one the full sort gives them) is
+        linear in the events held and sorts only a handful.
+        """
+        reflector = self.event_reflector
+        if not reflector:
+            return []
+        name = self.pod_name
+        mine = sorted(
+            [e for e in list(reflector.resources.values()) if e["involvedObject"]["name"] == name],
+            key=lambda event: event["lastTimestamp"] or event["eventTime"],
+        )
+        if self._last_event:
+            for i in range(len(mine) - 1, -1, -1):
+                if mine[i]["metadata"]["uid"] == self._last_event:
+                    return mine[i + 1 :]  # only the events after the marker
+        return mine
+
     async def progress(self):
         """Workspace steps first, then KubeSpawner's pod events (scaled to follow them)."""
         sent = 0
