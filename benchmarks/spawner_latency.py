@@ -60,7 +60,6 @@ from jupyterhub.objects import Hub, Server
 from kubespawner import KubeSpawner
 from traitlets.config import Config
 
-from apex_hub.kubesim import KubeSim
 from apex_hub.spawner import APExSpawner, lean
 
 IMAGE = "quay.io/jupyterhub/k8s-singleuser-sample:4.0.0"
@@ -215,6 +214,8 @@ class Sim:
 
 @asynccontextmanager
 async def sim_in_process(latency: float, validate: bool):
+    from apex_hub.kubesim import KubeSim  # here only: soak_hub.py's hub process must not hold it
+
     os.environ["KUBECONFIG"] = ""
     async with KubeSim(kubelet="instant", validate_schemas=validate) as sim:
         sim.make_default()
