@@ -1,6 +1,6 @@
 """A month of a 2,000-user hub's spawner side in minutes: does its memory stay flat? Prints figures.
 
-    python benchmarks/soak_hub.py [--users 2000] [--days 30] [--active 300] [--concurrency 40]
+    python benchmarks/soak_hub.py [--users 2000] [--days 30] [--active 100] [--concurrency 150]
 
 kubesim runs in a process of its own (``apex-hub kubesim``, instant kubelet, real HTTP on loopback),
 as the API server does. This process is the hub's spawner side, as long-lived as a hub: one
@@ -78,8 +78,9 @@ class User(HubUser):
 
 class EventTTL:
     """The API server's ``--event-ttl`` on the fake clock: the Events kubesim records for the
-    pods (Scheduled, Started, Killing, ...) go an hour after they were made, that is before the
-    next simulated day: every namespace used today is cleared of them tonight."""
+    pods (Scheduled, Started, Killing, ...) go an hour after they were made. A simulated day is
+    ten hours of spawns; after each tenth of the day's cycles, the namespaces used since the last
+    time are cleared of their Events."""
 
     def __init__(self, url: str):
         import aiohttp
@@ -90,11 +91,11 @@ class EventTTL:
         self.deleted = 0
 
     async def expire(self) -> None:
-        for namespace in sorted(self.namespaces):
+        namespaces, self.namespaces = sorted(self.namespaces), set()
+        for namespace in namespaces:
             async with self.session.delete(f"{self.url}/api/v1/namespaces/{namespace}/events") as r:
                 r.raise_for_status()
                 self.deleted += len((await r.json()).get("items") or [])
-        self.namespaces.clear()
 
     async def close(self) -> None:
         await self.session.close()
@@ -150,6 +151,9 @@ async def soak(args) -> tuple[list[dict], dict]:
         rows = []
         failures = []
 
+        done = [0, 1]  # cycles finished, cycles per simulated hour
+        expiring = asyncio.Lock()
+
         async def one(user):
             async with limit:
                 spawner = spawners.get(user.name)
@@ -160,10 +164,15 @@ async def soak(args) -> tuple[list[dict], dict]:
                     await cycle(spawner, user, authenticator, ttl, args.polls)
                 except Exception as exc:  # counted and shown; the soak goes on
                     failures.append(f"{user.name}: {type(exc).__name__}: {exc}")
+            done[0] += 1
+            if done[0] % done[1] == 0 and not expiring.locked():
+                async with expiring:  # an hour of fake time has gone by
+                    await ttl.expire()
 
         began = time.monotonic()
         for day in range(1, args.days + 1):
             active = users if day == 1 else rng.sample(users, min(args.active, len(users)))
+            done[1] = max(1, len(active) // 10)
             await asyncio.gather(*(one(u) for u in active))  # the day's work, its order by chance
             await ttl.expire()  # tonight, an hour after the last of them
             await asyncio.sleep(0.2)  # the reflectors take in the deletions
@@ -192,7 +201,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--days", type=int, default=30)
-    ap.add_argument("--active", type=int, default=300, help="users spawning on each day after the first")
+    ap.add_argument("--active", type=int, default=100, help="users spawning on each day after the first")
     ap.add_argument("--concurrency", type=int, default=150, help="spawns in progress at once")
     ap.add_argument("--polls", type=int, default=2, help="hub polls of each running server")
     ap.add_argument("--every", type=int, default=5, help="print every N days")
