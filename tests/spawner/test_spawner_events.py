@@ -59,3 +59,16 @@ async def test_events_are_kubespawners_list_of_this_pods_events(ksim):
         assert spawner.events == KubeSpawner.events.fget(spawner) == expected
     await ada.stop()
     await bob.stop()
+
+
+async def test_a_spawners_progress_events_are_its_last_spawns_only(ksim):
+    """A hub keeps a user's spawner for months: each start begins a new list of progress events."""
+    spawner = make_spawner(ksim, "cy")
+    await spawner.start()
+    first = list(spawner._progress_events)
+    await spawner.stop()
+    for _ in range(3):
+        await spawner.start()
+        await spawner.stop()
+    assert first and len(spawner._progress_events) <= len(first)
+    assert [e["message"] for e in spawner._progress_events][-1].startswith("Workspace ready")

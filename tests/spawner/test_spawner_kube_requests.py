@@ -209,3 +209,19 @@ async def test_without_proxy_or_netrc_the_lookups_stop_and_spawns_work(ksim, mon
     assert not skip_env_lookups(spawner.api.api_client)  # and only once
     await spawner.stop()
     assert ksim.counts()["create pods"] == 1
+
+
+async def test_the_sessions_checked_are_not_kept_alive():
+    import gc
+    import weakref
+
+    from apex_hub.spawner import kube
+
+    async with client_for("http://127.0.0.1:1") as client:
+        session = client.rest_client.pool_manager
+        skip_env_lookups(client)
+        assert session in kube._CHECKED_SESSIONS
+        gone = weakref.ref(session)
+    del client, session
+    gc.collect()
+    assert gone() is None  # the set held it weakly: a closed client's session is freed
