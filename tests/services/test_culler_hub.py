@@ -17,6 +17,7 @@ from apex_hub.kubesim import KubeSim
 from apex_hub.services import CULLER_SCOPES, restart_scope
 from apex_hub.services.culler import CullerService, CullingPolicy
 from tests.helpers.hub import HubProcess, apex_hub_config
+from tests.helpers.wait import until
 
 pytestmark = [pytest.mark.process]
 
@@ -42,15 +43,22 @@ culler["api_token"] = "{token}"
 """
 
 
-async def wait_stopped(hub: HubProcess, user: str, timeout: float = 60) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
+async def wait_stopped(hub: HubProcess, user: str) -> None:
+    async def stopped():
         _, model = await hub.api("GET", f"/users/{user}")
-        if "" not in (model.get("servers") or {}):
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{user}'s server still there: {model}")
+        return "" not in (model.get("servers") or {})
+
+    await until(stopped, 0.2)
+
+
+async def start_servers(hub: HubProcess, profiles: dict[str, str]) -> None:
+    """Ask for the servers of ``{user: profile}`` at once (each request lasts as long as its spawn)."""
+
+    async def start(name: str, profile: str) -> None:
+        status, body = await hub.api("POST", f"/users/{name}/server", json={"profile": profile})
+        assert status in (201, 202), (body, hub.log()[-3000:])
+
+    await asyncio.gather(*(start(name, profile) for name, profile in profiles.items()))
 
 
 def records(state) -> list[dict]:
@@ -68,17 +76,12 @@ async def test_culler_against_a_real_hub(tmp_path):
             policy=policy_file, state=state, token=token
         )
         async with HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
-            for name, groups, profile in (
-                ("alice", (), "lab"),
-                ("bob", ("ops",), "lab"),
-                ("carol", (), "long"),
-            ):
+            for name, groups in (("alice", ()), ("bob", ("ops",)), ("carol", ())):
                 assert (await hub.api("POST", f"/users/{name}"))[0] == 201
                 for g in groups:
                     assert (await hub.api("POST", f"/groups/{g}"))[0] in (201, 409)
                     assert (await hub.api("POST", f"/groups/{g}/users", json={"users": [name]}))[0] == 200
-                status, body = await hub.api("POST", f"/users/{name}/server", json={"profile": profile})
-                assert status in (201, 202), (body, hub.log()[-3000:])
+            await start_servers(hub, {"alice": "lab", "bob": "lab", "carol": "long"})
             for name in ("alice", "bob", "carol"):
                 await hub.wait_ready(name, timeout=90)
 
@@ -194,15 +197,8 @@ configure(c, culler={{"policy": "{policy}", "state_dir": "{state}", "interval": 
 """
 
 
-async def wait_for(predicate, what: str, hub: HubProcess, timeout: float = 90):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}:\n{hub.log()[-5000:]}")
+async def wait_for(predicate):
+    return await until(predicate, 0.3)
 
 
 async def test_culler_started_by_the_hub(tmp_path):
@@ -219,16 +215,15 @@ async def test_culler_started_by_the_hub(tmp_path):
             policy=policy_file, state=state, port=free_port()
         )
         async with HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
-            for name, profile in (("alice", "lab"), ("bob", "svc"), ("carol", "long")):
+            for name in ("alice", "bob", "carol"):
                 assert (await hub.api("POST", f"/users/{name}"))[0] == 201
-                status, body = await hub.api("POST", f"/users/{name}/server", json={"profile": profile})
-                assert status in (201, 202), (body, hub.log()[-3000:])
+            await start_servers(hub, {"alice": "lab", "bob": "svc", "carol": "long"})
 
             # alice (lab: idle 30m; the culler's clock is 1h ahead) is stopped once ready, with a reason
             async def alice_stopped():
                 return [r for r in records(state) if r["user"] == "alice" and r.get("event") == "stop"]
 
-            [rec] = await wait_for(alice_stopped, "alice's stop record", hub, timeout=120)
+            [rec] = await wait_for(alice_stopped)
             assert (rec["server"], rec["profile"], rec["reason"], rec["dry_run"]) == (
                 "",
                 "lab",
@@ -245,7 +240,7 @@ async def test_culler_started_by_the_hub(tmp_path):
             async def carol_warned():
                 return [r for r in records(state) if r["user"] == "carol" and r.get("event") == "warning"]
 
-            [warning] = await wait_for(carol_warned, "carol's warning", hub)
+            [warning] = await wait_for(carol_warned)
             assert warning["reason"] == "max-age" and warning["profile"] == "long"
 
             # carol sees the warning as the banner of the hub's pages (template_vars "announcement")

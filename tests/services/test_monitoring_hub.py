@@ -4,12 +4,16 @@ server is a real ``jupyterhub-singleuser``), through the proxy, with a kernel.
 
 One hub for the module. The probe runs every 2 s while the pause file is absent; each test changes
 the probe's profile in the catalogue (APExSpawner re-reads it), lets one probe run and pauses again.
+
+The service's clock is a test clock (``APEX_MONITORING_CLOCK_FILE``): where a probe would wait out a
+timeout (a server that never gets ready, a kernel that died, a dead proxy route) or a result would age,
+the test first sees that it is so (the pod stalled, the kernel restarted, the route failed), then moves
+the service's time past the limit instead of waiting for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import secrets
@@ -24,7 +28,10 @@ import pytest_asyncio
 import yaml
 
 from apex_hub.kubesim import KubeSim
+from apex_hub.naming import user_namespace
+from apex_hub.services.common.clock import advance
 from tests.helpers.hub import HubProcess, apex_hub_config, free_port
+from tests.helpers.wait import until
 
 pytestmark = [pytest.mark.process, pytest.mark.asyncio(loop_scope="module")]
 
@@ -32,7 +39,11 @@ IMAGE = "quay.io/jupyterhub/k8s-singleuser-sample:4.0.0"
 SERVICE = "apex-monitoring"
 PROBE = "apex-probe"
 READY_TIMEOUT = 40
+PROXY_TIMEOUT = 5
+KERNEL_TIMEOUT = 30
 STALE_AFTER = 20
+#: the hub's log line of a spawn request of the probe's that it accepted (the server is pending)
+SPAWN_ACCEPTED = f"202 POST /hub/api/users/{PROBE}/server ({SERVICE}@"
 # pods' loopback addresses: away from the default range of other suites running on this machine
 FIRST_IP = 100 + secrets.randbelow(120)
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +83,16 @@ def catalogue(probe: dict | None = None) -> dict:
 
 CONFIG = """
 c.APExSpawner.workspace_volume = {{"name": "workspace", "size": "1Gi", "mount_path": "/home/jovyan"}}
+# a spawn request is answered at once (202), as in production where a pod takes longer than the hub's
+# slow_spawn_timeout (10 s): the probe follows the spawn's progress
+c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
+# the hub looks at its managed services' processes every Spawner.poll_interval (30 s), which a service's
+# spawner does not take from the config: every second here, so that a killed service is restarted at once
+import jupyterhub.services.service as _service
+from traitlets import Integer as _Integer
+class _PolledEverySecond(_service._ServiceSpawner):
+    poll_interval = _Integer(1)
+_service._ServiceSpawner = _PolledEverySecond
 c.ConfigurableHTTPProxy.api_url = "{chp_api}"
 c.JupyterHub.load_roles[0]["scopes"] += ["read:services", "read:tokens", "read:groups"]
 # two more services for the health check: one with a URL, one without (a managed process)
@@ -83,9 +104,10 @@ c.JupyterHub.services += [
 from apex_hub.services import configure
 configure(c, monitoring={{
     "profile": "probe", "url": "http://127.0.0.1:{port}", "interval": 2, "check_interval": 1,
-    "ready_timeout": {ready}, "proxy_timeout": 5, "kernel_timeout": 30, "stop_timeout": 60,
+    "ready_timeout": {ready}, "proxy_timeout": {proxy}, "kernel_timeout": {kernel}, "stop_timeout": 60,
     "stale_after": {stale}, "pause_file": "{pause}", "state_dir": "{state}",
     "kubernetes": "{kubeconfig}", "proxy_routes": True, "metrics_token": "{metrics_token}",
+    "environment": {{"APEX_MONITORING_CLOCK_FILE": "{clock}"}},
 }})
 """
 
@@ -96,8 +118,29 @@ class Env:
     ):
         self.sim, self.hub, self.tmp = sim, hub, tmp
         self.chp_api, self.chp_token, self.metrics_token = chp_api, chp_token, metrics_token
-        self.profiles, self.pause = tmp / "profiles.yml", tmp / "pause"
+        self.profiles, self.pause, self.clock = tmp / "profiles.yml", tmp / "pause", tmp / "clock"
         self.base = f"{hub.url}/services/{SERVICE}/"
+
+    def advance(self, seconds: float) -> None:
+        """Move the service's clock ahead (its timeouts' deadlines and its results' ages)."""
+        advance(self.clock, seconds)
+
+    def log_count(self, text: str) -> int:
+        return self.hub.log().count(text)
+
+    def probe_pod(self):
+        """kubesim's kubelet's record of the probe's pod (None while there is none)."""
+        namespace = user_namespace(PROBE)
+        return next((p for p in self.sim.kubelet._pods.values() if p.namespace == namespace), None)
+
+    async def probe_pod_log(self) -> str:
+        pod = self.probe_pod()
+        if pod is None:
+            return ""
+        url = f"{self.sim.url}/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/log"
+        async with aiohttp.ClientSession() as s:
+            async with s.get(url, params={"container": "notebook"}) as r:
+                return await r.text() if r.status == 200 else ""
 
     def set_probe_profile(self, **fields) -> None:
         self.profiles.write_text(yaml.safe_dump(catalogue(fields), sort_keys=False))
@@ -119,32 +162,34 @@ class Env:
                 assert r.status == 200, await r.text()
                 return await r.text()
 
-    async def probe_once(self, timeout: float = 180) -> dict:
+    async def probe_once(self) -> dict:
         """Unpause until one probe has started, pause again, return that probe's result."""
-        t0 = time.time()
+
+        def probes(st: dict) -> list[dict]:
+            return [r for r in [st["probe"]["running"], *st["history"]] if r]
+
+        last = max((r["id"] for r in probes(await self.status())), default=0)  # ids count up
         self.pause.unlink(missing_ok=True)
         try:
             probe_id = await poll(
-                lambda st: next(
-                    (
-                        r["id"]
-                        for r in [st["probe"]["running"] or {}, *st["history"]]
-                        if r and r["started"] >= t0
-                    ),
-                    None,
-                ),
-                self,
-                60,
-                "a probe start",
+                lambda st: next((r["id"] for r in probes(st) if r["id"] > last), None), self
             )
         finally:
             self.pause.touch()
-        return await poll(
-            lambda st: next((r for r in st["history"] if r["id"] == probe_id), None),
-            self,
-            timeout,
-            f"the result of probe {probe_id}",
-        )
+        return await poll(lambda st: next((r for r in st["history"] if r["id"] == probe_id), None), self)
+
+    async def probe_and(self, ready, seconds: float) -> tuple[dict, bool]:
+        """One probe; once ``ready()`` (sync or async) is true while it runs, the service's clock moves
+        ``seconds`` ahead, once. The probe's result, and whether the clock was moved."""
+        probe = asyncio.ensure_future(self.probe_once())
+        try:
+            await until(lambda: probe.done() or ready(), 0.1)
+            moved = not probe.done()
+            if moved:
+                self.advance(seconds)
+            return await probe, moved
+        finally:
+            probe.cancel()
 
     async def chp(self, method: str, path: str, body=None):
         async with aiohttp.ClientSession() as s:
@@ -161,34 +206,25 @@ class Env:
         return (model.get("servers") or {}).get("") if isinstance(model, dict) else None
 
 
-async def poll(pick, env: Env, timeout: float, what: str):
-    """Poll status.json until ``pick(status)`` is truthy (bounded)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    st = None
-    while loop.time() < deadline:
+async def poll(pick, env: Env):
+    """Poll status.json until ``pick(status)`` is truthy; that value (a hang is the hang guard's)."""
+
+    async def picked():
         try:
             st = await env.status()
         except (aiohttp.ClientError, AssertionError):
-            st = None  # the service may be restarting
-        found = pick(st) if st else None
-        if found:
-            return found
-        await asyncio.sleep(0.5)
-    raise AssertionError(
-        f"no {what} in {timeout}s; last status: {json.dumps(st, indent=1)[:3000]}\n"
-        f"hub log:\n{env.hub.log()[-5000:]}"
-    )
+            return None  # the service may be restarting
+        return pick(st)
+
+    return await until(picked, 0.2)
 
 
-async def wait_no_probe_server(env: Env, timeout: float = 60) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if await env.probe_server() is None:
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"the probe server is still there: {await env.probe_server()}")
+async def wait_no_probe_server(env: Env) -> None:
+    await until(lambda: _no_probe_server(env), 0.2)
+
+
+async def _no_probe_server(env: Env) -> bool:
+    return await env.probe_server() is None
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -209,7 +245,10 @@ async def env(tmp_path_factory):
             python=sys.executable,
             port=free_port(),
             ready=READY_TIMEOUT,
+            proxy=PROXY_TIMEOUT,
+            kernel=KERNEL_TIMEOUT,
             stale=STALE_AFTER,
+            clock=tmp / "clock",
             pause=tmp / "pause",
             state=tmp / "state",
             kubeconfig=sim.kubeconfig_path,
@@ -255,8 +294,6 @@ async def test_healthy_probe(env):
             else None
         ),
         env,
-        30,
-        "components",
     )
     assert st["probe"]["status"] == "OK", st["probe"]
     for name, check in st["components"].items():
@@ -303,7 +340,23 @@ async def test_broken_image_is_critical(env):
 
 async def test_stuck_pod_is_critical_after_the_ready_timeout(env):
     env.set_probe_profile(image=IMAGE.rsplit(":", 1)[0] + ":stuck")
-    result = await env.probe_once()
+    accepted = env.log_count(SPAWN_ACCEPTED)
+
+    def stalled() -> bool:  # the probe waits for its server, whose pod never gets past its image pull
+        pod = env.probe_pod()
+        return (
+            env.log_count(SPAWN_ACCEPTED) > accepted
+            and pod is not None
+            and pod.phase == "Pending"
+            and not pod.tasks
+            and not pod.stopping
+            and all(
+                c["state"].get("waiting", {}).get("reason") == "ContainerCreating" for c in pod.main.values()
+            )
+        )
+
+    result, moved = await env.probe_and(stalled, READY_TIMEOUT)
+    assert moved, result
     assert result["status"] == "CRITICAL", result
     assert result["failed_phase"] == "server_ready", result
     assert f"server not ready after {READY_TIMEOUT}s" in result["message"], result["message"]
@@ -320,10 +373,14 @@ async def test_dead_proxy_route_is_critical(env):
         "POST", f"/user/{PROBE}/api/status", {"target": f"http://127.0.0.1:{free_port()}"}
     )
     assert status == 201, body
-    try:
-        result = await env.probe_once()
+    refused = env.log_count(f"503 GET /user/{PROBE}/api/status")
+    try:  # once the proxy has answered the probe 503, its retries run out at once
+        result, moved = await env.probe_and(
+            lambda: env.log_count(f"503 GET /user/{PROBE}/api/status") > refused, PROXY_TIMEOUT
+        )
     finally:
         assert (await env.chp("DELETE", f"/user/{PROBE}/api/status"))[0] == 204
+    assert moved, result
     assert result["status"] == "CRITICAL", result
     assert result["failed_phase"] == "proxy", result
     assert "dead proxy route" in result["message"] and "HTTP 503" in result["message"], result["message"]
@@ -340,10 +397,14 @@ async def test_missing_proxy_route_is_critical(env):
         "POST", f"/user/{PROBE}/api/status", {"target": f"http://127.0.0.1:{env.hub.hub_port}"}
     )
     assert status == 201, body
-    try:
-        result = await env.probe_once()
+    redirected = env.log_count(f"302 GET /user/{PROBE}/api/status")
+    try:  # once the hub has answered the probe's status request, its retries run out at once
+        result, moved = await env.probe_and(
+            lambda: env.log_count(f"302 GET /user/{PROBE}/api/status") > redirected, PROXY_TIMEOUT
+        )
     finally:
         assert (await env.chp("DELETE", f"/user/{PROBE}/api/status"))[0] == 204
+    assert moved, result
     assert result["status"] == "CRITICAL" and result["failed_phase"] == "proxy", result
     assert result["message"].startswith(
         "proxy: no proxy route to the probe's server: "
@@ -354,7 +415,12 @@ async def test_missing_proxy_route_is_critical(env):
 
 async def test_dead_kernel_is_a_warning(env):
     env.set_probe_profile(**DEAD_KERNEL)
-    result = await env.probe_once()
+
+    async def kernel_died() -> bool:  # the probe's kernel exited and the server restarts it
+        return "KernelRestarter: restarting kernel" in await env.probe_pod_log()
+
+    result, moved = await env.probe_and(kernel_died, KERNEL_TIMEOUT)
+    assert moved, result
     assert result["status"] == "WARNING", result
     assert result["failed_phase"] == "kernel", result
     assert result["message"].startswith("kernel: kernel 'python3'"), result["message"]
@@ -381,12 +447,7 @@ async def test_proxy_routes_against_the_hubs_servers(env):
     }
     assert (await env.chp("POST", "/user/ghost", ghost))[0] == 201
     try:
-        await poll(
-            routes_check(1, "proxy routes for servers the hub does not run: /user/ghost/"),
-            env,
-            30,
-            "a WARNING for the stale route",
-        )
+        await poll(routes_check(1, "proxy routes for servers the hub does not run: /user/ghost/"), env)
     finally:
         assert (await env.chp("DELETE", "/user/ghost"))[0] == 204
     # a running server whose route is gone: CRITICAL
@@ -394,27 +455,20 @@ async def test_proxy_routes_against_the_hubs_servers(env):
     status, body = await env.hub.api("POST", "/users/alice/server", json={"profile": "lab"})
     assert status in (201, 202), body
     await env.hub.wait_ready("alice", timeout=90)
-    await poll(routes_check(0, "1 running server(s), all routed"), env, 30, "alice's server routed")
+    await poll(routes_check(0, "1 running server(s), all routed"), env)
     assert (await env.chp("DELETE", "/user/alice"))[0] == 204
-    st = await poll(
-        routes_check(2, "running servers without a proxy route: alice/"),
-        env,
-        30,
-        "a CRITICAL for the missing route",
-    )
+    st = await poll(routes_check(2, "running servers without a proxy route: alice/"), env)
     assert st["code"] == 2 and "proxy_routes: running servers without a proxy route" in st["message"]
     assert metric(await env.metrics(), "apex_monitoring_component_up", component="proxy_routes") == 0
     assert (await env.hub.api("DELETE", "/users/alice/server"))[0] in (202, 204)
-    await poll(routes_check(0, "0 running server(s), all routed"), env, 60, "no server, no complaint")
+    await poll(routes_check(0, "0 running server(s), all routed"), env)
 
 
 async def test_a_stale_result_turns_critical(env):
     assert env.pause.exists()  # no probe runs: the last result ages
+    env.advance(STALE_AFTER)  # instead of waiting that long
     st = await poll(
-        lambda s: s if s["probe"]["code"] == 2 and "stale" in s["probe"]["message"] else None,
-        env,
-        STALE_AFTER + 60,
-        "a stale probe verdict",
+        lambda s: s if s["probe"]["code"] == 2 and "stale" in s["probe"]["message"] else None, env
     )
     assert st["code"] == 2 and st["status"] == "CRITICAL"
     assert "last probe result is stale" in st["message"], st["message"]
@@ -425,15 +479,12 @@ async def test_a_killed_service_cleans_up_after_restart(env):
     env.set_probe_profile()
     env.pause.unlink()
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        while loop.time() < deadline:  # the probe's server exists and is not being stopped
+
+        async def serving():  # the probe's server exists and is not being stopped
             srv = await env.probe_server()
-            if srv and srv.get("pending") != "stop":
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("the probe never started a server")
+            return srv and srv.get("pending") != "stop"
+
+        await until(serving, 0.1)
     finally:
         env.pause.touch()  # the restarted service must clean up, not probe
     status, model = await env.hub.api("GET", f"/services/{SERVICE}")
@@ -441,12 +492,7 @@ async def test_a_killed_service_cleans_up_after_restart(env):
     os.kill(model["pid"], signal.SIGKILL)
 
     # the hub restarts its managed service; the new process stops the probe server left behind
-    st = await poll(
-        lambda s: s if "stopped the probe server" in s["startup_cleanup"] else None,
-        env,
-        180,
-        "a start-up cleanup",
-    )
+    st = await poll(lambda s: s if "stopped the probe server" in s["startup_cleanup"] else None, env)
     assert "deleted 1 probe token(s)" in st["startup_cleanup"], st["startup_cleanup"]
     await wait_no_probe_server(env)
     _, new = await env.hub.api("GET", f"/services/{SERVICE}")
@@ -460,7 +506,7 @@ async def test_status_page_in_chromium(env):
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
     result = await env.probe_once()
     assert result["status"] == "OK", result
-    await poll(lambda s: s if s["status"] == "OK" else None, env, 30, "an OK status")
+    await poll(lambda s: s if s["status"] == "OK" else None, env)
     SHOTS.mkdir(parents=True, exist_ok=True)
 
     def browse() -> dict:

@@ -303,3 +303,42 @@ async def test_proxy_answers_are_told_apart():
         )
     finally:
         await hub.close()
+
+
+def test_a_file_offset_clock_runs_ahead_by_what_its_file_says(tmp_path):
+    import time
+
+    from apex_hub.services.common.clock import FileOffsetClock, advance
+
+    clock = FileOffsetClock(tmp_path / "clock")
+    assert clock.offset() == 0  # no file yet
+    before = time.time()
+    assert advance(tmp_path / "clock", 40) == 40
+    assert advance(tmp_path / "clock", 2.5) == 42.5  # moves on from where it is
+    assert clock.offset() == 42.5
+    assert clock.time() >= before + 42.5
+    assert clock.monotonic() >= time.monotonic() + 42
+    (tmp_path / "clock").write_text("not a number")
+    assert clock.offset() == 0
+
+
+async def test_a_phase_wait_ends_when_the_injected_clock_passes_its_deadline():
+    import asyncio
+
+    from apex_hub.services.common.hub import HubClient
+    from apex_hub.services.monitoring.probe import Probe
+
+    now = [100.0]
+    hub = HubClient("http://127.0.0.1:1/hub/api", "t")
+    try:
+        probe = Probe(hub, "http://127.0.0.1:8000", ProbeSettings(), monotonic=lambda: now[0])
+        assert await probe._until(now[0] + 30, asyncio.sleep(0, "done")) == "done"  # in time: its result
+        never = asyncio.Event()
+        wait = asyncio.ensure_future(probe._until(now[0] + 30, never.wait()))
+        await asyncio.sleep(0.3)
+        assert not wait.done()  # 0.3 s real, none on the clock
+        now[0] += 30  # the clock reaches the deadline: the wait ends without the 30 s
+        with pytest.raises(TimeoutError):
+            await wait
+    finally:
+        await hub.close()

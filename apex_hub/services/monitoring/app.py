@@ -9,6 +9,11 @@ which other local users can read).
 Every option is a trait of :class:`MonitoringApp` (``--help-all``; a config file sets
 ``c.MonitoringApp.<option>``); those tagged ``configure`` are also keys of ``configure(c,
 monitoring={...})``, and :class:`MonitoringHubOptions` holds the keys of the hub's side.
+
+Tests move the service's clock ahead with the environment variable ``APEX_MONITORING_CLOCK_FILE``: the
+file it names holds the seconds the clock runs ahead, re-read at every look at the clock, so that a
+test writes a new number (``apex_hub.services.common.clock.advance``) where it would otherwise wait
+through a ready timeout or a staleness limit. It is not an option: never set it in production.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 from traitlets import Dict, Enum, Float, Int, List, Unicode
 
 from ..common.app import HubOptions, ServiceApp
+from ..common.clock import Clock, FileOffsetClock
 from ..common.listen import listen_address
 from ..common.traits import CommaList, JSONDict, Switch
 from .probe import DEFAULT_FAIL_FAST, ProbeSettings
@@ -29,6 +35,10 @@ log = logging.getLogger("apex_hub.monitoring")
 
 #: where the service listens when the hub gives it no URL
 DEFAULT_SERVICE_URL = "http://127.0.0.1:8190"
+#: TEST ONLY, never an option: a file whose number of seconds the service's clock runs ahead by, read at
+#: every look at the clock (``apex_hub.services.common.clock``), so that a test moves the time of a
+#: running service past a timeout or a staleness limit instead of waiting for it
+CLOCK_FILE_ENV = "APEX_MONITORING_CLOCK_FILE"
 
 
 class MonitoringApp(ServiceApp):
@@ -199,7 +209,13 @@ class MonitoringApp(ServiceApp):
         from .service import MonitoringService
         from .web import make_app
 
-        service = MonitoringService(self.settings())
+        clock = Clock()
+        if os.environ.get(CLOCK_FILE_ENV):
+            clock = FileOffsetClock(os.environ[CLOCK_FILE_ENV])
+            log.warning(
+                "TEST ONLY: the clock runs ahead by the seconds in %s (%s)", clock.path, CLOCK_FILE_ENV
+            )
+        service = MonitoringService(self.settings(), clock=clock.time, monotonic=clock.monotonic)
         app = make_app(
             service,
             os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/"),
@@ -262,4 +278,4 @@ def main(argv: list[str] | None = None) -> int:
     return MonitoringApp.main(argv)
 
 
-__all__ = ["DEFAULT_SERVICE_URL", "MonitoringApp", "MonitoringHubOptions", "main"]
+__all__ = ["CLOCK_FILE_ENV", "DEFAULT_SERVICE_URL", "MonitoringApp", "MonitoringHubOptions", "main"]

@@ -31,6 +31,8 @@ log = logging.getLogger("apex_hub.monitoring")
 TOKEN_NOTE = "apex-monitoring probe (short-lived)"
 # progress messages that end a spawn at once (an image that cannot be pulled does not heal in a probe)
 DEFAULT_FAIL_FAST = r"Failed to pull image|ErrImagePull|ImagePullBackOff|Back-off pulling image"
+#: how often a phase's wait looks at its deadline (besides at the deadline itself)
+UNTIL_STEP = 0.25
 
 
 class PhaseFailed(Exception):
@@ -76,10 +78,19 @@ class ProbeSettings:
 
 
 class Probe:
+    """``clock`` stamps the results; the phases' timeouts run on ``monotonic`` (both injectable, e.g. a
+    test's :class:`~apex_hub.services.common.clock.FileOffsetClock`); phase durations are measured
+    on the real monotonic clock."""
+
     def __init__(
-        self, hub: HubClient, public_url: str, settings: ProbeSettings, clock: Callable[[], float] = time.time
+        self,
+        hub: HubClient,
+        public_url: str,
+        settings: ProbeSettings,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
-        self.hub, self.s, self.clock = hub, settings, clock
+        self.hub, self.s, self.clock, self.monotonic = hub, settings, clock, monotonic
         self.public_url = public_url.rstrip("/")
         self.user_path = f"/users/{quote(settings.user)}"
         self.server_prefix = f"/user/{quote(settings.user)}"
@@ -129,13 +140,13 @@ class Probe:
         srv = await self.server()
         if srv is None:
             return False
-        deadline = time.monotonic() + self.s.stop_timeout
-        while time.monotonic() < deadline:
+        deadline = self.monotonic() + self.s.stop_timeout
+        while self.monotonic() < deadline:
             status, body = await self.hub.call("DELETE", f"{self.user_path}/server")
             if status not in (202, 204, 400):  # 400: a transition in progress; ask again
                 raise RuntimeError(f"DELETE {self.user_path}/server: HTTP {status} {hub_message(body)}")
             srv = await self.server()
-            while srv is not None and srv.get("pending") == "stop" and time.monotonic() < deadline:
+            while srv is not None and srv.get("pending") == "stop" and self.monotonic() < deadline:
                 await asyncio.sleep(0.5)
                 srv = await self.server()
             if srv is None:
@@ -244,8 +255,7 @@ class Probe:
                 "spawn_request", f"POST {self.user_path}/server answered HTTP {status}: {hub_message(body)}"
             )
         try:
-            async with asyncio.timeout(self.s.ready_timeout):
-                await self._wait_ready(result)
+            await self._until(self.monotonic() + self.s.ready_timeout, self._wait_ready(result))
         except TimeoutError:
             last = result.events[-1] if result.events else "none"
             raise PhaseFailed(
@@ -291,7 +301,7 @@ class Probe:
         """GET /user/<probe>/api/status through the proxy, retried briefly (routes may lag)."""
         url = f"{self.public_url}{self.server_prefix}/api/status"
         t = time.monotonic()
-        deadline = t + self.s.proxy_timeout
+        deadline = self.monotonic() + self.s.proxy_timeout
         problem, first = "no answer", None
         while True:
             try:
@@ -309,7 +319,7 @@ class Probe:
                 result.phases["proxy"] = time.monotonic() - t
                 return
             first = first or problem
-            if time.monotonic() >= deadline:
+            if self.monotonic() >= deadline:
                 also = f" (first answer: {first})" if first != problem else ""
                 raise PhaseFailed("proxy", f"{problem}{also}")
             await asyncio.sleep(1)
@@ -343,7 +353,7 @@ class Probe:
 
     async def _kernel(self, result: ProbeResult, token: str) -> None:
         t = time.monotonic()
-        await self._run_code(token, deadline=t + self.s.kernel_timeout)
+        await self._run_code(token, deadline=self.monotonic() + self.s.kernel_timeout)
         result.phases["kernel"] = time.monotonic() - t
 
     async def _run_code(self, token: str, deadline: float) -> None:
@@ -351,12 +361,8 @@ class Probe:
         headers = {"Authorization": f"token {token}"}
         base = f"{self.public_url}{self.server_prefix}/api/kernels"
         name, fail = self.s.kernel_name, self.s.kernel_failure
-        left = lambda: max(0.1, deadline - time.monotonic())  # noqa: E731
         try:
-            async with self.hub.session.post(
-                base, json={"name": name}, headers=headers, timeout=aiohttp.ClientTimeout(total=left())
-            ) as r:
-                text = await r.text()
+            r, text = await self._until(deadline, self._post(base, {"name": name}, headers, deadline))
         except TimeoutError:
             raise PhaseFailed(
                 "kernel", f"kernel {name!r} did not start in {self.s.kernel_timeout:g}s", fail
@@ -369,9 +375,7 @@ class Probe:
             )
         kernel_id = json.loads(text)["id"]
         try:
-            value, reply = await asyncio.wait_for(
-                self._execute(f"{base}/{kernel_id}/channels", headers), left()
-            )
+            value, reply = await self._until(deadline, self._execute(f"{base}/{kernel_id}/channels", headers))
         except TimeoutError:
             value, reply = None, "no reply"
         except aiohttp.ClientError as exc:
@@ -390,6 +394,30 @@ class Probe:
                 else f"no result from 1+1 in {self.s.kernel_timeout:g}s ({reply})"
             )
             raise PhaseFailed("kernel", f"kernel {name!r}: {what}; kernel state: {state}", fail)
+
+    async def _post(
+        self, url: str, body: dict, headers: dict, deadline: float
+    ) -> tuple[aiohttp.ClientResponse, str]:
+        timeout = aiohttp.ClientTimeout(total=max(0.1, deadline - self.monotonic()))
+        async with self.hub.session.post(url, json=body, headers=headers, timeout=timeout) as r:
+            return r, await r.text()
+
+    async def _until(self, deadline: float, awaitable):
+        """``awaitable``'s result, or TimeoutError once ``self.monotonic()`` reaches ``deadline``: looked at
+        at least every 0.25 s, so that a clock moved ahead (tests) ends the wait too."""
+        task = asyncio.ensure_future(awaitable)
+        try:
+            while True:
+                left = deadline - self.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                done, _ = await asyncio.wait({task}, timeout=min(left, UNTIL_STEP))
+                if done:
+                    return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     async def _execute(self, ws_url: str, headers: dict) -> tuple[str | None, str | None]:
         """(the text/plain result of 1+1, the execute_reply status) over the kernel's websocket."""

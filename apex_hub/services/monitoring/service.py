@@ -118,11 +118,19 @@ class Metrics:
 
 
 class MonitoringService:
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time):
+    """``clock``: the wall time of results and staleness; ``monotonic``: the probe's timeouts (a test
+    moves both ahead with a :class:`~apex_hub.services.common.clock.FileOffsetClock`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
         self.s, self.clock = settings, clock
         self.started = clock()
         self.hub = HubClient(settings.api_url, settings.api_token, timeout=30)
-        self.probe = Probe(self.hub, settings.public_url, settings.probe, clock)
+        self.probe = Probe(self.hub, settings.public_url, settings.probe, clock, monotonic)
         self.checks = Checks(
             self.hub,
             settings.public_url,
