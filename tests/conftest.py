@@ -4,6 +4,7 @@ import asyncio
 import functools
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -24,7 +25,24 @@ def pytest_addoption(parser):
     parser.addoption("--cluster", default="kubesim", metavar="kubesim|real|kubeconfig:PATH", help=LANES_HELP)
 
 
+def _interruptible_children() -> None:
+    """The processes the suite starts get SIGINT's default action, whatever this run inherited.
+
+    A run started as a background job of a non-interactive shell (``cmd &``, as scripts/test.sh starts
+    the z2jh lane, and as CI may start the whole run) inherits SIGINT *ignored*, and exec keeps an
+    ignored signal ignored: every process the suite starts would then ignore SIGINT too. JupyterHub
+    stops its managed services with SIGINT, then waits ``interrupt_timeout`` (10 s) for each before
+    SIGTERM; a hub that started its services with SIGINT still ignored (it installs its own handler
+    only after they run) took 15 s or more to stop, in every test that stops one. With a handler in
+    this process, children start with the default action (exec resets handled signals), as they do
+    when the suite is run in the foreground.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_configure(config):
+    _interruptible_children()
     lane = config.getoption("--cluster")
     if lane not in ("kubesim", "real") and not lane.startswith("kubeconfig:"):
         raise pytest.UsageError(f"--cluster {lane!r}: expected kubesim, real or kubeconfig:PATH")
