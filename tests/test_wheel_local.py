@@ -241,9 +241,9 @@ def test_a_missing_python_piece_gives_the_pip_command(wheel_venv, tmp_path):
     ) in result.stderr, result.stderr
 
 
-def test_local_mode_from_the_wheel_in_a_browser(wheel_venv, tmp_path):
+async def test_local_mode_from_the_wheel_in_a_browser(wheel_venv, tmp_path):
     """alice's whole tour, from the wheel, started in a directory with ./node_modules (as npm leaves it)."""
-    sync_playwright = browser_or_skip()
+    async_playwright = browser_or_skip()
     shots = fresh_shots(SHOTS)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -257,12 +257,12 @@ def test_local_mode_from_the_wheel_in_a_browser(wheel_venv, tmp_path):
         assert "Login: APEx OIDC authenticator" in hub.output()  # oidc-provider found in ./node_modules
         config = (workdir / "jupyterhub_config.py").read_text()
         assert repr(str(run_dir / "node_modules" / ".bin" / "configurable-http-proxy")) in config
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                Tour(browser, hub, shots).run("alice", 1)
+                await Tour(browser, hub, shots).run_all(["alice"])
             finally:
-                browser.close()
+                await browser.close()
         # alice's terminal ran with the wheel venv's bin on PATH (right after her environment's)
         terminal = next((workdir / "kubesim").rglob("terminal.txt")).read_text()
         assert f"{wheel_venv}/bin/pip" in terminal.splitlines(), terminal
