@@ -9,9 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from kubernetes_asyncio import client
 
-from apex_hub.kubesim import KubeSim
+from apex_hub.localpod import SLOW_IMPORT
+
+# jsonschema's optional checker of the "iri" formats (rfc3987-syntax) builds some 35 Earley parsers when
+# imported: a second or more of CPU for this process, which imports jsonschema through kubernetes_asyncio
+# before the first test. No schema of the suite (Kubernetes', ours, Jupyter's) uses those formats, and
+# no validator here checks formats; apex_hub.localpod leaves it out of every local-mode server likewise.
+sys.modules.setdefault(SLOW_IMPORT, None)  # an import of it raises ImportError: jsonschema goes without
+
+from kubernetes_asyncio import client  # noqa: E402
+
+from apex_hub.kubesim import KubeSim  # noqa: E402
 
 LANES_HELP = (
     "the Kubernetes backend of this run: kubesim (default, fast), real (etcd + kube-apiserver + "
