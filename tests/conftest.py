@@ -4,13 +4,23 @@ import asyncio
 import functools
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
 import pytest
-from kubernetes_asyncio import client
 
-from apex_hub.kubesim import KubeSim
+from apex_hub.localpod import SLOW_IMPORT
+
+# jsonschema's optional checker of the "iri" formats (rfc3987-syntax) builds some 35 Earley parsers when
+# imported: a second or more of CPU for this process, which imports jsonschema through kubernetes_asyncio
+# before the first test. No schema of the suite (Kubernetes', ours, Jupyter's) uses those formats, and
+# no validator here checks formats; apex_hub.localpod leaves it out of every local-mode server likewise.
+sys.modules.setdefault(SLOW_IMPORT, None)  # an import of it raises ImportError: jsonschema goes without
+
+from kubernetes_asyncio import client  # noqa: E402
+
+from apex_hub.kubesim import KubeSim  # noqa: E402
 
 LANES_HELP = (
     "the Kubernetes backend of this run: kubesim (default, fast), real (etcd + kube-apiserver + "
@@ -24,7 +34,24 @@ def pytest_addoption(parser):
     parser.addoption("--cluster", default="kubesim", metavar="kubesim|real|kubeconfig:PATH", help=LANES_HELP)
 
 
+def _interruptible_children() -> None:
+    """The processes the suite starts get SIGINT's default action, whatever this run inherited.
+
+    A run started as a background job of a non-interactive shell (``cmd &``, as scripts/test.sh starts
+    the z2jh lane, and as CI may start the whole run) inherits SIGINT *ignored*, and exec keeps an
+    ignored signal ignored: every process the suite starts would then ignore SIGINT too. JupyterHub
+    stops its managed services with SIGINT, then waits ``interrupt_timeout`` (10 s) for each before
+    SIGTERM; a hub that started its services with SIGINT still ignored (it installs its own handler
+    only after they run) took 15 s or more to stop, in every test that stops one. With a handler in
+    this process, children start with the default action (exec resets handled signals), as they do
+    when the suite is run in the foreground.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_configure(config):
+    _interruptible_children()
     lane = config.getoption("--cluster")
     if lane not in ("kubesim", "real") and not lane.startswith("kubeconfig:"):
         raise pytest.UsageError(f"--cluster {lane!r}: expected kubesim, real or kubeconfig:PATH")

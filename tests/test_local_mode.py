@@ -2,7 +2,8 @@
 
 Starts ``apex-hub local`` as a subprocess (kubesim in process mode, a real JupyterHub and
 configurable-http-proxy, APExSpawner, the culler, accounting and monitoring services, real
-``jupyterhub-singleuser`` servers), then drives chromium through Playwright, for each demo user:
+``jupyterhub-singleuser`` servers), then drives chromium through Playwright (its async API), for
+the three demo users at once, each in a browser context of their own:
 sign in through the APEx OIDC authenticator at the local OpenID provider (the APEx login page with
 the demo-user hint) → the group-gated spawn form → the progress page → JupyterLab → a cell run in
 the Conda kernel, its output read back → a terminal running ``jupyter --version`` → the usage page
@@ -17,6 +18,7 @@ Screenshots of every step go to ``test-artifacts/local-mode/``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -180,157 +182,182 @@ def _alive(pids) -> dict[int, str]:
 
 
 class Tour:
-    """The browser tour of one running ``apex-hub local`` (Playwright's sync API, system chromium)."""
+    """The browser tour of one running ``apex-hub local`` (Playwright's async API, system chromium).
+
+    One tour per user; the users' tours run side by side (``run_all``), each in a browser context of
+    its own, as three people would use the hub: most of a tour is waiting on the servers (a spawn, a
+    kernel, a command in the terminal, the services' rounds), which then overlaps.
+    """
 
     def __init__(self, browser, hub: LocalMode, shots: Path):
-        from playwright.sync_api import expect
+        from playwright.async_api import expect
 
         self.browser, self.hub, self.shots, self.expect = browser, hub, shots, expect
         self.base = hub.wait_for(r"Open: (http://127\.0\.0\.1:\d+/)").group(1).rstrip("/")
         self.password = hub.wait_for(r"Demo password \(all users\): (\S+)").group(1)
 
-    def shot(self, page, name: str) -> None:
-        page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+    async def run_all(self, users) -> None:
+        """Every user's tour at once; all of them finish (each has its screenshots), the first failure is raised."""
+        self.expect.set_options(timeout=WAIT)  # not 5 s: the tours share two cores with the hub and servers
+        try:
+            results = await asyncio.gather(
+                *(self.run(user, n) for n, user in enumerate(users, 1)), return_exceptions=True
+            )
+        finally:
+            self.expect.set_options(timeout=None)  # Playwright's default again, for any other test
+        failures = [(user, r) for user, r in zip(users, results) if isinstance(r, BaseException)]
+        if failures:
+            user, first = failures[0]
+            others = "; ".join(f"{u}: {type(r).__name__}" for u, r in failures[1:])
+            raise AssertionError(
+                f"{user}'s tour failed{' (also ' + others + ')' if others else ''}"
+            ) from first
 
-    def sign_in(self, page, user: str, shots: str = "") -> None:
+    async def shot(self, page, name: str) -> None:
+        await page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+
+    async def sign_in(self, page, user: str, shots: str = "") -> None:
         """The hub's (APEx) login page → the provider's form → back at the hub."""
         expect = self.expect
-        page.goto(f"{self.base}/hub/login")
+        await page.goto(f"{self.base}/hub/login")
         button = page.get_by_role("button", name="Sign in with APEx local identity provider")
-        expect(button).to_be_visible()
-        expect(page.locator("img[alt='APEx Workspaces']")).to_be_visible()
+        await expect(button).to_be_visible()
+        await expect(page.locator("img[alt='APEx Workspaces']")).to_be_visible()
         hint = page.locator("#apex-login-hint")
         for demo_user in USERS:
-            expect(hint).to_contain_text(demo_user)
+            await expect(hint).to_contain_text(demo_user)
         if shots:
-            self.shot(page, f"{shots}-login")
-        button.click()
-        page.wait_for_selector("input[name=login]")
-        expect(page).to_have_title("APEx local identity provider")
-        page.fill("input[name=login]", user)
-        page.fill("input[name=password]", self.password)
+            await self.shot(page, f"{shots}-login")
+        await button.click()
+        await page.wait_for_selector("input[name=login]")
+        await expect(page).to_have_title("APEx local identity provider")
+        await page.fill("input[name=login]", user)
+        await page.fill("input[name=password]", self.password)
         if shots:
-            self.shot(page, f"{shots}-provider-login")
-        page.click("button[type=submit]")
-        page.wait_for_url(re.compile(r".*/hub/(spawn|home).*"))
+            await self.shot(page, f"{shots}-provider-login")
+        await page.click("button[type=submit]")
+        await page.wait_for_url(re.compile(r".*/hub/(spawn|home).*"))
 
-    def offered(self, page) -> list[str]:
-        page.goto(f"{self.base}/hub/spawn")
-        page.wait_for_selector("#kubespawner-profiles-list")
-        return page.eval_on_selector_all("input[name=profile]", "els => els.map(e => e.value)")
+    async def offered(self, page) -> list[str]:
+        await page.goto(f"{self.base}/hub/spawn")
+        await page.wait_for_selector("#kubespawner-profiles-list")
+        return await page.eval_on_selector_all("input[name=profile]", "els => els.map(e => e.value)")
 
-    def fetch(self, page, path: str) -> dict:
-        return page.evaluate(FETCH_JSON, path)
+    async def fetch(self, page, path: str) -> dict:
+        return await page.evaluate(FETCH_JSON, path)
 
-    def run(self, user: str, n: int) -> None:
+    async def run(self, user: str, n: int) -> None:
         """sign in → form → spawn → JupyterLab → Conda kernel cell → terminal → usage → status → stop → logout."""
         expect, base, shot = self.expect, self.base, self.shot
         tag = f"{n}{user[0]}"  # screenshot prefix: 1a-..., 2b-..., 3c-...
-        context = self.browser.new_context(viewport={"width": 1280, "height": 800})
-        page = context.new_page()
+        context = await self.browser.new_context(viewport={"width": 1280, "height": 800})
+        context.set_default_timeout(WAIT)  # the tours share two cores with the hub and the servers
+        page = await context.new_page()
         try:
-            self.sign_in(page, user, shots=f"{tag}-01")
+            await self.sign_in(page, user, shots=f"{tag}-01")
 
             # the form: the user's groups decide the profiles; the APEx heading explains them
-            assert self.offered(page) == USERS[user], user
+            assert await self.offered(page) == USERS[user], user
             if "large" not in USERS[user]:
-                assert page.locator("#profile-item-large").count() == 0
-                expect(page.locator("#kubespawner-profiles-list")).not_to_contain_text("Large")
-            expect(page.locator("#apex-profiles-help")).to_contain_text("Pick a profile")
-            page.check("#profile-item-conda")
-            shot(page, f"{tag}-02-spawn-form")
+                assert await page.locator("#profile-item-large").count() == 0
+                await expect(page.locator("#kubespawner-profiles-list")).not_to_contain_text("Large")
+            await expect(page.locator("#apex-profiles-help")).to_contain_text("Pick a profile")
+            await page.check("#profile-item-conda")
+            await shot(page, f"{tag}-02-spawn-form")
 
             # the progress page shows the spawner's own messages
-            page.click("form button[type=submit]")
-            page.wait_for_url(re.compile(rf".*/hub/spawn-pending/{user}.*"), timeout=WAIT)
-            page.wait_for_function(
+            await page.click("form button[type=submit]")
+            await page.wait_for_url(re.compile(rf".*/hub/spawn-pending/{user}.*"), timeout=WAIT)
+            await page.wait_for_function(
                 "() => (document.querySelector('#progress-log') || {}).textContent"
                 "  && document.querySelector('#progress-log').textContent.includes('Preparing your workspace')",
                 timeout=WAIT,
             )
-            progress_log = page.text_content("#progress-log")
+            progress_log = await page.text_content("#progress-log")
             assert f"Preparing your workspace (namespace apex-{user})" in progress_log, progress_log
-            if page.locator("#progress-details summary").is_visible():
-                page.click("#progress-details summary")  # open the event log for the screenshot
-            shot(page, f"{tag}-03-progress")
+            if await page.locator("#progress-details summary").is_visible():
+                await page.click("#progress-details summary")  # open the event log for the screenshot
+            await shot(page, f"{tag}-03-progress")
 
             # JupyterLab, served by the real single-user server, without the news prompt
-            page.wait_for_url(re.compile(rf".*/user/{user}/lab.*"), timeout=WAIT)
-            page.wait_for_selector("#jp-main-dock-panel", timeout=WAIT)
-            launcher = page.wait_for_selector(".jp-Launcher", timeout=WAIT)
+            await page.wait_for_url(re.compile(rf".*/user/{user}/lab.*"), timeout=WAIT)
+            await page.wait_for_selector("#jp-main-dock-panel", timeout=WAIT)
+            launcher = await page.wait_for_selector(".jp-Launcher", timeout=WAIT)
             try:
-                page.wait_for_selector(f".jp-Launcher >> text={KERNEL}", timeout=WAIT)
+                await page.wait_for_selector(f".jp-Launcher >> text={KERNEL}", timeout=WAIT)
             except Exception as exc:
                 raise AssertionError(
                     f"no {KERNEL} in the launcher: {exc}\n{self.hub.pod_logs(user)}"
                 ) from None
-            assert KERNEL in launcher.inner_text()
-            specs = self.fetch(page, f"/user/{user}/api/kernelspecs")
+            assert KERNEL in await launcher.inner_text()
+            specs = await self.fetch(page, f"/user/{user}/api/kernelspecs")
             assert specs["status"] == 200, specs
             spec = specs["body"]["kernelspecs"]["conda-demo"]["spec"]
             assert spec["display_name"] == KERNEL and spec["argv"][0].endswith(
                 "/.apex/conda/envs/demo/bin/python"
             )
-            welcome = self.fetch(page, f"/user/{user}/api/contents/apex/welcome.txt?content=1")
+            welcome = await self.fetch(page, f"/user/{user}/api/contents/apex/welcome.txt?content=1")
             assert welcome["status"] == 200, welcome
             assert welcome["body"]["content"].startswith(
                 f'Welcome {user}! This is the APEx workspace profile "conda",'
             ), welcome
             assert f"namespace apex-{user} on kubesim" in welcome["body"]["content"]
-            shot(page, f"{tag}-04-jupyterlab")
+            await shot(page, f"{tag}-04-jupyterlab")
             # no news prompt: local mode's page config disables JupyterLab's announcements plugin
-            disabled = page.evaluate(
+            disabled = await page.evaluate(
                 "() => JSON.parse(document.getElementById('jupyter-config-data').textContent).disabledExtensions"
             )
             assert "@jupyterlab/apputils-extension:announcements" in disabled, disabled
             assert (
-                page.locator("text=Would you like to get notified about official Jupyter news?").count() == 0
+                await page.locator("text=Would you like to get notified about official Jupyter news?").count()
+                == 0
             )
 
             # a notebook on the Conda kernel: run a cell, read its output
-            page.locator(".jp-LauncherCard", has_text=KERNEL).first.click()
+            await page.locator(".jp-LauncherCard", has_text=KERNEL).first.click()
             panel = page.locator(".jp-NotebookPanel").last
-            expect(panel.locator(".jp-Notebook")).to_be_visible(timeout=WAIT)
-            expect(panel.locator(".jp-Toolbar-kernelName").first).to_contain_text(KERNEL, timeout=WAIT)
+            await expect(panel.locator(".jp-Notebook")).to_be_visible(timeout=WAIT)
+            await expect(panel.locator(".jp-Toolbar-kernelName").first).to_contain_text(KERNEL, timeout=WAIT)
             # the kernel has started and answered (an execute request sent before that is lost)
-            expect(page.locator(".jp-StatusBar-TextItem", has_text=f"{KERNEL} | Idle").first).to_be_visible(
-                timeout=WAIT
-            )
-            panel.locator(".jp-Cell .cm-content").first.click()
-            page.keyboard.type("import sys; print(sys.prefix, 6 * 7)")
-            page.keyboard.press("Shift+Enter")
+            await expect(
+                page.locator(".jp-StatusBar-TextItem", has_text=f"{KERNEL} | Idle").first
+            ).to_be_visible(timeout=WAIT)
+            await panel.locator(".jp-Cell .cm-content").first.click()
+            await page.keyboard.type("import sys; print(sys.prefix, 6 * 7)")
+            await page.keyboard.press("Shift+Enter")
             output = panel.locator(".jp-OutputArea-output").first
             try:
-                expect(output).to_contain_text(" 42", timeout=WAIT)
+                await expect(output).to_contain_text(" 42", timeout=WAIT)
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n{self.hub.pod_logs(user)}") from None
-            assert re.fullmatch(r"\S*/\.apex/conda/envs/demo 42", output.inner_text().strip()), (
-                output.inner_text()
-            )
-            shot(page, f"{tag}-05-conda-kernel")
+            printed = (await output.inner_text()).strip()
+            assert re.fullmatch(r"\S*/\.apex/conda/envs/demo 42", printed), printed
+            await shot(page, f"{tag}-05-conda-kernel")
 
             # a terminal: the workspace's shell and PATH (the environment's bin, then this venv's)
-            page.locator(
+            await page.locator(
                 "button[data-command='launcher:create'], [data-command='launcher:create']"
             ).first.click()
-            page.locator(".jp-LauncherCard", has_text="Terminal").last.click()
+            await page.locator(".jp-LauncherCard", has_text="Terminal").last.click()
             terminal = page.locator(".jp-Terminal").last
-            expect(terminal).to_be_visible(timeout=WAIT)
-            page.wait_for_selector(".jp-Terminal .xterm-helper-textarea", state="attached", timeout=WAIT)
+            await expect(terminal).to_be_visible(timeout=WAIT)
+            await page.wait_for_selector(
+                ".jp-Terminal .xterm-helper-textarea", state="attached", timeout=WAIT
+            )
             text = ""
             for _attempt in range(3):  # keys typed before the terminal's websocket is up are lost: type again
-                terminal.click()
-                page.keyboard.type(
+                await terminal.click()
+                await page.keyboard.type(
                     "{ echo SHELL=$SHELL; command -v python pip; jupyter --version; } "
                     "> ~/terminal.tmp 2>&1; mv ~/terminal.tmp ~/terminal.txt"
                 )
-                page.keyboard.press("Enter")
-                for _ in range(60):
-                    got = self.fetch(page, f"/user/{user}/api/contents/terminal.txt?content=1")
+                await page.keyboard.press("Enter")
+                for _ in range(120):
+                    got = await self.fetch(page, f"/user/{user}/api/contents/terminal.txt?content=1")
                     text = got["body"]["content"] if got["status"] == 200 else ""
                     if text:
                         break
-                    page.wait_for_timeout(500)
+                    await page.wait_for_timeout(250)
                 if text:
                     break
             assert re.search(r"^SHELL=\S*/bash$", text, re.M), text
@@ -338,82 +365,84 @@ class Tour:
             assert lines[1].endswith("/.apex/conda/envs/demo/bin/python"), text  # the environment first
             assert lines[2].endswith("/bin/pip"), text
             assert re.search(r"^jupyterlab\s*: 4\.", text, re.M) and "jupyter_server" in text, text
-            page.keyboard.type("clear; cat ~/terminal.txt")
-            page.keyboard.press("Enter")
-            page.wait_for_timeout(500)
-            shot(page, f"{tag}-06-terminal")
+            await page.keyboard.type("clear; cat ~/terminal.txt")
+            await page.keyboard.press("Enter")
+            await page.wait_for_timeout(500)  # for the screenshot only
+            await shot(page, f"{tag}-06-terminal")
 
             # the culler's stop warning on the hub's pages: the demo's conda profile stops 4 h after its
             # start and local mode warns 4 h ahead, so the banner shows from the culler's next round
-            page.goto(f"{base}/hub/home")
+            await page.goto(f"{base}/hub/home")
             banner = page.locator(".announcement")
-            for _ in range(30):  # the culler looks every 20 s
-                if "Your server will be stopped at" in (banner.first.inner_text() if banner.count() else ""):
+            for _ in range(120):  # the culler looks every 20 s
+                if "Your server will be stopped at" in (
+                    await banner.first.inner_text() if await banner.count() else ""
+                ):
                     break
-                page.wait_for_timeout(2000)
-                page.reload()
-            expect(banner.first).to_contain_text("Your server will be stopped at")
-            expect(banner.first).to_contain_text("max-age")
-            shot(page, f"{tag}-06b-stop-warning")
+                await page.wait_for_timeout(500)
+                await page.reload()
+            await expect(banner.first).to_contain_text("Your server will be stopped at")
+            await expect(banner.first).to_contain_text("max-age")
+            await shot(page, f"{tag}-06b-stop-warning")
 
             # the usage page (accounting) and the status page (monitoring), linked from the hub's pages
-            page.goto(f"{base}/hub/home")
-            page.locator("a.apex-link", has_text="Usage").click()
-            page.wait_for_url(re.compile(r".*/services/apex-accounting/.*"), timeout=WAIT)
-            expect(page.locator("h1")).to_have_text(f"Usage of {user}")
+            await page.goto(f"{base}/hub/home")
+            await page.locator("a.apex-link", has_text="Usage").click()
+            await page.wait_for_url(re.compile(r".*/services/apex-accounting/.*"), timeout=WAIT)
+            await expect(page.locator("h1")).to_have_text(f"Usage of {user}")
             quota = page.locator("#quota-message")
             if user == "alice":  # the demo quota: apex-small shares 2 CPU-hours a month
-                for _ in range(30):  # the service learns a user's groups from the hub every 10 s
-                    if page.locator("#budget").count():
+                for _ in range(120):  # the service learns a user's groups from the hub every 10 s
+                    if await page.locator("#budget").count():
                         break
-                    page.wait_for_timeout(2000)
-                    page.reload()
-                expect(page.locator("#budget")).to_contain_text("group apex-small")
-                expect(page.locator("#budget")).to_contain_text("cpu_hours")
+                    await page.wait_for_timeout(500)
+                    await page.reload()
+                await expect(page.locator("#budget")).to_contain_text("group apex-small")
+                await expect(page.locator("#budget")).to_contain_text("cpu_hours")
             else:
-                expect(quota).to_have_text("No budget applies.")
-            shot(page, f"{tag}-07-usage")
-            page.goto(f"{base}/hub/home")
-            page.locator("a.apex-link", has_text="Status").click()
-            page.wait_for_url(re.compile(r".*/services/apex-monitoring/.*"), timeout=WAIT)
-            expect(page.locator("h1")).to_have_text("APEx workspaces: monitoring")
-            expect(page.locator("#components")).to_contain_text("hub")
-            for _ in range(60):  # the first probe (a real spawn of apex-probe) may still be running
-                if page.locator("#history tr.probe").count():
+                await expect(quota).to_have_text("No budget applies.")
+            await shot(page, f"{tag}-07-usage")
+            await page.goto(f"{base}/hub/home")
+            await page.locator("a.apex-link", has_text="Status").click()
+            await page.wait_for_url(re.compile(r".*/services/apex-monitoring/.*"), timeout=WAIT)
+            await expect(page.locator("h1")).to_have_text("APEx workspaces: monitoring")
+            await expect(page.locator("#components")).to_contain_text("hub")
+            for _ in range(180):  # the first probe (a real spawn of apex-probe) may still be running
+                if await page.locator("#history tr.probe").count():
                     break
-                page.wait_for_timeout(3000)
-                page.reload()
-            expect(page.locator("#history tr.probe").first).to_contain_text("OK")
-            shot(page, f"{tag}-08-status")
+                await page.wait_for_timeout(1000)
+                await page.reload()
+            await expect(page.locator("#history tr.probe").first).to_contain_text("OK")
+            await shot(page, f"{tag}-08-status")
 
             # Stop My Server from the hub's home page
-            page.goto(f"{base}/hub/home")
+            await page.goto(f"{base}/hub/home")
             stop = page.locator("#stop")
-            expect(stop).to_be_visible()
-            shot(page, f"{tag}-09-home-running")
-            stop.click()
-            expect(page.locator("#start")).to_be_visible(timeout=WAIT)
-            expect(stop).to_be_hidden()
-            expect(page.locator("#start")).to_contain_text("Start My Server")
+            await expect(stop).to_be_visible()
+            await shot(page, f"{tag}-09-home-running")
+            await stop.click()
+            await expect(page.locator("#start")).to_be_visible(timeout=WAIT)
+            await expect(stop).to_be_hidden()
+            await expect(page.locator("#start")).to_contain_text("Start My Server")
 
             # logging out ends the provider session too: the next sign-in asks for the password
-            page.goto(f"{base}/hub/logout")
-            page.wait_for_url(re.compile(r".*/hub/login.*"), timeout=WAIT)
-            page.get_by_role("button", name="Sign in with APEx local identity provider").click()
-            page.wait_for_selector("input[name=password]")
-            shot(page, f"{tag}-10-after-logout")
+            await page.goto(f"{base}/hub/logout")
+            await page.wait_for_url(re.compile(r".*/hub/login.*"), timeout=WAIT)
+            await page.get_by_role("button", name="Sign in with APEx local identity provider").click()
+            await page.wait_for_selector("input[name=password]")
+            await shot(page, f"{tag}-10-after-logout")
         except Exception:
-            shot(page, f"{tag}-FAILED")
+            await shot(page, f"{tag}-FAILED")
             raise
         finally:
-            context.close()
+            await context.close()
 
 
 def browser_or_skip():
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
+    playwright = pytest.importorskip("playwright.async_api", reason="pip install playwright (the test extra)")
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    return playwright.sync_playwright
+    return playwright.async_playwright
 
 
 def fresh_shots(directory: Path) -> Path:
@@ -465,8 +494,8 @@ def local_mode(tmp_path):
         hub.kill()
 
 
-def test_local_mode_in_a_browser(local_mode):
-    sync_playwright = browser_or_skip()
+async def test_local_mode_in_a_browser(local_mode):
+    async_playwright = browser_or_skip()
     shots = fresh_shots(SHOTS)
     started = time.monotonic()
     hub = local_mode
@@ -481,12 +510,10 @@ def test_local_mode_in_a_browser(local_mode):
         assert re.search(rf"^\s+{user}\b", out, re.M), out
     config = (hub.workdir / "jupyterhub_config.py").read_text()
     assert "slow_spawn_timeout = 0" not in config  # not a JupyterHub option: a tornado setting
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            tour = Tour(browser, hub, shots)
-            for n, user in enumerate(USERS, 1):
-                tour.run(user, n)
+            await Tour(browser, hub, shots).run_all(list(USERS))
             # the processes behind it: hub, proxy, the three services, all ours
             children = " ".join(_descendants(hub.proc.pid).values())
             for kind in (
@@ -498,7 +525,7 @@ def test_local_mode_in_a_browser(local_mode):
             ):
                 assert kind in children, (kind, children)
         finally:
-            browser.close()
+            await browser.close()
     unrecognised = [
         line
         for line in hub.hub_log().splitlines()

@@ -11,6 +11,7 @@ apex_hub itself comes from the wheel: the suite's editable install is not on tha
 from __future__ import annotations
 
 import email
+import ensurepip
 import os
 import re
 import shutil
@@ -68,7 +69,7 @@ def wheel_venv(tmp_path_factory) -> Path:
     assert built.returncode == 0, built.stdout + built.stderr
     wheel = next(dist.glob("apex_hub-*.whl"))
     venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    _make_venv(venv)
     python = venv / "bin" / "python"
     purelib = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
@@ -86,6 +87,28 @@ def wheel_venv(tmp_path_factory) -> Path:
     )
     assert installed.returncode == 0, installed.stdout + installed.stderr
     return venv
+
+
+def _make_venv(venv: Path) -> None:
+    """``python -m venv``, with the same pip in it, in a fraction of the time.
+
+    ``venv`` installs pip through ensurepip, which byte-compiles all of pip: some 3 s of the set-up on
+    a loaded machine. Here the venv is made without pip, and ensurepip's own bundled pip wheel is put in
+    by the suite's pip, uncompiled (its modules compile when first imported, as any).
+    """
+    bundled = sorted((Path(ensurepip.__file__).parent / "_bundled").glob("pip-*.whl"))
+    if not bundled:  # an ensurepip without its wheels (some distributions split it off): venv's own way
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+        return
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q"]
+        + ["--no-compile", "--no-deps", "--no-index", str(bundled[-1])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert pip.returncode == 0, pip.stdout + pip.stderr
 
 
 def _wheel_of(venv: Path) -> Path:
@@ -129,14 +152,23 @@ def test_the_wheel_carries_local_mode(wheel_venv):
         text=True,
         check=True,
         cwd=outside,
+        env=_outside_env(),
     ).stdout.strip()
     assert Path(where).is_relative_to(wheel_venv), where  # the wheel's copy, not the source tree
     version = subprocess.run(
-        [str(wheel_venv / "bin" / "apex-hub"), "--version"], capture_output=True, text=True, cwd=outside
+        [str(wheel_venv / "bin" / "apex-hub"), "--version"],
+        capture_output=True,
+        text=True,
+        cwd=outside,
+        env=_outside_env(),
     )
     assert re.fullmatch(r"apex-hub \d+\.\d+\S*", version.stdout.strip()), version.stdout + version.stderr
     helptext = subprocess.run(
-        [str(wheel_venv / "bin" / "apex-hub"), "local", "--help"], capture_output=True, text=True, cwd=outside
+        [str(wheel_venv / "bin" / "apex-hub"), "local", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=outside,
+        env=_outside_env(),
     ).stdout
     assert "setup.sh" not in helptext  # a wheel user has no scripts/
     assert "--node-modules DIR" in helptext and "npm install configurable-http-proxy@5" in " ".join(
@@ -144,9 +176,15 @@ def test_the_wheel_carries_local_mode(wheel_venv):
     )
 
 
+def _outside_env() -> dict:
+    """The suite's environment without $PYTHONPATH: a source tree put on it (a worktree's, say) would
+    be imported instead of the wheel's copy."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def _bare_env() -> dict:
-    """An environment with neither the suite's node_modules/.bin on PATH nor $APEX_HUB_NODE_MODULES."""
-    env = {k: v for k, v in os.environ.items() if k != "APEX_HUB_NODE_MODULES"}
+    """As :func:`_outside_env`, with neither the suite's node_modules/.bin on PATH nor $APEX_HUB_NODE_MODULES."""
+    env = {k: v for k, v in _outside_env().items() if k != "APEX_HUB_NODE_MODULES"}
     env["PATH"] = os.pathsep.join(
         p
         for p in env.get("PATH", "").split(os.pathsep)
@@ -203,9 +241,9 @@ def test_a_missing_python_piece_gives_the_pip_command(wheel_venv, tmp_path):
     ) in result.stderr, result.stderr
 
 
-def test_local_mode_from_the_wheel_in_a_browser(wheel_venv, tmp_path):
+async def test_local_mode_from_the_wheel_in_a_browser(wheel_venv, tmp_path):
     """alice's whole tour, from the wheel, started in a directory with ./node_modules (as npm leaves it)."""
-    sync_playwright = browser_or_skip()
+    async_playwright = browser_or_skip()
     shots = fresh_shots(SHOTS)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -219,12 +257,12 @@ def test_local_mode_from_the_wheel_in_a_browser(wheel_venv, tmp_path):
         assert "Login: APEx OIDC authenticator" in hub.output()  # oidc-provider found in ./node_modules
         config = (workdir / "jupyterhub_config.py").read_text()
         assert repr(str(run_dir / "node_modules" / ".bin" / "configurable-http-proxy")) in config
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                Tour(browser, hub, shots).run("alice", 1)
+                await Tour(browser, hub, shots).run_all(["alice"])
             finally:
-                browser.close()
+                await browser.close()
         # alice's terminal ran with the wheel venv's bin on PATH (right after her environment's)
         terminal = next((workdir / "kubesim").rglob("terminal.txt")).read_text()
         assert f"{wheel_venv}/bin/pip" in terminal.splitlines(), terminal
