@@ -27,12 +27,14 @@ Kernel specs of environments no longer listed are removed; their prefixes stay
 
 The shared cache (``APExSpawner.conda_cache_volume``, see ``conda_cache.py``): with
 ``APEX_CONDA_CACHE`` (the cache's mount path, read-only here) and ``APEX_CONDA_CACHE_KEYS``
-(environment name -> cache key), an environment whose shared build is complete
-(``<cache>/<key>/.apex-ready``) is used from there: its kernel spec points at the shared
-prefix, nothing is built. A shared build still in progress is waited for (at most
-``APEX_CONDA_CACHE_WAIT`` seconds, and only while its heartbeat moves, see
-``APEX_CONDA_CACHE_STALL``); a failed, stalled or absent one falls back to the per-user build
-above. The same script is the cache's build Job (``APEX_CONDA_CACHE_BUILD``, ``shared_build``).
+(environment name -> cache key), an environment the user has no current build of in the claim
+(their own build wins: they may have changed it; an empty file ``<name>.private`` next to it
+asks for one) and whose shared build is complete (``<cache>/<key>/.apex-ready``) is used from
+there: its kernel spec points at the shared prefix (read-only), nothing is built. A shared
+build still in progress is waited for (at most ``APEX_CONDA_CACHE_WAIT`` seconds, and only
+while its heartbeat moves, see ``APEX_CONDA_CACHE_STALL``); a failed, stalled or absent one
+falls back to the per-user build above. The same script is the cache's build Job
+(``APEX_CONDA_CACHE_BUILD``, ``shared_build``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ KERNEL_PREFIX = "conda-"
 MARKER = ".apex-hash"
 OWNED = ".apex-kernel"
 READY = ".apex-ready"  # written last into a shared prefix: the build is complete
+PRIVATE = "private"  # $APEX_CONDA_ENVS/<name>.private: this user builds <name> in their claim
 HEARTBEAT_EVERY = 5.0
 
 
@@ -310,15 +313,18 @@ def main() -> int:
         current = (
             marker.is_file() and marker.read_text().strip() == digest and (prefix / "bin" / "python").exists()
         )
-        # a complete shared build first; then the user's own current one (no wait); then a wait
-        shared = use_shared(cache, keys.get(name), name, 0 if current else wait, stall)
+        # the user's own current build first (theirs: they may have changed it), then the
+        # shared one (waited for), then a build of their own; <name>.private: never shared
+        private = (envs / f"{name}.{PRIVATE}").exists()
+        shared = None if current or private else use_shared(cache, keys.get(name), name, wait, stall)
         if shared is not None:
             prefix = shared
         elif current:
             log(f"environment {name}: unchanged (sha256 {digest[:12]}), reusing {prefix}")
         else:
             if cache is not None:
-                log(f"environment {name}: no shared build to use; building in your workspace")
+                why = f"{name}.{PRIVATE} asks for your own" if private else "no shared build to use"
+                log(f"environment {name}: {why}; building in your workspace")
             builder = choose_builder(requested)
             log(f"environment {name}: building with {builder} (sha256 {digest[:12]})")
             staging = envs / f".{name}.building"

@@ -7,8 +7,6 @@ one profile, 50 identical builds. With ``APExSpawner.conda_cache_volume`` set:
 * an environment's **cache key** is the SHA-256 of what decides its build: the
   ``environment.yml`` as rendered, the profile's own ``condarc``, the builder and the image (a
   ``venv`` build links the image's Python; a Conda build resolves with the condarc's channels).
-  An environment whose file (or condarc) has per-user placeholders gets no key: it differs per
-  user, so it is built per user as before;
 * the spawner makes sure a build Job ``apex-conda-<key prefix>`` exists in the hub's namespace
   (a create; 409 means another spawn made it: Jobs are idempotent by name, so 50 concurrent
   spawns make one Job). It mounts the cache read-write at ``conda_cache_path`` and builds into
@@ -17,7 +15,9 @@ one profile, 50 identical builds. With ``APExSpawner.conda_cache_volume`` set:
 * every workspace mounts the cache **read-only** at the same path. Its init container uses a
   complete shared build (the kernel spec points at the shared prefix, nothing is built), waits
   for one in progress (``conda_cache_wait``, while its heartbeat moves), and otherwise builds
-  per user into the claim exactly as before: a failed or missing Job never stops a start.
+  per user into the claim exactly as before: a failed or missing Job never stops a start. A
+  user's own current build in the claim is kept and used (they may have changed it: the shared
+  prefix is read-only), and ``~/.apex/conda/envs/<name>.private`` asks for one.
 
 Why the spawner creates the Job (and not the init container): workspace pods have no API
 access to the hub's namespace, and the hub already holds a client; why a volume source rather
@@ -56,28 +56,24 @@ def job_name(key: str) -> str:
     return f"{JOB_PREFIX}{key[:20]}"
 
 
-def cacheable_keys(spawner, profile: Profile, rendered: Profile) -> dict[str, str]:
-    """Environment name -> cache key, for the environments that are the same for every user."""
-    raw = {e.name: e.environment_yml for e in profile.conda_environments}
-    if rendered.condarc != profile.condarc:
-        return {}  # the condarc names the user: every build differs
+def cache_keys(spawner, profile: Profile) -> dict[str, str]:
+    """Environment name -> cache key (environment files are not templated: the same for everyone)."""
     return {
-        e.name: cache_key(e.environment_yml, rendered.condarc, spawner.conda_builder, spawner.image)
-        for e in rendered.conda_environments
-        if raw.get(e.name) == e.environment_yml
+        e.name: cache_key(e.environment_yml, profile.condarc, spawner.conda_builder, spawner.image)
+        for e in profile.conda_environments
     }
 
 
-def add_to_plan(spawner, plan: Plan, profile: Profile, rendered: Profile) -> list[dict]:
+def add_to_plan(spawner, plan: Plan, rendered: Profile) -> list[dict]:
     """Mount the cache into the workspace and tell its init container the keys; the Jobs to ensure.
 
     Nothing happens (and no Job is returned) when the cache is off or the profile has no
-    environment that every user shares.
+    Conda environment.
     """
     if not spawner.conda_cache_volume or not rendered.conda_environments:
         return []
     init = next((c for c in plan.init_containers if c.get("name") == CONDA_INIT), None)
-    keys = cacheable_keys(spawner, profile, rendered)
+    keys = cache_keys(spawner, rendered)
     if init is None or not keys:
         return []
     path = spawner.conda_cache_path.rstrip("/")

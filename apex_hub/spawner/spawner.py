@@ -677,7 +677,7 @@ class APExSpawner(KubeSpawner):
         # copied from the hub namespace, then those the profile's manifests make (as they are)
         self.image_pull_secrets = list(self.plan.image_pull_secrets)
         self._add_token(self.plan)
-        self._conda_jobs = conda_cache.add_to_plan(self, self.plan, profile, rendered)
+        self._conda_jobs = conda_cache.add_to_plan(self, self.plan, rendered)
         self._server_kinds = sorted(set(self._server_kinds) | set(self.plan.server_kinds))
         self._scratch_claims = self._scratch_claims or bool(self.plan.scratch_claims)
 
