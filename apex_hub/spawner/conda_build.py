@@ -52,6 +52,7 @@ KERNEL_PREFIX = "conda-"
 MARKER = ".apex-hash"
 OWNED = ".apex-kernel"
 READY = ".apex-ready"  # written last into a shared prefix: the build is complete
+KERNEL_CHECK = ".apex-kernel-check"  # in a shared prefix: kernel_problem's answer ("" = fine)
 PRIVATE = "private"  # $APEX_CONDA_ENVS/<name>.private: this user builds <name> in their claim
 HEARTBEAT_EVERY = 5.0
 
@@ -286,6 +287,8 @@ def shared_build() -> int:
         finally:
             stop.set()
             beating.join()
+    problem = kernel_problem(prefix)  # once here, not in every workspace (same image: in the key)
+    (prefix / KERNEL_CHECK).write_text(problem or "")
     (prefix / READY).write_text(key + "\n")
     log(f"environment {name}: shared build done in {time.monotonic() - started:.1f} s")
     return 0
@@ -354,7 +357,8 @@ def main() -> int:
                     check=True,
                 )
             log(f"environment {name}: built in {time.monotonic() - started:.1f} s")
-        problem = kernel_problem(prefix)
+        checked = prefix / KERNEL_CHECK if shared is not None else None
+        problem = checked.read_text().strip() if checked and checked.is_file() else kernel_problem(prefix)
         if problem:
             shutil.rmtree(kernels / f"{KERNEL_PREFIX}{name}", ignore_errors=True)
             log(
