@@ -113,6 +113,15 @@ async def test_one_job_for_concurrent_spawns_and_later_starts_use_it_at_once(psi
     assert job["metadata"]["name"] == conda_cache.job_name(key)
     assert job["metadata"]["annotations"][conda_cache.KEY_ANNOTATION] == key
     assert sorted(r.status for r in job_creates(psim)) == [201, 409, 409]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (build,) = pod["containers"]
+    assert build["image"] == IMAGE and build["securityContext"]["allowPrivilegeEscalation"] is False
+    assert build["volumeMounts"] == [
+        {"name": conda_cache.CACHE_VOLUME, "mountPath": str(cache)}
+    ]  # read-write
+    assert {e["name"]: e["value"] for e in build["env"]}["APEX_CONDA_SPEC"] == ENV_YML
     await until(
         lambda: (
             (obj(psim, "jobs", HUB_NAMESPACE, job["metadata"]["name"], "batch") or {})
@@ -274,3 +283,25 @@ def test_the_hub_namespace_role_allows_the_job_creates_and_nothing_more():
     rbac = [d for d in yaml.safe_load_all((ROOT / "helm-values" / "rbac.yaml").read_text()) if d]
     hub = next(d for d in rbac if d["kind"] == "ClusterRoleBinding")["subjects"]
     assert binding["subjects"] == hub and binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+def test_the_isolation_gate_lets_only_the_operators_cache_volume_through():
+    from apex_hub.spawner.podgate import pod_problems
+
+    cache = {"hostPath": {"path": "/opt/apex/conda-cache", "type": "DirectoryOrCreate"}}
+    pod = {
+        "spec": {
+            "volumes": [
+                {"name": conda_cache.CACHE_VOLUME, **cache},
+                {"name": "sneaky", "hostPath": {"path": "/var/run"}},
+                {"name": conda_cache.CACHE_VOLUME + "-2", **cache},  # same source, another name
+            ],
+            "containers": [],
+        }
+    }
+    problems = pod_problems(conda_cache.gate_view(pod, cache))
+    assert problems == [
+        "volume 'sneaky' mounts the node's '/var/run'",
+        f"volume '{conda_cache.CACHE_VOLUME}-2' mounts the node's '/opt/apex/conda-cache'",
+    ]
+    assert len(pod_problems(conda_cache.gate_view(pod, None))) == 3  # cache off: nothing let through
