@@ -265,10 +265,11 @@ class APExSpawner(KubeSpawner):
         environments built once per cluster"): a Kubernetes volume source that the hub's namespace
         and every user namespace can mount, e.g. `{"nfs": {"server": "nfs.example", "path":
         "/apex-conda"}}`, a CSI volume, or `{"hostPath": {"path": "/opt/apex/conda-cache"}}` on a
-        single node (not a claim: a claim belongs to one namespace). An environment the same for
-        every user is then built by one Job in the hub's namespace (mounting it read-write) and
-        used read-only by every workspace; the others, and any start that finds no complete
-        shared build, build per user as without it. None: every user builds their own.""",
+        single node (not a claim: a claim belongs to one namespace). Each environment is then
+        built by one Job in the hub's namespace (mounting it read-write) and used read-only by
+        every workspace; a user's own current build in their claim is kept, and a start that
+        finds no complete shared build builds per user as without it. Needs
+        `helm-values/conda-cache-rbac.yaml`. None: every user builds their own.""",
     )
     conda_cache_path = Unicode(
         "/opt/apex/conda-cache",
@@ -280,8 +281,8 @@ class APExSpawner(KubeSpawner):
         300,
         config=True,
         help="""How long (seconds) a workspace's init container waits for a shared build still in
-        progress before it builds the environment itself (waiting costs the user no more than
-        building, and saves the CPU); 0: never wait. The wait also ends when the build fails, or
+        progress before it builds the environment itself (the Job is building the same thing:
+        waiting saves a second build); 0: never wait. The wait also ends when the build fails, or
         makes no progress for `conda_cache_stall` seconds.""",
     )
     conda_cache_stall = Float(
