@@ -15,7 +15,8 @@ store and does that, in one of two modes:
   ``subPath`` — that copy stays as it was when the pod started.
 
 Emulation limits: no image exists (image name patterns decide pull failures, and a
-container needs a command or args), processes run as the kubelet's own user (so as root,
+container needs a command or args), a ``hostPath`` volume is the host's own directory (seen at
+its own path when mounted there), processes run as the kubelet's own user (so as root,
 jupyter-server needs ``--allow-root``), mounts are symlinks (read-only is enforced for
 ConfigMap and Secret volumes only, and not against root), a readiness probe is awaited
 until its first success only, and ``exec`` probes count as ready at once.
@@ -479,7 +480,9 @@ class Kubelet:
             argv[0] = self.python
         root = self.pod_root(*p.key)
         home = pod_env.get("HOME", DEFAULT_HOME)
-        to_host = _mount_translator(root, [m["mountPath"] for m in c.get("volumeMounts") or []])
+        to_host = _mount_translator(
+            root, [m["mountPath"] for m in c.get("volumeMounts") or [] if not _at_home(p, m)]
+        )
         argv = [argv[0]] + [to_host(a) for a in argv[1:]]
         path = os.pathsep.join([str(Path(self.python).parent), os.environ.get("PATH", os.defpath)])
         env = {k: to_host(v) for k, v in {**pod_env, **self.env}.items()}
@@ -606,6 +609,16 @@ class Kubelet:
             files = self._volume_files(p, volume)
             _fresh_dir(target)
             _write_files(target, files)
+        elif "hostPath" in volume:  # the node's own directory, shared by every pod that mounts it
+            target = Path(volume["hostPath"]["path"])
+            if not target.is_dir():
+                if volume["hostPath"].get("type") not in (None, "", "DirectoryOrCreate"):
+                    raise Missing(
+                        "FailedMount",
+                        f'MountVolume.SetUp failed for volume "{volume["name"]}" : hostPath type check'
+                        f" failed: {target} is not a directory",
+                    )
+                target.mkdir(parents=True, exist_ok=True)
         else:
             if "emptyDir" not in volume:
                 log.warning("kubelet: volume %s: type not emulated, using an empty directory", volume["name"])
@@ -1102,6 +1115,14 @@ def _mount_translator(root: Path, mount_paths: list[str]):
         return lambda value: value
     pattern = re.compile(r"(?:(?<=^)|(?<=[:=]))(" + "|".join(map(re.escape, prefixes)) + r")(?=$|[/:])")
     return lambda value: pattern.sub(lambda m: str(root) + m[1], value)
+
+
+def _at_home(p: PodRuntime, mount: dict) -> bool:
+    """A hostPath volume mounted at its own path: the process sees that very path, as a container
+    does (what a Conda prefix, which is not relocatable, needs when pods share it)."""
+    volume = next((v for v in p.spec.get("volumes") or [] if v["name"] == mount["name"]), {})
+    host = (volume.get("hostPath") or {}).get("path", "")
+    return bool(host) and host.rstrip("/") == mount["mountPath"].rstrip("/") and not mount.get("subPath")
 
 
 def _inside(base: Path, path: str) -> Path:

@@ -16,6 +16,7 @@ import yaml
 from aiohttp import web
 
 from .faults import Fault, Faults, Hold
+from .jobs import JobController
 from .registry import Registry
 from .server import ApiServer
 from .store import Store
@@ -75,6 +76,7 @@ class KubeSim:
         for fault in faults or ():
             self.faults.add(fault if isinstance(fault, Fault) else Fault.from_dict(fault))
         self.api = ApiServer(self.store, self.faults, bookmark_interval=bookmark_interval)
+        self.jobs = JobController(self.store)  # batch/v1 Jobs get their pod (jobs.py)
         self.kubelet_mode = kubelet
         self.kubelet = None
         self._kubelet_options = kubelet_options or {}
@@ -91,6 +93,7 @@ class KubeSim:
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
         self.write_kubeconfig(self.kubeconfig_path)
+        self.jobs.start()
         if self.kubelet_mode:
             from .kubelet import Kubelet
 

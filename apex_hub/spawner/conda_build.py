@@ -24,6 +24,17 @@ A kernel spec is only written for an environment that can import ipykernel: a sp
 kernel cannot start is worse than none (the cell stays ``[*]``); the log says what to add.
 Kernel specs of environments no longer listed are removed; their prefixes stay
 (the user's data is never deleted here).
+
+The shared cache (``APExSpawner.conda_cache_volume``, see ``conda_cache.py``): with
+``APEX_CONDA_CACHE`` (the cache's mount path, read-only here) and ``APEX_CONDA_CACHE_KEYS``
+(environment name -> cache key), an environment the user has no current build of in the claim
+(their own build wins: they may have changed it; an empty file ``<name>.private`` next to it
+asks for one) and whose shared build is complete (``<cache>/<key>/.apex-ready``) is used from
+there: its kernel spec points at the shared prefix (read-only), nothing is built. A shared
+build still in progress is waited for (at most ``APEX_CONDA_CACHE_WAIT`` seconds, and only
+while its heartbeat moves, see ``APEX_CONDA_CACHE_STALL``); a failed, stalled or absent one
+falls back to the per-user build above. The same script is the cache's build Job
+(``APEX_CONDA_CACHE_BUILD``, ``shared_build``).
 """
 
 from __future__ import annotations
@@ -40,6 +51,10 @@ from pathlib import Path
 KERNEL_PREFIX = "conda-"
 MARKER = ".apex-hash"
 OWNED = ".apex-kernel"
+READY = ".apex-ready"  # written last into a shared prefix: the build is complete
+KERNEL_CHECK = ".apex-kernel-check"  # in a shared prefix: kernel_problem's answer ("" = fine)
+PRIVATE = "private"  # $APEX_CONDA_ENVS/<name>.private: this user builds <name> in their claim
+HEARTBEAT_EVERY = 5.0
 
 
 def log(message: str) -> None:
@@ -145,17 +160,138 @@ def build(builder: str, spec: Path, prefix: Path) -> None:
         subprocess.run([builder, "create", "--yes", "--prefix", str(prefix), "--file", str(spec)], check=True)
 
 
-def write_kernel(kernels: Path, name: str, title: str, prefix: Path, digest: str) -> None:
+def write_kernel(
+    kernels: Path, name: str, title: str, prefix: Path, digest: str, shared: str | None = None
+) -> None:
     kdir = kernels / f"{KERNEL_PREFIX}{name}"
     kdir.mkdir(parents=True, exist_ok=True)
+    apex = {"environment": name, "sha256": digest}
+    if shared:
+        apex["shared"] = shared  # the cache key: the prefix is the cluster's shared build
     spec = {
         "argv": [str(prefix / "bin" / "python"), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": title,
         "language": "python",
-        "metadata": {"apex": {"environment": name, "sha256": digest}},
+        "metadata": {"apex": apex},
     }
     (kdir / "kernel.json").write_text(json.dumps(spec, indent=1))
     (kdir / OWNED).write_text(name)
+
+
+# -- the shared cache ---------------------------------------------------------------------
+
+
+def shared_ready(cache: Path, key: str) -> Path | None:
+    """The shared prefix of ``key`` when its build is complete."""
+    prefix = cache / key
+    return prefix if (prefix / READY).is_file() and (prefix / "bin" / "python").exists() else None
+
+
+def wait_for_shared(cache: Path, key: str, name: str, wait: float, stall: float) -> Path | None:
+    """Wait for a shared build in progress: at most ``wait`` s, and only while its heartbeat moves.
+
+    The heartbeat's content (a counter), not its time stamp, tells progress: the cache may be
+    served by another machine whose clock differs. No heartbeat at all (the build Job's pod not
+    started yet) counts as no progress, so a Job that cannot start costs ``stall`` s at most.
+    """
+    if wait <= 0:
+        return None
+    beat_file, failed = cache / f".{key}.heartbeat", cache / f".{key}.failed"
+    log(f"environment {name}: waiting for the shared build (cache key {key[:12]}, at most {wait:g} s)")
+    started = last_change = time.monotonic()
+    last = None
+    while True:
+        ready = shared_ready(cache, key)
+        if ready:
+            log(f"environment {name}: shared build ready after {time.monotonic() - started:.1f} s")
+            return ready
+        if failed.is_file():
+            log(f"environment {name}: the shared build failed ({failed.read_text().strip()[:200]})")
+            return None
+        now = time.monotonic()
+        try:
+            beat = beat_file.read_text()
+        except OSError:
+            beat = None
+        if beat != last:
+            last, last_change = beat, now
+        if now - last_change > stall:
+            log(f"environment {name}: the shared build made no progress for {stall:g} s")
+            return None
+        if now - started > wait:
+            log(f"environment {name}: the shared build is not ready after {wait:g} s")
+            return None
+        time.sleep(min(1.0, max(0.05, stall / 10)))
+
+
+def use_shared(cache: Path | None, key: str | None, name: str, wait: float, stall: float) -> Path | None:
+    """The complete shared prefix for ``key`` (waited for when ``wait``), or None."""
+    if cache is None or not key:
+        return None
+    ready = shared_ready(cache, key) or wait_for_shared(cache, key, name, wait, stall)
+    if ready:
+        log(f"environment {name}: using the shared build (cache key {key[:12]}) at {ready}, nothing built")
+    return ready
+
+
+def shared_build() -> int:
+    """The cache's build Job: build ``APEX_CONDA_SPEC`` once into ``<cache>/<key>``.
+
+    Built in place (a Conda prefix is not relocatable, so no rename), with the completion
+    marker written last; a heartbeat counter moves while it builds, so that waiting
+    workspaces can tell progress; a failure leaves ``.<key>.failed`` (they stop waiting) and
+    removes the partial prefix. A complete build is left alone (a second Job is a no-op).
+    """
+    import tempfile
+    import threading
+
+    os.umask(0o022)  # every workspace's user reads it
+    cache, key = Path(os.environ["APEX_CONDA_CACHE"]), os.environ["APEX_CONDA_CACHE_BUILD"]
+    name = os.environ.get("APEX_CONDA_NAME", key[:12])
+    prefix, failed, beat_file = cache / key, cache / f".{key}.failed", cache / f".{key}.heartbeat"
+    if shared_ready(cache, key):
+        log(f"environment {name}: shared build {key[:12]} is complete already")
+        return 0
+    cache.mkdir(parents=True, exist_ok=True)
+    failed.unlink(missing_ok=True)
+    shutil.rmtree(prefix, ignore_errors=True)  # an earlier attempt's partial prefix
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        count = 0
+        while True:
+            count += 1
+            beat_file.write_text(f"{count}\n")
+            if stop.wait(HEARTBEAT_EVERY):
+                return
+
+    beating = threading.Thread(target=heartbeat, daemon=True)
+    beating.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / f"{name}.yml"
+        spec.write_text(os.environ["APEX_CONDA_SPEC"])
+        if os.environ.get("APEX_CONDARC_TEXT"):
+            (Path(tmp) / "condarc").write_text(os.environ["APEX_CONDARC_TEXT"])
+            os.environ["CONDARC"] = str(Path(tmp) / "condarc")
+        builder = choose_builder(os.environ.get("APEX_CONDA_BUILDER", "auto"))
+        log(f"environment {name}: shared build with {builder} into {prefix}")
+        started = time.monotonic()
+        try:
+            build(builder, spec, prefix)
+            (prefix / MARKER).write_text(hashlib.sha256(spec.read_bytes()).hexdigest() + "\n")
+        except (subprocess.CalledProcessError, OSError) as exc:
+            shutil.rmtree(prefix, ignore_errors=True)
+            failed.write_text(f"{exc}\n")
+            log(f"environment {name}: shared build FAILED ({exc})")
+            return 1
+        finally:
+            stop.set()
+            beating.join()
+    problem = kernel_problem(prefix)  # once here, not in every workspace (same image: in the key)
+    (prefix / KERNEL_CHECK).write_text(problem or "")
+    (prefix / READY).write_text(key + "\n")
+    log(f"environment {name}: shared build done in {time.monotonic() - started:.1f} s")
+    return 0
 
 
 def main() -> int:
@@ -164,6 +300,10 @@ def main() -> int:
     kernels = Path(os.environ["APEX_KERNELS_DIR"])
     titles = json.loads(os.environ.get("APEX_CONDA_TITLES", "{}"))
     requested = os.environ.get("APEX_CONDA_BUILDER", "auto")
+    cache = Path(os.environ["APEX_CONDA_CACHE"]) if os.environ.get("APEX_CONDA_CACHE") else None
+    keys = json.loads(os.environ.get("APEX_CONDA_CACHE_KEYS", "{}"))
+    wait = float(os.environ.get("APEX_CONDA_CACHE_WAIT", "0"))
+    stall = float(os.environ.get("APEX_CONDA_CACHE_STALL", "60"))
     envs.mkdir(parents=True, exist_ok=True)
     kernels.mkdir(parents=True, exist_ok=True)
     wanted = set()
@@ -173,9 +313,21 @@ def main() -> int:
         digest = hashlib.sha256(spec.read_bytes()).hexdigest()
         prefix = envs / name
         marker = prefix / MARKER
-        if marker.is_file() and marker.read_text().strip() == digest and (prefix / "bin" / "python").exists():
+        current = (
+            marker.is_file() and marker.read_text().strip() == digest and (prefix / "bin" / "python").exists()
+        )
+        # the user's own current build first (theirs: they may have changed it), then the
+        # shared one (waited for), then a build of their own; <name>.private: never shared
+        private = (envs / f"{name}.{PRIVATE}").exists()
+        shared = None if current or private else use_shared(cache, keys.get(name), name, wait, stall)
+        if shared is not None:
+            prefix = shared
+        elif current:
             log(f"environment {name}: unchanged (sha256 {digest[:12]}), reusing {prefix}")
         else:
+            if cache is not None:
+                why = f"{name}.{PRIVATE} asks for your own" if private else "no shared build to use"
+                log(f"environment {name}: {why}; building in your workspace")
             builder = choose_builder(requested)
             log(f"environment {name}: building with {builder} (sha256 {digest[:12]})")
             staging = envs / f".{name}.building"
@@ -205,7 +357,8 @@ def main() -> int:
                     check=True,
                 )
             log(f"environment {name}: built in {time.monotonic() - started:.1f} s")
-        problem = kernel_problem(prefix)
+        checked = prefix / KERNEL_CHECK if shared is not None else None
+        problem = checked.read_text().strip() if checked and checked.is_file() else kernel_problem(prefix)
         if problem:
             shutil.rmtree(kernels / f"{KERNEL_PREFIX}{name}", ignore_errors=True)
             log(
@@ -213,7 +366,9 @@ def main() -> int:
                 f" ipykernel to the environment's dependencies"
             )
             continue
-        write_kernel(kernels, name, titles.get(name, name), prefix, digest)
+        write_kernel(
+            kernels, name, titles.get(name, name), prefix, digest, keys.get(name) if shared else None
+        )
     for kdir in kernels.glob(f"{KERNEL_PREFIX}*"):
         owned = kdir / OWNED
         if owned.is_file() and owned.read_text() not in wanted:
@@ -223,4 +378,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(shared_build() if os.environ.get("APEX_CONDA_CACHE_BUILD") else main())

@@ -32,8 +32,8 @@ from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, default
 
 from ..naming import legacy_slugify, legacy_user_namespace, slugify, user_namespace
 from ..profiles import Catalogue, CatalogueError, CatalogueFile, Profile, ProfileError, VolumeItem
+from . import conda_cache, lean, oidc_token, readiness
 from . import labels as L
-from . import lean, oidc_token, readiness
 from .escalation import DEFAULT_HUB_RULES, profile_problems
 from .kube import (
     Kube,
@@ -265,6 +265,40 @@ class APExSpawner(KubeSpawner):
         config=True,
         help="Where a profile's `condarc` is mounted (a path Conda reads system-wide).",
     )
+    conda_cache_volume = Dict(
+        None,
+        allow_none=True,
+        config=True,
+        help="""A shared cache of Conda environments, built once per cluster (see the how-to "Conda
+        environments built once per cluster"): a Kubernetes volume source that the hub's namespace
+        and every user namespace can mount, e.g. `{"nfs": {"server": "nfs.example", "path":
+        "/apex-conda"}}`, a CSI volume, or `{"hostPath": {"path": "/opt/apex/conda-cache"}}` on a
+        single node (not a claim: a claim belongs to one namespace). Each environment is then
+        built by one Job in the hub's namespace (mounting it read-write) and used read-only by
+        every workspace; a user's own current build in their claim is kept, and a start that
+        finds no complete shared build builds per user as without it. Needs
+        `helm-values/conda-cache-rbac.yaml`. None: every user builds their own.""",
+    )
+    conda_cache_path = Unicode(
+        "/opt/apex/conda-cache",
+        config=True,
+        help="""Where `conda_cache_volume` is mounted, in the build Jobs and in every workspace
+        alike (a Conda prefix is not relocatable: it must be seen at the path it was built at).""",
+    )
+    conda_cache_wait = Float(
+        300,
+        config=True,
+        help="""How long (seconds) a workspace's init container waits for a shared build still in
+        progress before it builds the environment itself (the Job is building the same thing:
+        waiting saves a second build); 0: never wait. The wait also ends when the build fails, or
+        makes no progress for `conda_cache_stall` seconds.""",
+    )
+    conda_cache_stall = Float(
+        60,
+        config=True,
+        help="""A shared build whose heartbeat does not move for this long (seconds; its Job's pod
+        not started yet counts) is not waited for any longer.""",
+    )
 
     # -- the user's access token -----------------------------------------------------------
 
@@ -426,6 +460,7 @@ class APExSpawner(KubeSpawner):
         self.profile: Profile | None = None
         self.plan: Plan | None = None
         self._server_kinds: list[str] = []
+        self._conda_jobs: list[dict] = []  # shared Conda build Jobs this spawn ensures (conda_cache)
         #: This server had scratch claims (some spawn planned one): its stops delete them.
         self._scratch_claims = False
         self._progress_events: list[dict] = []
@@ -651,6 +686,7 @@ class APExSpawner(KubeSpawner):
         # copied from the hub namespace, then those the profile's manifests make (as they are)
         self.image_pull_secrets = list(self.plan.image_pull_secrets)
         self._add_token(self.plan)
+        self._conda_jobs = conda_cache.add_to_plan(self, self.plan, rendered)
         self._server_kinds = sorted(set(self._server_kinds) | set(self.plan.server_kinds))
         self._scratch_claims = self._scratch_claims or bool(self.plan.scratch_claims)
 
@@ -817,6 +853,7 @@ class APExSpawner(KubeSpawner):
         falls back to the cold path.
         """
         kube = self.kube()
+        conda_cache.start_jobs(kube, self._conda_jobs, self.log)  # shared Conda builds, not awaited
         self.report(f"Preparing your workspace (namespace {self.namespace})", 5)
         self._refuse_reserved(self.namespace)
         await self._refuse_cluster_scoped(kube)
@@ -1216,7 +1253,8 @@ class APExSpawner(KubeSpawner):
         """Refuse a pod that weakens isolation, whichever setting put it there (``podgate``)."""
         if not self.secure_pod_defaults or self._allow_security:
             return
-        problems = pod_problems(self.api.api_client.sanitize_for_serialization(pod))
+        serialized = self.api.api_client.sanitize_for_serialization(pod)
+        problems = pod_problems(conda_cache.gate_view(serialized, self.conda_cache_volume))
         if problems:
             slug = self._profile_slug or "default"
             self.log.error(
