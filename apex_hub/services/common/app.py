@@ -10,9 +10,11 @@ tag, when set, is the command-line name when it differs from the trait's name wi
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterable
 from typing import Any, ClassVar
@@ -117,6 +119,32 @@ class ServiceApp(Application):
 
     def run(self) -> int:
         raise NotImplementedError
+
+    @staticmethod
+    def run_until_signalled(main: Any) -> None:
+        """Run the coroutine ``main`` until it returns or SIGTERM/SIGINT arrives; then cancel it.
+
+        The handlers are the loop's own, so a stop request is honoured even when this process was
+        started with SIGINT ignored (a hub started from a background job passes that on, and
+        JupyterHub stops its services with SIGINT, waiting 10 s for each before SIGTERM). ``main``'s
+        ``finally`` blocks run: connections and listeners close before the process exits.
+        """
+
+        async def until_signalled() -> None:
+            task = asyncio.ensure_future(main)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, task.cancel)
+            try:
+                await task
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+
+        asyncio.run(until_signalled())
 
     def start(self) -> None:
         self.exit(self.run())

@@ -20,7 +20,6 @@ stopped early.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from datetime import timedelta
@@ -192,10 +191,7 @@ class CullerApp(ServiceApp):
         if missing:
             return self.fail(f"{', '.join(missing)} not set (run it as a JupyterHub service)")
         service = self.make_service(policy)
-        try:
-            asyncio.run(service.run_forever(iterations=1 if self.once else None))
-        except KeyboardInterrupt:
-            pass
+        self.run_until_signalled(service.run_forever(iterations=1 if self.once else None))
         return 0
 
 

@@ -243,10 +243,7 @@ class MonitoringApp(ServiceApp):
         missing = self.missing_hub_environment()
         if missing:
             return self.fail(f"{', '.join(missing)} not set (run it as a JupyterHub service)")
-        try:
-            asyncio.run(self.serve())
-        except KeyboardInterrupt:
-            pass
+        self.run_until_signalled(self.serve())
         return 0
 
 
