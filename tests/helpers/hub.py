@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -149,8 +151,9 @@ class HubProcess:
             self.proc.terminate()
             try:
                 await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
+            except TimeoutError:  # the hub and what it started (its session): services, proxy
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
                 await self.proc.wait()
         pidfile = self.workdir / "proxy.pid"
         if pidfile.exists():  # the hub stops its proxy, but not if it was killed
