@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from apex_hub.local import free_port
+from apex_hub.localpod import SLOW_IMPORT
 
 
 class HubProcess:
@@ -65,8 +66,8 @@ class HubProcess:
         self._log = open(self.log_path, "wb")
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "jupyterhub",
+            "-c",
+            HUB_MAIN,
             "-f",
             str(config),
             cwd=self.workdir,
@@ -174,6 +175,13 @@ class HubProcess:
     async def __aexit__(self, *exc):
         await self.stop()
 
+
+#: ``python -m jupyterhub``, without jsonschema's ``iri`` format checker (rfc3987-syntax: over a second
+#: of CPU at import in every hub; no schema of the hub uses those formats, see apex_hub.localpod)
+HUB_MAIN = (
+    f"import sys; sys.modules.setdefault({SLOW_IMPORT!r}, None); sys.argv[0] = 'jupyterhub'; "
+    "from jupyterhub.app import main; main()"
+)
 
 ROOT_ARGS = ["--allow-root"] if os.geteuid() == 0 else []
 
