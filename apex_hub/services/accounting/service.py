@@ -49,7 +49,8 @@ from .ingest import (
     pod_user,
     quantity,
 )
-from .quota import WARNINGS_FILE
+from .quota import WARNINGS_FILE, period_since
+from .usage import CachedUsage, Miss, UsageCache, naive
 from .worker import LedgerWorker
 
 log = logging.getLogger("apex_hub.accounting")
@@ -96,6 +97,7 @@ class AccountingService:
         state_dir: str | Path = ".",
         clock: Callable[[], datetime] = utcnow,
         ledger_threads: bool = True,
+        usage_cache: bool = True,
     ):
         self.ledger, self.hub, self.kube = ledger, hub, kube
         # every ledger call goes through here: one writer thread, reader threads (worker.py);
@@ -107,6 +109,13 @@ class AccountingService:
         self.slack = timedelta(seconds=reason_slack)
         self.quotas, self.quota_stop, self.quota_warn_fraction = quotas, quota_stop, quota_warn_fraction
         self.clock = clock
+        # the quota checks' usage in memory, kept by the writer after each commit (usage.py);
+        # usage_cache=False: every check reads the ledger (the benchmark's earlier configurations)
+        self.usage: UsageCache | None = None
+        if quotas is not None and usage_cache:
+            self.usage = UsageCache(ledger, clock)
+            ledger.on_usage_change = self.usage.changed
+        self._usage_filling: asyncio.Task | None = None
         self.warnings_file = Path(state_dir) / WARNINGS_FILE
         # user -> their current quota warning (QuotaStatus.warning); users without a running server
         # stay here (and are checked again every round) until their usage drops below the fraction
@@ -503,6 +512,33 @@ class AccountingService:
 
     # ---- quotas ------------------------------------------------------------------------
 
+    async def fill_usage(self, now: datetime | None = None) -> None:
+        """Read this period's sessions into the usage cache (on the writer, in order with the writes)."""
+        if self.usage is None:
+            return
+        now = now or self.clock()
+        await self.db.write(self.usage.fill, period_since(now, self.quotas.period), now)
+
+    def _usage_for(self, now: datetime) -> None:
+        """A new period (or a cache not filled yet): fill the cache in the background; meanwhile the
+        checks read the ledger."""
+        if self.usage is None or self.usage.since == naive(period_since(now, self.quotas.period)):
+            return
+        if self._usage_filling is None or self._usage_filling.done():
+            self._usage_filling = asyncio.create_task(self.fill_usage(now), name="usage-fill")
+
+    async def quota_check(self, user: str, groups: list[str]) -> Any:
+        """The pre-spawn check: from the usage cache on the loop (no database, no thread), else on a
+        reader thread from the ledger. The same answer either way."""
+        now = self.clock()
+        if self.usage is not None:
+            self._usage_for(now)
+            try:
+                return self.quotas.check(CachedUsage(self.usage), user, groups, now=now)
+            except Miss:
+                pass
+        return await self.db.read(self.quotas.check, self.ledger, user, groups, now=now)
+
     async def enforce_quotas(self) -> None:
         """Warn (log + event + quota-warnings.json) at ``quota_warn_fraction`` of a budget; stop (reason
         ``quota``) when over. The budgets are read on a reader thread, each group's usage once."""
@@ -516,8 +552,12 @@ class AccountingService:
         for s in running:
             mine.setdefault(s["user"], []).append(s)
         users = sorted(set(mine) | set(self.quota_warnings))
+        ledger: Any = self.ledger
+        if self.usage is not None:
+            self._usage_for(now)
+            ledger = CachedUsage(self.usage, self.ledger)
         statuses = await self.db.read(
-            self.quotas.check_many, self.ledger, {u: self.groups.get(u, []) for u in users}, now=now
+            self.quotas.check_many, ledger, {u: self.groups.get(u, []) for u in users}, now=now
         )
         warnings: dict[str, dict] = {}
         for user in users:
@@ -586,6 +626,7 @@ class AccountingService:
         # as the process: out of the collector's sight, a full collection no longer stops the loop for
         # a quarter of a second on a busy machine (benchmarks/accounting_loop.py)
         gc.freeze()
+        await self.fill_usage()
         await self.hub_round()  # groups first, so the first listing needs no deferral
         self._tasks = [
             asyncio.create_task(self.watch_pods(), name="pod-watch"),
