@@ -180,6 +180,9 @@ async def run(url: str, args, *, threads: bool, memory: bool = False) -> dict:
     server.add_sockets([sock])
     port = sock.getsockname()[1]
 
+    t_fill = time.monotonic()
+    await svc.fill_usage()  # as start() does (a no-op without the cache), before the collector is timed
+    fill = time.monotonic() - t_fill
     lags, took, pauses = [], {}, []
     started: list[float] = []
 
@@ -192,9 +195,6 @@ async def run(url: str, args, *, threads: bool, memory: bool = False) -> dict:
     gc.callbacks.append(gc_timer)
     if threads:
         gc.freeze()  # as AccountingService.start() does (the baseline: as the service did before)
-    t_fill = time.monotonic()
-    await svc.fill_usage()  # as start() does (a no-op without the cache)
-    fill = time.monotonic() - t_fill
     stop_ticker = asyncio.Event()
     # the spawner's side in its own process, as the hub is: it takes nothing from this one's GIL
     proc = await asyncio.create_subprocess_exec(

@@ -262,6 +262,25 @@ def _sqlite_usage_rows(conn, where: tuple) -> list[tuple]:
     return rows
 
 
+def _usage_row(row: dict) -> tuple | None:
+    """(user, group, (start, stop, cpu, memory_bytes, gpu)) of a session row as written — the values
+    the database gives back (naive UTC, floats) — or None when that is not certain (then it is read)."""
+    if type(row["memory_bytes"]) is not int or not all(type(row[k]) in (int, float) for k in ("cpu", "gpu")):
+        return None
+    stop = row["stop"]
+    return (
+        row["user"],
+        row["group"],
+        (
+            usage.naive(row["start"]),
+            None if stop is None else usage.naive(stop),
+            float(row["cpu"]),
+            row["memory_bytes"],
+            float(row["gpu"]),
+        ),
+    )
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Run the shipped Alembic migrations up to ``revision``."""
     from alembic import command
@@ -282,8 +301,9 @@ class Ledger:
 
     def __init__(self, url: str, *, migrate: bool = True):
         self.url = url
-        # called after each commit that wrote sessions, with [(id, events written)], on the writing thread
-        self.on_usage_change: Callable[[list[tuple[str, list[str]]]], None] | None = None
+        # called after each commit that wrote sessions, on the writing thread, with (id, events written,
+        # (user, group, usage row) as the commit left them — None: read it back) for each
+        self.on_usage_change: Callable[[list[tuple[str, list[str], Any]]], None] | None = None
         if migrate:
             upgrade(url)
         self.engine = make_engine(url)
@@ -296,9 +316,10 @@ class Ledger:
     def observe(self, obs: Observation, *, source: str, now: datetime | None = None) -> list[str]:
         """Record what ``source`` saw about a session; returns the events written (empty: nothing new)."""
         with self.engine.begin() as conn:
-            written = self._observe(conn, obs, source, now or utcnow())
-        if written and self.on_usage_change is not None:
-            self.on_usage_change([(obs.id, written)])
+            changed: list = []
+            written = self._observe(conn, obs, source, now or utcnow(), changed)
+        if changed and self.on_usage_change is not None:
+            self.on_usage_change(changed)
         return written
 
     def observe_many(
@@ -309,6 +330,7 @@ class Ledger:
         now = now or utcnow()
         items = list(observations)
         results: list[list[str]] = [[] for _ in items]
+        changed: list = []
         with self.engine.begin() as conn:
             ids = list({o.id for o in items})
             known: set[str] = set()
@@ -349,16 +371,19 @@ class Ledger:
                     )
                     results[n].append("stopped")
                 rows.append(row)
+                changed.append((o.id, results[n], _usage_row(row)))
             if rows:
                 conn.execute(insert(Session), rows)
                 conn.execute(insert(SessionEvent), events)
             for n in later:
-                results[n] = self._observe(conn, items[n], source, now)
-        if self.on_usage_change is not None:
-            self.on_usage_change([(o.id, w) for o, w in zip(items, results) if w])
+                results[n] = self._observe(conn, items[n], source, now, changed)
+        if changed and self.on_usage_change is not None:
+            self.on_usage_change(changed)
         return results
 
-    def _observe(self, conn, obs: Observation, source: str, now: datetime) -> list[str]:
+    def _observe(
+        self, conn, obs: Observation, source: str, now: datetime, changed: list | None = None
+    ) -> list[str]:
         written: list[str] = []
         row = conn.execute(select(Session).where(Session.id == obs.id)).mappings().first()
         if row is None:
@@ -404,6 +429,8 @@ class Ledger:
                 written.append("reason")
         if changes:
             conn.execute(update(Session).where(Session.id == obs.id).values(**changes))
+        if written and changed is not None:
+            changed.append((obs.id, written, _usage_row({**row, **changes})))
         return written
 
     def set_reason(

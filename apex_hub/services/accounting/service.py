@@ -625,8 +625,8 @@ class AccountingService:
         # what is alive now (modules, SQLAlchemy's and tornado's objects, the application) lives as long
         # as the process: out of the collector's sight, a full collection no longer stops the loop for
         # a quarter of a second on a busy machine (benchmarks/accounting_loop.py)
+        await self.fill_usage()  # first: the period's sessions are frozen with the rest
         gc.freeze()
-        await self.fill_usage()
         await self.hub_round()  # groups first, so the first listing needs no deferral
         self._tasks = [
             asyncio.create_task(self.watch_pods(), name="pod-watch"),

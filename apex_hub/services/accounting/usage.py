@@ -11,10 +11,11 @@ oldest running one on. Memory is bounded by the users and groups with a session 
 their running sessions, not by how many sessions they had.
 
 Every write that changes a session's usage columns (opened, stopped, group set) tells the cache,
-on the writer thread, right after its commit (:attr:`.db.Ledger.on_usage_change`): it reads the
-session's row back and puts it in place. The rare session that belongs *inside* a key's folded
-front (its start is earlier, e.g. a pod that started while the service was down and is listed
-late) makes that key re-read from the ledger; until then — and whenever the cache cannot answer
+on the writer thread, right after its commit (:attr:`.db.Ledger.on_usage_change`), with the row as
+written (the values the database gives back), and the cache puts it in place, one key at a time
+(a check waits for one key's changes, never for a whole listing's). The rare session that belongs
+*inside* a key's folded front (its start is earlier, e.g. a pod that started while the service was
+down and is listed late) makes that key re-read from the ledger; until then — and whenever the cache cannot answer
 exactly (another period, a clock before a folded stop) — :meth:`UsageCache.usage_total` raises
 :class:`Miss` and the caller reads the ledger instead.
 
@@ -158,44 +159,48 @@ class UsageCache:
         with self._lock:
             self._entries, self._stale, self.since = entries, set(), lo
 
-    def changed(self, writes: Iterable[tuple[str, list[str]]]) -> None:
-        """(writer thread, after a commit) Sessions whose usage columns were written: (id, events)."""
+    def changed(self, writes: Iterable[tuple[str, list[str], Any]]) -> None:
+        """(writer thread, after a commit) Sessions written: (id, events, (user, group, row) or None)."""
         if self.since is None:
             return
-        writes = [(sid, set(events) & USAGE_EVENTS) for sid, events in writes]
-        writes = [(sid, events) for sid, events in writes if events]
+        writes = [(sid, set(events) & USAGE_EVENTS, known) for sid, events, known in writes]
+        writes = [w for w in writes if w[1]]
         if not writes:
             return
-        rows = {
-            sid: (user, group, row)
-            for sid, user, group, row in self.ledger.usage_rows(ids=[w[0] for w in writes])
-        }
+        rows = {sid: known for sid, _, known in writes if known is not None}
+        unknown = [sid for sid, _, known in writes if known is None]
+        if unknown:
+            rows.update((sid, (u, g, row)) for sid, u, g, row in self.ledger.usage_rows(ids=unknown))
         now = naive(self.clock()) if self.clock else _LATEST
-        reread: set[tuple[str, str]] = set()
-        with self._lock:
-            lo = self.since
-            for sid, events in writes:
-                if sid not in rows:
+        lo = self.since
+        by_key: dict[tuple[str, str], list[tuple[str, Row | None]]] = {}
+        for sid, events, _ in writes:
+            if sid not in rows:
+                continue
+            user, group, row = rows[sid]
+            put = row if row[1] is None or row[1] > lo else None  # None: not in the period (any more)
+            # the user's sums change when a session opens or stops; a group's also when it gains one
+            if events & {"opened", "stopped"}:
+                by_key.setdefault(("user", user), []).append((sid, put))
+            if group is not None:
+                by_key.setdefault(("group", group), []).append((sid, put))
+        reread: list[tuple[str, str]] = []
+        for key, puts in by_key.items():
+            # one key at a time: its changes of this commit together, and a check on the event loop
+            # never waits for a whole listing's
+            with self._lock:
+                if self.since != lo or key in self._stale:
                     continue
-                user, group, row = rows[sid]
-                in_period = row[1] is None or row[1] > lo
-                # the user's sums change when a session opens or stops; a group's also when it gains one
-                touched = [("user", user)] if events & {"opened", "stopped"} else []
-                if group is not None:
-                    touched.append(("group", group))
-                for key in touched:
-                    if key in self._stale:
+                entry = self._entries.get(key)
+                if entry is None:
+                    if all(row is None for _, row in puts):
                         continue
-                    entry = self._entries.get(key)
-                    if entry is None:
-                        if not in_period:
-                            continue
-                        entry = self._entries[key] = _Entry()
-                    if not entry.put(sid, row if in_period else None):
-                        self._stale.add(key)
-                        reread.add(key)
-                        continue
-                    entry.fold(lo, now)
+                    entry = self._entries[key] = _Entry()
+                if not all(entry.put(sid, row) for sid, row in puts):  # else: read again
+                    self._stale.add(key)
+                    reread.append(key)
+                    continue
+                entry.fold(lo, now)
         for key in reread:
             self._reread(key)
 
