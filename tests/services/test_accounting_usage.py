@@ -197,3 +197,38 @@ async def test_the_services_quota_check_is_served_from_memory_and_equals_a_fresh
     finally:
         svc.db.close()
         ledger.close()
+
+
+async def test_a_stop_matches_only_its_users_culler_records(tmp_path):
+    """A session's stop attaches the culler's reason from its user's records; the day's records of
+    every other user (thousands on a busy hub) are not each a ledger query per stop."""
+    from apex_hub.services.accounting.ingest import StopRecord
+
+    queries: list[str | None] = []
+
+    class Counting(Ledger):
+        def sessions(self, *, user=None, **kw):
+            queries.append(user)
+            return super().sessions(user=user, **kw)
+
+    ledger = Counting(f"sqlite:///{tmp_path}/ledger.sqlite")
+    clock = Clock(MONTH + timedelta(days=3, hours=12))
+    svc = AccountingService(ledger, hub=None, kube=None, clock=clock, state_dir=tmp_path)
+    try:
+        start = clock.now - timedelta(hours=3)
+        await svc._write([obs("p1", user="ann", start=start)], "pod-watch")
+        others = [
+            StopRecord(f"user{i}", "", clock.now - timedelta(minutes=i % 600), "idle", None)
+            for i in range(500)
+        ]
+        mine = StopRecord("ann", "", clock.now, "idle", start, "idle for 2h")
+        svc._culler_records = [*others, mine]
+        queries.clear()
+        await svc._write(
+            [obs("p1", user="ann", start=start, stop=clock.now, stop_reason="user")], "pod-watch"
+        )
+        assert queries == ["ann"]
+        assert ledger.session("p1")["stop_reason"] == "idle" and svc.stats.reasons_attached == 1
+    finally:
+        svc.db.close()
+        ledger.close()

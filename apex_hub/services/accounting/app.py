@@ -9,10 +9,11 @@ Run by the hub as a managed service, it reads ``JUPYTERHUB_API_URL``, ``JUPYTERH
 ``JUPYTERHUB_SERVICE_URL`` and ``JUPYTERHUB_SERVICE_PREFIX``. Exit code 2 on bad options or an invalid
 quota file; ``--check`` validates the quota file and the database URL (migrating it) and exits.
 
-Tests move the service's clock ahead with the environment variable ``APEX_ACCOUNTING_CLOCK_OFFSET``
-(e.g. ``5m``), so that a running session uses up a small budget without waiting for it. It is not an
-option (not on the command line, not in a config file): never set it in production, usage would be
-overcounted and servers stopped early.
+Tests move the service's clock ahead with the environment variable ``APEX_ACCOUNTING_CLOCK_OFFSET``:
+a duration (``5m``), or ``@<file>``, a file holding one, read again whenever it changes (a test moves
+the clock when it is ready for it: a running session then uses up a small budget at once). It is
+not an option (not on the command line, not in a config file): never set it in production, usage
+would be overcounted and servers stopped early.
 """
 
 from __future__ import annotations
@@ -121,16 +122,42 @@ class AccountingApp(ServiceApp):
     def clock(self):
         """The service's clock: UTC now, ahead by APEX_ACCOUNTING_CLOCK_OFFSET in tests (never an option)."""
         from datetime import timedelta
+        from pathlib import Path
 
         from ..common.units import parse_duration
         from .db import utcnow
 
-        offset = parse_duration(os.environ.get(CLOCK_OFFSET_ENV) or 0)
-        if not offset:
-            return utcnow
-        log.warning("TEST ONLY: the accounting service's clock runs %ss ahead (%s)", offset, CLOCK_OFFSET_ENV)
-        ahead = timedelta(seconds=offset)
-        return lambda: utcnow() + ahead
+        value = os.environ.get(CLOCK_OFFSET_ENV) or ""
+        if not value.startswith("@"):
+            offset = parse_duration(value or 0)
+            if not offset:
+                return utcnow
+            log.warning(
+                "TEST ONLY: the accounting service's clock runs %ss ahead (%s)", offset, CLOCK_OFFSET_ENV
+            )
+            ahead = timedelta(seconds=offset)
+            return lambda: utcnow() + ahead
+        path = Path(value[1:])
+        log.warning(
+            "TEST ONLY: the accounting service's clock runs ahead by what %s says (%s)",
+            path,
+            CLOCK_OFFSET_ENV,
+        )
+        seen: list = [None, timedelta(0)]  # the file's (mtime, size), the offset it said
+
+        def clock():
+            try:
+                st = path.stat()
+                key = (st.st_mtime_ns, st.st_size)
+            except FileNotFoundError:
+                key = None
+            if key != seen[0]:
+                text = path.read_text().strip() if key is not None else ""
+                seen[:] = [key, timedelta(seconds=parse_duration(text or 0))]
+                log.warning("TEST ONLY: the clock now runs %ss ahead", seen[1].total_seconds())
+            return utcnow() + seen[1]
+
+        return clock
 
     def load_quotas(self):
         """The quotas (None without a file) and 0 — or None and the exit code after saying what is wrong."""

@@ -219,7 +219,7 @@ class AccountingService:
             self.excluded(user),
             None if has_group else group,
             source,
-            list(self._culler_records),
+            self._records_of({user}),
         )
         # one turn on the writer (after the writes before it): the session's row, the decision, the write
         outcome, done = await self.db.write(step, self._pvc_known(pod))
@@ -315,11 +315,16 @@ class AccountingService:
         if not items:
             return
         when = now or self.clock()
-        records = list(self._culler_records)
+        records = self._records_of({o.user for o in items})
         results, attached = await self.db.write(self._record, items, source, when, records, many)
         for obs, written in zip(items, results):
             self._count(obs, written)
         self._attached(attached, self.clock())
+
+    def _records_of(self, users: set[str]) -> list[StopRecord]:
+        """The culler's records (of the last day) about these users: the ones a stop of their sessions
+        can match (all of them would be a ledger query each, per stop: per user-day of work)."""
+        return [r for r in self._culler_records if r.user in users]
 
     def _record(
         self, items: list[Observation], source: str, now: datetime, records: list[StopRecord], many: bool
