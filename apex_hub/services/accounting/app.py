@@ -9,9 +9,9 @@ Run by the hub as a managed service, it reads ``JUPYTERHUB_API_URL``, ``JUPYTERH
 ``JUPYTERHUB_SERVICE_URL`` and ``JUPYTERHUB_SERVICE_PREFIX``. Exit code 2 on bad options or an invalid
 quota file; ``--check`` validates the quota file and the database URL (migrating it) and exits.
 
-Tests move the service's clock ahead with the environment variable ``APEX_ACCOUNTING_CLOCK_OFFSET``:
-a duration (``5m``), or ``@<file>``, a file holding one, read again whenever it changes (a test moves
-the clock when it is ready for it: a running session then uses up a small budget at once). It is
+Tests move the service's clock with the environment variable ``APEX_ACCOUNTING_CLOCK_OFFSET``: a
+duration ahead (``5m``), or ``@<file>``, a file holding an offset (``5m`` ahead, ``-10m`` behind), read
+again whenever it changes (a test holds the clock back while a server starts, then lets it go). It is
 not an option (not on the command line, not in a config file): never set it in production, usage
 would be overcounted and servers stopped early.
 """
@@ -143,18 +143,19 @@ class AccountingApp(ServiceApp):
             path,
             CLOCK_OFFSET_ENV,
         )
-        seen: list = [None, timedelta(0)]  # the file's (mtime, size), the offset it said
+        seen: list = [None, timedelta(0)]  # the file's (inode, mtime, size), the offset it said
 
         def clock():
             try:
                 st = path.stat()
-                key = (st.st_mtime_ns, st.st_size)
+                key = (st.st_ino, st.st_mtime_ns, st.st_size)
             except FileNotFoundError:
                 key = None
             if key != seen[0]:
                 text = path.read_text().strip() if key is not None else ""
-                seen[:] = [key, timedelta(seconds=parse_duration(text or 0))]
-                log.warning("TEST ONLY: the clock now runs %ss ahead", seen[1].total_seconds())
+                sign = -1 if text.startswith("-") else 1  # behind: a test holds the clock back
+                seen[:] = [key, sign * timedelta(seconds=parse_duration(text.lstrip("-") or 0))]
+                log.warning("TEST ONLY: the clock now runs %+gs from UTC", seen[1].total_seconds())
             return utcnow() + seen[1]
 
         return clock
