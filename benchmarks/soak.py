@@ -122,7 +122,11 @@ def serve_hub(port: int, users: int, seed: int, ready) -> None:
         advance(datetime.fromisoformat(body["now"]))
         return web.json_response({"running": len(servers)})
 
+    async def running(request):  # the pod source of benchmarks/soak_accounting.py: who runs since when
+        return web.json_response({name: _iso(srv["started"]) for name, srv in servers.items()})
+
     app = web.Application()
+    app.router.add_get("/_soak/servers", running)
     app.router.add_get("/hub/api/", root)
     app.router.add_get("/hub/api/users", list_users)
     app.router.add_get("/hub/api/users/{name}", get_user)

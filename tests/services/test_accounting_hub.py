@@ -8,6 +8,10 @@ spawn with its message; a running server stopped over budget (reason ``quota``);
 killed mid-session and restarted by the hub → the session that stopped and the one that started
 while it was down are both there, once; the culler's stop reason attached; APEL files parsed back
 field by field; CSV and JSON reports; metrics. Run on SQLite and on a throwaway PostgreSQL.
+
+No wall-clock waits: the servers start together; dave's budget is used up by fake time (the service's
+clock held back while his server starts, then let go: ``APEX_ACCOUNTING_CLOCK_OFFSET``, test only);
+the hub looks after its services every second, so the killed service is back at once.
 """
 
 from __future__ import annotations
@@ -27,15 +31,24 @@ import yaml
 
 from apex_hub.kubesim import KubeSim
 from apex_hub.services.accounting import apel
+from tests.helpers import wait
 from tests.helpers.hub import HubProcess, apex_hub_config, free_port
 from tests.services.test_accounting_ledger import postgres, postgres_database  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.process]
 
 CATALOGUE = {"profiles": [{"slug": "lab", "display_name": "JupyterLab", "default": True}]}
-QUOTAS = {"period": "month", "users": {"carol": {"cpu_hours": 0}, "dave": {"cpu_hours": 0.01}}}
+QUOTAS = {"period": "month", "users": {"carol": {"cpu_hours": 0}, "dave": {"cpu_hours": 0.0001}}}
 CONFIG = """
 c.JupyterHub.load_roles[0]["scopes"].append("tokens")  # the tester makes alice a token
+# test only: the hub looks after its managed services every second, not every 30 s (JupyterHub makes
+# their spawner itself, with Spawner's default poll_interval): the killed service is restarted at once
+import jupyterhub.services.service as _services
+from traitlets import Integer as _Integer
+if hasattr(_services, "_ServiceSpawner"):
+    class _PolledEverySecond(_services._ServiceSpawner):
+        poll_interval = _Integer(1)
+    _services._ServiceSpawner = _PolledEverySecond
 c.JupyterHub.cleanup_servers = False  # servers outlive the hub restart at the end
 c.APExSpawner.cpu_guarantee = 0.5
 c.APExSpawner.mem_guarantee = "256M"
@@ -52,7 +65,7 @@ configure(c, accounting={{
     "admin_services": ["tester"],
     "admin_users": ["ada"],
     "metrics_token": "{metrics_token}",
-    "environment": {{"KUBECONFIG": "{kubeconfig}"}},
+    "environment": {{"KUBECONFIG": "{kubeconfig}", "APEX_ACCOUNTING_CLOCK_OFFSET": "@{state}/clock-offset"}},
     "extra_args": ["--watch-timeout=20"],
 }})
 """
@@ -60,23 +73,18 @@ PREFIX = "/services/apex-accounting"
 METRICS_TOKEN = "prometheus-" + "0123456789abcdef"
 
 
-async def until(what: str, check, timeout: float = 90, hub: HubProcess | None = None):
-    """Poll ``check()`` (async) until it returns something truthy; bounded."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last = None
-    while loop.time() < deadline:
+async def until(what: str, check):
+    """``check()`` (async) until it returns something truthy — ``what`` says what is awaited; an
+    answer not there yet (the service restarting behind the proxy: an error status, a missing key)
+    is "not yet". No deadline: tests.helpers.wait.until."""
+
+    async def attempt():
         try:
-            last = await check()
-        except (AssertionError, KeyError, ValueError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        await asyncio.sleep(0.5)
-    raise AssertionError(
-        f"{what}: not within {timeout}s (last: {last!r})\n{hub.log()[-5000:] if hub else ''}"
-    )
+            return await check()
+        except (AssertionError, KeyError, ValueError):
+            return None
+
+    return await wait.until(attempt, interval=0.1)
 
 
 async def sessions(hub: HubProcess, **params) -> list[dict]:
@@ -101,12 +109,28 @@ def service_pids(marker: str) -> list[int]:
     return pids
 
 
-async def wait_stopped(hub: HubProcess, user: str, timeout: float = 90) -> None:
+def set_clock(state: Path, offset: str) -> None:
+    """The accounting service's clock offset (APEX_ACCOUNTING_CLOCK_OFFSET=@<state>/clock-offset), at once."""
+    tmp = state / "clock-offset.new"
+    tmp.write_text(offset)
+    tmp.replace(state / "clock-offset")
+
+
+async def wait_ready(hub: HubProcess, user: str) -> dict:
+    async def ready():
+        status, model = await hub.api("GET", f"/users/{user}")
+        srv = (model.get("servers") or {}).get("") if status == 200 else None
+        return srv if srv and srv.get("ready") else None
+
+    return await until(f"{user}'s server ready", ready)
+
+
+async def wait_stopped(hub: HubProcess, user: str) -> None:
     async def gone():
         _, model = await hub.api("GET", f"/users/{user}")
         return "" not in (model.get("servers") or {})
 
-    await until(f"{user}'s server stopped", gone, timeout, hub)
+    await until(f"{user}'s server stopped", gone)
 
 
 @pytest.fixture
@@ -144,6 +168,10 @@ async def test_accounting_with_a_real_hub(tmp_path, e2e_db_url):
             kubeconfig=sim.kubeconfig_path,
             metrics_token=METRICS_TOKEN,
         )
+        # fake time (APEX_ACCOUNTING_CLOCK_OFFSET names this file): the service's clock is held 10 minutes
+        # back while the servers start — dave's session uses nothing of his budget yet, so no quota stop
+        # interrupts his spawn — and let go once they are ready.
+        set_clock(state, "-10m")
         async with HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
             for name, group in (
                 ("alice", "apex-small"),
@@ -156,17 +184,19 @@ async def test_accounting_with_a_real_hub(tmp_path, e2e_db_url):
                 if group:
                     assert (await hub.api("POST", f"/groups/{group}"))[0] in (201, 409)
                     assert (await hub.api("POST", f"/groups/{group}/users", json={"users": [name]}))[0] == 200
-            for name in ("alice", "bob"):
-                status, body = await hub.api("POST", f"/users/{name}/server", json={"profile": "lab"})
+            spawners = ("alice", "bob", "dave")
+            spawns = [hub.api("POST", f"/users/{n}/server", json={"profile": "lab"}) for n in spawners]
+            for status, body in await asyncio.gather(*spawns):  # all at once
                 assert status in (201, 202), (body, hub.log()[-3000:])
-            for name in ("alice", "bob"):
-                await hub.wait_ready(name, timeout=90)
+            for name in spawners:
+                await wait_ready(hub, name)
+            set_clock(state, "0")  # let go (the service's now bounds what its API lists): see 2.
 
             # 1. alice's session, with the requested resources; bob (apex-probe) is never recorded
             async def alice_recorded():
                 return [s for s in await sessions(hub) if s["user"] == "alice"]
 
-            [first] = await until("alice's session recorded", alice_recorded, hub=hub)
+            [first] = await until("alice's session recorded", alice_recorded)
             ns = sim.store._table(sim.store._rt("pods"))
             pod = next(
                 o
@@ -202,12 +232,25 @@ async def test_accounting_with_a_real_hub(tmp_path, e2e_db_url):
             text = await until(
                 "bob excluded",
                 lambda: _metric(metrics, "apex_accounting_excluded_sessions_total", at_least=1),
-                hub=hub,
             )
             assert "apex_accounting_watching 1.0" in text
             assert [s for s in await sessions(hub) if s["user"] == "bob"] == []
 
-            # 2. quota: carol's budget is 0 → refused before spawn, with the budget and the reset time
+            # 2. dave's budget (0.0001 CPU-hours = 0.72 s at 0.5 cores) runs out while his server runs: once
+            # the service's clock is let go, the seconds his session has run are over budget
+            await wait_stopped(hub, "dave")
+
+            async def dave_closed():
+                got = [s for s in await sessions(hub, user="dave") if s["stop"]]
+                return got
+
+            [dave] = await until("dave's session closed", dave_closed)
+            assert dave["stop_reason"] == "quota" and dave["status"] == "stopped"
+            status, body = await hub.get(f"{PREFIX}/api/events?session={dave['id']}")
+            kinds = [e["kind"] for e in json.loads(body)["items"]]
+            assert kinds[0] == "opened" and "quota-stop" in kinds and "stopped" in kinds, kinds
+
+            # 3. quota: carol's budget is 0 → refused before spawn, with the budget and the reset time
             status, body = await hub.api("POST", "/users/carol/server", json={"profile": "lab"})
             assert status == 403, (status, body)
             message = body["message"] if isinstance(body, dict) else body
@@ -221,22 +264,6 @@ async def test_accounting_with_a_real_hub(tmp_path, e2e_db_url):
             ]
             reset = datetime.fromisoformat(quota["reset"])
             assert reset.day == 1 and reset > datetime.now(UTC)
-
-            # 3. dave's budget (0.01 CPU-hours = 72 s at 0.5 cores) runs out while his server runs
-            status, body = await hub.api("POST", "/users/dave/server", json={"profile": "lab"})
-            assert status in (201, 202), (body, hub.log()[-3000:])
-            await hub.wait_ready("dave", timeout=90)
-            await wait_stopped(hub, "dave", timeout=150)
-
-            async def dave_closed():
-                got = [s for s in await sessions(hub, user="dave") if s["stop"]]
-                return got
-
-            [dave] = await until("dave's session closed", dave_closed, hub=hub)
-            assert dave["stop_reason"] == "quota" and dave["status"] == "stopped"
-            status, body = await hub.get(f"{PREFIX}/api/events?session={dave['id']}")
-            kinds = [e["kind"] for e in json.loads(body)["items"]]
-            assert kinds[0] == "opened" and "quota-stop" in kinds and "stopped" in kinds, kinds
 
             # 4. the service is killed mid-session; while it is down alice's server stops (the culler
             # records why) and a new one starts; the hub restarts the service
@@ -261,20 +288,18 @@ async def test_accounting_with_a_real_hub(tmp_path, e2e_db_url):
                 f.write(json.dumps(culler_line) + "\n")
             status, body = await hub.api("POST", "/users/alice/server", json={"profile": "lab"})
             assert status in (201, 202), (body, hub.log()[-3000:])
-            await hub.wait_ready("alice", timeout=90)
+            await wait_ready(hub, "alice")
 
             async def both_alice():
                 got = list(await sessions(hub, user="alice"))
                 return got if len(got) == 2 and got[0]["stop"] else None
 
-            old, new = await until(
-                "service restarted by the hub with both of alice's sessions", both_alice, timeout=120, hub=hub
-            )
+            old, new = await until("service restarted by the hub with both of alice's sessions", both_alice)
             assert service_pids(marker) and service_pids(marker) != [pid]
             assert old["id"] == first["id"] and old["stop_reason"] == "idle" and old["status"] == "stopped"
             assert old["stop"] >= old["start"]
             assert new["id"] != old["id"] and new["stop"] is None and new["group"] == "apex-small"
-            await asyncio.sleep(3)  # a few more rounds: still one row each, one "opened" each
+            await rounds(metrics, 3)  # a few more rounds: still one row each, one "opened" each
             assert [s["id"] for s in await sessions(hub, user="alice")] == [old["id"], new["id"]]
             status, body = await hub.get(f"{PREFIX}/api/events")
             events = json.loads(body)["items"]
@@ -287,9 +312,9 @@ async def test_accounting_with_a_real_hub(tmp_path, e2e_db_url):
             status, body = await hub.get(f"{PREFIX}/api/usage?by=user&period=month&since=2000-01-01")
             rows = {r["user"]: r for r in json.loads(body)["items"]}
             assert set(rows) == {"alice", "dave"} and rows["alice"]["sessions"] == 2
-            assert rows["dave"]["cpu_hours"] == pytest.approx(
-                0.5 * rows["dave"]["wall_hours"], rel=1e-3
-            )  # 6 decimals
+            # 0.5 cores: to within the rounding of both figures to 6 decimals
+            assert abs(rows["dave"]["cpu_hours"] - 0.5 * rows["dave"]["wall_hours"]) <= 0.75e-6 + 1e-12
+            assert rows["dave"]["cpu_hours"] > 0.0001  # over budget
             status, body = await hub.get(
                 f"{PREFIX}/api/usage?by=group&period=day&format=csv&since=2000-01-01"
             )
@@ -379,7 +404,7 @@ async def test_accounting_with_a_real_hub(tmp_path, e2e_db_url):
                 text = await _metric(metrics, "apex_accounting_relists_total", at_least=1)
                 return text if text and "apex_accounting_watching 1.0" in text else None
 
-            await until("the service back after the hub restart", watching_again, hub=hub)
+            await until("the service back after the hub restart", watching_again)
             assert [(s["id"], s["stop"]) for s in await sessions(hub, user="alice")] == [
                 (old["id"], old["stop"]),
                 (new["id"], None),
@@ -390,7 +415,7 @@ async def test_accounting_with_a_real_hub(tmp_path, e2e_db_url):
                 got = await sessions(hub, user="alice")
                 return got if got[-1]["stop"] else None
 
-            *_, last = await until("alice's stop after the hub restart", new_closed, hub=hub)
+            *_, last = await until("alice's stop after the hub restart", new_closed)
             assert (last["id"], last["stop_reason"]) == (new["id"], "user")
             assert len(await sessions(hub)) == 3
 
@@ -435,7 +460,7 @@ async def usage_pages(hub: HubProcess, users: set[str]) -> None:
                 await page.screenshot(path=str(SHOTS / f"usage-{user}.png"), full_page=True)
                 if user == "dave":
                     message = await page.inner_text("#quota-message")
-                    assert "Usage budget exhausted: dave's budget of 0.01 CPU-hours per month" in message, (
+                    assert "Usage budget exhausted: dave's budget of 0.0001 CPU-hours per month" in message, (
                         message
                     )
                     # over budget: the warning box on top, as in the hub's banner
@@ -455,6 +480,24 @@ async def usage_pages(hub: HubProcess, users: set[str]) -> None:
                 await context.close()
         finally:
             await browser.close()
+
+
+async def rounds(fetch, n: int) -> None:
+    """Until the service has done ``n`` more hub rounds (its last-round time moved ``n`` times)."""
+    name = "apex_accounting_last_round_timestamp_seconds "
+
+    async def last() -> float:
+        text = await fetch()
+        return float(next(line for line in text.splitlines() if line.startswith(name)).split()[-1])
+
+    seen = await until("a hub round", last)
+    for _ in range(n):
+        seen = await until("the next hub round", lambda t=seen: _later(last, t))
+
+
+async def _later(last, than: float) -> float | None:
+    t = await last()
+    return t if t > than else None
 
 
 async def _metric(fetch, name: str, at_least: float):
@@ -539,10 +582,13 @@ async def test_quota_warning_on_the_hub_pages_and_the_usage_page(tmp_path):
                 assert (await hub.api("POST", f"/users/{name}"))[0] == 201
             assert (await hub.api("POST", "/groups/apex-small"))[0] == 201
             assert (await hub.api("POST", "/groups/apex-small/users", json={"users": ["erin"]}))[0] == 200
-            for name in ("erin", "frank"):
-                status, body = await hub.api("POST", f"/users/{name}/server", json={"profile": "long"})
+            spawns = [
+                hub.api("POST", f"/users/{n}/server", json={"profile": "long"}) for n in ("erin", "frank")
+            ]
+            for status, body in await asyncio.gather(*spawns):  # both at once
                 assert status in (201, 202), (body, hub.log()[-3000:])
-                await hub.wait_ready(name, timeout=90)
+            for name in ("erin", "frank"):
+                await wait_ready(hub, name)
             quota_line = (
                 "You have used 92% of your CPU-hour budget for "
                 + since.strftime("%B")
@@ -570,7 +616,7 @@ async def test_quota_warning_on_the_hub_pages_and_the_usage_page(tmp_path):
                     banner = banner.split("</div>", 1)[0]
                     return banner if quota_line in banner and "will be stopped at" in banner else None
 
-                banner = await until("erin's banner with both warnings", erin_banner, hub=hub)
+                banner = await until("erin's banner with both warnings", erin_banner)
                 # a culler without a url serves no API (JupyterHub still passes it a port-0 URL)
                 assert "api/upcoming on" not in hub.log()
                 lines = [line.strip() for line in banner.split("<br>")]

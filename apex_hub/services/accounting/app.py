@@ -8,6 +8,12 @@ the docs' option reference is generated from them. :class:`AccountingHubOptions`
 Run by the hub as a managed service, it reads ``JUPYTERHUB_API_URL``, ``JUPYTERHUB_API_TOKEN``,
 ``JUPYTERHUB_SERVICE_URL`` and ``JUPYTERHUB_SERVICE_PREFIX``. Exit code 2 on bad options or an invalid
 quota file; ``--check`` validates the quota file and the database URL (migrating it) and exits.
+
+Tests move the service's clock with the environment variable ``APEX_ACCOUNTING_CLOCK_OFFSET``: a
+duration ahead (``5m``), or ``@<file>``, a file holding an offset (``5m`` ahead, ``-10m`` behind), read
+again whenever it changes (a test holds the clock back while a server starts, then lets it go). It is
+not an option (not on the command line, not in a config file): never set it in production, usage
+would be overcounted and servers stopped early.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from ..common.app import HubOptions, ServiceApp
 from ..common.traits import CommaList, Switch
 
 log = logging.getLogger("apex_hub.accounting")
+CLOCK_OFFSET_ENV = "APEX_ACCOUNTING_CLOCK_OFFSET"
 
 
 class AccountingApp(ServiceApp):
@@ -112,6 +119,47 @@ class AccountingApp(ServiceApp):
 
     check = Switch(False, help="Validate the quota file, migrate the database, and exit.").tag(config=True)
 
+    def clock(self):
+        """The service's clock: UTC now, ahead by APEX_ACCOUNTING_CLOCK_OFFSET in tests (never an option)."""
+        from datetime import timedelta
+        from pathlib import Path
+
+        from ..common.units import parse_duration
+        from .db import utcnow
+
+        value = os.environ.get(CLOCK_OFFSET_ENV) or ""
+        if not value.startswith("@"):
+            offset = parse_duration(value or 0)
+            if not offset:
+                return utcnow
+            log.warning(
+                "TEST ONLY: the accounting service's clock runs %ss ahead (%s)", offset, CLOCK_OFFSET_ENV
+            )
+            ahead = timedelta(seconds=offset)
+            return lambda: utcnow() + ahead
+        path = Path(value[1:])
+        log.warning(
+            "TEST ONLY: the accounting service's clock runs ahead by what %s says (%s)",
+            path,
+            CLOCK_OFFSET_ENV,
+        )
+        seen: list = [None, timedelta(0)]  # the file's (inode, mtime, size), the offset it said
+
+        def clock():
+            try:
+                st = path.stat()
+                key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            except FileNotFoundError:
+                key = None
+            if key != seen[0]:
+                text = path.read_text().strip() if key is not None else ""
+                sign = -1 if text.startswith("-") else 1  # behind: a test holds the clock back
+                seen[:] = [key, sign * timedelta(seconds=parse_duration(text.lstrip("-") or 0))]
+                log.warning("TEST ONLY: the clock now runs %+gs from UTC", seen[1].total_seconds())
+            return utcnow() + seen[1]
+
+        return clock
+
     def load_quotas(self):
         """The quotas (None without a file) and 0 — or None and the exit code after saying what is wrong."""
         from .quota import QuotaError, Quotas
@@ -172,6 +220,7 @@ class AccountingApp(ServiceApp):
             quota_stop=self.quota_stop,
             quota_warn_fraction=self.quota_warn,
             state_dir=self.state_dir,
+            clock=self.clock(),
         )
         apel_settings = None
         if self.apel_dir:
@@ -274,4 +323,4 @@ def main(argv: list[str] | None = None) -> int:
     return AccountingApp.main(argv)
 
 
-__all__ = ["AccountingApp", "AccountingHubOptions", "main"]
+__all__ = ["CLOCK_OFFSET_ENV", "AccountingApp", "AccountingHubOptions", "main"]

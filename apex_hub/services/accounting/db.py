@@ -18,7 +18,7 @@ The schema is created and upgraded by the Alembic migrations in ``migrations/`` 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +46,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.types import TypeDecorator
+
+from . import usage
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -260,6 +262,25 @@ def _sqlite_usage_rows(conn, where: tuple) -> list[tuple]:
     return rows
 
 
+def _usage_row(row: dict) -> tuple | None:
+    """(user, group, (start, stop, cpu, memory_bytes, gpu)) of a session row as written — the values
+    the database gives back (naive UTC, floats) — or None when that is not certain (then it is read)."""
+    if type(row["memory_bytes"]) is not int or not all(type(row[k]) in (int, float) for k in ("cpu", "gpu")):
+        return None
+    stop = row["stop"]
+    return (
+        row["user"],
+        row["group"],
+        (
+            usage.naive(row["start"]),
+            None if stop is None else usage.naive(stop),
+            float(row["cpu"]),
+            row["memory_bytes"],
+            float(row["gpu"]),
+        ),
+    )
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Run the shipped Alembic migrations up to ``revision``."""
     from alembic import command
@@ -280,6 +301,9 @@ class Ledger:
 
     def __init__(self, url: str, *, migrate: bool = True):
         self.url = url
+        # called after each commit that wrote sessions, on the writing thread, with (id, events written,
+        # (user, group, usage row) as the commit left them — None: read it back) for each
+        self.on_usage_change: Callable[[list[tuple[str, list[str], Any]]], None] | None = None
         if migrate:
             upgrade(url)
         self.engine = make_engine(url)
@@ -292,7 +316,11 @@ class Ledger:
     def observe(self, obs: Observation, *, source: str, now: datetime | None = None) -> list[str]:
         """Record what ``source`` saw about a session; returns the events written (empty: nothing new)."""
         with self.engine.begin() as conn:
-            return self._observe(conn, obs, source, now or utcnow())
+            changed: list = []
+            written = self._observe(conn, obs, source, now or utcnow(), changed)
+        if changed and self.on_usage_change is not None:
+            self.on_usage_change(changed)
+        return written
 
     def observe_many(
         self, observations: Iterable[Observation], *, source: str, now: datetime | None = None
@@ -302,6 +330,7 @@ class Ledger:
         now = now or utcnow()
         items = list(observations)
         results: list[list[str]] = [[] for _ in items]
+        changed: list = []
         with self.engine.begin() as conn:
             ids = list({o.id for o in items})
             known: set[str] = set()
@@ -342,14 +371,19 @@ class Ledger:
                     )
                     results[n].append("stopped")
                 rows.append(row)
+                changed.append((o.id, results[n], _usage_row(row)))
             if rows:
                 conn.execute(insert(Session), rows)
                 conn.execute(insert(SessionEvent), events)
             for n in later:
-                results[n] = self._observe(conn, items[n], source, now)
+                results[n] = self._observe(conn, items[n], source, now, changed)
+        if changed and self.on_usage_change is not None:
+            self.on_usage_change(changed)
         return results
 
-    def _observe(self, conn, obs: Observation, source: str, now: datetime) -> list[str]:
+    def _observe(
+        self, conn, obs: Observation, source: str, now: datetime, changed: list | None = None
+    ) -> list[str]:
         written: list[str] = []
         row = conn.execute(select(Session).where(Session.id == obs.id)).mappings().first()
         if row is None:
@@ -395,6 +429,8 @@ class Ledger:
                 written.append("reason")
         if changes:
             conn.execute(update(Session).where(Session.id == obs.id).values(**changes))
+        if written and changed is not None:
+            changed.append((obs.id, written, _usage_row({**row, **changes})))
         return written
 
     def set_reason(
@@ -538,9 +574,8 @@ class Ledger:
         """:func:`reports.total` of one user's or one group's sessions overlapping ``[since, until)``
         — the same sums, session by session, oldest first — read as two range scans of a covering
         index (migration 0002): the running sessions and those stopped after ``since``. A quota
-        check thus costs the period's sessions, not the whole history's."""
-        from .reports import GIB
-
+        check thus costs the period's sessions, not the whole history's. The sessions are added in
+        :func:`.usage.order` (start first), as :class:`.usage.UsageCache` adds them."""
         key = Session.user == user if user is not None else Session.group == group
         sqlite = self.engine.dialect.name == "sqlite"
         rows: list[tuple] = []
@@ -559,24 +594,50 @@ class Ledger:
                     )
                     rows += conn.execute(q.where(*where)).all()
         parse = datetime.fromisoformat if sqlite else (lambda t: t)
-        lo, hi = since.astimezone(UTC).replace(tzinfo=None), until.astimezone(UTC).replace(tzinfo=None)
-        starts = [parse(r[0]) for r in rows]
-        wall = cpu = mem = gpu = 0.0
-        for n in sorted(range(len(rows)), key=starts.__getitem__):
-            _, stop, c, m, g = rows[n]
-            end = min(parse(stop) if stop is not None else hi, hi)
-            hours = max((end - max(starts[n], lo)).total_seconds(), 0.0) / 3600.0
-            wall += hours
-            cpu += c * hours
-            mem += m / GIB * hours
-            gpu += g * hours
-        return {
-            "sessions": len(rows),
-            "wall_hours": wall,
-            "cpu_hours": cpu,
-            "memory_gib_hours": mem,
-            "gpu_hours": gpu,
-        }
+        items = [
+            (parse(start), parse(stop) if stop is not None else None, c, m, g)
+            for start, stop, c, m, g in rows
+        ]
+        items.sort(key=usage.order)
+        lo, hi = usage.naive(since), usage.naive(until)
+        return usage.as_usage(usage.accumulate(items, lo, hi, [0, 0.0, 0.0, 0.0, 0.0]))
+
+    def usage_rows(
+        self,
+        since: datetime | None = None,
+        *,
+        ids: Iterable[str] | None = None,
+        user: str | None = None,
+        group: str | None = None,
+    ) -> list[tuple[str, str, str | None, tuple]]:
+        """``(id, user, group, (start, stop, cpu, memory_bytes, gpu))`` of the sessions overlapping the
+        period from ``since`` (running or stopped after it), of ``ids``, of a user or a group — what
+        :class:`.usage.UsageCache` holds (times naive UTC)."""
+        q = select(
+            Session.id,
+            Session.user,
+            Session.group,
+            Session.start,
+            Session.stop,
+            Session.cpu,
+            Session.memory_bytes,
+            Session.gpu,
+        )
+        if since is not None:
+            q = q.where(Session.stop.is_(None) | (Session.stop > since))
+        if user is not None:
+            q = q.where(Session.user == user)
+        if group is not None:
+            q = q.where(Session.group == group)
+        wanted = list(dict.fromkeys(ids)) if ids is not None else None
+        out = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 500) if wanted is not None else (None,):
+                part = q if i is None else q.where(Session.id.in_(wanted[i : i + 500]))
+                for sid, u, g, start, stop, c, m, gpu in conn.execute(part):
+                    row = (usage.naive(start), usage.naive(stop) if stop is not None else None, c, m, gpu)
+                    out.append((sid, u, g, row))
+        return out
 
     def usage_split(
         self, since: datetime, until: datetime, period: str, by: str

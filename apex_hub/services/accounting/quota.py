@@ -70,6 +70,11 @@ def _start(t: datetime, period: str) -> datetime:
     return period_start(t, period)
 
 
+def period_since(t: datetime, period: str) -> datetime:
+    """The start of the quota period (``day``, ``week``, ``month``) that ``t`` is in."""
+    return _start(t, period)
+
+
 def _next(t: datetime, period: str) -> datetime:
     return t + timedelta(days=7) if period == "week" else next_period(t, period)
 

@@ -49,7 +49,8 @@ from .ingest import (
     pod_user,
     quantity,
 )
-from .quota import WARNINGS_FILE
+from .quota import WARNINGS_FILE, period_since
+from .usage import CachedUsage, Miss, UsageCache, naive
 from .worker import LedgerWorker
 
 log = logging.getLogger("apex_hub.accounting")
@@ -96,6 +97,7 @@ class AccountingService:
         state_dir: str | Path = ".",
         clock: Callable[[], datetime] = utcnow,
         ledger_threads: bool = True,
+        usage_cache: bool = True,
     ):
         self.ledger, self.hub, self.kube = ledger, hub, kube
         # every ledger call goes through here: one writer thread, reader threads (worker.py);
@@ -107,6 +109,13 @@ class AccountingService:
         self.slack = timedelta(seconds=reason_slack)
         self.quotas, self.quota_stop, self.quota_warn_fraction = quotas, quota_stop, quota_warn_fraction
         self.clock = clock
+        # the quota checks' usage in memory, kept by the writer after each commit (usage.py);
+        # usage_cache=False: every check reads the ledger (the benchmark's earlier configurations)
+        self.usage: UsageCache | None = None
+        if quotas is not None and usage_cache:
+            self.usage = UsageCache(ledger, clock)
+            ledger.on_usage_change = self.usage.changed
+        self._usage_filling: asyncio.Task | None = None
         self.warnings_file = Path(state_dir) / WARNINGS_FILE
         # user -> their current quota warning (QuotaStatus.warning); users without a running server
         # stay here (and are checked again every round) until their usage drops below the fraction
@@ -210,7 +219,7 @@ class AccountingService:
             self.excluded(user),
             None if has_group else group,
             source,
-            list(self._culler_records),
+            self._records_of({user}),
         )
         # one turn on the writer (after the writes before it): the session's row, the decision, the write
         outcome, done = await self.db.write(step, self._pvc_known(pod))
@@ -306,11 +315,16 @@ class AccountingService:
         if not items:
             return
         when = now or self.clock()
-        records = list(self._culler_records)
+        records = self._records_of({o.user for o in items})
         results, attached = await self.db.write(self._record, items, source, when, records, many)
         for obs, written in zip(items, results):
             self._count(obs, written)
         self._attached(attached, self.clock())
+
+    def _records_of(self, users: set[str]) -> list[StopRecord]:
+        """The culler's records (of the last day) about these users: the ones a stop of their sessions
+        can match (all of them would be a ledger query each, per stop: per user-day of work)."""
+        return [r for r in self._culler_records if r.user in users]
 
     def _record(
         self, items: list[Observation], source: str, now: datetime, records: list[StopRecord], many: bool
@@ -503,6 +517,33 @@ class AccountingService:
 
     # ---- quotas ------------------------------------------------------------------------
 
+    async def fill_usage(self, now: datetime | None = None) -> None:
+        """Read this period's sessions into the usage cache (on the writer, in order with the writes)."""
+        if self.usage is None:
+            return
+        now = now or self.clock()
+        await self.db.write(self.usage.fill, period_since(now, self.quotas.period), now)
+
+    def _usage_for(self, now: datetime) -> None:
+        """A new period (or a cache not filled yet): fill the cache in the background; meanwhile the
+        checks read the ledger."""
+        if self.usage is None or self.usage.since == naive(period_since(now, self.quotas.period)):
+            return
+        if self._usage_filling is None or self._usage_filling.done():
+            self._usage_filling = asyncio.create_task(self.fill_usage(now), name="usage-fill")
+
+    async def quota_check(self, user: str, groups: list[str]) -> Any:
+        """The pre-spawn check: from the usage cache on the loop (no database, no thread), else on a
+        reader thread from the ledger. The same answer either way."""
+        now = self.clock()
+        if self.usage is not None:
+            self._usage_for(now)
+            try:
+                return self.quotas.check(CachedUsage(self.usage), user, groups, now=now)
+            except Miss:
+                pass
+        return await self.db.read(self.quotas.check, self.ledger, user, groups, now=now)
+
     async def enforce_quotas(self) -> None:
         """Warn (log + event + quota-warnings.json) at ``quota_warn_fraction`` of a budget; stop (reason
         ``quota``) when over. The budgets are read on a reader thread, each group's usage once."""
@@ -516,8 +557,12 @@ class AccountingService:
         for s in running:
             mine.setdefault(s["user"], []).append(s)
         users = sorted(set(mine) | set(self.quota_warnings))
+        ledger: Any = self.ledger
+        if self.usage is not None:
+            self._usage_for(now)
+            ledger = CachedUsage(self.usage, self.ledger)
         statuses = await self.db.read(
-            self.quotas.check_many, self.ledger, {u: self.groups.get(u, []) for u in users}, now=now
+            self.quotas.check_many, ledger, {u: self.groups.get(u, []) for u in users}, now=now
         )
         warnings: dict[str, dict] = {}
         for user in users:
@@ -585,6 +630,7 @@ class AccountingService:
         # what is alive now (modules, SQLAlchemy's and tornado's objects, the application) lives as long
         # as the process: out of the collector's sight, a full collection no longer stops the loop for
         # a quarter of a second on a busy machine (benchmarks/accounting_loop.py)
+        await self.fill_usage()  # first: the period's sessions are frozen with the rest
         gc.freeze()
         await self.hub_round()  # groups first, so the first listing needs no deferral
         self._tasks = [

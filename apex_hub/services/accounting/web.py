@@ -188,10 +188,8 @@ class QuotaHandler(Base):
             groups = self.svc.groups.get(user)
             if groups is None:
                 groups = await self.svc.user_groups(user)
-            # on a reader thread: a re-list on the writer or a report does not make the spawn wait
-            status = await self.svc.db.read(
-                self.svc.quotas.check, self.svc.ledger, user, groups, now=self.svc.clock()
-            )
+            # from memory, else on a reader thread: a re-list or a report does not make the spawn wait
+            status = await self.svc.quota_check(user, groups)
             result = (
                 status.as_dict()
                 if status
