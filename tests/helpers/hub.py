@@ -183,6 +183,19 @@ HUB_MAIN = (
     "from jupyterhub.app import main; main()"
 )
 
+#: config lines: the hub looks after its managed services' processes every second instead of every
+#: ``Spawner.poll_interval`` (30 s), which JupyterHub gives the spawner it makes for each service whatever
+#: the config says: a killed service is restarted at once. A private class of JupyterHub's; without it
+#: (another version) the tests only wait longer.
+SERVICES_POLLED_EVERY_SECOND = """
+import jupyterhub.services.service as _services
+from traitlets import Integer as _Integer
+if hasattr(_services, "_ServiceSpawner"):
+    class _PolledEverySecond(_services._ServiceSpawner):
+        poll_interval = _Integer(1)
+    _services._ServiceSpawner = _PolledEverySecond
+"""
+
 ROOT_ARGS = ["--allow-root"] if os.geteuid() == 0 else []
 
 

@@ -31,24 +31,19 @@ import yaml
 
 from apex_hub.kubesim import KubeSim
 from apex_hub.services.accounting import apel
+from apex_hub.services.common.clock import FileOffsetClock, advance
 from tests.helpers import wait
-from tests.helpers.hub import HubProcess, apex_hub_config, free_port
+from tests.helpers.hub import SERVICES_POLLED_EVERY_SECOND, HubProcess, apex_hub_config, free_port
 from tests.services.test_accounting_ledger import postgres, postgres_database  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.process]
 
 CATALOGUE = {"profiles": [{"slug": "lab", "display_name": "JupyterLab", "default": True}]}
 QUOTAS = {"period": "month", "users": {"carol": {"cpu_hours": 0}, "dave": {"cpu_hours": 0.0001}}}
-CONFIG = """
+CONFIG = (
+    SERVICES_POLLED_EVERY_SECOND
+    + """
 c.JupyterHub.load_roles[0]["scopes"].append("tokens")  # the tester makes alice a token
-# test only: the hub looks after its managed services every second, not every 30 s (JupyterHub makes
-# their spawner itself, with Spawner's default poll_interval): the killed service is restarted at once
-import jupyterhub.services.service as _services
-from traitlets import Integer as _Integer
-if hasattr(_services, "_ServiceSpawner"):
-    class _PolledEverySecond(_services._ServiceSpawner):
-        poll_interval = _Integer(1)
-    _services._ServiceSpawner = _PolledEverySecond
 c.JupyterHub.cleanup_servers = False  # servers outlive the hub restart at the end
 c.APExSpawner.cpu_guarantee = 0.5
 c.APExSpawner.mem_guarantee = "256M"
@@ -69,6 +64,7 @@ configure(c, accounting={{
     "extra_args": ["--watch-timeout=20"],
 }})
 """
+)
 PREFIX = "/services/apex-accounting"
 METRICS_TOKEN = "prometheus-" + "0123456789abcdef"
 
@@ -109,11 +105,10 @@ def service_pids(marker: str) -> list[int]:
     return pids
 
 
-def set_clock(state: Path, offset: str) -> None:
+def set_clock(state: Path, seconds: float) -> None:
     """The accounting service's clock offset (APEX_ACCOUNTING_CLOCK_OFFSET=@<state>/clock-offset), at once."""
-    tmp = state / "clock-offset.new"
-    tmp.write_text(offset)
-    tmp.replace(state / "clock-offset")
+    path = state / "clock-offset"
+    advance(path, seconds - FileOffsetClock(path).offset())
 
 
 async def wait_ready(hub: HubProcess, user: str) -> dict:
@@ -171,7 +166,7 @@ async def test_accounting_with_a_real_hub(tmp_path, e2e_db_url):
         # fake time (APEX_ACCOUNTING_CLOCK_OFFSET names this file): the service's clock is held 10 minutes
         # back while the servers start — dave's session uses nothing of his budget yet, so no quota stop
         # interrupts his spawn — and let go once they are ready.
-        set_clock(state, "-10m")
+        set_clock(state, -600)
         async with HubProcess(tmp_path / "hub", config, env={"KUBECONFIG": sim.kubeconfig_path}) as hub:
             for name, group in (
                 ("alice", "apex-small"),
@@ -190,7 +185,7 @@ async def test_accounting_with_a_real_hub(tmp_path, e2e_db_url):
                 assert status in (201, 202), (body, hub.log()[-3000:])
             for name in spawners:
                 await wait_ready(hub, name)
-            set_clock(state, "0")  # let go (the service's now bounds what its API lists): see 2.
+            set_clock(state, 0)  # let go (the service's now bounds what its API lists): see 2.
 
             # 1. alice's session, with the requested resources; bob (apex-probe) is never recorded
             async def alice_recorded():

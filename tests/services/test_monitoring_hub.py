@@ -30,7 +30,7 @@ import yaml
 from apex_hub.kubesim import KubeSim
 from apex_hub.naming import user_namespace
 from apex_hub.services.common.clock import advance
-from tests.helpers.hub import HubProcess, apex_hub_config, free_port
+from tests.helpers.hub import SERVICES_POLLED_EVERY_SECOND, HubProcess, apex_hub_config, free_port
 from tests.helpers.wait import until
 
 pytestmark = [pytest.mark.process, pytest.mark.asyncio(loop_scope="module")]
@@ -81,18 +81,13 @@ def catalogue(probe: dict | None = None) -> dict:
     }
 
 
-CONFIG = """
+CONFIG = (
+    SERVICES_POLLED_EVERY_SECOND
+    + """
 c.APExSpawner.workspace_volume = {{"name": "workspace", "size": "1Gi", "mount_path": "/home/jovyan"}}
 # a spawn request is answered at once (202), as in production where a pod takes longer than the hub's
 # slow_spawn_timeout (10 s): the probe follows the spawn's progress
 c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
-# the hub looks at its managed services' processes every Spawner.poll_interval (30 s), which a service's
-# spawner does not take from the config: every second here, so that a killed service is restarted at once
-import jupyterhub.services.service as _service
-from traitlets import Integer as _Integer
-class _PolledEverySecond(_service._ServiceSpawner):
-    poll_interval = _Integer(1)
-_service._ServiceSpawner = _PolledEverySecond
 c.ConfigurableHTTPProxy.api_url = "{chp_api}"
 c.JupyterHub.load_roles[0]["scopes"] += ["read:services", "read:tokens", "read:groups"]
 # two more services for the health check: one with a URL, one without (a managed process)
@@ -110,6 +105,7 @@ configure(c, monitoring={{
     "environment": {{"APEX_MONITORING_CLOCK_FILE": "{clock}"}},
 }})
 """
+)
 
 
 class Env:

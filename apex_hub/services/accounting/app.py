@@ -10,8 +10,9 @@ Run by the hub as a managed service, it reads ``JUPYTERHUB_API_URL``, ``JUPYTERH
 quota file; ``--check`` validates the quota file and the database URL (migrating it) and exits.
 
 Tests move the service's clock with the environment variable ``APEX_ACCOUNTING_CLOCK_OFFSET``: a
-duration ahead (``5m``), or ``@<file>``, a file holding an offset (``5m`` ahead, ``-10m`` behind), read
-again whenever it changes (a test holds the clock back while a server starts, then lets it go). It is
+duration ahead (``5m``), or ``@<file>``, a file holding the seconds it runs ahead (``-600``: behind),
+read at every look (:class:`~apex_hub.services.common.clock.FileOffsetClock`: a test holds the clock
+back while a server starts, then lets it go). It is
 not an option (not on the command line, not in a config file): never set it in production, usage
 would be overcounted and servers stopped early.
 """
@@ -122,8 +123,8 @@ class AccountingApp(ServiceApp):
     def clock(self):
         """The service's clock: UTC now, ahead by APEX_ACCOUNTING_CLOCK_OFFSET in tests (never an option)."""
         from datetime import timedelta
-        from pathlib import Path
 
+        from ..common.clock import FileOffsetClock
         from ..common.units import parse_duration
         from .db import utcnow
 
@@ -137,28 +138,13 @@ class AccountingApp(ServiceApp):
             )
             ahead = timedelta(seconds=offset)
             return lambda: utcnow() + ahead
-        path = Path(value[1:])
+        file_clock = FileOffsetClock(value[1:])
         log.warning(
-            "TEST ONLY: the accounting service's clock runs ahead by what %s says (%s)",
-            path,
+            "TEST ONLY: the accounting service's clock runs ahead by the seconds in %s (%s)",
+            file_clock.path,
             CLOCK_OFFSET_ENV,
         )
-        seen: list = [None, timedelta(0)]  # the file's (inode, mtime, size), the offset it said
-
-        def clock():
-            try:
-                st = path.stat()
-                key = (st.st_ino, st.st_mtime_ns, st.st_size)
-            except FileNotFoundError:
-                key = None
-            if key != seen[0]:
-                text = path.read_text().strip() if key is not None else ""
-                sign = -1 if text.startswith("-") else 1  # behind: a test holds the clock back
-                seen[:] = [key, sign * timedelta(seconds=parse_duration(text.lstrip("-") or 0))]
-                log.warning("TEST ONLY: the clock now runs %+gs from UTC", seen[1].total_seconds())
-            return utcnow() + seen[1]
-
-        return clock
+        return lambda: utcnow() + timedelta(seconds=file_clock.offset())
 
     def load_quotas(self):
         """The quotas (None without a file) and 0 — or None and the exit code after saying what is wrong."""
