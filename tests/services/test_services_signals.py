@@ -37,7 +37,7 @@ def _service_command(service: str, tmp_path) -> tuple[list[str], dict, str]:
         policy = tmp_path / "culling.yaml"
         policy.write_text('defaults: {idle_timeout: "1h"}\n')
         args = [f"--policy={policy}", f"--state-dir={tmp_path}", "--interval=3600"]
-        return args, env, "culler iteration failed"
+        return args, env, "serving /api/upcoming on"
     args = ["--public-url=http://127.0.0.1:9", "--interval=3600"]
     return args, env, "apex monitoring on"
 
