@@ -7,9 +7,9 @@ next to it from a ConfigMap. For each ``<name>.yml``:
 
 * the environment lives in ``$APEX_CONDA_ENVS/<name>`` on the workspace volume, with
   the SHA-256 of the file it was built from in ``.apex-hash``;
-* unchanged hash: reused as is (no solver runs); changed or missing: built into a
-  temporary prefix that replaces the old one only when the build succeeded, so a
-  failed rebuild never destroys a working environment;
+* unchanged hash: reused as is (no solver runs); changed or missing: built in place
+  (prefixes are not relocatable) with the working version set aside, and put back
+  when the build fails, so a failed rebuild never destroys a working environment;
 * a Jupyter kernel spec ``conda-<name>`` is written under ``$APEX_KERNELS_DIR``
   (on the server's ``JUPYTER_PATH``).
 
@@ -294,6 +294,54 @@ def shared_build() -> int:
     return 0
 
 
+def set_aside(prefix: Path) -> Path:
+    """Where the working version of ``prefix`` waits while it is rebuilt."""
+    return prefix.with_name(f".{prefix.name}.previous")
+
+
+def recover(prefix: Path) -> None:
+    """Finish what an interrupted rebuild left (the pod was killed in the middle of one).
+
+    A complete new build (its hash marker is written last) wins and the set-aside version goes;
+    otherwise the partial build goes and the set-aside version comes back to its own path, where
+    it works again. Staging directories of earlier versions of this script are removed.
+    """
+    previous = set_aside(prefix)
+    if previous.exists():
+        if (prefix / MARKER).is_file():
+            shutil.rmtree(previous)
+        else:
+            shutil.rmtree(prefix, ignore_errors=True)
+            previous.rename(prefix)
+            log(f"environment {prefix.name}: an interrupted rebuild was undone; the previous version is back")
+    shutil.rmtree(prefix.with_name(f".{prefix.name}.building"), ignore_errors=True)
+
+
+def build_in_place(builder: str, spec: Path, prefix: Path, digest: str) -> bool:
+    """Build at ``prefix`` itself, the working version set aside meanwhile; False when it failed.
+
+    Conda prefixes and venvs are not relocatable (scripts' ``#!`` lines, ``conda-meta``, activation
+    scripts and some binaries name the path they were built at), so an environment is built where it
+    is used, never built elsewhere and renamed. A working version is renamed out of the way first
+    and renamed back, to the path it was built at, when the build fails: a failed rebuild never
+    destroys a working environment.
+    """
+    previous = set_aside(prefix)
+    if prefix.exists():
+        prefix.rename(previous)
+    try:
+        build(builder, spec, prefix)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        shutil.rmtree(prefix, ignore_errors=True)
+        if previous.exists():
+            previous.rename(prefix)
+        log(f"environment {prefix.name}: build FAILED ({exc}); the previous version, if any, is kept")
+        return False
+    (prefix / MARKER).write_text(digest + "\n")  # last: the build is complete
+    shutil.rmtree(previous, ignore_errors=True)
+    return True
+
+
 def main() -> int:
     specs = Path(__file__).resolve().parent
     envs = Path(os.environ["APEX_CONDA_ENVS"])
@@ -312,6 +360,7 @@ def main() -> int:
         wanted.add(name)
         digest = hashlib.sha256(spec.read_bytes()).hexdigest()
         prefix = envs / name
+        recover(prefix)
         marker = prefix / MARKER
         current = (
             marker.is_file() and marker.read_text().strip() == digest and (prefix / "bin" / "python").exists()
@@ -330,32 +379,9 @@ def main() -> int:
                 log(f"environment {name}: {why}; building in your workspace")
             builder = choose_builder(requested)
             log(f"environment {name}: building with {builder} (sha256 {digest[:12]})")
-            staging = envs / f".{name}.building"
-            shutil.rmtree(staging, ignore_errors=True)
             started = time.monotonic()
-            try:
-                build(builder, spec, staging)
-            except (subprocess.CalledProcessError, OSError) as exc:
-                shutil.rmtree(staging, ignore_errors=True)
-                log(f"environment {name}: build FAILED ({exc}); the previous version, if any, is kept")
+            if not build_in_place(builder, spec, prefix, digest):
                 return 1
-            (staging / MARKER).write_text(digest + "\n")
-            if prefix.exists():
-                shutil.rmtree(prefix)
-            staging.rename(prefix)
-            if builder == "venv":  # a venv's scripts name their prefix: keep the final one valid
-                subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "venv",
-                        "--system-site-packages",
-                        "--without-pip",
-                        "--upgrade",
-                        str(prefix),
-                    ],
-                    check=True,
-                )
             log(f"environment {name}: built in {time.monotonic() - started:.1f} s")
         checked = prefix / KERNEL_CHECK if shared is not None else None
         problem = checked.read_text().strip() if checked and checked.is_file() else kernel_problem(prefix)

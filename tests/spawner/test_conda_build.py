@@ -15,13 +15,13 @@ from apex_hub.spawner import conda_build
 SCRIPT = Path(conda_build.__file__)
 
 
-def run(specs: Path, root: Path, builder="venv", titles=None, python=sys.executable):
+def run(specs: Path, root: Path, builder="venv", titles=None, python=sys.executable, path="/usr/bin:/bin"):
     env = {
         "APEX_CONDA_ENVS": str(root / "envs"),
         "APEX_KERNELS_DIR": str(root / "kernels"),
         "APEX_CONDA_BUILDER": builder,
         "APEX_CONDA_TITLES": json.dumps(titles or {}),
-        "PATH": "/usr/bin:/bin",
+        "PATH": path,
     }
     return subprocess.run(
         [python, str(specs / "build.py")], env=env, capture_output=True, text=True, timeout=120
@@ -72,7 +72,72 @@ def test_a_failed_rebuild_keeps_the_working_environment(specs, tmp_path):
     failed = run(specs, root)
     assert failed.returncode == 1 and "build FAILED" in failed.stdout
     assert (root / "envs" / "eo" / "bin" / "python").exists()
-    assert not list((root / "envs").glob(".eo.building"))
+    assert not list((root / "envs").glob(".eo.*"))  # nothing half-built or set aside is left
+
+
+#: a stand-in for micromamba: ``create --yes --prefix P --file F`` makes a prefix that, like a real
+#: Conda prefix, records the path it was built at (``conda-meta/prefix``, as scripts' ``#!`` lines do);
+#: a file that names "broken-package" fails half-way, after writing into the prefix
+FAKE_MICROMAMBA = f"""#!/bin/sh
+while [ $# -gt 0 ]; do case "$1" in --prefix) prefix=$2; shift;; --file) file=$2; shift;; esac; shift; done
+mkdir -p "$prefix/bin" "$prefix/conda-meta"
+ln -s {sys.executable} "$prefix/bin/python"
+echo "$prefix" > "$prefix/conda-meta/prefix"
+grep -q broken-package "$file" && exit 1
+cp "$file" "$prefix/conda-meta/spec.yml"
+"""
+
+
+@pytest.fixture
+def micromamba(tmp_path):
+    bindir = tmp_path / "fake-bin"
+    bindir.mkdir()
+    tool = bindir / "micromamba"
+    tool.write_text(FAKE_MICROMAMBA)
+    tool.chmod(0o755)
+    return f"{bindir}:/usr/bin:/bin"
+
+
+def test_a_conda_prefix_is_built_where_it_is_used_and_a_failed_rebuild_puts_the_old_one_back(
+    specs, tmp_path, micromamba
+):
+    root = tmp_path / "ws"
+    prefix = root / "envs" / "eo"
+    first = run(specs, root, builder="micromamba", path=micromamba)
+    assert first.returncode == 0, first.stdout + first.stderr
+    # built at its final path: a Conda prefix names it (scripts, conda-meta) and breaks when renamed
+    assert (prefix / "conda-meta" / "prefix").read_text().strip() == str(prefix)
+
+    (specs / "eo.yml").write_text("name: eo\ndependencies:\n  - python=3.11\n  - xarray\n")
+    second = run(specs, root, builder="micromamba", path=micromamba)
+    assert second.returncode == 0 and "building with micromamba" in second.stdout
+    assert (prefix / "conda-meta" / "prefix").read_text().strip() == str(prefix)
+    assert "xarray" in (prefix / "conda-meta" / "spec.yml").read_text()
+
+    # a rebuild that fails half-way: the working version is back, at the path it was built at
+    (specs / "eo.yml").write_text("name: eo\ndependencies:\n  - broken-package\n")
+    failed = run(specs, root, builder="micromamba", path=micromamba)
+    assert failed.returncode == 1 and "build FAILED" in failed.stdout
+    assert "xarray" in (prefix / "conda-meta" / "spec.yml").read_text()
+    assert (prefix / "conda-meta" / "prefix").read_text().strip() == str(prefix)
+    assert not list((root / "envs").glob(".eo.*"))
+
+
+def test_an_interrupted_rebuild_is_undone_at_the_next_start(specs, tmp_path, micromamba):
+    root = tmp_path / "ws"
+    prefix = root / "envs" / "eo"
+    assert run(specs, root, builder="micromamba", path=micromamba).returncode == 0
+    working = (prefix / ".apex-hash").read_text()
+    # the pod was killed in the middle of a rebuild: the working version set aside, a partial prefix
+    prefix.rename(root / "envs" / ".eo.previous")
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "bin" / "half-written").write_text("")
+    again = run(specs, root, builder="micromamba", path=micromamba)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "an interrupted rebuild was undone" in again.stdout and "unchanged" in again.stdout
+    assert (prefix / ".apex-hash").read_text() == working and not (prefix / "bin" / "half-written").exists()
+    assert (prefix / "conda-meta" / "prefix").read_text().strip() == str(prefix)
+    assert not list((root / "envs").glob(".eo.*"))
 
 
 def test_no_conda_tool_is_a_clear_error(specs, tmp_path):
