@@ -197,7 +197,7 @@ async def test_alice_logs_in_sees_her_form_spawns_a_gated_profile_and_uses_the_s
             f"{hub.url}/hub/spawn", data={"profile": "vscode-small", "_xsrf": xsrf}, allow_redirects=False
         ) as r:
             assert r.status in (302, 303), await r.text()
-        await hub.wait_ready("alice", timeout=180)
+        await hub.wait_ready("alice")
         # her server, through the proxy: JupyterLab in her browser session (the hub's OAuth to the server) ...
         async with http.get(f"{hub.url}/user/alice/lab") as r:
             assert r.status == 200 and r.url.path == "/user/alice/lab", (

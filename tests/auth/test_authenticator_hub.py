@@ -207,7 +207,7 @@ async def test_the_token_file_in_the_pod_follows_refreshes(env):
     assert status == 403 and "You may not use profile 'large'" in str(body), body
     status, body = await env.hub.api("POST", "/users/alice/server", json={"profile": "lab"})
     assert status in (201, 202), body
-    await env.hub.wait_ready("alice", timeout=90)
+    await env.hub.wait_ready("alice")
 
     async def token_file() -> str | None:
         status, text = await env.hub.request(
@@ -260,7 +260,7 @@ async def test_back_to_back_refreshes_leave_the_newest_token_in_the_workspace(en
         await env.login(http, "dave")
     status, body = await env.hub.api("POST", "/users/dave/server", json={"profile": "lab"})
     assert status in (201, 202), body
-    await env.hub.wait_ready("dave", timeout=90)
+    await env.hub.wait_ready("dave")
     ns = user_namespace("dave", "apex-")
 
     def secret_token() -> str:

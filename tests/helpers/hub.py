@@ -16,6 +16,7 @@ import aiohttp
 
 from apex_hub.local import free_port
 from apex_hub.localpod import SLOW_IMPORT
+from tests.helpers.wait import until
 
 
 class HubProcess:
@@ -55,7 +56,7 @@ class HubProcess:
         path.write_text(textwrap.dedent(base) + textwrap.dedent(self.config))
         return path
 
-    async def start(self, timeout: float = 180) -> HubProcess:
+    async def start(self) -> HubProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self._config_file()
         env = {**os.environ, **self.env}
@@ -76,19 +77,17 @@ class HubProcess:
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
+
+        async def answering() -> bool:
             if self.proc.returncode is not None:
                 raise RuntimeError(f"jupyterhub exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                status, _ = await self.api("GET", "/")
-                if status == 200:
-                    return self
+                return (await self.api("GET", "/"))[0] == 200
             except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"jupyterhub did not start in {timeout}s:\n{self.log()}")
+                return False
+
+        await until(answering, interval=0.2)  # no deadline: the suite's hang guard ends a hang
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -134,18 +133,18 @@ class HubProcess:
         ) as r:
             assert r.status == 302, await r.text()  # logged in
 
-    async def wait_ready(self, user: str, server: str = "", timeout: float = 180) -> dict:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
+    async def wait_ready(self, user: str, server: str = "") -> dict:
+        """The model of ``user``'s ``server`` once the hub says it is ready (no deadline: a server that
+        never gets ready is a hang, which the suite's hang guard ends; the hub's log is then shown)."""
+
+        async def ready() -> dict | None:
+            if self.proc.returncode is not None:
+                raise RuntimeError(f"jupyterhub exited with {self.proc.returncode}:\n{self.log()}")
             status, model = await self.api("GET", f"/users/{user}")
             srv = (model.get("servers") or {}).get(server) if status == 200 else None
-            if srv and srv.get("ready"):
-                return srv
-            if srv is None and status == 200 and not model.get("pending"):
-                pass
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"server of {user} not ready in {timeout}s:\n{self.log()[-4000:]}")
+            return srv if srv and srv.get("ready") else None
+
+        return await until(ready, interval=0.2)
 
     async def stop(self) -> None:
         if self.proc and self.proc.returncode is None:
@@ -172,8 +171,10 @@ class HubProcess:
             await self.stop()  # never leave a half-started hub (and its proxy) behind
             raise
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, exc_type, exc, tb):
         await self.stop()
+        if exc_type is not None:  # the test failed (or hung and was ended): what the hub said, in its report
+            print(f"--- the end of {self.log_path}:\n{self.log()[-6000:]}", file=sys.stderr)
 
 
 #: ``python -m jupyterhub``, without jsonschema's ``iri`` format checker (rfc3987-syntax: over a second

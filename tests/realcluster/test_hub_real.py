@@ -49,7 +49,7 @@ async def test_a_real_single_user_server_through_the_hub(real_cluster, node, tmp
         assert (await hub.api("POST", f"/users/{user}"))[0] == 201
         status, body = await hub.api("POST", f"/users/{user}/server", json={"profile": "sci"})
         assert status in (201, 202), (body, hub.log()[-3000:])
-        await hub.wait_ready(user, timeout=180)
+        await hub.wait_ready(user)
         # the single-user server answers through the proxy, with the ConfigMap file in its home
         status, body = await hub.get(f"/user/{user}/api/status")
         assert status == 200, body
@@ -138,7 +138,7 @@ async def test_a_culler_round_stops_a_real_server_and_keeps_its_claim(real_clust
             status, body = await hub.api("POST", f"/users/{name}/server", json={"profile": profile})
             assert status in (201, 202), (body, hub.log()[-3000:])
         for name in ("gina", "hugo"):
-            await hub.wait_ready(name, timeout=180)
+            await hub.wait_ready(name)
         later = datetime.now(UTC) + timedelta(hours=1)  # past lab's 30 min, inside the 2 h default
         svc = CullerService(
             CullingPolicy.load(policy_file),

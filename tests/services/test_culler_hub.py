@@ -83,7 +83,7 @@ async def test_culler_against_a_real_hub(tmp_path):
                     assert (await hub.api("POST", f"/groups/{g}/users", json={"users": [name]}))[0] == 200
             await start_servers(hub, {"alice": "lab", "bob": "lab", "carol": "long"})
             for name in ("alice", "bob", "carol"):
-                await hub.wait_ready(name, timeout=90)
+                await hub.wait_ready(name)
 
             policy = CullingPolicy.load(policy_file)
             later = datetime.now(UTC) + timedelta(hours=1)  # past lab's 30m, not the default 2h
@@ -151,7 +151,7 @@ async def test_culler_against_a_real_hub(tmp_path):
             assert report.errors == [], report.errors
             assert [c.user for c in report.restarted] == ["bob"]
             assert [(r["user"], r["reason"]) for r in report.external] == [("bob", "external")]
-            srv = await hub.wait_ready("bob", timeout=90)
+            srv = await hub.wait_ready("bob")
             assert srv["user_options"] == {"profile": "lab"}
             await svc.close()
             assert [r["reason"] for r in records(state)] == ["idle", "idle", "external"]
@@ -235,7 +235,7 @@ async def test_culler_started_by_the_hub(tmp_path):
             assert "Starting managed service apex-culler" in hub.log()
 
             # carol (long: max_age 1h30m, 30 minutes to go on the culler's clock) is kept and warned
-            await hub.wait_ready("carol", timeout=90)
+            await hub.wait_ready("carol")
 
             async def carol_warned():
                 return [r for r in records(state) if r["user"] == "carol" and r.get("event") == "warning"]
@@ -283,10 +283,10 @@ async def test_culler_started_by_the_hub(tmp_path):
                     assert r.status == 403
 
             # bob's profile is always-on in the catalogue: stopped by an admin, restarted by the culler
-            await hub.wait_ready("bob", timeout=90)
+            await hub.wait_ready("bob")
             assert (await hub.api("DELETE", "/users/bob/server"))[0] in (202, 204)
             await wait_stopped(hub, "bob")
-            srv = await hub.wait_ready("bob", timeout=90)
+            srv = await hub.wait_ready("bob")
             assert srv["user_options"] == {"profile": "svc"}
             assert [(r["user"], r["reason"]) for r in records(state) if r["user"] == "bob"] == [
                 ("bob", "external")

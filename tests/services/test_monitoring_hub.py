@@ -450,7 +450,7 @@ async def test_proxy_routes_against_the_hubs_servers(env):
     assert (await env.hub.api("POST", "/users/alice"))[0] == 201
     status, body = await env.hub.api("POST", "/users/alice/server", json={"profile": "lab"})
     assert status in (201, 202), body
-    await env.hub.wait_ready("alice", timeout=90)
+    await env.hub.wait_ready("alice")
     await poll(routes_check(0, "1 running server(s), all routed"), env)
     assert (await env.chp("DELETE", "/user/alice"))[0] == 204
     st = await poll(routes_check(2, "running servers without a proxy route: alice/"), env)

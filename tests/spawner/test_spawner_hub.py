@@ -93,7 +93,7 @@ class Env:
     async def start(self, name: str, profile: str) -> dict:
         status, body = await self.hub.api("POST", f"/users/{name}/server", json={"profile": profile})
         assert status in (201, 202), (body, self.hub.log()[-3000:])
-        return await self.hub.wait_ready(name, timeout=90)
+        return await self.hub.wait_ready(name)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
