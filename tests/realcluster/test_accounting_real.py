@@ -3,7 +3,6 @@ workspace started by APExSpawner (run by kubesim's node) becomes a ledger sessio
 size (the hub's "get persistentvolumeclaims"), and its stop closes the session."""
 
 import asyncio
-import time
 
 import pytest
 from kubernetes_asyncio import client
@@ -11,17 +10,10 @@ from kubernetes_asyncio import client
 from apex_hub.services.accounting.db import Ledger
 from apex_hub.services.accounting.service import AccountingService, kube_factory
 from apex_hub.services.culler.service import HubClient
+from tests.helpers.wait import until
 from tests.realcluster.test_spawner_real import catalogue, pull_secret, spawner, user  # noqa: F401
 
 pytestmark = pytest.mark.realcluster
-
-
-async def until(check, timeout=120):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"not within {timeout}s"
-        await asyncio.sleep(0.2)
-    return value
 
 
 async def test_a_real_workspace_is_accounted_and_closed(hub, node, admin, tmp_path):

@@ -5,7 +5,6 @@ kubesim's process kubelet as the node (tests/realcluster/conftest.py). The pod's
 tiny HTTP server on the pod's own 127.0.0.N, so a spawn ends with a ready server.
 """
 
-import asyncio
 import copy
 import sys
 import time
@@ -18,6 +17,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from apex_hub.spawner import labels as L
 from tests.helpers.cluster import HUB_NAMESPACE
 from tests.helpers.spawner import make_spawner
+from tests.helpers.wait import until
 
 pytestmark = pytest.mark.realcluster
 SERVE = [sys.executable, "-m", "http.server", "8888", "--bind", "0.0.0.0"]
@@ -128,15 +128,9 @@ async def read(admin, path):
     )
 
 
-async def eventually(check, timeout=120, interval=0.5):
-    """Poll ``check()`` (async) until it returns a true value; generous bound for a loaded machine."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"condition not met in {timeout}s"
-        await asyncio.sleep(interval)
+async def eventually(check, interval=0.5):
+    """Poll ``check()`` (async) until it returns a true value (no deadline: the hang guard ends a hang)."""
+    return await until(check, interval)
 
 
 async def test_first_spawn_provisions_everything_through_the_real_rbac_and_admission(hub, node, admin):
@@ -171,7 +165,7 @@ async def test_first_spawn_provisions_everything_through_the_real_rbac_and_admis
         s.delete_namespace_on_user_delete = True
         await s.delete_forever()
     # namespace deletion finished by the real namespace controller
-    await eventually(lambda: _gone(admin, f"/api/v1/namespaces/{ns}"), timeout=180)
+    await eventually(lambda: _gone(admin, f"/api/v1/namespaces/{ns}"))
 
 
 async def test_stop_sweeps_and_keeps_claims(hub, node, admin):

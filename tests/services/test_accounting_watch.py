@@ -17,6 +17,7 @@ from apex_hub.services.accounting.db import Ledger
 from apex_hub.services.accounting.ingest import observation, quantity
 from apex_hub.services.accounting.service import HEARTBEAT, AccountingService, kube_factory
 from apex_hub.services.culler.service import HubClient
+from tests.helpers.wait import until
 
 
 def pod(
@@ -57,17 +58,6 @@ def pod(
             "volumes": [{"name": "ws", "persistentVolumeClaim": {"claimName": "ws"}}],
         },
     }
-
-
-async def until(check, timeout: float = 20):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        result = check()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not within {timeout}s: {check()!r}")
 
 
 @pytest.fixture
