@@ -200,6 +200,26 @@ async def soak(args, url: str, state_dir: Path) -> list[dict]:
     return rows
 
 
+def print_days(rows: list[dict], cols: list[str], every: int, width: int) -> str:
+    """Print the day table (day 1, every ``every``-th day, the last) with RSS growth; the summary line."""
+    base = rows[0]
+    print(f"{'day':>4} " + " ".join(f"{c:>{width}}" for c in cols) + f" {'RSS vs day 1':>13}")
+    for row in rows:
+        if row["day"] in (1, len(rows)) or row["day"] % every == 0:
+            growth = 100 * (row["rss_mib"] / base["rss_mib"] - 1)
+            cells = " ".join(
+                f"{row[c]:>{width}.1f}" if isinstance(row[c], float) else f"{row[c]:>{width}}" for c in cols
+            )
+            print(f"{row['day']:>4} {cells} {growth:>+12.1f}%")
+    last = rows[-1]
+    growth = 100 * (last["rss_mib"] / base["rss_mib"] - 1)
+    verdict = "within" if abs(growth) <= 10 else "NOT within"
+    return (
+        f"\nRSS day 1 {base['rss_mib']:.1f} MiB -> day {last['day']} {last['rss_mib']:.1f} MiB: {growth:+.1f}%"
+        f" ({verdict} the 10% target)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=2000)
@@ -228,7 +248,6 @@ def main() -> None:
             rows = asyncio.run(soak(args, url, Path(tmp)))
     finally:
         hub.terminate()
-    base = rows[0]
     print(
         f"\nculler soak: {args.users} users, {args.days} simulated days, {args.rounds_per_day} rounds a day"
         f" (one session per user per day)"
@@ -243,21 +262,7 @@ def main() -> None:
         "stoplog_keys",
         "stop_log_mib",
     ]
-    print(f"{'day':>4} " + " ".join(f"{c:>15}" for c in cols) + f" {'RSS vs day 1':>13}")
-    for row in rows:
-        if row["day"] in (1, len(rows)) or row["day"] % args.every == 0:
-            growth = 100 * (row["rss_mib"] / base["rss_mib"] - 1)
-            cells = " ".join(
-                f"{row[c]:>15.1f}" if isinstance(row[c], float) else f"{row[c]:>15}" for c in cols
-            )
-            print(f"{row['day']:>4} {cells} {growth:>+12.1f}%")
-    last = rows[-1]
-    growth = 100 * (last["rss_mib"] / base["rss_mib"] - 1)
-    verdict = "within" if abs(growth) <= 10 else "NOT within"
-    print(
-        f"\nRSS day 1 {base['rss_mib']:.1f} MiB -> day {last['day']} {last['rss_mib']:.1f} MiB: {growth:+.1f}%"
-        f" ({verdict} the 10% target)"
-    )
+    print(print_days(rows, cols, args.every, width=15))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from soak import print_days  # the culler soak's day table
 from spawner_latency import HubUser, apex_spawner, sim_own_process  # the same profile and kubesim
 
 from apex_hub.auth.authenticator import APExOIDCAuthenticator
@@ -227,20 +228,9 @@ def main() -> None:
         "progress_events",
         "connections",
     ]
-    print(f"{'day':>4} " + " ".join(f"{c:>16}" for c in cols) + f" {'RSS vs day 1':>13}")
-    for row in rows:
-        if row["day"] in (1, len(rows)) or row["day"] % args.every == 0:
-            growth = 100 * (row["rss_mib"] / base["rss_mib"] - 1)
-            cells = " ".join(
-                f"{row[c]:>16.1f}" if isinstance(row[c], float) else f"{row[c]:>16}" for c in cols
-            )
-            print(f"{row['day']:>4} {cells} {growth:>+12.1f}%")
     last = rows[-1]
-    growth = 100 * (last["rss_mib"] / base["rss_mib"] - 1)
-    verdict = "within" if abs(growth) <= 10 else "NOT within"
     print(
-        f"\nRSS day 1 {base['rss_mib']:.1f} MiB -> day {last['day']} {last['rss_mib']:.1f} MiB: {growth:+.1f}%"
-        f" ({verdict} the 10% target); objects {base['objects']} -> {last['objects']};"
+        print_days(rows, cols, args.every, width=16) + f"; objects {base['objects']} -> {last['objects']};"
         f" {len(totals['failures'])} failed cycles; {last['elapsed_s']:.0f} s"
     )
     for failure in totals["failures"][:5]:
